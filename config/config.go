@@ -1,0 +1,373 @@
+// Package config holds vnum's configuration: the Config struct, its
+// defaults, loading from YAML and the environment, and validation.
+//
+// Viper is used only inside this package; everything else takes a *Config.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix is the prefix of environment variables that override
+// configuration keys: VNUM_ + the key path upper-cased with "_" for ".".
+const EnvPrefix = "VNUM"
+
+// Default values of every configuration key (SPEC §3).
+const (
+	DefaultSIPPublicHost        = ""
+	DefaultSIPTLSCert           = ""
+	DefaultSIPTLSKey            = ""
+	DefaultAuthFailures         = 10
+	DefaultBlockFor             = 15 * time.Minute
+	DefaultMediaIP              = "127.0.0.1"
+	DefaultRTPPorts             = "20000-29999"
+	DefaultMediaTimeout         = 60 * time.Second
+	DefaultExtensionDigits      = 4
+	DefaultFirstDigitTimeout    = 10 * time.Second
+	DefaultInterDigitTimeout    = 5 * time.Second
+	DefaultIVRAttempts          = 3
+	DefaultIVRAnswer            = AnswerAnswer
+	DefaultIVRLanguage          = "zh"
+	DefaultTrunkOutbound        = ""
+	DefaultTrunkUsername        = ""
+	DefaultTrunkPassword        = ""
+	DefaultTrunkNumberFormat    = NumberFormatNational
+	DefaultBindingTTL           = 720 * time.Hour
+	DefaultBindingQuarantine    = 2160 * time.Hour
+	DefaultRingTimeout          = 60 * time.Second
+	DefaultMaxDuration          = 2 * time.Hour
+	DefaultDrainTimeout         = 30 * time.Second
+	DefaultBillingCurrency      = "CNY"
+	DefaultBillingRentalPerDay  = "0.00018"
+	DefaultBillingPerMinute     = "0.02"
+	DefaultBillingTimezone      = "Asia/Shanghai"
+	DefaultStoreDriver          = DriverSQLite
+	DefaultStoreDSN             = "vnum.db"
+	DefaultAdminListen          = "127.0.0.1:8080"
+	DefaultAdminToken           = ""
+)
+
+// Enumerated values of configuration keys.
+const (
+	// AnswerAnswer answers the call (200 OK) before the IVR collects digits.
+	AnswerAnswer = "answer"
+	// AnswerEarly collects digits in 183 early media without answering.
+	AnswerEarly = "early"
+	// NumberFormatNational sends B to the trunk as 13800138000.
+	NumberFormatNational = "national"
+	// NumberFormatE164 sends B to the trunk as +8613800138000.
+	NumberFormatE164 = "e164"
+	// DigestMD5 is the MD5 digest algorithm (RFC 2617).
+	DigestMD5 = "MD5"
+	// DigestSHA256 is the SHA-256 digest algorithm (RFC 7616, RFC 8760).
+	DigestSHA256 = "SHA-256"
+	// DriverSQLite selects the embedded SQLite store.
+	DriverSQLite = "sqlite"
+	// DriverPostgres selects the PostgreSQL store.
+	DriverPostgres = "postgres"
+)
+
+// DefaultSIPListen returns the default sip.listen entries.
+func DefaultSIPListen() []string {
+	return []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060"}
+}
+
+// DefaultDigestAlgorithms returns the default sip.digest_algorithms.
+func DefaultDigestAlgorithms() []string { return []string{DigestMD5} }
+
+// Config is vnum's whole configuration (SPEC §3).
+type Config struct {
+	// SIP configures signalling listeners and authentication.
+	SIP SIP `mapstructure:"sip"`
+	// Security configures blocking of sources that fail authentication.
+	Security Security `mapstructure:"security"`
+	// Media configures the RTP relay.
+	Media Media `mapstructure:"media"`
+	// IVR configures extension collection.
+	IVR IVR `mapstructure:"ivr"`
+	// Trunk configures the carrier SIP trunk.
+	Trunk Trunk `mapstructure:"trunk"`
+	// Binding configures binding lifetimes.
+	Binding Binding `mapstructure:"binding"`
+	// Calls configures call timers.
+	Calls Calls `mapstructure:"calls"`
+	// Billing configures rates and the billing time zone.
+	Billing Billing `mapstructure:"billing"`
+	// Store configures the database.
+	Store Store `mapstructure:"store"`
+	// Admin configures the admin HTTP API.
+	Admin Admin `mapstructure:"admin"`
+}
+
+// SIP is the sip section.
+type SIP struct {
+	// Listen lists transport URIs to listen on: udp://, tcp:// or tls://host:port.
+	Listen []string `mapstructure:"listen"`
+	// PublicHost is the host put in Contact, Via and SDP when behind NAT.
+	PublicHost string `mapstructure:"public_host"`
+	// TLSCert is the certificate file for tls:// listeners.
+	TLSCert string `mapstructure:"tls_cert"`
+	// TLSKey is the private key file for tls:// listeners.
+	TLSKey string `mapstructure:"tls_key"`
+	// DigestAlgorithms lists the digest algorithms offered, in order.
+	DigestAlgorithms []string `mapstructure:"digest_algorithms"`
+}
+
+// Security is the security section.
+type Security struct {
+	// AuthFailures is how many failed digest attempts per source per minute
+	// trigger a block.
+	AuthFailures int `mapstructure:"auth_failures"`
+	// BlockFor is how long a blocked source stays blocked.
+	BlockFor time.Duration `mapstructure:"block_for"`
+}
+
+// Media is the media section.
+type Media struct {
+	// IP is the address the relay binds and advertises.
+	IP string `mapstructure:"ip"`
+	// RTPPorts is the raw port range, e.g. "20000-29999".
+	RTPPorts string `mapstructure:"rtp_ports"`
+	// RTPMin is the first port of RTPPorts (even), set by Load and Validate.
+	RTPMin int `mapstructure:"-"`
+	// RTPMax is the last port of RTPPorts, set by Load and Validate.
+	RTPMax int `mapstructure:"-"`
+	// Timeout hangs up both legs when no RTP arrives from either side.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// IVR is the ivr section.
+type IVR struct {
+	// ExtensionDigits is the length of an extension E (3..8).
+	ExtensionDigits int `mapstructure:"extension_digits"`
+	// FirstDigitTimeout is how long the IVR waits for the first digit.
+	FirstDigitTimeout time.Duration `mapstructure:"first_digit_timeout"`
+	// InterDigitTimeout is how long the IVR waits between digits.
+	InterDigitTimeout time.Duration `mapstructure:"inter_digit_timeout"`
+	// Attempts is how many wrong or missing extensions end the call.
+	Attempts int `mapstructure:"attempts"`
+	// Answer is "answer" or "early" (collect digits in 183 early media).
+	Answer string `mapstructure:"answer"`
+	// Language selects the prompt set: "zh" or "en".
+	Language string `mapstructure:"language"`
+}
+
+// Trunk is the trunk section.
+type Trunk struct {
+	// Outbound is the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp.
+	Outbound string `mapstructure:"outbound"`
+	// Username is the digest user if the carrier challenges.
+	Username string `mapstructure:"username"`
+	// Password is the digest password if the carrier challenges; a secret.
+	Password string `mapstructure:"password"`
+	// InboundCIDRs lists sources whose INVITEs are PSTN calls.
+	InboundCIDRs []string `mapstructure:"inbound_cidrs"`
+	// NumberFormat is how B is sent to the trunk: "national" or "e164".
+	NumberFormat string `mapstructure:"number_format"`
+}
+
+// Binding is the binding section.
+type Binding struct {
+	// TTL is a binding's lifetime from creation.
+	TTL time.Duration `mapstructure:"ttl"`
+	// Quarantine is how long an ended (X, E) is not given out again.
+	Quarantine time.Duration `mapstructure:"quarantine"`
+}
+
+// Calls is the calls section.
+type Calls struct {
+	// RingTimeout ends a call whose leg B does not answer in time.
+	RingTimeout time.Duration `mapstructure:"ring_timeout"`
+	// MaxDuration ends calls that last longer.
+	MaxDuration time.Duration `mapstructure:"max_duration"`
+	// DrainTimeout is how long calls may go on after SIGTERM.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
+}
+
+// Billing is the billing section.
+type Billing struct {
+	// Currency is the ISO 4217 code printed on bills.
+	Currency string `mapstructure:"currency"`
+	// RentalPerDay is the price of one binding-day, a decimal string.
+	RentalPerDay string `mapstructure:"rental_per_day"`
+	// PerMinute is the price of one billed minute, a decimal string.
+	PerMinute string `mapstructure:"per_minute"`
+	// Timezone is the IANA zone whose months bills follow.
+	Timezone string `mapstructure:"timezone"`
+}
+
+// Store is the store section.
+type Store struct {
+	// Driver is "sqlite" or "postgres".
+	Driver string `mapstructure:"driver"`
+	// DSN is the data source: a file name for sqlite, a URL for postgres.
+	DSN string `mapstructure:"dsn"`
+}
+
+// Admin is the admin section.
+type Admin struct {
+	// Listen is the admin HTTP API's host:port.
+	Listen string `mapstructure:"listen"`
+	// Token is the bearer token required on /v1 calls when set; a secret.
+	Token string `mapstructure:"token"`
+}
+
+// defaults maps every key to its default; SetDefault on each key is also
+// what lets AutomaticEnv find keys that no file mentions.
+func defaults() map[string]any {
+	return map[string]any{
+		"sip.listen":              DefaultSIPListen(),
+		"sip.public_host":         DefaultSIPPublicHost,
+		"sip.tls_cert":            DefaultSIPTLSCert,
+		"sip.tls_key":             DefaultSIPTLSKey,
+		"sip.digest_algorithms":   DefaultDigestAlgorithms(),
+		"security.auth_failures":  DefaultAuthFailures,
+		"security.block_for":      DefaultBlockFor,
+		"media.ip":                DefaultMediaIP,
+		"media.rtp_ports":         DefaultRTPPorts,
+		"media.timeout":           DefaultMediaTimeout,
+		"ivr.extension_digits":    DefaultExtensionDigits,
+		"ivr.first_digit_timeout": DefaultFirstDigitTimeout,
+		"ivr.inter_digit_timeout": DefaultInterDigitTimeout,
+		"ivr.attempts":            DefaultIVRAttempts,
+		"ivr.answer":              DefaultIVRAnswer,
+		"ivr.language":            DefaultIVRLanguage,
+		"trunk.outbound":          DefaultTrunkOutbound,
+		"trunk.username":          DefaultTrunkUsername,
+		"trunk.password":          DefaultTrunkPassword,
+		"trunk.inbound_cidrs":     []string{},
+		"trunk.number_format":     DefaultTrunkNumberFormat,
+		"binding.ttl":             DefaultBindingTTL,
+		"binding.quarantine":      DefaultBindingQuarantine,
+		"calls.ring_timeout":      DefaultRingTimeout,
+		"calls.max_duration":      DefaultMaxDuration,
+		"calls.drain_timeout":     DefaultDrainTimeout,
+		"billing.currency":        DefaultBillingCurrency,
+		"billing.rental_per_day":  DefaultBillingRentalPerDay,
+		"billing.per_minute":      DefaultBillingPerMinute,
+		"billing.timezone":        DefaultBillingTimezone,
+		"store.driver":            DefaultStoreDriver,
+		"store.dsn":               DefaultStoreDSN,
+		"admin.listen":            DefaultAdminListen,
+		"admin.token":             DefaultAdminToken,
+	}
+}
+
+// Default returns the configuration with every key at its default,
+// ignoring files and the environment.
+func Default() *Config {
+	c := &Config{
+		SIP: SIP{
+			Listen:           DefaultSIPListen(),
+			PublicHost:       DefaultSIPPublicHost,
+			TLSCert:          DefaultSIPTLSCert,
+			TLSKey:           DefaultSIPTLSKey,
+			DigestAlgorithms: DefaultDigestAlgorithms(),
+		},
+		Security: Security{AuthFailures: DefaultAuthFailures, BlockFor: DefaultBlockFor},
+		Media:    Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout},
+		IVR: IVR{
+			ExtensionDigits:   DefaultExtensionDigits,
+			FirstDigitTimeout: DefaultFirstDigitTimeout,
+			InterDigitTimeout: DefaultInterDigitTimeout,
+			Attempts:          DefaultIVRAttempts,
+			Answer:            DefaultIVRAnswer,
+			Language:          DefaultIVRLanguage,
+		},
+		Trunk: Trunk{
+			Outbound:     DefaultTrunkOutbound,
+			Username:     DefaultTrunkUsername,
+			Password:     DefaultTrunkPassword,
+			InboundCIDRs: []string{},
+			NumberFormat: DefaultTrunkNumberFormat,
+		},
+		Binding: Binding{TTL: DefaultBindingTTL, Quarantine: DefaultBindingQuarantine},
+		Calls: Calls{
+			RingTimeout:  DefaultRingTimeout,
+			MaxDuration:  DefaultMaxDuration,
+			DrainTimeout: DefaultDrainTimeout,
+		},
+		Billing: Billing{
+			Currency:     DefaultBillingCurrency,
+			RentalPerDay: DefaultBillingRentalPerDay,
+			PerMinute:    DefaultBillingPerMinute,
+			Timezone:     DefaultBillingTimezone,
+		},
+		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN},
+		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken},
+	}
+	c.normalise()
+	return c
+}
+
+// Load builds the configuration from the defaults, then the YAML file (when
+// file is non-empty), then VNUM_* environment variables. It does not
+// validate; call Validate on the result.
+func Load(file string) (*Config, error) {
+	v := viper.New()
+	for k, val := range defaults() {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	var c Config
+	if err := v.UnmarshalExact(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.normalise()
+	return &c, nil
+}
+
+// normalise trims list entries (an env value "a, b" splits into "a", " b")
+// and parses the RTP port range when it is well formed.
+func (c *Config) normalise() {
+	c.SIP.Listen = trimList(c.SIP.Listen)
+	c.SIP.DigestAlgorithms = trimList(c.SIP.DigestAlgorithms)
+	c.Trunk.InboundCIDRs = trimList(c.Trunk.InboundCIDRs)
+	if lo, hi, err := ParsePortRange(c.Media.RTPPorts); err == nil {
+		c.Media.RTPMin, c.Media.RTPMax = lo, hi
+	}
+}
+
+func trimList(xs []string) []string {
+	out := make([]string, 0, len(xs))
+	for _, x := range xs {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// ErrPortRange reports a malformed port range.
+var ErrPortRange = errors.New("want FIRST-LAST, an even first port, 1024 <= FIRST < LAST <= 65535")
+
+// ParsePortRange parses "20000-29999" into its bounds. The first port must
+// be even, because RTP takes the even port and RTCP the odd one above it
+// (RFC 3550 §11).
+func ParsePortRange(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
+	if !ok {
+		return 0, 0, ErrPortRange
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || lo < 1024 || hi > 65535 || lo >= hi || lo%2 != 0 {
+		return 0, 0, ErrPortRange
+	}
+	return lo, hi, nil
+}

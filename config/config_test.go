@@ -1,0 +1,194 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vnum.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load("")
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, Default(), c)
+
+	require.Equal(t, []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060"}, c.SIP.Listen)
+	require.Equal(t, []string{"MD5"}, c.SIP.DigestAlgorithms)
+	require.Equal(t, 10, c.Security.AuthFailures)
+	require.Equal(t, 15*time.Minute, c.Security.BlockFor)
+	require.Equal(t, "20000-29999", c.Media.RTPPorts)
+	require.Equal(t, 20000, c.Media.RTPMin)
+	require.Equal(t, 29999, c.Media.RTPMax)
+	require.Equal(t, 60*time.Second, c.Media.Timeout)
+	require.Equal(t, 4, c.IVR.ExtensionDigits)
+	require.Equal(t, "answer", c.IVR.Answer)
+	require.Equal(t, "zh", c.IVR.Language)
+	require.Empty(t, c.Trunk.InboundCIDRs)
+	require.Equal(t, "national", c.Trunk.NumberFormat)
+	require.Equal(t, 720*time.Hour, c.Binding.TTL)
+	require.Equal(t, 2160*time.Hour, c.Binding.Quarantine)
+	require.Equal(t, 2*time.Hour, c.Calls.MaxDuration)
+	require.Equal(t, "0.00018", c.Billing.RentalPerDay)
+	require.Equal(t, "0.02", c.Billing.PerMinute)
+	require.Equal(t, "Asia/Shanghai", c.Billing.Timezone)
+	require.Equal(t, "sqlite", c.Store.Driver)
+	require.Equal(t, "vnum.db", c.Store.DSN)
+	require.Equal(t, "127.0.0.1:8080", c.Admin.Listen)
+}
+
+func TestYAMLFile(t *testing.T) {
+	p := writeFile(t, `
+sip:
+  listen: [udp://0.0.0.0:5070]
+  digest_algorithms: [SHA-256, MD5]
+media:
+  rtp_ports: 30000-30099
+ivr:
+  extension_digits: 3
+  answer: early
+trunk:
+  inbound_cidrs: [203.0.113.0/24, 198.51.100.7]
+  password: s3cret
+  username: vnum
+binding:
+  ttl: 48h
+billing:
+  per_minute: 0.05
+store:
+  dsn: /var/lib/vnum/vnum.db
+`)
+	c, err := Load(p)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, []string{"udp://0.0.0.0:5070"}, c.SIP.Listen)
+	require.Equal(t, []string{"SHA-256", "MD5"}, c.SIP.DigestAlgorithms)
+	require.Equal(t, 30000, c.Media.RTPMin)
+	require.Equal(t, 30099, c.Media.RTPMax)
+	require.Equal(t, 3, c.IVR.ExtensionDigits)
+	require.Equal(t, "early", c.IVR.Answer)
+	require.Equal(t, []string{"203.0.113.0/24", "198.51.100.7"}, c.Trunk.InboundCIDRs)
+	require.Equal(t, 48*time.Hour, c.Binding.TTL)
+	require.Equal(t, "0.05", c.Billing.PerMinute)
+	require.Equal(t, "/var/lib/vnum/vnum.db", c.Store.DSN)
+	// Keys the file does not mention keep their defaults.
+	require.Equal(t, 2160*time.Hour, c.Binding.Quarantine)
+	require.Equal(t, "zh", c.IVR.Language)
+
+	m := c.Masked()
+	require.Equal(t, Mask, m["trunk"].(map[string]any)["password"])
+	require.Equal(t, "", m["admin"].(map[string]any)["token"])
+	require.Equal(t, "48h0m0s", m["binding"].(map[string]any)["ttl"])
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	require.Error(t, err)
+
+	_, err = Load(writeFile(t, "sip: [\n"))
+	require.Error(t, err)
+
+	_, err = Load(writeFile(t, "ivr:\n  extension_digit: 5\n"))
+	require.ErrorContains(t, err, "extension_digit")
+}
+
+func TestEnvOverride(t *testing.T) {
+	t.Setenv("VNUM_STORE_DSN", "env.db")
+	t.Setenv("VNUM_SIP_LISTEN", "udp://127.0.0.1:5080, tcp://127.0.0.1:5080")
+	t.Setenv("VNUM_TRUNK_INBOUND_CIDRS", "10.0.0.0/8,192.0.2.1/32")
+	t.Setenv("VNUM_IVR_EXTENSION_DIGITS", "5")
+	t.Setenv("VNUM_CALLS_RING_TIMEOUT", "30s")
+	t.Setenv("VNUM_ADMIN_TOKEN", "tok")
+
+	// With no file at all.
+	c, err := Load("")
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, "env.db", c.Store.DSN)
+	require.Equal(t, []string{"udp://127.0.0.1:5080", "tcp://127.0.0.1:5080"}, c.SIP.Listen)
+	require.Equal(t, []string{"10.0.0.0/8", "192.0.2.1/32"}, c.Trunk.InboundCIDRs)
+	require.Equal(t, 5, c.IVR.ExtensionDigits)
+	require.Equal(t, 30*time.Second, c.Calls.RingTimeout)
+	require.Equal(t, Mask, c.Masked()["admin"].(map[string]any)["token"])
+
+	// The environment wins over the file.
+	c, err = Load(writeFile(t, "store:\n  dsn: file.db\n  driver: sqlite\n"))
+	require.NoError(t, err)
+	require.Equal(t, "env.db", c.Store.DSN)
+}
+
+func TestValidateNamesKey(t *testing.T) {
+	tests := map[string]struct {
+		mutate func(*Config)
+		want   string
+	}{
+		"listen empty":       {func(c *Config) { c.SIP.Listen = nil }, "sip.listen:"},
+		"listen scheme":      {func(c *Config) { c.SIP.Listen = []string{"ws://1.2.3.4:5060"} }, "sip.listen:"},
+		"listen no port":     {func(c *Config) { c.SIP.Listen = []string{"udp://1.2.3.4"} }, "sip.listen:"},
+		"tls without cert":   {func(c *Config) { c.SIP.Listen = []string{"tls://1.2.3.4:5061"} }, "sip.tls_cert:"},
+		"cert without key":   {func(c *Config) { c.SIP.TLSCert = "c.pem" }, "sip.tls_cert:"},
+		"digest empty":       {func(c *Config) { c.SIP.DigestAlgorithms = nil }, "sip.digest_algorithms:"},
+		"digest unknown":     {func(c *Config) { c.SIP.DigestAlgorithms = []string{"SHA-1"} }, "sip.digest_algorithms:"},
+		"digest twice":       {func(c *Config) { c.SIP.DigestAlgorithms = []string{"MD5", "MD5"} }, "sip.digest_algorithms:"},
+		"auth failures":      {func(c *Config) { c.Security.AuthFailures = 0 }, "security.auth_failures:"},
+		"block for":          {func(c *Config) { c.Security.BlockFor = 0 }, "security.block_for:"},
+		"media ip":           {func(c *Config) { c.Media.IP = "localhost" }, "media.ip:"},
+		"rtp odd start":      {func(c *Config) { c.Media.RTPPorts = "20001-29999" }, "media.rtp_ports:"},
+		"rtp reversed":       {func(c *Config) { c.Media.RTPPorts = "30000-20000" }, "media.rtp_ports:"},
+		"rtp garbage":        {func(c *Config) { c.Media.RTPPorts = "many" }, "media.rtp_ports:"},
+		"media timeout":      {func(c *Config) { c.Media.Timeout = -time.Second }, "media.timeout:"},
+		"digits low":         {func(c *Config) { c.IVR.ExtensionDigits = 2 }, "ivr.extension_digits:"},
+		"digits high":        {func(c *Config) { c.IVR.ExtensionDigits = 9 }, "ivr.extension_digits:"},
+		"first digit":        {func(c *Config) { c.IVR.FirstDigitTimeout = 0 }, "ivr.first_digit_timeout:"},
+		"inter digit":        {func(c *Config) { c.IVR.InterDigitTimeout = 0 }, "ivr.inter_digit_timeout:"},
+		"attempts":           {func(c *Config) { c.IVR.Attempts = 0 }, "ivr.attempts:"},
+		"answer":             {func(c *Config) { c.IVR.Answer = "x" }, `ivr.answer: must be answer or early, got "x"`},
+		"language":           {func(c *Config) { c.IVR.Language = "fr" }, "ivr.language:"},
+		"outbound":           {func(c *Config) { c.Trunk.Outbound = "203.0.113.1" }, "trunk.outbound:"},
+		"password alone":     {func(c *Config) { c.Trunk.Password = "p" }, "trunk.username:"},
+		"cidr":               {func(c *Config) { c.Trunk.InboundCIDRs = []string{"10.0.0.0/33"} }, "trunk.inbound_cidrs:"},
+		"number format":      {func(c *Config) { c.Trunk.NumberFormat = "intl" }, "trunk.number_format:"},
+		"ttl":                {func(c *Config) { c.Binding.TTL = 0 }, "binding.ttl:"},
+		"quarantine":         {func(c *Config) { c.Binding.Quarantine = 0 }, "binding.quarantine:"},
+		"ring timeout":       {func(c *Config) { c.Calls.RingTimeout = 0 }, "calls.ring_timeout:"},
+		"max duration":       {func(c *Config) { c.Calls.MaxDuration = 0 }, "calls.max_duration:"},
+		"drain timeout":      {func(c *Config) { c.Calls.DrainTimeout = 0 }, "calls.drain_timeout:"},
+		"currency":           {func(c *Config) { c.Billing.Currency = "yuan" }, "billing.currency:"},
+		"rental negative":    {func(c *Config) { c.Billing.RentalPerDay = "-1" }, "billing.rental_per_day:"},
+		"per minute float":   {func(c *Config) { c.Billing.PerMinute = "1e-2" }, "billing.per_minute:"},
+		"per minute precise": {func(c *Config) { c.Billing.PerMinute = "0.0000001" }, "billing.per_minute:"},
+		"timezone":           {func(c *Config) { c.Billing.Timezone = "Mars/Olympus" }, "billing.timezone:"},
+		"driver":             {func(c *Config) { c.Store.Driver = "mysql" }, "store.driver:"},
+		"dsn":                {func(c *Config) { c.Store.DSN = " " }, "store.dsn:"},
+		"admin listen":       {func(c *Config) { c.Admin.Listen = "8080" }, "admin.listen:"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := Default()
+			tc.mutate(c)
+			err := c.Validate()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	lo, hi, err := ParsePortRange(" 10000 - 10001 ")
+	require.NoError(t, err)
+	require.Equal(t, 10000, lo)
+	require.Equal(t, 10001, hi)
+	for _, s := range []string{"", "10000", "1000-2000", "10000-70000", "10000-10000"} {
+		_, _, err := ParsePortRange(s)
+		require.ErrorIs(t, err, ErrPortRange, s)
+	}
+}

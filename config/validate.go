@@ -1,0 +1,195 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	// The billing time zone must load on minimal hosts without a zoneinfo
+	// database, so the binary carries its own copy.
+	_ "time/tzdata"
+)
+
+// KeyError is a validation error that names the offending key.
+type KeyError struct {
+	// Key is the configuration key path, e.g. "ivr.answer".
+	Key string
+	// Reason says what is wrong with the value.
+	Reason string
+}
+
+// Error returns "key: reason".
+func (e *KeyError) Error() string { return e.Key + ": " + e.Reason }
+
+// decimalRe matches a non-negative decimal with at most six fractional
+// digits, the precision of micro-units of money.
+var decimalRe = regexp.MustCompile(`^[0-9]+(\.[0-9]{1,6})?$`)
+
+// currencyRe matches an ISO 4217 alphabetic code.
+var currencyRe = regexp.MustCompile(`^[A-Z]{3}$`)
+
+// Validate checks every key and returns the first problems found, each
+// naming its key and why it is wrong, joined into one error.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %s", d)
+		}
+	}
+
+	// sip
+	if len(c.SIP.Listen) == 0 {
+		bad("sip.listen", "must list at least one udp://, tcp:// or tls:// host:port")
+	}
+	hasTLS := false
+	for _, l := range c.SIP.Listen {
+		scheme, err := checkListen(l)
+		if err != nil {
+			bad("sip.listen", "%q: %v", l, err)
+			continue
+		}
+		hasTLS = hasTLS || scheme == "tls"
+	}
+	if (c.SIP.TLSCert == "") != (c.SIP.TLSKey == "") {
+		bad("sip.tls_cert", "tls_cert and tls_key must be set together")
+	} else if hasTLS && c.SIP.TLSCert == "" {
+		bad("sip.tls_cert", "a tls:// listener needs tls_cert and tls_key")
+	}
+	if len(c.SIP.DigestAlgorithms) == 0 {
+		bad("sip.digest_algorithms", "must name at least one of MD5, SHA-256")
+	}
+	for i, a := range c.SIP.DigestAlgorithms {
+		if a != DigestMD5 && a != DigestSHA256 {
+			bad("sip.digest_algorithms", "must be MD5 or SHA-256, got %q", a)
+		} else if slices.Contains(c.SIP.DigestAlgorithms[:i], a) {
+			bad("sip.digest_algorithms", "lists %s twice", a)
+		}
+	}
+
+	// security
+	if c.Security.AuthFailures < 1 {
+		bad("security.auth_failures", "must be at least 1, got %d", c.Security.AuthFailures)
+	}
+	positive("security.block_for", c.Security.BlockFor)
+
+	// media
+	if _, err := netip.ParseAddr(c.Media.IP); err != nil {
+		bad("media.ip", "must be an IP address, got %q", c.Media.IP)
+	}
+	if lo, hi, err := ParsePortRange(c.Media.RTPPorts); err != nil {
+		bad("media.rtp_ports", "%v, got %q", err, c.Media.RTPPorts)
+	} else {
+		c.Media.RTPMin, c.Media.RTPMax = lo, hi
+	}
+	positive("media.timeout", c.Media.Timeout)
+
+	// ivr
+	if c.IVR.ExtensionDigits < 3 || c.IVR.ExtensionDigits > 8 {
+		bad("ivr.extension_digits", "must be 3..8, got %d", c.IVR.ExtensionDigits)
+	}
+	positive("ivr.first_digit_timeout", c.IVR.FirstDigitTimeout)
+	positive("ivr.inter_digit_timeout", c.IVR.InterDigitTimeout)
+	if c.IVR.Attempts < 1 {
+		bad("ivr.attempts", "must be at least 1, got %d", c.IVR.Attempts)
+	}
+	if c.IVR.Answer != AnswerAnswer && c.IVR.Answer != AnswerEarly {
+		bad("ivr.answer", "must be answer or early, got %q", c.IVR.Answer)
+	}
+	if c.IVR.Language != "zh" && c.IVR.Language != "en" {
+		bad("ivr.language", "must be zh or en, got %q", c.IVR.Language)
+	}
+
+	// trunk
+	if o := c.Trunk.Outbound; o != "" && !strings.HasPrefix(o, "sip:") && !strings.HasPrefix(o, "sips:") {
+		bad("trunk.outbound", "must be a sip: or sips: URI, got %q", o)
+	}
+	if c.Trunk.Password != "" && c.Trunk.Username == "" {
+		bad("trunk.username", "must be set when trunk.password is")
+	}
+	for _, cidr := range c.Trunk.InboundCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			if _, err := netip.ParseAddr(cidr); err != nil {
+				bad("trunk.inbound_cidrs", "%q is not a CIDR (e.g. 203.0.113.0/24)", cidr)
+			}
+		}
+	}
+	if c.Trunk.NumberFormat != NumberFormatNational && c.Trunk.NumberFormat != NumberFormatE164 {
+		bad("trunk.number_format", "must be national or e164, got %q", c.Trunk.NumberFormat)
+	}
+
+	// binding, calls
+	positive("binding.ttl", c.Binding.TTL)
+	positive("binding.quarantine", c.Binding.Quarantine)
+	positive("calls.ring_timeout", c.Calls.RingTimeout)
+	positive("calls.max_duration", c.Calls.MaxDuration)
+	positive("calls.drain_timeout", c.Calls.DrainTimeout)
+
+	// billing
+	if !currencyRe.MatchString(c.Billing.Currency) {
+		bad("billing.currency", "must be a 3-letter ISO 4217 code, got %q", c.Billing.Currency)
+	}
+	if !decimalRe.MatchString(c.Billing.RentalPerDay) {
+		bad("billing.rental_per_day", "must be a decimal >= 0 with at most 6 decimals, got %q", c.Billing.RentalPerDay)
+	}
+	if !decimalRe.MatchString(c.Billing.PerMinute) {
+		bad("billing.per_minute", "must be a decimal >= 0 with at most 6 decimals, got %q", c.Billing.PerMinute)
+	}
+	if _, err := time.LoadLocation(c.Billing.Timezone); err != nil || c.Billing.Timezone == "" {
+		bad("billing.timezone", "unknown time zone %q", c.Billing.Timezone)
+	}
+
+	// store
+	if c.Store.Driver != DriverSQLite && c.Store.Driver != DriverPostgres {
+		bad("store.driver", "must be sqlite or postgres, got %q", c.Store.Driver)
+	}
+	if strings.TrimSpace(c.Store.DSN) == "" {
+		bad("store.dsn", "must not be empty")
+	}
+
+	// admin
+	if err := checkHostPort(c.Admin.Listen); err != nil {
+		bad("admin.listen", "%v, got %q", err, c.Admin.Listen)
+	}
+	return errors.Join(errs...)
+}
+
+// checkListen checks one sip.listen URI and returns its scheme.
+func checkListen(l string) (string, error) {
+	scheme, hostport, ok := strings.Cut(l, "://")
+	if !ok {
+		return "", errors.New("want udp://, tcp:// or tls:// then host:port")
+	}
+	switch scheme {
+	case "udp", "tcp", "tls":
+	default:
+		return "", fmt.Errorf("transport must be udp, tcp or tls, got %q", scheme)
+	}
+	return scheme, checkHostPort(hostport)
+}
+
+// checkHostPort accepts host:port with a port of 0..65535 (0 picks a free
+// port, which tests use).
+func checkHostPort(hp string) error {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if host == "" {
+		return errors.New("want host:port with a host (0.0.0.0 for all addresses)")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
