@@ -1,0 +1,135 @@
+package media
+
+import (
+	"context"
+	"strings"
+
+	"github.com/pion/rtp"
+)
+
+// route is how packets read on one stream reach the other while bridged.
+type route struct {
+	to *Stream
+	// pt maps each received payload type to the one the other leg
+	// negotiated; unlisted types map to themselves.
+	pt [128]uint8
+	// xcode converts G.711 between µ-law and A-law when the legs settled on
+	// different laws; xcodePT is the received audio payload type.
+	xcode   *[256]byte
+	xcodePT uint8
+}
+
+func newRoute(from, to *Stream) *route {
+	r := &route{to: to}
+	for i := range r.pt {
+		r.pt[i] = uint8(i)
+	}
+	fa, ta := from.audio, to.audio
+	switch {
+	case sameFormat(fa, ta):
+		r.pt[fa.PT&0x7F] = ta.PT
+	case fa.IsG711() && ta.IsG711():
+		r.pt[fa.PT&0x7F] = ta.PT
+		r.xcodePT = fa.PT
+		r.xcode = &alawToULaw
+		if strings.EqualFold(fa.Name, pcmu) {
+			r.xcode = &ulawToALaw
+		}
+	}
+	// RFC 4733 §2.1: each leg chose its own telephone-event payload type.
+	if from.dtmf != nil && to.dtmf != nil {
+		r.pt[from.dtmf.PT&0x7F] = to.dtmf.PT
+	}
+	return r
+}
+
+// relayRTP sends one RTP packet, read into buf and parsed as pkt, from the
+// other stream's socket to its remote, rewriting the payload type in place.
+func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) {
+	pt := pkt.PayloadType & 0x7F
+	if r.xcode != nil && pt == r.xcodePT {
+		transcode(pkt.Payload, r.xcode) // Payload aliases buf
+	}
+	if to := r.pt[pt]; to != pt {
+		buf[1] = buf[1]&0x80 | to // keep the marker bit
+	}
+	dst := r.to.Remote()
+	if !sendable(dst) {
+		return
+	}
+	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil {
+		r.to.log.Debug("rtp relay", "error", err, "to", dst)
+	}
+}
+
+// relayRTCP sends one RTCP packet from the other stream's RTCP socket to its
+// RTCP remote, unchanged.
+func (r *route) relayRTCP(buf []byte) {
+	dst := r.to.RTCPRemote()
+	if !sendable(dst) {
+		return
+	}
+	if _, err := r.to.sock.RTCP.WriteToUDPAddrPort(buf, dst); err != nil {
+		r.to.log.Debug("rtcp relay", "error", err, "to", dst)
+	}
+}
+
+// Bridge relays RTP and RTCP between two started streams until ctx ends or
+// either stream closes: each packet read on a is sent from b's socket to
+// b's remote, and the other way round. Payload types are rewritten where the
+// legs negotiated different numbers for the same format (telephone-event
+// above all), PCMU and PCMA are converted into each other, and packets of
+// other payload types pass unchanged. The streams' reader goroutines do the
+// relaying, so Bridge starts no goroutine; it returns nil once neither
+// direction relays any more, and it does not close the streams. It returns
+// ErrNotStarted, ErrClosed or ErrBridged when a stream is not ready. Play
+// must not be called while bridged.
+func Bridge(ctx context.Context, a, b *Stream) error {
+	if a == nil || b == nil || a == b {
+		return ErrBridgeStreams
+	}
+	if err := a.join(newRoute(a, b)); err != nil {
+		return err
+	}
+	if err := b.join(newRoute(b, a)); err != nil {
+		a.leave()
+		return err
+	}
+	defer func() {
+		a.leave()
+		b.leave()
+	}()
+	a.log.Debug("bridge up", "peer_port", b.sock.Port)
+	select {
+	case <-ctx.Done():
+	case <-a.done:
+	case <-b.done:
+	}
+	return nil
+}
+
+func (s *Stream) join(r *route) error {
+	s.lc.Lock()
+	defer s.lc.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case !s.started:
+		return ErrNotStarted
+	}
+	s.bridgeMu.Lock()
+	defer s.bridgeMu.Unlock()
+	if s.peer != nil {
+		return ErrBridged
+	}
+	s.peer = r
+	return nil
+}
+
+// leave ends relaying from s. Holding bridgeMu exclusively waits for a
+// packet the reader may be relaying.
+func (s *Stream) leave() {
+	s.bridgeMu.Lock()
+	defer s.bridgeMu.Unlock()
+	s.peer = nil
+}

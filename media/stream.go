@@ -1,0 +1,456 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// RelatchAfter is how long the latched source of a stream must stay silent
+// before packets from another source move the stream's remote there (NAT
+// rebinding). Until then packets from other sources are relayed but do not
+// move the remote, so a stray sender cannot hijack a live call.
+var RelatchAfter = 2 * time.Second
+
+const (
+	frameSamples = SampleRate * defaultPtime / 1000 // 160 samples per 20 ms packet
+	frameTime    = defaultPtime * time.Millisecond
+	maxPacket    = 1500
+	digitBuffer  = 32
+)
+
+// Stream is the media endpoint of one call leg: a socket pair, the remote
+// address, the negotiated codecs and one reader goroutine per socket. It
+// plays prompts and collects digits before the bridge, and relays packets
+// while bridged (see Bridge).
+type Stream struct {
+	sock   *Socket
+	log    *slog.Logger
+	audio  Codec
+	dtmf   *Codec
+	digits chan rune
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	lc      sync.Mutex // guards started and closed
+	started bool
+	closed  bool
+
+	lastRTP atomic.Int64 // unix nanoseconds
+
+	mu          sync.Mutex // guards the remote addresses
+	remote      netip.AddrPort
+	rtcpRemote  netip.AddrPort
+	latched     bool
+	rtcpLatched bool
+	heard       time.Time // last RTP from remote
+	rtcpHeard   time.Time // last RTCP from rtcpRemote
+
+	// bridgeMu guards peer. A reader holds it shared while it relays a
+	// packet, so that leaving a bridge waits for packets in flight.
+	bridgeMu sync.RWMutex
+	peer     *route
+
+	playMu   sync.Mutex // serialises Play and guards the sender state
+	ssrc     uint32
+	seq      uint16
+	ts       uint32
+	lastSent time.Time
+
+	// Used only by the RTP reader goroutine.
+	events DigitDetector
+	tones  *ToneDetector
+}
+
+// NewStream returns a stream on sock that sends to remote with the
+// negotiated audio codec and telephone-event format (nil when none was
+// negotiated, in which case in-band DTMF is detected in G.711 audio). The
+// RTCP remote defaults to the RTP port + 1. log may be nil.
+func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, log *slog.Logger) *Stream {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Stream{
+		sock:   sock,
+		log:    log.With("rtp_port", sock.Port),
+		audio:  audio,
+		digits: make(chan rune, digitBuffer),
+		done:   make(chan struct{}),
+		ssrc:   rand.Uint32(),
+		seq:    uint16(rand.Uint32()),
+		ts:     rand.Uint32(),
+	}
+	if dtmf != nil {
+		d := *dtmf
+		s.dtmf = &d
+	} else {
+		s.tones = NewToneDetector(audio.Name)
+	}
+	s.setRemote(remote)
+	return s
+}
+
+// Start starts the stream's two reader goroutines, one per socket. It does
+// nothing on a started or closed stream.
+func (s *Stream) Start() {
+	s.lc.Lock()
+	defer s.lc.Unlock()
+	if s.started || s.closed {
+		return
+	}
+	s.started = true
+	s.lastRTP.Store(time.Now().UnixNano())
+	s.wg.Add(2)
+	go s.readRTP()
+	go s.readRTCP()
+}
+
+// Close closes the socket pair and waits for the reader goroutines to end.
+// It is idempotent.
+func (s *Stream) Close() error {
+	s.lc.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+	s.lc.Unlock()
+	err := s.sock.Close()
+	s.wg.Wait()
+	return err
+}
+
+// Done returns a channel that is closed when the stream is closed.
+func (s *Stream) Done() <-chan struct{} {
+	return s.done
+}
+
+// Digits returns the DTMF keys received: RFC 4733 events when a
+// telephone-event format was negotiated, in-band tones otherwise. Keys are
+// not collected while the stream is bridged. The channel is buffered, keys
+// are dropped when it is full, and it is never closed: select on it
+// together with Done or a context.
+func (s *Stream) Digits() <-chan rune {
+	return s.digits
+}
+
+// LastRTP returns when the last RTP packet arrived, or when the stream
+// started if none has.
+func (s *Stream) LastRTP() time.Time {
+	return time.Unix(0, s.lastRTP.Load())
+}
+
+// Socket returns the stream's socket pair.
+func (s *Stream) Socket() *Socket {
+	return s.sock
+}
+
+// Audio returns the stream's negotiated audio codec.
+func (s *Stream) Audio() Codec {
+	return s.audio
+}
+
+// DTMF returns the stream's negotiated telephone-event format, or nil.
+func (s *Stream) DTMF() *Codec {
+	if s.dtmf == nil {
+		return nil
+	}
+	d := *s.dtmf
+	return &d
+}
+
+// SetRemote sets where RTP goes, after a re-INVITE or an answer; RTCP goes
+// to the port above. The next packet received latches again.
+func (s *Stream) SetRemote(remote netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setRemote(remote)
+}
+
+func (s *Stream) setRemote(remote netip.AddrPort) {
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	s.remote = remote
+	s.rtcpRemote = rtcpFor(remote)
+	s.latched, s.rtcpLatched = false, false
+}
+
+// Remote returns where RTP goes: the signalled address or, once packets
+// arrived, the address they came from.
+func (s *Stream) Remote() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.remote
+}
+
+// RTCPRemote returns where RTCP goes.
+func (s *Stream) RTCPRemote() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rtcpRemote
+}
+
+func rtcpFor(rtpAddr netip.AddrPort) netip.AddrPort {
+	if rtpAddr.Port() == 0 || rtpAddr.Port() == 65535 {
+		return rtpAddr
+	}
+	return netip.AddrPortFrom(rtpAddr.Addr(), rtpAddr.Port()+1)
+}
+
+// sendable reports whether packets can go to a: it is set, has a port and
+// is not the 0.0.0.0 of a call on hold (RFC 3264 §8.4).
+func sendable(a netip.AddrPort) bool {
+	return a.IsValid() && a.Port() != 0 && !a.Addr().IsUnspecified()
+}
+
+// latch makes src the RTP remote (symmetric RTP behind NAT) when the stream
+// has not latched yet or its latched source has gone silent.
+func (s *Stream) latch(src netip.AddrPort, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if src == s.remote {
+		s.latched, s.heard = true, now
+		return
+	}
+	if s.latched && now.Sub(s.heard) < RelatchAfter {
+		return
+	}
+	s.log.Debug("rtp latched", "from", s.remote, "to", src)
+	s.remote, s.latched, s.heard = src, true, now
+	if !s.rtcpLatched {
+		s.rtcpRemote = rtcpFor(src)
+	}
+}
+
+// latchRTCP does for RTCP what latch does for RTP.
+func (s *Stream) latchRTCP(src netip.AddrPort, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if src == s.rtcpRemote {
+		s.rtcpLatched, s.rtcpHeard = true, now
+		return
+	}
+	if s.rtcpLatched && now.Sub(s.rtcpHeard) < RelatchAfter {
+		return
+	}
+	s.rtcpRemote, s.rtcpLatched, s.rtcpHeard = src, true, now
+}
+
+func (s *Stream) readRTP() {
+	defer s.wg.Done()
+	buf := make([]byte, maxPacket)
+	var pkt rtp.Packet
+	for {
+		n, src, err := s.sock.RTP.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.stopped(err) {
+				return
+			}
+			continue
+		}
+		if pkt.Unmarshal(buf[:n]) != nil || pkt.Version != 2 {
+			continue
+		}
+		now := time.Now()
+		s.lastRTP.Store(now.UnixNano())
+		s.latch(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
+
+		s.bridgeMu.RLock()
+		if r := s.peer; r != nil {
+			r.relayRTP(buf[:n], &pkt)
+			s.bridgeMu.RUnlock()
+			continue
+		}
+		s.bridgeMu.RUnlock()
+		s.detect(&pkt)
+	}
+}
+
+func (s *Stream) readRTCP() {
+	defer s.wg.Done()
+	buf := make([]byte, maxPacket)
+	for {
+		n, src, err := s.sock.RTCP.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.stopped(err) {
+				return
+			}
+			continue
+		}
+		// RFC 3550 §6.4: version 2 and at least a header and an SSRC.
+		if n < 8 || buf[0]>>6 != 2 {
+			continue
+		}
+		s.latchRTCP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), time.Now())
+		s.bridgeMu.RLock()
+		if r := s.peer; r != nil {
+			r.relayRTCP(buf[:n])
+		}
+		s.bridgeMu.RUnlock()
+	}
+}
+
+// stopped reports whether a read error ends the reader: the socket is
+// closed. Other errors (ICMP errors reported on the socket) are skipped.
+func (s *Stream) stopped(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	select {
+	case <-s.done:
+		return true
+	default:
+		s.log.Debug("rtp read", "error", err)
+		return false
+	}
+}
+
+// detect feeds a packet to the DTMF detectors and queues a found key.
+func (s *Stream) detect(pkt *rtp.Packet) {
+	var key rune
+	var ok bool
+	switch {
+	case s.dtmf != nil && pkt.PayloadType == s.dtmf.PT:
+		key, ok = s.events.Feed(pkt)
+	case s.tones != nil && pkt.PayloadType == s.audio.PT:
+		key, ok = s.tones.Feed(pkt.Payload)
+	}
+	if !ok {
+		return
+	}
+	select {
+	case s.digits <- key:
+	default:
+		s.log.Warn("dtmf digit dropped: buffer full")
+	}
+}
+
+func (s *Stream) bridged() bool {
+	s.bridgeMu.RLock()
+	defer s.bridgeMu.RUnlock()
+	return s.peer != nil
+}
+
+// encoder returns the G.711 sample encoder for codec c, or nil.
+func encoder(c Codec) func(int16) byte {
+	if c.Rate != SampleRate {
+		return nil
+	}
+	switch strings.ToUpper(c.Name) {
+	case pcmu:
+		return encodeULawSample
+	case pcma:
+		return encodeALawSample
+	}
+	return nil
+}
+
+// Play sends pcm (8 kHz mono) to the remote in the stream's codec as 20 ms
+// RTP packets paced at 20 ms, with the stream's own SSRC. Sequence numbers
+// and timestamps continue across calls; the first packet of each call
+// carries the marker bit (RFC 3551 §4.1). Play returns when all audio is
+// sent, with ctx's error when ctx ends first, ErrClosed when the stream
+// closes and ErrBridged when the stream is or becomes bridged. Calls are
+// serialised. Nothing is sent while the remote is unset or on hold.
+func (s *Stream) Play(ctx context.Context, pcm []int16) error {
+	enc := encoder(s.audio)
+	if enc == nil {
+		return ErrUnsupportedCodec
+	}
+	s.playMu.Lock()
+	defer s.playMu.Unlock()
+	frames := (len(pcm) + frameSamples - 1) / frameSamples
+	if !s.lastSent.IsZero() {
+		// RFC 3550 §5.1: the timestamp of a talkspurt reflects the silence
+		// before it.
+		if idle := time.Since(s.lastSent) - frameTime; idle > 0 {
+			s.ts += uint32(samples(idle)) / frameSamples * frameSamples
+		}
+	}
+	ticker := time.NewTicker(frameTime)
+	defer ticker.Stop()
+	buf := make([]byte, maxPacket)
+	payload := make([]byte, frameSamples)
+	silence := enc(0)
+	for i := range frames {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.done:
+				return ErrClosed
+			case <-ticker.C:
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case s.isClosed():
+			return ErrClosed
+		case s.bridged():
+			return ErrBridged
+		}
+		frame := pcm[i*frameSamples : min((i+1)*frameSamples, len(pcm))]
+		for j := range payload {
+			payload[j] = silence
+			if j < len(frame) {
+				payload[j] = enc(frame[j])
+			}
+		}
+		if err := s.send(buf, payload, i == 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send writes one packet of the stream's own audio and advances seq and ts.
+// The caller holds playMu.
+func (s *Stream) send(buf, payload []byte, marker bool) error {
+	pkt := rtp.Packet{
+		Header: rtp.Header{
+			Version:        2,
+			Marker:         marker,
+			PayloadType:    s.audio.PT,
+			SequenceNumber: s.seq,
+			Timestamp:      s.ts,
+			SSRC:           s.ssrc,
+		},
+		Payload: payload,
+	}
+	s.seq++
+	s.ts += frameSamples
+	s.lastSent = time.Now()
+	n, err := pkt.MarshalTo(buf)
+	if err != nil {
+		return err
+	}
+	dst := s.Remote()
+	if !sendable(dst) {
+		return nil
+	}
+	if _, err := s.sock.RTP.WriteToUDPAddrPort(buf[:n], dst); err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			return ErrClosed
+		}
+		// A lost packet is not worth ending the prompt for.
+		s.log.Debug("rtp write", "error", err, "to", dst)
+	}
+	return nil
+}
+
+func (s *Stream) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
