@@ -1,0 +1,406 @@
+package binding
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Binding statuses, computed from the times of a binding.
+const (
+	StatusActive   = "active"
+	StatusReleased = "released"
+	StatusExpired  = "expired"
+)
+
+// Order statuses for which a binding may be created (SPEC §5).
+var shippedStatuses = map[string]bool{"shipped": true, "delivered": true, "after_sale": true}
+
+// Binding maps a virtual number (Host, Extension) to a consignee for one
+// order of one merchant. Its JSON form never contains the consignee; use
+// AdminView where an operator must see it.
+type Binding struct {
+	// ID is the binding's identifier, "b_" and 16 hex digits.
+	ID string
+	// Merchant owns the binding.
+	Merchant string
+	// Order is the merchant's order identifier.
+	Order string
+	// Host is X, 11 digits.
+	Host string
+	// Extension is E.
+	Extension string
+	// Consignee is B in E.164 form. It must not reach merchant-facing output.
+	Consignee string
+	// OrderStatus is the order status given at creation.
+	OrderStatus string
+	// CreatedAt is when the binding was made (UTC).
+	CreatedAt time.Time
+	// ExpiresAt is CreatedAt plus the TTL (UTC).
+	ExpiresAt time.Time
+	// ReleasedAt is when the binding was released, or zero.
+	ReleasedAt time.Time
+	// Status is active, released or expired as of when it was read.
+	Status string
+}
+
+// Display returns the virtual number as people read it: "17000000001转1234".
+func (b *Binding) Display() string { return b.Host + "转" + b.Extension }
+
+// Dial returns the virtual number as phones dial it: "17000000001,1234".
+func (b *Binding) Dial() string { return b.Host + "," + b.Extension }
+
+// StatusAt returns the binding's status at now.
+func (b *Binding) StatusAt(now time.Time) string {
+	switch {
+	case !b.ReleasedAt.IsZero():
+		return StatusReleased
+	case !now.Before(b.ExpiresAt):
+		return StatusExpired
+	}
+	return StatusActive
+}
+
+// bindingJSON is the merchant-facing JSON form of a Binding.
+type bindingJSON struct {
+	ID          string  `json:"id"`
+	Merchant    string  `json:"merchant"`
+	Order       string  `json:"order"`
+	Host        string  `json:"host"`
+	Extension   string  `json:"extension"`
+	Display     string  `json:"display"`
+	Dial        string  `json:"dial"`
+	OrderStatus string  `json:"order_status"`
+	CreatedAt   string  `json:"created_at"`
+	ExpiresAt   string  `json:"expires_at"`
+	ReleasedAt  *string `json:"released_at"`
+	Status      string  `json:"status"`
+}
+
+func (b *Binding) toJSON() bindingJSON {
+	return bindingJSON{
+		ID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host, Extension: b.Extension,
+		Display: b.Display(), Dial: b.Dial(), OrderStatus: b.OrderStatus,
+		CreatedAt: FormatTime(b.CreatedAt), ExpiresAt: FormatTime(b.ExpiresAt),
+		ReleasedAt: timePtr(b.ReleasedAt), Status: b.Status,
+	}
+}
+
+// MarshalJSON writes the merchant-facing form: no consignee.
+func (b Binding) MarshalJSON() ([]byte, error) { return json.Marshal(b.toJSON()) }
+
+// AdminView is a binding with its consignee, for operator-only output.
+type AdminView struct{ Binding }
+
+// MarshalJSON writes the binding with a "consignee" field.
+func (a AdminView) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		bindingJSON
+		Consignee string `json:"consignee"`
+	}{a.toJSON(), a.Consignee})
+}
+
+// FormatTime formats t as RFC 3339 in UTC, or "" for the zero time.
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func timePtr(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := FormatTime(t)
+	return &s
+}
+
+// CreateRequest asks for a binding.
+type CreateRequest struct {
+	// Merchant owns the order.
+	Merchant string
+	// Order is the merchant's order identifier.
+	Order string
+	// Consignee is B as typed: 11-digit mobile or E.164.
+	Consignee string
+	// OrderStatus must be shipped, delivered or after_sale.
+	OrderStatus string
+	// TTL overrides the policy's lifetime when positive.
+	TTL time.Duration
+}
+
+// CreateBinding validates req and allocates a virtual number for it: a host
+// number from the pool and a random free extension at Hamming distance two
+// or more from every extension in use or in quarantine on that host. It
+// returns ErrNotShipped, ErrInvalid, ErrNotFound (merchant), ErrExists
+// (an active binding for the order) or ErrPoolExhausted, and then stores
+// nothing.
+func (s *Store) CreateBinding(ctx context.Context, req CreateRequest, now time.Time) (*Binding, error) {
+	b, err := s.prepare(req, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.tx(ctx, func(tx *sql.Tx) error { return s.insertBinding(ctx, tx, b) }); err != nil {
+		if isSentinel(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("create binding: %w", err)
+	}
+	return b, nil
+}
+
+// prepare validates req and returns the binding to insert, without host
+// and extension.
+func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
+	if !shippedStatuses[req.OrderStatus] {
+		st := req.OrderStatus
+		if st == "" {
+			st = "(none)"
+		}
+		return nil, fmt.Errorf("%w: status %s", ErrNotShipped, st)
+	}
+	if err := validMerchantID(req.Merchant); err != nil {
+		return nil, err
+	}
+	if err := validOrder(req.Order); err != nil {
+		return nil, err
+	}
+	consignee, err := NormaliseConsignee(req.Consignee)
+	if err != nil {
+		return nil, err
+	}
+	ttl := s.policy.TTL
+	if req.TTL > 0 {
+		ttl = req.TTL
+	} else if req.TTL < 0 {
+		return nil, fmt.Errorf("%w ttl %s: must be positive", ErrInvalid, req.TTL)
+	}
+	id, err := newID("b_")
+	if err != nil {
+		return nil, err
+	}
+	now = now.UTC()
+	return &Binding{
+		ID: id, Merchant: req.Merchant, Order: req.Order, Consignee: consignee,
+		OrderStatus: req.OrderStatus, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive,
+	}, nil
+}
+
+// insertBinding checks the merchant and the one-active-binding-per-order
+// rule, allocates (X, E) and inserts b, all inside tx.
+func (s *Store) insertBinding(ctx context.Context, tx *sql.Tx, b *Binding) error {
+	now := b.CreatedAt
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM merchants WHERE id = ?`, b.Merchant).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("merchant %s: %w", b.Merchant, ErrNotFound)
+	}
+	// Bindings of this order that have ended free the order for a new one.
+	if _, err := tx.ExecContext(ctx, `UPDATE bindings SET closed = 1
+		WHERE merchant = ? AND order_id = ? AND closed = 0 AND end_at <= ?`,
+		b.Merchant, b.Order, now.UnixNano()); err != nil {
+		return err
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM bindings WHERE merchant = ? AND order_id = ? AND closed = 0`,
+		b.Merchant, b.Order).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("active binding for order %s: %w", b.Order, ErrExists)
+	}
+	host, ext, err := s.allocate(ctx, tx, now)
+	if err != nil {
+		return err
+	}
+	b.Host, b.Extension = host, ext
+	_, err = tx.ExecContext(ctx, `INSERT INTO bindings (id, merchant, order_id, host, extension, consignee,
+		order_status, created_at, expires_at, end_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Consignee, b.OrderStatus,
+		b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano(), b.ExpiresAt.UnixNano())
+	if isUnique(err) {
+		return fmt.Errorf("binding for order %s: %w", b.Order, ErrExists)
+	}
+	return err
+}
+
+func isSentinel(err error) bool {
+	for _, e := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrNotShipped, ErrPoolExhausted, ErrEnded, ErrCDRFinished} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+const bindingCols = `id, merchant, order_id, host, extension, consignee, order_status, created_at, expires_at, released_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scanBinding(r scanner, now time.Time) (*Binding, error) {
+	var b Binding
+	var created, expires int64
+	var released sql.NullInt64
+	if err := r.Scan(&b.ID, &b.Merchant, &b.Order, &b.Host, &b.Extension, &b.Consignee, &b.OrderStatus,
+		&created, &expires, &released); err != nil {
+		return nil, err
+	}
+	b.CreatedAt = time.Unix(0, created).UTC()
+	b.ExpiresAt = time.Unix(0, expires).UTC()
+	b.ReleasedAt = fromNS(released)
+	b.Status = b.StatusAt(now)
+	return &b, nil
+}
+
+// GetBinding returns a binding by id, or ErrNotFound.
+func (s *Store) GetBinding(ctx context.Context, id string) (*Binding, error) {
+	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings WHERE id = ?`, id), time.Now())
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("binding %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get binding: %w", err)
+	}
+	return b, nil
+}
+
+// ListBindings returns bindings oldest first, filtered by merchant and
+// order when they are non-empty.
+func (s *Store) ListBindings(ctx context.Context, merchant, order string) ([]Binding, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+bindingCols+` FROM bindings
+		WHERE (? = '' OR merchant = ?) AND (? = '' OR order_id = ?) ORDER BY created_at, id`,
+		merchant, merchant, order, order)
+	if err != nil {
+		return nil, fmt.Errorf("list bindings: %w", err)
+	}
+	defer rows.Close()
+	now := time.Now()
+	var out []Binding
+	for rows.Next() {
+		b, err := scanBinding(rows, now)
+		if err != nil {
+			return nil, fmt.Errorf("list bindings: %w", err)
+		}
+		out = append(out, *b)
+	}
+	return out, rows.Err()
+}
+
+// Resolve finds the binding a caller reaches by dialling x then ext. The
+// binding must be active at now and, when merchant is non-empty, belong to
+// that merchant. A wrong, unknown or foreign extension is ErrNoBinding; an
+// extension whose binding ended within the quarantine is ErrExpired.
+func (s *Store) Resolve(ctx context.Context, x, ext, merchant string, now time.Time) (*Binding, error) {
+	host, err := NormaliseHost(x)
+	if err != nil || !allDigits(ext) {
+		return nil, ErrNoBinding
+	}
+	// At most one row per (host, extension) is not retired (unique index);
+	// retirement is lazy, so the quarantine is checked here again.
+	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings
+		WHERE host = ? AND extension = ? AND retired = 0`, host, ext), now)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNoBinding
+	}
+	if err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if merchant != "" && b.Merchant != merchant {
+		return nil, ErrNoBinding
+	}
+	if b.Status == StatusActive {
+		return b, nil
+	}
+	if now.Before(b.endAt().Add(s.policy.Quarantine)) {
+		return nil, ErrExpired
+	}
+	return nil, ErrNoBinding
+}
+
+// endAt is when the binding stopped (or will stop) being active.
+func (b *Binding) endAt() time.Time {
+	if !b.ReleasedAt.IsZero() && b.ReleasedAt.Before(b.ExpiresAt) {
+		return b.ReleasedAt
+	}
+	return b.ExpiresAt
+}
+
+// Release ends an active binding at now. Calls in progress keep their
+// binding; new calls to it get the expired prompt during the quarantine.
+// It returns ErrNotFound, or ErrEnded when the binding already ended.
+func (s *Store) Release(ctx context.Context, id string, now time.Time) (*Binding, error) {
+	if err := s.tx(ctx, func(tx *sql.Tx) error { return release(ctx, tx, id, now) }); err != nil {
+		if isSentinel(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	return s.GetBinding(ctx, id)
+}
+
+func release(ctx context.Context, tx *sql.Tx, id string, now time.Time) error {
+	t := now.UnixNano()
+	res, err := tx.ExecContext(ctx, `UPDATE bindings SET released_at = ?, end_at = ?, closed = 1
+		WHERE id = ? AND released_at IS NULL AND end_at > ?`, t, t, id, t)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var c int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM bindings WHERE id = ?`, id).Scan(&c); err != nil {
+		return err
+	}
+	if c == 0 {
+		return fmt.Errorf("binding %s: %w", id, ErrNotFound)
+	}
+	return fmt.Errorf("binding %s: %w", id, ErrEnded)
+}
+
+// Renew gives the order of binding id a new binding with a new (X, E) and
+// the given TTL (the policy's when zero), releasing the old one if it is
+// still active; both happen in one transaction. An expired binding is not
+// revived: its order gets a fresh virtual number.
+func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, now time.Time) (*Binding, error) {
+	old, err := s.GetBinding(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.prepare(CreateRequest{
+		Merchant: old.Merchant, Order: old.Order, Consignee: old.Consignee,
+		OrderStatus: old.OrderStatus, TTL: ttl,
+	}, now)
+	if err != nil {
+		return nil, err
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if err := release(ctx, tx, id, b.CreatedAt); err != nil && !errors.Is(err, ErrEnded) {
+			return err
+		}
+		return s.insertBinding(ctx, tx, b)
+	})
+	if err != nil {
+		if isSentinel(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	return b, nil
+}
+
+// newID returns prefix and 16 random hex digits.
+func newID(prefix string) (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,297 @@
+package binding
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Call directions.
+const (
+	// DirectionToConsignee is a call from a merchant or courier to B.
+	DirectionToConsignee = "to_consignee"
+	// DirectionCallback is a call from B back through X.
+	DirectionCallback = "callback"
+)
+
+// Dispositions of a call (SPEC §7).
+const (
+	DispositionAnswered         = "answered"
+	DispositionBusy             = "busy"
+	DispositionNoAnswer         = "no_answer"
+	DispositionCancelled        = "cancelled"
+	DispositionFailed           = "failed"
+	DispositionInvalidExtension = "invalid_extension"
+	DispositionExpired          = "expired"
+	DispositionRejected         = "rejected"
+	DispositionInterrupted      = "interrupted"
+)
+
+// Who hung up.
+const (
+	HangupCaller = "caller"
+	HangupCallee = "callee"
+	HangupSystem = "system"
+)
+
+// CDR is one call attempt's record. Times are UTC; the zero time is NULL.
+// It never holds the consignee's number.
+type CDR struct {
+	// ID identifies the record; StartCDR fills it when empty.
+	ID string
+	// CallID is leg A's SIP Call-ID.
+	CallID string
+	// Merchant is the binding's merchant, "" while unresolved.
+	Merchant string
+	// BindingID is the resolved binding, "" while unresolved.
+	BindingID string
+	// Order is the binding's order.
+	Order string
+	// Host is the dialled X.
+	Host string
+	// Extension is the dialled E.
+	Extension string
+	// Direction is to_consignee or callback.
+	Direction string
+	// Caller is the account user or the caller's number.
+	Caller string
+	// StartedAt is when the call arrived.
+	StartedAt time.Time
+	// RingingAt is when leg B started ringing.
+	RingingAt time.Time
+	// AnsweredAt is when leg B answered.
+	AnsweredAt time.Time
+	// EndedAt is when the call ended; zero while it goes on.
+	EndedAt time.Time
+	// TalkSeconds is the answered time in whole seconds, set by FinishCDR.
+	TalkSeconds int
+	// BilledMinutes is TalkSeconds rounded up to minutes, set by FinishCDR.
+	BilledMinutes int
+	// Fee is BilledMinutes at the per-minute rate, set by FinishCDR.
+	Fee Micros
+	// Disposition is how the call ended (answered, busy, …).
+	Disposition string
+	// HangupBy is caller, callee or system.
+	HangupBy string
+	// SIPStatus is the final SIP status of the call.
+	SIPStatus int
+}
+
+// cdrJSON is the exported JSON form of a CDR.
+type cdrJSON struct {
+	ID            string  `json:"id"`
+	CallID        string  `json:"call_id"`
+	Merchant      string  `json:"merchant"`
+	Binding       string  `json:"binding"`
+	Order         string  `json:"order"`
+	Host          string  `json:"host"`
+	Extension     string  `json:"extension"`
+	Direction     string  `json:"direction"`
+	Caller        string  `json:"caller"`
+	StartedAt     *string `json:"started_at"`
+	RingingAt     *string `json:"ringing_at"`
+	AnsweredAt    *string `json:"answered_at"`
+	EndedAt       *string `json:"ended_at"`
+	TalkSeconds   int     `json:"talk_seconds"`
+	BilledMinutes int     `json:"billed_minutes"`
+	Fee           Micros  `json:"fee"`
+	Disposition   string  `json:"disposition"`
+	HangupBy      string  `json:"hangup_by"`
+	SIPStatus     int     `json:"sip_status"`
+}
+
+// MarshalJSON writes the SPEC §7 field names, RFC 3339 UTC times or null,
+// and the fee as a decimal string.
+func (c CDR) MarshalJSON() ([]byte, error) {
+	return json.Marshal(cdrJSON{
+		ID: c.ID, CallID: c.CallID, Merchant: c.Merchant, Binding: c.BindingID, Order: c.Order,
+		Host: c.Host, Extension: c.Extension, Direction: c.Direction, Caller: c.Caller,
+		StartedAt: timePtr(c.StartedAt), RingingAt: timePtr(c.RingingAt),
+		AnsweredAt: timePtr(c.AnsweredAt), EndedAt: timePtr(c.EndedAt),
+		TalkSeconds: c.TalkSeconds, BilledMinutes: c.BilledMinutes, Fee: c.Fee,
+		Disposition: c.Disposition, HangupBy: c.HangupBy, SIPStatus: c.SIPStatus,
+	})
+}
+
+// Rate prices a call with the given talk time: whole seconds rounded down,
+// except that any talk above zero counts at least one second; minutes are
+// the seconds rounded up to the whole minute (0 s → 0, 1 s → 1, 60 s → 1,
+// 61 s → 2); the fee is minutes times perMinute.
+func Rate(talk time.Duration, perMinute Micros) (talkSeconds, billedMinutes int, fee Micros) {
+	if talk <= 0 {
+		return 0, 0, 0
+	}
+	talkSeconds = max(int(talk/time.Second), 1)
+	billedMinutes = (talkSeconds + 59) / 60
+	return talkSeconds, billedMinutes, Micros(billedMinutes) * perMinute
+}
+
+// StartCDR writes the row of a call that has just started. It fills ID
+// ("c_" and 16 hex digits) and StartedAt (now) when they are empty.
+func (s *Store) StartCDR(ctx context.Context, c *CDR) error {
+	if c.ID == "" {
+		id, err := newID("c_")
+		if err != nil {
+			return err
+		}
+		c.ID = id
+	}
+	if c.StartedAt.IsZero() {
+		c.StartedAt = time.Now()
+	}
+	c.StartedAt = c.StartedAt.UTC()
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, merchant, binding_id, order_id, host, extension,
+		direction, caller, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller,
+		c.StartedAt.UnixNano(), ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus)
+	if isUnique(err) {
+		return fmt.Errorf("cdr %s: %w", c.ID, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("start cdr: %w", err)
+	}
+	return nil
+}
+
+// UpdateCDR records a call's progress: the resolved binding, ringing and
+// answer times, and the disposition so far. It does not end the call.
+func (s *Store) UpdateCDR(ctx context.Context, c *CDR) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
+		host = ?, extension = ?, direction = ?, caller = ?, ringing_at = ?, answered_at = ?, disposition = ?,
+		hangup_by = ?, sip_status = ? WHERE id = ?`,
+		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller,
+		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
+	if err != nil {
+		return fmt.Errorf("update cdr: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update cdr: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("cdr %s: %w", c.ID, ErrNotFound)
+	}
+	return nil
+}
+
+// FinishCDR completes a call's row: EndedAt (now when zero), talk time,
+// billed minutes and fee at r.PerMinute (see Rate). An empty disposition
+// becomes answered or failed. It returns ErrCDRFinished when the row was
+// already finished, and ErrNotFound for an unknown ID.
+func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
+	if c.EndedAt.IsZero() {
+		c.EndedAt = time.Now()
+	}
+	c.EndedAt = c.EndedAt.UTC()
+	c.TalkSeconds, c.BilledMinutes, c.Fee = 0, 0, 0
+	if !c.AnsweredAt.IsZero() {
+		c.TalkSeconds, c.BilledMinutes, c.Fee = Rate(c.EndedAt.Sub(c.AnsweredAt), r.PerMinute)
+	}
+	if c.Disposition == "" {
+		c.Disposition = DispositionFailed
+		if !c.AnsweredAt.IsZero() {
+			c.Disposition = DispositionAnswered
+		}
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
+			host = ?, extension = ?, direction = ?, caller = ?, ringing_at = ?, answered_at = ?, ended_at = ?,
+			talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
+			WHERE id = ? AND ended_at IS NULL`,
+			c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller,
+			ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
+			c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
+		if err != nil {
+			return fmt.Errorf("finish cdr: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var exists int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cdrs WHERE id = ?`, c.ID).Scan(&exists); err != nil {
+			return fmt.Errorf("finish cdr: %w", err)
+		}
+		if exists == 0 {
+			return fmt.Errorf("cdr %s: %w", c.ID, ErrNotFound)
+		}
+		return fmt.Errorf("cdr %s: %w", c.ID, ErrCDRFinished)
+	})
+}
+
+// RecoverInterrupted closes the rows a crash left open: ended_at = now,
+// disposition interrupted, hangup_by system, nothing billed because the
+// real end is unknown. Open calls it unless WithoutRecovery is given. It
+// returns how many rows it closed. With a database shared by several
+// servers only a server starting alone may call it.
+func (s *Store) RecoverInterrupted(ctx context.Context, now time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET ended_at = ?, disposition = ?, hangup_by = ?,
+		talk_seconds = 0, billed_minutes = 0, fee = 0 WHERE ended_at IS NULL`,
+		now.UnixNano(), DispositionInterrupted, HangupSystem)
+	if err != nil {
+		return 0, fmt.Errorf("recover cdrs: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("recover cdrs: %w", err)
+	}
+	return n, nil
+}
+
+const cdrCols = `id, call_id, merchant, binding_id, order_id, host, extension, direction, caller, started_at,
+	ringing_at, answered_at, ended_at, talk_seconds, billed_minutes, fee, disposition, hangup_by, sip_status`
+
+func scanCDR(r scanner) (CDR, error) {
+	var c CDR
+	var started, ringing, answered, ended sql.NullInt64
+	var fee int64
+	if err := r.Scan(&c.ID, &c.CallID, &c.Merchant, &c.BindingID, &c.Order, &c.Host, &c.Extension, &c.Direction,
+		&c.Caller, &started, &ringing, &answered, &ended, &c.TalkSeconds, &c.BilledMinutes, &fee,
+		&c.Disposition, &c.HangupBy, &c.SIPStatus); err != nil {
+		return CDR{}, err
+	}
+	c.StartedAt, c.RingingAt, c.AnsweredAt, c.EndedAt = fromNS(started), fromNS(ringing), fromNS(answered), fromNS(ended)
+	c.Fee = Micros(fee)
+	return c, nil
+}
+
+// GetCDR returns one call record, or ErrNotFound.
+func (s *Store) GetCDR(ctx context.Context, id string) (CDR, error) {
+	c, err := scanCDR(s.db.QueryRowContext(ctx, `SELECT `+cdrCols+` FROM cdrs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return CDR{}, fmt.Errorf("cdr %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return CDR{}, fmt.Errorf("get cdr: %w", err)
+	}
+	return c, nil
+}
+
+// ListCDRs returns call records started in [from, to), oldest first, for
+// one merchant or all when merchant is "". A zero from or to is unbounded.
+func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Time) ([]CDR, error) {
+	lo, hi := int64(-1<<63), int64(1<<63-1)
+	if !from.IsZero() {
+		lo = from.UnixNano()
+	}
+	if !to.IsZero() {
+		hi = to.UnixNano()
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cdrCols+` FROM cdrs
+		WHERE (? = '' OR merchant = ?) AND started_at >= ? AND started_at < ? ORDER BY started_at, id`,
+		merchant, merchant, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("list cdrs: %w", err)
+	}
+	defer rows.Close()
+	var out []CDR
+	for rows.Next() {
+		c, err := scanCDR(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list cdrs: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,33 @@
+package binding
+
+import "errors"
+
+// Sentinel errors of the binding package; callers test them with errors.Is.
+var (
+	// ErrNotFound reports an unknown merchant, account, binding or CDR.
+	ErrNotFound = errors.New("not found")
+	// ErrExists reports a duplicate merchant, account or number, or a second
+	// active binding for the same (merchant, order).
+	ErrExists = errors.New("already exists")
+	// ErrInvalid reports malformed input: an identifier, number or value.
+	ErrInvalid = errors.New("invalid")
+	// ErrNotShipped reports a binding request for an order that has not
+	// shipped; nothing is stored.
+	ErrNotShipped = errors.New("order not shipped")
+	// ErrPoolExhausted reports that no host number has a free extension.
+	ErrPoolExhausted = errors.New("pool exhausted")
+	// ErrNoBinding reports a dialled (X, E) that is wrong, unknown, or
+	// belongs to another merchant. It deliberately does not say which.
+	ErrNoBinding = errors.New("no such binding")
+	// ErrExpired reports a dialled (X, E) whose binding expired or was
+	// released and is still in quarantine.
+	ErrExpired = errors.New("binding expired")
+	// ErrEnded reports an attempt to release or renew a binding that has
+	// already expired or been released.
+	ErrEnded = errors.New("binding already ended")
+	// ErrUnsupportedDriver reports a store driver this build does not have.
+	ErrUnsupportedDriver = errors.New("driver not built in this version")
+)
+
+// ErrCDRFinished reports a FinishCDR on a call record that already ended.
+var ErrCDRFinished = errors.New("call record already finished")

@@ -1,0 +1,87 @@
+package binding
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Micros is an amount of money in micro-units (10⁻⁶ yuan). Money is never a
+// float: rates and fees are exact integers.
+type Micros int64
+
+// microsPerUnit is the number of micro-units in one yuan.
+const microsPerUnit = 1_000_000
+
+// ParseMicros parses a non-negative decimal string such as "0.00018" or
+// "12" into micro-units. More than six decimals is an error, not a rounding.
+func ParseMicros(s string) (Micros, error) {
+	s = strings.TrimSpace(s)
+	whole, frac, _ := strings.Cut(s, ".")
+	if whole == "" || len(frac) > 6 || !allDigits(whole) || (frac != "" && !allDigits(frac)) ||
+		(strings.Contains(s, ".") && frac == "") {
+		return 0, fmt.Errorf("%w amount %q: want a decimal >= 0 with at most 6 decimals", ErrInvalid, s)
+	}
+	w, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || w > (1<<63-1)/microsPerUnit-1 {
+		return 0, fmt.Errorf("%w amount %q out of range", ErrInvalid, s)
+	}
+	f := int64(0)
+	if frac != "" {
+		f, err = strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w amount %q", ErrInvalid, s)
+		}
+	}
+	return Micros(w*microsPerUnit + f), nil
+}
+
+// String formats m with five decimals ("0.00540", "0.02000"), or six when
+// the last micro digit is not zero ("0.000181").
+func (m Micros) String() string {
+	sign := ""
+	v := int64(m)
+	if v < 0 {
+		sign, v = "-", -v
+	}
+	s := fmt.Sprintf("%s%d.%06d", sign, v/microsPerUnit, v%microsPerUnit)
+	if v%10 == 0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// MarshalJSON writes m as a decimal string, e.g. "0.00540".
+func (m Micros) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + m.String() + `"`), nil
+}
+
+// Rates are the prices billing applies.
+type Rates struct {
+	// PerMinute is the price of one billed minute of talk.
+	PerMinute Micros
+	// RentalPerDay is the price of one binding-day.
+	RentalPerDay Micros
+}
+
+// ParseRates parses billing.per_minute and billing.rental_per_day.
+func ParseRates(perMinute, rentalPerDay string) (Rates, error) {
+	pm, err := ParseMicros(perMinute)
+	if err != nil {
+		return Rates{}, fmt.Errorf("per minute: %w", err)
+	}
+	rd, err := ParseMicros(rentalPerDay)
+	if err != nil {
+		return Rates{}, fmt.Errorf("rental per day: %w", err)
+	}
+	return Rates{PerMinute: pm, RentalPerDay: rd}, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
