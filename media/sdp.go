@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -88,6 +89,9 @@ var staticCodecs = map[uint8]Codec{
 // that has a port (or the first audio stream when all are disabled). Errors
 // wrap ErrBadSDP or ErrNoAudio.
 func ParseSDP(b []byte) (*Desc, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadSDP)
+	}
 	var s sdp.SessionDescription
 	if err := s.Unmarshal(b); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadSDP, err)
@@ -243,6 +247,7 @@ func DefaultCodecs() ([]Codec, *Codec) {
 // the offer's audio stream is disabled and ErrNoCodec when no G.711 codec is
 // offered.
 func Answer(offer *Desc, ip netip.Addr, port int, sessID uint64) (sdpBytes []byte, audio Codec, dtmf *Codec, err error) {
+	ip = ip.Unmap()
 	if offer == nil || offer.Port == 0 {
 		return nil, Codec{}, nil, ErrNoAudio
 	}
@@ -256,7 +261,7 @@ func Answer(offer *Desc, ip netip.Addr, port int, sessID uint64) (sdpBytes []byt
 		dtmf = &d
 	}
 	s := session(ip, sessID)
-	am := audioMedia(ip, port, []Codec{audio}, dtmf, answerDirection(offer.Direction))
+	am := audioMedia(port, []Codec{audio}, dtmf, answerDirection(offer.Direction))
 	if len(offer.media) == 0 {
 		s.WithMedia(am)
 	}
@@ -278,8 +283,9 @@ func Answer(offer *Desc, ip netip.Addr, port int, sessID uint64) (sdpBytes []byt
 // Offer builds an offer receiving on ip:port with codecs in order, then dtmf
 // when not nil, a=ptime:20 and a=sendrecv.
 func Offer(ip netip.Addr, port int, sessID uint64, codecs []Codec, dtmf *Codec) []byte {
+	ip = ip.Unmap()
 	s := session(ip, sessID)
-	s.WithMedia(audioMedia(ip, port, codecs, dtmf, SendRecv))
+	s.WithMedia(audioMedia(port, codecs, dtmf, SendRecv))
 	return marshal(s)
 }
 
@@ -307,7 +313,6 @@ func ParseAnswer(offered []Codec, answer *Desc) (audio Codec, dtmf *Codec, err e
 func session(ip netip.Addr, sessID uint64) *sdp.SessionDescription {
 	// RFC 4566 §5.2: sess-id and sess-version fit in 63 bits.
 	id := sessID &^ (1 << 63)
-	ip = ip.Unmap()
 	return &sdp.SessionDescription{
 		Origin: sdp.Origin{
 			Username:       sdpUser,
@@ -317,23 +322,26 @@ func session(ip netip.Addr, sessID uint64) *sdp.SessionDescription {
 			AddressType:    addrType(ip),
 			UnicastAddress: ip.String(),
 		},
-		SessionName:      sdpUser,
-		TimeDescriptions: []sdp.TimeDescription{{}},
+		SessionName:           sdpUser,
+		ConnectionInformation: connection(ip),
+		TimeDescriptions:      []sdp.TimeDescription{{}},
 	}
 }
 
-func audioMedia(ip netip.Addr, port int, codecs []Codec, dtmf *Codec, dir string) *sdp.MediaDescription {
-	ip = ip.Unmap()
+func connection(ip netip.Addr) *sdp.ConnectionInformation {
+	return &sdp.ConnectionInformation{
+		NetworkType: "IN",
+		AddressType: addrType(ip),
+		Address:     &sdp.Address{Address: ip.String()},
+	}
+}
+
+func audioMedia(port int, codecs []Codec, dtmf *Codec, dir string) *sdp.MediaDescription {
 	md := &sdp.MediaDescription{
 		MediaName: sdp.MediaName{
 			Media:  "audio",
 			Port:   sdp.RangedPort{Value: port},
 			Protos: []string{"RTP", "AVP"},
-		},
-		ConnectionInformation: &sdp.ConnectionInformation{
-			NetworkType: "IN",
-			AddressType: addrType(ip),
-			Address:     &sdp.Address{Address: ip.String()},
 		},
 	}
 	for _, c := range append(slices.Clone(codecs), deref(dtmf)...) {
