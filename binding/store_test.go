@@ -1,0 +1,187 @@
+package binding
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// openTest opens a store on a fresh SQLite file and closes it at cleanup.
+func openTest(t *testing.T, opts ...Option) (*Store, string) {
+	t.Helper()
+	dsn := filepath.Join(t.TempDir(), "vnum.db")
+	s, err := Open(context.Background(), DriverSQLite, dsn, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	return s, dsn
+}
+
+// seed adds merchant m1 and the given host numbers.
+func seed(t *testing.T, s *Store, hosts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, s.AddMerchant(ctx, "m1", "Shop One"))
+	require.NoError(t, s.AddMerchant(ctx, "m2", "Shop Two"))
+	if len(hosts) > 0 {
+		require.NoError(t, s.AddNumbers(ctx, hosts...))
+	}
+}
+
+func TestOpenMigrates(t *testing.T) {
+	s, dsn := openTest(t)
+	ctx := context.Background()
+	v, err := s.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, v)
+	require.NoError(t, s.Ping(ctx))
+
+	var mode string
+	require.NoError(t, s.db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode))
+	require.Equal(t, "wal", mode)
+	var fk int
+	require.NoError(t, s.db.QueryRowContext(ctx, `PRAGMA foreign_keys`).Scan(&fk))
+	require.Equal(t, 1, fk)
+
+	// Opening again applies nothing twice.
+	s2, err := Open(ctx, DriverSQLite, dsn)
+	require.NoError(t, err)
+	v, err = s2.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, v)
+	require.NoError(t, s2.Close())
+}
+
+func TestOpenDrivers(t *testing.T) {
+	ctx := context.Background()
+	_, err := Open(ctx, DriverPostgres, "postgres://localhost/vnum")
+	require.ErrorIs(t, err, ErrUnsupportedDriver)
+	require.ErrorContains(t, err, "postgres driver not built in this version")
+	_, err = Open(ctx, "mysql", "x")
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = Open(ctx, DriverSQLite, "")
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = Open(ctx, DriverSQLite, "x.db", WithPolicy(Policy{}))
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func TestMerchantsAndAccounts(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	require.NoError(t, s.AddMerchant(ctx, "shop-1", "Shop"))
+	require.ErrorIs(t, s.AddMerchant(ctx, "shop-1", "Again"), ErrExists)
+	require.ErrorIs(t, s.AddMerchant(ctx, "bad id", "x"), ErrInvalid)
+	require.ErrorIs(t, s.AddMerchant(ctx, "", "x"), ErrInvalid)
+
+	require.NoError(t, s.AddAccount(ctx, "shop-1", "alice", "correct horse"))
+	require.ErrorIs(t, s.AddAccount(ctx, "shop-1", "alice", "correct horse"), ErrExists)
+	require.ErrorIs(t, s.AddAccount(ctx, "nobody", "bob", "correct horse"), ErrNotFound)
+	require.ErrorIs(t, s.AddAccount(ctx, "shop-1", "bob", "short"), ErrInvalid)
+
+	a, err := s.Account(ctx, "alice")
+	require.NoError(t, err)
+	md := md5.Sum([]byte("alice:vnum:correct horse"))
+	sh := sha256.Sum256([]byte("alice:vnum:correct horse"))
+	require.Equal(t, Account{User: "alice", Merchant: "shop-1",
+		HA1MD5: hex.EncodeToString(md[:]), HA1SHA256: hex.EncodeToString(sh[:])}, a)
+	_, err = s.Account(ctx, "carol")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	// The password is nowhere in the database.
+	var n int
+	require.NoError(t, s.db.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM accounts WHERE user || ha1_md5 || ha1_sha256 LIKE '%horse%'`).Scan(&n))
+	require.Zero(t, n)
+}
+
+func TestHA1KnownVectors(t *testing.T) {
+	// RFC 2617 §3.5: Mufasa / testrealm@host.com / Circle Of Life.
+	require.Equal(t, "939e7578ed9e3c518a452acee763bce9", HA1("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life"))
+	// RFC 7616 §3.9.1 uses the same triple form; its SHA-256 HA1 of
+	// Mufasa:http-auth@example.org:Circle of Life.
+	require.Equal(t, "7987c64c30e25f1b74be53f966b49b90f2808aa92faf9a00262392d7b4794232",
+		HA1("SHA-256", "Mufasa", "http-auth@example.org", "Circle of Life"))
+	require.Empty(t, HA1("SHA-512", "a", "b", "c"))
+}
+
+func TestNumbers(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	require.NoError(t, s.AddNumbers(ctx, "17000000001", "+8617000000002", "86 170-0000-0003"))
+	// All or nothing: one bad number stores none of the batch.
+	require.ErrorIs(t, s.AddNumbers(ctx, "17000000004", "123"), ErrInvalid)
+	require.ErrorIs(t, s.AddNumbers(ctx, "17000000004", "17000000001"), ErrExists)
+	require.ErrorIs(t, s.AddNumbers(ctx), ErrInvalid)
+
+	ns, err := s.ListNumbers(ctx)
+	require.NoError(t, err)
+	require.Len(t, ns, 3)
+	require.Equal(t, "17000000001", ns[0].Host)
+	require.Equal(t, "17000000003", ns[2].Host)
+
+	ok, err := s.IsHostNumber(ctx, "+8617000000002")
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = s.IsHostNumber(ctx, "17000000004")
+	require.NoError(t, err)
+	require.False(t, ok)
+	ok, err = s.IsHostNumber(ctx, "garbage")
+	require.NoError(t, err)
+	require.False(t, ok)
+}
+
+func TestNormaliseConsignee(t *testing.T) {
+	good := map[string]string{
+		"13800138000":       "+8613800138000",
+		"+86 138-0013-8000": "+8613800138000",
+		"8613800138000":     "+8613800138000",
+		"008613800138000":   "+8613800138000",
+		"+14155550123":      "+14155550123",
+		"+861012345678":     "+861012345678",
+	}
+	for in, want := range good {
+		got, err := NormaliseConsignee(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "12800138000", "1380013800", "+0123456789", "+1234567", "+1234567890123456", "abc"} {
+		_, err := NormaliseConsignee(in)
+		require.ErrorIs(t, err, ErrInvalid, in)
+	}
+}
+
+func TestMoney(t *testing.T) {
+	tests := map[string]struct {
+		in   string
+		want Micros
+		out  string
+	}{
+		"rental":   {"0.00018", 180, "0.00018"},
+		"minute":   {"0.02", 20000, "0.02000"},
+		"whole":    {"3", 3_000_000, "3.00000"},
+		"six":      {"0.000181", 181, "0.000181"},
+		"zero":     {"0", 0, "0.00000"},
+		"fee":      {"0.0054", 5400, "0.00540"},
+		"trailing": {"1.500000", 1_500_000, "1.50000"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			m, err := ParseMicros(tc.in)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, m)
+			require.Equal(t, tc.out, m.String())
+		})
+	}
+	for _, bad := range []string{"", "-1", "1.", ".5", "0.0000001", "1e3", "abc", "99999999999999999"} {
+		_, err := ParseMicros(bad)
+		require.ErrorIs(t, err, ErrInvalid, bad)
+	}
+	require.Equal(t, "-0.00018", Micros(-180).String())
+	b, err := Micros(5400).MarshalJSON()
+	require.NoError(t, err)
+	require.Equal(t, `"0.00540"`, string(b))
+}
