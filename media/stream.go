@@ -18,7 +18,8 @@ import (
 // RelatchAfter is how long the latched source of a stream must stay silent
 // before packets from another source move the stream's remote there (NAT
 // rebinding). Until then packets from other sources are relayed but do not
-// move the remote, so a stray sender cannot hijack a live call.
+// move the remote, so a stray sender cannot hijack a live call. NewStream
+// reads it once.
 var RelatchAfter = 2 * time.Second
 
 const (
@@ -52,8 +53,9 @@ type Stream struct {
 	rtcpRemote  netip.AddrPort
 	latched     bool
 	rtcpLatched bool
-	heard       time.Time // last RTP from remote
-	rtcpHeard   time.Time // last RTCP from rtcpRemote
+	relatch     time.Duration // RelatchAfter when the stream was made
+	heard       time.Time     // last RTP from remote
+	rtcpHeard   time.Time     // last RTCP from rtcpRemote
 
 	// bridgeMu guards peer. A reader holds it shared while it relays a
 	// packet, so that leaving a bridge waits for packets in flight.
@@ -89,6 +91,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		seq:    uint16(rand.Uint32()),
 		ts:     rand.Uint32(),
 	}
+	s.relatch = RelatchAfter
 	if dtmf != nil {
 		d := *dtmf
 		s.dtmf = &d
@@ -219,7 +222,7 @@ func (s *Stream) latch(src netip.AddrPort, now time.Time) {
 		s.latched, s.heard = true, now
 		return
 	}
-	if s.latched && now.Sub(s.heard) < RelatchAfter {
+	if s.latched && now.Sub(s.heard) < s.relatch {
 		return
 	}
 	s.log.Debug("rtp latched", "from", s.remote, "to", src)
@@ -237,7 +240,7 @@ func (s *Stream) latchRTCP(src netip.AddrPort, now time.Time) {
 		s.rtcpLatched, s.rtcpHeard = true, now
 		return
 	}
-	if s.rtcpLatched && now.Sub(s.rtcpHeard) < RelatchAfter {
+	if s.rtcpLatched && now.Sub(s.rtcpHeard) < s.relatch {
 		return
 	}
 	s.rtcpRemote, s.rtcpLatched, s.rtcpHeard = src, true, now
