@@ -1,0 +1,279 @@
+package sip
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/icholy/digest"
+)
+
+// Realm is the digest realm vnum challenges with; account secrets are
+// H(user:realm:password) for this realm.
+const Realm = "vnum"
+
+// NonceTTL is how long a digest nonce is accepted (RFC 7616 §3.3 leaves it
+// to the server); a request with an older nonce is challenged again with
+// stale=true.
+const NonceTTL = 5 * time.Minute
+
+// failureWindow is the period over which authentication failures of one
+// source are counted (SPEC §4: "within a minute").
+const failureWindow = time.Minute
+
+// authenticator issues digest challenges and verifies credentials against
+// the account secrets the Router holds. It also counts failures per source
+// address and blocks sources that keep failing.
+type authenticator struct {
+	router     Router
+	algorithms []string
+	maxFails   int
+	blockFor   time.Duration
+	key        []byte
+	now        func() time.Time
+
+	mu       sync.Mutex
+	used     map[string]nonceUse // nonce → highest nonce-count seen
+	failures map[string][]time.Time
+	blocked  map[string]time.Time
+	sweptAt  time.Time
+}
+
+type nonceUse struct {
+	nc      int
+	expires time.Time
+}
+
+func newAuthenticator(router Router, algorithms []string, maxFails int, blockFor time.Duration) (*authenticator, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("nonce key: %w", err)
+	}
+	if len(algorithms) == 0 {
+		algorithms = []string{"MD5"}
+	}
+	return &authenticator{
+		router:     router,
+		algorithms: algorithms,
+		maxFails:   maxFails,
+		blockFor:   blockFor,
+		key:        key,
+		now:        time.Now,
+		used:       make(map[string]nonceUse),
+		failures:   make(map[string][]time.Time),
+		blocked:    make(map[string]time.Time),
+	}, nil
+}
+
+// challenges returns one challenge header value per configured algorithm,
+// in the configured order (RFC 8760 §2.4).
+func (a *authenticator) challenges(stale bool) ([]string, error) {
+	nonce, err := a.newNonce()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(a.algorithms))
+	for _, alg := range a.algorithms {
+		c := digest.Challenge{Realm: Realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+		out = append(out, c.String())
+	}
+	return out, nil
+}
+
+// newNonce makes a self-verifying nonce: issue time, randomness and an HMAC
+// over both, so no state is kept until a nonce is used.
+func (a *authenticator) newNonce() (string, error) {
+	buf := make([]byte, 16, 32)
+	binary.BigEndian.PutUint64(buf[:8], uint64(a.now().Unix()))
+	if _, err := rand.Read(buf[8:16]); err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, a.key)
+	m.Write(buf)
+	buf = append(buf, m.Sum(nil)[:16]...)
+	return base64.RawURLEncoding.EncodeToString(buf), nil
+}
+
+// checkNonce reports whether the nonce is ours and whether it expired.
+func (a *authenticator) checkNonce(nonce string) (valid, expired bool, issued time.Time) {
+	raw, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil || len(raw) != 32 {
+		return false, false, time.Time{}
+	}
+	m := hmac.New(sha256.New, a.key)
+	m.Write(raw[:16])
+	if !hmac.Equal(m.Sum(nil)[:16], raw[16:]) {
+		return false, false, time.Time{}
+	}
+	issued = time.Unix(int64(binary.BigEndian.Uint64(raw[:8])), 0)
+	return true, a.now().Sub(issued) > NonceTTL, issued
+}
+
+// isBlocked reports whether a source address is currently blocked.
+func (a *authenticator) isBlocked(source string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	until, ok := a.blocked[source]
+	if !ok {
+		return false
+	}
+	if a.now().After(until) {
+		delete(a.blocked, source)
+		return false
+	}
+	return true
+}
+
+// fail records an authentication failure of a source and blocks it once it
+// reaches the configured count within a minute. It reports whether the
+// source is now blocked.
+func (a *authenticator) fail(source string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.sweepLocked(now)
+	recent := a.failures[source][:0]
+	for _, t := range a.failures[source] {
+		if now.Sub(t) < failureWindow {
+			recent = append(recent, t)
+		}
+	}
+	recent = append(recent, now)
+	a.failures[source] = recent
+	if a.maxFails > 0 && len(recent) >= a.maxFails {
+		a.blocked[source] = now.Add(a.blockFor)
+		delete(a.failures, source)
+		return true
+	}
+	return false
+}
+
+// sweepLocked drops expired nonce uses, old failures and ended blocks so
+// the maps stay bounded by recent traffic.
+func (a *authenticator) sweepLocked(now time.Time) {
+	if now.Sub(a.sweptAt) < 30*time.Second {
+		return
+	}
+	a.sweptAt = now
+	for n, u := range a.used {
+		if now.After(u.expires) {
+			delete(a.used, n)
+		}
+	}
+	for s, ts := range a.failures {
+		if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= failureWindow {
+			delete(a.failures, s)
+		}
+	}
+	for s, until := range a.blocked {
+		if now.After(until) {
+			delete(a.blocked, s)
+		}
+	}
+}
+
+// verify checks the credentials header value of a request. It returns the
+// authenticated account, or ErrNoCredentials / ErrStaleNonce (challenge
+// again), or ErrBadCredentials / ErrReplay (refuse with 403).
+func (a *authenticator) verify(ctx context.Context, method, header string) (Account, error) {
+	if header == "" {
+		return Account{}, ErrNoCredentials
+	}
+	cr, err := digest.ParseCredentials(header)
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+	}
+	valid, expired, issued := a.checkNonce(cr.Nonce)
+	if !valid {
+		// A nonce we never issued (another node's, or a restart's): a fresh
+		// challenge, not a failure.
+		return Account{}, ErrStaleNonce
+	}
+	if expired {
+		return Account{}, ErrStaleNonce
+	}
+	alg := cr.Algorithm
+	if alg == "" {
+		alg = "MD5"
+	}
+	if !a.offers(alg) {
+		return Account{}, fmt.Errorf("%w: algorithm %q not offered", ErrBadCredentials, alg)
+	}
+	if cr.Realm != Realm {
+		return Account{}, fmt.Errorf("%w: realm %q", ErrBadCredentials, cr.Realm)
+	}
+	acct, err := a.router.Account(ctx, cr.Username)
+	if err != nil {
+		if errors.Is(err, ErrUnknownAccount) {
+			return Account{}, fmt.Errorf("%w: unknown user", ErrBadCredentials)
+		}
+		return Account{}, err
+	}
+	var ha1 string
+	var h func() hash.Hash
+	switch strings.ToUpper(alg) {
+	case "MD5":
+		ha1, h = acct.HA1MD5, md5.New
+	case "SHA-256":
+		ha1, h = acct.HA1SHA256, sha256.New
+	}
+	ha2 := hexHash(h, method+":"+cr.URI)
+	var want string
+	switch cr.QOP {
+	case "auth":
+		want = hexHash(h, fmt.Sprintf("%s:%s:%08x:%s:auth:%s", ha1, cr.Nonce, cr.Nc, cr.Cnonce, ha2))
+	case "":
+		want = hexHash(h, ha1+":"+cr.Nonce+":"+ha2)
+	default:
+		return Account{}, fmt.Errorf("%w: qop %q", ErrBadCredentials, cr.QOP)
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.ToLower(cr.Response)), []byte(want)) != 1 {
+		return Account{}, ErrBadCredentials
+	}
+	// Replay protection: with qop the nonce-count must grow for each use of
+	// a nonce (RFC 7616 §3.4); without qop a nonce is good for one request.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, seen := a.used[cr.Nonce]
+	if seen && (cr.QOP == "" || cr.Nc <= u.nc) {
+		return Account{}, ErrReplay
+	}
+	a.used[cr.Nonce] = nonceUse{nc: cr.Nc, expires: issued.Add(NonceTTL + time.Minute)}
+	return acct, nil
+}
+
+func (a *authenticator) offers(alg string) bool {
+	for _, x := range a.algorithms {
+		if strings.EqualFold(x, alg) {
+			return true
+		}
+	}
+	return false
+}
+
+func hexHash(h func() hash.Hash, s string) string {
+	x := h()
+	x.Write([]byte(s))
+	return hex.EncodeToString(x.Sum(nil))
+}
+
+// HA1 computes H(user:realm:password) for an algorithm ("MD5" or
+// "SHA-256"), the secret an account store keeps instead of the password.
+func HA1(alg, user, password string) string {
+	if strings.EqualFold(alg, "SHA-256") {
+		return hexHash(sha256.New, user+":"+Realm+":"+password)
+	}
+	return hexHash(md5.New, user+":"+Realm+":"+password)
+}

@@ -1,0 +1,416 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/media"
+)
+
+// CallState is where a call is in its life.
+type CallState int
+
+// The states of a call, in the order a call passes through them.
+const (
+	StateNew CallState = iota
+	StateIVR
+	StateRinging
+	StateBridged
+	StateEnding
+)
+
+// String names the state for logs and /v1/calls.
+func (s CallState) String() string {
+	switch s {
+	case StateNew:
+		return "new"
+	case StateIVR:
+		return "ivr"
+	case StateRinging:
+		return "ringing"
+	case StateBridged:
+		return "bridged"
+	case StateEnding:
+		return "ending"
+	}
+	return "unknown"
+}
+
+// endReason is why a call ended. It is an error so that it can travel as a
+// context cancellation cause.
+type endReason int
+
+const (
+	reasonNone endReason = iota
+	reasonCallerHangup
+	reasonCalleeHangup
+	reasonCancelled
+	reasonNoAck
+	reasonInvalidExtension
+	reasonExpired
+	reasonBusy
+	reasonNoAnswer
+	reasonRejected
+	reasonTrunkFailed
+	reasonMediaTimeout
+	reasonMaxDuration
+	reasonShutdown
+	reasonInternal
+)
+
+func (r endReason) Error() string {
+	switch r {
+	case reasonCallerHangup:
+		return "caller hung up"
+	case reasonCalleeHangup:
+		return "callee hung up"
+	case reasonCancelled:
+		return "caller cancelled"
+	case reasonNoAck:
+		return "no ACK from caller"
+	case reasonInvalidExtension:
+		return "invalid extension"
+	case reasonExpired:
+		return "binding expired"
+	case reasonBusy:
+		return "callee busy"
+	case reasonNoAnswer:
+		return "no answer"
+	case reasonRejected:
+		return "callee rejected"
+	case reasonTrunkFailed:
+		return "trunk failure"
+	case reasonMediaTimeout:
+		return "media timeout"
+	case reasonMaxDuration:
+		return "maximum duration"
+	case reasonShutdown:
+		return "server shutdown"
+	case reasonInternal:
+		return "internal error"
+	}
+	return "none"
+}
+
+// disposition is the CDR disposition of a call that ended for r.
+func (r endReason) disposition(answered bool) string {
+	if answered {
+		return "answered"
+	}
+	switch r {
+	case reasonCallerHangup, reasonCancelled:
+		return "cancelled"
+	case reasonInvalidExtension:
+		return "invalid_extension"
+	case reasonExpired:
+		return "expired"
+	case reasonBusy:
+		return "busy"
+	case reasonNoAnswer:
+		return "no_answer"
+	case reasonRejected:
+		return "rejected"
+	}
+	return "failed"
+}
+
+// hangupBy is the CDR hangup_by of a call that ended for r.
+func (r endReason) hangupBy() string {
+	switch r {
+	case reasonCallerHangup, reasonCancelled:
+		return "caller"
+	case reasonCalleeHangup, reasonBusy, reasonRejected:
+		return "callee"
+	}
+	return "system"
+}
+
+// leg names one side of the bridge.
+type leg int
+
+const (
+	legA leg = iota
+	legB
+)
+
+// call is one call: leg A from the caller, the IVR, leg B to the trunk and
+// the relay between them. The INVITE handler owns it for its whole life.
+type call struct {
+	s   *Server
+	id  string
+	log *slog.Logger
+
+	invite  *sip.Request
+	account Account
+	trunk   bool
+	dialled Dialled
+
+	a      *sipgo.DialogServerSession
+	b      *sipgo.DialogClientSession
+	bMu    sync.Mutex
+	offerA *media.Desc
+	sdpA   []byte // our answer to A
+	sdpB   []byte // our offer to B
+
+	sockA, sockB     *media.Socket
+	streamA, streamB *media.Stream
+	audioA           media.Codec
+	dtmfA            *media.Codec
+
+	infoDigits chan rune // digits from SIP INFO
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	state     atomic.Int32
+	answeredA atomic.Bool // leg A got our 2xx
+	bridged   atomic.Bool
+	done      atomic.Bool
+	bridgeWG  sync.WaitGroup
+
+	cdrMu sync.Mutex
+	cdr   CDR
+}
+
+func (c *call) setState(st CallState) { c.state.Store(int32(st)) }
+
+func (c *call) currentState() CallState { return CallState(c.state.Load()) }
+
+func (c *call) info() CallInfo {
+	c.cdrMu.Lock()
+	defer c.cdrMu.Unlock()
+	return CallInfo{
+		ID:        c.id,
+		Merchant:  c.cdr.Merchant,
+		Binding:   c.cdr.BindingID,
+		Host:      c.cdr.Host,
+		Extension: c.cdr.Extension,
+		State:     c.currentState().String(),
+		StartedAt: c.cdr.StartedAt,
+	}
+}
+
+// hangup ends the call from outside its handler (shutdown, admin).
+func (c *call) hangup(r endReason) {
+	c.cancel(r)
+}
+
+// reason is why the call's context ended, reasonNone while it goes on.
+func (c *call) reason() endReason {
+	var r endReason
+	if errors.As(context.Cause(c.ctx), &r) {
+		return r
+	}
+	if c.ctx.Err() != nil {
+		return reasonInternal
+	}
+	return reasonNone
+}
+
+func (c *call) infoDigit(d rune) {
+	select {
+	case c.infoDigits <- d:
+	default:
+	}
+}
+
+func (c *call) byeFromA(req *sip.Request, tx sip.ServerTransaction) {
+	if err := c.a.ReadBye(req, tx); err != nil {
+		c.log.Debug("bye from caller", "error", err)
+		c.s.respond(req, tx, 200, "OK")
+	}
+	c.cancel(reasonCallerHangup)
+}
+
+func (c *call) byeFromB(req *sip.Request, tx sip.ServerTransaction) {
+	c.bMu.Lock()
+	b := c.b
+	c.bMu.Unlock()
+	if b == nil {
+		c.s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if err := b.ReadBye(req, tx); err != nil {
+		c.log.Debug("bye from callee", "error", err)
+	}
+	c.cancel(reasonCalleeHangup)
+}
+
+// reoffer answers an in-dialog re-INVITE or UPDATE (hold, session refresh)
+// with our current SDP for that leg, following a changed remote address, so
+// the call stays up (RFC 3311, RFC 4028).
+func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
+	stream, body := c.streamA, c.sdpA
+	if l == legB {
+		stream, body = c.streamB, c.sdpB
+	}
+	if len(req.Body()) > 0 && stream != nil {
+		d, err := media.ParseSDP(req.Body())
+		if err != nil {
+			c.s.respond(req, tx, 488, "Not Acceptable Here")
+			return
+		}
+		if d.Port > 0 && d.Addr.IsValid() && !d.Addr.IsUnspecified() {
+			stream.SetRemote(addrPort(d))
+		}
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	if req.IsInvite() || len(req.Body()) > 0 {
+		res.SetBody(body)
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	res.AppendHeader(&c.s.dialog.ContactHDR)
+	if err := tx.Respond(res); err != nil {
+		c.log.Debug("re-offer respond", "error", err)
+	}
+}
+
+// wait holds the bridged call until a leg hangs up, the media stops, the
+// call runs too long or the server ends it.
+func (c *call) wait() endReason {
+	maxDur := c.s.opts.MaxDuration
+	if maxDur <= 0 {
+		maxDur = 2 * time.Hour
+	}
+	limit := time.NewTimer(maxDur)
+	defer limit.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return c.reason()
+		case <-limit.C:
+			return reasonMaxDuration
+		case <-tick.C:
+			if t := c.s.opts.MediaTimeout; t > 0 {
+				now := time.Now()
+				if now.Sub(c.streamA.LastRTP()) > t || now.Sub(c.streamB.LastRTP()) > t {
+					return reasonMediaTimeout
+				}
+			}
+		}
+	}
+}
+
+// end finishes the call exactly once: BYE (or a final response) to the legs
+// still up, media closed, the CDR completed. It runs on a context that
+// survives the call's cancellation.
+func (c *call) end(r endReason, status int) {
+	if !c.done.CompareAndSwap(false, true) {
+		return
+	}
+	c.setState(StateEnding)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+	defer cancel()
+	c.cancel(r)
+
+	var wg sync.WaitGroup
+	if r != reasonCallerHangup && r != reasonCancelled {
+		if c.answeredA.Load() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := c.a.Bye(ctx); err != nil {
+					c.log.Debug("bye to caller", "error", err)
+				}
+			}()
+		} else if c.a != nil {
+			code, phrase := statusForReason(r)
+			if err := c.a.Respond(code, phrase, nil); err != nil {
+				c.log.Debug("final response to caller", "error", err)
+			}
+		}
+	}
+	c.bMu.Lock()
+	b := c.b
+	c.bMu.Unlock()
+	if b != nil && r != reasonCalleeHangup && b.LoadState() >= sip.DialogStateEstablished && b.LoadState() != sip.DialogStateEnded {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.Bye(ctx); err != nil {
+				c.log.Debug("bye to callee", "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+
+	c.bridgeWG.Wait()
+	for _, st := range []*media.Stream{c.streamA, c.streamB} {
+		if st != nil {
+			if err := st.Close(); err != nil {
+				c.log.Debug("closing stream", "error", err)
+			}
+		}
+	}
+	for _, so := range []*media.Socket{c.sockA, c.sockB} {
+		if so != nil {
+			if err := so.Close(); err != nil {
+				c.log.Debug("closing socket", "error", err)
+			}
+		}
+	}
+
+	c.cdrMu.Lock()
+	c.cdr.EndedAt = time.Now().UTC()
+	answered := !c.cdr.AnsweredAt.IsZero()
+	c.cdr.Disposition = r.disposition(answered)
+	c.cdr.HangupBy = r.hangupBy()
+	if status != 0 {
+		c.cdr.SIPStatus = status
+	} else if c.cdr.SIPStatus == 0 {
+		c.cdr.SIPStatus, _ = statusForReason(r)
+	}
+	cdr := c.cdr
+	c.cdrMu.Unlock()
+	if err := c.s.router.EndCall(ctx, &cdr); err != nil {
+		c.log.Error("finishing CDR", "error", err)
+	}
+	talk := time.Duration(0)
+	if answered {
+		talk = cdr.EndedAt.Sub(cdr.AnsweredAt)
+	}
+	c.log.Info("call ended", "reason", r.Error(), "disposition", cdr.Disposition, "hangup_by", cdr.HangupBy,
+		"sip_status", cdr.SIPStatus, "talk_ms", talk.Milliseconds(), "duration_ms", cdr.EndedAt.Sub(cdr.StartedAt).Milliseconds())
+}
+
+// statusForReason is the final status sent to an unanswered caller.
+func statusForReason(r endReason) (int, string) {
+	switch r {
+	case reasonBusy:
+		return 486, "Busy Here"
+	case reasonNoAnswer:
+		return 480, "Temporarily Unavailable"
+	case reasonRejected:
+		return 480, "Temporarily Unavailable"
+	case reasonInvalidExtension:
+		return 404, "Not Found"
+	case reasonExpired:
+		return 410, "Gone"
+	case reasonCancelled, reasonCallerHangup:
+		return 487, "Request Terminated"
+	case reasonShutdown, reasonTrunkFailed:
+		return 503, "Service Unavailable"
+	case reasonNone, reasonCalleeHangup:
+		return 200, "OK"
+	}
+	return 500, "Server Internal Error"
+}
+
+func (c *call) updateCDR(f func(*CDR)) {
+	c.cdrMu.Lock()
+	f(&c.cdr)
+	cdr := c.cdr
+	c.cdrMu.Unlock()
+	if err := c.s.router.UpdateCall(context.WithoutCancel(c.ctx), &cdr); err != nil {
+		c.log.Error("updating CDR", "error", err)
+	}
+}

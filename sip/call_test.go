@@ -1,0 +1,321 @@
+package sip
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/stretchr/testify/require"
+)
+
+// dialAndKey places a call to X, keys E as RFC 4733 RTP and returns the
+// answered dialog and vnum's media address.
+func (e *testEnv) dialAndKey(ctx context.Context, user, digits string) (*sipgo.DialogClientSession, func()) {
+	e.t.Helper()
+	d, err := e.phone.call(ctx, e.vnum, user)
+	require.NoError(e.t, err)
+	to := remoteMedia(e.t, d.InviteResponse)
+	if digits != "" {
+		sendDigits(e.t, e.phone.rtp, to, 101, digits)
+	}
+	talk := func() { sendAudio(e.phone.rtp, to, 0xA11CE, 50) }
+	return d, talk
+}
+
+func TestCallEndToEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		hangupByB  bool
+		wantHangup string
+	}{
+		{name: "caller hangs up", wantHangup: "caller"},
+		{name: "callee hangs up", hangupByB: true, wantHangup: "callee"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "answer", nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d, talk := e.dialAndKey(ctx, testHost, testExt)
+
+			inv := e.carrier.nextInvite(t)
+			require.Equal(t, testNational, inv.Recipient.User, "leg B Request-URI must be B")
+			require.Equal(t, testHost, inv.From().Address.User, "leg B From must be X")
+			require.Contains(t, inv.GetHeader("P-Asserted-Identity").Value(), testHost)
+			ds := e.carrier.nextSession(t)
+
+			// Media flows both ways through vnum's relay.
+			bMedia := sdpAddr(t, inv.Body())
+			go talk()
+			require.Greater(t, countRTP(e.carrier.rtp, 1500*time.Millisecond, 0xA11CE), 10, "carrier hears the caller")
+			go sendAudio(e.carrier.rtp, bMedia, 0xB0B, 50)
+			require.Greater(t, countRTP(e.phone.rtp, 1500*time.Millisecond, 0xB0B), 10, "caller hears the carrier")
+
+			if tc.hangupByB {
+				require.NoError(t, ds.Bye(ctx))
+				require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 5*time.Second, 10*time.Millisecond)
+			} else {
+				require.NoError(t, d.Bye(ctx))
+				require.Eventually(t, func() bool { return ds.LoadState() == sip.DialogStateEnded }, 5*time.Second, 10*time.Millisecond)
+			}
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "answered", cdr.Disposition)
+			require.Equal(t, tc.wantHangup, cdr.HangupBy)
+			require.Equal(t, "b1", cdr.BindingID)
+			require.Equal(t, "m1", cdr.Merchant)
+			require.Equal(t, "alice", cdr.Caller)
+			require.Equal(t, testExt, cdr.Extension)
+			require.Equal(t, 200, cdr.SIPStatus)
+			require.False(t, cdr.AnsweredAt.IsZero())
+			require.False(t, cdr.RingingAt.IsZero())
+			require.True(t, !cdr.EndedAt.Before(cdr.AnsweredAt))
+
+			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
+			e.waitNoCalls()
+		})
+	}
+}
+
+func fromTag(r *sip.Request) string {
+	tag, _ := r.From().Params.Get("tag")
+	return tag
+}
+
+func TestCallFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		carrier     string
+		digits      string
+		tweak       func(*Options)
+		disposition string
+		hangupBy    string
+		status      int
+		reachB      bool
+	}{
+		{name: "busy", carrier: "busy", digits: testExt, disposition: "busy", hangupBy: "callee", status: 486, reachB: true},
+		{name: "rejected", carrier: "reject", digits: testExt, disposition: "rejected", hangupBy: "callee", status: 603, reachB: true},
+		{name: "no answer", carrier: "ring", digits: testExt, tweak: func(o *Options) { o.RingTimeout = time.Second },
+			disposition: "no_answer", hangupBy: "system", status: 408, reachB: true},
+		{name: "wrong extension three times", carrier: "answer", digits: "9999", disposition: "invalid_extension", hangupBy: "system"},
+		{name: "no digits", carrier: "answer", tweak: func(o *Options) { o.FirstDigitTimeout = 200 * time.Millisecond },
+			disposition: "invalid_extension", hangupBy: "system"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, tc.carrier, tc.tweak)
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			d, err := e.phone.call(ctx, e.vnum, testHost)
+			require.NoError(t, err)
+			to := remoteMedia(t, d.InviteResponse)
+			if tc.digits != "" {
+				sendDigits(t, e.phone.rtp, to, 101, tc.digits)
+				if tc.disposition == "invalid_extension" {
+					for i := 0; i < 2; i++ {
+						time.Sleep(300 * time.Millisecond)
+						sendDigits(t, e.phone.rtp, to, 101, tc.digits)
+					}
+				}
+			}
+			// vnum tells the caller and hangs up.
+			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, tc.disposition, cdr.Disposition)
+			require.Equal(t, tc.hangupBy, cdr.HangupBy)
+			if tc.status != 0 {
+				require.Equal(t, tc.status, cdr.SIPStatus)
+			}
+			require.True(t, cdr.AnsweredAt.IsZero())
+			if !tc.reachB {
+				require.Empty(t, e.carrier.invites, "no INVITE may reach the trunk")
+			}
+			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
+			e.waitNoCalls()
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	early := func(o *Options) { o.AnswerMode = "early"; o.FirstDigitTimeout = 5 * time.Second }
+	for _, tc := range []struct {
+		name    string
+		carrier string
+		digits  string
+	}{
+		{name: "during IVR", carrier: "answer"},
+		{name: "during ringing", carrier: "ring", digits: testExt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, tc.carrier, early)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d, err := e.phone.invite(ctx, e.vnum, testHost)
+			require.NoError(t, err)
+			var early *sip.Response
+			waitCtx, stop := context.WithCancel(ctx)
+			errc := make(chan error, 1)
+			go func() {
+				errc <- d.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: "alice", Password: "s3cret",
+					OnResponse: func(r *sip.Response) error {
+						if r.StatusCode == 183 && early == nil {
+							early = r
+							to := remoteMedia(t, r)
+							if tc.digits != "" {
+								go sendDigits(t, e.phone.rtp, to, 101, tc.digits)
+							}
+						}
+						return nil
+					}})
+			}()
+			if tc.carrier == "ring" {
+				e.carrier.nextInvite(t)
+				time.Sleep(200 * time.Millisecond)
+			} else {
+				time.Sleep(700 * time.Millisecond)
+			}
+			stop() // WaitAnswer sends CANCEL
+			<-errc
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "cancelled", cdr.Disposition)
+			require.Equal(t, "caller", cdr.HangupBy)
+			e.waitNoCalls()
+		})
+	}
+}
+
+func TestDirectExtensionAndInfo(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		user   string
+		digits string
+		info   bool
+	}{
+		{name: "X;ext=E", user: testHost + ";ext=" + testExt},
+		{name: "X-E", user: testHost + "-" + testExt},
+		{name: "X,E with +86", user: "+86" + testHost + "," + testExt},
+		{name: "SIP INFO digits", user: testHost, info: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "answer", nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d, err := e.phone.call(ctx, e.vnum, tc.user)
+			require.NoError(t, err)
+			if tc.info {
+				for _, r := range testExt {
+					req := sip.NewRequest(sip.INFO, d.InviteResponse.Contact().Address)
+					req.SetBody([]byte("Signal=" + string(r) + "\r\nDuration=160\r\n"))
+					req.AppendHeader(sip.NewHeader("Content-Type", "application/dtmf-relay"))
+					res, err := d.Do(ctx, req)
+					require.NoError(t, err)
+					require.Equal(t, 200, res.StatusCode)
+				}
+			}
+			inv := e.carrier.nextInvite(t)
+			require.Equal(t, testNational, inv.Recipient.User)
+			e.carrier.nextSession(t)
+			require.NoError(t, d.Bye(ctx))
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "answered", cdr.Disposition)
+			e.waitNoCalls()
+		})
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) { o.AuthFailures = 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// No credentials: a 407 challenge naming MD5.
+	d, err := e.phone.invite(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 407, dr.Res.StatusCode)
+	chal := dr.Res.GetHeader("Proxy-Authenticate").Value()
+	require.Contains(t, chal, "algorithm=MD5")
+	require.Contains(t, chal, `realm="vnum"`)
+
+	// Wrong password: 403, and after three failures the source is blocked,
+	// even for the right password.
+	bad := newSoftphone(t, "alice", "wrong")
+	for i := 0; i < 3; i++ {
+		_, err := bad.call(ctx, e.vnum, testHost)
+		require.ErrorAs(t, err, &dr)
+		require.Equal(t, 403, dr.Res.StatusCode)
+	}
+	_, err = e.phone.call(ctx, e.vnum, testHost)
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 403, dr.Res.StatusCode, "127.0.0.1 is blocked now")
+	require.Empty(t, e.carrier.invites)
+}
+
+func TestSHA256Challenge(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) { o.DigestAlgorithms = []string{"SHA-256", "MD5"} })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := e.phone.invite(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	hs := dr.Res.GetHeaders("Proxy-Authenticate")
+	require.Len(t, hs, 2)
+	require.Contains(t, hs[0].Value(), "algorithm=SHA-256")
+	require.Contains(t, hs[1].Value(), "algorithm=MD5")
+	// sipgo answers the first challenge it finds (SHA-256).
+	d2, _ := e.dialAndKey(ctx, testHost, testExt)
+	e.carrier.nextSession(t)
+	require.NoError(t, d2.Bye(ctx))
+	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}
+
+func TestOptionsAndMessage(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) {
+		o.InboundCIDRs = nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	uri := sip.Uri{Scheme: "sip", User: testHost, Host: "127.0.0.1", Port: int(e.vnum.Port())}
+	opt := sip.NewRequest(sip.OPTIONS, uri)
+	res, err := e.phone.client.Do(ctx, opt)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	require.Contains(t, res.GetHeader("Allow").Value(), "INVITE")
+
+	msg := sip.NewRequest(sip.MESSAGE, uri)
+	msg.SetBody([]byte("hello"))
+	msg.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
+	res, err = e.phone.client.Do(ctx, msg)
+	require.NoError(t, err)
+	require.Equal(t, 407, res.StatusCode, "MESSAGE from an unknown source is challenged")
+	res, err = e.phone.client.DoDigestAuth(ctx, msg, res, sipgo.DigestAuth{Username: "alice", Password: "s3cret"})
+	require.NoError(t, err)
+	require.Equal(t, 405, res.StatusCode)
+	require.Contains(t, res.GetHeader("Allow").Value(), "INVITE")
+	require.Contains(t, strings.ToLower(res.GetHeader("Warning").Value()), "no sms")
+	require.EqualValues(t, 1, e.srv.MessagesRefused())
+}
+
+func TestNoLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("calls", func(t *testing.T) {
+		e := newTestEnv(t, "answer", nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := 0; i < 3; i++ {
+			d, _ := e.dialAndKey(ctx, testHost, testExt)
+			e.carrier.nextSession(t)
+			require.NoError(t, d.Bye(ctx))
+			e.router.waitEnded(t)
+		}
+		e.waitNoCalls()
+	})
+	// Every goroutine of the calls, the relay and the UAs is gone.
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+2 }, 10*time.Second, 50*time.Millisecond,
+		"goroutines: before %d, now %d", before, runtime.NumGoroutine())
+}

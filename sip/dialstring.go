@@ -1,0 +1,62 @@
+package sip
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Dialled is what the user part of an INVITE's Request-URI asks for: a host
+// number X and, for the direct forms, the extension E.
+type Dialled struct {
+	Host      string
+	Extension string
+}
+
+// ParseDialled parses the user part of a Request-URI: X with an optional
+// +86/86 prefix, and the direct forms X;ext=E, X-E and X,E (SPEC §4). The
+// host number must have 11 digits; an extension has only DTMF digits.
+func ParseDialled(user string, uriExt string) (Dialled, error) {
+	u := strings.TrimSpace(user)
+	ext := uriExt
+	if i := strings.Index(strings.ToLower(u), ";ext="); i >= 0 {
+		ext, u = u[i+5:], u[:i]
+	} else if i := strings.IndexAny(u, "-,"); i >= 0 {
+		ext, u = u[i+1:], u[:i]
+	}
+	u = strings.TrimPrefix(u, "+")
+	if len(u) == 13 && strings.HasPrefix(u, "86") {
+		u = u[2:]
+	}
+	if len(u) != 11 || !allDigits(u) {
+		return Dialled{}, fmt.Errorf("%w: dialled %q is not an 11-digit number", ErrNotHostNumber, user)
+	}
+	// Phones that dial "X,E" may send more pause characters.
+	ext = strings.Trim(ext, ",;pPwW")
+	if ext != "" && !allDigits(ext) {
+		return Dialled{}, fmt.Errorf("%w: extension %q is not digits", ErrBadRequest, ext)
+	}
+	return Dialled{Host: u, Extension: ext}, nil
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// sanitizeHeaderValue strips CR, LF and NUL from text that came from outside
+// before it goes into a header (sipgo v1.7.3 does not check them).
+func sanitizeHeaderValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == 0 {
+			return -1
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,361 @@
+package sip
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
+
+	"github.com/vnum/vnum/media"
+)
+
+// onInvite takes a new call (leg A) or routes a re-INVITE. For a new call
+// the handler lives as long as the call: sipgo ends the transaction when
+// the handler returns (SIPGO-NOTES pitfall 1).
+func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		if c := s.lookupA(req); c != nil {
+			if err := c.a.ReadRequest(req, tx); err != nil {
+				s.respond(req, tx, 500, "Server Internal Error")
+				return
+			}
+			c.reoffer(req, tx, legA)
+			return
+		}
+		if c := s.lookupB(req); c != nil {
+			c.reoffer(req, tx, legB)
+			return
+		}
+		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if s.draining.Load() {
+		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		return
+	}
+	acct, trunk, ok := s.authorize(req, tx, true)
+	if !ok {
+		return
+	}
+	uriExt := ""
+	if req.Recipient.UriParams != nil {
+		uriExt, _ = req.Recipient.UriParams.Get("ext")
+	}
+	d, err := ParseDialled(req.Recipient.User, uriExt)
+	if err != nil {
+		code, phrase := StatusFor(err)
+		s.respond(req, tx, code, phrase)
+		return
+	}
+	ctx := context.Background()
+	isHost, err := s.router.IsHostNumber(ctx, d.Host)
+	if err != nil {
+		s.log.Error("host number lookup", "error", err)
+		s.respond(req, tx, 500, "Server Internal Error")
+		return
+	}
+	if !isHost {
+		s.respond(req, tx, 404, "Not Found")
+		return
+	}
+	offer, err := media.ParseSDP(req.Body())
+	if err != nil {
+		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+sanitizeHeaderValue(err.Error())+`"`))
+		return
+	}
+	s.runCall(req, tx, acct, trunk, d, offer)
+}
+
+func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, d Dialled, offer *media.Desc) {
+	id := uuid.NewString()
+	caller := acct.User
+	if trunk {
+		caller = sanitizeHeaderValue(req.From().Address.User)
+	}
+	c := &call{
+		s:          s,
+		id:         id,
+		log:        s.log.With("call", id, "host", d.Host),
+		invite:     req,
+		account:    acct,
+		trunk:      trunk,
+		dialled:    d,
+		offerA:     offer,
+		infoDigits: make(chan rune, 32),
+	}
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	defer c.cancel(nil)
+	c.cdr = CDR{
+		ID:        id,
+		CallID:    req.CallID().Value(),
+		Merchant:  acct.Merchant,
+		Host:      d.Host,
+		Direction: "to_consignee",
+		Caller:    caller,
+		StartedAt: time.Now().UTC(),
+	}
+
+	a, err := s.dialog.ReadInvite(req, tx)
+	if err != nil {
+		c.log.Info("invite refused", "error", err)
+		s.respond(req, tx, 400, "Bad Request")
+		return
+	}
+	c.a = a
+	s.mu.Lock()
+	if s.draining.Load() {
+		s.mu.Unlock()
+		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		return
+	}
+	s.byA[a.ID] = c
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.callsTotal.Add(1)
+	defer func() {
+		s.mu.Lock()
+		delete(s.byA, a.ID)
+		if cid := c.legBCallID(); cid != "" {
+			delete(s.byB, cid)
+		}
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	// Leg A gone (BYE, CANCEL, transaction ended) cancels the call.
+	stop := context.AfterFunc(a.Context(), func() {
+		if errors.Is(context.Cause(a.Context()), sip.ErrTransactionCanceled) {
+			c.cancel(reasonCancelled)
+			return
+		}
+		if !c.answeredA.Load() {
+			c.cancel(reasonCancelled)
+			return
+		}
+		c.cancel(reasonCallerHangup)
+	})
+	defer stop()
+
+	if err := s.router.StartCall(c.ctx, &c.cdr); err != nil {
+		c.log.Error("starting CDR", "error", err)
+		c.end(reasonInternal, 500)
+		return
+	}
+	c.log.Info("call started", "caller", caller, "trunk", trunk, "direct", d.Extension != "")
+
+	if r, status := c.answer(); r != reasonNone {
+		c.end(r, status)
+		return
+	}
+	target, r := c.collect()
+	if r != reasonNone {
+		c.end(r, 0)
+		return
+	}
+	if r, status := c.dialB(target); r != reasonNone {
+		c.end(r, status)
+		return
+	}
+	c.end(c.wait(), 0)
+}
+
+// answer opens leg A's media, answers with SDP (200, or 183 in early mode)
+// and starts listening for digits at once, so a caller may key E before
+// or over the prompt.
+func (c *call) answer() (endReason, int) {
+	sock, err := c.s.opts.Ports.Open()
+	if err != nil {
+		c.log.Error("no RTP port", "error", err)
+		return reasonInternal, 503
+	}
+	c.sockA = sock
+	sdp, audio, dtmf, err := media.Answer(c.offerA, sock.IP, sock.Port, sessionID())
+	if err != nil {
+		c.log.Info("no common codec", "error", err)
+		return reasonInternal, 488
+	}
+	c.sdpA, c.audioA, c.dtmfA = sdp, audio, dtmf
+	c.streamA = media.NewStream(sock, addrPort(c.offerA), audio, dtmf, c.log)
+	c.streamA.Start()
+	c.setState(StateIVR)
+	if c.s.opts.AnswerMode == "early" {
+		if err := c.a.Respond(183, "Session Progress", sdp, sip.NewHeader("Content-Type", "application/sdp")); err != nil {
+			return reasonCancelled, 487
+		}
+		return reasonNone, 0
+	}
+	if err := c.a.RespondSDP(sdp); err != nil {
+		if c.ctx.Err() != nil {
+			return c.reason(), 487
+		}
+		c.log.Info("answer not acknowledged", "error", err)
+		return reasonNoAck, 0
+	}
+	c.answeredA.Store(true)
+	return reasonNone, 0
+}
+
+// collect runs the IVR: it resolves the dialled extension, or asks for one
+// up to the configured number of attempts.
+func (c *call) collect() (Target, endReason) {
+	attempts := c.s.opts.Attempts
+	prompt := "enter_extension"
+	if ext := c.dialled.Extension; ext != "" {
+		t, r := c.resolve(ext)
+		if r == reasonNone {
+			return t, reasonNone
+		}
+		if r != reasonInvalidExtension {
+			return Target{}, r
+		}
+		attempts--
+		prompt = "invalid"
+	}
+	for ; attempts > 0; attempts-- {
+		ext, r := c.readExtension(prompt)
+		if r != reasonNone {
+			return Target{}, r
+		}
+		if ext != "" {
+			t, r := c.resolve(ext)
+			if r == reasonNone {
+				return t, reasonNone
+			}
+			if r != reasonInvalidExtension {
+				return Target{}, r
+			}
+			c.log.Info("invalid extension", "attempts_left", attempts-1)
+		} else {
+			c.log.Info("no extension keyed", "attempts_left", attempts-1)
+		}
+		prompt = "invalid"
+	}
+	c.play("goodbye")
+	return Target{}, reasonInvalidExtension
+}
+
+// resolve looks the binding up; an expired one gets its prompt and ends the call.
+func (c *call) resolve(ext string) (Target, endReason) {
+	c.updateCDR(func(cdr *CDR) { cdr.Extension = ext })
+	t, err := c.s.router.Resolve(c.ctx, c.dialled.Host, ext, c.account.Merchant)
+	switch {
+	case err == nil:
+		c.updateCDR(func(cdr *CDR) {
+			cdr.BindingID, cdr.Order, cdr.Merchant = t.BindingID, t.Order, t.Merchant
+		})
+		return t, reasonNone
+	case errors.Is(err, ErrInvalidExtension):
+		return Target{}, reasonInvalidExtension
+	case errors.Is(err, ErrExpired):
+		c.log.Info("extension expired")
+		c.play("expired")
+		c.play("goodbye")
+		return Target{}, reasonExpired
+	case c.ctx.Err() != nil:
+		return Target{}, c.reason()
+	default:
+		c.log.Error("binding lookup", "error", err)
+		return Target{}, reasonInternal
+	}
+}
+
+// readExtension plays a prompt and collects digits: barge-in stops the
+// prompt, '#' ends the entry early, '*' starts it again; the first-digit
+// timer starts when the prompt ends, the inter-digit timer after each digit.
+func (c *call) readExtension(prompt string) (string, endReason) {
+	playCtx, stopPlay := context.WithCancel(c.ctx)
+	defer stopPlay()
+	played := make(chan struct{})
+	pcm, err := media.Prompt(c.s.opts.Language, prompt)
+	if err != nil {
+		c.log.Error("prompt", "name", prompt, "error", err)
+		close(played)
+	} else {
+		go func() {
+			defer close(played)
+			if err := c.streamA.Play(playCtx, pcm); err != nil && playCtx.Err() == nil {
+				c.log.Debug("play", "error", err)
+			}
+		}()
+	}
+	defer func() { stopPlay(); <-played }()
+
+	var digits []rune
+	var timer *time.Timer
+	var timeout <-chan time.Time
+	promptDone := played
+	arm := func(d time.Duration) {
+		if timer != nil {
+			timer.Stop()
+		}
+		timer = time.NewTimer(d)
+		timeout = timer.C
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		var d rune
+		select {
+		case <-c.ctx.Done():
+			return "", c.reason()
+		case <-promptDone:
+			promptDone = nil
+			if len(digits) == 0 {
+				arm(c.s.opts.FirstDigitTimeout)
+			}
+			continue
+		case <-timeout:
+			return string(digits), reasonNone
+		case d = <-c.streamA.Digits():
+		case d = <-c.infoDigits:
+		}
+		stopPlay()
+		switch {
+		case d == '#':
+			return string(digits), reasonNone
+		case d == '*':
+			digits = digits[:0]
+		case d >= '0' && d <= '9':
+			digits = append(digits, d)
+		}
+		if len(digits) >= c.s.opts.ExtensionDigits {
+			return string(digits), reasonNone
+		}
+		arm(c.s.opts.InterDigitTimeout)
+	}
+}
+
+// play plays a whole prompt to the caller (no barge-in).
+func (c *call) play(name string) {
+	if c.streamA == nil {
+		return
+	}
+	pcm, err := media.Prompt(c.s.opts.Language, name)
+	if err != nil {
+		c.log.Error("prompt", "name", name, "error", err)
+		return
+	}
+	if err := c.streamA.Play(c.ctx, pcm); err != nil && c.ctx.Err() == nil {
+		c.log.Debug("play", "name", name, "error", err)
+	}
+}
+
+// sessionID is a random SDP session id (RFC 4566 §5.2).
+func sessionID() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return binary.BigEndian.Uint64(b[:]) >> 2
+}
+
+func addrPort(d *media.Desc) netip.AddrPort {
+	return netip.AddrPortFrom(d.Addr, uint16(d.Port))
+}

@@ -1,0 +1,75 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Router is what signalling needs from the rest of vnum: accounts for digest
+// authentication, the host-number pool, binding lookup and call records.
+// The binding package implements it; cmd/vnum wires the two together.
+type Router interface {
+	// Account returns the digest secrets of a SIP login, or ErrUnknownAccount.
+	Account(ctx context.Context, user string) (Account, error)
+	// IsHostNumber reports whether x (national form, 11 digits) is in the pool.
+	IsHostNumber(ctx context.Context, x string) (bool, error)
+	// Resolve finds the active binding (x, ext). merchant is the calling
+	// account's merchant, or "" for a trunk caller. It returns
+	// ErrInvalidExtension for a wrong, foreign or unknown extension and
+	// ErrExpired for one that expired or was released and is in quarantine.
+	Resolve(ctx context.Context, x, ext, merchant string) (Target, error)
+	// StartCall writes the CDR row when a call starts.
+	StartCall(ctx context.Context, cdr *CDR) error
+	// UpdateCall records progress (binding resolved, ringing, answered).
+	UpdateCall(ctx context.Context, cdr *CDR) error
+	// EndCall completes the CDR row; the router computes talk time and fee.
+	EndCall(ctx context.Context, cdr *CDR) error
+}
+
+// Account is a merchant's SIP login as digest authentication needs it.
+type Account struct {
+	User     string
+	Merchant string
+	// HA1MD5 and HA1SHA256 are H(user:realm:password) for each algorithm.
+	HA1MD5    string
+	HA1SHA256 string
+}
+
+// Target is the binding a dialled (X, E) resolved to.
+type Target struct {
+	BindingID string
+	Merchant  string
+	Order     string
+	Host      string
+	Extension string
+	// Consignee is B in E.164 form (+8613800138000).
+	Consignee string
+}
+
+// Errors the Router returns.
+var (
+	ErrUnknownAccount   = errors.New("unknown account")
+	ErrInvalidExtension = errors.New("invalid extension")
+	ErrExpired          = errors.New("binding expired")
+)
+
+// CDR is the call record signalling fills in as a call goes on.
+type CDR struct {
+	ID          string
+	CallID      string
+	Merchant    string
+	BindingID   string
+	Order       string
+	Host        string
+	Extension   string
+	Direction   string // to_consignee | callback
+	Caller      string // account user or caller number
+	StartedAt   time.Time
+	RingingAt   time.Time
+	AnsweredAt  time.Time
+	EndedAt     time.Time
+	Disposition string
+	HangupBy    string // caller | callee | system
+	SIPStatus   int
+}

@@ -1,0 +1,650 @@
+// Package sip is vnum's signalling: the SIP listeners, digest
+// authentication, leg A (the caller and the IVR), leg B (the carrier trunk)
+// and the call that joins them.
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/media"
+)
+
+// udpReadBuffer is the SO_RCVBUF asked for SIP UDP sockets: the default
+// overflows under load or in GC pauses (SIPGO-NOTES pitfall 6).
+const udpReadBuffer = 4 << 20
+
+// allowed is the Allow header value: the methods vnum takes.
+const allowed = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
+
+// Options is the part of the configuration signalling needs; cmd/vnum
+// fills it from config.Config.
+type Options struct {
+	// Listen holds transport URIs: udp://host:port, tcp://host:port, tls://host:port.
+	Listen []string
+	// PublicHost replaces the listen host in Contact and Via when set.
+	PublicHost string
+	// TLSCert and TLSKey enable the tls:// listen entries.
+	TLSCert, TLSKey string
+	// DigestAlgorithms are offered in this order (MD5, SHA-256).
+	DigestAlgorithms []string
+	// AuthFailures within a minute block a source for BlockFor.
+	AuthFailures int
+	BlockFor     time.Duration
+
+	// Ports allocates the relay's RTP ports.
+	Ports *media.Ports
+	// MediaTimeout ends a call when a leg sends no RTP for this long.
+	MediaTimeout time.Duration
+
+	ExtensionDigits   int
+	FirstDigitTimeout time.Duration
+	InterDigitTimeout time.Duration
+	Attempts          int
+	// AnswerMode is "answer" or "early" (collect digits in 183 early media).
+	AnswerMode string
+	// Language selects the prompt set (zh, en).
+	Language string
+
+	// TrunkOutbound is the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp.
+	TrunkOutbound string
+	TrunkUsername string
+	TrunkPassword string
+	// InboundCIDRs are the trunk's source networks: their INVITEs are PSTN calls.
+	InboundCIDRs []netip.Prefix
+	// NumberFormat is "national" or "e164" for B in leg B's Request-URI.
+	NumberFormat string
+
+	RingTimeout  time.Duration
+	MaxDuration  time.Duration
+	DrainTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+// Server is the B2BUA: it owns the SIP user agent, its listeners and the
+// calls in progress.
+type Server struct {
+	opts   Options
+	router Router
+	log    *slog.Logger
+	auth   *authenticator
+
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	dialog *sipgo.DialogUA
+
+	listeners []listener
+	host      string
+	port      int
+	transport string
+
+	trunk     sip.Uri
+	trunkHost string
+
+	mu       sync.Mutex
+	byA      map[string]*call // leg A dialog ID → call
+	byB      map[string]*call // leg B Call-ID → call
+	regs     *registrar
+	draining atomic.Bool
+	wg       sync.WaitGroup
+
+	messagesRefused atomic.Int64
+	callsTotal      atomic.Int64
+}
+
+type listener struct {
+	network string
+	addr    net.Addr
+	closer  interface{ Close() error }
+}
+
+// NewServer builds a server; Start binds its listeners.
+func NewServer(opts Options, router Router) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Ports == nil {
+		return nil, errors.New("sip: Options.Ports is required")
+	}
+	if opts.Attempts <= 0 {
+		opts.Attempts = 3
+	}
+	if opts.ExtensionDigits <= 0 {
+		opts.ExtensionDigits = 4
+	}
+	auth, err := newAuthenticator(router, opts.DigestAlgorithms, opts.AuthFailures, opts.BlockFor)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:   opts,
+		router: router,
+		log:    opts.Logger,
+		auth:   auth,
+		byA:    make(map[string]*call),
+		byB:    make(map[string]*call),
+		regs:   newRegistrar(),
+	}
+	if opts.TrunkOutbound != "" {
+		if err := sip.ParseUri(opts.TrunkOutbound, &s.trunk); err != nil {
+			return nil, fmt.Errorf("trunk.outbound %q: %w", opts.TrunkOutbound, err)
+		}
+		s.trunkHost = s.trunk.Host
+	}
+	return s, nil
+}
+
+// Start binds every listen URI and serves SIP until ctx ends or Close.
+func (s *Server) Start(ctx context.Context) error {
+	var err error
+	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.log.With("component", "sip"))))
+	if err != nil {
+		return err
+	}
+	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log.With("component", "sip")))
+	if err != nil {
+		return err
+	}
+	for _, l := range s.opts.Listen {
+		if err := s.listen(l); err != nil {
+			s.Close()
+			return err
+		}
+	}
+	if len(s.listeners) == 0 {
+		return errors.New("sip.listen: no listener")
+	}
+	first := s.listeners[0]
+	ap, err := netip.ParseAddrPort(first.addr.String())
+	if err != nil {
+		return err
+	}
+	s.host, s.port, s.transport = ap.Addr().String(), int(ap.Port()), first.network
+	if s.opts.PublicHost != "" {
+		s.host = s.opts.PublicHost
+	}
+	copts := []sipgo.ClientOption{sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(s.log.With("component", "sip"))}
+	for _, l := range s.listeners {
+		if l.network == "udp" {
+			// Send from the listening socket, not a fresh port per
+			// destination (SIPGO-NOTES pitfall 5).
+			copts = append(copts, sipgo.WithClientConnectionAddr(l.addr.String()))
+			break
+		}
+	}
+	s.client, err = sipgo.NewClient(s.ua, copts...)
+	if err != nil {
+		return err
+	}
+	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contact()}
+
+	s.srv.OnInvite(s.onInvite)
+	s.srv.OnAck(s.onAck)
+	s.srv.OnBye(s.onBye)
+	s.srv.OnCancel(s.onCancel)
+	s.srv.OnOptions(s.onOptions)
+	s.srv.OnMessage(s.onMessage)
+	s.srv.OnInfo(s.onInfo)
+	s.srv.OnUpdate(s.onUpdate)
+	s.srv.OnRegister(s.onRegister)
+	s.srv.OnNoRoute(s.onNoRoute)
+
+	for _, l := range s.listeners {
+		l := l
+		go func() {
+			var err error
+			switch ln := l.closer.(type) {
+			case *net.UDPConn:
+				err = s.srv.ServeUDP(ln)
+			case net.Listener:
+				if l.network == "tls" {
+					err = s.srv.ServeTLS(ln)
+				} else {
+					err = s.srv.ServeTCP(ln)
+				}
+			}
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("sip listener stopped", "network", l.network, "error", err)
+			}
+		}()
+	}
+	for _, l := range s.listeners {
+		if l.network == "udp" {
+			waitServing(s.ua, l.addr.String())
+		}
+	}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	return nil
+}
+
+// waitServing waits (briefly) until sipgo has taken a UDP listener into its
+// connection pool, so requests sent from it reuse the listening socket
+// instead of trying to bind its address again.
+func waitServing(ua *sipgo.UserAgent, addr string) {
+	for i := 0; i < 200; i++ {
+		if c, err := ua.TransportLayer().GetConnection("udp", addr); err == nil && c != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (s *Server) listen(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("sip.listen %q: want udp://host:port, tcp://host:port or tls://host:port", raw)
+	}
+	switch u.Scheme {
+	case "udp":
+		addr, err := net.ResolveUDPAddr("udp", u.Host)
+		if err != nil {
+			return fmt.Errorf("sip.listen %q: %w", raw, err)
+		}
+		conn, err := net.ListenUDP("udp", addr)
+		if err != nil {
+			return fmt.Errorf("sip.listen %q: %w", raw, err)
+		}
+		if err := conn.SetReadBuffer(udpReadBuffer); err != nil {
+			s.log.Warn("cannot enlarge SIP UDP receive buffer", "error", err)
+		}
+		s.listeners = append(s.listeners, listener{"udp", conn.LocalAddr(), conn})
+	case "tcp":
+		ln, err := net.Listen("tcp", u.Host)
+		if err != nil {
+			return fmt.Errorf("sip.listen %q: %w", raw, err)
+		}
+		s.listeners = append(s.listeners, listener{"tcp", ln.Addr(), ln})
+	case "tls":
+		if s.opts.TLSCert == "" || s.opts.TLSKey == "" {
+			return nil // tls entries listen only where a certificate is configured
+		}
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			return fmt.Errorf("sip.tls_cert: %w", err)
+		}
+		ln, err := tls.Listen("tcp", u.Host, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return fmt.Errorf("sip.listen %q: %w", raw, err)
+		}
+		s.listeners = append(s.listeners, listener{"tls", ln.Addr(), ln})
+	default:
+		return fmt.Errorf("sip.listen %q: unknown transport %q", raw, u.Scheme)
+	}
+	return nil
+}
+
+// Addr returns the bound address of the first listener of a network
+// ("udp", "tcp", "tls"), or "" when there is none.
+func (s *Server) Addr(network string) string {
+	for _, l := range s.listeners {
+		if l.network == network {
+			return l.addr.String()
+		}
+	}
+	return ""
+}
+
+// Listening reports whether the server has live listeners (for /readyz).
+func (s *Server) Listening() bool {
+	return len(s.listeners) > 0 && !s.draining.Load()
+}
+
+func (s *Server) contact() sip.ContactHeader {
+	uri := sip.Uri{Scheme: "sip", User: "vnum", Host: s.host, Port: s.port}
+	if s.transport != "udp" {
+		uri.UriParams = sip.NewParams()
+		uri.UriParams.Add("transport", s.transport)
+	}
+	return sip.ContactHeader{Address: uri}
+}
+
+// Close stops the listeners and the user agent; calls in progress are not
+// drained (see Shutdown).
+func (s *Server) Close() {
+	for _, l := range s.listeners {
+		if err := l.closer.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Debug("closing listener", "error", err)
+		}
+	}
+	if s.ua != nil {
+		if err := s.ua.Close(); err != nil {
+			s.log.Debug("closing user agent", "error", err)
+		}
+	}
+}
+
+// Shutdown stops taking calls (503 with Retry-After), lets the calls in
+// progress go on for up to DrainTimeout, then hangs them up and waits for
+// their records to be finished (SPEC §8).
+func (s *Server) Shutdown(ctx context.Context) {
+	s.draining.Store(true)
+	deadline := s.opts.DrainTimeout
+	if deadline <= 0 {
+		deadline = 30 * time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(deadline)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.hangupAll(reasonShutdown)
+	case <-ctx.Done():
+		s.hangupAll(reasonShutdown)
+	}
+	<-done
+	s.Close()
+}
+
+func (s *Server) hangupAll(r endReason) {
+	s.mu.Lock()
+	calls := make([]*call, 0, len(s.byA))
+	for _, c := range s.byA {
+		calls = append(calls, c)
+	}
+	s.mu.Unlock()
+	for _, c := range calls {
+		c.hangup(r)
+	}
+}
+
+// CallInfo describes a call in progress for /v1/calls; it carries no
+// consignee number and no caller address.
+type CallInfo struct {
+	ID        string    `json:"id"`
+	Merchant  string    `json:"merchant,omitempty"`
+	Binding   string    `json:"binding,omitempty"`
+	Host      string    `json:"host"`
+	Extension string    `json:"extension,omitempty"`
+	State     string    `json:"state"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// Calls lists the calls in progress.
+func (s *Server) Calls() []CallInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]CallInfo, 0, len(s.byA))
+	for _, c := range s.byA {
+		out = append(out, c.info())
+	}
+	return out
+}
+
+// ActiveCalls returns the number of calls in progress.
+func (s *Server) ActiveCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byA)
+}
+
+// MessagesRefused counts MESSAGE requests refused (virtual numbers carry no SMS).
+func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
+
+// CallsTotal counts INVITEs that became calls.
+func (s *Server) CallsTotal() int64 { return s.callsTotal.Load() }
+
+func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("respond failed", "status", code, "error", err)
+	}
+}
+
+// sourceHost is the IP a request came from, for CIDR checks and blocking.
+func sourceHost(req *sip.Request) string {
+	src := req.Source()
+	if h, _, err := net.SplitHostPort(src); err == nil {
+		return h
+	}
+	return src
+}
+
+func (s *Server) fromTrunk(req *sip.Request) bool {
+	ip, err := netip.ParseAddr(sourceHost(req))
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range s.opts.InboundCIDRs {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// authorize admits a request from the trunk, or with valid digest
+// credentials. It answers the request itself (challenge or 403) and
+// returns ok=false when the request is not admitted.
+func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy bool) (Account, bool, bool) {
+	src := sourceHost(req)
+	if s.auth.isBlocked(src) {
+		s.respond(req, tx, 403, "Forbidden")
+		return Account{}, false, false
+	}
+	if s.fromTrunk(req) {
+		return Account{}, true, true
+	}
+	authHdr, chalHdr, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
+	if proxy {
+		authHdr, chalHdr, code, reason = "Proxy-Authorization", "Proxy-Authenticate", 407, "Proxy Authentication Required"
+	}
+	val := ""
+	if h := req.GetHeader(authHdr); h != nil {
+		val = h.Value()
+	}
+	acct, err := s.auth.verify(context.Background(), string(req.Method), val)
+	switch {
+	case err == nil:
+		return acct, false, true
+	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrStaleNonce):
+		chals, cerr := s.auth.challenges(errors.Is(err, ErrStaleNonce))
+		if cerr != nil {
+			s.respond(req, tx, 500, "Server Internal Error")
+			return Account{}, false, false
+		}
+		hdrs := make([]sip.Header, 0, len(chals))
+		for _, c := range chals {
+			hdrs = append(hdrs, sip.NewHeader(chalHdr, c))
+		}
+		s.respond(req, tx, code, reason, hdrs...)
+	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrReplay):
+		blocked := s.auth.fail(src)
+		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
+		s.respond(req, tx, 403, "Forbidden")
+	default:
+		s.log.Error("authentication lookup failed", "error", err)
+		s.respond(req, tx, 500, "Server Internal Error")
+	}
+	return Account{}, false, false
+}
+
+func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	if s.auth.isBlocked(sourceHost(req)) {
+		s.respond(req, tx, 403, "Forbidden")
+		return
+	}
+	s.respond(req, tx, 200, "OK", sip.NewHeader("Allow", allowed), sip.NewHeader("Accept", "application/sdp"))
+}
+
+// onMessage refuses SMS: virtual numbers carry none (SPEC §4).
+func (s *Server) onMessage(req *sip.Request, tx sip.ServerTransaction) {
+	if _, _, ok := s.authorize(req, tx, true); !ok {
+		return
+	}
+	s.messagesRefused.Add(1)
+	s.log.Info("message refused", "reason", "no sms on virtual numbers")
+	s.respond(req, tx, 405, "Method Not Allowed",
+		sip.NewHeader("Allow", allowed),
+		sip.NewHeader("Warning", `399 vnum "Virtual numbers carry no SMS"`))
+}
+
+func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
+	s.respond(req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", allowed))
+}
+
+func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
+	// Matched CANCELs are answered inside sipgo; this one matched nothing.
+	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+}
+
+func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	acct, _, ok := s.authorize(req, tx, false)
+	if !ok {
+		return
+	}
+	expires := 3600
+	if h := req.GetHeader("Expires"); h != nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && v >= 0 {
+			expires = min(v, 7200)
+		}
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	if c := req.Contact(); c != nil && acct.User != "" {
+		if strings.TrimSpace(c.Value()) == "*" || expires == 0 {
+			s.regs.remove(acct.User)
+		} else {
+			s.regs.add(acct.User, c.Address, time.Duration(expires)*time.Second)
+			ch := c.Clone()
+			ch.Params = sip.NewParams()
+			ch.Params.Add("expires", strconv.Itoa(expires))
+			res.AppendHeader(ch)
+		}
+	}
+	res.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("register respond", "error", err)
+	}
+}
+
+func (s *Server) lookupA(req *sip.Request) *call {
+	id, err := sip.DialogIDFromRequestUAS(req)
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byA[id]
+}
+
+func (s *Server) lookupB(req *sip.Request) *call {
+	cid := req.CallID()
+	if cid == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byB[cid.Value()]
+}
+
+func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
+	if c := s.lookupA(req); c != nil && c.a != nil {
+		if err := c.a.ReadAck(req, tx); err != nil {
+			c.log.Debug("ack", "error", err)
+		}
+	}
+}
+
+func (s *Server) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if c := s.lookupA(req); c != nil {
+		c.byeFromA(req, tx)
+		return
+	}
+	if c := s.lookupB(req); c != nil {
+		c.byeFromB(req, tx)
+		return
+	}
+	// sipgo does not answer a BYE for an unknown dialog (pitfall 4).
+	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+}
+
+func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
+	c := s.lookupA(req)
+	if c == nil {
+		if cb := s.lookupB(req); cb != nil {
+			s.respond(req, tx, 200, "OK")
+			return
+		}
+		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if d, ok := parseInfoDTMF(req); ok {
+		c.infoDigit(d)
+	}
+	s.respond(req, tx, 200, "OK")
+}
+
+func (s *Server) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
+	if c := s.lookupA(req); c != nil {
+		c.reoffer(req, tx, legA)
+		return
+	}
+	if c := s.lookupB(req); c != nil {
+		c.reoffer(req, tx, legB)
+		return
+	}
+	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+}
+
+// parseInfoDTMF reads a digit from a SIP INFO body: application/dtmf-relay
+// ("Signal=5") or application/dtmf ("5").
+func parseInfoDTMF(req *sip.Request) (rune, bool) {
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = strings.ToLower(strings.TrimSpace(h.Value()))
+	}
+	body := strings.TrimSpace(string(req.Body()))
+	var sig string
+	switch {
+	case strings.HasPrefix(ct, "application/dtmf-relay"):
+		for _, line := range strings.Split(body, "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if ok && strings.EqualFold(strings.TrimSpace(k), "signal") {
+				sig = strings.TrimSpace(v)
+			}
+		}
+	case strings.HasPrefix(ct, "application/dtmf"):
+		sig = body
+	default:
+		return 0, false
+	}
+	if len(sig) != 1 {
+		return 0, false
+	}
+	r := rune(sig[0])
+	switch {
+	case r >= '0' && r <= '9', r == '*', r == '#':
+		return r, true
+	case r >= 'A' && r <= 'D', r >= 'a' && r <= 'd':
+		return r, true
+	}
+	return 0, false
+}
