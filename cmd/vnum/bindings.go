@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vnum/vnum/binding"
+)
+
+func newBindingCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "binding", Short: "Create, read, release and renew bindings"}
+	cmd.AddCommand(newBindingCreateCmd(), newBindingShowCmd(), newBindingListCmd(),
+		newBindingReleaseCmd(), newBindingRenewCmd())
+	return cmd
+}
+
+func newBindingCreateCmd() *cobra.Command {
+	var req binding.CreateRequest
+	cmd := &cobra.Command{
+		Use:   "create --merchant M --order O --consignee B --order-status S [--ttl 720h]",
+		Short: "Give a shipped order a virtual number",
+		Args:  cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&req.Merchant, "merchant", "", "merchant `M` that owns the order")
+	cmd.Flags().StringVar(&req.Order, "order", "", "order `O`")
+	cmd.Flags().StringVar(&req.Consignee, "consignee", "", "consignee number `B` (mobile or E.164); never printed")
+	cmd.Flags().StringVar(&req.OrderStatus, "order-status", "", "order status `S`: shipped, delivered or after_sale")
+	cmd.Flags().DurationVar(&req.TTL, "ttl", 0, "lifetime (default binding.ttl)")
+	for _, f := range []string{"merchant", "order", "consignee", "order-status"} {
+		if err := cmd.MarkFlagRequired(f); err != nil {
+			panic(err) // the flag names above are constants
+		}
+	}
+	format := addFormatFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*format); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			b, err := s.CreateBinding(ctx, req, time.Now())
+			if err != nil {
+				return err
+			}
+			return bindingRecords([]binding.Binding{*b}, true).print(cmd.OutOrStdout(), *format)
+		})
+	}
+	return cmd
+}
+
+func newBindingShowCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "show ID", Short: "Show a binding", Args: cobra.ExactArgs(1)}
+	format := addFormatFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkFormat(*format); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			b, err := s.GetBinding(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return bindingRecords([]binding.Binding{*b}, true).print(cmd.OutOrStdout(), *format)
+		})
+	}
+	return cmd
+}
+
+func newBindingListCmd() *cobra.Command {
+	var merchant, order string
+	cmd := &cobra.Command{Use: "list [--merchant M] [--order O]", Short: "List bindings", Args: cobra.NoArgs}
+	cmd.Flags().StringVar(&merchant, "merchant", "", "only bindings of merchant `M`")
+	cmd.Flags().StringVar(&order, "order", "", "only bindings of order `O`")
+	format := addFormatFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*format); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			bs, err := s.ListBindings(ctx, merchant, order)
+			if err != nil {
+				return err
+			}
+			return bindingRecords(bs, false).print(cmd.OutOrStdout(), *format)
+		})
+	}
+	return cmd
+}
+
+func newBindingReleaseCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "release ID",
+		Short: "End a binding now (calls in progress go on)",
+		Args:  cobra.ExactArgs(1),
+	}
+	format := addFormatFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkFormat(*format); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			b, err := s.Release(ctx, args[0], time.Now())
+			if err != nil {
+				return err
+			}
+			return bindingRecords([]binding.Binding{*b}, true).print(cmd.OutOrStdout(), *format)
+		})
+	}
+	return cmd
+}
+
+func newBindingRenewCmd() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "renew ID [--ttl 720h]",
+		Short: "Give the binding's order a new virtual number, ending the old one",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default binding.ttl)")
+	format := addFormatFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkFormat(*format); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			b, err := s.Renew(ctx, args[0], ttl, time.Now())
+			if err != nil {
+				return err
+			}
+			return bindingRecords([]binding.Binding{*b}, true).print(cmd.OutOrStdout(), *format)
+		})
+	}
+	return cmd
+}
+
+// parseTime reads a --from/--to value: RFC 3339, or a date or date and
+// minute in the billing time zone.
+func parseTime(flag, v string, loc *time.Location) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02", "2006-01-02T15:04", "2006-01-02 15:04"} {
+		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%w: --%s %q: want RFC 3339 (2026-11-01T00:00:00Z) or a date (2026-11-01)", errUsage, flag, v)
+}

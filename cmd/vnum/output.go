@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vnum/vnum/binding"
+)
+
+// Output formats of commands that print records.
+const (
+	formatTable = "table"
+	formatCSV   = "csv"
+	formatJSON  = "json"
+)
+
+// addFormatFlag adds --format to cmd and returns where its value lands.
+func addFormatFlag(cmd *cobra.Command) *string {
+	f := new(string)
+	cmd.Flags().StringVar(f, "format", formatTable, "output `FORMAT`: table, csv or json")
+	return f
+}
+
+func checkFormat(f string) error {
+	switch f {
+	case formatTable, formatCSV, formatJSON:
+		return nil
+	}
+	return fmt.Errorf("%w: --format %q: want table, csv or json", errUsage, f)
+}
+
+// records is tabular output plus the value printed for --format json.
+type records struct {
+	header []string
+	rows   [][]string
+	json   any
+}
+
+// print writes r in the given format: an aligned table, CSV with a header
+// row, or indented JSON.
+func (r records) print(w io.Writer, format string) error {
+	switch format {
+	case formatJSON:
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		return enc.Encode(r.json)
+	case formatCSV:
+		cw := csv.NewWriter(w)
+		if err := cw.Write(r.header); err != nil {
+			return err
+		}
+		if err := cw.WriteAll(r.rows); err != nil {
+			return err
+		}
+		return cw.Error()
+	default:
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(r.header, "\t")))
+		for _, row := range r.rows {
+			for i := range row {
+				if row[i] == "" {
+					row[i] = "-"
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+		return tw.Flush()
+	}
+}
+
+// bindingRecords prints bindings without the consignee. one selects a JSON
+// object instead of an array.
+func bindingRecords(bs []binding.Binding, one bool) records {
+	r := records{header: []string{"id", "merchant", "order", "host", "extension", "display", "dial",
+		"order_status", "status", "created_at", "expires_at", "released_at"}}
+	for i := range bs {
+		b := &bs[i]
+		r.rows = append(r.rows, []string{b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Display(), b.Dial(),
+			b.OrderStatus, b.Status, binding.FormatTime(b.CreatedAt), binding.FormatTime(b.ExpiresAt),
+			binding.FormatTime(b.ReleasedAt)})
+	}
+	if one && len(bs) == 1 {
+		r.json = bs[0]
+	} else {
+		r.json = nonNil(bs)
+	}
+	return r
+}
+
+// cdrRecords prints call records.
+func cdrRecords(cs []binding.CDR) records {
+	r := records{header: []string{"id", "call_id", "merchant", "binding", "order", "host", "extension",
+		"direction", "caller", "started_at", "ringing_at", "answered_at", "ended_at", "talk_seconds",
+		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status"}, json: nonNil(cs)}
+	for _, c := range cs {
+		r.rows = append(r.rows, []string{c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension,
+			c.Direction, c.Caller, binding.FormatTime(c.StartedAt), binding.FormatTime(c.RingingAt),
+			binding.FormatTime(c.AnsweredAt), binding.FormatTime(c.EndedAt), strconv.Itoa(c.TalkSeconds),
+			strconv.Itoa(c.BilledMinutes), c.Fee.String(), c.Disposition, c.HangupBy, strconv.Itoa(c.SIPStatus)})
+	}
+	return r
+}
+
+// numberRecords prints the pool.
+func numberRecords(ns []binding.Number) records {
+	r := records{header: []string{"host", "active", "created_at"}, json: nonNil(ns)}
+	for _, n := range ns {
+		r.rows = append(r.rows, []string{n.Host, strconv.Itoa(n.Active), binding.FormatTime(n.CreatedAt)})
+	}
+	return r
+}
+
+// nonNil makes an empty list print as [] rather than null.
+func nonNil[T any](xs []T) []T {
+	if xs == nil {
+		return []T{}
+	}
+	return xs
+}
