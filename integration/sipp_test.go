@@ -1,0 +1,350 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// sippPeer is one running sipp: a softphone (UAC) or the carrier (UAS).
+type sippPeer struct {
+	t         *testing.T
+	name      string
+	p         *proc
+	msgLog    string
+	errLog    string
+	port      int
+	mediaPort int
+}
+
+// newStage makes the folder sipp runs in: sipp finds play_pcap_audio files
+// relative to it, so it holds g711a.pcap and the per-test DTMF captures.
+func newStage(t *testing.T, pcaps string) string {
+	t.Helper()
+	stage := filepath.Join(t.TempDir(), "sipp")
+	require.NoError(t, os.MkdirAll(stage, 0o755))
+	require.NoError(t, os.Symlink(filepath.Join(pcaps, "g711a.pcap"), filepath.Join(stage, "g711a.pcap")))
+	return stage
+}
+
+// startSipp runs one sipp for a single call (-m 1) bounded by timeout,
+// tracing every SIP message and every unexpected one into stage. args are
+// the scenario's own options (and, for a UAC, the remote address last).
+// port 0 picks a free one.
+func startSipp(t *testing.T, stage, name, scenario string, port int, timeout time.Duration, args ...string) *sippPeer {
+	t.Helper()
+	if port == 0 {
+		port = freePort(t)
+	}
+	s := &sippPeer{
+		t:         t,
+		name:      name,
+		msgLog:    filepath.Join(stage, name+"_messages.log"),
+		errLog:    filepath.Join(stage, name+"_errors.log"),
+		port:      port,
+		mediaPort: freePorts(t, 4),
+	}
+	argv := []string{requireTool(t, "sipp"),
+		"-sf", scenario,
+		"-i", "127.0.0.1", "-p", fmt.Sprint(s.port),
+		"-mi", "127.0.0.1", "-mp", fmt.Sprint(s.mediaPort),
+		"-m", "1",
+		"-timeout", fmt.Sprintf("%ds", int(timeout.Seconds())), "-timeout_error",
+		"-trace_msg", "-message_file", s.msgLog,
+		"-trace_err", "-error_file", s.errLog,
+		"-nostdin",
+	}
+	argv = append(argv, args...)
+	s.p = startProc(t, "sipp "+name, stage, filepath.Join(stage, name+"_screen.log"), os.Environ(), argv...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- sipp %s unexpected messages (%s):\n%s", name, s.errLog, fileTail(s.errLog, 80))
+			t.Logf("---- sipp %s SIP messages (%s), last lines:\n%s", name, s.msgLog, fileTail(s.msgLog, 150))
+		}
+	})
+	return s
+}
+
+// waitListening waits until sipp has bound its SIP port.
+func (s *sippPeer) waitListening() {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for portFree(s.port, false) {
+		if s.p.exited() || time.Now().After(deadline) {
+			s.t.Fatalf("sipp %s is not listening on udp/%d:\n%s", s.name, s.port, s.p.logTail(30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// requireSuccess waits for sipp to end and requires exit code 0 (every
+// call successful; 1 means a failed call, 255 a timeout or fatal error).
+func (s *sippPeer) requireSuccess(within time.Duration) {
+	s.t.Helper()
+	code, err := s.p.wait(within)
+	if err != nil {
+		s.t.Fatalf("sipp %s: %v", s.name, err)
+	}
+	if code != 0 {
+		s.t.Fatalf("sipp %s exited %d; unexpected messages:\n%s", s.name, code, fileTail(s.errLog, 60))
+	}
+}
+
+// requireFailure waits for sipp to end and requires a non-zero exit code.
+func (s *sippPeer) requireFailure(within time.Duration) {
+	s.t.Helper()
+	code, err := s.p.wait(within)
+	require.NoError(s.t, err)
+	require.NotZero(s.t, code, "sipp %s should have failed the call", s.name)
+}
+
+func (s *sippPeer) messages() string {
+	s.t.Helper()
+	data, err := os.ReadFile(s.msgLog)
+	require.NoError(s.t, err)
+	return string(data)
+}
+
+// dtmfScenario fills testdata/sipp/uac_dtmf.xml.tmpl.
+type dtmfScenario struct {
+	Digits     []string
+	WaitMs     int
+	DigitGapMs int
+	TalkMs     int
+}
+
+// renderDTMF writes uac_dtmf.xml for keys into stage, with renumbered
+// captures, and returns its path.
+func renderDTMF(t *testing.T, pcaps, stage, keys string, talk time.Duration) string {
+	t.Helper()
+	tmpl, err := template.ParseFiles(scenarioPath(t, "uac_dtmf.xml.tmpl"))
+	require.NoError(t, err)
+	data := dtmfScenario{
+		Digits:     dtmfPcaps(t, pcaps, stage, keys),
+		WaitMs:     1000,
+		DigitGapMs: 300,
+		TalkMs:     int(talk.Milliseconds()),
+	}
+	path := filepath.Join(stage, "uac_dtmf.xml")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, tmpl.Execute(f, data))
+	require.NoError(t, f.Close())
+	return path
+}
+
+// softphoneArgs are the UAC options for account calling user@vnum.
+func softphoneArgs(e *env, user string) []string {
+	return []string{
+		"-s", user,
+		"-key", "account", account,
+		"-au", account, "-ap", password,
+		// the digest uri is the Request-URI (sipp's default is sip:host:port)
+		"-auth_uri", fmt.Sprintf("%s@127.0.0.1:%d", user, e.sipPort),
+		"-cid_str", "uacleg-%u-%p@%s",
+		"-aa",
+		fmt.Sprintf("127.0.0.1:%d", e.sipPort),
+	}
+}
+
+// The sipp message log separates messages with a line of dashes.
+var sippSeparator = regexp.MustCompile(`(?m)^-{20,}.*$`)
+
+// messageWith returns the first traced message that contains needle.
+func messageWith(log, needle string) string {
+	for _, m := range sippSeparator.Split(log, -1) {
+		if strings.Contains(m, needle) {
+			return strings.TrimSpace(m)
+		}
+	}
+	return ""
+}
+
+// requireAbsent fails when any message in a peer's trace contains needle.
+func requireAbsent(t *testing.T, peer *sippPeer, what, needle string) {
+	t.Helper()
+	if needle == "" {
+		t.Fatalf("empty needle for %s", what)
+	}
+	if m := messageWith(peer.messages(), needle); m != "" {
+		t.Errorf("privacy: sipp %s saw %s (%q) in:\n%s", peer.name, what, needle, m)
+	}
+}
+
+var (
+	reCallID  = regexp.MustCompile(`(?mi)^(?:Call-ID|i):\s*(\S+)`)
+	reFromTag = regexp.MustCompile(`(?mi)^(?:From|f):.*;tag=([^;>\s]+)`)
+)
+
+// requirePrivacy checks the invariant on both traces: the caller never
+// sees B; the carrier sees nothing of leg A.
+func requirePrivacy(t *testing.T, caller, carrier *sippPeer) {
+	t.Helper()
+	requireAbsent(t, caller, "the consignee's number B", consignee)
+
+	callerLog := caller.messages()
+	callID := reCallID.FindStringSubmatch(callerLog)
+	require.NotNil(t, callID, "no Call-ID in the caller's trace")
+	tag := reFromTag.FindStringSubmatch(callerLog)
+	require.NotNil(t, tag, "no From tag in the caller's trace")
+
+	requireAbsent(t, carrier, "the caller's account name", account)
+	requireAbsent(t, carrier, "the caller's Call-ID", callID[1])
+	requireAbsent(t, carrier, "the caller's From tag", tag[1])
+	requireAbsent(t, carrier, "the caller's User-Agent", "sipp-softphone")
+	requireAbsent(t, carrier, "the caller's SDP session id", "53655765")
+	requireAbsent(t, carrier, "the caller's SIP address", fmt.Sprintf("127.0.0.1:%d", caller.port))
+	requireAbsent(t, carrier, "the caller's RTP port", fmt.Sprintf("m=audio %d ", caller.mediaPort))
+}
+
+// TestScenarioSelfCheck runs the scenarios against sipp stand-ins, without
+// vnum: it proves the softphone's digest answer, its DTMF captures (one
+// RFC 4733 event per key, repeated keys included) and the carrier's checks,
+// so that a failure against vnum is vnum's.
+func TestScenarioSelfCheck(t *testing.T) {
+	requireTool(t, "sipp")
+	requireRawSockets(t)
+	pcaps := pcapDir(t)
+
+	t.Run("softphone DTMF and digest", func(t *testing.T) {
+		stage := newStage(t, pcaps)
+		const keys = "1123"
+		sinkPort := freePorts(t, 2)
+		sink := newDTMFSink(t, sinkPort)
+		// The stand-in's SDP answer names the sink (-key sink) as its RTP
+		// address, so the softphone's DTMF goes there.
+		uacXML := renderDTMF(t, pcaps, stage, keys, 1500*time.Millisecond)
+		vnum := startSipp(t, stage, "standin_vnum", scenarioPath(t, "selftest_vnum_uas.xml"), 0, 30*time.Second,
+			"-key", "sink", fmt.Sprint(sinkPort))
+		vnum.waitListening()
+		e := &env{sipPort: vnum.port}
+		uac := startSipp(t, stage, "softphone", uacXML, 0, 30*time.Second, softphoneArgs(e, hostNumber)...)
+		uac.requireSuccess(40 * time.Second)
+		vnum.requireSuccess(10 * time.Second)
+		require.Equal(t, keys, sink.keys(), "RFC 4733 events the softphone sent (one per RTP timestamp)")
+	})
+
+	t.Run("carrier accepts a clean leg B", func(t *testing.T) {
+		stage := newStage(t, pcaps)
+		carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), 0, 30*time.Second)
+		carrier.waitListening()
+		legB := startSipp(t, stage, "standin_legb", scenarioPath(t, "selftest_trunk_uac.xml"), 0, 30*time.Second,
+			"-s", consignee, "-key", "from", hostNumber, "-key", "extra", "X-Note: clean",
+			fmt.Sprintf("127.0.0.1:%d", carrier.port))
+		legB.requireSuccess(20 * time.Second)
+		carrier.requireSuccess(10 * time.Second)
+	})
+
+	for name, args := range map[string][]string{
+		"carrier rejects the account name": {"-s", consignee, "-key", "from", hostNumber, "-key", "extra", "X-Leak: " + account},
+		"carrier rejects a wrong B":        {"-s", "13900000000", "-key", "from", hostNumber, "-key", "extra", "X-Note: clean"},
+		"carrier rejects a From without X": {"-s", consignee, "-key", "from", "17000000002", "-key", "extra", "X-Note: clean"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			stage := newStage(t, pcaps)
+			carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), 0, 10*time.Second)
+			carrier.waitListening()
+			legB := startSipp(t, stage, "standin_legb", scenarioPath(t, "selftest_trunk_uac.xml"), 0, 10*time.Second,
+				append(args, fmt.Sprintf("127.0.0.1:%d", carrier.port))...)
+			carrier.requireFailure(20 * time.Second)
+			legB.p.stop(2 * time.Second)
+		})
+	}
+}
+
+// TestSippIVRCall is the main path: a softphone dials X, keys E over the
+// prompt as RFC 4733 events, vnum calls B on the trunk, the two talk for a
+// few seconds, the caller hangs up; one answered CDR bills one minute.
+func TestSippIVRCall(t *testing.T) {
+	requireTool(t, "sipp")
+	requireRawSockets(t)
+	pcaps := pcapDir(t)
+
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, b.Extension, 4*time.Second)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
+
+	caller.requireSuccess(60 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	require.Equal(t, "caller", rows[0].HangupBy)
+	requirePrivacy(t, caller, carrier)
+}
+
+// TestSippDirectDial dials X with E in the user part in each of the forms
+// that skip the prompt.
+func TestSippDirectDial(t *testing.T) {
+	requireTool(t, "sipp")
+	requireRawSockets(t)
+	pcaps := pcapDir(t)
+
+	for _, form := range []struct{ name, sep string }{
+		{"dash", "-"},
+		{"comma", ","},
+		{"ext param", ";ext="},
+	} {
+		t.Run(form.name, func(t *testing.T) {
+			e := newEnv(t, "")
+			b := e.seed()
+			e.startServe()
+
+			stage := newStage(t, pcaps)
+			carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 30*time.Second)
+			carrier.waitListening()
+			user := hostNumber + form.sep + b.Extension
+			caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
+				append([]string{"-d", "3000"}, softphoneArgs(e, user)...)...)
+
+			caller.requireSuccess(45 * time.Second)
+			carrier.requireSuccess(20 * time.Second)
+
+			rows := e.waitCDRs(1, 10*time.Second)
+			requireAnswered(t, rows[0], b)
+			requirePrivacy(t, caller, carrier)
+		})
+	}
+}
+
+// TestSippBusy: B is busy; the caller is told so, and the CDR says busy and
+// costs nothing.
+func TestSippBusy(t *testing.T) {
+	requireTool(t, "sipp")
+	requireRawSockets(t)
+	pcaps := pcapDir(t)
+
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_busy.xml"), e.carrierPort, 30*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_busy.xml"), 0, 40*time.Second,
+		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+
+	caller.requireSuccess(50 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	c := rows[0]
+	require.Equal(t, "busy", c.Disposition, "CDR %+v", c)
+	require.Equal(t, "0", c.BilledMinutes.String(), "CDR %+v", c)
+	require.Empty(t, strings.Trim(c.Fee, "0."), "an unanswered call costs nothing: fee %q", c.Fee)
+	t.Logf("busy CDR sip_status %s, hangup_by %s", c.SIPStatus, c.HangupBy)
+	requireAbsent(t, caller, "the consignee's number B", consignee)
+}
