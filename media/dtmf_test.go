@@ -192,3 +192,38 @@ func BenchmarkDecodeEvent(b *testing.B) {
 		}
 	}
 }
+
+// FuzzReaderPath feeds arbitrary datagrams through what a stream's reader
+// does with them: pion parses, then the RFC 4733 and in-band detectors and
+// the relay's payload rewriting run. Nothing may panic.
+func FuzzReaderPath(f *testing.F) {
+	for _, p := range sippEvent(f, '5', 1000, 1) {
+		b, err := p.Marshal()
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	f.Add([]byte{0x80, 0x00, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 0xFF, 0x7F})
+	f.Add([]byte{0xA0, 0x00, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 0x00})    // padding 0
+	f.Add([]byte{0x90, 0x00, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 0xBE, 0}) // short extension
+	f.Add([]byte{0x80})
+	var d DigitDetector
+	tones := NewToneDetector("PCMU")
+	from := &Stream{audio: pcmuCodec, dtmf: event101}
+	to := &Stream{audio: pcmaCodec, dtmf: event96}
+	r := newRoute(from, to)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var pkt rtp.Packet
+		if pkt.Unmarshal(b) != nil {
+			return
+		}
+		d.Feed(&pkt)
+		tones.Feed(pkt.Payload)
+		pt := pkt.PayloadType & 0x7F
+		if r.xcode != nil && pt == r.xcodePT {
+			transcode(pkt.Payload, r.xcode)
+		}
+		if np := r.pt[pt]; np != pt {
+			b[1] = b[1]&0x80 | np
+		}
+	})
+}

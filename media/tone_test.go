@@ -1,6 +1,8 @@
 package media
 
 import (
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -34,6 +36,17 @@ func keyed(keys string, on, off time.Duration) []int16 {
 	return pcm
 }
 
+// scaled returns pcm at gain g, with white noise of amplitude noise added.
+func scaled(pcm []int16, g float64, noise int) []int16 {
+	rng := rand.New(rand.NewPCG(1, 2))
+	out := make([]int16, len(pcm))
+	for i, s := range pcm {
+		v := float64(s)*g + float64(rng.IntN(2*noise+1)-noise)
+		out[i] = int16(max(math.MinInt16, min(math.MaxInt16, v)))
+	}
+	return out
+}
+
 func TestToneDetector(t *testing.T) {
 	const all = "0123456789*#ABCD"
 	tests := map[string]struct {
@@ -44,6 +57,9 @@ func TestToneDetector(t *testing.T) {
 		"short 50 ms tones":       {pcm: keyed("159#", 50*time.Millisecond, 50*time.Millisecond), want: "159#"},
 		"same key twice with gap": {pcm: keyed("77", 80*time.Millisecond, 80*time.Millisecond), want: "77"},
 		"one long tone":           {pcm: keyed("3", 2*time.Second, 0), want: "3"},
+		"quiet, -27 dBFS":         {pcm: scaled(keyed("258", 60*time.Millisecond, 60*time.Millisecond), 0.1, 0), want: "258"},
+		"noisy, 20 dB SNR":        {pcm: scaled(keyed("*0#", 60*time.Millisecond, 60*time.Millisecond), 1, 1600), want: "*0#"},
+		"noise only":              {pcm: scaled(silence(time.Second), 1, 8000), want: ""},
 		"too short 20 ms":         {pcm: keyed("3", 20*time.Millisecond, 100*time.Millisecond), want: ""},
 		"silence":                 {pcm: silence(time.Second), want: ""},
 		"ringback":                {pcm: Ringback(3 * time.Second), want: ""},
