@@ -17,9 +17,9 @@ const microsPerUnit = 1_000_000
 // "12" into micro-units. More than six decimals is an error, not a rounding.
 func ParseMicros(s string) (Micros, error) {
 	s = strings.TrimSpace(s)
-	whole, frac, _ := strings.Cut(s, ".")
+	whole, frac, hasDot := strings.Cut(s, ".")
 	if whole == "" || len(frac) > 6 || !allDigits(whole) || (frac != "" && !allDigits(frac)) ||
-		(strings.Contains(s, ".") && frac == "") {
+		(hasDot && frac == "") {
 		return 0, fmt.Errorf("%w amount %q: want a decimal >= 0 with at most 6 decimals", ErrInvalid, s)
 	}
 	w, err := strconv.ParseInt(whole, 10, 64)

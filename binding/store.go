@@ -135,7 +135,7 @@ func sqliteDSN(dsn string) string {
 		params = append(params, "_journal_mode=WAL")
 	}
 	for _, p := range params {
-		name, _, _ := strings.Cut(p, "=")
+		name := strings.SplitN(p, "=", 2)[0]
 		if strings.Contains(dsn, name+"=") {
 			continue
 		}
@@ -171,7 +171,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	sort.Strings(names)
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")
-		num, _, _ := strings.Cut(base, "_")
+		num := strings.SplitN(base, "_", 2)[0]
 		version, err := strconv.Atoi(num)
 		if err != nil {
 			return fmt.Errorf("store: migration %s: bad version prefix", base)
