@@ -10,19 +10,22 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/sip/sipua"
 )
 
 // dialAndKey places a call to X, keys E as RFC 4733 RTP and returns the
 // answered dialog and vnum's media address.
 func (e *testEnv) dialAndKey(ctx context.Context, user, digits string) (*sipgo.DialogClientSession, func()) {
 	e.t.Helper()
-	d, err := e.phone.call(ctx, e.vnum, user)
+	d, err := e.phone.Call(ctx, e.vnum, user)
 	require.NoError(e.t, err)
-	to := remoteMedia(e.t, d.InviteResponse)
+	to, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(e.t, err)
 	if digits != "" {
-		sendDigits(e.t, e.phone.rtp, to, 101, digits)
+		require.NoError(e.t, sipua.SendDigits(e.phone.RTP, to, 101, digits))
 	}
-	talk := func() { sendAudio(e.phone.rtp, to, 0xA11CE, 50) }
+	talk := func() { _ = sipua.SendAudio(ctx, e.phone.RTP, to, 0xA11CE, 50) }
 	return d, talk
 }
 
@@ -41,18 +44,19 @@ func TestCallEndToEnd(t *testing.T) {
 			defer cancel()
 			d, talk := e.dialAndKey(ctx, testHost, testExt)
 
-			inv := e.carrier.nextInvite(t)
+			inv := nextInvite(t, e.carrier)
 			require.Equal(t, testNational, inv.Recipient.User, "leg B Request-URI must be B")
 			require.Equal(t, testHost, inv.From().Address.User, "leg B From must be X")
 			require.Contains(t, inv.GetHeader("P-Asserted-Identity").Value(), testHost)
-			ds := e.carrier.nextSession(t)
+			ds := nextSession(t, e.carrier)
 
 			// Media flows both ways through vnum's relay.
-			bMedia := sdpAddr(t, inv.Body())
+			bMedia, err := sipua.MediaAddr(inv.Body())
+			require.NoError(t, err)
 			go talk()
-			require.Greater(t, countRTP(e.carrier.rtp, 1500*time.Millisecond, 0xA11CE), 10, "carrier hears the caller")
-			go sendAudio(e.carrier.rtp, bMedia, 0xB0B, 50)
-			require.Greater(t, countRTP(e.phone.rtp, 1500*time.Millisecond, 0xB0B), 10, "caller hears the carrier")
+			require.Greater(t, sipua.CountRTP(e.carrier.RTP, 1500*time.Millisecond, 0xA11CE), 10, "carrier hears the caller")
+			go func() { _ = sipua.SendAudio(ctx, e.carrier.RTP, bMedia, 0xB0B, 50) }()
+			require.Greater(t, sipua.CountRTP(e.phone.RTP, 1500*time.Millisecond, 0xB0B), 10, "caller hears the carrier")
 
 			if tc.hangupByB {
 				require.NoError(t, ds.Bye(ctx))
@@ -77,6 +81,20 @@ func TestCallEndToEnd(t *testing.T) {
 			e.waitNoCalls()
 		})
 	}
+}
+
+func nextInvite(t *testing.T, c *sipua.Carrier) *sip.Request {
+	t.Helper()
+	r, err := c.NextInvite(15 * time.Second)
+	require.NoError(t, err)
+	return r
+}
+
+func nextSession(t *testing.T, c *sipua.Carrier) *sipgo.DialogServerSession {
+	t.Helper()
+	s, err := c.NextSession(15 * time.Second)
+	require.NoError(t, err)
+	return s
 }
 
 func fromTag(r *sip.Request) string {
@@ -107,15 +125,16 @@ func TestCallFailures(t *testing.T) {
 			e := newTestEnv(t, tc.carrier, tc.tweak)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
-			d, err := e.phone.call(ctx, e.vnum, testHost)
+			d, err := e.phone.Call(ctx, e.vnum, testHost)
 			require.NoError(t, err)
-			to := remoteMedia(t, d.InviteResponse)
+			to, err := sipua.MediaAddr(d.InviteResponse.Body())
+			require.NoError(t, err)
 			if tc.digits != "" {
-				sendDigits(t, e.phone.rtp, to, 101, tc.digits)
+				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
 				if tc.disposition == "invalid_extension" {
 					for i := 0; i < 2; i++ {
 						time.Sleep(300 * time.Millisecond)
-						sendDigits(t, e.phone.rtp, to, 101, tc.digits)
+						require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
 					}
 				}
 			}
@@ -129,7 +148,7 @@ func TestCallFailures(t *testing.T) {
 			}
 			require.True(t, cdr.AnsweredAt.IsZero())
 			if !tc.reachB {
-				require.Empty(t, e.carrier.invites, "no INVITE may reach the trunk")
+				require.Zero(t, e.carrier.Pending(), "no INVITE may reach the trunk")
 			}
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
 			e.waitNoCalls()
@@ -151,7 +170,7 @@ func TestCancel(t *testing.T) {
 			e := newTestEnv(t, tc.carrier, early)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			d, err := e.phone.invite(ctx, e.vnum, testHost)
+			d, err := e.phone.Invite(ctx, e.vnum, testHost)
 			require.NoError(t, err)
 			var early *sip.Response
 			waitCtx, stop := context.WithCancel(ctx)
@@ -161,16 +180,16 @@ func TestCancel(t *testing.T) {
 					OnResponse: func(r *sip.Response) error {
 						if r.StatusCode == 183 && early == nil {
 							early = r
-							to := remoteMedia(t, r)
-							if tc.digits != "" {
-								go sendDigits(t, e.phone.rtp, to, 101, tc.digits)
+							to, err := sipua.MediaAddr(r.Body())
+							if err == nil && tc.digits != "" {
+								go func() { _ = sipua.SendDigits(e.phone.RTP, to, 101, tc.digits) }()
 							}
 						}
 						return nil
 					}})
 			}()
 			if tc.carrier == "ring" {
-				e.carrier.nextInvite(t)
+				nextInvite(t, e.carrier)
 				time.Sleep(200 * time.Millisecond)
 			} else {
 				time.Sleep(700 * time.Millisecond)
@@ -201,7 +220,7 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 			e := newTestEnv(t, "answer", nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			d, err := e.phone.call(ctx, e.vnum, tc.user)
+			d, err := e.phone.Call(ctx, e.vnum, tc.user)
 			require.NoError(t, err)
 			if tc.info {
 				for _, r := range testExt {
@@ -213,9 +232,9 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 					require.Equal(t, 200, res.StatusCode)
 				}
 			}
-			inv := e.carrier.nextInvite(t)
+			inv := nextInvite(t, e.carrier)
 			require.Equal(t, testNational, inv.Recipient.User)
-			e.carrier.nextSession(t)
+			nextSession(t, e.carrier)
 			require.NoError(t, d.Bye(ctx))
 			cdr := e.router.waitEnded(t)
 			require.Equal(t, "answered", cdr.Disposition)
@@ -230,7 +249,7 @@ func TestAuthentication(t *testing.T) {
 	defer cancel()
 
 	// No credentials: a 407 challenge naming MD5.
-	d, err := e.phone.invite(ctx, e.vnum, testHost)
+	d, err := e.phone.Invite(ctx, e.vnum, testHost)
 	require.NoError(t, err)
 	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
 	var dr *sipgo.ErrDialogResponse
@@ -242,23 +261,25 @@ func TestAuthentication(t *testing.T) {
 
 	// Wrong password: 403, and after three failures the source is blocked,
 	// even for the right password.
-	bad := newSoftphone(t, "alice", "wrong")
+	bad, err := sipua.NewSoftphone("alice", "wrong", nil)
+	require.NoError(t, err)
+	t.Cleanup(bad.Close)
 	for i := 0; i < 3; i++ {
-		_, err := bad.call(ctx, e.vnum, testHost)
+		_, err := bad.Call(ctx, e.vnum, testHost)
 		require.ErrorAs(t, err, &dr)
 		require.Equal(t, 403, dr.Res.StatusCode)
 	}
-	_, err = e.phone.call(ctx, e.vnum, testHost)
+	_, err = e.phone.Call(ctx, e.vnum, testHost)
 	require.ErrorAs(t, err, &dr)
 	require.Equal(t, 403, dr.Res.StatusCode, "127.0.0.1 is blocked now")
-	require.Empty(t, e.carrier.invites)
+	require.Zero(t, e.carrier.Pending())
 }
 
 func TestSHA256Challenge(t *testing.T) {
 	e := newTestEnv(t, "answer", func(o *Options) { o.DigestAlgorithms = []string{"SHA-256", "MD5"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := e.phone.invite(ctx, e.vnum, testHost)
+	d, err := e.phone.Invite(ctx, e.vnum, testHost)
 	require.NoError(t, err)
 	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
 	var dr *sipgo.ErrDialogResponse
@@ -269,7 +290,7 @@ func TestSHA256Challenge(t *testing.T) {
 	require.Contains(t, hs[1].Value(), "algorithm=MD5")
 	// sipgo answers the first challenge it finds (SHA-256).
 	d2, _ := e.dialAndKey(ctx, testHost, testExt)
-	e.carrier.nextSession(t)
+	nextSession(t, e.carrier)
 	require.NoError(t, d2.Bye(ctx))
 	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
 }
@@ -282,7 +303,7 @@ func TestOptionsAndMessage(t *testing.T) {
 	defer cancel()
 	uri := sip.Uri{Scheme: "sip", User: testHost, Host: "127.0.0.1", Port: int(e.vnum.Port())}
 	opt := sip.NewRequest(sip.OPTIONS, uri)
-	res, err := e.phone.client.Do(ctx, opt)
+	res, err := e.phone.Client.Do(ctx, opt)
 	require.NoError(t, err)
 	require.Equal(t, 200, res.StatusCode)
 	require.Contains(t, res.GetHeader("Allow").Value(), "INVITE")
@@ -290,10 +311,10 @@ func TestOptionsAndMessage(t *testing.T) {
 	msg := sip.NewRequest(sip.MESSAGE, uri)
 	msg.SetBody([]byte("hello"))
 	msg.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
-	res, err = e.phone.client.Do(ctx, msg)
+	res, err = e.phone.Client.Do(ctx, msg)
 	require.NoError(t, err)
 	require.Equal(t, 407, res.StatusCode, "MESSAGE from an unknown source is challenged")
-	res, err = e.phone.client.DoDigestAuth(ctx, msg, res, sipgo.DigestAuth{Username: "alice", Password: "s3cret"})
+	res, err = e.phone.Client.DoDigestAuth(ctx, msg, res, sipgo.DigestAuth{Username: "alice", Password: "s3cret"})
 	require.NoError(t, err)
 	require.Equal(t, 405, res.StatusCode)
 	require.Contains(t, res.GetHeader("Allow").Value(), "INVITE")
@@ -309,7 +330,7 @@ func TestNoLeaks(t *testing.T) {
 		defer cancel()
 		for i := 0; i < 3; i++ {
 			d, _ := e.dialAndKey(ctx, testHost, testExt)
-			e.carrier.nextSession(t)
+			nextSession(t, e.carrier)
 			require.NoError(t, d.Bye(ctx))
 			e.router.waitEnded(t)
 		}

@@ -1,0 +1,367 @@
+// Package sipua holds simulated SIP peers built on sipgo: a merchant's
+// softphone and a carrier trunk whose phones answer. `vnum demo` and the
+// end-to-end tests drive vnum through them over real sockets.
+package sipua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+
+	"github.com/vnum/vnum/media"
+)
+
+// Peer is a SIP user agent on one loopback UDP socket, with an RTP socket.
+// Every datagram its SIP socket receives is recorded, for privacy checks.
+type Peer struct {
+	Name    string
+	UA      *sipgo.UserAgent
+	Server  *sipgo.Server
+	Client  *sipgo.Client
+	Addr    netip.AddrPort
+	RTP     *net.UDPConn
+	Contact sip.ContactHeader
+
+	conn *recordingConn
+	pc   net.PacketConn
+}
+
+// recordingConn keeps a copy of every datagram read.
+type recordingConn struct {
+	net.PacketConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recordingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := r.PacketConn.ReadFrom(b)
+	if n > 0 {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, string(b[:n]))
+		r.mu.Unlock()
+	}
+	return n, addr, err
+}
+
+// NewPeer makes a user agent named name on 127.0.0.1 with fresh ports;
+// set its handlers, then call Serve.
+func NewPeer(name string, log *slog.Logger) (*Peer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := netip.MustParseAddrPort(pc.LocalAddr().String())
+	p := &Peer{Name: name, pc: pc, Addr: addr, conn: &recordingConn{PacketConn: pc}}
+	fail := func(err error) (*Peer, error) {
+		p.Close()
+		return nil, err
+	}
+	if p.UA, err = sipgo.NewUA(sipgo.WithUserAgent(name),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(log))); err != nil {
+		return fail(err)
+	}
+	if p.Server, err = sipgo.NewServer(p.UA, sipgo.WithServerLogger(log)); err != nil {
+		return fail(err)
+	}
+	if p.Client, err = sipgo.NewClient(p.UA, sipgo.WithClientHostname("127.0.0.1"),
+		sipgo.WithClientConnectionAddr(addr.String()), sipgo.WithClientLogger(log)); err != nil {
+		return fail(err)
+	}
+	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		return fail(err)
+	}
+	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: name, Host: "127.0.0.1", Port: int(addr.Port())}}
+	return p, nil
+}
+
+// Serve starts serving SIP on the peer's socket. Handlers must be set
+// before: sipgo's handler table is not safe to change while serving.
+func (p *Peer) Serve() {
+	go func() { _ = p.Server.ServeUDP(p.conn) }()
+	// Requests must leave from the listening socket, which sipgo takes into
+	// its pool once serving.
+	for i := 0; i < 200; i++ {
+		if c, err := p.UA.TransportLayer().GetConnection("udp", p.Addr.String()); err == nil && c != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Close stops the peer and closes its sockets.
+func (p *Peer) Close() {
+	if p.RTP != nil {
+		_ = p.RTP.Close()
+	}
+	if p.UA != nil {
+		_ = p.UA.Close()
+	}
+	_ = p.pc.Close()
+}
+
+// Received returns every SIP datagram the peer has received.
+func (p *Peer) Received() []string {
+	p.conn.mu.Lock()
+	defer p.conn.mu.Unlock()
+	return append([]string(nil), p.conn.msgs...)
+}
+
+// RTPPort is the peer's RTP port.
+func (p *Peer) RTPPort() int { return p.RTP.LocalAddr().(*net.UDPAddr).Port }
+
+// SDP is the peer's offer or answer: PCMU, PCMA (or just codecs) and
+// telephone-event 101 on its RTP port.
+func (p *Peer) SDP(codecs ...media.Codec) []byte {
+	all, dtmf := media.DefaultCodecs()
+	if len(codecs) == 0 {
+		codecs = all
+	}
+	return media.Offer(netip.MustParseAddr("127.0.0.1"), p.RTPPort(), 4242, codecs, dtmf)
+}
+
+// MediaAddr is the RTP address an SDP body names.
+func MediaAddr(body []byte) (netip.AddrPort, error) {
+	d, err := media.ParseSDP(body)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(d.Addr, uint16(d.Port)), nil
+}
+
+// SendDigits sends RFC 4733 telephone-events as real RTP (RFC 4733 §2.5):
+// three updates, the first with the marker, then the end packet three
+// times; one RTP timestamp per digit.
+func SendDigits(conn *net.UDPConn, to netip.AddrPort, pt uint8, digits string) error {
+	seq, ts := uint16(1000), uint32(8000)
+	for _, d := range digits {
+		ev := strings.IndexRune("0123456789*#", d)
+		if ev < 0 {
+			return fmt.Errorf("not a DTMF digit: %q", d)
+		}
+		for i := 0; i < 6; i++ {
+			end := i >= 3
+			dur := uint16(160 * (min(i, 3) + 1))
+			payload := []byte{byte(ev), 10, byte(dur >> 8), byte(dur)}
+			if end {
+				payload[1] |= 0x80
+			}
+			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: ts, SSRC: 0x1234, Marker: i == 0}, Payload: payload}
+			if !end || i == 3 {
+				seq++
+			}
+			b, err := pkt.Marshal()
+			if err != nil {
+				return err
+			}
+			if _, err := conn.WriteToUDPAddrPort(b, to); err != nil {
+				return err
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		ts += 1600
+	}
+	return nil
+}
+
+// SendAudio sends n PCMU packets of a 400 Hz tone, 20 ms apart, or stops
+// early when ctx ends.
+func SendAudio(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, ssrc uint32, n int) error {
+	tone := media.EncodeULaw(media.DTMFTone('1', 20*time.Millisecond))
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for i := 0; i < n; i++ {
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: tone}
+		b, err := pkt.Marshal()
+		if err != nil {
+			return err
+		}
+		if _, err := conn.WriteToUDPAddrPort(b, to); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// CountRTP reads RTP from conn for d and counts the packets of ssrc.
+func CountRTP(conn *net.UDPConn, d time.Duration, ssrc uint32) int {
+	n := 0
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(d)
+	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
+	for time.Now().Before(deadline) {
+		_ = conn.SetReadDeadline(deadline)
+		k, _, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			break
+		}
+		var p rtp.Packet
+		if p.Unmarshal(buf[:k]) == nil && p.SSRC == ssrc {
+			n++
+		}
+	}
+	return n
+}
+
+// Softphone is a merchant's softphone dialling through vnum with digest
+// credentials.
+type Softphone struct {
+	*Peer
+	User, Password string
+	dialogs        *sipgo.DialogClientCache
+}
+
+// NewSoftphone starts a softphone for the account user.
+func NewSoftphone(user, password string, log *slog.Logger) (*Softphone, error) {
+	p, err := NewPeer(user, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Softphone{Peer: p, User: user, Password: password, dialogs: sipgo.NewDialogClientCache(p.Client, p.Contact)}
+	p.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := s.dialogs.ReadBye(req, tx); err != nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		}
+	})
+	p.Serve()
+	return s, nil
+}
+
+// Invite sends an INVITE for the dialled user part to vnum and returns the
+// dialog while the transaction is under way.
+func (s *Softphone) Invite(ctx context.Context, vnum netip.AddrPort, dialled string) (*sipgo.DialogClientSession, error) {
+	uri := sip.Uri{Scheme: "sip", User: dialled, Host: vnum.Addr().String(), Port: int(vnum.Port())}
+	from := &sip.FromHeader{DisplayName: "Merchant " + s.User, Address: sip.Uri{Scheme: "sip", User: s.User, Host: "127.0.0.1"}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(12))
+	return s.dialogs.Invite(ctx, uri, s.SDP(), from,
+		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("User-Agent", "vnum-softphone/"+s.User))
+}
+
+// Call dials, answers the digest challenge, waits for the answer and ACKs.
+func (s *Softphone) Call(ctx context.Context, vnum netip.AddrPort, dialled string) (*sipgo.DialogClientSession, error) {
+	d, err := s.Invite(ctx, vnum, dialled)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: s.User, Password: s.Password}); err != nil {
+		return d, err
+	}
+	return d, d.Ack(ctx)
+}
+
+// Carrier is a simulated carrier trunk: it records every INVITE and rings,
+// answers, or refuses as its mode says.
+type Carrier struct {
+	*Peer
+	// Mode is answer, busy, ring (never answers) or reject.
+	Mode string
+	// RingFor is how long phones ring before they answer.
+	RingFor  time.Duration
+	dialogs  *sipgo.DialogServerCache
+	invites  chan *sip.Request
+	sessions chan *sipgo.DialogServerSession
+}
+
+// NewCarrier starts a carrier in the given mode.
+func NewCarrier(mode string, log *slog.Logger) (*Carrier, error) {
+	p, err := NewPeer("carrier", log)
+	if err != nil {
+		return nil, err
+	}
+	c := &Carrier{Peer: p, Mode: mode, RingFor: 100 * time.Millisecond,
+		dialogs: sipgo.NewDialogServerCache(p.Client, p.Contact),
+		invites: make(chan *sip.Request, 64), sessions: make(chan *sipgo.DialogServerSession, 64)}
+	p.Server.OnInvite(c.onInvite)
+	p.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = c.dialogs.ReadAck(req, tx) })
+	p.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := c.dialogs.ReadBye(req, tx); err != nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		}
+	})
+	p.Serve()
+	return c, nil
+}
+
+func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	select {
+	case c.invites <- req:
+	default:
+	}
+	switch c.Mode {
+	case "busy":
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 486, "Busy Here", nil))
+		return
+	case "reject":
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 603, "Decline", nil))
+		return
+	}
+	ds, err := c.dialogs.ReadInvite(req, tx)
+	if err != nil {
+		return
+	}
+	defer ds.Close()
+	if err := ds.Respond(180, "Ringing", nil); err != nil {
+		return
+	}
+	if c.Mode == "ring" {
+		<-ds.Context().Done()
+		return
+	}
+	select {
+	case <-time.After(c.RingFor):
+	case <-ds.Context().Done():
+		return
+	}
+	codecs, _ := media.DefaultCodecs()
+	if err := ds.RespondSDP(c.SDP(codecs[0])); err != nil {
+		return
+	}
+	select {
+	case c.sessions <- ds:
+	default:
+	}
+	<-ds.Context().Done()
+}
+
+// ErrTimeout reports that an awaited INVITE or answer did not come.
+var ErrTimeout = errors.New("timed out")
+
+// NextInvite returns the next INVITE the carrier received.
+func (c *Carrier) NextInvite(d time.Duration) (*sip.Request, error) {
+	select {
+	case r := <-c.invites:
+		return r, nil
+	case <-time.After(d):
+		return nil, fmt.Errorf("carrier got no INVITE: %w", ErrTimeout)
+	}
+}
+
+// NextSession returns the next call the carrier answered (after its ACK).
+func (c *Carrier) NextSession(d time.Duration) (*sipgo.DialogServerSession, error) {
+	select {
+	case s := <-c.sessions:
+		return s, nil
+	case <-time.After(d):
+		return nil, fmt.Errorf("carrier answered no call: %w", ErrTimeout)
+	}
+}
+
+// Pending returns how many INVITEs are waiting to be taken by NextInvite.
+func (c *Carrier) Pending() int { return len(c.invites) }
