@@ -46,19 +46,25 @@ func newRoute(from, to *Stream) *route {
 // relayRTP sends one RTP packet, read into buf and parsed as pkt, from the
 // other stream's socket to its remote, rewriting the payload type in place.
 func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) {
-	pt := pkt.PayloadType & 0x7F
-	if r.xcode != nil && pt == r.xcodePT {
-		transcode(pkt.Payload, r.xcode) // Payload aliases buf
-	}
-	if to := r.pt[pt]; to != pt {
-		buf[1] = buf[1]&0x80 | to // keep the marker bit
-	}
+	r.rewrite(buf, pkt)
 	dst := r.to.Remote()
 	if !sendable(dst) {
 		return
 	}
 	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil {
 		r.to.log.Debug("rtp relay", "error", err, "to", dst)
+	}
+}
+
+// rewrite converts the packet in buf, parsed as pkt, for the other leg: its
+// payload type and, between PCMU and PCMA, its payload.
+func (r *route) rewrite(buf []byte, pkt *rtp.Packet) {
+	pt := pkt.PayloadType & 0x7F
+	if r.xcode != nil && pt == r.xcodePT {
+		transcode(pkt.Payload, r.xcode) // Payload aliases buf
+	}
+	if to := r.pt[pt]; to != pt {
+		buf[1] = buf[1]&0x80 | to // keep the marker bit
 	}
 }
 

@@ -218,12 +218,10 @@ func FuzzReaderPath(f *testing.F) {
 		}
 		d.Feed(&pkt)
 		tones.Feed(pkt.Payload)
-		pt := pkt.PayloadType & 0x7F
-		if r.xcode != nil && pt == r.xcodePT {
-			transcode(pkt.Payload, r.xcode)
-		}
-		if np := r.pt[pt]; np != pt {
-			b[1] = b[1]&0x80 | np
-		}
+		before := b[1]
+		r.rewrite(b, &pkt)
+		require.Equal(t, before&0x80, b[1]&0x80, "marker kept")
+		var out rtp.Packet
+		require.NoError(t, out.Unmarshal(b), "a rewritten packet still parses")
 	})
 }

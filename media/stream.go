@@ -92,6 +92,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		ts:     rand.Uint32(),
 	}
 	s.relatch = RelatchAfter
+	s.lastRTP.Store(time.Now().UnixNano())
 	if dtmf != nil {
 		d := *dtmf
 		s.dtmf = &d
@@ -145,8 +146,8 @@ func (s *Stream) Digits() <-chan rune {
 	return s.digits
 }
 
-// LastRTP returns when the last RTP packet arrived, or when the stream
-// started if none has.
+// LastRTP returns when the last RTP packet arrived; before the first one,
+// when the stream was started (or made, if not started).
 func (s *Stream) LastRTP() time.Time {
 	return time.Unix(0, s.lastRTP.Load())
 }
