@@ -78,6 +78,22 @@ t=0 0
 m=audio 4000 RTP/AVP 0
 a=inactive
 `)
+	offerLinphone = crlf(`
+v=0
+o=bob 3456 789 IN IP4 10.0.0.8
+s=Talk
+c=IN IP4 10.0.0.8
+t=0 0
+a=rtcp-xr:rcvr-rtt=all:10000 stat-summary=loss,dup,jitt,TTL voip-metrics
+m=audio 7078 RTP/AVP 96 97 0 8 101 98
+a=rtpmap:96 opus/48000/2
+a=fmtp:96 useinbandfec=1
+a=rtpmap:97 speex/16000
+a=rtpmap:101 telephone-event/48000
+a=rtpmap:98 telephone-event/8000
+a=rtcp:7079
+a=rtcp-fb:* trr-int 1000
+`)
 	offerIPv6 = crlf(`
 v=0
 o=- 1 1 IN IP6 2001:db8::1
@@ -111,6 +127,16 @@ func TestParseSDP(t *testing.T) {
 			Addr: netip.MustParseAddr("192.0.2.30"), Port: 5002, Direction: SendRecv,
 			Codecs: []Codec{{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1}},
 			DTMF:   &Codec{PT: 101, Name: "telephone-event", Rate: 8000, Channels: 1, Fmtp: "0-16"},
+		}},
+		"opus first, two telephone-events": {sdp: offerLinphone, want: &Desc{
+			Addr: netip.MustParseAddr("10.0.0.8"), Port: 7078, Direction: SendRecv,
+			Codecs: []Codec{
+				{PT: 96, Name: "opus", Rate: 48000, Channels: 2, Fmtp: "useinbandfec=1"},
+				{PT: 97, Name: "speex", Rate: 16000, Channels: 1},
+				{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1},
+				{PT: 8, Name: "PCMA", Rate: 8000, Channels: 1},
+			},
+			DTMF: &Codec{PT: 98, Name: "telephone-event", Rate: 8000, Channels: 1},
 		}},
 		"hold": {sdp: offerHold, want: &Desc{
 			Addr: netip.MustParseAddr("0.0.0.0"), Port: 4000, Direction: Inactive,
@@ -175,6 +201,13 @@ func TestAnswer(t *testing.T) {
 			dtmf:  &Codec{PT: 101, Name: "telephone-event", Rate: 8000, Channels: 1, Fmtp: "0-16"},
 			contains: []string{"m=video 0 RTP/AVP 99\r\nm=audio 30000 RTP/AVP 0 101\r\n",
 				"a=fmtp:101 0-16"},
+		},
+		"g711 picked after opus, telephone-event/8000 echoed": {
+			offer:    offerLinphone,
+			audio:    Codec{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1},
+			dtmf:     &Codec{PT: 98, Name: "telephone-event", Rate: 8000, Channels: 1},
+			contains: []string{"m=audio 30000 RTP/AVP 0 98\r\n", "a=rtpmap:98 telephone-event/8000"},
+			absent:   []string{"opus", "speex", "48000"},
 		},
 		"inactive stays inactive": {
 			offer:    offerHold,
@@ -289,7 +322,7 @@ a=sendrecv
 }
 
 func FuzzParseSDP(f *testing.F) {
-	for _, s := range [][]byte{offerPCMA, offerFull, offerVideoFirst, offerDTMFOnly, offerVideoOnly, offerHold, offerIPv6, nil} {
+	for _, s := range [][]byte{offerPCMA, offerFull, offerLinphone, offerVideoFirst, offerDTMFOnly, offerVideoOnly, offerHold, offerIPv6, nil} {
 		f.Add(s)
 	}
 	codecs, _ := DefaultCodecs()
