@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip"
+)
+
+func init() {
+	rootCmd.AddCommand(newServeCmd(), newDemoCmd())
+}
+
+func newServeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the B2BUA, the media relay and the admin API until SIGTERM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), cfg, slog.Default(), nil)
+		},
+	}
+}
+
+// node is a running vnum: store, media ports and SIP server.
+type node struct {
+	store *binding.Store
+	ports *media.Ports
+	sip   *sip.Server
+}
+
+// startNode opens the store and starts signalling and media on cfg.
+func startNode(ctx context.Context, c *config.Config, log *slog.Logger) (*node, error) {
+	store, err := openStore(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	rates, err := ratesOf(c)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	ports, err := media.NewPorts(c.Media.IP, c.Media.RTPMin, c.Media.RTPMax)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	opts, err := sipOptions(c, ports, log)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	srv, err := sip.NewServer(opts, &router{store: store, rates: rates, now: time.Now})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	// The server's own context is not the signal's: on SIGTERM it drains
+	// first (Shutdown), then closes.
+	if err := srv.Start(context.WithoutCancel(ctx)); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return &node{store: store, ports: ports, sip: srv}, nil
+}
+
+// stop drains the calls in progress (SPEC §8) and closes the store.
+func (n *node) stop(ctx context.Context) {
+	n.sip.Shutdown(ctx)
+	if err := n.store.Close(); err != nil {
+		slog.Error("closing store", "error", err)
+	}
+}
+
+// serve runs a node until ctx ends (SIGTERM/SIGINT), then drains it.
+// ready, when not nil, is called once the node listens.
+func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*node)) error {
+	n, err := startNode(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	log.Info("vnum serving", "udp", n.sip.Addr("udp"), "tcp", n.sip.Addr("tcp"), "tls", n.sip.Addr("tls"),
+		"media", c.Media.IP, "rtp_ports", c.Media.RTPPorts, "store", c.Store.Driver)
+	if ready != nil {
+		ready(n)
+	}
+	<-ctx.Done()
+	log.Info("draining", "calls", n.sip.ActiveCalls(), "drain_timeout", c.Calls.DrainTimeout.String())
+	n.stop(context.Background())
+	log.Info("stopped")
+	return nil
+}
+
+// sipOptions maps the configuration onto what signalling takes.
+func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Options, error) {
+	cidrs := make([]netip.Prefix, 0, len(c.Trunk.InboundCIDRs))
+	for _, s := range c.Trunk.InboundCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return sip.Options{}, fmt.Errorf("trunk.inbound_cidrs: %q: %w", s, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		cidrs = append(cidrs, p)
+	}
+	return sip.Options{
+		Listen:            c.SIP.Listen,
+		PublicHost:        c.SIP.PublicHost,
+		TLSCert:           c.SIP.TLSCert,
+		TLSKey:            c.SIP.TLSKey,
+		DigestAlgorithms:  c.SIP.DigestAlgorithms,
+		AuthFailures:      c.Security.AuthFailures,
+		BlockFor:          c.Security.BlockFor,
+		Ports:             ports,
+		MediaTimeout:      c.Media.Timeout,
+		ExtensionDigits:   c.IVR.ExtensionDigits,
+		FirstDigitTimeout: c.IVR.FirstDigitTimeout,
+		InterDigitTimeout: c.IVR.InterDigitTimeout,
+		Attempts:          c.IVR.Attempts,
+		AnswerMode:        c.IVR.Answer,
+		Language:          c.IVR.Language,
+		TrunkOutbound:     c.Trunk.Outbound,
+		TrunkUsername:     c.Trunk.Username,
+		TrunkPassword:     c.Trunk.Password,
+		InboundCIDRs:      cidrs,
+		NumberFormat:      c.Trunk.NumberFormat,
+		RingTimeout:       c.Calls.RingTimeout,
+		MaxDuration:       c.Calls.MaxDuration,
+		DrainTimeout:      c.Calls.DrainTimeout,
+		Logger:            log,
+	}, nil
+}
