@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# scripts/bench.sh - SIPp load test of vnum on loopback (make bench).
+#
+# Builds vnum, starts it with a SQLite store in a temporary folder and a
+# sipp carrier that answers every call and echoes its RTP
+# (testdata/sipp/uas_answer.xml, -rtp_echo), seeds one merchant, account,
+# host number and binding, then drives softphone calls dialled as X-E
+# (testdata/sipp/uac_direct.xml: digest auth, PCMA from g711a.pcap for the
+# call's length, BYE) at rising rates. For each rate it prints the calls
+# attempted, succeeded and failed, and at the end the highest rate that
+# had no failed call.
+#
+# Everything runs on 127.0.0.1, is bounded in calls and time, and what the
+# script starts it stops by PID. sipp's play_pcap_audio needs root or
+# CAP_NET_RAW.
+#
+# Knobs (environment):
+#   BENCH_RATES         call rates to try, calls/s      (10 20 50 100 200)
+#   BENCH_CALLS_FACTOR  calls per rate = rate x this    (10)
+#   BENCH_CALL_MS       talk time of each call, ms      (3000)
+#   BENCH_STOP_ON_FAIL  stop after the first failing rate (1)
+#   BENCH_KEEP          keep the work folder and its logs (0)
+#   BENCH_RTP_PORTS     vnum's media.rtp_ports           (40000-49999)
+#   VNUM_BIN            use this vnum binary instead of building one
+#   VNUM_SIPP_PCAPS     folder of sip-tester's pcaps     (/usr/share/sip-tester)
+set -euo pipefail
+
+RATES=${BENCH_RATES:-10 20 50 100 200}
+FACTOR=${BENCH_CALLS_FACTOR:-10}
+CALL_MS=${BENCH_CALL_MS:-3000}
+STOP_ON_FAIL=${BENCH_STOP_ON_FAIL:-1}
+KEEP=${BENCH_KEEP:-0}
+PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCEN="$ROOT/testdata/sipp"
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+command -v sipp >/dev/null || die "sipp is not on PATH (apt-get install sip-tester)"
+command -v timeout >/dev/null || die "timeout (coreutils) is not on PATH"
+[ -r "$PCAPS/g711a.pcap" ] || die "no g711a.pcap in $PCAPS (set VNUM_SIPP_PCAPS)"
+if [ "$(id -u)" != 0 ]; then
+	echo "bench: not root: sipp's play_pcap_audio needs CAP_NET_RAW, calls may fail" >&2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vnum-bench.XXXXXX")
+PIDS=()
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if [ "$KEEP" = 1 ]; then
+		echo "bench: logs kept in $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT (UDP or TCP), and this
+# script has not handed it out yet.
+TAKEN=" "
+port_free() {
+	case "$TAKEN" in *" $1 "*) return 1 ;; esac
+	if command -v ss >/dev/null; then
+		[ -z "$(ss -Hlnut "sport = :$1" 2>/dev/null)" ]
+	fi
+}
+
+# free_ports N: prints the first of N consecutive free ports (even) and
+# marks them taken.
+free_ports() {
+	local n=$1 base i ok
+	for _ in $(seq 1 200); do
+		base=$((20000 + 2 * (RANDOM % 9000)))
+		ok=1
+		for i in $(seq 0 $((n - 1))); do
+			if ! port_free $((base + i)); then ok=0; break; fi
+		done
+		if [ $ok = 1 ]; then echo "$base"; return 0; fi
+	done
+	die "no $n free consecutive ports"
+}
+take() { local i; for i in $(seq 0 $(($2 - 1))); do TAKEN="$TAKEN$(($1 + i)) "; done; }
+
+SIP_PORT=$(free_ports 1); take "$SIP_PORT" 1
+CARRIER_PORT=$(free_ports 1); take "$CARRIER_PORT" 1
+ADMIN_PORT=$(free_ports 1); take "$ADMIN_PORT" 1
+CARRIER_MEDIA=$(free_ports 4); take "$CARRIER_MEDIA" 4
+UAC_PORT=$(free_ports 1); take "$UAC_PORT" 1
+UAC_MEDIA=$(free_ports 4); take "$UAC_MEDIA" 4
+# vnum's relay: two ports (RTP, RTCP) per leg, two legs per call.
+RTP_PORTS=${BENCH_RTP_PORTS:-40000-49999}
+
+# novnumenv: run a command without VNUM_ variables, so that only the
+# config file configures vnum.
+novnumenv() {
+	local unset=() v
+	for v in $(compgen -e); do
+		case "$v" in VNUM_*) unset+=(-u "$v") ;; esac
+	done
+	env "${unset[@]}" "$@"
+}
+
+if [ -n "${VNUM_BIN:-}" ]; then
+	VNUM=$VNUM_BIN
+else
+	echo "bench: building vnum"
+	(cd "$ROOT" && go build -o "$WORK/vnum" ./cmd/vnum) || die "go build ./cmd/vnum failed"
+	VNUM="$WORK/vnum"
+fi
+
+CONFIG="$WORK/vnum.yaml"
+cat >"$CONFIG" <<EOF
+# written by scripts/bench.sh
+sip:
+  listen: [udp://127.0.0.1:$SIP_PORT, tcp://127.0.0.1:$SIP_PORT]
+media:
+  ip: 127.0.0.1
+  rtp_ports: "$RTP_PORTS"
+trunk:
+  outbound: "sip:127.0.0.1:$CARRIER_PORT;transport=udp"
+  inbound_cidrs: []
+  number_format: national
+calls:
+  drain_timeout: 5s
+store:
+  driver: sqlite
+  dsn: $WORK/vnum.db
+admin:
+  listen: 127.0.0.1:$ADMIN_PORT
+EOF
+
+vnum() { novnumenv "$VNUM" --config "$CONFIG" "$@"; }
+
+HOST=17000000001
+ACCOUNT=benchcaller
+PASSWORD=benchsecret
+vnum merchant add m1 --name Bench >/dev/null
+vnum account add m1 "$ACCOUNT" --password "$PASSWORD" >/dev/null
+vnum number add "$HOST" >/dev/null
+BINDING=$(vnum binding create --merchant m1 --order bench1 --consignee 13800138000 \
+	--order-status shipped --format json)
+EXT=$(printf '%s' "$BINDING" | grep -o '"extension": *"[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"')
+[ -n "$EXT" ] || die "no extension in: $BINDING"
+DIAL="$HOST-$EXT"
+
+cd "$WORK"
+ln -s "$PCAPS/g711a.pcap" g711a.pcap
+
+novnumenv "$VNUM" --config "$CONFIG" serve >"$WORK/vnum-serve.log" 2>&1 &
+PIDS+=($!)
+VNUM_PID=$!
+for _ in $(seq 1 100); do
+	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve exited"; }
+	port_free "$SIP_PORT" || break
+	sleep 0.1
+done
+port_free "$SIP_PORT" && die "vnum serve is not listening on udp/$SIP_PORT"
+sleep 0.5
+
+sipp -sf "$SCEN/uas_answer.xml" -i 127.0.0.1 -p "$CARRIER_PORT" \
+	-mi 127.0.0.1 -mp "$CARRIER_MEDIA" -rtp_echo -nostdin \
+	-trace_err -error_file "$WORK/carrier_errors.log" >"$WORK/carrier_screen.log" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+
+echo "bench: vnum on udp/$SIP_PORT, carrier on udp/$CARRIER_PORT, dialling $DIAL, ${CALL_MS} ms per call"
+printf '%8s %10s %10s %8s %6s %8s\n' "calls/s" "attempted" "succeeded" "failed" "exit" "seconds"
+
+BEST=0
+for RATE in $RATES; do
+	CALLS=$((RATE * FACTOR))
+	LIMIT=$((RATE * (CALL_MS / 1000 + 4) + 10))
+	BUDGET=$((CALLS / RATE + CALL_MS / 1000 + 60))
+	STATS="$WORK/uac_${RATE}.csv"
+	START=$(date +%s)
+	set +e
+	timeout --kill-after=10 $((BUDGET + 15)) \
+		sipp -sf "$SCEN/uac_direct.xml" "127.0.0.1:$SIP_PORT" \
+		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
+		-s "$DIAL" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
+		-auth_uri "$DIAL@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
+		-d "$CALL_MS" -r "$RATE" -m "$CALLS" -l "$LIMIT" \
+		-timeout "${BUDGET}s" -timeout_error \
+		-trace_stat -stf "$STATS" -fd 1 \
+		-trace_err -error_file "$WORK/uac_${RATE}_errors.log" \
+		-nostdin >"$WORK/uac_${RATE}_screen.log" 2>&1
+	CODE=$?
+	set -e
+	SECS=$(( $(date +%s) - START ))
+	# The last line of sipp's -trace_stat CSV has the cumulative counters.
+	read -r ATTEMPTED OK FAILED < <(awk -F';' '
+		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+		{ last = $0 }
+		END {
+			n = split(last, f, ";")
+			print f[col["OutgoingCall(C)"]] + 0, f[col["SuccessfulCall(C)"]] + 0, f[col["FailedCall(C)"]] + 0
+		}' "$STATS" 2>/dev/null || echo "0 0 0")
+	ATTEMPTED=${ATTEMPTED:-0}; OK=${OK:-0}; FAILED=${FAILED:-0}
+	# Calls sipp never finished (a timeout) count as failed too.
+	LOST=$((ATTEMPTED - OK - FAILED))
+	[ "$LOST" -gt 0 ] && FAILED=$((FAILED + LOST))
+	printf '%8s %10s %10s %8s %6s %8s\n' "$RATE" "$ATTEMPTED" "$OK" "$FAILED" "$CODE" "$SECS"
+	if [ "$CODE" = 0 ] && [ "$FAILED" = 0 ] && [ "$OK" = "$CALLS" ]; then
+		BEST=$RATE
+	elif [ "$STOP_ON_FAIL" = 1 ]; then
+		echo "bench: failures at $RATE calls/s; first unexpected messages:" >&2
+		head -30 "$WORK/uac_${RATE}_errors.log" >&2 2>/dev/null || true
+		break
+	fi
+	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+	sleep 3 # let vnum finish the last calls' CDRs
+done
+
+echo "highest rate with 0 failed calls: $BEST calls/s"
