@@ -95,16 +95,12 @@ func bindingRecords(bs []binding.Binding, one bool) records {
 	return r
 }
 
-// cdrRecords prints call records.
+// cdrRecords prints call records with the columns the admin API's CSV
+// export uses too (binding.CDRColumns).
 func cdrRecords(cs []binding.CDR) records {
-	r := records{header: []string{"id", "call_id", "merchant", "binding", "order", "host", "extension",
-		"direction", "caller", "started_at", "ringing_at", "answered_at", "ended_at", "talk_seconds",
-		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status"}, json: nonNil(cs)}
+	r := records{header: binding.CDRColumns(), json: nonNil(cs)}
 	for _, c := range cs {
-		r.rows = append(r.rows, []string{c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension,
-			c.Direction, c.Caller, binding.FormatTime(c.StartedAt), binding.FormatTime(c.RingingAt),
-			binding.FormatTime(c.AnsweredAt), binding.FormatTime(c.EndedAt), strconv.Itoa(c.TalkSeconds),
-			strconv.Itoa(c.BilledMinutes), c.Fee.String(), c.Disposition, c.HangupBy, strconv.Itoa(c.SIPStatus)})
+		r.rows = append(r.rows, binding.CDRRow(c))
 	}
 	return r
 }

@@ -1,0 +1,46 @@
+package binding
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// CDRColumns returns the column names of a call record in CSV and table
+// output, in order. They are the JSON field names of SPEC §7, so a CSV
+// export and a JSON export of the same rows carry the same fields.
+func CDRColumns() []string {
+	return []string{"id", "call_id", "merchant", "binding", "order", "host", "extension",
+		"direction", "caller", "started_at", "ringing_at", "answered_at", "ended_at", "talk_seconds",
+		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status"}
+}
+
+// CDRRow returns c as the cells of one CSV or table row, in the order of
+// CDRColumns: times in RFC 3339 UTC ("" for none), the fee as a decimal
+// string. Like every CDR form it holds no consignee number.
+func CDRRow(c CDR) []string {
+	return []string{c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension,
+		c.Direction, c.Caller, FormatTime(c.StartedAt), FormatTime(c.RingingAt),
+		FormatTime(c.AnsweredAt), FormatTime(c.EndedAt), strconv.Itoa(c.TalkSeconds),
+		strconv.Itoa(c.BilledMinutes), c.Fee.String(), c.Disposition, c.HangupBy, strconv.Itoa(c.SIPStatus)}
+}
+
+// ParseTime reads a time bound of a CDR query: RFC 3339
+// ("2026-11-01T00:00:00Z"), or a date ("2026-11-01") or a date and minute
+// ("2026-11-01T08:30", "2026-11-01 08:30") in loc, the billing time zone.
+// The empty string is the zero time (unbounded). Anything else is
+// ErrInvalid.
+func ParseTime(v string, loc *time.Location) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02", "2006-01-02T15:04", "2006-01-02 15:04"} {
+		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%w time %q: want RFC 3339 (2026-11-01T00:00:00Z) or a date (2026-11-01)", ErrInvalid, v)
+}

@@ -1,0 +1,76 @@
+package binding
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestCDRRowMatchesJSON pins that CSV columns are the JSON field names and
+// each cell is the JSON value as text, so the two exports never disagree.
+func TestCDRRowMatchesJSON(t *testing.T) {
+	c := CDR{ID: "c_1", CallID: "call@a", Merchant: "m1", BindingID: "b_1", Order: "o-1", Host: "17000000001",
+		Extension: "1234", Direction: DirectionToConsignee, Caller: "alice", StartedAt: t0,
+		AnsweredAt: t0.Add(3 * time.Second), EndedAt: t0.Add(64 * time.Second), TalkSeconds: 61,
+		BilledMinutes: 2, Fee: 40000, Disposition: DispositionAnswered, HangupBy: HangupCallee, SIPStatus: 200}
+	raw, err := json.Marshal(c)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(raw, &m))
+
+	cols, row := CDRColumns(), CDRRow(c)
+	require.Len(t, row, len(cols))
+	require.Len(t, m, len(cols), "every JSON field is a column")
+	for i, col := range cols {
+		v, ok := m[col]
+		require.True(t, ok, "column %s is a JSON field", col)
+		want := ""
+		switch v := v.(type) {
+		case nil:
+		case float64:
+			want = fmt.Sprint(int(v))
+		default:
+			want = fmt.Sprint(v)
+		}
+		require.Equal(t, want, row[i], col)
+	}
+	require.Equal(t, "", row[10], "ringing_at unset")
+
+	// Callers cannot change the columns of the next caller.
+	CDRColumns()[0] = "x"
+	require.Equal(t, "id", CDRColumns()[0])
+}
+
+func TestParseTime(t *testing.T) {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	require.NoError(t, err)
+	tests := map[string]struct {
+		in   string
+		want time.Time
+		bad  bool
+	}{
+		"empty is unbounded": {in: "", want: time.Time{}},
+		"rfc 3339 utc":       {in: "2026-11-01T00:00:00Z", want: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)},
+		"rfc 3339 offset":    {in: "2026-11-01T08:00:00+08:00", want: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)},
+		"date in billing tz": {in: "2026-11-01", want: time.Date(2026, 10, 31, 16, 0, 0, 0, time.UTC)},
+		"date and minute":    {in: "2026-11-01T08:30", want: time.Date(2026, 11, 1, 0, 30, 0, 0, time.UTC)},
+		"date, space, time":  {in: "2026-11-01 08:30", want: time.Date(2026, 11, 1, 0, 30, 0, 0, time.UTC)},
+		"words":              {in: "yesterday", bad: true},
+		"month only":         {in: "2026-11", bad: true},
+		"no such day":        {in: "2026-02-30", bad: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParseTime(tc.in, shanghai)
+			if tc.bad {
+				require.ErrorIs(t, err, ErrInvalid)
+				return
+			}
+			require.NoError(t, err)
+			require.True(t, tc.want.Equal(got), "got %s", got)
+		})
+	}
+}
