@@ -16,6 +16,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
 	"github.com/pion/rtp"
 
 	"github.com/vnum/vnum/media"
@@ -273,7 +274,10 @@ type Carrier struct {
 	// Mode is answer, busy, ring (never answers) or reject.
 	Mode string
 	// RingFor is how long phones ring before they answer.
-	RingFor  time.Duration
+	RingFor time.Duration
+	// Username and Password, when set, make the carrier challenge every
+	// INVITE with digest (407) and take only these credentials.
+	Username, Password string
 	dialogs  *sipgo.DialogServerCache
 	invites  chan *sip.Request
 	sessions chan *sipgo.DialogServerSession
@@ -300,6 +304,9 @@ func NewCarrier(mode string, log *slog.Logger) (*Carrier, error) {
 }
 
 func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if c.Password != "" && !c.authorized(req, tx) {
+		return
+	}
 	select {
 	case c.invites <- req:
 	default:
@@ -338,6 +345,36 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 	}
 	<-ds.Context().Done()
+}
+
+// carrierNonce is the fixed nonce of the simulated carrier's challenges.
+const carrierNonce = "carrier-nonce-5f1e"
+
+// authorized checks the INVITE's digest credentials, challenging it when
+// they are missing and refusing it when they are wrong.
+func (c *Carrier) authorized(req *sip.Request, tx sip.ServerTransaction) bool {
+	chal := &digest.Challenge{Realm: "carrier", Nonce: carrierNonce, Algorithm: "MD5", QOP: []string{"auth"}}
+	h := req.GetHeader("Proxy-Authorization")
+	if h == nil {
+		res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
+		res.AppendHeader(sip.NewHeader("Proxy-Authenticate", chal.String()))
+		_ = tx.Respond(res)
+		return false
+	}
+	cred, err := digest.ParseCredentials(h.Value())
+	if err == nil {
+		var want *digest.Credentials
+		want, err = digest.Digest(chal, digest.Options{Method: "INVITE", URI: cred.URI, Username: c.Username,
+			Password: c.Password, Cnonce: cred.Cnonce, Count: cred.Nc})
+		if err == nil && (cred.Username != c.Username || want.Response != cred.Response) {
+			err = errors.New("wrong credentials")
+		}
+	}
+	if err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+		return false
+	}
+	return true
 }
 
 // ErrTimeout reports that an awaited INVITE or answer did not come.

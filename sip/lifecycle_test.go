@@ -1,0 +1,195 @@
+package sip
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/sip/sipua"
+)
+
+func TestCarrierChallengesLegB(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) {
+		o.TrunkUsername, o.TrunkPassword = "vnum-trunk", "trunk-secret"
+	})
+	e.carrier.Username, e.carrier.Password = "vnum-trunk", "trunk-secret"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, _ := e.dialAndKey(ctx, testHost, testExt)
+	inv := nextInvite(t, e.carrier)
+	require.NotNil(t, inv.GetHeader("Proxy-Authorization"), "vnum answers the carrier's challenge")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}
+
+func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) {
+		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	courier, err := sipua.NewSoftphone("13700137000", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := courier.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err)
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "13700137000", cdr.Caller, "a PSTN caller is recorded by number")
+	require.Equal(t, "m1", cdr.Merchant, "the binding's merchant pays")
+}
+
+func TestForeignAndExpiredExtensions(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		setup       func(*fakeRouter)
+		disposition string
+		attempts    int
+	}{
+		{name: "another merchant's binding is invalid", attempts: 3, disposition: "invalid_extension",
+			setup: func(r *fakeRouter) {
+				r.addBinding(Target{BindingID: "b2", Merchant: "m2", Order: "o2", Host: testHost, Extension: "5678", Consignee: "+8613900139000"})
+			}},
+		{name: "quarantined extension hears expired", attempts: 1, disposition: "expired",
+			setup: func(r *fakeRouter) { r.expired[testHost+"/5678"] = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "answer", nil)
+			tc.setup(e.router)
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			d, err := e.phone.Call(ctx, e.vnum, testHost)
+			require.NoError(t, err)
+			to, err := sipua.MediaAddr(d.InviteResponse.Body())
+			require.NoError(t, err)
+			for i := 0; i < tc.attempts; i++ {
+				time.Sleep(300 * time.Millisecond)
+				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, "5678"))
+			}
+			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, tc.disposition, cdr.Disposition)
+			require.Empty(t, cdr.BindingID)
+			require.Zero(t, e.carrier.Pending())
+			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
+		})
+	}
+}
+
+func TestCallLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tweak func(*Options)
+	}{
+		{name: "no RTP for media.timeout", tweak: func(o *Options) { o.MediaTimeout = 1500 * time.Millisecond }},
+		{name: "calls.max_duration", tweak: func(o *Options) { o.MaxDuration = 1500 * time.Millisecond }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "answer", tc.tweak)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			d, _ := e.dialAndKey(ctx, testHost, testExt)
+			ds := nextSession(t, e.carrier)
+			// Both legs get a BYE from vnum.
+			require.Eventually(t, func() bool {
+				return d.LoadState() == sip.DialogStateEnded && ds.LoadState() == sip.DialogStateEnded
+			}, 10*time.Second, 20*time.Millisecond)
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "answered", cdr.Disposition)
+			require.Equal(t, "system", cdr.HangupBy)
+			e.waitNoCalls()
+		})
+	}
+}
+
+func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
+	e := newTestEnv(t, "answer", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, _ := e.dialAndKey(ctx, testHost, testExt)
+	nextSession(t, e.carrier)
+	target := d.InviteResponse.Contact().Address
+
+	upd := sip.NewRequest(sip.UPDATE, target)
+	res, err := d.Do(ctx, upd)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode, "session refresh")
+
+	hold := sip.NewRequest(sip.INVITE, target)
+	hold.SetBody(e.phone.SDP())
+	hold.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res, err = d.Do(ctx, hold)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode, "re-INVITE")
+	_, err = sipua.MediaAddr(res.Body())
+	require.NoError(t, err, "the re-INVITE's answer carries SDP")
+	require.NotContains(t, string(res.Body()), testNational)
+
+	require.Equal(t, 1, e.srv.ActiveCalls(), "the call is still up")
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}
+
+func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) { o.AnswerMode = "early" })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := e.phone.Invite(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+	got183 := false
+	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: "alice", Password: "s3cret",
+		OnResponse: func(r *sip.Response) error {
+			if r.StatusCode == 183 && !got183 {
+				got183 = true
+				to, err := sipua.MediaAddr(r.Body())
+				if err == nil {
+					go func() { _ = sipua.SendDigits(e.phone.RTP, to, 101, testExt) }()
+				}
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	require.True(t, got183, "digits are collected in 183 early media")
+	require.NoError(t, d.Ack(ctx))
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}
+
+func TestDrainOnShutdown(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) { o.DrainTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, _ := e.dialAndKey(ctx, testHost, testExt)
+	ds := nextSession(t, e.carrier)
+
+	stopped := make(chan struct{})
+	go func() {
+		e.srv.Shutdown(context.Background())
+		close(stopped)
+	}()
+	require.Eventually(t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
+	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	_, err = other.Call(ctx, e.vnum, testHost)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 503, dr.Res.StatusCode, "no new calls while draining")
+	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
+
+	<-stopped
+	require.Equal(t, sip.DialogStateEnded, d.LoadState(), "the call in progress was hung up after the drain timeout")
+	require.Equal(t, sip.DialogStateEnded, ds.LoadState())
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "system", cdr.HangupBy)
+}
