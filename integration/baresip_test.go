@@ -77,6 +77,7 @@ func startBaresip(t *testing.T, e *env, modules string) *baresipPhone {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "baresip")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
+	keepArtifacts(t, dir)
 	sipPort := freePorts(t, 2) // sip_listen and the TLS port after it
 	ctrlPort := freePort(t)
 	rtp := freePorts(t, 20)
@@ -96,6 +97,7 @@ auplay_channels		2
 audio_level		no
 rtp_ports		%d-%d
 rtcp_mux		no
+rtp_stats		yes
 module_path		%s
 module			g711.so
 module			ausine.so
@@ -311,6 +313,7 @@ func TestBaresipCall(t *testing.T) {
 	}
 	time.Sleep(4 * time.Second) // B answers, they talk
 	phone.noCallClosed()
+	t.Logf("baresip callstat: %s", ansi.ReplaceAllString(phone.command("callstat", ""), ""))
 	phone.command("hangup", "")
 	if _, err := phone.waitEvent("CALL_CLOSED", 10*time.Second); err != nil {
 		t.Fatalf("hanging up: %v", err)

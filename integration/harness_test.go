@@ -29,8 +29,8 @@ const (
 	consignee  = "13800138000" // B, national form (trunk.number_format national)
 	merchantID = "m1"
 	orderID    = "o1"
-	account    = "sippalice" // the merchant's SIP login; must never reach the carrier
-	password   = "secret"
+	account    = "sippalice"   // the merchant's SIP login; must never reach the carrier
+	password   = "sippsecret1" // vnum refuses passwords under 8 characters
 
 	// answeredFee is one started minute at the default billing.per_minute.
 	answeredFee = "0.02000"
@@ -56,6 +56,21 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// keepArtifacts copies dir into $VNUM_ITEST_ARTIFACTS/<test name>/ when
+// the test ends, so that its logs and SIP traces outlive t.TempDir.
+func keepArtifacts(t *testing.T, dir string) {
+	root := os.Getenv("VNUM_ITEST_ARTIFACTS")
+	if root == "" {
+		return
+	}
+	t.Cleanup(func() {
+		dst := filepath.Join(root, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()), filepath.Base(dir))
+		if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
+			t.Logf("keeping artifacts of %s: %v", dir, err)
+		}
+	})
 }
 
 // missing skips the test, or fails it when VNUM_REQUIRE_SIPP=1.
@@ -267,6 +282,7 @@ func newEnv(t *testing.T, extraYAML string) *env {
 	}
 	e.rtpMin = freePorts(t, 100)
 	e.rtpMax = e.rtpMin + 99
+	keepArtifacts(t, e.dir)
 	e.config = filepath.Join(e.dir, "vnum.yaml")
 	require.NoError(t, os.WriteFile(e.config, []byte(e.yaml()), 0o600))
 	return e
@@ -421,6 +437,7 @@ func (e *env) waitCDRs(n int, within time.Duration) []cdr {
 func requireAnswered(t *testing.T, c cdr, b binding) {
 	t.Helper()
 	dump, _ := json.MarshalIndent(c, "", "  ")
+	t.Logf("CDR: %s", dump)
 	require.Equal(t, "answered", c.Disposition, "CDR: %s", dump)
 	require.Equal(t, merchantID, c.Merchant, "CDR: %s", dump)
 	require.Equal(t, orderID, c.Order, "CDR: %s", dump)

@@ -24,12 +24,14 @@ type sippPeer struct {
 	mediaPort int
 }
 
-// newStage makes the folder sipp runs in: sipp finds play_pcap_audio files
-// relative to it, so it holds g711a.pcap and the per-test DTMF captures.
+// newStage makes the folder sipp runs in and reads its scenarios from:
+// sipp finds play_pcap_audio files next to the scenario, so it holds
+// g711a.pcap, the per-test DTMF captures and copies of the scenarios.
 func newStage(t *testing.T, pcaps string) string {
 	t.Helper()
 	stage := filepath.Join(t.TempDir(), "sipp")
 	require.NoError(t, os.MkdirAll(stage, 0o755))
+	keepArtifacts(t, stage)
 	require.NoError(t, os.Symlink(filepath.Join(pcaps, "g711a.pcap"), filepath.Join(stage, "g711a.pcap")))
 	return stage
 }
@@ -50,6 +52,13 @@ func startSipp(t *testing.T, stage, name, scenario string, port int, timeout tim
 		errLog:    filepath.Join(stage, name+"_errors.log"),
 		port:      port,
 		mediaPort: freePorts(t, 4),
+	}
+	// SIPp looks for play_pcap_audio files next to the scenario first.
+	if filepath.Dir(scenario) != stage {
+		data, err := os.ReadFile(scenario)
+		require.NoError(t, err)
+		scenario = filepath.Join(stage, filepath.Base(scenario))
+		require.NoError(t, os.WriteFile(scenario, data, 0o644))
 	}
 	argv := []string{requireTool(t, "sipp"),
 		"-sf", scenario,
