@@ -135,10 +135,15 @@ const (
 
 func newTestEnv(t *testing.T, carrierMode string, tweak func(*Options)) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, sipua.CarrierOptions{Mode: carrierMode}, tweak)
+}
+
+func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options)) *testEnv {
+	t.Helper()
 	router := newFakeRouter()
 	router.addAccount("m1", "alice", "s3cret")
 	router.addBinding(Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee})
-	car, err := sipua.NewCarrier(carrierMode, nil)
+	car, err := sipua.NewCarrier(co, nil)
 	require.NoError(t, err)
 	t.Cleanup(car.Close)
 	phone, err := sipua.NewSoftphone("alice", "s3cret", nil)

@@ -14,10 +14,9 @@ import (
 )
 
 func TestCarrierChallengesLegB(t *testing.T) {
-	e := newTestEnv(t, "answer", func(o *Options) {
+	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", Username: "vnum-trunk", Password: "trunk-secret"}, func(o *Options) {
 		o.TrunkUsername, o.TrunkPassword = "vnum-trunk", "trunk-secret"
 	})
-	e.carrier.Username, e.carrier.Password = "vnum-trunk", "trunk-secret"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	d, _ := e.dialAndKey(ctx, testHost, testExt)

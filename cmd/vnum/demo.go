@@ -84,12 +84,11 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	defer os.RemoveAll(dir)
 	quiet := slog.New(slog.DiscardHandler)
 
-	carrier, err := sipua.NewCarrier("answer", quiet)
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer", RingFor: 800 * time.Millisecond}, quiet)
 	if err != nil {
 		return fmt.Errorf("simulated carrier: %w", err)
 	}
 	defer carrier.Close()
-	carrier.RingFor = 800 * time.Millisecond
 
 	c := config.Default()
 	c.SIP.Listen = []string{"udp://127.0.0.1:0"}

@@ -267,29 +267,37 @@ func (s *Softphone) Call(ctx context.Context, vnum netip.AddrPort, dialled strin
 	return d, d.Ack(ctx)
 }
 
-// Carrier is a simulated carrier trunk: it records every INVITE and rings,
-// answers, or refuses as its mode says.
-type Carrier struct {
-	*Peer
+// CarrierOptions say how a simulated carrier behaves.
+type CarrierOptions struct {
 	// Mode is answer, busy, ring (never answers) or reject.
 	Mode string
-	// RingFor is how long phones ring before they answer.
+	// RingFor is how long phones ring before they answer (default 100 ms).
 	RingFor time.Duration
 	// Username and Password, when set, make the carrier challenge every
 	// INVITE with digest (407) and take only these credentials.
 	Username, Password string
+}
+
+// Carrier is a simulated carrier trunk: it records every INVITE and rings,
+// answers, or refuses as its options say.
+type Carrier struct {
+	*Peer
+	opts     CarrierOptions
 	dialogs  *sipgo.DialogServerCache
 	invites  chan *sip.Request
 	sessions chan *sipgo.DialogServerSession
 }
 
-// NewCarrier starts a carrier in the given mode.
-func NewCarrier(mode string, log *slog.Logger) (*Carrier, error) {
+// NewCarrier starts a carrier.
+func NewCarrier(opts CarrierOptions, log *slog.Logger) (*Carrier, error) {
+	if opts.RingFor <= 0 {
+		opts.RingFor = 100 * time.Millisecond
+	}
 	p, err := NewPeer("carrier", log)
 	if err != nil {
 		return nil, err
 	}
-	c := &Carrier{Peer: p, Mode: mode, RingFor: 100 * time.Millisecond,
+	c := &Carrier{Peer: p, opts: opts,
 		dialogs: sipgo.NewDialogServerCache(p.Client, p.Contact),
 		invites: make(chan *sip.Request, 64), sessions: make(chan *sipgo.DialogServerSession, 64)}
 	p.Server.OnInvite(c.onInvite)
@@ -304,14 +312,14 @@ func NewCarrier(mode string, log *slog.Logger) (*Carrier, error) {
 }
 
 func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	if c.Password != "" && !c.authorized(req, tx) {
+	if c.opts.Password != "" && !c.authorized(req, tx) {
 		return
 	}
 	select {
 	case c.invites <- req:
 	default:
 	}
-	switch c.Mode {
+	switch c.opts.Mode {
 	case "busy":
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 486, "Busy Here", nil))
 		return
@@ -327,12 +335,12 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err := ds.Respond(180, "Ringing", nil); err != nil {
 		return
 	}
-	if c.Mode == "ring" {
+	if c.opts.Mode == "ring" {
 		<-ds.Context().Done()
 		return
 	}
 	select {
-	case <-time.After(c.RingFor):
+	case <-time.After(c.opts.RingFor):
 	case <-ds.Context().Done():
 		return
 	}
@@ -364,9 +372,9 @@ func (c *Carrier) authorized(req *sip.Request, tx sip.ServerTransaction) bool {
 	cred, err := digest.ParseCredentials(h.Value())
 	if err == nil {
 		var want *digest.Credentials
-		want, err = digest.Digest(chal, digest.Options{Method: "INVITE", URI: cred.URI, Username: c.Username,
-			Password: c.Password, Cnonce: cred.Cnonce, Count: cred.Nc})
-		if err == nil && (cred.Username != c.Username || want.Response != cred.Response) {
+		want, err = digest.Digest(chal, digest.Options{Method: "INVITE", URI: cred.URI, Username: c.opts.Username,
+			Password: c.opts.Password, Cnonce: cred.Cnonce, Count: cred.Nc})
+		if err == nil && (cred.Username != c.opts.Username || want.Response != cred.Response) {
 			err = errors.New("wrong credentials")
 		}
 	}
