@@ -1,0 +1,264 @@
+// Package api serves vnum's admin HTTP API (SPEC §6) on a binding.Store:
+// merchants, accounts, the number pool, bindings, CDRs, bills, the calls
+// in progress and the operational probes. Bodies are JSON both ways,
+// errors are {"error": "..."} with a fitting status, and every /v1 call
+// needs "Authorization: Bearer <token>" when a token is configured.
+//
+// The API knows no SIP: live calls, readiness and metrics come in as
+// functions and handlers that cmd/vnum wires to the signalling server.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/vnum/vnum/binding"
+)
+
+// MaxBodyBytes is the largest request body the API reads; a larger one is
+// answered 413.
+const MaxBodyBytes = 1 << 20
+
+// readyTimeout bounds one readiness check, so that a stuck store makes
+// /readyz answer 503 rather than hang the prober.
+const readyTimeout = 3 * time.Second
+
+// CallLister returns the calls in progress as a JSON-marshalable value
+// (the signalling server's []sip.CallInfo). It is a function so that this
+// package does not depend on sip.
+type CallLister func() any
+
+// Options configures the API.
+type Options struct {
+	// Token, when not empty, must come as "Authorization: Bearer <Token>"
+	// on every /v1 call (admin.token). When empty, /v1 calls are answered
+	// only when addressed to a loopback host name, which keeps web pages
+	// from reaching the API through DNS rebinding.
+	Token string
+	// Rates price the bills (billing.per_minute, billing.rental_per_day).
+	Rates binding.Rates
+	// Currency is the bills' ISO 4217 code (billing.currency).
+	Currency string
+	// Location is the billing time zone (billing.timezone): months and
+	// bare dates are read in it. Nil means UTC.
+	Location *time.Location
+	// Calls lists the calls in progress for GET /v1/calls; nil lists none.
+	Calls CallLister
+	// Ready reports whether the node can take calls (store reachable, SIP
+	// listening) for GET /readyz; nil checks only the store.
+	Ready func(context.Context) error
+	// Metrics serves GET /metrics (Prometheus); nil answers 404.
+	Metrics http.Handler
+	// Now is the clock for creating, renewing and releasing bindings; nil
+	// means time.Now.
+	Now func() time.Time
+	// Log receives one line per request and the causes of 500s; nil
+	// discards them.
+	Log *slog.Logger
+}
+
+// route is one endpoint of the API.
+type route struct {
+	method string
+	path   string
+	// open routes need no token: probes and the metrics scraper.
+	open   bool
+	handle func(s *server, w http.ResponseWriter, r *http.Request) error
+}
+
+// routes is every endpoint the API serves, in one place: New registers
+// them and a test checks that the OpenAPI document describes exactly these.
+var routes = []route{
+	{method: http.MethodPost, path: "/v1/merchants", handle: (*server).addMerchant},
+	{method: http.MethodPost, path: "/v1/merchants/{id}/accounts", handle: (*server).addAccount},
+	{method: http.MethodPost, path: "/v1/numbers", handle: (*server).addNumbers},
+	{method: http.MethodGet, path: "/v1/numbers", handle: (*server).listNumbers},
+	{method: http.MethodPost, path: "/v1/bindings", handle: (*server).createBinding},
+	{method: http.MethodGet, path: "/v1/bindings", handle: (*server).listBindings},
+	{method: http.MethodGet, path: "/v1/bindings/{id}", handle: (*server).getBinding},
+	{method: http.MethodPost, path: "/v1/bindings/{id}/renew", handle: (*server).renewBinding},
+	{method: http.MethodDelete, path: "/v1/bindings/{id}", handle: (*server).releaseBinding},
+	{method: http.MethodGet, path: "/v1/cdrs", handle: (*server).listCDRs},
+	{method: http.MethodGet, path: "/v1/bills/{merchant}/{month}", handle: (*server).bill},
+	{method: http.MethodGet, path: "/v1/calls", handle: (*server).calls},
+	{method: http.MethodGet, path: "/v1/openapi.json", handle: (*server).openAPI},
+	{method: http.MethodGet, path: "/metrics", open: true, handle: (*server).metrics},
+	{method: http.MethodGet, path: "/healthz", open: true, handle: (*server).healthz},
+	{method: http.MethodGet, path: "/readyz", open: true, handle: (*server).readyz},
+}
+
+// Routes returns the endpoints the API serves as "METHOD /path" patterns
+// (http.ServeMux syntax, which is also OpenAPI's path template syntax).
+func Routes() []string {
+	out := make([]string, len(routes))
+	for i, rt := range routes {
+		out[i] = rt.method + " " + rt.path
+	}
+	return out
+}
+
+// server is the API's state; it is immutable after New.
+type server struct {
+	store *binding.Store
+	opts  Options
+	mux   *http.ServeMux
+	log   *slog.Logger
+	// tokenSum is SHA-256 of the token: comparing digests of equal length
+	// in constant time reveals neither the token nor its length.
+	tokenSum [sha256.Size]byte
+}
+
+// New returns the admin API on store.
+func New(store *binding.Store, opts Options) http.Handler {
+	if opts.Location == nil {
+		opts.Location = time.UTC
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &server{store: store, opts: opts, mux: http.NewServeMux(), log: log,
+		tokenSum: sha256.Sum256([]byte(opts.Token))}
+	for _, rt := range routes {
+		s.mux.HandleFunc(rt.method+" "+rt.path, func(w http.ResponseWriter, r *http.Request) {
+			if err := rt.handle(s, w, r); err != nil {
+				s.fail(w, r, err)
+			}
+		})
+	}
+	return s
+}
+
+// ServeHTTP checks access, routes the request and logs it. Unknown paths
+// and methods get JSON errors like everything else.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	h, pattern := s.mux.Handler(r)
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("admin api: handler panicked", "method", r.Method, "route", pattern,
+				"error", fmt.Sprint(v))
+			if !sw.wrote {
+				s.writeError(sw, http.StatusInternalServerError, msgInternal)
+			}
+		}
+		s.logRequest(r, pattern, sw.status, time.Since(start))
+	}()
+
+	if isV1(r.URL.Path) {
+		if err := s.checkAccess(r); err != nil {
+			s.fail(sw, r, err)
+			return
+		}
+	}
+	if pattern == "" {
+		// No route: let the mux say whether it is 404, or 405 and which
+		// methods are allowed, then answer that in JSON.
+		probe := &statusWriter{ResponseWriter: discardWriter{header: http.Header{}}}
+		h.ServeHTTP(probe, r)
+		if allow := probe.Header().Get("Allow"); allow != "" {
+			sw.Header().Set("Allow", allow)
+		}
+		s.writeError(sw, probe.status, strings.ToLower(http.StatusText(probe.status)))
+		return
+	}
+	s.mux.ServeHTTP(sw, r)
+}
+
+// isV1 reports whether path is under the token-protected /v1 prefix.
+func isV1(path string) bool { return path == "/v1" || strings.HasPrefix(path, "/v1/") }
+
+// checkAccess enforces the bearer token, or without a token the loopback
+// Host rule.
+func (s *server) checkAccess(r *http.Request) error {
+	if s.opts.Token == "" {
+		if !loopbackHost(r.Host) {
+			return &httpError{status: http.StatusForbidden,
+				msg: "admin.token is not set: only requests to a loopback host (127.0.0.1, [::1], localhost) are answered"}
+		}
+		return nil
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	// RFC 6750 §2.1: the scheme is case-insensitive.
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return errUnauthorized
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	if subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		return errUnauthorized
+	}
+	return nil
+}
+
+// loopbackHost reports whether a Host header names this machine.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// logRequest writes one line per request; probes and scrapes go to debug.
+func (s *server) logRequest(r *http.Request, pattern string, status int, d time.Duration) {
+	level := slog.LevelInfo
+	if !isV1(r.URL.Path) && status < http.StatusInternalServerError {
+		level = slog.LevelDebug
+	}
+	route := pattern
+	if route == "" {
+		route = "(none)"
+	}
+	s.log.Log(r.Context(), level, "admin request", "method", r.Method, "path", r.URL.Path, "route", route,
+		"status", status, "ms", d.Milliseconds(), "remote", r.RemoteAddr)
+}
+
+// statusWriter remembers the status written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// discardWriter is a ResponseWriter that keeps headers and drops the body.
+type discardWriter struct{ header http.Header }
+
+func (d discardWriter) Header() http.Header         { return d.header }
+func (d discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d discardWriter) WriteHeader(int)             {}
