@@ -324,6 +324,9 @@ func (c *call) end(r endReason, status int) {
 			}()
 		} else if c.a != nil {
 			code, phrase := statusForReason(r)
+			if status >= 300 {
+				code, phrase = status, reasonPhrase(status)
+			}
 			if err := c.a.Respond(code, phrase, nil); err != nil {
 				c.log.Debug("final response to caller", "error", err)
 			}

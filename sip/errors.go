@@ -58,3 +58,35 @@ func StatusFor(err error) (int, string) {
 		return 500, "Server Internal Error"
 	}
 }
+
+// reasonPhrase is the RFC 3261 §21 reason phrase of a final status vnum sends.
+func reasonPhrase(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 410:
+		return "Gone"
+	case 480:
+		return "Temporarily Unavailable"
+	case 486:
+		return "Busy Here"
+	case 487:
+		return "Request Terminated"
+	case 488:
+		return "Not Acceptable Here"
+	case 503:
+		return "Service Unavailable"
+	case 603:
+		return "Decline"
+	}
+	if code >= 500 {
+		return "Server Internal Error"
+	}
+	return "Request Failed"
+}

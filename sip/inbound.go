@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -64,8 +67,12 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	offer, err := media.ParseSDP(req.Body())
+	if err == nil && !slices.ContainsFunc(offer.Codecs, media.Codec.IsG711) {
+		err = fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec)
+	}
 	if err != nil {
-		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+sanitizeHeaderValue(err.Error())+`"`))
+		// RFC 3261 §20.43: say why in a Warning.
+		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+strings.ReplaceAll(sanitizeHeaderValue(err.Error()), `"`, `'`)+`"`))
 		return
 	}
 	s.runCall(req, tx, acct, trunk, d, offer)

@@ -153,12 +153,14 @@ func NewServer(opts Options, router Router) (*Server, error) {
 // Start binds every listen URI and serves SIP until ctx ends or Close.
 func (s *Server) Start(ctx context.Context) error {
 	var err error
+	sipLog := s.log.With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.log.With("component", "sip"))))
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
 	if err != nil {
 		return err
 	}
-	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log.With("component", "sip")))
+	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	if err != nil {
 		return err
 	}
@@ -180,7 +182,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.opts.PublicHost != "" {
 		s.host = s.opts.PublicHost
 	}
-	copts := []sipgo.ClientOption{sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(s.log.With("component", "sip"))}
+	copts := []sipgo.ClientOption{sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog)}
 	for _, l := range s.listeners {
 		if l.network == "udp" {
 			// Send from the listening socket, not a fresh port per
