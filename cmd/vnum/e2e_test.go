@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/sip/sipua"
+)
+
+// TestCallThroughServe runs a node on a real SQLite file, changes the store
+// with the CLI while it runs, and places a real call through it: the new
+// account and binding work at once, the carrier sees B and X only, and the
+// CDR shows one answered, billed minute.
+func TestCallThroughServe(t *testing.T) {
+	dsn := useTempStore(t)
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(carrier.Close)
+
+	c := config.Default()
+	c.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
+	c.Store.DSN = dsn
+	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
+	c.Media.RTPPorts = "33000-33999"
+	c.IVR.Language = "en"
+	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, err := startNode(ctx, c, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { n.stop(context.Background()) })
+	vnum := netip.MustParseAddrPort(n.sip.Addr("udp"))
+
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+	mustRun(t, "number", "add", "17000000001")
+	var b struct {
+		ID, Host, Extension string
+	}
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
+		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+
+	phone, err := sipua.NewSoftphone("alice", "alice-secret", nil)
+	require.NoError(t, err)
+	t.Cleanup(phone.Close)
+	d, err := phone.Call(ctx, vnum, b.Host)
+	require.NoError(t, err)
+	media, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	require.NoError(t, sipua.SendDigits(phone.RTP, media, 101, b.Extension))
+
+	inv, err := carrier.NextInvite(15 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, consignee, inv.Recipient.User)
+	require.Equal(t, b.Host, inv.From().Address.User)
+	_, err = carrier.NextSession(15 * time.Second)
+	require.NoError(t, err)
+	require.NoError(t, sipua.SendAudio(ctx, phone.RTP, media, 1, 50))
+	require.NoError(t, d.Bye(ctx))
+	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 && n.ports.InUse() == 0 }, 10*time.Second, 20*time.Millisecond)
+
+	out := mustRun(t, "cdr", "list", "--format", "json")
+	require.NotContains(t, out, consignee)
+	var cdrs []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &cdrs))
+	require.Len(t, cdrs, 1)
+	row := cdrs[0]
+	require.Equal(t, "answered", row["disposition"])
+	require.EqualValues(t, 1, row["billed_minutes"])
+	require.Equal(t, "0.02000", row["fee"])
+	require.Equal(t, "caller", row["hangup_by"])
+	require.Equal(t, "alice", row["caller"])
+	require.Equal(t, b.ID, row["binding"])
+	require.GreaterOrEqual(t, row["talk_seconds"], float64(1))
+
+	for _, m := range phone.Received() {
+		require.NotContains(t, m, consignee, "the caller saw B")
+	}
+	for _, m := range carrier.Received() {
+		require.NotContains(t, m, "alice", "the carrier saw the caller")
+	}
+}
+
+// TestDemo runs `vnum demo` in process: it must succeed and show its CDRs.
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := runDemo(ctx, &out, "en", time.Second)
+	require.NoError(t, err, out.String())
+	s := out.String()
+	require.Contains(t, s, "demo OK")
+	require.Contains(t, s, "answered")
+	require.Contains(t, s, "invalid_extension")
+	require.Contains(t, s, "total 0.04018 CNY", "one binding-day and two billed minutes")
+}
