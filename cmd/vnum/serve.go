@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -87,13 +88,33 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	stopAdmin, adminAddr, err := startAdmin(ctx, c, n.store, func() any { return n.sip.Calls() },
+		func(ctx context.Context) error {
+			if err := n.store.Ping(ctx); err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			if !n.sip.Listening() {
+				return errors.New("sip: not listening")
+			}
+			return nil
+		},
+		callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused}, log)
+	if err != nil {
+		n.stop(context.Background())
+		return err
+	}
 	log.Info("vnum serving", "udp", n.sip.Addr("udp"), "tcp", n.sip.Addr("tcp"), "tls", n.sip.Addr("tls"),
-		"media", c.Media.IP, "rtp_ports", c.Media.RTPPorts, "store", c.Store.Driver)
+		"media", c.Media.IP, "rtp_ports", c.Media.RTPPorts, "store", c.Store.Driver, "admin", adminAddr)
 	if ready != nil {
 		ready(n)
 	}
 	<-ctx.Done()
 	log.Info("draining", "calls", n.sip.ActiveCalls(), "drain_timeout", c.Calls.DrainTimeout.String())
+	adminCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := stopAdmin(adminCtx); err != nil {
+		log.Error("stopping admin API", "error", err)
+	}
+	cancel()
 	n.stop(context.Background())
 	log.Info("stopped")
 	return nil

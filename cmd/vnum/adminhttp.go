@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/binding/api"
+	"github.com/vnum/vnum/config"
+)
+
+// Timeouts of the admin HTTP server: a slow or stalled client cannot hold
+// a connection (and a goroutine) for long.
+const (
+	adminReadHeaderTimeout = 5 * time.Second
+	adminReadTimeout       = 30 * time.Second
+	adminWriteTimeout      = 60 * time.Second
+	adminIdleTimeout       = 2 * time.Minute
+)
+
+// callStats feeds the call metrics; serve passes the SIP server's
+// counters, tests pass constants.
+type callStats struct {
+	// active returns the calls in progress.
+	active func() int
+	// total returns the INVITEs that became calls since start.
+	total func() int64
+	// messagesRefused returns the MESSAGE requests refused (no SMS).
+	messagesRefused func() int64
+}
+
+// newMetrics returns the Prometheus handler of a registry with the Go
+// and process collectors and vnum's call metrics read from stats at each
+// scrape.
+func newMetrics(stats callStats) (http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}
+	if stats.active != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "calls_active", Help: "Calls in progress.",
+		}, func() float64 { return float64(stats.active()) }))
+	}
+	if stats.total != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "calls_total", Help: "INVITEs that became calls since the start.",
+		}, func() float64 { return float64(stats.total()) }))
+	}
+	if stats.messagesRefused != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "messages_refused_total",
+			Help: "SIP MESSAGE requests refused because virtual numbers carry no SMS.",
+		}, func() float64 { return float64(stats.messagesRefused()) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil
+}
+
+// isLoopbackListen reports whether a host:port listens on loopback only.
+// An empty host, 0.0.0.0, :: or a name other than localhost listens
+// elsewhere too.
+func isLoopbackListen(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// errAdminNeedsToken is the refusal of an exposed admin API without a
+// token.
+var errAdminNeedsToken = errors.New("admin.listen: a non-loopback address needs admin.token")
+
+// startAdmin serves the admin HTTP API (SPEC §6) on admin.listen until
+// stop is called, and returns the address it listens on. An empty
+// admin.listen disables it: stop does nothing and addr is "". A listen
+// address other than loopback is refused without admin.token. calls lists
+// the calls in progress, ready is the /readyz check, stats feed /metrics.
+func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+	ready func(context.Context) error, stats callStats, log *slog.Logger,
+) (stop func(context.Context) error, addr string, err error) {
+	noop := func(context.Context) error { return nil }
+	listen := strings.TrimSpace(c.Admin.Listen)
+	if listen == "" {
+		log.Info("admin API disabled (admin.listen is empty)")
+		return noop, "", nil
+	}
+	if c.Admin.Token == "" && !isLoopbackListen(listen) {
+		return nil, "", errAdminNeedsToken
+	}
+	loc, err := time.LoadLocation(c.Billing.Timezone)
+	if err != nil {
+		return nil, "", fmt.Errorf("billing.timezone: %w", err)
+	}
+	rates, err := ratesOf(c)
+	if err != nil {
+		return nil, "", err
+	}
+	metrics, err := newMetrics(stats)
+	if err != nil {
+		return nil, "", err
+	}
+	handler := api.New(store, api.Options{
+		Token: c.Admin.Token, Rates: rates, Currency: c.Billing.Currency, Location: loc,
+		Calls: calls, Ready: ready, Metrics: metrics, Log: log,
+	})
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("admin.listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Requests outlive the signal: on SIGTERM, Shutdown lets the ones
+		// in flight finish instead of cancelling them.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	served := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		if err != nil {
+			log.Error("admin API stopped", "error", err)
+		}
+		served <- err
+	}()
+	stop = func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		if err != nil {
+			// In-flight requests did not finish in time: cut them.
+			err = errors.Join(err, srv.Close())
+		}
+		return errors.Join(err, <-served)
+	}
+	return stop, ln.Addr().String(), nil
+}
