@@ -212,7 +212,7 @@ type Store struct {
 
 // Admin is the admin section.
 type Admin struct {
-	// Listen is the admin HTTP API's host:port.
+	// Listen is the admin HTTP API's host:port; empty disables the API.
 	Listen string `mapstructure:"listen"`
 	// Token is the bearer token required on /v1 calls when set; a secret.
 	Token string `mapstructure:"token"`

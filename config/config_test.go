@@ -192,3 +192,9 @@ func TestParsePortRange(t *testing.T) {
 		require.ErrorIs(t, err, ErrPortRange, s)
 	}
 }
+
+func TestAdminListenEmptyDisables(t *testing.T) {
+	c := Default()
+	c.Admin.Listen = ""
+	require.NoError(t, c.Validate())
+}

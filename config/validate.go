@@ -156,8 +156,8 @@ func (c *Config) Validate() error {
 		bad("store.dsn", "must not be empty")
 	}
 
-	// admin
-	if err := checkHostPort(c.Admin.Listen); err != nil {
+	// admin: an empty listen address disables the admin API.
+	if err := checkHostPort(c.Admin.Listen); c.Admin.Listen != "" && err != nil {
 		bad("admin.listen", "%v, got %q", err, c.Admin.Listen)
 	}
 	return errors.Join(errs...)
