@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -44,6 +45,26 @@ type Number struct {
 	Active int `json:"active"`
 	// CreatedAt is when X joined the pool.
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// MarshalJSON writes the merchant with its time in RFC 3339 UTC to the
+// second, like every other time vnum prints.
+func (m Merchant) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		ID        string `json:"id"`
+		Name      string `json:"name"`
+		CreatedAt string `json:"created_at"`
+	}{m.ID, m.Name, FormatTime(m.CreatedAt)})
+}
+
+// MarshalJSON writes the pool entry with its time in RFC 3339 UTC to the
+// second, like every other time vnum prints.
+func (n Number) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Host      string `json:"host"`
+		Active    int    `json:"active"`
+		CreatedAt string `json:"created_at"`
+	}{n.Host, n.Active, FormatTime(n.CreatedAt)})
 }
 
 // HA1 returns hex(H(user:realm:password)) for the digest algorithm "MD5"

@@ -74,3 +74,16 @@ func TestParseTime(t *testing.T) {
 		})
 	}
 }
+
+func TestMerchantAndNumberJSON(t *testing.T) {
+	at := time.Date(2026, 11, 1, 8, 0, 0, 123456789, time.FixedZone("CST", 8*3600))
+	raw, err := json.Marshal(Merchant{ID: "m1", Name: "Shop One", CreatedAt: at})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id":"m1","name":"Shop One","created_at":"2026-11-01T00:00:00Z"}`, string(raw))
+	raw, err = json.Marshal([]Number{{Host: "17000000001", Active: 2, CreatedAt: at}})
+	require.NoError(t, err)
+	require.JSONEq(t, `[{"host":"17000000001","active":2,"created_at":"2026-11-01T00:00:00Z"}]`, string(raw))
+	var back []Number
+	require.NoError(t, json.Unmarshal(raw, &back))
+	require.True(t, at.Truncate(time.Second).Equal(back[0].CreatedAt))
+}
