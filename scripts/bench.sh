@@ -7,8 +7,10 @@
 # host number and binding, then drives softphone calls dialled as X-E
 # (testdata/sipp/uac_direct.xml: digest auth, PCMA from g711a.pcap for the
 # call's length, BYE) at rising rates. For each rate it prints the calls
-# attempted, succeeded and failed, and at the end the highest rate that
-# had no failed call.
+# attempted, what sipp saw (vnum answers leg A before it calls B, so a sipp
+# success alone does not mean B was reached) and what the CDRs say: a call
+# succeeded when sipp completed it AND its CDR ended as answered. At the
+# end it prints the highest rate that had no failed call.
 #
 # Everything runs on 127.0.0.1, is bounded in calls and time, and what the
 # script starts it stops by PID. sipp's play_pcap_audio needs root or
@@ -178,9 +180,21 @@ PIDS+=($!)
 sleep 0.5
 
 echo "bench: vnum on udp/$SIP_PORT, carrier on udp/$CARRIER_PORT, dialling $DIAL, ${CALL_MS} ms per call"
-printf '%8s %10s %10s %8s %6s %8s\n' "calls/s" "attempted" "succeeded" "failed" "exit" "seconds"
+# cdr_counts: prints "rows answered open" over all CDRs so far.
+cdr_counts() {
+	local json total answered open
+	json=$(vnum cdr list --format json 2>/dev/null) || { echo "0 0 0"; return; }
+	total=$(printf '%s' "$json" | grep -o '"call_id"' | wc -l || true)
+	answered=$(printf '%s' "$json" | grep -o '"disposition": *"answered"' | wc -l || true)
+	open=$(printf '%s' "$json" | grep -o '"ended_at": *null' | wc -l || true)
+	echo "$total $answered $open"
+}
+
+printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "calls/s" "attempted" "sipp ok" "sipp ko" \
+	"cdr ans" "cdr other" "cdr open" "succeeded" "failed" "exit" "secs"
 
 BEST=0
+read -r ROWS0 ANS0 _ < <(cdr_counts)
 for RATE in $RATES; do
 	CALLS=$((RATE * FACTOR))
 	LIMIT=$((RATE * (CALL_MS / 1000 + 4) + 10))
@@ -213,16 +227,30 @@ for RATE in $RATES; do
 	# Calls sipp never finished (a timeout) count as failed too.
 	LOST=$((ATTEMPTED - OK - FAILED))
 	[ "$LOST" -gt 0 ] && FAILED=$((FAILED + LOST))
-	printf '%8s %10s %10s %8s %6s %8s\n' "$RATE" "$ATTEMPTED" "$OK" "$FAILED" "$CODE" "$SECS"
-	if [ "$CODE" = 0 ] && [ "$FAILED" = 0 ] && [ "$OK" = "$CALLS" ]; then
+	# Wait (30 s at most) for vnum to close the CDRs of this rate's calls.
+	for _ in $(seq 1 60); do
+		read -r ROWS ANS OPEN < <(cdr_counts)
+		[ "$((ROWS - ROWS0))" -ge "$ATTEMPTED" ] && [ "$OPEN" = 0 ] && break
+		sleep 0.5
+	done
+	CDR_ANS=$((ANS - ANS0))
+	CDR_ALL=$((ROWS - ROWS0))
+	CDR_OPEN=$OPEN
+	ROWS0=$ROWS; ANS0=$ANS
+	SUCCEEDED=$(( CDR_ANS < OK ? CDR_ANS : OK ))
+	FAILED_ALL=$((CALLS - SUCCEEDED))
+	printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "$RATE" "$ATTEMPTED" "$OK" "$FAILED" \
+		"$CDR_ANS" "$((CDR_ALL - CDR_ANS))" "$CDR_OPEN" "$SUCCEEDED" "$FAILED_ALL" "$CODE" "$SECS"
+	if [ "$CODE" = 0 ] && [ "$FAILED_ALL" = 0 ] && [ "$CDR_OPEN" = 0 ]; then
 		BEST=$RATE
 	elif [ "$STOP_ON_FAIL" = 1 ]; then
-		echo "bench: failures at $RATE calls/s; first unexpected messages:" >&2
+		echo "bench: failures at $RATE calls/s; sipp's first unexpected messages and vnum's errors:" >&2
 		head -30 "$WORK/uac_${RATE}_errors.log" >&2 2>/dev/null || true
+		grep -v '"level":"INFO"' "$WORK/vnum-serve.log" | tail -5 >&2 || true
 		break
 	fi
 	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
-	sleep 3 # let vnum finish the last calls' CDRs
+	sleep 2
 done
 
 echo "highest rate with 0 failed calls: $BEST calls/s"
