@@ -76,6 +76,11 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger) (*node, 
 // stop drains the calls in progress (SPEC §8) and closes the store.
 func (n *node) stop(ctx context.Context) {
 	n.sip.Shutdown(ctx)
+	n.close()
+}
+
+// close closes the store; the SIP server must be shut down first.
+func (n *node) close() {
 	if err := n.store.Close(); err != nil {
 		slog.Error("closing store", "error", err)
 	}
@@ -110,12 +115,15 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	}
 	<-ctx.Done()
 	log.Info("draining", "calls", n.sip.ActiveCalls(), "drain_timeout", c.Calls.DrainTimeout.String())
+	// The admin API stays up while calls drain: /readyz says unavailable,
+	// /v1/calls shows what is left.
+	n.sip.Shutdown(context.Background())
 	adminCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := stopAdmin(adminCtx); err != nil {
 		log.Error("stopping admin API", "error", err)
 	}
 	cancel()
-	n.stop(context.Background())
+	n.close()
 	log.Info("stopped")
 	return nil
 }
