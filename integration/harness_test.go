@@ -316,6 +316,15 @@ admin:
 		filepath.Join(e.dir, "vnum.db"), e.adminPort, e.extra)
 }
 
+// setYAML replaces old with new in the config file (before startServe).
+func (e *env) setYAML(old, new string) {
+	e.t.Helper()
+	data, err := os.ReadFile(e.config)
+	require.NoError(e.t, err)
+	require.Contains(e.t, string(data), old)
+	require.NoError(e.t, os.WriteFile(e.config, []byte(strings.Replace(string(data), old, new, 1)), 0o600))
+}
+
 // cleanEnviron is the test's environment without VNUM_ variables, so that
 // only the config file configures the child.
 func cleanEnviron() []string {

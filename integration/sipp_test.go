@@ -123,23 +123,32 @@ func (s *sippPeer) messages() string {
 
 // dtmfScenario fills testdata/sipp/uac_dtmf.xml.tmpl.
 type dtmfScenario struct {
-	Digits     []string
-	WaitMs     int
-	DigitGapMs int
-	TalkMs     int
+	Attempts     [][]string
+	WaitMs       int
+	DigitGapMs   int
+	AttemptGapMs int
+	TalkMs       int
+	Hangup       bool
 }
 
-// renderDTMF writes uac_dtmf.xml for keys into stage, with renumbered
-// captures, and returns its path.
-func renderDTMF(t *testing.T, pcaps, stage, keys string, talk time.Duration) string {
+// renderDTMF writes uac_dtmf.xml into stage: the softphone keys each of
+// attempts (renumbered captures, one RFC 4733 event per key), then talks
+// for talk and hangs up, or, with hangup, waits for vnum's BYE.
+func renderDTMF(t *testing.T, pcaps, stage string, attempts []string, talk time.Duration, hangup bool) string {
 	t.Helper()
 	tmpl, err := template.ParseFiles(scenarioPath(t, "uac_dtmf.xml.tmpl"))
 	require.NoError(t, err)
+	files := dtmfPcaps(t, pcaps, stage, strings.Join(attempts, ""))
 	data := dtmfScenario{
-		Digits:     dtmfPcaps(t, pcaps, stage, keys),
-		WaitMs:     1000,
-		DigitGapMs: 300,
-		TalkMs:     int(talk.Milliseconds()),
+		WaitMs:       1000,
+		DigitGapMs:   300,
+		AttemptGapMs: 2500,
+		TalkMs:       int(talk.Milliseconds()),
+		Hangup:       hangup,
+	}
+	for _, a := range attempts {
+		data.Attempts = append(data.Attempts, files[:len(a)])
+		files = files[len(a):]
 	}
 	path := filepath.Join(stage, "uac_dtmf.xml")
 	f, err := os.Create(path)
@@ -229,7 +238,7 @@ func TestScenarioSelfCheck(t *testing.T) {
 		sink := newDTMFSink(t, sinkPort)
 		// The stand-in's SDP answer names the sink (-key sink) as its RTP
 		// address, so the softphone's DTMF goes there.
-		uacXML := renderDTMF(t, pcaps, stage, keys, 1500*time.Millisecond)
+		uacXML := renderDTMF(t, pcaps, stage, []string{keys[:2], keys[2:]}, 1500*time.Millisecond, false)
 		vnum := startSipp(t, stage, "standin_vnum", scenarioPath(t, "selftest_vnum_uas.xml"), 0, 30*time.Second,
 			"-key", "sink", fmt.Sprint(sinkPort))
 		vnum.waitListening()
@@ -281,7 +290,7 @@ func TestSippIVRCall(t *testing.T) {
 	e.startServe()
 
 	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, b.Extension, 4*time.Second)
+	uacXML := renderDTMF(t, pcaps, stage, []string{b.Extension}, 4*time.Second, false)
 	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
 	carrier.waitListening()
 	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
@@ -302,10 +311,11 @@ func TestSippDirectDial(t *testing.T) {
 	requireRawSockets(t)
 	pcaps := pcapDir(t)
 
-	for _, form := range []struct{ name, sep string }{
-		{"dash", "-"},
-		{"comma", ","},
-		{"ext param", ";ext="},
+	for _, form := range []struct{ name, sep, transport string }{
+		{"dash", "-", "u1"},
+		{"comma", ",", "u1"},
+		{"ext param", ";ext=", "u1"},
+		{"dash over TCP", "-", "t1"},
 	} {
 		t.Run(form.name, func(t *testing.T) {
 			e := newEnv(t, "")
@@ -317,7 +327,7 @@ func TestSippDirectDial(t *testing.T) {
 			carrier.waitListening()
 			user := hostNumber + form.sep + b.Extension
 			caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
-				append([]string{"-d", "3000"}, softphoneArgs(e, user)...)...)
+				append([]string{"-d", "3000", "-t", form.transport}, softphoneArgs(e, user)...)...)
 
 			caller.requireSuccess(45 * time.Second)
 			carrier.requireSuccess(20 * time.Second)

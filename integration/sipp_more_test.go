@@ -1,0 +1,258 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/stretchr/testify/require"
+)
+
+// sippPrereqs skips or fails the test without sipp, raw sockets or pcaps,
+// and returns the pcap folder.
+func sippPrereqs(t *testing.T) string {
+	t.Helper()
+	requireTool(t, "sipp")
+	requireRawSockets(t)
+	return pcapDir(t)
+}
+
+// requireCDR checks the fields that say how an unanswered or system-ended
+// call went, and logs the row.
+func requireCDR(t *testing.T, c cdr, disposition, hangupBy string, billed int) {
+	t.Helper()
+	dump, _ := json.MarshalIndent(c, "", "  ")
+	t.Logf("CDR: %s", dump)
+	require.Equal(t, disposition, c.Disposition, "CDR: %s", dump)
+	if hangupBy != "" {
+		require.Equal(t, hangupBy, c.HangupBy, "CDR: %s", dump)
+	}
+	require.Equal(t, fmt.Sprint(billed), c.BilledMinutes.String(), "CDR: %s", dump)
+	if billed == 0 {
+		require.Empty(t, strings.Trim(c.Fee, "0."), "a call without talk costs nothing: CDR %s", dump)
+	} else {
+		require.Equal(t, answeredFee, c.Fee, "CDR: %s", dump)
+	}
+	require.NotContains(t, string(dump), consignee, "a CDR is merchant-facing and must not show B")
+}
+
+// TestSippRegister: vnum is the accounts' registrar (SPEC §4): REGISTER is
+// challenged with 401, accepted with credentials, and an unREGISTER
+// (expires=0) removes the binding.
+func TestSippRegister(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	phone := startSipp(t, stage, "softphone", scenarioPath(t, "uac_register.xml"), 0, 30*time.Second,
+		"-key", "account", account, "-au", account, "-ap", password,
+		"-auth_uri", fmt.Sprintf("127.0.0.1:%d", e.sipPort),
+		fmt.Sprintf("127.0.0.1:%d", e.sipPort))
+	code, err := phone.p.wait(40 * time.Second)
+	require.NoError(t, err)
+
+	// RFC 3261 §10.3 step 7: the registrar may shorten the interval the
+	// client asked for (600 s), not lengthen it.
+	var granted string
+	for _, m := range sippSeparator.Split(phone.messages(), -1) {
+		if strings.Contains(m, "SIP/2.0 200") && strings.Contains(m, "CSeq: 2 REGISTER") {
+			if g := reGranted.FindStringSubmatch(m); g != nil {
+				granted = g[1]
+			}
+		}
+	}
+	if n, err := strconv.Atoi(granted); err != nil || n > 600 {
+		t.Errorf("the registrar granted %q s to a REGISTER that asked for 600 s (RFC 3261 §10.3: it may shorten, not lengthen)", granted)
+	}
+	if code != 0 {
+		t.Fatalf("sipp softphone exited %d (the unREGISTER's 200 still lists the binding?):\n%s", code, fileTail(phone.errLog, 40))
+	}
+}
+
+var reGranted = regexp.MustCompile(`(?mi)^Contact:.*;expires=([0-9]+)`)
+
+// TestSippWrongPassword: wrong credentials after a challenge get 403.
+func TestSippWrongPassword(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	user := hostNumber + "-" + b.Extension
+	args := softphoneArgs(e, user)
+	for i, a := range args {
+		if a == "-ap" {
+			args[i+1] = "not-" + password
+		}
+	}
+	phone := startSipp(t, stage, "softphone", scenarioPath(t, "uac_auth_fail.xml"), 0, 30*time.Second, args...)
+	phone.requireSuccess(40 * time.Second)
+	rows, raw := e.cdrs()
+	t.Logf("CDRs after a refused call: %d %s", len(rows), strings.TrimSpace(raw))
+}
+
+// TestSippMessageRefused: virtual numbers carry no SMS (SPEC §4).
+func TestSippMessageRefused(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	user := hostNumber + "-" + b.Extension
+	phone := startSipp(t, stage, "softphone", scenarioPath(t, "uac_message.xml"), 0, 30*time.Second,
+		"-s", user, "-key", "account", account, "-au", account, "-ap", password,
+		"-auth_uri", fmt.Sprintf("%s@127.0.0.1:%d", user, e.sipPort),
+		fmt.Sprintf("127.0.0.1:%d", e.sipPort))
+	phone.requireSuccess(40 * time.Second)
+	requireAbsent(t, phone, "the consignee's number B", consignee)
+}
+
+// TestSippCalleeHangsUp: B hangs up first; vnum ends leg A with a BYE and
+// bills the talk.
+func TestSippCalleeHangsUp(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_hangup.xml"), e.carrierPort, 30*time.Second, "-d", "3000")
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
+		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+
+	carrier.requireSuccess(40 * time.Second)
+	caller.requireSuccess(20 * time.Second)
+	require.Contains(t, caller.messages(), "BYE sip:", "vnum must end leg A with a BYE once B hung up")
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	require.Equal(t, "callee", rows[0].HangupBy)
+	requirePrivacy(t, caller, carrier)
+}
+
+// TestSippNoAnswer: B rings past calls.ring_timeout; vnum CANCELs leg B,
+// ends leg A, and the CDR says no_answer and costs nothing.
+func TestSippNoAnswer(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	// a short ring timeout keeps the test short
+	e.setYAML("ring_timeout: 15s", "ring_timeout: 4s")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_noanswer.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
+		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+
+	carrier.requireSuccess(30 * time.Second)
+	caller.requireSuccess(20 * time.Second)
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireCDR(t, rows[0], "no_answer", "", 0)
+	requireAbsent(t, caller, "the consignee's number B", consignee)
+}
+
+// TestSippInvalidExtension: a caller who keys a wrong E ivr.attempts times
+// is told so each time and then hung up on; B is never called.
+func TestSippInvalidExtension(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	// every digit differs from E's, so no binding can match it
+	wrong := []rune(b.Extension)
+	for i, d := range wrong {
+		wrong[i] = '0' + (d-'0'+5)%10
+	}
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, []string{string(wrong), string(wrong), string(wrong)}, 0, true)
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 60*time.Second, softphoneArgs(e, hostNumber)...)
+	caller.requireSuccess(70 * time.Second)
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireCDR(t, rows[0], "invalid_extension", "system", 0)
+}
+
+// TestSippDrain: on SIGTERM vnum refuses new calls with 503 + Retry-After,
+// lets the call in progress run for calls.drain_timeout, then hangs up both
+// legs, finishes the CDR and exits (SPEC §8).
+func TestSippDrain(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
+		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+
+	// wait until B has answered and been ACKed
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if data, err := os.ReadFile(carrier.msgLog); err == nil && strings.Contains(string(data), "\nACK sip:") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call was not bridged to B within 15 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	require.NoError(t, e.serve.cmd.Process.Signal(syscall.SIGTERM))
+	time.Sleep(200 * time.Millisecond)
+
+	res := e.invite(5 * time.Second)
+	require.NotNil(t, res, "vnum did not answer an INVITE while draining")
+	require.Equal(t, 503, res.StatusCode, "a new call while draining: %s", res.StartLine())
+	require.NotNil(t, res.GetHeader("Retry-After"), "503 while draining needs Retry-After: %s", res.String())
+
+	caller.requireSuccess(20 * time.Second) // vnum's BYE after calls.drain_timeout
+	carrier.requireSuccess(20 * time.Second)
+	code, err := e.serve.wait(20 * time.Second)
+	require.NoError(t, err)
+	require.Zero(t, code, "vnum serve's exit code after SIGTERM")
+
+	rows := e.waitCDRs(1, 5*time.Second)
+	requireCDR(t, rows[0], "answered", "system", 1)
+}
+
+// invite sends an unauthenticated INVITE without SDP to vnum over UDP and
+// returns its final response (nil when none came).
+func (e *env) invite(within time.Duration) *sip.Response {
+	e.t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("vnum-itest-probe"))
+	require.NoError(e.t, err)
+	defer ua.Close()
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	require.NoError(e.t, err)
+	defer client.Close()
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: hostNumber, Host: "127.0.0.1", Port: e.sipPort})
+	req.SetTransport("UDP")
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	res, err := client.Do(ctx, req)
+	if err != nil {
+		e.t.Logf("INVITE while draining: %v", err)
+		return nil
+	}
+	return res
+}
