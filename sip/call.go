@@ -266,7 +266,11 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 		res.SetBody(body)
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
-	res.AppendHeader(&c.s.dialog.ContactHDR)
+	if l == legA {
+		res.AppendHeader(&c.s.dialogFor(c.invite).ContactHDR)
+	} else {
+		res.AppendHeader(&c.s.dialog.ContactHDR)
+	}
 	if err := tx.Respond(res); err != nil {
 		c.log.Debug("re-offer respond", "error", err)
 	}

@@ -107,7 +107,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		StartedAt: time.Now().UTC(),
 	}
 
-	a, err := s.dialog.ReadInvite(req, tx)
+	a, err := s.dialogFor(req).ReadInvite(req, tx)
 	if err != nil {
 		c.log.Info("invite refused", "error", err)
 		s.respond(req, tx, 400, "Bad Request")

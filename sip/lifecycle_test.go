@@ -8,6 +8,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/sip/sipua"
@@ -191,4 +192,67 @@ func TestDrainOnShutdown(t *testing.T) {
 	cdr := e.router.waitEnded(t)
 	require.Equal(t, "answered", cdr.Disposition)
 	require.Equal(t, "system", cdr.HangupBy)
+}
+
+func TestCallerOverTCP(t *testing.T) {
+	e := newTestEnv(t, "answer", nil)
+	e.phone.Transport = "tcp"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tcp := netip.MustParseAddrPort(e.srv.Addr("tcp"))
+	d, err := e.phone.Call(ctx, tcp, testHost)
+	require.NoError(t, err)
+	to, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, testExt))
+	require.Equal(t, testNational, nextInvite(t, e.carrier).Recipient.User)
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "caller", cdr.HangupBy)
+}
+
+func TestWhileBRings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		co   sipua.CarrierOptions
+		ssrc uint32 // the RTP the caller must hear while B rings; 0: vnum's ringback
+	}{
+		{name: "ringback tone", co: sipua.CarrierOptions{Mode: "answer", RingFor: 2 * time.Second}},
+		{name: "early media relayed", co: sipua.CarrierOptions{Mode: "answer", RingFor: 2 * time.Second, EarlyMedia: true}, ssrc: sipua.EarlyMediaSSRC},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnvWith(t, tc.co, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			d, _ := e.dialAndKey(ctx, testHost, testExt)
+			nextInvite(t, e.carrier)
+			ssrc := tc.ssrc
+			if ssrc == 0 {
+				ssrc = firstSSRC(t, e.phone)
+			}
+			require.Greater(t, sipua.CountRTP(e.phone.RTP, time.Second, ssrc), 20, "the caller hears something while B rings")
+			nextSession(t, e.carrier)
+			require.NoError(t, d.Bye(ctx))
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "answered", cdr.Disposition)
+			require.False(t, cdr.RingingAt.IsZero())
+			require.True(t, cdr.AnsweredAt.Sub(cdr.RingingAt) >= time.Second, "talk time starts at B's answer, not while it rings")
+		})
+	}
+}
+
+// firstSSRC reads RTP from vnum until a packet arrives and returns its SSRC
+// (vnum's own stream towards the caller: prompt, then ringback).
+func firstSSRC(t *testing.T, p *sipua.Softphone) uint32 {
+	t.Helper()
+	buf := make([]byte, 1500)
+	require.NoError(t, p.RTP.SetReadDeadline(time.Now().Add(3*time.Second)))
+	defer func() { _ = p.RTP.SetReadDeadline(time.Time{}) }()
+	n, _, err := p.RTP.ReadFromUDP(buf)
+	require.NoError(t, err)
+	var pkt rtp.Packet
+	require.NoError(t, pkt.Unmarshal(buf[:n]))
+	return pkt.SSRC
 }

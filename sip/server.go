@@ -84,10 +84,11 @@ type Server struct {
 	log    *slog.Logger
 	auth   *authenticator
 
-	ua     *sipgo.UserAgent
-	srv    *sipgo.Server
-	client *sipgo.Client
-	dialog *sipgo.DialogUA
+	ua          *sipgo.UserAgent
+	srv         *sipgo.Server
+	client      *sipgo.Client
+	dialog      *sipgo.DialogUA            // for leg B and UDP callers
+	byTransport map[string]*sipgo.DialogUA // leg A: Contact on the transport the caller used
 
 	listeners []listener
 	host      string
@@ -195,7 +196,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contact()}
+	s.byTransport = make(map[string]*sipgo.DialogUA)
+	for _, l := range s.listeners {
+		if _, ok := s.byTransport[l.network]; !ok {
+			s.byTransport[l.network] = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(l)}
+		}
+	}
+	s.dialog = s.byTransport[s.transport]
 
 	s.srv.OnInvite(s.onInvite)
 	s.srv.OnAck(s.onAck)
@@ -311,13 +318,30 @@ func (s *Server) Listening() bool {
 	return len(s.listeners) > 0 && !s.draining.Load()
 }
 
-func (s *Server) contact() sip.ContactHeader {
-	uri := sip.Uri{Scheme: "sip", User: "vnum", Host: s.host, Port: s.port}
-	if s.transport != "udp" {
+// contactFor is vnum's Contact on one listener: requests in the dialog
+// come back on the transport and port the dialog started on.
+func (s *Server) contactFor(l listener) sip.ContactHeader {
+	host, port := s.host, s.port
+	if ap, err := netip.ParseAddrPort(l.addr.String()); err == nil {
+		port = int(ap.Port())
+		if s.opts.PublicHost == "" {
+			host = ap.Addr().String()
+		}
+	}
+	uri := sip.Uri{Scheme: "sip", User: "vnum", Host: host, Port: port}
+	if l.network != "udp" {
 		uri.UriParams = sip.NewParams()
-		uri.UriParams.Add("transport", s.transport)
+		uri.UriParams.Add("transport", l.network)
 	}
 	return sip.ContactHeader{Address: uri}
+}
+
+// dialogFor is the dialog agent for a leg A request's transport.
+func (s *Server) dialogFor(req *sip.Request) *sipgo.DialogUA {
+	if d, ok := s.byTransport[strings.ToLower(req.Transport())]; ok {
+		return d
+	}
+	return s.dialog
 }
 
 // Close stops the listeners and the user agent; calls in progress are not

@@ -226,7 +226,9 @@ func CountRTP(conn *net.UDPConn, d time.Duration, ssrc uint32) int {
 type Softphone struct {
 	*Peer
 	User, Password string
-	dialogs        *sipgo.DialogClientCache
+	// Transport, when set ("tcp"), is put on the Request-URI of INVITEs.
+	Transport string
+	dialogs   *sipgo.DialogClientCache
 }
 
 // NewSoftphone starts a softphone for the account user.
@@ -249,6 +251,10 @@ func NewSoftphone(user, password string, log *slog.Logger) (*Softphone, error) {
 // dialog while the transaction is under way.
 func (s *Softphone) Invite(ctx context.Context, vnum netip.AddrPort, dialled string) (*sipgo.DialogClientSession, error) {
 	uri := sip.Uri{Scheme: "sip", User: dialled, Host: vnum.Addr().String(), Port: int(vnum.Port())}
+	if s.Transport != "" {
+		uri.UriParams = sip.NewParams()
+		uri.UriParams.Add("transport", s.Transport)
+	}
 	from := &sip.FromHeader{DisplayName: "Merchant " + s.User, Address: sip.Uri{Scheme: "sip", User: s.User, Host: "127.0.0.1"}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(12))
 	return s.dialogs.Invite(ctx, uri, s.SDP(), from,
@@ -276,7 +282,13 @@ type CarrierOptions struct {
 	// Username and Password, when set, make the carrier challenge every
 	// INVITE with digest (407) and take only these credentials.
 	Username, Password string
+	// EarlyMedia makes phones send 183 with SDP and play an announcement
+	// (RTP with EarlyMediaSSRC) while they ring, instead of a plain 180.
+	EarlyMedia bool
 }
+
+// EarlyMediaSSRC marks the carrier's early-media RTP.
+const EarlyMediaSSRC = 0xEA51
 
 // Carrier is a simulated carrier trunk: it records every INVITE and rings,
 // answers, or refuses as its options say.
@@ -332,7 +344,16 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	defer ds.Close()
-	if err := ds.Respond(180, "Ringing", nil); err != nil {
+	codecs, _ := media.DefaultCodecs()
+	if c.opts.EarlyMedia {
+		// 183 with SDP, and the carrier's announcement as early media.
+		if err := ds.Respond(183, "Session Progress", c.SDP(codecs[0]), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
+			return
+		}
+		if to, err := MediaAddr(req.Body()); err == nil {
+			go func() { _ = SendAudio(ds.Context(), c.RTP, to, EarlyMediaSSRC, 500) }()
+		}
+	} else if err := ds.Respond(180, "Ringing", nil); err != nil {
 		return
 	}
 	if c.opts.Mode == "ring" {
@@ -344,7 +365,6 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	case <-ds.Context().Done():
 		return
 	}
-	codecs, _ := media.DefaultCodecs()
 	if err := ds.RespondSDP(c.SDP(codecs[0])); err != nil {
 		return
 	}
