@@ -353,7 +353,7 @@ func TestSippBusy(t *testing.T) {
 	stage := newStage(t, pcaps)
 	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_busy.xml"), e.carrierPort, 30*time.Second)
 	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_busy.xml"), 0, 40*time.Second,
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
 		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
 
 	caller.requireSuccess(50 * time.Second)
