@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -47,6 +48,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// sipgo warns about its own connection reference counts when the
+	// probes' short-lived clients close; only its errors matter here.
+	sip.SetDefaultLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	dir, err := os.MkdirTemp("", "vnum-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
