@@ -174,6 +174,8 @@ type call struct {
 	bridged   atomic.Bool
 	done      atomic.Bool
 	bridgeWG  sync.WaitGroup
+	forkWG    sync.WaitGroup // reapers of cancelled leg B forks
+	forkIDs   []string       // Call-IDs of leg B's INVITEs; guarded by s.mu
 
 	cdrMu sync.Mutex
 	cdr   CDR
@@ -350,6 +352,7 @@ func (c *call) end(r endReason, status int) {
 	}
 	wg.Wait()
 
+	c.forkWG.Wait()
 	c.bridgeWG.Wait()
 	for _, st := range []*media.Stream{c.streamA, c.streamB} {
 		if st != nil {

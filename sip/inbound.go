@@ -127,8 +127,8 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	defer func() {
 		s.mu.Lock()
 		delete(s.byA, a.ID)
-		if cid := c.legBCallID(); cid != "" {
-			delete(s.byB, cid)
+		for _, id := range c.forkIDs {
+			delete(s.byB, id)
 		}
 		s.mu.Unlock()
 		s.wg.Done()

@@ -3,8 +3,10 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -28,26 +30,76 @@ func formatNumber(e164, format string) string {
 	return strings.TrimPrefix(e164, "+")
 }
 
-func (c *call) legBCallID() string {
-	c.bMu.Lock()
-	defer c.bMu.Unlock()
-	if c.b == nil {
-		return ""
-	}
-	return c.b.InviteRequest.CallID().Value()
+// legBTarget is where one INVITE of leg B goes: the trunk (B, or a PSTN
+// caller on a callback) or a registered softphone (a callback).
+type legBTarget struct {
+	uri   sip.Uri // Request-URI
+	to    sip.Uri // To
+	trunk bool    // answer digest challenges with the trunk credentials
 }
 
-// dialB places leg B: a fresh INVITE to the trunk with Request-URI = B and
-// From/P-Asserted-Identity = X, built from nothing of leg A so that the
-// consignee never sees the caller (SPEC §4). While B rings the caller hears
-// B's early media or a ringback tone. On answer the media is bridged.
-func (c *call) dialB(t Target) (endReason, int) {
+// trunkTarget sends number to the carrier trunk.
+func (s *Server) trunkTarget(number string) legBTarget {
+	user := sanitizeHeaderValue(number)
+	uri := sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host, Port: s.trunk.Port}
+	if tr, ok := s.trunk.UriParams.Get("transport"); ok && tr != "" {
+		uri.UriParams = sip.NewParams()
+		uri.UriParams.Add("transport", tr)
+	}
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, trunk: true}
+}
+
+// contactTarget sends to a softphone's registered contact.
+func contactTarget(user string, contact sip.Uri) legBTarget {
+	return legBTarget{uri: contact, to: sip.Uri{Scheme: "sip", User: user, Host: contact.Host}}
+}
+
+// legBRequest builds a fresh INVITE showing X as the caller: nothing of
+// leg A is in it (SPEC §4).
+func (c *call) legBRequest(x string, t legBTarget) *sip.Request {
 	s := c.s
-	if s.trunkHost == "" {
+	x = sanitizeHeaderValue(x)
+	req := sip.NewRequest(sip.INVITE, *t.uri.Clone())
+	if t.uri.UriParams != nil {
+		if tr, ok := t.uri.UriParams.Get("transport"); ok && tr != "" {
+			req.SetTransport(strings.ToUpper(tr))
+		}
+	}
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: x, Host: s.host}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: t.to, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+x+"@"+s.host+">"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.AppendHeader(sip.NewHeader("Allow", allowed))
+	req.SetBody(c.sdpB)
+	return req
+}
+
+// dialB places leg B to the consignee: a fresh INVITE to the trunk with
+// Request-URI = B and From/P-Asserted-Identity = X, so that the consignee
+// never sees the caller (SPEC §4).
+func (c *call) dialB(t Target) (endReason, int) {
+	if c.s.trunkHost == "" {
 		c.log.Error("no outbound trunk configured")
 		c.play("unavailable")
 		return reasonTrunkFailed, 503
 	}
+	return c.dial(t.Host, []legBTarget{c.s.trunkTarget(formatNumber(t.Consignee, c.s.opts.NumberFormat))})
+}
+
+// fork is one INVITE of leg B and how it ended.
+type fork struct {
+	b   *sipgo.DialogClientSession
+	err error
+}
+
+// dial sends leg B's INVITE to every target at once (several when a
+// callback rings all of a merchant's softphones); the first to answer is
+// bridged and the others are cancelled. While they ring the caller hears
+// early media or a ringback tone.
+func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
+	s := c.s
 	sock, err := s.opts.Ports.Open()
 	if err != nil {
 		c.log.Error("no RTP port for leg B", "error", err)
@@ -61,80 +113,114 @@ func (c *call) dialB(t Target) (endReason, int) {
 	}
 	offerCodecs := []media.Codec{c.audioA}
 	c.sdpB = media.Offer(sock.IP, sock.Port, sessionID(), offerCodecs, dtmfB)
-
-	x := sanitizeHeaderValue(t.Host)
-	bUser := sanitizeHeaderValue(formatNumber(t.Consignee, s.opts.NumberFormat))
-	recipient := sip.Uri{Scheme: "sip", User: bUser, Host: s.trunk.Host, Port: s.trunk.Port}
-	req := sip.NewRequest(sip.INVITE, recipient)
-	if tr, ok := s.trunk.UriParams.Get("transport"); ok && tr != "" {
-		req.SetTransport(strings.ToUpper(tr))
-	}
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: x, Host: s.host}, Params: sip.NewParams()}
-	from.Params.Add("tag", sip.GenerateTagN(16))
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: bUser, Host: s.trunk.Host}, Params: sip.NewParams()})
-	req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+x+"@"+s.host+">"))
-	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	req.AppendHeader(sip.NewHeader("Allow", allowed))
-	req.SetBody(c.sdpB)
-
 	c.streamB = media.NewStream(sock, netipZero, c.audioA, dtmfB, c.log)
 	c.streamB.Start()
-
 	c.setState(StateRinging)
-	b, err := s.dialog.WriteInvite(c.ctx, req)
-	if err != nil {
-		c.log.Error("sending INVITE to trunk", "error", err)
-		c.play("unavailable")
-		return reasonTrunkFailed, 503
-	}
-	c.bMu.Lock()
-	c.b = b
-	c.bMu.Unlock()
-	s.mu.Lock()
-	s.byB[req.CallID().Value()] = c
-	s.mu.Unlock()
 
 	ringCtx, cancelRing := context.WithTimeout(c.ctx, s.opts.RingTimeout)
 	defer cancelRing()
 	var rb ringback
-	defer rb.stop()
+	var mu sync.Mutex // OnResponse runs on every fork's goroutine
 	early := false
-	err = b.WaitAnswer(ringCtx, sipgo.AnswerOptions{
-		Username: s.opts.TrunkUsername,
-		Password: s.opts.TrunkPassword,
-		OnResponse: func(res *sip.Response) error {
-			c.log.Debug("leg B response", "status", res.StatusCode)
-			if res.StatusCode < 180 || res.StatusCode >= 200 {
+	onResponse := func(res *sip.Response) error {
+		if res.StatusCode < 180 || res.StatusCode >= 200 {
+			return nil
+		}
+		c.updateCDR(func(cdr *CDR) {
+			if cdr.RingingAt.IsZero() {
+				cdr.RingingAt = time.Now().UTC()
+			}
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		if early {
+			return nil
+		}
+		if len(res.Body()) > 0 {
+			if d, err := media.ParseSDP(res.Body()); err == nil && d.Port > 0 {
+				// Early media replaces our ringback (RFC 3960).
+				rb.stop()
+				early = true
+				c.streamB.SetRemote(addrPort(d))
+				c.startBridge()
 				return nil
 			}
-			c.updateCDR(func(cdr *CDR) {
-				if cdr.RingingAt.IsZero() {
-					cdr.RingingAt = time.Now().UTC()
-				}
-			})
-			if len(res.Body()) > 0 && !early {
-				if d, err := media.ParseSDP(res.Body()); err == nil && d.Port > 0 {
-					// B's early media replaces our ringback (RFC 3960).
-					rb.stop()
-					early = true
-					c.streamB.SetRemote(addrPort(d))
-					c.startBridge()
-					return nil
-				}
-			}
-			if !early {
-				rb.start(c)
-			}
-			return nil
-		},
-	})
-	rb.stop()
-	if err != nil {
-		return c.legBFailed(b, err, ringCtx)
+		}
+		rb.start(c)
+		return nil
 	}
+
+	results := make(chan fork, len(targets))
+	cancels := make([]context.CancelFunc, 0, len(targets))
+	defer func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}()
+	for _, t := range targets {
+		req := c.legBRequest(x, t)
+		b, err := s.dialog.WriteInvite(c.ctx, req)
+		if err != nil {
+			c.log.Error("sending leg B INVITE", "error", err)
+			results <- fork{err: fmt.Errorf("%w: %v", ErrTrunkFailed, err)}
+			continue
+		}
+		s.mu.Lock()
+		s.byB[req.CallID().Value()] = c
+		c.forkIDs = append(c.forkIDs, req.CallID().Value())
+		s.mu.Unlock()
+		forkCtx, cancel := context.WithCancel(ringCtx)
+		cancels = append(cancels, cancel)
+		opts := sipgo.AnswerOptions{OnResponse: onResponse}
+		if t.trunk {
+			opts.Username, opts.Password = s.opts.TrunkUsername, s.opts.TrunkPassword
+		}
+		go func() { results <- fork{b: b, err: b.WaitAnswer(forkCtx, opts)} }()
+	}
+
+	var winner *sipgo.DialogClientSession
+	var failed []fork
+	pending := len(targets)
+	for winner == nil && pending > 0 {
+		f := <-results
+		pending--
+		if f.err == nil {
+			winner = f.b
+			break
+		}
+		failed = append(failed, f)
+	}
+	mu.Lock()
+	rb.stop()
+	mu.Unlock()
+	if winner == nil {
+		return c.legBFailed(pickFailure(failed), ringCtx)
+	}
+	// The other forks are cancelled; any of them that answers anyway is
+	// acknowledged and hung up (SIPGO-NOTES pitfall 3).
+	for _, cancel := range cancels {
+		cancel()
+	}
+	if pending > 0 {
+		c.forkWG.Add(1)
+		go func() {
+			defer c.forkWG.Done()
+			for ; pending > 0; pending-- {
+				c.hangUpCrossed(<-results)
+			}
+		}()
+	}
+	return c.answered(winner, offerCodecs)
+}
+
+// answered takes the leg B that answered: ACK, media to its address, the
+// CDR's answer time, and the bridge.
+func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec) (endReason, int) {
+	c.bMu.Lock()
+	c.b = b
+	c.bMu.Unlock()
 	if err := b.Ack(context.WithoutCancel(c.ctx)); err != nil {
-		c.log.Error("ACK to trunk", "error", err)
+		c.log.Error("ACK to leg B", "error", err)
 	}
 	context.AfterFunc(b.Context(), func() { c.cancel(reasonCalleeHangup) })
 	if c.ctx.Err() != nil {
@@ -142,11 +228,11 @@ func (c *call) dialB(t Target) (endReason, int) {
 	}
 	d, err := media.ParseSDP(b.InviteResponse.Body())
 	if err != nil {
-		c.log.Error("trunk answer SDP", "error", err)
+		c.log.Error("leg B answer SDP", "error", err)
 		return reasonTrunkFailed, 488
 	}
 	if _, _, err := media.ParseAnswer(offerCodecs, d); err != nil {
-		c.log.Error("trunk answer codec", "error", err)
+		c.log.Error("leg B answer codec", "error", err)
 		return reasonTrunkFailed, 488
 	}
 	c.streamB.SetRemote(addrPort(d))
@@ -167,19 +253,42 @@ func (c *call) dialB(t Target) (endReason, int) {
 	return reasonNone, 0
 }
 
-// legBFailed maps a failed leg B to the reason the call ends, telling the
-// caller with a prompt when leg A is answered. A 2xx that crossed our
-// CANCEL is acknowledged and hung up (SIPGO-NOTES pitfall 3).
-func (c *call) legBFailed(b *sipgo.DialogClientSession, err error, ringCtx context.Context) (endReason, int) {
-	if res := b.InviteResponse; res != nil && res.IsSuccess() {
+// hangUpCrossed acknowledges and hangs up a leg B whose 2xx crossed our
+// CANCEL: WaitAnswer neither ACKs nor BYEs it (SIPGO-NOTES pitfall 3).
+func (c *call) hangUpCrossed(f fork) {
+	if f.b == nil {
+		return
+	}
+	res := f.b.InviteResponse
+	if f.err == nil || (res != nil && res.IsSuccess()) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 		defer cancel()
-		if aerr := b.Ack(ctx); aerr == nil {
-			if berr := b.Bye(ctx); berr != nil {
-				c.log.Debug("bye after crossed cancel", "error", berr)
+		if err := f.b.Ack(ctx); err == nil {
+			if err := f.b.Bye(ctx); err != nil {
+				c.log.Debug("bye after crossed cancel", "error", err)
 			}
 		}
 	}
+}
+
+// pickFailure chooses which failed fork speaks for leg B: a busy phone
+// before any other refusal, otherwise the first.
+func pickFailure(failed []fork) fork {
+	for _, f := range failed {
+		var dr *sipgo.ErrDialogResponse
+		if errors.As(f.err, &dr) && (dr.Res.StatusCode == 486 || dr.Res.StatusCode == 600) {
+			return f
+		}
+	}
+	return failed[0]
+}
+
+// legBFailed maps a failed leg B to the reason the call ends, telling the
+// caller with a prompt when leg A is answered. A 2xx that crossed our
+// CANCEL is acknowledged and hung up (SIPGO-NOTES pitfall 3).
+func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
+	c.hangUpCrossed(f)
+	err := f.err
 	if c.ctx.Err() != nil {
 		return c.reason(), 487
 	}
@@ -205,6 +314,8 @@ func (c *call) legBFailed(b *sipgo.DialogClientSession, err error, ringCtx conte
 		}
 	case errors.Is(ringCtx.Err(), context.DeadlineExceeded):
 		r, status = reasonNoAnswer, 408
+	case errors.Is(err, ErrTrunkFailed):
+		r, status = reasonTrunkFailed, 503
 	default:
 		r, status = reasonTrunkFailed, 408
 	}
