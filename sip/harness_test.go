@@ -19,23 +19,25 @@ import (
 
 // fakeRouter is an in-memory Router for signalling tests.
 type fakeRouter struct {
-	mu       sync.Mutex
-	accounts map[string]Account
-	hosts    map[string]bool
-	bindings map[string]Target // "X/E" → target
-	expired  map[string]bool
-	cdrs     map[string]CDR
-	ended    chan CDR
+	mu        sync.Mutex
+	accounts  map[string]Account
+	hosts     map[string]bool
+	bindings  map[string]Target // "X/E" → target
+	expired   map[string]bool
+	cdrs      map[string]CDR
+	ended     chan CDR
+	callbacks map[string]Callback // "X/caller" → callback
 }
 
 func newFakeRouter() *fakeRouter {
 	return &fakeRouter{
-		accounts: map[string]Account{},
-		hosts:    map[string]bool{},
-		bindings: map[string]Target{},
-		expired:  map[string]bool{},
-		cdrs:     map[string]CDR{},
-		ended:    make(chan CDR, 16),
+		accounts:  map[string]Account{},
+		hosts:     map[string]bool{},
+		bindings:  map[string]Target{},
+		expired:   map[string]bool{},
+		cdrs:      map[string]CDR{},
+		ended:     make(chan CDR, 16),
+		callbacks: map[string]Callback{},
 	}
 }
 
@@ -79,6 +81,16 @@ func (r *fakeRouter) Resolve(_ context.Context, x, ext, merchant string) (Target
 		return Target{}, ErrInvalidExtension
 	}
 	return t, nil
+}
+
+func (r *fakeRouter) Callback(_ context.Context, x, caller string) (Callback, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cb, ok := r.callbacks[x+"/"+caller]
+	if !ok {
+		return Callback{}, ErrInvalidExtension
+	}
+	return cb, nil
 }
 
 func (r *fakeRouter) StartCall(_ context.Context, c *CDR) error {

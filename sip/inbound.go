@@ -41,7 +41,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return
 	}
-	acct, trunk, ok := s.authorize(req, tx, true)
+	acct, trunk, ok := s.authorize(req, tx, true, true)
 	if !ok {
 		return
 	}
@@ -75,14 +75,31 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+strings.ReplaceAll(sanitizeHeaderValue(err.Error()), `"`, `'`)+`"`))
 		return
 	}
-	s.runCall(req, tx, acct, trunk, d, offer)
+	var cb *Callback
+	if trunk && d.Extension == "" {
+		// A consignee calling X back from the number bound to it.
+		found, err := s.router.Callback(ctx, d.Host, sanitizeHeaderValue(req.From().Address.User))
+		switch {
+		case err == nil:
+			cb = &found
+		case !errors.Is(err, ErrInvalidExtension):
+			s.log.Error("callback lookup", "error", err)
+			s.respond(req, tx, 500, "Server Internal Error")
+			return
+		}
+	}
+	s.runCall(req, tx, acct, trunk, d, offer, cb)
 }
 
-func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, d Dialled, offer *media.Desc) {
+func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, d Dialled, offer *media.Desc, cb *Callback) {
 	id := uuid.NewString()
-	caller := acct.User
+	caller, direction := acct.User, "to_consignee"
 	if trunk {
 		caller = sanitizeHeaderValue(req.From().Address.User)
+	}
+	if cb != nil {
+		// The consignee's number never goes into a record merchants read.
+		caller, direction = "consignee", "callback"
 	}
 	c := &call{
 		s:          s,
@@ -102,7 +119,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		CallID:    req.CallID().Value(),
 		Merchant:  acct.Merchant,
 		Host:      d.Host,
-		Direction: "to_consignee",
+		Direction: direction,
 		Caller:    caller,
 		StartedAt: time.Now().UTC(),
 	}
@@ -156,6 +173,14 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 
 	if r, status := c.answer(); r != reasonNone {
 		c.end(r, status)
+		return
+	}
+	if cb != nil {
+		if r, status := c.callback(*cb); r != reasonNone {
+			c.end(r, status)
+			return
+		}
+		c.end(c.wait(), 0)
 		return
 	}
 	target, r := c.collect()
@@ -243,6 +268,37 @@ func (c *call) collect() (Target, endReason) {
 	}
 	c.play("goodbye")
 	return Target{}, reasonInvalidExtension
+}
+
+// callback rings whoever last reached the consignee through the binding,
+// or the merchant's registered softphones, showing X to them.
+func (c *call) callback(cb Callback) (endReason, int) {
+	c.updateCDR(func(cdr *CDR) {
+		cdr.BindingID, cdr.Order, cdr.Merchant, cdr.Extension = cb.BindingID, cb.Order, cb.Merchant, cb.Extension
+	})
+	var targets []legBTarget
+	switch {
+	case cb.Account != "":
+		if contact, ok := c.s.regs.lookup(cb.Account); ok {
+			targets = append(targets, contactTarget(cb.Account, contact))
+		}
+	case cb.Number != "":
+		if c.s.trunkHost != "" {
+			targets = append(targets, c.s.trunkTarget(cb.Number))
+		}
+	default:
+		for _, user := range cb.Accounts {
+			if contact, ok := c.s.regs.lookup(user); ok {
+				targets = append(targets, contactTarget(user, contact))
+			}
+		}
+	}
+	c.log.Info("callback", "targets", len(targets), "to_account", cb.Account != "", "to_number", cb.Number != "")
+	if len(targets) == 0 {
+		c.play("unavailable")
+		return reasonNoAnswer, 480
+	}
+	return c.dial(cb.Host, targets)
 }
 
 // resolve looks the binding up; an expired one gets its prompt and ends the call.

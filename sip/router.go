@@ -19,6 +19,11 @@ type Router interface {
 	// ErrInvalidExtension for a wrong, foreign or unknown extension and
 	// ErrExpired for one that expired or was released and is in quarantine.
 	Resolve(ctx context.Context, x, ext, merchant string) (Target, error)
+	// Callback finds what a consignee reaches by calling x back from the
+	// number bound to it (SPEC §4): the binding, and whoever last reached
+	// the consignee through it. It returns ErrInvalidExtension when caller
+	// has no active binding on x.
+	Callback(ctx context.Context, x, caller string) (Callback, error)
 	// StartCall writes the CDR row when a call starts.
 	StartCall(ctx context.Context, cdr *CDR) error
 	// UpdateCall records progress (binding resolved, ringing, answered).
@@ -45,6 +50,19 @@ type Target struct {
 	Extension string
 	// Consignee is B in E.164 form (+8613800138000).
 	Consignee string
+}
+
+// Callback is where a consignee's call back to X goes: to the account or
+// PSTN number that last reached them through the binding, or else to the
+// merchant's accounts.
+type Callback struct {
+	Target
+	// Account is the merchant's SIP login that last reached the consignee.
+	Account string
+	// Number is the PSTN caller that last reached the consignee.
+	Number string
+	// Accounts are the merchant's logins, rung when neither is known.
+	Accounts []string
 }
 
 // Errors the Router returns.

@@ -467,16 +467,16 @@ func (s *Server) fromTrunk(req *sip.Request) bool {
 	return false
 }
 
-// authorize admits a request from the trunk, or with valid digest
-// credentials. It answers the request itself (challenge or 403) and
+// authorize admits a request from the trunk (when trunkOK), or with valid
+// digest credentials. It answers the request itself (challenge or 403) and
 // returns ok=false when the request is not admitted.
-func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy bool) (Account, bool, bool) {
+func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, trunkOK bool) (Account, bool, bool) {
 	src := sourceHost(req)
 	if s.auth.isBlocked(src) {
 		s.respond(req, tx, 403, "Forbidden")
 		return Account{}, false, false
 	}
-	if s.fromTrunk(req) {
+	if trunkOK && s.fromTrunk(req) {
 		return Account{}, true, true
 	}
 	authHdr, chalHdr, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
@@ -523,7 +523,7 @@ func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 
 // onMessage refuses SMS: virtual numbers carry none (SPEC §4).
 func (s *Server) onMessage(req *sip.Request, tx sip.ServerTransaction) {
-	if _, _, ok := s.authorize(req, tx, true); !ok {
+	if _, _, ok := s.authorize(req, tx, true, true); !ok {
 		return
 	}
 	s.messagesRefused.Add(1)
@@ -543,7 +543,8 @@ func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
-	acct, _, ok := s.authorize(req, tx, false)
+	// Registration is for accounts: it always takes digest credentials.
+	acct, _, ok := s.authorize(req, tx, false, false)
 	if !ok {
 		return
 	}

@@ -20,26 +20,9 @@ import (
 // account and binding work at once, the carrier sees B and X only, and the
 // CDR shows one answered, billed minute.
 func TestCallThroughServe(t *testing.T) {
-	dsn := useTempStore(t)
-	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
-	require.NoError(t, err)
-	t.Cleanup(carrier.Close)
-
-	c := config.Default()
-	c.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
-	c.Store.DSN = dsn
-	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
-	c.Media.RTPPorts = "33000-33999"
-	c.IVR.Language = "en"
-	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
-	require.NoError(t, err)
-	require.NoError(t, c.Validate())
+	n, carrier, vnum := startTestNode(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := startNode(ctx, c, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(func() { n.stop(context.Background()) })
-	vnum := netip.MustParseAddrPort(n.sip.Addr("udp"))
 
 	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
 	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
@@ -89,6 +72,81 @@ func TestCallThroughServe(t *testing.T) {
 	for _, m := range carrier.Received() {
 		require.NotContains(t, m, "alice", "the carrier saw the caller")
 	}
+}
+
+// startTestNode runs a node on a fresh SQLite file (VNUM_STORE_DSN, shared
+// with the CLI) with a simulated carrier as its trunk.
+func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carrier, netip.AddrPort) {
+	t.Helper()
+	dsn := useTempStore(t)
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(carrier.Close)
+	c := config.Default()
+	c.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
+	c.Store.DSN = dsn
+	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
+	c.Media.RTPPorts = "33000-33999"
+	c.IVR.Language = "en"
+	if tweak != nil {
+		tweak(c)
+	}
+	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { n.stop(context.Background()) })
+	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))
+}
+
+// TestCallbackThroughServe: a courier reaches the consignee over the trunk;
+// the consignee calls X back from the bound number and reaches the courier;
+// then, with the merchant's softphone the last to call, it rings that.
+func TestCallbackThroughServe(t *testing.T) {
+	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"} })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+	mustRun(t, "number", "add", "17000000001")
+	var b struct{ Host, Extension string }
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
+		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+
+	call := func(p *sipua.Softphone, dialled string) {
+		t.Helper()
+		d, err := p.Call(ctx, vnum, dialled)
+		require.NoError(t, err)
+		_, err = carrier.NextSession(15 * time.Second)
+		require.NoError(t, err)
+		require.NoError(t, d.Bye(ctx))
+		require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 }, 10*time.Second, 20*time.Millisecond)
+	}
+	courier, err := sipua.NewSoftphone("13700137000", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	call(courier, b.Host+"-"+b.Extension)
+	inv, err := carrier.NextInvite(time.Second)
+	require.NoError(t, err)
+	require.Equal(t, consignee, inv.Recipient.User)
+
+	consigneePhone, err := sipua.NewSoftphone(consignee, "", nil)
+	require.NoError(t, err)
+	t.Cleanup(consigneePhone.Close)
+	call(consigneePhone, b.Host)
+	inv, err = carrier.NextInvite(time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "13700137000", inv.Recipient.User, "the callback reaches the courier")
+	require.Equal(t, b.Host, inv.From().Address.User)
+
+	out := mustRun(t, "cdr", "list", "--format", "json")
+	require.NotContains(t, out, consignee)
+	var cdrs []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &cdrs))
+	require.Len(t, cdrs, 2)
+	directions := []any{cdrs[0]["direction"], cdrs[1]["direction"]}
+	require.ElementsMatch(t, []any{"to_consignee", "callback"}, directions)
 }
 
 // TestDemo runs `vnum demo` in process: it must succeed and show its CDRs.

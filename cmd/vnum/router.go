@@ -47,6 +47,39 @@ func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (sip.Targ
 	return sip.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host, Extension: b.Extension, Consignee: b.Consignee}, nil
 }
 
+func (r *router) Callback(ctx context.Context, x, caller string) (sip.Callback, error) {
+	b, last, err := r.store.ResolveCallback(ctx, x, caller, r.now())
+	switch {
+	case errors.Is(err, binding.ErrNoBinding):
+		return sip.Callback{}, sip.ErrInvalidExtension
+	case err != nil:
+		return sip.Callback{}, err
+	}
+	cb := sip.Callback{Target: sip.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host,
+		Extension: b.Extension, Consignee: b.Consignee}}
+	if last != "" {
+		// The last party is an account of the merchant or a PSTN number.
+		_, aerr := r.store.Account(ctx, last)
+		switch {
+		case aerr == nil:
+			cb.Account = last
+		case errors.Is(aerr, binding.ErrNotFound):
+			cb.Number = last
+		default:
+			return sip.Callback{}, aerr
+		}
+		return cb, nil
+	}
+	accounts, err := r.store.MerchantAccounts(ctx, b.Merchant)
+	if err != nil {
+		return sip.Callback{}, err
+	}
+	for _, a := range accounts {
+		cb.Accounts = append(cb.Accounts, a.User)
+	}
+	return cb, nil
+}
+
 func (r *router) StartCall(ctx context.Context, c *sip.CDR) error {
 	return r.store.StartCDR(ctx, toStore(c))
 }

@@ -229,6 +229,14 @@ type Softphone struct {
 	// Transport, when set ("tcp"), is put on the Request-URI of INVITEs.
 	Transport string
 	dialogs   *sipgo.DialogClientCache
+	answering *sipgo.DialogServerCache
+	incoming  chan Incoming
+}
+
+// Incoming is a call the softphone answered (after its ACK).
+type Incoming struct {
+	Invite  *sip.Request
+	Session *sipgo.DialogServerSession
 }
 
 // NewSoftphone starts a softphone for the account user.
@@ -237,9 +245,17 @@ func NewSoftphone(user, password string, log *slog.Logger) (*Softphone, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Softphone{Peer: p, User: user, Password: password, dialogs: sipgo.NewDialogClientCache(p.Client, p.Contact)}
+	s := &Softphone{Peer: p, User: user, Password: password,
+		dialogs:   sipgo.NewDialogClientCache(p.Client, p.Contact),
+		answering: sipgo.NewDialogServerCache(p.Client, p.Contact),
+		incoming:  make(chan Incoming, 8)}
+	p.Server.OnInvite(s.onInvite)
+	p.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = s.answering.ReadAck(req, tx) })
 	p.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		if err := s.dialogs.ReadBye(req, tx); err != nil {
+		if err := s.dialogs.ReadBye(req, tx); err == nil {
+			return
+		}
+		if err := s.answering.ReadBye(req, tx); err != nil {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		}
 	})
@@ -259,6 +275,70 @@ func (s *Softphone) Invite(ctx context.Context, vnum netip.AddrPort, dialled str
 	from.Params.Add("tag", sip.GenerateTagN(12))
 	return s.dialogs.Invite(ctx, uri, s.SDP(), from,
 		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("User-Agent", "vnum-softphone/"+s.User))
+}
+
+// onInvite rings briefly and answers calls to the softphone.
+func (s *Softphone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	ds, err := s.answering.ReadInvite(req, tx)
+	if err != nil {
+		return
+	}
+	defer ds.Close()
+	if err := ds.Respond(180, "Ringing", nil); err != nil {
+		return
+	}
+	select {
+	case <-time.After(100 * time.Millisecond):
+	case <-ds.Context().Done():
+		return
+	}
+	codecs, _ := media.DefaultCodecs()
+	if err := ds.RespondSDP(s.SDP(codecs[0])); err != nil {
+		return
+	}
+	select {
+	case s.incoming <- Incoming{Invite: req, Session: ds}:
+	default:
+	}
+	<-ds.Context().Done()
+}
+
+// NextIncoming returns the next call the softphone answered.
+func (s *Softphone) NextIncoming(d time.Duration) (Incoming, error) {
+	select {
+	case in := <-s.incoming:
+		return in, nil
+	case <-time.After(d):
+		return Incoming{}, fmt.Errorf("softphone answered no call: %w", ErrTimeout)
+	}
+}
+
+// Register registers the softphone's contact with vnum, answering the
+// digest challenge.
+func (s *Softphone) Register(ctx context.Context, vnum netip.AddrPort) error {
+	uri := sip.Uri{Scheme: "sip", Host: vnum.Addr().String(), Port: int(vnum.Port())}
+	req := sip.NewRequest(sip.REGISTER, uri)
+	aor := sip.Uri{Scheme: "sip", User: s.User, Host: vnum.Addr().String()}
+	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
+	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(12))
+	req.AppendHeader(from)
+	req.AppendHeader(&s.Contact)
+	req.AppendHeader(sip.NewHeader("Expires", "3600"))
+	res, err := s.Client.Do(ctx, req)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode == 401 {
+		res, err = s.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: s.User, Password: s.Password})
+		if err != nil {
+			return err
+		}
+	}
+	if res.StatusCode != 200 {
+		return fmt.Errorf("register: %s", res.StartLine())
+	}
+	return nil
 }
 
 // Call dials, answers the digest challenge, waits for the answer and ACKs.

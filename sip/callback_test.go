@@ -1,0 +1,109 @@
+package sip
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/sip/sipua"
+)
+
+// The consignee's phone, calling from the number bound to it over the trunk.
+func newConsigneePhone(t *testing.T) *sipua.Softphone {
+	t.Helper()
+	p, err := sipua.NewSoftphone(testNational, "", nil)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func trunkFromLoopback(o *Options) {
+	o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+}
+
+func TestCallbackToLastPSTNCaller(t *testing.T) {
+	e := newTestEnv(t, "answer", trunkFromLoopback)
+	const courier = "13700137000"
+	e.router.callbacks[testHost+"/"+testNational] = Callback{
+		Target: Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
+		Number: courier,
+	}
+	b := newConsigneePhone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := b.Call(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+
+	inv := nextInvite(t, e.carrier)
+	require.Equal(t, courier, inv.Recipient.User, "the courier who last called is rung")
+	require.Equal(t, testHost, inv.From().Address.User, "the courier sees X")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "callback", cdr.Direction)
+	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "b1", cdr.BindingID)
+	require.NotContains(t, cdr.Caller, "13800138000", "the consignee's number stays out of the CDR")
+
+	for _, m := range e.carrier.Received() {
+		require.NotContains(t, m, testNational, "the courier never sees B")
+	}
+	for _, m := range b.Received() {
+		require.NotContains(t, m, courier, "the consignee never sees the courier")
+	}
+}
+
+func TestCallbackToMerchantAccounts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cb   Callback
+	}{
+		{name: "the account that last called", cb: Callback{Account: "alice"}},
+		{name: "no one called yet: the merchant's registered accounts ring", cb: Callback{Accounts: []string{"alice", "bob"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "answer", trunkFromLoopback)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			require.NoError(t, e.phone.Register(ctx, e.vnum))
+			require.True(t, e.srv.Registered("alice"))
+			cb := tc.cb
+			cb.Target = Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee}
+			e.router.callbacks[testHost+"/"+testNational] = cb
+
+			b := newConsigneePhone(t)
+			d, err := b.Call(ctx, e.vnum, testHost)
+			require.NoError(t, err)
+			in, err := e.phone.NextIncoming(10 * time.Second)
+			require.NoError(t, err)
+			require.Equal(t, testHost, in.Invite.From().Address.User, "the merchant sees X")
+			require.NoError(t, in.Session.Bye(ctx))
+			require.Eventually(t, func() bool { return d.Context().Err() != nil }, 5*time.Second, 10*time.Millisecond)
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "callback", cdr.Direction)
+			require.Equal(t, "answered", cdr.Disposition)
+			require.Equal(t, "callee", cdr.HangupBy)
+			for _, m := range e.phone.Received() {
+				require.False(t, strings.Contains(m, testNational) || strings.Contains(m, "8613800138000"), "the merchant never sees B:\n%s", m)
+			}
+			e.waitNoCalls()
+		})
+	}
+}
+
+func TestRegisterNeedsCredentials(t *testing.T) {
+	e := newTestEnv(t, "answer", trunkFromLoopback)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bad, err := sipua.NewSoftphone("alice", "wrong-password", nil)
+	require.NoError(t, err)
+	t.Cleanup(bad.Close)
+	require.Error(t, bad.Register(ctx, e.vnum), "a trunk source address is no registration credential")
+	require.False(t, e.srv.Registered("alice"))
+	require.NoError(t, e.phone.Register(ctx, e.vnum))
+	require.True(t, e.srv.Registered("alice"))
+}
