@@ -28,10 +28,10 @@ func trunkFromLoopback(o *Options) {
 func TestCallbackToLastPSTNCaller(t *testing.T) {
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	const courier = "13700137000"
-	e.router.callbacks[testHost+"/"+testNational] = Callback{
+	e.router.addCallback(testHost, testNational, Callback{
 		Target: Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
 		Number: courier,
-	}
+	})
 	b := newConsigneePhone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -73,7 +73,7 @@ func TestCallbackToMerchantAccounts(t *testing.T) {
 			require.True(t, e.srv.Registered("alice"))
 			cb := tc.cb
 			cb.Target = Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee}
-			e.router.callbacks[testHost+"/"+testNational] = cb
+			e.router.addCallback(testHost, testNational, cb)
 
 			b := newConsigneePhone(t)
 			d, err := b.Call(ctx, e.vnum, testHost)

@@ -54,6 +54,18 @@ func (r *fakeRouter) addBinding(t Target) {
 	r.bindings[t.Host+"/"+t.Extension] = t
 }
 
+func (r *fakeRouter) addCallback(x, caller string, cb Callback) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.callbacks[x+"/"+caller] = cb
+}
+
+func (r *fakeRouter) expire(x, ext string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.expired[x+"/"+ext] = true
+}
+
 func (r *fakeRouter) Account(_ context.Context, user string) (Account, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -59,7 +59,7 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 				r.addBinding(Target{BindingID: "b2", Merchant: "m2", Order: "o2", Host: testHost, Extension: "5678", Consignee: "+8613900139000"})
 			}},
 		{name: "quarantined extension hears expired", attempts: 1, disposition: "expired",
-			setup: func(r *fakeRouter) { r.expired[testHost+"/5678"] = true }},
+			setup: func(r *fakeRouter) { r.expire(testHost, "5678") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, "answer", nil)
