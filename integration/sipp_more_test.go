@@ -182,7 +182,7 @@ func TestSippInvalidExtension(t *testing.T) {
 		wrong[i] = '0' + (d-'0'+5)%10
 	}
 	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, []string{string(wrong), string(wrong), string(wrong)}, 0, true)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{string(wrong), string(wrong), string(wrong)}, hangup: true})
 	caller := startSipp(t, stage, "softphone", uacXML, 0, 60*time.Second, softphoneArgs(e, hostNumber)...)
 	caller.requireSuccess(70 * time.Second)
 
@@ -255,4 +255,115 @@ func (e *env) invite(within time.Duration) *sip.Response {
 		return nil
 	}
 	return res
+}
+
+// TestSippHold: a re-INVITE that puts B on hold keeps the call up (SPEC §4).
+func TestSippHold(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_reinvite.xml"), 0, 40*time.Second,
+		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+
+	caller.requireSuccess(50 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	requirePrivacy(t, caller, carrier)
+}
+
+// TestSippInfoDTMF: E keyed as SIP INFO application/dtmf-relay (SPEC §4).
+func TestSippInfoDTMF(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second, info: true})
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
+
+	caller.requireSuccess(60 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	requirePrivacy(t, caller, carrier)
+}
+
+// TestSippBargeIn: E keyed the moment the call is answered, before the
+// prompt has said anything, still counts (SPEC §4: digits count from the
+// answer).
+func TestSippBargeIn(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, wait: time.Millisecond, talk: 4 * time.Second})
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
+
+	caller.requireSuccess(60 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+}
+
+// TestSippReleasedBinding: a released (X, E) in quarantine gets the
+// "expired" prompt and the call ends at once; B is never called.
+func TestSippReleasedBinding(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	var id string
+	require.NoError(t, json.Unmarshal(b.ID, &id), "binding id %s", b.ID)
+	e.run("binding", "release", id)
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, hangup: true})
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
+	caller.requireSuccess(50 * time.Second)
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireCDR(t, rows[0], "expired", "system", 0)
+}
+
+// TestSippForeignMerchant: another merchant's account keying m1's E gets
+// the same "invalid" treatment as an unknown E (no oracle), and B is never
+// called.
+func TestSippForeignMerchant(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.run("merchant", "add", "m2", "--name", "Other shop")
+	e.run("account", "add", "m2", "othershop", "--password", "othersecret1")
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension, b.Extension, b.Extension}, hangup: true})
+	args := softphoneArgs(e, hostNumber)
+	for i := range args {
+		switch {
+		case args[i] == account:
+			args[i] = "othershop"
+		case args[i] == password:
+			args[i] = "othersecret1"
+		}
+	}
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 60*time.Second, args...)
+	caller.requireSuccess(70 * time.Second)
+
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireCDR(t, rows[0], "invalid_extension", "system", 0)
+	requireAbsent(t, caller, "the consignee's number B", consignee)
 }

@@ -123,33 +123,64 @@ func (s *sippPeer) messages() string {
 
 // dtmfScenario fills testdata/sipp/uac_dtmf.xml.tmpl.
 type dtmfScenario struct {
-	Attempts     [][]string
+	Attempts     [][]dtmfKey
 	WaitMs       int
 	DigitGapMs   int
 	AttemptGapMs int
 	TalkMs       int
 	Hangup       bool
+	Info         bool
+	ByeCSeq      int
 }
 
-// renderDTMF writes uac_dtmf.xml into stage: the softphone keys each of
-// attempts (renumbered captures, one RFC 4733 event per key), then talks
-// for talk and hangs up, or, with hangup, waits for vnum's BYE.
-func renderDTMF(t *testing.T, pcaps, stage string, attempts []string, talk time.Duration, hangup bool) string {
+// dtmfKey is one key press: its RTP capture, or a SIP INFO with its CSeq.
+type dtmfKey struct {
+	Pcap string
+	Key  string
+	CSeq int
+}
+
+// dtmfCall says how the softphone of uac_dtmf.xml keys and ends its call.
+type dtmfCall struct {
+	attempts []string      // the extensions keyed, in order
+	wait     time.Duration // from the ACK to the first key (default 1 s)
+	talk     time.Duration // after the last key, before the BYE
+	hangup   bool          // wait for vnum's BYE instead of talking
+	info     bool          // key with SIP INFO instead of RFC 4733
+}
+
+// renderDTMF writes uac_dtmf.xml into stage: the softphone keys each
+// attempt (renumbered captures, one RFC 4733 event per key, or SIP INFO),
+// then talks and hangs up, or waits for vnum's BYE.
+func renderDTMF(t *testing.T, pcaps, stage string, call dtmfCall) string {
 	t.Helper()
 	tmpl, err := template.ParseFiles(scenarioPath(t, "uac_dtmf.xml.tmpl"))
 	require.NoError(t, err)
-	files := dtmfPcaps(t, pcaps, stage, strings.Join(attempts, ""))
+	keys := strings.Join(call.attempts, "")
+	files := dtmfPcaps(t, pcaps, stage, keys)
+	wait := call.wait
+	if wait == 0 {
+		wait = time.Second
+	}
 	data := dtmfScenario{
-		WaitMs:       1000,
+		WaitMs:       int(wait.Milliseconds()),
 		DigitGapMs:   300,
 		AttemptGapMs: 2500,
-		TalkMs:       int(talk.Milliseconds()),
-		Hangup:       hangup,
+		TalkMs:       int(call.talk.Milliseconds()),
+		Hangup:       call.hangup,
+		Info:         call.info,
 	}
-	for _, a := range attempts {
-		data.Attempts = append(data.Attempts, files[:len(a)])
-		files = files[len(a):]
+	cseq := 3 // INVITE 1 and 2 came before
+	for _, a := range call.attempts {
+		var attempt []dtmfKey
+		for _, k := range a {
+			attempt = append(attempt, dtmfKey{Pcap: files[0], Key: string(k), CSeq: cseq})
+			files = files[1:]
+			cseq++
+		}
+		data.Attempts = append(data.Attempts, attempt)
 	}
+	data.ByeCSeq = cseq
 	path := filepath.Join(stage, "uac_dtmf.xml")
 	f, err := os.Create(path)
 	require.NoError(t, err)
@@ -238,7 +269,7 @@ func TestScenarioSelfCheck(t *testing.T) {
 		sink := newDTMFSink(t, sinkPort)
 		// The stand-in's SDP answer names the sink (-key sink) as its RTP
 		// address, so the softphone's DTMF goes there.
-		uacXML := renderDTMF(t, pcaps, stage, []string{keys[:2], keys[2:]}, 1500*time.Millisecond, false)
+		uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{keys[:2], keys[2:]}, talk: 1500 * time.Millisecond})
 		vnum := startSipp(t, stage, "standin_vnum", scenarioPath(t, "selftest_vnum_uas.xml"), 0, 30*time.Second,
 			"-key", "sink", fmt.Sprint(sinkPort))
 		vnum.waitListening()
@@ -290,7 +321,7 @@ func TestSippIVRCall(t *testing.T) {
 	e.startServe()
 
 	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, []string{b.Extension}, 4*time.Second, false)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second})
 	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
 	carrier.waitListening()
 	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
