@@ -367,3 +367,24 @@ func TestSippForeignMerchant(t *testing.T) {
 	requireCDR(t, rows[0], "invalid_extension", "system", 0)
 	requireAbsent(t, caller, "the consignee's number B", consignee)
 }
+
+// TestSippInbandDTMF: a caller that offers no telephone-event keys E as
+// tones in its PCMA audio (SPEC §4).
+func TestSippInbandDTMF(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second, inband: true})
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
+
+	caller.requireSuccess(60 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	requirePrivacy(t, caller, carrier)
+}

@@ -130,6 +130,7 @@ type dtmfScenario struct {
 	TalkMs       int
 	Hangup       bool
 	Info         bool
+	Inband       bool
 	ByeCSeq      int
 }
 
@@ -147,6 +148,7 @@ type dtmfCall struct {
 	talk     time.Duration // after the last key, before the BYE
 	hangup   bool          // wait for vnum's BYE instead of talking
 	info     bool          // key with SIP INFO instead of RFC 4733
+	inband   bool          // key with tones in PCMA, offer no telephone-event
 }
 
 // renderDTMF writes uac_dtmf.xml into stage: the softphone keys each
@@ -157,7 +159,12 @@ func renderDTMF(t *testing.T, pcaps, stage string, call dtmfCall) string {
 	tmpl, err := template.ParseFiles(scenarioPath(t, "uac_dtmf.xml.tmpl"))
 	require.NoError(t, err)
 	keys := strings.Join(call.attempts, "")
-	files := dtmfPcaps(t, pcaps, stage, keys)
+	var files []string
+	if call.inband {
+		files = inbandPcaps(t, stage, keys)
+	} else {
+		files = dtmfPcaps(t, pcaps, stage, keys)
+	}
 	wait := call.wait
 	if wait == 0 {
 		wait = time.Second
@@ -169,6 +176,7 @@ func renderDTMF(t *testing.T, pcaps, stage string, call dtmfCall) string {
 		TalkMs:       int(call.talk.Milliseconds()),
 		Hangup:       call.hangup,
 		Info:         call.info,
+		Inband:       call.inband,
 	}
 	cseq := 3 // INVITE 1 and 2 came before
 	for _, a := range call.attempts {
