@@ -388,3 +388,26 @@ func TestSippInbandDTMF(t *testing.T) {
 	requireAnswered(t, rows[0], b)
 	requirePrivacy(t, caller, carrier)
 }
+
+// TestSippTrunkDigest: a carrier that challenges vnum's INVITE gets
+// trunk.username / trunk.password (SPEC §3).
+func TestSippTrunkDigest(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	e.setYAML("trunk:\n", "trunk:\n  username: carrieruser\n  password: carriersecret\n")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier_auth.xml"), e.carrierPort, 30*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
+		append([]string{"-d", "3000"}, softphoneArgs(e, hostNumber+"-"+b.Extension)...)...)
+
+	caller.requireSuccess(45 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	requirePrivacy(t, caller, carrier)
+	requireAbsent(t, carrier, "the trunk password", "carriersecret")
+}
