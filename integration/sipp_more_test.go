@@ -411,3 +411,25 @@ func TestSippTrunkDigest(t *testing.T) {
 	requirePrivacy(t, caller, carrier)
 	requireAbsent(t, carrier, "the trunk password", "carriersecret")
 }
+
+// TestSippEarlyIVR: with ivr.answer early, vnum plays the prompt and takes
+// E in 183 early media, and answers leg A only when B answers.
+func TestSippEarlyIVR(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	e.setYAML("ivr:\n", "ivr:\n  answer: early\n")
+	b := e.seed()
+	e.startServe()
+
+	stage := newStage(t, pcaps)
+	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second, early: true})
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
+
+	caller.requireSuccess(60 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+	rows := e.waitCDRs(1, 10*time.Second)
+	requireAnswered(t, rows[0], b)
+	requirePrivacy(t, caller, carrier)
+}

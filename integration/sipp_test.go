@@ -131,14 +131,16 @@ type dtmfScenario struct {
 	Hangup       bool
 	Info         bool
 	Inband       bool
+	Early        bool
 	ByeCSeq      int
 }
 
 // dtmfKey is one key press: its RTP capture, or a SIP INFO with its CSeq.
 type dtmfKey struct {
-	Pcap string
-	Key  string
-	CSeq int
+	Pcap    string
+	Key     string
+	CSeq    int
+	PauseMs int // from this key to the next, or to what follows the last
 }
 
 // dtmfCall says how the softphone of uac_dtmf.xml keys and ends its call.
@@ -149,6 +151,7 @@ type dtmfCall struct {
 	hangup   bool          // wait for vnum's BYE instead of talking
 	info     bool          // key with SIP INFO instead of RFC 4733
 	inband   bool          // key with tones in PCMA, offer no telephone-event
+	early    bool          // ivr.answer early: key E in the 183's early media
 }
 
 // renderDTMF writes uac_dtmf.xml into stage: the softphone keys each
@@ -177,16 +180,23 @@ func renderDTMF(t *testing.T, pcaps, stage string, call dtmfCall) string {
 		Hangup:       call.hangup,
 		Info:         call.info,
 		Inband:       call.inband,
+		Early:        call.early,
 	}
 	cseq := 3 // INVITE 1 and 2 came before
 	for _, a := range call.attempts {
 		var attempt []dtmfKey
 		for _, k := range a {
-			attempt = append(attempt, dtmfKey{Pcap: files[0], Key: string(k), CSeq: cseq})
+			attempt = append(attempt, dtmfKey{Pcap: files[0], Key: string(k), CSeq: cseq, PauseMs: data.DigitGapMs})
 			files = files[1:]
 			cseq++
 		}
 		data.Attempts = append(data.Attempts, attempt)
+	}
+	if call.early && len(data.Attempts) > 0 {
+		// vnum's 180/200 follow the last key at once: a pause there would
+		// make them unexpected
+		last := data.Attempts[len(data.Attempts)-1]
+		last[len(last)-1].PauseMs = 0
 	}
 	data.ByeCSeq = cseq
 	path := filepath.Join(stage, "uac_dtmf.xml")
