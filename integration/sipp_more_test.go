@@ -433,3 +433,59 @@ func TestSippEarlyIVR(t *testing.T) {
 	requireAnswered(t, rows[0], b)
 	requirePrivacy(t, caller, carrier)
 }
+
+// TestSippAuthBlock: a source address that fails digest authentication
+// security.auth_failures times in a minute is blocked; another address,
+// with the same account, keeps working (SPEC §4). The attacker is
+// 127.0.0.2, still loopback.
+func TestSippAuthBlock(t *testing.T) {
+	pcaps := sippPrereqs(t)
+	e := newEnv(t, "")
+	e.setYAML("sip:\n", "security:\n  auth_failures: 5\n  block_for: 15m\nsip:\n")
+	b := e.seed()
+	e.startServe()
+	user := hostNumber + "-" + b.Extension
+
+	stage := newStage(t, pcaps)
+	wrong := softphoneArgs(e, user)
+	for i, a := range wrong {
+		if a == "-ap" {
+			wrong[i+1] = "not-" + password
+		}
+	}
+	attacker := startSipp(t, stage, "attacker", scenarioPath(t, "uac_auth_fail.xml"), 0, 30*time.Second,
+		append([]string{"-i", "127.0.0.2", "-m", "5", "-r", "5"}, wrong...)...)
+	attacker.requireSuccess(40 * time.Second)
+
+	// now even the right password from 127.0.0.2 gets nowhere
+	blocked := startSipp(t, stage, "blocked", scenarioPath(t, "uac_direct.xml"), 0, 8*time.Second,
+		append([]string{"-i", "127.0.0.2", "-d", "1000"}, softphoneArgs(e, user)...)...)
+	blocked.requireFailure(20 * time.Second)
+	t.Logf("the blocked source's last messages:\n%s", fileTail(blocked.msgLog, 30))
+
+	// while 127.0.0.1 calls with the same account as usual
+	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 30*time.Second)
+	carrier.waitListening()
+	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
+		append([]string{"-d", "2000"}, softphoneArgs(e, user)...)...)
+	caller.requireSuccess(40 * time.Second)
+	carrier.requireSuccess(20 * time.Second)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rows, raw := e.cdrs()
+		answered := 0
+		for _, r := range rows {
+			if r.Disposition == "answered" && r.ended() {
+				answered++
+			}
+		}
+		if answered == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want one answered CDR (127.0.0.1's call), have:\n%s", raw)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

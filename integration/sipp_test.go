@@ -60,10 +60,19 @@ func startSipp(t *testing.T, stage, name, scenario string, port int, timeout tim
 		scenario = filepath.Join(stage, filepath.Base(scenario))
 		require.NoError(t, os.WriteFile(scenario, data, 0o644))
 	}
+	// args may name another loopback address with -i (a second source).
+	ip := "127.0.0.1"
+	for i, a := range args {
+		if a == "-i" && i+1 < len(args) {
+			ip = args[i+1]
+			args = append(args[:i:i], args[i+2:]...)
+			break
+		}
+	}
 	argv := []string{requireTool(t, "sipp"),
 		"-sf", scenario,
-		"-i", "127.0.0.1", "-p", fmt.Sprint(s.port),
-		"-mi", "127.0.0.1", "-mp", fmt.Sprint(s.mediaPort),
+		"-i", ip, "-p", fmt.Sprint(s.port),
+		"-mi", ip, "-mp", fmt.Sprint(s.mediaPort),
 		"-m", "1",
 		"-timeout", fmt.Sprintf("%ds", int(timeout.Seconds())), "-timeout_error",
 		"-trace_msg", "-message_file", s.msgLog,
