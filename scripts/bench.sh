@@ -23,6 +23,8 @@
 #   BENCH_STOP_ON_FAIL  stop after the first failing rate (1)
 #   BENCH_KEEP          keep the work folder and its logs (0)
 #   BENCH_RTP_PORTS     vnum's media.rtp_ports           (40000-49999)
+#   BENCH_MEDIA         1: callers send PCMA and the carrier echoes it;
+#                       0: no RTP (signalling and store only) (1)
 #   VNUM_BIN            use this vnum binary instead of building one
 #   VNUM_SIPP_PCAPS     folder of sip-tester's pcaps     (/usr/share/sip-tester)
 set -euo pipefail
@@ -33,6 +35,7 @@ CALL_MS=${BENCH_CALL_MS:-3000}
 STOP_ON_FAIL=${BENCH_STOP_ON_FAIL:-1}
 KEEP=${BENCH_KEEP:-0}
 PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
+MEDIA=${BENCH_MEDIA:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCEN="$ROOT/testdata/sipp"
@@ -159,8 +162,15 @@ EXT=$(printf '%s' "$BINDING" | grep -o '"extension": *"[0-9]*"' | grep -o '[0-9]
 [ -n "$EXT" ] || die "no extension in: $BINDING"
 DIAL="$HOST-$EXT"
 
+# sipp looks for play_pcap_audio files next to the scenario.
 cd "$WORK"
 ln -s "$PCAPS/g711a.pcap" g711a.pcap
+cp "$SCEN/uas_answer.xml" "$SCEN/uac_direct.xml" "$SCEN/uac_direct_nomedia.xml" "$WORK/"
+if [ "$MEDIA" = 1 ]; then
+	UAC_SCENARIO="$WORK/uac_direct.xml"
+else
+	UAC_SCENARIO="$WORK/uac_direct_nomedia.xml"
+fi
 
 novnumenv "$VNUM" --config "$CONFIG" serve >"$WORK/vnum-serve.log" 2>&1 &
 PIDS+=($!)
@@ -173,13 +183,13 @@ done
 port_free "$SIP_PORT" && die "vnum serve is not listening on udp/$SIP_PORT"
 sleep 0.5
 
-sipp -sf "$SCEN/uas_answer.xml" -i 127.0.0.1 -p "$CARRIER_PORT" \
+sipp -sf "$WORK/uas_answer.xml" -i 127.0.0.1 -p "$CARRIER_PORT" \
 	-mi 127.0.0.1 -mp "$CARRIER_MEDIA" -rtp_echo -nostdin \
 	-trace_err -error_file "$WORK/carrier_errors.log" >"$WORK/carrier_screen.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5
 
-echo "bench: vnum on udp/$SIP_PORT, carrier on udp/$CARRIER_PORT, dialling $DIAL, ${CALL_MS} ms per call"
+echo "bench: vnum on udp/$SIP_PORT, carrier on udp/$CARRIER_PORT, dialling $DIAL, ${CALL_MS} ms per call, media $MEDIA"
 # cdr_counts: prints "rows answered open" over all CDRs so far.
 cdr_counts() {
 	local json total answered open
@@ -203,7 +213,7 @@ for RATE in $RATES; do
 	START=$(date +%s)
 	set +e
 	timeout --kill-after=10 $((BUDGET + 15)) \
-		sipp -sf "$SCEN/uac_direct.xml" "127.0.0.1:$SIP_PORT" \
+		sipp -sf "$UAC_SCENARIO" "127.0.0.1:$SIP_PORT" \
 		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
 		-s "$DIAL" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
 		-auth_uri "$DIAL@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
