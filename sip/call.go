@@ -384,12 +384,18 @@ func (c *call) end(r endReason, status int) {
 	if err := c.s.router.EndCall(ctx, &cdr); err != nil {
 		c.log.Error("finishing CDR", "error", err)
 	}
-	talk := time.Duration(0)
-	if answered {
-		talk = cdr.EndedAt.Sub(cdr.AnsweredAt)
+	// One summary line per call, with the setup latencies (STYLE).
+	attrs := []any{"reason", r.Error(), "disposition", cdr.Disposition, "direction", cdr.Direction,
+		"hangup_by", cdr.HangupBy, "sip_status", cdr.SIPStatus, "binding", cdr.BindingID,
+		"duration_ms", cdr.EndedAt.Sub(cdr.StartedAt).Milliseconds()}
+	if !cdr.RingingAt.IsZero() {
+		attrs = append(attrs, "to_ringing_ms", cdr.RingingAt.Sub(cdr.StartedAt).Milliseconds())
 	}
-	c.log.Info("call ended", "reason", r.Error(), "disposition", cdr.Disposition, "hangup_by", cdr.HangupBy,
-		"sip_status", cdr.SIPStatus, "talk_ms", talk.Milliseconds(), "duration_ms", cdr.EndedAt.Sub(cdr.StartedAt).Milliseconds())
+	if answered {
+		attrs = append(attrs, "to_answer_ms", cdr.AnsweredAt.Sub(cdr.StartedAt).Milliseconds(),
+			"talk_ms", cdr.EndedAt.Sub(cdr.AnsweredAt).Milliseconds())
+	}
+	c.log.Info("call ended", attrs...)
 }
 
 // statusForReason is the final status sent to an unanswered caller.
