@@ -247,6 +247,13 @@ func DefaultCodecs() ([]Codec, *Codec) {
 // the offer's audio stream is disabled and ErrNoCodec when no G.711 codec is
 // offered.
 func Answer(offer *Desc, ip netip.Addr, port int, sessID uint64) (sdpBytes []byte, audio Codec, dtmf *Codec, err error) {
+	return AnswerVersion(offer, ip, port, sessID, sessID)
+}
+
+// AnswerVersion is Answer for a re-offer within an established session
+// (hold, session refresh): the o= line keeps sessID and carries version,
+// which the caller increments whenever the answer changes (RFC 3264 §8).
+func AnswerVersion(offer *Desc, ip netip.Addr, port int, sessID, version uint64) (sdpBytes []byte, audio Codec, dtmf *Codec, err error) {
 	ip = ip.Unmap()
 	if offer == nil || offer.Port == 0 {
 		return nil, Codec{}, nil, ErrNoAudio
@@ -261,6 +268,7 @@ func Answer(offer *Desc, ip netip.Addr, port int, sessID uint64) (sdpBytes []byt
 		dtmf = &d
 	}
 	s := session(ip, sessID)
+	s.Origin.SessionVersion = version &^ (1 << 63)
 	am := audioMedia(port, []Codec{audio}, dtmf, answerDirection(offer.Direction))
 	if len(offer.media) == 0 {
 		s.WithMedia(am)

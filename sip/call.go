@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -156,8 +157,11 @@ type call struct {
 	b      *sipgo.DialogClientSession
 	bMu    sync.Mutex
 	offerA *media.Desc
-	sdpA   []byte // our answer to A
-	sdpB   []byte // our offer to B
+	sdpMu  sync.Mutex // guards sdpA and sdpB after the call is set up
+	sdpA   sdpSession // our answer to A
+	sdpB   sdpSession // our offer to B (or answer to B's re-offer)
+
+	silentA, silentB atomic.Bool // the leg holds and sends no RTP
 
 	sockA, sockB     *media.Socket
 	streamA, streamB *media.Stream
@@ -245,13 +249,24 @@ func (c *call) byeFromB(req *sip.Request, tx sip.ServerTransaction) {
 	c.cancel(reasonCalleeHangup)
 }
 
-// reoffer answers an in-dialog re-INVITE or UPDATE (hold, session refresh)
-// with our current SDP for that leg, following a changed remote address, so
-// the call stays up (RFC 3311, RFC 4028).
+// sdpSession is our side of one leg's SDP session: the current body and
+// the o= id and version (RFC 3264 §8).
+type sdpSession struct {
+	body    []byte
+	id, ver uint64
+}
+
+// reoffer answers an in-dialog re-INVITE or UPDATE (hold, resume, session
+// refresh, RFC 3311 / RFC 4028) so the call stays up: it follows a changed
+// remote address, answers the offered direction (sendonly → recvonly) and
+// bumps the o= version only when the answer changes. A leg that holds with
+// recvonly or inactive sends no RTP, so media.timeout does not count it.
 func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
-	stream, body := c.streamA, c.sdpA
+	c.sdpMu.Lock()
+	defer c.sdpMu.Unlock()
+	stream, sess, silent := c.streamA, &c.sdpA, &c.silentA
 	if l == legB {
-		stream, body = c.streamB, c.sdpB
+		stream, sess, silent = c.streamB, &c.sdpB, &c.silentB
 	}
 	if len(req.Body()) > 0 && stream != nil {
 		d, err := media.ParseSDP(req.Body())
@@ -259,13 +274,30 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 			c.s.respond(req, tx, 488, "Not Acceptable Here")
 			return
 		}
-		if d.Port > 0 && d.Addr.IsValid() && !d.Addr.IsUnspecified() {
+		held := d.Port == 0 || !d.Addr.IsValid() || d.Addr.IsUnspecified()
+		if !held {
 			stream.SetRemote(addrPort(d))
 		}
+		silent.Store(held || d.Direction == media.RecvOnly || d.Direction == media.Inactive)
+		sock := stream.Socket()
+		answer, _, _, err := media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver)
+		if err != nil {
+			c.s.respond(req, tx, 488, "Not Acceptable Here")
+			return
+		}
+		if !bytes.Equal(answer, sess.body) {
+			sess.ver++
+			if answer, _, _, err = media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver); err != nil {
+				c.s.respond(req, tx, 488, "Not Acceptable Here")
+				return
+			}
+			sess.body = answer
+		}
+		c.log.Info("re-offer", "leg", int(l), "direction", d.Direction)
 	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	if req.IsInvite() || len(req.Body()) > 0 {
-		res.SetBody(body)
+		res.SetBody(sess.body)
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
 	if l == legA {
@@ -298,7 +330,8 @@ func (c *call) wait() endReason {
 		case <-tick.C:
 			if t := c.s.opts.MediaTimeout; t > 0 {
 				now := time.Now()
-				if now.Sub(c.streamA.LastRTP()) > t || now.Sub(c.streamB.LastRTP()) > t {
+				if (!c.silentA.Load() && now.Sub(c.streamA.LastRTP()) > t) ||
+					(!c.silentB.Load() && now.Sub(c.streamB.LastRTP()) > t) {
 					return reasonMediaTimeout
 				}
 			}
@@ -381,9 +414,7 @@ func (c *call) end(r endReason, status int) {
 	}
 	cdr := c.cdr
 	c.cdrMu.Unlock()
-	if err := c.s.router.EndCall(ctx, &cdr); err != nil {
-		c.log.Error("finishing CDR", "error", err)
-	}
+	c.finishCDR(&cdr)
 	// One summary line per call, with the setup latencies (STYLE).
 	attrs := []any{"reason", r.Error(), "disposition", cdr.Disposition, "direction", cdr.Direction,
 		"hangup_by", cdr.HangupBy, "sip_status", cdr.SIPStatus, "binding", cdr.BindingID,
@@ -421,12 +452,51 @@ func statusForReason(r endReason) (int, string) {
 	return 500, "Server Internal Error"
 }
 
+// noteCDR changes the call's record in memory only; the next write (the
+// answer, or the end) stores it. It keeps the store's load per call low.
+func (c *call) noteCDR(f func(*CDR)) {
+	c.cdrMu.Lock()
+	f(&c.cdr)
+	c.cdrMu.Unlock()
+}
+
+// updateCDR changes the call's record and writes it, so that a crash leaves
+// the progress that matters for billing (binding, answer) in the store.
 func (c *call) updateCDR(f func(*CDR)) {
 	c.cdrMu.Lock()
 	f(&c.cdr)
 	cdr := c.cdr
 	c.cdrMu.Unlock()
-	if err := c.s.router.UpdateCall(context.WithoutCancel(c.ctx), &cdr); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cdrWriteTimeout)
+	defer cancel()
+	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
 		c.log.Error("updating CDR", "error", err)
+	}
+}
+
+// cdrWriteTimeout bounds one CDR write; finishing a CDR is retried
+// (cdrFinishAttempts) because a lost end would leave the call unbilled.
+const (
+	cdrWriteTimeout   = 10 * time.Second
+	cdrFinishAttempts = 3
+)
+
+// finishCDR completes the call's record in the store, retrying a failed
+// write: under overload a write can time out, and a record left open would
+// only be closed as interrupted at the next start.
+func (c *call) finishCDR(cdr *CDR) {
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cdrWriteTimeout)
+		err := c.s.router.EndCall(ctx, cdr)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt >= cdrFinishAttempts {
+			c.log.Error("finishing CDR", "error", err, "attempts", attempt)
+			return
+		}
+		c.log.Warn("finishing CDR, retrying", "error", err, "attempt", attempt)
+		time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
 	}
 }

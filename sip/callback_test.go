@@ -107,3 +107,28 @@ func TestRegisterNeedsCredentials(t *testing.T) {
 	require.NoError(t, e.phone.Register(ctx, e.vnum))
 	require.True(t, e.srv.Registered("alice"))
 }
+
+func TestRegistrarIntervals(t *testing.T) {
+	e := newTestEnv(t, "answer", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := e.phone.RegisterFor(ctx, e.vnum, 600)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "600", res.GetHeader("Expires").Value(), "a shorter interval is granted as asked")
+	require.True(t, e.srv.Registered("alice"))
+
+	res, err = e.phone.RegisterFor(ctx, e.vnum, 86400)
+	require.NoError(t, err)
+	require.Equal(t, "3600", res.GetHeader("Expires").Value(), "a longer one is shortened, never lengthened")
+
+	res, err = e.phone.RegisterFor(ctx, e.vnum, 30)
+	require.NoError(t, err)
+	require.Equal(t, 423, res.StatusCode)
+	require.Equal(t, "60", res.GetHeader("Min-Expires").Value())
+
+	res, err = e.phone.RegisterFor(ctx, e.vnum, 0)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	require.False(t, e.srv.Registered("alice"), "expires 0 removes the registration")
+}

@@ -164,9 +164,16 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	})
 	defer stop()
 
-	if err := s.router.StartCall(c.ctx, &c.cdr); err != nil {
+	startCtx, cancelStart := context.WithTimeout(c.ctx, cdrWriteTimeout)
+	err = s.router.StartCall(startCtx, &c.cdr)
+	cancelStart()
+	if err != nil {
+		// No record, no call: an overloaded or broken store turns calls
+		// away rather than losing their bills.
 		c.log.Error("starting CDR", "error", err)
-		c.end(reasonInternal, 500)
+		if rerr := a.Respond(503, "Service Unavailable", nil, sip.NewHeader("Retry-After", "5")); rerr != nil {
+			c.log.Debug("refusing call", "error", rerr)
+		}
 		return
 	}
 	c.log.Info("call started", "caller", caller, "trunk", trunk, "direct", d.Extension != "")
@@ -205,12 +212,13 @@ func (c *call) answer() (endReason, int) {
 		return reasonInternal, 503
 	}
 	c.sockA = sock
-	sdp, audio, dtmf, err := media.Answer(c.offerA, sock.IP, sock.Port, sessionID())
+	sid := sessionID()
+	sdp, audio, dtmf, err := media.Answer(c.offerA, sock.IP, sock.Port, sid)
 	if err != nil {
 		c.log.Info("no common codec", "error", err)
 		return reasonInternal, 488
 	}
-	c.sdpA, c.audioA, c.dtmfA = sdp, audio, dtmf
+	c.sdpA, c.audioA, c.dtmfA = sdpSession{body: sdp, id: sid, ver: sid}, audio, dtmf
 	c.streamA = media.NewStream(sock, addrPort(c.offerA), audio, dtmf, c.log)
 	c.streamA.Start()
 	c.setState(StateIVR)
@@ -303,7 +311,7 @@ func (c *call) callback(cb Callback) (endReason, int) {
 
 // resolve looks the binding up; an expired one gets its prompt and ends the call.
 func (c *call) resolve(ext string) (Target, endReason) {
-	c.updateCDR(func(cdr *CDR) { cdr.Extension = ext })
+	c.noteCDR(func(cdr *CDR) { cdr.Extension = ext })
 	t, err := c.s.router.Resolve(c.ctx, c.dialled.Host, ext, c.account.Merchant)
 	switch {
 	case err == nil:

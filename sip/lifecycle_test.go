@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,15 +124,26 @@ func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 200, res.StatusCode, "session refresh")
 
-	hold := sip.NewRequest(sip.INVITE, target)
-	hold.SetBody(e.phone.SDP())
-	hold.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	res, err = d.Do(ctx, hold)
-	require.NoError(t, err)
-	require.Equal(t, 200, res.StatusCode, "re-INVITE")
-	_, err = sipua.MediaAddr(res.Body())
-	require.NoError(t, err, "the re-INVITE's answer carries SDP")
-	require.NotContains(t, string(res.Body()), testNational)
+	first := string(d.InviteResponse.Body())
+	reinvite := func(direction string) string {
+		t.Helper()
+		req := sip.NewRequest(sip.INVITE, target)
+		req.SetBody([]byte(strings.Replace(string(e.phone.SDP()), "a=sendrecv", "a="+direction, 1)))
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res, err := d.Do(ctx, req)
+		require.NoError(t, err)
+		require.Equal(t, 200, res.StatusCode, "re-INVITE")
+		_, err = sipua.MediaAddr(res.Body())
+		require.NoError(t, err, "the re-INVITE's answer carries SDP")
+		require.NotContains(t, string(res.Body()), testNational)
+		return string(res.Body())
+	}
+	held := reinvite("sendonly")
+	require.Contains(t, held, "a=recvonly", "hold is answered recvonly (RFC 3264 §6.1)")
+	require.NotEqual(t, originLine(first), originLine(held), "a changed answer has a new o= version")
+	resumed := reinvite("sendrecv")
+	require.Contains(t, resumed, "a=sendrecv")
+	require.Equal(t, originLine(resumed), originLine(reinvite("sendrecv")), "an unchanged answer keeps its version")
 
 	require.Equal(t, 1, e.srv.ActiveCalls(), "the call is still up")
 	require.NoError(t, d.Bye(ctx))
@@ -255,4 +267,13 @@ func firstSSRC(t *testing.T, p *sipua.Softphone) uint32 {
 	var pkt rtp.Packet
 	require.NoError(t, pkt.Unmarshal(buf[:n]))
 	return pkt.SSRC
+}
+
+func originLine(sdp string) string {
+	for _, l := range strings.Split(sdp, "\n") {
+		if strings.HasPrefix(l, "o=") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }

@@ -72,7 +72,7 @@ func (c *call) legBRequest(x string, t legBTarget) *sip.Request {
 	req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+x+"@"+s.host+">"))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.AppendHeader(sip.NewHeader("Allow", allowed))
-	req.SetBody(c.sdpB)
+	req.SetBody(c.sdpB.body)
 	return req
 }
 
@@ -112,7 +112,8 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		dtmfB = &d
 	}
 	offerCodecs := []media.Codec{c.audioA}
-	c.sdpB = media.Offer(sock.IP, sock.Port, sessionID(), offerCodecs, dtmfB)
+	sid := sessionID()
+	c.sdpB = sdpSession{body: media.Offer(sock.IP, sock.Port, sid, offerCodecs, dtmfB), id: sid, ver: sid}
 	c.streamB = media.NewStream(sock, netipZero, c.audioA, dtmfB, c.log)
 	c.streamB.Start()
 	c.setState(StateRinging)
@@ -126,7 +127,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		if res.StatusCode < 180 || res.StatusCode >= 200 {
 			return nil
 		}
-		c.updateCDR(func(cdr *CDR) {
+		c.noteCDR(func(cdr *CDR) {
 			if cdr.RingingAt.IsZero() {
 				cdr.RingingAt = time.Now().UTC()
 			}
@@ -242,7 +243,7 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 	})
 	if !c.answeredA.Load() {
 		// Early mode: the caller is answered only when B answers.
-		if err := c.a.RespondSDP(c.sdpA); err != nil {
+		if err := c.a.RespondSDP(c.sdpA.body); err != nil {
 			return reasonNoAck, 0
 		}
 		c.answeredA.Store(true)
@@ -320,7 +321,7 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 		r, status = reasonTrunkFailed, 408
 	}
 	c.log.Info("leg B failed", "status", status, "error", err)
-	c.updateCDR(func(cdr *CDR) { cdr.SIPStatus = status })
+	c.noteCDR(func(cdr *CDR) { cdr.SIPStatus = status })
 	switch r {
 	case reasonBusy:
 		c.play("busy")

@@ -89,7 +89,12 @@ func (r *router) UpdateCall(ctx context.Context, c *sip.CDR) error {
 }
 
 func (r *router) EndCall(ctx context.Context, c *sip.CDR) error {
-	return r.store.FinishCDR(ctx, toStore(c), r.rates)
+	err := r.store.FinishCDR(ctx, toStore(c), r.rates)
+	if errors.Is(err, binding.ErrCDRFinished) {
+		// A retry after a write that did land.
+		return nil
+	}
+	return err
 }
 
 func toStore(c *sip.CDR) *binding.CDR {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -313,9 +314,22 @@ func (s *Softphone) NextIncoming(d time.Duration) (Incoming, error) {
 	}
 }
 
-// Register registers the softphone's contact with vnum, answering the
-// digest challenge.
+// Register registers the softphone's contact with vnum for an hour,
+// answering the digest challenge.
 func (s *Softphone) Register(ctx context.Context, vnum netip.AddrPort) error {
+	res, err := s.RegisterFor(ctx, vnum, 3600)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != 200 {
+		return fmt.Errorf("register: %s", res.StartLine())
+	}
+	return nil
+}
+
+// RegisterFor sends a REGISTER asking for expires seconds (0 removes the
+// registration) and returns vnum's final response.
+func (s *Softphone) RegisterFor(ctx context.Context, vnum netip.AddrPort, expires int) (*sip.Response, error) {
 	uri := sip.Uri{Scheme: "sip", Host: vnum.Addr().String(), Port: int(vnum.Port())}
 	req := sip.NewRequest(sip.REGISTER, uri)
 	aor := sip.Uri{Scheme: "sip", User: s.User, Host: vnum.Addr().String()}
@@ -324,21 +338,15 @@ func (s *Softphone) Register(ctx context.Context, vnum netip.AddrPort) error {
 	from.Params.Add("tag", sip.GenerateTagN(12))
 	req.AppendHeader(from)
 	req.AppendHeader(&s.Contact)
-	req.AppendHeader(sip.NewHeader("Expires", "3600"))
+	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
 	res, err := s.Client.Do(ctx, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if res.StatusCode == 401 {
-		res, err = s.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: s.User, Password: s.Password})
-		if err != nil {
-			return err
-		}
+		return s.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: s.User, Password: s.Password})
 	}
-	if res.StatusCode != 200 {
-		return fmt.Errorf("register: %s", res.StartLine())
-	}
-	return nil
+	return res, nil
 }
 
 // Call dials, answers the digest challenge, waits for the answer and ACKs.
