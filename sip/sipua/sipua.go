@@ -134,6 +134,9 @@ func (p *Peer) SDP(codecs ...media.Codec) []byte {
 	return media.Offer(netip.MustParseAddr("127.0.0.1"), p.RTPPort(), 4242, codecs, dtmf)
 }
 
+// PCMU is the codec the simulated phones answer with.
+var PCMU = media.Codec{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1}
+
 // MediaAddr is the RTP address an SDP body names.
 func MediaAddr(body []byte) (netip.AddrPort, error) {
 	d, err := media.ParseSDP(body)
@@ -293,8 +296,7 @@ func (s *Softphone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	case <-ds.Context().Done():
 		return
 	}
-	codecs, _ := media.DefaultCodecs()
-	if err := ds.RespondSDP(s.SDP(codecs[0])); err != nil {
+	if err := ds.RespondSDP(s.SDP(PCMU)); err != nil {
 		return
 	}
 	select {
@@ -432,10 +434,9 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	defer ds.Close()
-	codecs, _ := media.DefaultCodecs()
 	if c.opts.EarlyMedia {
 		// 183 with SDP, and the carrier's announcement as early media.
-		if err := ds.Respond(183, "Session Progress", c.SDP(codecs[0]), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
+		if err := ds.Respond(183, "Session Progress", c.SDP(PCMU), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
 			return
 		}
 		if to, err := MediaAddr(req.Body()); err == nil {
@@ -453,7 +454,7 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	case <-ds.Context().Done():
 		return
 	}
-	if err := ds.RespondSDP(c.SDP(codecs[0])); err != nil {
+	if err := ds.RespondSDP(c.SDP(PCMU)); err != nil {
 		return
 	}
 	select {
