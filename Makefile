@@ -35,7 +35,7 @@ bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./media/ ./sip/... ./binding/...
 
 bench-sipp: build
-	VNUM_BIN=$(BIN) ./scripts/bench.sh
+	VNUM_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh
 
 # Each fuzz target for FUZZTIME (go test -fuzz takes one target at a time).
 fuzz:

@@ -12,7 +12,7 @@ import (
 )
 
 // openTest opens a store on a fresh SQLite file and closes it at cleanup.
-func openTest(t *testing.T, opts ...Option) (*Store, string) {
+func openTest(t testing.TB, opts ...Option) (*Store, string) {
 	t.Helper()
 	dsn := filepath.Join(t.TempDir(), "vnum.db")
 	s, err := Open(context.Background(), DriverSQLite, dsn, opts...)
@@ -22,7 +22,7 @@ func openTest(t *testing.T, opts ...Option) (*Store, string) {
 }
 
 // seed adds merchant m1 and the given host numbers.
-func seed(t *testing.T, s *Store, hosts ...string) {
+func seed(t testing.TB, s *Store, hosts ...string) {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, s.AddMerchant(ctx, "m1", "Shop One"))

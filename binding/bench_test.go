@@ -1,0 +1,69 @@
+package binding
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkCreateBinding measures binding creation (allocation of a random
+// extension at Hamming distance ≥ 2, in one immediate transaction) on a
+// pool of 200 host numbers.
+func BenchmarkCreateBinding(b *testing.B) {
+	s, _ := openTest(b)
+	hosts := make([]string, 200)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("170%08d", i)
+	}
+	seed(b, s, hosts...)
+	ctx := context.Background()
+	now := time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, err := s.CreateBinding(ctx, shipped(fmt.Sprintf("o-%d", i)), now)
+		require.NoError(b, err)
+	}
+}
+
+// BenchmarkResolve measures the per-call lookup of (X, E) among 5,000
+// bindings.
+func BenchmarkResolve(b *testing.B) {
+	s, _ := openTest(b)
+	seed(b, s, "17000000001", "17000000002", "17000000003", "17000000004", "17000000005")
+	ctx := context.Background()
+	now := time.Now()
+	var last *Binding
+	for i := 0; i < 5000; i++ {
+		bd, err := s.CreateBinding(ctx, shipped(fmt.Sprintf("o-%d", i)), now)
+		require.NoError(b, err)
+		last = bd
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, err := s.Resolve(ctx, last.Host, last.Extension, "m1", now)
+		require.NoError(b, err)
+	}
+}
+
+// BenchmarkCDRLifecycle measures the store writes of one answered call:
+// the row at start, the answer, the end with its fee.
+func BenchmarkCDRLifecycle(b *testing.B) {
+	s, _ := openTest(b)
+	seed(b, s)
+	ctx := context.Background()
+	rates, err := ParseRates("0.02", "0.00018")
+	require.NoError(b, err)
+	start := time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := &CDR{CallID: fmt.Sprint(i), Host: "17000000001", Direction: DirectionToConsignee, Caller: "alice", StartedAt: start}
+		require.NoError(b, s.StartCDR(ctx, c))
+		c.AnsweredAt = start.Add(time.Second)
+		require.NoError(b, s.UpdateCDR(ctx, c))
+		c.EndedAt = start.Add(40 * time.Second)
+		require.NoError(b, s.FinishCDR(ctx, c, rates))
+	}
+}
