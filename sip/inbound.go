@@ -22,19 +22,7 @@ import (
 // the handler returns (SIPGO-NOTES pitfall 1).
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if to := req.To(); to != nil && to.Params.Has("tag") {
-		if c := s.lookupA(req); c != nil {
-			if err := c.a.ReadRequest(req, tx); err != nil {
-				s.respond(req, tx, 500, "Server Internal Error")
-				return
-			}
-			c.reoffer(req, tx, legA)
-			return
-		}
-		if c := s.lookupB(req); c != nil {
-			c.reoffer(req, tx, legB)
-			return
-		}
-		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		s.onReoffer(req, tx)
 		return
 	}
 	if s.draining.Load() {

@@ -211,7 +211,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.srv.OnOptions(s.onOptions)
 	s.srv.OnMessage(s.onMessage)
 	s.srv.OnInfo(s.onInfo)
-	s.srv.OnUpdate(s.onUpdate)
+	s.srv.OnUpdate(s.onReoffer)
 	s.srv.OnRegister(s.onRegister)
 	s.srv.OnNoRoute(s.onNoRoute)
 
@@ -663,8 +663,16 @@ func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	s.respond(req, tx, 200, "OK")
 }
 
-func (s *Server) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
+// onReoffer routes an in-dialog re-INVITE or UPDATE to its call; a
+// re-INVITE arrives at OnInvite with a To-tag (sipgo's dialog caches do not
+// route it, SIPGO-NOTES). A request older than the dialog's last one gets
+// 500 (RFC 3261 §12.2.2).
+func (s *Server) onReoffer(req *sip.Request, tx sip.ServerTransaction) {
 	if c := s.lookupA(req); c != nil {
+		if err := c.a.ReadRequest(req, tx); err != nil {
+			s.respond(req, tx, 500, "Server Internal Error")
+			return
+		}
 		c.reoffer(req, tx, legA)
 		return
 	}

@@ -135,19 +135,12 @@ func newBindingRenewCmd() *cobra.Command {
 	return cmd
 }
 
-// parseTime reads a --from/--to value: RFC 3339, or a date or date and
-// minute in the billing time zone.
+// parseTime reads a --from/--to flag (see binding.ParseTime), naming the
+// flag when it is bad.
 func parseTime(flag, v string, loc *time.Location) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
+	t, err := binding.ParseTime(v, loc)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: --%s: %v", errUsage, flag, err)
 	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	for _, layout := range []string{"2006-01-02", "2006-01-02T15:04", "2006-01-02 15:04"} {
-		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%w: --%s %q: want RFC 3339 (2026-11-01T00:00:00Z) or a date (2026-11-01)", errUsage, flag, v)
+	return t, nil
 }
