@@ -2,8 +2,10 @@ package media
 
 import (
 	"context"
+	"errors"
 	"strings"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 )
 
@@ -69,15 +71,59 @@ func (r *route) rewrite(buf []byte, pkt *rtp.Packet) {
 }
 
 // relayRTCP sends one RTCP packet from the other stream's RTCP socket to its
-// RTCP remote, unchanged.
+// RTCP remote. Reports pass as they are; source descriptions do not: a
+// phone's CNAME is often user@host, so each SDES chunk leaves with the CNAME
+// "vnum" and no other item, and APP packets are dropped, so nothing of one
+// leg's identity reaches the other (RFC 3550 §6.5 still holds: a compound
+// packet keeps its SDES CNAME). Packets that do not parse are dropped.
 func (r *route) relayRTCP(buf []byte) {
 	dst := r.to.RTCPRemote()
 	if !sendable(dst) {
 		return
 	}
-	if _, err := r.to.sock.RTCP.WriteToUDPAddrPort(buf, dst); err != nil {
+	out, err := scrubRTCP(buf)
+	if err != nil {
+		r.to.log.Debug("rtcp relay: dropped", "error", err)
+		return
+	}
+	if _, err := r.to.sock.RTCP.WriteToUDPAddrPort(out, dst); err != nil {
 		r.to.log.Debug("rtcp relay", "error", err, "to", dst)
 	}
+}
+
+// rtcpCNAME is the CNAME every relayed source description carries.
+const rtcpCNAME = "vnum"
+
+// scrubRTCP rewrites a compound RTCP packet for the other leg: SDES chunks
+// keep their SSRC and get the CNAME "vnum" only; APP packets and BYE reasons
+// go; reports pass unchanged.
+func scrubRTCP(buf []byte) ([]byte, error) {
+	pkts, err := rtcp.Unmarshal(buf)
+	if err != nil {
+		return nil, err
+	}
+	out := pkts[:0]
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.SourceDescription:
+			sd := &rtcp.SourceDescription{Chunks: make([]rtcp.SourceDescriptionChunk, 0, len(p.Chunks))}
+			for _, c := range p.Chunks {
+				sd.Chunks = append(sd.Chunks, rtcp.SourceDescriptionChunk{Source: c.Source,
+					Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: rtcpCNAME}}})
+			}
+			out = append(out, sd)
+		case *rtcp.Goodbye:
+			out = append(out, &rtcp.Goodbye{Sources: p.Sources})
+		case *rtcp.ApplicationDefined, *rtcp.RawPacket:
+			// APP and unknown types may carry anything.
+		default:
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("nothing left to relay")
+	}
+	return rtcp.Marshal(out)
 }
 
 // Bridge relays RTP and RTCP between two started streams until ctx ends or
