@@ -94,17 +94,21 @@ func (r *route) relayRTCP(buf []byte) {
 // rtcpCNAME is the CNAME every relayed source description carries.
 const rtcpCNAME = "vnum"
 
-// scrubRTCP rewrites a compound RTCP packet for the other leg: SDES chunks
-// keep their SSRC and get the CNAME "vnum" only; APP packets and BYE reasons
-// go; reports pass unchanged.
+// scrubRTCP rewrites a compound RTCP packet for the other leg: sender and
+// receiver reports pass unchanged, SDES chunks keep their SSRC and get the
+// CNAME "vnum" only, BYE keeps its sources and loses its reason; APP,
+// feedback and unknown packets are dropped (a G.711 call needs none of
+// them, and they may carry anything).
 func scrubRTCP(buf []byte) ([]byte, error) {
 	pkts, err := rtcp.Unmarshal(buf)
 	if err != nil {
 		return nil, err
 	}
-	out := pkts[:0]
+	out := make([]rtcp.Packet, 0, len(pkts))
 	for _, p := range pkts {
 		switch p := p.(type) {
+		case *rtcp.SenderReport, *rtcp.ReceiverReport:
+			out = append(out, p)
 		case *rtcp.SourceDescription:
 			sd := &rtcp.SourceDescription{Chunks: make([]rtcp.SourceDescriptionChunk, 0, len(p.Chunks))}
 			for _, c := range p.Chunks {
@@ -114,16 +118,19 @@ func scrubRTCP(buf []byte) ([]byte, error) {
 			out = append(out, sd)
 		case *rtcp.Goodbye:
 			out = append(out, &rtcp.Goodbye{Sources: p.Sources})
-		case *rtcp.ApplicationDefined, *rtcp.RawPacket:
-			// APP and unknown types may carry anything.
-		default:
-			out = append(out, p)
 		}
 	}
 	if len(out) == 0 {
 		return nil, errors.New("nothing left to relay")
 	}
-	return rtcp.Marshal(out)
+	b, err := rtcp.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := rtcp.Unmarshal(b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Bridge relays RTP and RTCP between two started streams until ctx ends or
