@@ -246,6 +246,7 @@ func (a *authenticator) verify(ctx context.Context, method, header string) (Acco
 	// a nonce (RFC 7616 §3.4); without qop a nonce is good for one request.
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.sweepLocked(a.now())
 	u, seen := a.used[cr.Nonce]
 	if seen && (cr.QOP == "" || cr.Nc <= u.nc) {
 		return Account{}, ErrReplay

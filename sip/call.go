@@ -175,6 +175,7 @@ type call struct {
 
 	state     atomic.Int32
 	answeredA atomic.Bool // leg A got our 2xx
+	ackedA    atomic.Bool // leg A acknowledged it (ACK, or a BYE in the dialog)
 	bridged   atomic.Bool
 	done      atomic.Bool
 	bridgeWG  sync.WaitGroup
@@ -227,20 +228,27 @@ func (c *call) infoDigit(d rune) {
 	}
 }
 
+// byeFromA ends the call for the caller's BYE. A BYE in the dialog means
+// the caller had our 2xx, even when sipgo hands it over before the ACK
+// (each message runs on its own goroutine), so it also counts as the ACK.
 func (c *call) byeFromA(req *sip.Request, tx sip.ServerTransaction) {
+	if st := c.a.LoadState(); st >= sip.DialogStateEstablished && st != sip.DialogStateEnded {
+		c.ackedA.Store(true) // our 2xx was on its way
+	}
+	c.cancel(reasonCallerHangup) // the cause is set before ReadBye ends the dialog
 	if err := c.a.ReadBye(req, tx); err != nil {
 		c.log.Debug("bye from caller", "error", err)
 		c.s.respond(req, tx, 200, "OK")
 	}
-	c.cancel(reasonCallerHangup)
 }
 
 func (c *call) byeFromB(req *sip.Request, tx sip.ServerTransaction) {
 	c.bMu.Lock()
 	b := c.b
 	c.bMu.Unlock()
-	if b == nil {
-		c.s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+	if b == nil || req.CallID().Value() != b.InviteRequest.CallID().Value() {
+		// A fork that lost (callback) hanging up its crossed answer.
+		c.s.respond(req, tx, 200, "OK")
 		return
 	}
 	if err := b.ReadBye(req, tx); err != nil {
@@ -259,8 +267,8 @@ type sdpSession struct {
 // reoffer answers an in-dialog re-INVITE or UPDATE (hold, resume, session
 // refresh, RFC 3311 / RFC 4028) so the call stays up: it follows a changed
 // remote address, answers the offered direction (sendonly → recvonly) and
-// bumps the o= version only when the answer changes. A leg that holds with
-// recvonly or inactive sends no RTP, so media.timeout does not count it.
+// bumps the o= version only when the answer changes. A leg on hold may send
+// no RTP, so media.timeout does not count it until it resumes.
 func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 	c.sdpMu.Lock()
 	defer c.sdpMu.Unlock()
@@ -278,7 +286,8 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 		if !held {
 			stream.SetRemote(addrPort(d))
 		}
-		silent.Store(held || d.Direction == media.RecvOnly || d.Direction == media.Inactive)
+		// Any hold (sendonly, recvonly, inactive) may stop a phone's RTP.
+		silent.Store(held || d.Direction != media.SendRecv)
 		sock := stream.Socket()
 		answer, _, _, err := media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver)
 		if err != nil {
@@ -313,20 +322,12 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 // wait holds the bridged call until a leg hangs up, the media stops, the
 // call runs too long or the server ends it.
 func (c *call) wait() endReason {
-	maxDur := c.s.opts.MaxDuration
-	if maxDur <= 0 {
-		maxDur = 2 * time.Hour
-	}
-	limit := time.NewTimer(maxDur)
-	defer limit.Stop()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return c.reason()
-		case <-limit.C:
-			return reasonMaxDuration
 		case <-tick.C:
 			if t := c.s.opts.MediaTimeout; t > 0 {
 				now := time.Now()
@@ -362,8 +363,11 @@ func (c *call) end(r endReason, status int) {
 				}
 			}()
 		} else if c.a != nil {
+			// The caller hears why in vnum's terms (RFC 3261 §16.7: a
+			// downstream 401/407, 3xx or 5xx is not passed on as it is);
+			// only a refusal of the caller's own offer keeps its status.
 			code, phrase := statusForReason(r)
-			if status >= 300 {
+			if r == reasonInternal && status >= 300 {
 				code, phrase = status, reasonPhrase(status)
 			}
 			if err := c.a.Respond(code, phrase, nil); err != nil {

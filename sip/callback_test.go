@@ -132,3 +132,27 @@ func TestRegistrarIntervals(t *testing.T) {
 	require.Equal(t, 200, res.StatusCode)
 	require.False(t, e.srv.Registered("alice"), "expires 0 removes the registration")
 }
+
+// TestTrunkNeverBlocked: failed REGISTERs from a trunk address (anyone can
+// forge one) do not block the carrier's calls.
+func TestTrunkNeverBlocked(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) {
+		trunkFromLoopback(o)
+		o.AuthFailures = 2
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bad, err := sipua.NewSoftphone("alice", "wrong-password", nil)
+	require.NoError(t, err)
+	t.Cleanup(bad.Close)
+	for i := 0; i < 4; i++ {
+		res, err := bad.RegisterFor(ctx, e.vnum, 600)
+		require.NoError(t, err)
+		require.Equal(t, 403, res.StatusCode)
+	}
+	courier := newConsigneePhone(t)
+	d, err := courier.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err, "the trunk still gets through")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+}

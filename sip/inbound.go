@@ -29,6 +29,11 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 		return
 	}
+	// sipgo hands over requests with only Via and CSeq checked.
+	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.Contact() == nil {
+		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
+		return
+	}
 	acct, trunk, ok := s.authorize(req, tx, true, true)
 	if !ok {
 		return
@@ -138,6 +143,13 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
+	// calls.max_duration counts from the INVITE, IVR and ringing included.
+	maxDur := s.opts.MaxDuration
+	if maxDur <= 0 {
+		maxDur = 2 * time.Hour
+	}
+	limit := time.AfterFunc(maxDur, func() { c.cancel(reasonMaxDuration) })
+	defer limit.Stop()
 	// Leg A gone (BYE, CANCEL, transaction ended) cancels the call.
 	stop := context.AfterFunc(a.Context(), func() {
 		if errors.Is(context.Cause(a.Context()), sip.ErrTransactionCanceled) {
@@ -220,6 +232,9 @@ func (c *call) answer() (endReason, int) {
 		if c.ctx.Err() != nil {
 			return c.reason(), 487
 		}
+		// Our 2xx went out: the session is ended with a BYE (RFC 3261
+		// §13.3.1.4), not a final response.
+		c.answeredA.Store(true)
 		c.log.Info("answer not acknowledged", "error", err)
 		return reasonNoAck, 0
 	}
@@ -227,9 +242,19 @@ func (c *call) answer() (endReason, int) {
 	return reasonNone, 0
 }
 
+// ivrPromptAllowance is what the IVR's time limit allows per attempt for
+// the prompts themselves.
+const ivrPromptAllowance = 20 * time.Second
+
 // collect runs the IVR: it resolves the dialled extension, or asks for one
-// up to the configured number of attempts.
+// up to the configured number of attempts. The whole IVR has a time limit
+// (attempts × the digit timeouts and the prompts), so keying '*' forever
+// cannot hold a call and its ports.
 func (c *call) collect() (Target, endReason) {
+	o := c.s.opts
+	limit := time.Duration(o.Attempts) * (o.FirstDigitTimeout + time.Duration(o.ExtensionDigits)*o.InterDigitTimeout + ivrPromptAllowance)
+	t := time.AfterFunc(limit, func() { c.cancel(reasonInvalidExtension) })
+	defer t.Stop()
 	attempts := c.s.opts.Attempts
 	prompt := "enter_extension"
 	if ext := c.dialled.Extension; ext != "" {
@@ -275,8 +300,8 @@ func (c *call) callback(cb Callback) (endReason, int) {
 	var targets []legBTarget
 	switch {
 	case cb.Account != "":
-		if contact, ok := c.s.regs.lookup(cb.Account); ok {
-			targets = append(targets, contactTarget(cb.Account, contact))
+		if reg, ok := c.s.regs.lookup(cb.Account); ok {
+			targets = append(targets, contactTarget(cb.Account, reg))
 		}
 	case cb.Number != "":
 		if c.s.trunkHost != "" {
@@ -284,8 +309,8 @@ func (c *call) callback(cb Callback) (endReason, int) {
 		}
 	default:
 		for _, user := range cb.Accounts {
-			if contact, ok := c.s.regs.lookup(user); ok {
-				targets = append(targets, contactTarget(user, contact))
+			if reg, ok := c.s.regs.lookup(user); ok {
+				targets = append(targets, contactTarget(user, reg))
 			}
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,4 +204,53 @@ func TestBadInput(t *testing.T) {
 	require.NoError(t, d.Bye(ctx))
 	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
 	e.waitNoCalls()
+}
+
+func TestMaskNumbers(t *testing.T) {
+	require.Equal(t, "INVITE sip:[number]@10.0.0.1 SIP/2.0", maskNumbers("INVITE sip:13800138000@10.0.0.1 SIP/2.0"))
+	require.Equal(t, "to [number]", maskNumbers("to +8613800138000"))
+	require.Equal(t, "port 5060, status 486", maskNumbers("port 5060, status 486"))
+}
+
+// TestMissingHeaders: a request with no From, To, Call-ID or Contact gets
+// 400, and vnum stays up.
+func TestMissingHeaders(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) {
+		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	conn, err := net.Dial("udp", e.vnum.String())
+	require.NoError(t, err)
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	for _, drop := range []string{"From", "To", "Call-ID", "Contact"} {
+		lines := []string{
+			"INVITE sip:17000000001@" + e.vnum.String() + " SIP/2.0",
+			"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK-" + drop,
+			"From: <sip:13700137000@127.0.0.1>;tag=1",
+			"To: <sip:17000000001@127.0.0.1>",
+			"Call-ID: missing-" + drop,
+			"CSeq: 1 INVITE",
+			"Contact: <sip:13700137000@" + local + ">",
+			"Content-Length: 0",
+		}
+		var msg string
+		for _, l := range lines {
+			if !strings.HasPrefix(l, drop+":") {
+				msg += l + "\r\n"
+			}
+		}
+		_, err := conn.Write([]byte(msg + "\r\n"))
+		require.NoError(t, err)
+		buf := make([]byte, 2048)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+		n, err := conn.Read(buf)
+		require.NoError(t, err, "no answer without %s", drop)
+		require.Contains(t, string(buf[:n]), "SIP/2.0 400", "without %s", drop)
+	}
+	// Still taking calls.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, _ := e.dialAndKey(ctx, testHost+"-"+testExt, "")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
 }

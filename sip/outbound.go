@@ -35,6 +35,7 @@ func formatNumber(e164, format string) string {
 type legBTarget struct {
 	uri   sip.Uri // Request-URI
 	to    sip.Uri // To
+	dest  string  // where to send it, when not to the Request-URI (NAT)
 	trunk bool    // answer digest challenges with the trunk credentials
 }
 
@@ -49,9 +50,10 @@ func (s *Server) trunkTarget(number string) legBTarget {
 	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, trunk: true}
 }
 
-// contactTarget sends to a softphone's registered contact.
-func contactTarget(user string, contact sip.Uri) legBTarget {
-	return legBTarget{uri: contact, to: sip.Uri{Scheme: "sip", User: user, Host: contact.Host}}
+// contactTarget sends to a softphone's registered contact, at the address
+// its REGISTER came from.
+func contactTarget(user string, reg registration) legBTarget {
+	return legBTarget{uri: reg.contact, to: sip.Uri{Scheme: "sip", User: user, Host: reg.contact.Host}, dest: reg.source}
 }
 
 // legBRequest builds a fresh INVITE showing X as the caller: nothing of
@@ -60,6 +62,9 @@ func (c *call) legBRequest(x string, t legBTarget) *sip.Request {
 	s := c.s
 	x = sanitizeHeaderValue(x)
 	req := sip.NewRequest(sip.INVITE, *t.uri.Clone())
+	if t.dest != "" {
+		req.SetDestination(t.dest)
+	}
 	if t.uri.UriParams != nil {
 		if tr, ok := t.uri.UriParams.Get("transport"); ok && tr != "" {
 			req.SetTransport(strings.ToUpper(tr))
@@ -162,7 +167,10 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		req := c.legBRequest(x, t)
 		b, err := s.dialog.WriteInvite(c.ctx, req)
 		if err != nil {
-			c.log.Error("sending leg B INVITE", "error", err)
+			// sipgo's error quotes the request, B's number with it: the
+			// details go to debug only.
+			c.log.Error("sending leg B INVITE failed")
+			c.log.Debug("sending leg B INVITE", "error", err)
 			results <- fork{err: fmt.Errorf("%w: %v", ErrTrunkFailed, err)}
 			continue
 		}
@@ -195,7 +203,13 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 	rb.stop()
 	mu.Unlock()
 	if winner == nil {
-		return c.legBFailed(pickFailure(failed), ringCtx)
+		chosen := pickFailure(failed)
+		for _, f := range failed {
+			if f.b != chosen.b {
+				c.hangUpCrossed(f)
+			}
+		}
+		return c.legBFailed(chosen, ringCtx)
 	}
 	// The other forks are cancelled; any of them that answers anyway is
 	// acknowledged and hung up (SIPGO-NOTES pitfall 3).
@@ -237,17 +251,25 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 		return reasonTrunkFailed, 488
 	}
 	c.streamB.SetRemote(addrPort(d))
-	c.updateCDR(func(cdr *CDR) {
-		cdr.AnsweredAt = time.Now().UTC()
-		cdr.SIPStatus = b.InviteResponse.StatusCode
-	})
+	answeredAt := time.Now().UTC()
 	if !c.answeredA.Load() {
-		// Early mode: the caller is answered only when B answers.
-		if err := c.a.RespondSDP(c.sdpA.body); err != nil {
+		// Early mode: the caller is answered only when B answers, and the
+		// call is billed only once the caller has taken it.
+		// An ACK followed at once by a BYE can make RespondSDP report
+		// failure although the caller took the call: the ACK decides.
+		if err := c.a.RespondSDP(c.sdpA.body); err != nil && !c.ackedA.Load() {
+			if c.ctx.Err() != nil {
+				return c.reason(), 487
+			}
+			c.answeredA.Store(true)
 			return reasonNoAck, 0
 		}
 		c.answeredA.Store(true)
 	}
+	c.updateCDR(func(cdr *CDR) {
+		cdr.AnsweredAt = answeredAt
+		cdr.SIPStatus = b.InviteResponse.StatusCode
+	})
 	c.setState(StateBridged)
 	c.startBridge()
 	c.log.Info("call bridged")
@@ -320,7 +342,8 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	default:
 		r, status = reasonTrunkFailed, 408
 	}
-	c.log.Info("leg B failed", "status", status, "error", err)
+	c.log.Info("leg B failed", "status", status, "reason", r.Error())
+	c.log.Debug("leg B failed", "error", err)
 	c.noteCDR(func(cdr *CDR) { cdr.SIPStatus = status })
 	switch r {
 	case reasonBusy:

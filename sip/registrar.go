@@ -16,6 +16,9 @@ type registrar struct {
 
 type registration struct {
 	contact sip.Uri
+	// source is where the REGISTER came from: requests go there, so that a
+	// softphone behind NAT is reached (its Contact may be a private address).
+	source  string
 	expires time.Time
 }
 
@@ -23,7 +26,7 @@ func newRegistrar() *registrar {
 	return &registrar{regs: make(map[string]registration)}
 }
 
-func (r *registrar) add(user string, contact sip.Uri, ttl time.Duration) {
+func (r *registrar) add(user string, contact sip.Uri, source string, ttl time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
@@ -32,7 +35,7 @@ func (r *registrar) add(user string, contact sip.Uri, ttl time.Duration) {
 			delete(r.regs, u)
 		}
 	}
-	r.regs[user] = registration{contact: *contact.Clone(), expires: now.Add(ttl)}
+	r.regs[user] = registration{contact: *contact.Clone(), source: source, expires: now.Add(ttl)}
 }
 
 func (r *registrar) remove(user string) {
@@ -41,15 +44,15 @@ func (r *registrar) remove(user string) {
 	delete(r.regs, user)
 }
 
-// lookup returns the registered contact of an account, if still valid.
-func (r *registrar) lookup(user string) (sip.Uri, bool) {
+// lookup returns the registration of an account, if still valid.
+func (r *registrar) lookup(user string) (registration, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	reg, ok := r.regs[user]
 	if !ok || time.Now().After(reg.expires) {
-		return sip.Uri{}, false
+		return registration{}, false
 	}
-	return reg.contact, true
+	return reg, true
 }
 
 // Registered reports whether an account has a valid registration.

@@ -87,7 +87,7 @@ type Server struct {
 	ua          *sipgo.UserAgent
 	srv         *sipgo.Server
 	client      *sipgo.Client
-	dialog      *sipgo.DialogUA            // for leg B and UDP callers
+	dialog      *sipgo.DialogUA            // leg B
 	byTransport map[string]*sipgo.DialogUA // leg A: Contact on the transport the caller used
 
 	listeners []listener
@@ -154,7 +154,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 // Start binds every listen URI and serves SIP until ctx ends or Close.
 func (s *Server) Start(ctx context.Context) error {
 	var err error
-	sipLog := s.log.With("component", "sip")
+	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
@@ -199,10 +199,12 @@ func (s *Server) Start(ctx context.Context) error {
 	s.byTransport = make(map[string]*sipgo.DialogUA)
 	for _, l := range s.listeners {
 		if _, ok := s.byTransport[l.network]; !ok {
-			s.byTransport[l.network] = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(l)}
+			// In-dialog requests to a caller go where its INVITE came from,
+			// not to a Contact behind NAT.
+			s.byTransport[l.network] = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(l), RewriteContact: true}
 		}
 	}
-	s.dialog = s.byTransport[s.transport]
+	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0])}
 
 	s.srv.OnInvite(s.onInvite)
 	s.srv.OnAck(s.onAck)
@@ -363,7 +365,10 @@ func (s *Server) Close() {
 // progress go on for up to DrainTimeout, then hangs them up and waits for
 // their records to be finished (SPEC §8).
 func (s *Server) Shutdown(ctx context.Context) {
+	// Under s.mu, so that no call registers (wg.Add) after Wait starts.
+	s.mu.Lock()
 	s.draining.Store(true)
+	s.mu.Unlock()
 	deadline := s.opts.DrainTimeout
 	if deadline <= 0 {
 		deadline = 30 * time.Second
@@ -472,12 +477,15 @@ func (s *Server) fromTrunk(req *sip.Request) bool {
 // returns ok=false when the request is not admitted.
 func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, trunkOK bool) (Account, bool, bool) {
 	src := sourceHost(req)
-	if s.auth.isBlocked(src) {
+	trunk := s.fromTrunk(req)
+	if trunkOK && trunk {
+		return Account{}, true, true
+	}
+	// The trunk's addresses are never blocked: a forged source address must
+	// not be able to cut the carrier off.
+	if !trunk && s.auth.isBlocked(src) {
 		s.respond(req, tx, 403, "Forbidden")
 		return Account{}, false, false
-	}
-	if trunkOK && s.fromTrunk(req) {
-		return Account{}, true, true
 	}
 	authHdr, chalHdr, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
 	if proxy {
@@ -491,8 +499,10 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	switch {
 	case err == nil:
 		return acct, false, true
-	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrStaleNonce):
-		chals, cerr := s.auth.challenges(errors.Is(err, ErrStaleNonce))
+	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrStaleNonce), errors.Is(err, ErrReplay):
+		// A replayed nonce-count gets a fresh nonce, not a strike: phones
+		// that reuse a nonce must not lock out a whole office behind NAT.
+		chals, cerr := s.auth.challenges(!errors.Is(err, ErrNoCredentials))
 		if cerr != nil {
 			s.respond(req, tx, 500, "Server Internal Error")
 			return Account{}, false, false
@@ -502,8 +512,8 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 			hdrs = append(hdrs, sip.NewHeader(chalHdr, c))
 		}
 		s.respond(req, tx, code, reason, hdrs...)
-	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrReplay):
-		blocked := s.auth.fail(src)
+	case errors.Is(err, ErrBadCredentials):
+		blocked := !trunk && s.auth.fail(src)
 		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
 		s.respond(req, tx, 403, "Forbidden")
 	default:
@@ -583,8 +593,8 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	switch {
 	case c == nil:
 		// A query: answer with the current binding.
-		if contact, ok := s.regs.lookup(acct.User); ok {
-			res.AppendHeader(&sip.ContactHeader{Address: contact})
+		if reg, ok := s.regs.lookup(acct.User); ok {
+			res.AppendHeader(&sip.ContactHeader{Address: reg.contact})
 		}
 	case strings.TrimSpace(c.Value()) == "*" || expires == 0:
 		s.regs.remove(acct.User)
@@ -594,7 +604,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	default:
 		expires = min(expires, maxExpires)
-		s.regs.add(acct.User, c.Address, time.Duration(expires)*time.Second)
+		s.regs.add(acct.User, c.Address, req.Source(), time.Duration(expires)*time.Second)
 		ch := c.Clone()
 		ch.Params = sip.NewParams()
 		ch.Params.Add("expires", strconv.Itoa(expires))
@@ -628,6 +638,11 @@ func (s *Server) lookupB(req *sip.Request) *call {
 
 func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	if c := s.lookupA(req); c != nil && c.a != nil {
+		// Noted before ReadAck wakes the answering goroutine, so that it
+		// sees the ACK even when a BYE follows at once.
+		if cseq := req.CSeq(); cseq != nil && cseq.SeqNo == c.a.InviteRequest.CSeq().SeqNo {
+			c.ackedA.Store(true)
+		}
 		if err := c.a.ReadAck(req, tx); err != nil {
 			c.log.Debug("ack", "error", err)
 		}
