@@ -231,6 +231,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 // answered takes the leg B that answered: ACK, media to its address, the
 // CDR's answer time, and the bridge.
 func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec) (endReason, int) {
+	answeredAt := time.Now().UTC()
 	c.bMu.Lock()
 	c.b = b
 	c.bMu.Unlock()
@@ -238,9 +239,6 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 		c.log.Error("ACK to leg B", "error", err)
 	}
 	context.AfterFunc(b.Context(), func() { c.cancel(reasonCalleeHangup) })
-	if c.ctx.Err() != nil {
-		return c.reason(), 0
-	}
 	d, err := media.ParseSDP(b.InviteResponse.Body())
 	if err != nil {
 		c.log.Error("leg B answer SDP", "error", err)
@@ -251,12 +249,11 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 		return reasonTrunkFailed, 488
 	}
 	c.streamB.SetRemote(addrPort(d))
-	answeredAt := time.Now().UTC()
 	if !c.answeredA.Load() {
 		// Early mode: the caller is answered only when B answers, and the
-		// call is billed only once the caller has taken it.
-		// An ACK followed at once by a BYE can make RespondSDP report
-		// failure although the caller took the call: the ACK decides.
+		// call is billed only once the caller has taken it. An ACK followed
+		// at once by a BYE can make RespondSDP report failure although the
+		// caller took the call: the ACK decides.
 		if err := c.a.RespondSDP(c.sdpA.body); err != nil && !c.ackedA.Load() {
 			if c.ctx.Err() != nil {
 				return c.reason(), 487
@@ -266,10 +263,15 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 		}
 		c.answeredA.Store(true)
 	}
+	// Both legs are connected from here: the call is answered even if a
+	// hangup is already on its way.
 	c.updateCDR(func(cdr *CDR) {
 		cdr.AnsweredAt = answeredAt
 		cdr.SIPStatus = b.InviteResponse.StatusCode
 	})
+	if c.ctx.Err() != nil {
+		return c.reason(), 0
+	}
 	c.setState(StateBridged)
 	c.startBridge()
 	c.log.Info("call bridged")
