@@ -168,7 +168,8 @@ type call struct {
 	audioA           media.Codec
 	dtmfA            *media.Codec
 
-	infoDigits chan rune // digits from SIP INFO
+	infoDigits chan rune   // digits from SIP INFO
+	reAcks     chan uint32 // CSeqs of ACKs to re-INVITE answers
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -270,6 +271,62 @@ type sdpSession struct {
 // bumps the o= version only when the answer changes. A leg on hold may send
 // no RTP, so media.timeout does not count it until it resumes.
 func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
+	res := c.reofferResponse(req, tx, l)
+	if res == nil {
+		return
+	}
+	if err := tx.Respond(res); err != nil {
+		c.log.Debug("re-offer respond", "error", err)
+		return
+	}
+	if req.IsInvite() {
+		c.retransmitUntilAck(req.CSeq().SeqNo, func() error { return tx.Respond(res) })
+	}
+}
+
+// retransmitUntilAck resends a re-INVITE's 2xx from T1 doubling to T2
+// until its ACK arrives, for at most 64×T1 (RFC 3261 §13.3.1.4): over UDP
+// a lost 200 would otherwise fail a session refresh. It runs on the
+// request's handler, which sipgo needs alive to keep the transaction.
+func (c *call) retransmitUntilAck(cseq uint32, resend func() error) {
+	interval := sip.T1
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	giveUp := time.NewTimer(64 * sip.T1)
+	defer giveUp.Stop()
+	for {
+		select {
+		case seq := <-c.reAcks:
+			if seq == cseq {
+				return
+			}
+		case <-timer.C:
+			if err := resend(); err != nil {
+				return
+			}
+			interval = min(2*interval, sip.T2)
+			timer.Reset(interval)
+		case <-giveUp.C:
+			c.log.Info("re-INVITE answer not acknowledged")
+			return
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// reAck passes the CSeq of an ACK to a re-INVITE's 2xx to the handler
+// retransmitting it.
+func (c *call) reAck(cseq uint32) {
+	select {
+	case c.reAcks <- cseq:
+	default:
+	}
+}
+
+// reofferResponse builds the 200 to a re-offer, or answers the request
+// itself (488) and returns nil.
+func (c *call) reofferResponse(req *sip.Request, tx sip.ServerTransaction, l leg) *sip.Response {
 	c.sdpMu.Lock()
 	defer c.sdpMu.Unlock()
 	stream, sess, silent := c.streamA, &c.sdpA, &c.silentA
@@ -280,7 +337,7 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 		d, err := media.ParseSDP(req.Body())
 		if err != nil {
 			c.s.respond(req, tx, 488, "Not Acceptable Here")
-			return
+			return nil
 		}
 		held := d.Port == 0 || !d.Addr.IsValid() || d.Addr.IsUnspecified()
 		if !held {
@@ -292,13 +349,13 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 		answer, _, _, err := media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver)
 		if err != nil {
 			c.s.respond(req, tx, 488, "Not Acceptable Here")
-			return
+			return nil
 		}
 		if !bytes.Equal(answer, sess.body) {
 			sess.ver++
 			if answer, _, _, err = media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver); err != nil {
 				c.s.respond(req, tx, 488, "Not Acceptable Here")
-				return
+				return nil
 			}
 			sess.body = answer
 		}
@@ -314,9 +371,7 @@ func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
 	} else {
 		res.AppendHeader(&c.s.dialog.ContactHDR)
 	}
-	if err := tx.Respond(res); err != nil {
-		c.log.Debug("re-offer respond", "error", err)
-	}
+	return res
 }
 
 // wait holds the bridged call until a leg hangs up, the media stops, the

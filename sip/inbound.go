@@ -104,6 +104,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		dialled:    d,
 		offerA:     offer,
 		infoDigits: make(chan rune, 32),
+		reAcks:     make(chan uint32, 4),
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	defer c.cancel(nil)

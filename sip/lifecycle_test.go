@@ -139,6 +139,23 @@ func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
 		return string(res.Body())
 	}
 	held := reinvite("sendonly")
+	// No ACK yet: vnum retransmits its 200 (RFC 3261 §13.3.1.4); after the
+	// ACK it stops.
+	answers := func() int {
+		n := 0
+		for _, m := range e.phone.Received() {
+			if strings.HasPrefix(m, "SIP/2.0 200") && strings.Contains(m, "INVITE") && strings.Contains(m, "a=recvonly") {
+				n++
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return answers() >= 2 }, 3*time.Second, 20*time.Millisecond, "the 200 is retransmitted until ACK")
+	require.NoError(t, d.WriteRequest(sip.NewRequest(sip.ACK, target)))
+	time.Sleep(100 * time.Millisecond)
+	acked := answers()
+	time.Sleep(1200 * time.Millisecond)
+	require.Equal(t, acked, answers(), "no retransmission after the ACK")
 	require.Contains(t, held, "a=recvonly", "hold is answered recvonly (RFC 3264 §6.1)")
 	require.NotEqual(t, originLine(first), originLine(held), "a changed answer has a new o= version")
 	resumed := reinvite("sendrecv")

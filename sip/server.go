@@ -646,6 +646,16 @@ func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
 		if err := c.a.ReadAck(req, tx); err != nil {
 			c.log.Debug("ack", "error", err)
 		}
+		if cseq := req.CSeq(); cseq != nil {
+			c.reAck(cseq.SeqNo)
+		}
+		return
+	}
+	// The carrier's ACK to our answer of its re-INVITE.
+	if c := s.lookupB(req); c != nil {
+		if cseq := req.CSeq(); cseq != nil {
+			c.reAck(cseq.SeqNo)
+		}
 	}
 }
 
