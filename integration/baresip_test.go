@@ -286,18 +286,12 @@ func traceCallID(log string) string {
 // 401), dials X, keys E with RFC 4733 over the prompt, talks and hangs up.
 func TestBaresipCall(t *testing.T) {
 	requireTool(t, "baresip")
-	requireTool(t, "sipp")
-	requireRawSockets(t)
+	pcaps := sippPrereqs(t)
 	modules := baresipModuleDir(t)
-	pcaps := pcapDir(t)
-
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 60*time.Second)
-	carrier.waitListening()
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 60*time.Second)
 
 	phone := startBaresip(t, e, modules)
 	phone.waitRegistered(10 * time.Second)

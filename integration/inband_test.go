@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/media"
 )
 
 // In-band DTMF (SPEC §4: tones in PCMU/PCMA when the caller offers no
@@ -26,69 +28,28 @@ var dtmfFreqs = map[rune][2]float64{
 }
 
 const (
-	sampleRate   = 8000
+	sampleRate   = media.SampleRate
 	packetSample = 160 // 20 ms
 	toneMs       = 100
 	silenceMs    = 100
 )
 
-// linearToALaw is ITU-T G.711 A-law (the classic Sun reference).
-func linearToALaw(pcm int16) byte {
-	segEnd := [8]int{0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF}
-	v := int(pcm) >> 3
-	mask := byte(0xD5)
-	if v < 0 {
-		mask = 0x55
-		v = -v - 1
-	}
-	seg := 0
-	for seg < 8 && v > segEnd[seg] {
-		seg++
-	}
-	if seg >= 8 {
-		return 0x7F ^ mask
-	}
-	a := byte(seg << 4)
-	if seg < 2 {
-		a |= byte(v>>1) & 0x0F
-	} else {
-		a |= byte(v>>seg) & 0x0F
-	}
-	return a ^ mask
-}
-
-// aLawToLinear inverts linearToALaw (to check the tones).
-func aLawToLinear(a byte) int16 {
-	a ^= 0x55
-	t := int(a&0x0F) << 4
-	seg := int(a&0x70) >> 4
-	switch seg {
-	case 0:
-		t += 8
-	case 1:
-		t += 0x108
-	default:
-		t += 0x108
-		t <<= seg - 1
-	}
-	if a&0x80 != 0 {
-		return int16(t)
-	}
-	return int16(-t)
-}
+// toneAmp is each tone's peak in the captures, about -10 dBm0 (media's
+// own prompts are louder: DTMFTone peaks at 0.45 of full scale per tone).
+const (
+	toneAmp      = 7000
+	mediaToneAmp = 0.45 * math.MaxInt16
+)
 
 // toneSamples is one key: tone then silence, as linear samples.
 func toneSamples(key rune) ([]int16, error) {
-	f, ok := dtmfFreqs[key]
-	if !ok {
+	tone := media.DTMFTone(key, toneMs*time.Millisecond)
+	if _, ok := dtmfFreqs[key]; !ok || tone == nil {
 		return nil, fmt.Errorf("no DTMF tone for key %q", key)
 	}
-	n := sampleRate * (toneMs + silenceMs) / 1000
-	out := make([]int16, n)
-	const amp = 7000 // each tone about -10 dBm0
-	for i := range sampleRate * toneMs / 1000 {
-		t := float64(i) / sampleRate
-		out[i] = int16(amp*math.Sin(2*math.Pi*f[0]*t) + amp*math.Sin(2*math.Pi*f[1]*t))
+	out := make([]int16, sampleRate*(toneMs+silenceMs)/1000)
+	for i, x := range tone {
+		out[i] = int16(float64(x) * toneAmp / mediaToneAmp)
 	}
 	return out, nil
 }
@@ -153,10 +114,7 @@ func inbandPcaps(t *testing.T, dir, keys string) []string {
 		out = binary.LittleEndian.AppendUint32(out, 65535) // snaplen
 		out = binary.LittleEndian.AppendUint32(out, 1)     // Ethernet
 		for p := 0; p*packetSample < len(samples); p++ {
-			payload := make([]byte, packetSample)
-			for j := range payload {
-				payload[j] = linearToALaw(samples[p*packetSample+j])
-			}
+			payload := media.EncodeALaw(samples[p*packetSample : (p+1)*packetSample])
 			rtp := make([]byte, rtpHeader, rtpHeader+len(payload))
 			rtp[0] = 0x80
 			rtp[1] = 8 // PCMA
@@ -203,7 +161,7 @@ func inbandPcaps(t *testing.T, dir, keys string) []string {
 // TestInbandTones checks the tone captures themselves (no sipp): each
 // decodes, A-law and all, to its key, and reads back as a valid capture.
 func TestInbandTones(t *testing.T) {
-	require.Equal(t, byte(0xD5), linearToALaw(0), "A-law silence")
+	require.Equal(t, []byte{0xD5}, media.EncodeALaw([]int16{0}), "A-law silence")
 	dir := t.TempDir()
 	const keys = "0123456789*#"
 	names := inbandPcaps(t, dir, keys)
@@ -214,9 +172,7 @@ func TestInbandTones(t *testing.T) {
 		for _, p := range f.packets {
 			rtp := p.data[p.rtpOff:]
 			require.Equal(t, byte(8), rtp[1]&0x7f)
-			for _, a := range rtp[rtpHeaderLen:] {
-				samples = append(samples, aLawToLinear(a))
-			}
+			samples = append(samples, media.DecodeALaw(rtp[rtpHeaderLen:])...)
 		}
 		tone := samples[:sampleRate*toneMs/1000]
 		require.Equal(t, key, detectKey(tone), "key %c", key)

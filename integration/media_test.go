@@ -91,25 +91,25 @@ func g711aPayloads(t *testing.T, pcaps string) map[string]bool {
 	return ref
 }
 
+// mediaSetup starts a seeded vnum and an RTP sink that knows the payloads
+// of g711a.pcap, and returns them with the sipp stage.
+func mediaSetup(t *testing.T) (e *env, b binding, stage string, sinkPort int, sink *rtpSink) {
+	t.Helper()
+	pcaps := sippPrereqs(t)
+	e, b = servedEnv(t, nil)
+	sinkPort = freePorts(t, 2)
+	sink = newRTPSink(t, sinkPort, g711aPayloads(t, pcaps))
+	return e, b, newStage(t, pcaps), sinkPort, sink
+}
+
 // TestSippMediaCallerToCallee: the caller's PCMA reaches B through vnum's
 // relay, byte for byte, from vnum's own address.
 func TestSippMediaCallerToCallee(t *testing.T) {
-	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b, stage, sinkPort, sink := mediaSetup(t)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier_sink.xml", 40*time.Second, "-key", "sink", fmt.Sprint(sinkPort))
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct.xml"), 40*time.Second, hostNumber+"-"+b.Extension, "-d", "4000")
 
-	sinkPort := freePorts(t, 2)
-	sink := newRTPSink(t, sinkPort, g711aPayloads(t, pcaps))
-	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier_sink.xml"), e.carrierPort, 40*time.Second,
-		"-key", "sink", fmt.Sprint(sinkPort))
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 40*time.Second,
-		append([]string{"-d", "4000"}, softphoneArgs(e, hostNumber+"-"+b.Extension)...)...)
-
-	caller.requireSuccess(50 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
+	requireBothSucceed(caller, carrier, 50*time.Second, 20*time.Second)
 	byPT, matched, from := sink.summary()
 	t.Logf("B received RTP by payload type %v, %d packets of the caller's audio, from %v", byPT, matched, from)
 	// 4 s of 30 ms packets is ~130; B answers ~0.5 s in
@@ -126,21 +126,12 @@ func TestSippMediaCallerToCallee(t *testing.T) {
 
 // TestSippMediaCalleeToCaller: B's PCMA reaches the caller through vnum.
 func TestSippMediaCalleeToCaller(t *testing.T) {
-	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b, stage, sinkPort, sink := mediaSetup(t)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 40*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct_sink.xml"), 40*time.Second,
+		hostNumber+"-"+b.Extension, "-d", "4000", "-key", "sink", fmt.Sprint(sinkPort))
 
-	sinkPort := freePorts(t, 2)
-	sink := newRTPSink(t, sinkPort, g711aPayloads(t, pcaps))
-	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct_sink.xml"), 0, 40*time.Second,
-		append([]string{"-d", "4000", "-key", "sink", fmt.Sprint(sinkPort)}, softphoneArgs(e, hostNumber+"-"+b.Extension)...)...)
-
-	caller.requireSuccess(50 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
+	requireBothSucceed(caller, carrier, 50*time.Second, 20*time.Second)
 	byPT, matched, from := sink.summary()
 	t.Logf("the caller received RTP by payload type %v, %d packets of B's audio, from %v", byPT, matched, from)
 	require.GreaterOrEqual(t, matched, 60, "B's audio should reach the caller (by PT: %v)", byPT)

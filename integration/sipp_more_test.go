@@ -17,42 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// sippPrereqs skips or fails the test without sipp, raw sockets or pcaps,
-// and returns the pcap folder.
-func sippPrereqs(t *testing.T) string {
-	t.Helper()
-	requireTool(t, "sipp")
-	requireRawSockets(t)
-	return pcapDir(t)
-}
-
-// requireCDR checks the fields that say how an unanswered or system-ended
-// call went, and logs the row.
-func requireCDR(t *testing.T, c cdr, disposition, hangupBy string, billed int) {
-	t.Helper()
-	dump, _ := json.MarshalIndent(c, "", "  ")
-	t.Logf("CDR: %s", dump)
-	require.Equal(t, disposition, c.Disposition, "CDR: %s", dump)
-	if hangupBy != "" {
-		require.Equal(t, hangupBy, c.HangupBy, "CDR: %s", dump)
-	}
-	require.Equal(t, fmt.Sprint(billed), c.BilledMinutes.String(), "CDR: %s", dump)
-	if billed == 0 {
-		require.Empty(t, strings.Trim(c.Fee, "0."), "a call without talk costs nothing: CDR %s", dump)
-	} else {
-		require.Equal(t, answeredFee, c.Fee, "CDR: %s", dump)
-	}
-	require.NotContains(t, string(dump), consignee, "a CDR is merchant-facing and must not show B")
-}
-
 // TestSippRegister: vnum is the accounts' registrar (SPEC §4): REGISTER is
 // challenged with 401, accepted with credentials, and an unREGISTER
 // (expires=0) removes the binding.
 func TestSippRegister(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	e.seed()
-	e.startServe()
+	e, _ := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
 	phone := startSipp(t, stage, "softphone", scenarioPath(t, "uac_register.xml"), 0, 30*time.Second,
@@ -85,18 +55,10 @@ var reGranted = regexp.MustCompile(`(?mi)^Contact:.*;expires=([0-9]+)`)
 // TestSippWrongPassword: wrong credentials after a challenge get 403.
 func TestSippWrongPassword(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
-	user := hostNumber + "-" + b.Extension
-	args := softphoneArgs(e, user)
-	for i, a := range args {
-		if a == "-ap" {
-			args[i+1] = "not-" + password
-		}
-	}
+	args := accountArgs(e, hostNumber+"-"+b.Extension, account, "not-"+password)
 	phone := startSipp(t, stage, "softphone", scenarioPath(t, "uac_auth_fail.xml"), 0, 30*time.Second, args...)
 	phone.requireSuccess(40 * time.Second)
 	rows, raw := e.cdrs()
@@ -106,9 +68,7 @@ func TestSippWrongPassword(t *testing.T) {
 // TestSippMessageRefused: virtual numbers carry no SMS (SPEC §4).
 func TestSippMessageRefused(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
 	user := hostNumber + "-" + b.Extension
@@ -124,44 +84,32 @@ func TestSippMessageRefused(t *testing.T) {
 // bills the talk.
 func TestSippCalleeHangsUp(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_hangup.xml"), e.carrierPort, 30*time.Second, "-d", "3000")
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
-		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_hangup.xml", 30*time.Second, "-d", "3000")
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_until_hangup.xml"), 40*time.Second, hostNumber+"-"+b.Extension)
 
-	carrier.requireSuccess(40 * time.Second)
-	caller.requireSuccess(20 * time.Second)
+	// B hangs up, so the carrier ends first
+	requireBothSucceed(carrier, caller, 40*time.Second, 20*time.Second)
 	require.Contains(t, caller.messages(), "BYE sip:", "vnum must end leg A with a BYE once B hung up")
 
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	require.Equal(t, "callee", rows[0].HangupBy)
-	requirePrivacy(t, caller, carrier)
+	c := requireAnsweredCall(t, e, b, caller, carrier)
+	require.Equal(t, "callee", c.HangupBy)
 }
 
 // TestSippNoAnswer: B rings past calls.ring_timeout; vnum CANCELs leg B,
 // ends leg A, and the CDR says no_answer and costs nothing.
 func TestSippNoAnswer(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
 	// a short ring timeout keeps the test short
-	e.setYAML("ring_timeout: 15s", "ring_timeout: 4s")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil, yamlEdit{"ring_timeout: 15s", "ring_timeout: 4s"})
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_noanswer.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
-		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_noanswer.xml", 40*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_until_hangup.xml"), 40*time.Second, hostNumber+"-"+b.Extension)
 
-	carrier.requireSuccess(30 * time.Second)
-	caller.requireSuccess(20 * time.Second)
+	requireBothSucceed(carrier, caller, 30*time.Second, 20*time.Second)
 
 	rows := e.waitCDRs(1, 10*time.Second)
 	requireCDR(t, rows[0], "no_answer", "", 0)
@@ -172,22 +120,16 @@ func TestSippNoAnswer(t *testing.T) {
 // is told so each time and then hung up on; B is never called.
 func TestSippInvalidExtension(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	// every digit differs from E's, so no binding can match it
 	wrong := []rune(b.Extension)
 	for i, d := range wrong {
 		wrong[i] = '0' + (d-'0'+5)%10
 	}
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{string(wrong), string(wrong), string(wrong)}, hangup: true})
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 60*time.Second, softphoneArgs(e, hostNumber)...)
-	caller.requireSuccess(70 * time.Second)
-
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireCDR(t, rows[0], "invalid_extension", "system", 0)
+	_, c := runEndedIVRCall(t, pcaps, e, []string{string(wrong), string(wrong), string(wrong)},
+		60*time.Second, 70*time.Second, softphoneArgs(e, hostNumber))
+	requireCDR(t, c, "invalid_extension", "system", 0)
 }
 
 // TestSippDrain: on SIGTERM vnum refuses new calls with 503 + Retry-After,
@@ -195,15 +137,11 @@ func TestSippInvalidExtension(t *testing.T) {
 // legs, finishes the CDR and exits (SPEC §8).
 func TestSippDrain(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
-		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 40*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_until_hangup.xml"), 40*time.Second, hostNumber+"-"+b.Extension)
 
 	// wait until B has answered and been ACKed
 	deadline := time.Now().Add(15 * time.Second)
@@ -225,8 +163,8 @@ func TestSippDrain(t *testing.T) {
 	require.Equal(t, 503, res.StatusCode, "a new call while draining: %s", res.StartLine())
 	require.NotNil(t, res.GetHeader("Retry-After"), "503 while draining needs Retry-After: %s", res.String())
 
-	caller.requireSuccess(20 * time.Second) // vnum's BYE after calls.drain_timeout
-	carrier.requireSuccess(20 * time.Second)
+	// vnum's BYE after calls.drain_timeout
+	requireBothSucceed(caller, carrier, 20*time.Second, 20*time.Second)
 	code, err := e.serve.wait(20 * time.Second)
 	require.NoError(t, err)
 	require.Zero(t, code, "vnum serve's exit code after SIGTERM")
@@ -260,82 +198,40 @@ func (e *env) invite(within time.Duration) *sip.Response {
 // TestSippHold: a re-INVITE that puts B on hold keeps the call up (SPEC §4).
 func TestSippHold(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_reinvite.xml"), 0, 40*time.Second,
-		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 40*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_reinvite.xml"), 40*time.Second, hostNumber+"-"+b.Extension)
 
-	caller.requireSuccess(50 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	requirePrivacy(t, caller, carrier)
+	requireBothSucceed(caller, carrier, 50*time.Second, 20*time.Second)
+	requireAnsweredCall(t, e, b, caller, carrier)
 }
 
 // TestSippInfoDTMF: E keyed as SIP INFO application/dtmf-relay (SPEC §4).
 func TestSippInfoDTMF(t *testing.T) {
-	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
-
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second, info: true})
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
-
-	caller.requireSuccess(60 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	requirePrivacy(t, caller, carrier)
+	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, info: true}})
 }
 
 // TestSippBargeIn: E keyed the moment the call is answered, before the
 // prompt has said anything, still counts (SPEC §4: digits count from the
 // answer).
 func TestSippBargeIn(t *testing.T) {
-	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
-
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, wait: time.Millisecond, talk: 4 * time.Second})
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
-
-	caller.requireSuccess(60 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
+	runIVRCall(t, ivrCase{call: dtmfCall{wait: time.Millisecond, talk: 4 * time.Second}})
 }
 
 // TestSippReleasedBinding: a released (X, E) in quarantine gets the
 // "expired" prompt and the call ends at once; B is never called.
 func TestSippReleasedBinding(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	var id string
-	require.NoError(t, json.Unmarshal(b.ID, &id), "binding id %s", b.ID)
-	e.run("binding", "release", id)
-	e.startServe()
+	e, b := servedEnv(t, func(e *env, b binding) {
+		var id string
+		require.NoError(t, json.Unmarshal(b.ID, &id), "binding id %s", b.ID)
+		e.run("binding", "release", id)
+	})
 
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, hangup: true})
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
-	caller.requireSuccess(50 * time.Second)
-
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireCDR(t, rows[0], "expired", "system", 0)
+	_, c := runEndedIVRCall(t, pcaps, e, []string{b.Extension}, 40*time.Second, 50*time.Second, softphoneArgs(e, hostNumber))
+	requireCDR(t, c, "expired", "system", 0)
 }
 
 // TestSippForeignMerchant: another merchant's account keying m1's E gets
@@ -343,95 +239,42 @@ func TestSippReleasedBinding(t *testing.T) {
 // called.
 func TestSippForeignMerchant(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.run("merchant", "add", "m2", "--name", "Other shop")
-	e.run("account", "add", "m2", "othershop", "--password", "othersecret1")
-	e.startServe()
+	e, b := servedEnv(t, func(e *env, _ binding) {
+		e.run("merchant", "add", "m2", "--name", "Other shop")
+		e.run("account", "add", "m2", "othershop", "--password", "othersecret1")
+	})
 
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension, b.Extension, b.Extension}, hangup: true})
-	args := softphoneArgs(e, hostNumber)
-	for i := range args {
-		switch {
-		case args[i] == account:
-			args[i] = "othershop"
-		case args[i] == password:
-			args[i] = "othersecret1"
-		}
-	}
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 60*time.Second, args...)
-	caller.requireSuccess(70 * time.Second)
-
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireCDR(t, rows[0], "invalid_extension", "system", 0)
+	caller, c := runEndedIVRCall(t, pcaps, e, []string{b.Extension, b.Extension, b.Extension},
+		60*time.Second, 70*time.Second, accountArgs(e, hostNumber, "othershop", "othersecret1"))
+	requireCDR(t, c, "invalid_extension", "system", 0)
 	requireAbsent(t, caller, "the consignee's number B", consignee)
 }
 
 // TestSippInbandDTMF: a caller that offers no telephone-event keys E as
 // tones in its PCMA audio (SPEC §4).
 func TestSippInbandDTMF(t *testing.T) {
-	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
-
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second, inband: true})
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
-
-	caller.requireSuccess(60 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	requirePrivacy(t, caller, carrier)
+	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, inband: true}})
 }
 
 // TestSippTrunkDigest: a carrier that challenges vnum's INVITE gets
 // trunk.username / trunk.password (SPEC §3).
 func TestSippTrunkDigest(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	e.setYAML("trunk:\n", "trunk:\n  username: carrieruser\n  password: carriersecret\n")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil, yamlEdit{"trunk:\n", "trunk:\n  username: carrieruser\n  password: carriersecret\n"})
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier_auth.xml"), e.carrierPort, 30*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
-		append([]string{"-d", "3000"}, softphoneArgs(e, hostNumber+"-"+b.Extension)...)...)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier_auth.xml", 30*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct.xml"), 30*time.Second, hostNumber+"-"+b.Extension, "-d", "3000")
 
-	caller.requireSuccess(45 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	requirePrivacy(t, caller, carrier)
+	requireBothSucceed(caller, carrier, 45*time.Second, 20*time.Second)
+	requireAnsweredCall(t, e, b, caller, carrier)
 	requireAbsent(t, carrier, "the trunk password", "carriersecret")
 }
 
 // TestSippEarlyIVR: with ivr.answer early, vnum plays the prompt and takes
 // E in 183 early media, and answers leg A only when B answers.
 func TestSippEarlyIVR(t *testing.T) {
-	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	e.setYAML("ivr:\n", "ivr:\n  answer: early\n")
-	b := e.seed()
-	e.startServe()
-
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second, early: true})
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
-
-	caller.requireSuccess(60 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	requirePrivacy(t, caller, carrier)
+	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, early: true}, edits: []yamlEdit{{"ivr:\n", "ivr:\n  answer: early\n"}}})
 }
 
 // TestSippAuthBlock: a source address that fails digest authentication
@@ -440,19 +283,11 @@ func TestSippEarlyIVR(t *testing.T) {
 // 127.0.0.2, still loopback.
 func TestSippAuthBlock(t *testing.T) {
 	pcaps := sippPrereqs(t)
-	e := newEnv(t, "")
-	e.setYAML("sip:\n", "security:\n  auth_failures: 5\n  block_for: 15m\nsip:\n")
-	b := e.seed()
-	e.startServe()
+	e, b := servedEnv(t, nil, yamlEdit{"sip:\n", "security:\n  auth_failures: 5\n  block_for: 15m\nsip:\n"})
 	user := hostNumber + "-" + b.Extension
 
 	stage := newStage(t, pcaps)
-	wrong := softphoneArgs(e, user)
-	for i, a := range wrong {
-		if a == "-ap" {
-			wrong[i+1] = "not-" + password
-		}
-	}
+	wrong := accountArgs(e, user, account, "not-"+password)
 	attacker := startSipp(t, stage, "attacker", scenarioPath(t, "uac_auth_fail.xml"), 0, 30*time.Second,
 		append([]string{"-i", "127.0.0.2", "-m", "5", "-r", "5"}, wrong...)...)
 	attacker.requireSuccess(40 * time.Second)
@@ -464,12 +299,9 @@ func TestSippAuthBlock(t *testing.T) {
 	t.Logf("the blocked source's last messages:\n%s", fileTail(blocked.msgLog, 30))
 
 	// while 127.0.0.1 calls with the same account as usual
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 30*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
-		append([]string{"-d", "2000"}, softphoneArgs(e, user)...)...)
-	caller.requireSuccess(40 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 30*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct.xml"), 30*time.Second, user, "-d", "2000")
+	requireBothSucceed(caller, carrier, 40*time.Second, 20*time.Second)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -218,10 +218,15 @@ func renderDTMF(t *testing.T, pcaps, stage string, call dtmfCall) string {
 
 // softphoneArgs are the UAC options for account calling user@vnum.
 func softphoneArgs(e *env, user string) []string {
+	return accountArgs(e, user, account, password)
+}
+
+// accountArgs are the UAC options for login (with pass) calling user@vnum.
+func accountArgs(e *env, user, login, pass string) []string {
 	return []string{
 		"-s", user,
-		"-key", "account", account,
-		"-au", account, "-ap", password,
+		"-key", "account", login,
+		"-au", login, "-ap", pass,
 		// the digest uri is the Request-URI (sipp's default is sip:host:port)
 		"-auth_uri", fmt.Sprintf("%s@127.0.0.1:%d", user, e.sipPort),
 		"-cid_str", "uacleg-%u-%p@%s",
@@ -285,9 +290,7 @@ func requirePrivacy(t *testing.T, caller, carrier *sippPeer) {
 // RFC 4733 event per key, repeated keys included) and the carrier's checks,
 // so that a failure against vnum is vnum's.
 func TestScenarioSelfCheck(t *testing.T) {
-	requireTool(t, "sipp")
-	requireRawSockets(t)
-	pcaps := pcapDir(t)
+	pcaps := sippPrereqs(t)
 
 	t.Run("softphone DTMF and digest", func(t *testing.T) {
 		stage := newStage(t, pcaps)
@@ -301,21 +304,18 @@ func TestScenarioSelfCheck(t *testing.T) {
 			"-key", "sink", fmt.Sprint(sinkPort))
 		vnum.waitListening()
 		e := &env{sipPort: vnum.port}
-		uac := startSipp(t, stage, "softphone", uacXML, 0, 30*time.Second, softphoneArgs(e, hostNumber)...)
-		uac.requireSuccess(40 * time.Second)
-		vnum.requireSuccess(10 * time.Second)
+		uac := startSoftphone(t, stage, e, uacXML, 30*time.Second, hostNumber)
+		requireBothSucceed(uac, vnum, 40*time.Second, 10*time.Second)
 		require.Equal(t, keys, sink.keys(), "RFC 4733 events the softphone sent (one per RTP timestamp)")
 	})
 
 	t.Run("carrier accepts a clean leg B", func(t *testing.T) {
 		stage := newStage(t, pcaps)
-		carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), 0, 30*time.Second)
-		carrier.waitListening()
+		carrier := startCarrier(t, stage, 0, "uas_carrier.xml", 30*time.Second)
 		legB := startSipp(t, stage, "standin_legb", scenarioPath(t, "selftest_trunk_uac.xml"), 0, 30*time.Second,
 			"-s", consignee, "-key", "from", hostNumber, "-key", "extra", "X-Note: clean",
 			fmt.Sprintf("127.0.0.1:%d", carrier.port))
-		legB.requireSuccess(20 * time.Second)
-		carrier.requireSuccess(10 * time.Second)
+		requireBothSucceed(legB, carrier, 20*time.Second, 10*time.Second)
 	})
 
 	for name, args := range map[string][]string{
@@ -325,8 +325,7 @@ func TestScenarioSelfCheck(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			stage := newStage(t, pcaps)
-			carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), 0, 10*time.Second)
-			carrier.waitListening()
+			carrier := startCarrier(t, stage, 0, "uas_carrier.xml", 10*time.Second)
 			legB := startSipp(t, stage, "standin_legb", scenarioPath(t, "selftest_trunk_uac.xml"), 0, 10*time.Second,
 				append(args, fmt.Sprintf("127.0.0.1:%d", carrier.port))...)
 			carrier.requireFailure(20 * time.Second)
@@ -339,35 +338,14 @@ func TestScenarioSelfCheck(t *testing.T) {
 // prompt as RFC 4733 events, vnum calls B on the trunk, the two talk for a
 // few seconds, the caller hangs up; one answered CDR bills one minute.
 func TestSippIVRCall(t *testing.T) {
-	requireTool(t, "sipp")
-	requireRawSockets(t)
-	pcaps := pcapDir(t)
-
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
-
-	stage := newStage(t, pcaps)
-	uacXML := renderDTMF(t, pcaps, stage, dtmfCall{attempts: []string{b.Extension}, talk: 4 * time.Second})
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 40*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", uacXML, 0, 40*time.Second, softphoneArgs(e, hostNumber)...)
-
-	caller.requireSuccess(60 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
-
-	rows := e.waitCDRs(1, 10*time.Second)
-	requireAnswered(t, rows[0], b)
-	require.Equal(t, "caller", rows[0].HangupBy)
-	requirePrivacy(t, caller, carrier)
+	c := runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second}})
+	require.Equal(t, "caller", c.HangupBy)
 }
 
 // TestSippDirectDial dials X with E in the user part in each of the forms
 // that skip the prompt.
 func TestSippDirectDial(t *testing.T) {
-	requireTool(t, "sipp")
-	requireRawSockets(t)
-	pcaps := pcapDir(t)
+	pcaps := sippPrereqs(t)
 
 	for _, form := range []struct{ name, sep, transport string }{
 		{"dash", "-", "u1"},
@@ -376,23 +354,15 @@ func TestSippDirectDial(t *testing.T) {
 		{"dash over TCP", "-", "t1"},
 	} {
 		t.Run(form.name, func(t *testing.T) {
-			e := newEnv(t, "")
-			b := e.seed()
-			e.startServe()
+			e, b := servedEnv(t, nil)
 
 			stage := newStage(t, pcaps)
-			carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_carrier.xml"), e.carrierPort, 30*time.Second)
-			carrier.waitListening()
-			user := hostNumber + form.sep + b.Extension
-			caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_direct.xml"), 0, 30*time.Second,
-				append([]string{"-d", "3000", "-t", form.transport}, softphoneArgs(e, user)...)...)
+			carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 30*time.Second)
+			caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct.xml"), 30*time.Second,
+				hostNumber+form.sep+b.Extension, "-d", "3000", "-t", form.transport)
 
-			caller.requireSuccess(45 * time.Second)
-			carrier.requireSuccess(20 * time.Second)
-
-			rows := e.waitCDRs(1, 10*time.Second)
-			requireAnswered(t, rows[0], b)
-			requirePrivacy(t, caller, carrier)
+			requireBothSucceed(caller, carrier, 45*time.Second, 20*time.Second)
+			requireAnsweredCall(t, e, b, caller, carrier)
 		})
 	}
 }
@@ -400,22 +370,14 @@ func TestSippDirectDial(t *testing.T) {
 // TestSippBusy: B is busy; the caller is told so, and the CDR says busy and
 // costs nothing.
 func TestSippBusy(t *testing.T) {
-	requireTool(t, "sipp")
-	requireRawSockets(t)
-	pcaps := pcapDir(t)
-
-	e := newEnv(t, "")
-	b := e.seed()
-	e.startServe()
+	pcaps := sippPrereqs(t)
+	e, b := servedEnv(t, nil)
 
 	stage := newStage(t, pcaps)
-	carrier := startSipp(t, stage, "carrier", scenarioPath(t, "uas_busy.xml"), e.carrierPort, 30*time.Second)
-	carrier.waitListening()
-	caller := startSipp(t, stage, "softphone", scenarioPath(t, "uac_until_hangup.xml"), 0, 40*time.Second,
-		softphoneArgs(e, hostNumber+"-"+b.Extension)...)
+	carrier := startCarrier(t, stage, e.carrierPort, "uas_busy.xml", 30*time.Second)
+	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_until_hangup.xml"), 40*time.Second, hostNumber+"-"+b.Extension)
 
-	caller.requireSuccess(50 * time.Second)
-	carrier.requireSuccess(20 * time.Second)
+	requireBothSucceed(caller, carrier, 50*time.Second, 20*time.Second)
 
 	rows := e.waitCDRs(1, 10*time.Second)
 	c := rows[0]
