@@ -79,6 +79,7 @@ func TestCallEndToEnd(t *testing.T) {
 
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
 			e.waitNoCalls()
+			e.assertLogsPrivate()
 		})
 	}
 }
@@ -152,6 +153,7 @@ func TestCallFailures(t *testing.T) {
 			}
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
 			e.waitNoCalls()
+			e.assertLogsPrivate()
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
@@ -148,6 +149,15 @@ type testEnv struct {
 	phone   *sipua.Softphone
 	ports   *media.Ports
 	vnum    netip.AddrPort
+	logs    *lockedBuffer
+}
+
+// assertLogsPrivate: vnum's log at info level never holds B's number.
+func (e *testEnv) assertLogsPrivate() {
+	e.t.Helper()
+	logs := e.logs.String()
+	require.NotEmpty(e.t, logs)
+	require.NotContains(e.t, logs, testNational, "B's number in the info log")
 }
 
 const (
@@ -193,8 +203,9 @@ func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options))
 		RingTimeout:       10 * time.Second,
 		MaxDuration:       time.Hour,
 		DrainTimeout:      2 * time.Second,
-		Logger:            testLogger(),
 	}
+	logs := &lockedBuffer{}
+	opts.Logger = testLogger(logs)
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -207,17 +218,65 @@ func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options))
 		cancel()
 	})
 	return &testEnv{
-		t: t, srv: srv, router: router, carrier: car, ports: ports,
+		t: t, srv: srv, router: router, carrier: car, ports: ports, logs: logs,
 		phone: phone,
 		vnum:  netip.MustParseAddrPort(srv.Addr("udp")),
 	}
 }
 
-func testLogger() *slog.Logger {
+// testLogger keeps the server's info-level log in buf (the privacy checks
+// read it), and with VNUM_TEST_LOG set also writes everything to stderr.
+func testLogger(buf *lockedBuffer) *slog.Logger {
+	info := slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo})
 	if os.Getenv("VNUM_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		return slog.New(teeHandler{info, slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})})
 	}
-	return slog.New(slog.DiscardHandler)
+	return slog.New(info)
+}
+
+// lockedBuffer is a bytes.Buffer safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// teeHandler sends each record to two handlers.
+type teeHandler struct{ a, b slog.Handler }
+
+func (t teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return t.a.Enabled(ctx, l) || t.b.Enabled(ctx, l)
+}
+
+func (t teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	if t.a.Enabled(ctx, r.Level) {
+		if err := t.a.Handle(ctx, r.Clone()); err != nil {
+			return err
+		}
+	}
+	if t.b.Enabled(ctx, r.Level) {
+		return t.b.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (t teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return teeHandler{t.a.WithAttrs(as), t.b.WithAttrs(as)}
+}
+
+func (t teeHandler) WithGroup(n string) slog.Handler {
+	return teeHandler{t.a.WithGroup(n), t.b.WithGroup(n)}
 }
 
 // waitNoCalls waits until the server holds no call and every RTP port is
