@@ -48,7 +48,10 @@ func TestCallThroughServe(t *testing.T) {
 	require.Equal(t, b.Host, inv.From().Address.User)
 	_, err = carrier.NextSession(15 * time.Second)
 	require.NoError(t, err)
+	// Releasing the binding never cuts the call that resolved it (SPEC §5).
+	mustRun(t, "binding", "release", b.ID)
 	require.NoError(t, sipua.SendAudio(ctx, phone.RTP, media, 1, 50))
+	require.Equal(t, 1, n.sip.ActiveCalls(), "the call goes on after the release")
 	require.NoError(t, d.Bye(ctx))
 	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 && n.ports.InUse() == 0 }, 10*time.Second, 20*time.Millisecond)
 
@@ -65,6 +68,16 @@ func TestCallThroughServe(t *testing.T) {
 	require.Equal(t, "alice", row["caller"])
 	require.Equal(t, b.ID, row["binding"])
 	require.GreaterOrEqual(t, row["talk_seconds"], float64(1))
+
+	// The released (X, E) is in quarantine: a new call hears "expired".
+	d, err = phone.Call(ctx, vnum, b.Host+"-"+b.Extension)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 20*time.Millisecond, "vnum hangs up")
+	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 }, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "cdr", "list", "--format", "json")), &cdrs))
+	require.Len(t, cdrs, 2)
+	dispositions := []any{cdrs[0]["disposition"], cdrs[1]["disposition"]}
+	require.ElementsMatch(t, []any{"answered", "expired"}, dispositions)
 
 	for _, m := range phone.Received() {
 		require.NotContains(t, m, consignee, "the caller saw B")
