@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -550,70 +549,6 @@ func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
 func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 	// Matched CANCELs are answered inside sipgo; this one matched nothing.
 	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
-}
-
-// Registration intervals (RFC 3261 §10.3): vnum grants what the phone asks
-// for up to maxExpires, and refuses intervals under minExpires with 423.
-const (
-	defaultExpires = 3600
-	maxExpires     = 3600
-	minExpires     = 60
-)
-
-// onRegister is vnum's registrar for merchant accounts (SPEC §4): the
-// Contact's expires parameter, else the Expires header, else an hour; 0 or
-// "*" removes the registration.
-func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
-	// Registration is for accounts: it always takes digest credentials.
-	acct, _, ok := s.authorize(req, tx, false, false)
-	if !ok {
-		return
-	}
-	expires := defaultExpires
-	if h := req.GetHeader("Expires"); h != nil {
-		v, err := strconv.Atoi(strings.TrimSpace(h.Value()))
-		if err != nil || v < 0 {
-			s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "bad Expires"`))
-			return
-		}
-		expires = v
-	}
-	c := req.Contact()
-	if c != nil && c.Params != nil {
-		if raw, ok := c.Params.Get("expires"); ok {
-			v, err := strconv.Atoi(strings.TrimSpace(raw))
-			if err != nil || v < 0 {
-				s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "bad expires parameter"`))
-				return
-			}
-			expires = v
-		}
-	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	switch {
-	case c == nil:
-		// A query: answer with the current binding.
-		if reg, ok := s.regs.lookup(acct.User); ok {
-			res.AppendHeader(&sip.ContactHeader{Address: reg.contact})
-		}
-	case strings.TrimSpace(c.Value()) == "*" || expires == 0:
-		s.regs.remove(acct.User)
-		res.AppendHeader(sip.NewHeader("Expires", "0"))
-	case expires < minExpires:
-		s.respond(req, tx, 423, "Interval Too Brief", sip.NewHeader("Min-Expires", strconv.Itoa(minExpires)))
-		return
-	default:
-		expires = min(expires, maxExpires)
-		s.regs.add(acct.User, c.Address, req.Source(), time.Duration(expires)*time.Second)
-		ch := c.Clone()
-		ch.Params = sip.NewParams()
-		ch.Params.Add("expires", strconv.Itoa(expires))
-		res.AppendHeader(ch)
-		res.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
-	}
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("register respond", "error", err)
-	}
 }
 
 func (s *Server) lookupA(req *sip.Request) *call {
