@@ -488,29 +488,6 @@ func (c *call) end(r endReason, status int) {
 	c.log.Info("call ended", attrs...)
 }
 
-// statusForReason is the final status sent to an unanswered caller.
-func statusForReason(r endReason) (int, string) {
-	switch r {
-	case reasonBusy:
-		return 486, "Busy Here"
-	case reasonNoAnswer:
-		return 480, "Temporarily Unavailable"
-	case reasonRejected:
-		return 480, "Temporarily Unavailable"
-	case reasonInvalidExtension:
-		return 404, "Not Found"
-	case reasonExpired:
-		return 410, "Gone"
-	case reasonCancelled, reasonCallerHangup:
-		return 487, "Request Terminated"
-	case reasonShutdown, reasonTrunkFailed:
-		return 503, "Service Unavailable"
-	case reasonNone, reasonCalleeHangup:
-		return 200, "OK"
-	}
-	return 500, "Server Internal Error"
-}
-
 // noteCDR changes the call's record in memory only; the next write (the
 // answer, or the end) stores it. It keeps the store's load per call low.
 func (c *call) noteCDR(f func(*CDR)) {

@@ -6,62 +6,70 @@ import (
 	"github.com/vnum/vnum/media"
 )
 
-// Errors of the signalling layer. Each error that ends an INVITE transaction
-// maps to a SIP status through StatusFor.
+// Errors of the signalling layer. An error that refuses an INVITE before
+// the call starts maps to its SIP status through StatusFor; a call that has
+// started ends for an endReason, mapped by statusForReason.
 var (
 	ErrNotHostNumber  = errors.New("not a host number")
-	ErrDraining       = errors.New("server draining")
-	ErrBlocked        = errors.New("source blocked after repeated authentication failures")
 	ErrBadCredentials = errors.New("bad credentials")
 	ErrReplay         = errors.New("digest nonce replayed")
 	ErrNoCredentials  = errors.New("no credentials")
 	ErrStaleNonce     = errors.New("stale nonce")
 	ErrBadRequest     = errors.New("malformed request")
-	ErrTrunkBusy      = errors.New("callee busy")
-	ErrTrunkNoAnswer  = errors.New("callee did not answer")
-	ErrTrunkRejected  = errors.New("callee rejected the call")
 	ErrTrunkFailed    = errors.New("trunk failure")
-	ErrNoTrunk        = errors.New("no outbound trunk configured")
 )
 
 // StatusFor maps an error that ends an INVITE transaction to the SIP status
 // and reason phrase sent to the caller (RFC 3261 §21).
 func StatusFor(err error) (int, string) {
+	code := 500
 	switch {
 	case err == nil:
-		return 200, "OK"
-	case errors.Is(err, ErrNotHostNumber):
-		return 404, "Not Found"
-	case errors.Is(err, ErrDraining):
-		return 503, "Service Unavailable"
-	case errors.Is(err, ErrBlocked), errors.Is(err, ErrBadCredentials), errors.Is(err, ErrReplay):
-		return 403, "Forbidden"
+		code = 200
+	case errors.Is(err, ErrNotHostNumber), errors.Is(err, ErrInvalidExtension):
+		code = 404
+	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrReplay):
+		code = 403
 	case errors.Is(err, ErrBadRequest):
-		return 400, "Bad Request"
+		code = 400
 	case errors.Is(err, media.ErrBadSDP), errors.Is(err, media.ErrNoAudio), errors.Is(err, media.ErrNoCodec):
-		return 488, "Not Acceptable Here"
-	case errors.Is(err, media.ErrNoPorts):
-		return 503, "Service Unavailable"
-	case errors.Is(err, ErrTrunkBusy):
-		return 486, "Busy Here"
-	case errors.Is(err, ErrTrunkNoAnswer):
-		return 480, "Temporarily Unavailable"
-	case errors.Is(err, ErrTrunkRejected):
-		return 480, "Temporarily Unavailable"
-	case errors.Is(err, ErrInvalidExtension):
-		return 404, "Not Found"
+		code = 488
+	case errors.Is(err, media.ErrNoPorts), errors.Is(err, ErrTrunkFailed):
+		code = 503
 	case errors.Is(err, ErrExpired):
-		return 410, "Gone"
-	case errors.Is(err, ErrTrunkFailed), errors.Is(err, ErrNoTrunk):
-		return 503, "Service Unavailable"
-	default:
-		return 500, "Server Internal Error"
+		code = 410
 	}
+	return code, reasonPhrase(code)
+}
+
+// statusForReason is the final status an unanswered caller gets when the
+// call ends for r (vnum's own terms, never a downstream status as it is).
+func statusForReason(r endReason) (int, string) {
+	code := 500
+	switch r {
+	case reasonNone, reasonCalleeHangup:
+		code = 200
+	case reasonBusy:
+		code = 486
+	case reasonNoAnswer, reasonRejected:
+		code = 480
+	case reasonInvalidExtension:
+		code = 404
+	case reasonExpired:
+		code = 410
+	case reasonCancelled, reasonCallerHangup:
+		code = 487
+	case reasonShutdown, reasonTrunkFailed:
+		code = 503
+	}
+	return code, reasonPhrase(code)
 }
 
 // reasonPhrase is the RFC 3261 §21 reason phrase of a final status vnum sends.
 func reasonPhrase(code int) string {
 	switch code {
+	case 200:
+		return "OK"
 	case 400:
 		return "Bad Request"
 	case 403:

@@ -115,8 +115,6 @@ func TestStatusFor(t *testing.T) {
 	}{
 		"ok":            {nil, 200},
 		"not host":      {fmt.Errorf("x: %w", ErrNotHostNumber), 404},
-		"draining":      {ErrDraining, 503},
-		"blocked":       {ErrBlocked, 403},
 		"bad creds":     {ErrBadCredentials, 403},
 		"replay":        {ErrReplay, 403},
 		"bad request":   {ErrBadRequest, 400},
@@ -124,19 +122,50 @@ func TestStatusFor(t *testing.T) {
 		"no audio":      {media.ErrNoAudio, 488},
 		"no codec":      {media.ErrNoCodec, 488},
 		"no ports":      {media.ErrNoPorts, 503},
-		"busy":          {ErrTrunkBusy, 486},
-		"no answer":     {ErrTrunkNoAnswer, 480},
-		"rejected":      {ErrTrunkRejected, 480},
 		"invalid ext":   {ErrInvalidExtension, 404},
 		"expired":       {ErrExpired, 410},
 		"trunk failure": {ErrTrunkFailed, 503},
-		"no trunk":      {ErrNoTrunk, 503},
 		"other":         {errors.New("boom"), 500},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, reason := StatusFor(tc.err)
 			require.Equal(t, tc.code, code)
 			require.NotEmpty(t, reason)
+		})
+	}
+}
+
+// TestStatusForReason pins what an unanswered caller hears, and the CDR's
+// disposition and hangup_by, for every way a call ends.
+func TestStatusForReason(t *testing.T) {
+	for _, tc := range []struct {
+		r           endReason
+		code        int
+		disposition string
+		hangupBy    string
+	}{
+		{reasonCallerHangup, 487, "cancelled", "caller"},
+		{reasonCalleeHangup, 200, "failed", "callee"},
+		{reasonCancelled, 487, "cancelled", "caller"},
+		{reasonNoAck, 500, "failed", "system"},
+		{reasonInvalidExtension, 404, "invalid_extension", "system"},
+		{reasonExpired, 410, "expired", "system"},
+		{reasonBusy, 486, "busy", "callee"},
+		{reasonNoAnswer, 480, "no_answer", "system"},
+		{reasonRejected, 480, "rejected", "callee"},
+		{reasonTrunkFailed, 503, "failed", "system"},
+		{reasonMediaTimeout, 500, "failed", "system"},
+		{reasonMaxDuration, 500, "failed", "system"},
+		{reasonShutdown, 503, "failed", "system"},
+		{reasonInternal, 500, "failed", "system"},
+	} {
+		t.Run(tc.r.Error(), func(t *testing.T) {
+			code, phrase := statusForReason(tc.r)
+			require.Equal(t, tc.code, code)
+			require.NotEmpty(t, phrase)
+			require.Equal(t, tc.disposition, tc.r.disposition(false))
+			require.Equal(t, "answered", tc.r.disposition(true), "an answered call is answered whatever ended it")
+			require.Equal(t, tc.hangupBy, tc.r.hangupBy())
 		})
 	}
 }

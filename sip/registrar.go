@@ -12,8 +12,9 @@ import (
 // registrar keeps where each account's softphone registered (vnum is its
 // registrar), so that calls can reach it.
 type registrar struct {
-	mu   sync.Mutex
-	regs map[string]registration
+	mu      sync.Mutex
+	regs    map[string]registration
+	sweptAt time.Time
 }
 
 type registration struct {
@@ -32,9 +33,13 @@ func (r *registrar) add(user string, contact sip.Uri, source string, ttl time.Du
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	for u, reg := range r.regs {
-		if now.After(reg.expires) {
-			delete(r.regs, u)
+	// Expired registrations go at most once a minute, not on every REGISTER.
+	if now.Sub(r.sweptAt) > time.Minute {
+		r.sweptAt = now
+		for u, reg := range r.regs {
+			if now.After(reg.expires) {
+				delete(r.regs, u)
+			}
 		}
 	}
 	r.regs[user] = registration{contact: *contact.Clone(), source: source, expires: now.Add(ttl)}
