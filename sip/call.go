@@ -346,14 +346,14 @@ func (c *call) reofferResponse(req *sip.Request, tx sip.ServerTransaction, l leg
 		// Any hold (sendonly, recvonly, inactive) may stop a phone's RTP.
 		silent.Store(held || d.Direction != media.SendRecv)
 		sock := stream.Socket()
-		answer, _, _, err := media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver)
+		answer, _, _, err := media.AnswerVersion(d, c.s.sdpAddr(sock), sock.Port, sess.id, sess.ver)
 		if err != nil {
 			c.s.respond(req, tx, 488, "Not Acceptable Here")
 			return nil
 		}
 		if !bytes.Equal(answer, sess.body) {
 			sess.ver++
-			if answer, _, _, err = media.AnswerVersion(d, sock.IP, sock.Port, sess.id, sess.ver); err != nil {
+			if answer, _, _, err = media.AnswerVersion(d, c.s.sdpAddr(sock), sock.Port, sess.id, sess.ver); err != nil {
 				c.s.respond(req, tx, 488, "Not Acceptable Here")
 				return nil
 			}

@@ -214,7 +214,7 @@ func (c *call) answer() (endReason, int) {
 	}
 	c.sockA = sock
 	sid := sessionID()
-	sdp, audio, dtmf, err := media.Answer(c.offerA, sock.IP, sock.Port, sid)
+	sdp, audio, dtmf, err := media.Answer(c.offerA, c.s.sdpAddr(sock), sock.Port, sid)
 	if err != nil {
 		c.log.Info("no common codec", "error", err)
 		return reasonInternal, 488

@@ -295,3 +295,25 @@ func originLine(sdp string) string {
 	}
 	return ""
 }
+
+// TestPublicHost: behind NAT, sip.public_host goes into Contact, From and
+// the SDP both legs receive, while the relay binds media.ip. The "public"
+// address is another loopback address, where vnum listens.
+func TestPublicHost(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) {
+		o.Listen = []string{"udp://127.0.0.2:0"}
+		o.PublicHost = "127.0.0.2"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.2", d.InviteResponse.Contact().Address.Host)
+	require.Contains(t, string(d.InviteResponse.Body()), "c=IN IP4 127.0.0.2")
+	inv := nextInvite(t, e.carrier)
+	require.Contains(t, string(inv.Body()), "c=IN IP4 127.0.0.2")
+	require.Equal(t, "127.0.0.2", inv.From().Address.Host)
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}

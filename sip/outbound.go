@@ -118,7 +118,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 	}
 	offerCodecs := []media.Codec{c.audioA}
 	sid := sessionID()
-	c.sdpB = sdpSession{body: media.Offer(sock.IP, sock.Port, sid, offerCodecs, dtmfB), id: sid, ver: sid}
+	c.sdpB = sdpSession{body: media.Offer(c.s.sdpAddr(sock), sock.Port, sid, offerCodecs, dtmfB), id: sid, ver: sid}
 	c.streamB = media.NewStream(sock, netipZero, c.audioA, dtmfB, c.log)
 	c.streamB.Start()
 	c.setState(StateRinging)

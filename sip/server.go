@@ -337,6 +337,16 @@ func (s *Server) contactFor(l listener) sip.ContactHeader {
 	return sip.ContactHeader{Address: uri}
 }
 
+// sdpAddr is the address vnum's SDP advertises for a media socket: the
+// relay's own (media.ip), or sip.public_host when that is an IP address
+// (SPEC §3: the host put in Contact, Via and SDP behind NAT).
+func (s *Server) sdpAddr(sock *media.Socket) netip.Addr {
+	if ip, err := netip.ParseAddr(s.opts.PublicHost); err == nil {
+		return ip
+	}
+	return sock.IP
+}
+
 // dialogFor is the dialog agent for a leg A request's transport.
 func (s *Server) dialogFor(req *sip.Request) *sipgo.DialogUA {
 	if d, ok := s.byTransport[strings.ToLower(req.Transport())]; ok {
