@@ -25,6 +25,8 @@ const (
 	DefaultSIPTLSKey           = ""
 	DefaultAuthFailures        = 10
 	DefaultBlockFor            = 15 * time.Minute
+	DefaultInviteRate          = 20
+	DefaultInvalidExtensions   = 10
 	DefaultMediaIP             = "127.0.0.1"
 	DefaultRTPPorts            = "20000-29999"
 	DefaultMediaTimeout        = 60 * time.Second
@@ -43,14 +45,18 @@ const (
 	DefaultRingTimeout         = 60 * time.Second
 	DefaultMaxDuration         = 2 * time.Hour
 	DefaultDrainTimeout        = 30 * time.Second
+	DefaultMaxActive           = 0
 	DefaultBillingCurrency     = "CNY"
 	DefaultBillingRentalPerDay = "0.00018"
 	DefaultBillingPerMinute    = "0.02"
 	DefaultBillingTimezone     = "Asia/Shanghai"
 	DefaultStoreDriver         = DriverSQLite
 	DefaultStoreDSN            = "vnum.db"
+	DefaultStoreTimeout        = 2 * time.Second
+	DefaultNodeID              = ""
 	DefaultAdminListen         = "127.0.0.1:8080"
 	DefaultAdminToken          = ""
+	DefaultAdminPProf          = false
 )
 
 // Enumerated values of configuration keys.
@@ -101,6 +107,8 @@ type Config struct {
 	Billing Billing `mapstructure:"billing"`
 	// Store configures the database.
 	Store Store `mapstructure:"store"`
+	// Node names this node among several sharing one store.
+	Node Node `mapstructure:"node"`
 	// Admin configures the admin HTTP API.
 	Admin Admin `mapstructure:"admin"`
 }
@@ -126,6 +134,12 @@ type Security struct {
 	AuthFailures int `mapstructure:"auth_failures"`
 	// BlockFor is how long a blocked source stays blocked.
 	BlockFor time.Duration `mapstructure:"block_for"`
+	// InviteRate is how many new INVITEs per second one non-trunk source
+	// may send; the excess gets 503.
+	InviteRate int `mapstructure:"invite_rate"`
+	// InvalidExtensions is how many wrong extensions one caller may key per
+	// hour before its calls are refused with 403.
+	InvalidExtensions int `mapstructure:"invalid_extensions"`
 }
 
 // Media is the media section.
@@ -188,6 +202,9 @@ type Calls struct {
 	MaxDuration time.Duration `mapstructure:"max_duration"`
 	// DrainTimeout is how long calls may go on after SIGTERM.
 	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
+	// MaxActive is how many calls may be in progress before new ones get
+	// 503; 0 leaves the limit to the free RTP ports.
+	MaxActive int `mapstructure:"max_active"`
 }
 
 // Billing is the billing section.
@@ -208,6 +225,15 @@ type Store struct {
 	Driver string `mapstructure:"driver"`
 	// DSN is the data source: a file name for sqlite, a URL for postgres.
 	DSN string `mapstructure:"dsn"`
+	// Timeout bounds one store read or write; a call that cannot get its
+	// answer in time is refused with 503.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// Node is the node section.
+type Node struct {
+	// ID is this node's name in CDRs; empty means the host name.
+	ID string `mapstructure:"id"`
 }
 
 // Admin is the admin section.
@@ -216,46 +242,54 @@ type Admin struct {
 	Listen string `mapstructure:"listen"`
 	// Token is the bearer token required on /v1 calls when set; a secret.
 	Token string `mapstructure:"token"`
+	// PProf serves Go's /debug/pprof on the admin listener, behind the token.
+	PProf bool `mapstructure:"pprof"`
 }
 
 // defaults maps every key to its default; SetDefault on each key is also
 // what lets AutomaticEnv find keys that no file mentions.
 func defaults() map[string]any {
 	return map[string]any{
-		"sip.listen":              DefaultSIPListen(),
-		"sip.public_host":         DefaultSIPPublicHost,
-		"sip.tls_cert":            DefaultSIPTLSCert,
-		"sip.tls_key":             DefaultSIPTLSKey,
-		"sip.digest_algorithms":   DefaultDigestAlgorithms(),
-		"security.auth_failures":  DefaultAuthFailures,
-		"security.block_for":      DefaultBlockFor,
-		"media.ip":                DefaultMediaIP,
-		"media.rtp_ports":         DefaultRTPPorts,
-		"media.timeout":           DefaultMediaTimeout,
-		"ivr.extension_digits":    DefaultExtensionDigits,
-		"ivr.first_digit_timeout": DefaultFirstDigitTimeout,
-		"ivr.inter_digit_timeout": DefaultInterDigitTimeout,
-		"ivr.attempts":            DefaultIVRAttempts,
-		"ivr.answer":              DefaultIVRAnswer,
-		"ivr.language":            DefaultIVRLanguage,
-		"trunk.outbound":          DefaultTrunkOutbound,
-		"trunk.username":          DefaultTrunkUsername,
-		"trunk.password":          DefaultTrunkPassword,
-		"trunk.inbound_cidrs":     []string{},
-		"trunk.number_format":     DefaultTrunkNumberFormat,
-		"binding.ttl":             DefaultBindingTTL,
-		"binding.quarantine":      DefaultBindingQuarantine,
-		"calls.ring_timeout":      DefaultRingTimeout,
-		"calls.max_duration":      DefaultMaxDuration,
-		"calls.drain_timeout":     DefaultDrainTimeout,
-		"billing.currency":        DefaultBillingCurrency,
-		"billing.rental_per_day":  DefaultBillingRentalPerDay,
-		"billing.per_minute":      DefaultBillingPerMinute,
-		"billing.timezone":        DefaultBillingTimezone,
-		"store.driver":            DefaultStoreDriver,
-		"store.dsn":               DefaultStoreDSN,
-		"admin.listen":            DefaultAdminListen,
-		"admin.token":             DefaultAdminToken,
+		"sip.listen":                  DefaultSIPListen(),
+		"sip.public_host":             DefaultSIPPublicHost,
+		"sip.tls_cert":                DefaultSIPTLSCert,
+		"sip.tls_key":                 DefaultSIPTLSKey,
+		"sip.digest_algorithms":       DefaultDigestAlgorithms(),
+		"security.auth_failures":      DefaultAuthFailures,
+		"security.block_for":          DefaultBlockFor,
+		"security.invite_rate":        DefaultInviteRate,
+		"security.invalid_extensions": DefaultInvalidExtensions,
+		"media.ip":                    DefaultMediaIP,
+		"media.rtp_ports":             DefaultRTPPorts,
+		"media.timeout":               DefaultMediaTimeout,
+		"ivr.extension_digits":        DefaultExtensionDigits,
+		"ivr.first_digit_timeout":     DefaultFirstDigitTimeout,
+		"ivr.inter_digit_timeout":     DefaultInterDigitTimeout,
+		"ivr.attempts":                DefaultIVRAttempts,
+		"ivr.answer":                  DefaultIVRAnswer,
+		"ivr.language":                DefaultIVRLanguage,
+		"trunk.outbound":              DefaultTrunkOutbound,
+		"trunk.username":              DefaultTrunkUsername,
+		"trunk.password":              DefaultTrunkPassword,
+		"trunk.inbound_cidrs":         []string{},
+		"trunk.number_format":         DefaultTrunkNumberFormat,
+		"binding.ttl":                 DefaultBindingTTL,
+		"binding.quarantine":          DefaultBindingQuarantine,
+		"calls.ring_timeout":          DefaultRingTimeout,
+		"calls.max_duration":          DefaultMaxDuration,
+		"calls.drain_timeout":         DefaultDrainTimeout,
+		"calls.max_active":            DefaultMaxActive,
+		"billing.currency":            DefaultBillingCurrency,
+		"billing.rental_per_day":      DefaultBillingRentalPerDay,
+		"billing.per_minute":          DefaultBillingPerMinute,
+		"billing.timezone":            DefaultBillingTimezone,
+		"store.driver":                DefaultStoreDriver,
+		"store.dsn":                   DefaultStoreDSN,
+		"store.timeout":               DefaultStoreTimeout,
+		"node.id":                     DefaultNodeID,
+		"admin.listen":                DefaultAdminListen,
+		"admin.token":                 DefaultAdminToken,
+		"admin.pprof":                 DefaultAdminPProf,
 	}
 }
 
@@ -270,8 +304,13 @@ func Default() *Config {
 			TLSKey:           DefaultSIPTLSKey,
 			DigestAlgorithms: DefaultDigestAlgorithms(),
 		},
-		Security: Security{AuthFailures: DefaultAuthFailures, BlockFor: DefaultBlockFor},
-		Media:    Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout},
+		Security: Security{
+			AuthFailures:      DefaultAuthFailures,
+			BlockFor:          DefaultBlockFor,
+			InviteRate:        DefaultInviteRate,
+			InvalidExtensions: DefaultInvalidExtensions,
+		},
+		Media: Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout},
 		IVR: IVR{
 			ExtensionDigits:   DefaultExtensionDigits,
 			FirstDigitTimeout: DefaultFirstDigitTimeout,
@@ -292,6 +331,7 @@ func Default() *Config {
 			RingTimeout:  DefaultRingTimeout,
 			MaxDuration:  DefaultMaxDuration,
 			DrainTimeout: DefaultDrainTimeout,
+			MaxActive:    DefaultMaxActive,
 		},
 		Billing: Billing{
 			Currency:     DefaultBillingCurrency,
@@ -299,8 +339,9 @@ func Default() *Config {
 			PerMinute:    DefaultBillingPerMinute,
 			Timezone:     DefaultBillingTimezone,
 		},
-		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN},
-		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken},
+		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN, Timeout: DefaultStoreTimeout},
+		Node:  Node{ID: DefaultNodeID},
+		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
 	}
 	c.normalise()
 	return c

@@ -81,6 +81,12 @@ func (c *Config) Validate() error {
 		bad("security.auth_failures", "must be at least 1, got %d", c.Security.AuthFailures)
 	}
 	positive("security.block_for", c.Security.BlockFor)
+	if c.Security.InviteRate < 1 {
+		bad("security.invite_rate", "must be at least 1 INVITE per second, got %d", c.Security.InviteRate)
+	}
+	if c.Security.InvalidExtensions < 1 {
+		bad("security.invalid_extensions", "must be at least 1 per hour, got %d", c.Security.InvalidExtensions)
+	}
 
 	// media
 	if _, err := netip.ParseAddr(c.Media.IP); err != nil {
@@ -133,6 +139,9 @@ func (c *Config) Validate() error {
 	positive("calls.ring_timeout", c.Calls.RingTimeout)
 	positive("calls.max_duration", c.Calls.MaxDuration)
 	positive("calls.drain_timeout", c.Calls.DrainTimeout)
+	if c.Calls.MaxActive < 0 {
+		bad("calls.max_active", "must be 0 (no limit but the RTP ports) or more, got %d", c.Calls.MaxActive)
+	}
 
 	// billing
 	if !currencyRe.MatchString(c.Billing.Currency) {
@@ -155,6 +164,7 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.Store.DSN) == "" {
 		bad("store.dsn", "must not be empty")
 	}
+	positive("store.timeout", c.Store.Timeout)
 
 	// admin: an empty listen address disables the admin API.
 	if err := checkHostPort(c.Admin.Listen); c.Admin.Listen != "" && err != nil {
