@@ -38,7 +38,7 @@ func adminConfig(t *testing.T) *config.Config {
 // openAdminStore opens c's store for the duration of the test.
 func openAdminStore(t *testing.T, c *config.Config) *binding.Store {
 	t.Helper()
-	s, err := openStore(context.Background(), c)
+	s, err := openStore(context.Background(), c, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s
@@ -209,7 +209,7 @@ func TestServeWithAdmin(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	up := make(chan struct{})
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, c, log, func(*node) { close(up) }) }()
+	go func() { served <- serve(ctx, c, log, nil, func(*node) { close(up) }) }()
 	select {
 	case <-up:
 	case err := <-served:

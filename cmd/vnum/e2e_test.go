@@ -107,7 +107,7 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
 	require.NoError(t, err)
 	require.NoError(t, c.Validate())
-	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler))
+	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.stop(context.Background()) })
 	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))
@@ -167,7 +167,7 @@ func TestDemo(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := runDemo(ctx, &out, "en", time.Second)
+	err := runDemo(ctx, &out, "en", time.Second, time.Now)
 	require.NoError(t, err, out.String())
 	s := out.String()
 	require.Contains(t, s, "demo OK")

@@ -25,18 +25,18 @@ var cfg *config.Config
 // configFile is the value of the persistent --config flag.
 var configFile string
 
-// rootCmd is the vnum command; serve.go and demo.go add their commands to
-// it in their init functions.
-var rootCmd = newRootCmd()
-
-// newRootCmd builds the command tree (without serve and demo). Tests build
-// a fresh tree per run so that flag values never leak between runs.
+// newRootCmd builds the command tree. Tests build a fresh tree per run so
+// that flag values never leak between runs.
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "vnum",
 		Short:         "Virtual numbers for e-commerce: a SIP B2BUA that hides the consignee's number",
+		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// The commands are the ones SPEC §2 lists; a generated completion
+		// command would be one more parent that prints help on a typo.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			setupLogging(cmd.ErrOrStderr())
 			c, err := config.Load(configFile)
@@ -59,13 +59,54 @@ func newRootCmd() *cobra.Command {
 		newCDRCmd(),
 		newBillCmd(),
 		newConfigCmd(),
+		newServeCmd(),
+		newDemoCmd(),
+		newVersionCmd(),
 	)
+	root.SetVersionTemplate("vnum {{.Version}}\n")
+	requireSubcommands(root)
 	return root
+}
+
+// requireSubcommands gives every command that only groups others (vnum
+// binding, vnum merchant, vnum itself) a run function that refuses: cobra
+// would print the help and exit 0 for `vnum binding delete ID`, and a
+// script would believe the binding deleted (SPEC §2: an unknown command or
+// subcommand exits non-zero with one clear line).
+func requireSubcommands(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.RunE = refuseSubcommand
+	}
+	for _, sub := range cmd.Commands() {
+		requireSubcommands(sub)
+	}
+}
+
+func refuseSubcommand(cmd *cobra.Command, args []string) error {
+	var names []string
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	want := strings.Join(names, ", ")
+	if len(args) == 0 {
+		return fmt.Errorf("%w: %q needs a subcommand: %s", errUsage, cmd.CommandPath(), want)
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // what cobra uses for the root
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		want = "did you mean " + strings.Join(s, ", ") + "?"
+	} else {
+		want = "want " + want
+	}
+	return fmt.Errorf("unknown command %q for %q (%s)", args[0], cmd.CommandPath(), want)
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := execute(ctx, rootCmd, os.Args[1:], os.Stdout, os.Stderr)
+	err := execute(ctx, newRootCmd(), os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		os.Exit(1)
@@ -138,21 +179,41 @@ func ratesOf(c *config.Config) (binding.Rates, error) {
 
 // openStore opens the configured store with the configured binding policy
 // and closes CDR rows left open by a crash. It is for the long-running
-// server; one-shot commands use openCLIStore.
-func openStore(ctx context.Context, c *config.Config) (*binding.Store, error) {
-	return binding.Open(ctx, c.Store.Driver, c.Store.DSN, binding.WithPolicy(policyOf(c)))
+// server; one-shot commands use openCLIStore. When the store is new and
+// empty it says so on notice (nil for the demo's temporary store).
+func openStore(ctx context.Context, c *config.Config, notice io.Writer) (*binding.Store, error) {
+	return openConfigured(ctx, c, notice, binding.WithPolicy(policyOf(c)))
 }
 
 // openCLIStore opens the store for a one-shot command. It leaves open CDR
 // rows alone: they may belong to calls of a `vnum serve` running now.
-func openCLIStore(ctx context.Context, c *config.Config) (*binding.Store, error) {
-	return binding.Open(ctx, c.Store.Driver, c.Store.DSN, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
+func openCLIStore(ctx context.Context, c *config.Config, notice io.Writer) (*binding.Store, error) {
+	return openConfigured(ctx, c, notice, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
+}
+
+// openConfigured opens the store of c. A failure names the key to fix; a
+// new, empty store is announced, because a command run without --config
+// (or with a mistyped store.dsn) would otherwise work on a fresh ./vnum.db
+// and the operator would see an empty pool and no bindings (SPEC §2).
+func openConfigured(ctx context.Context, c *config.Config, notice io.Writer, opts ...binding.Option) (*binding.Store, error) {
+	var created bool
+	s, err := binding.Open(ctx, c.Store.Driver, c.Store.DSN, append(opts, binding.ReportCreated(&created))...)
+	if errors.Is(err, binding.ErrUnsupportedDriver) {
+		return nil, fmt.Errorf("store.driver: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store.dsn: %w", err)
+	}
+	if created && notice != nil {
+		fmt.Fprintf(notice, "vnum: created a new, empty store %s (store.dsn; set it with --config FILE or VNUM_STORE_DSN)\n", c.Store.DSN)
+	}
+	return s, nil
 }
 
 // withStore runs fn on a store opened for a one-shot command and closes it.
 func withStore(cmd *cobra.Command, fn func(ctx context.Context, s *binding.Store) error) (err error) {
 	ctx := cmd.Context()
-	s, err := openCLIStore(ctx, cfg)
+	s, err := openCLIStore(ctx, cfg, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}

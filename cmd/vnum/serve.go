@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -16,17 +18,13 @@ import (
 	"github.com/vnum/vnum/sip"
 )
 
-func init() {
-	rootCmd.AddCommand(newServeCmd(), newDemoCmd())
-}
-
 func newServeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
 		Short: "Run the B2BUA, the media relay and the admin API until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), cfg, slog.Default(), nil)
+			return serve(cmd.Context(), cfg, slog.Default(), cmd.ErrOrStderr(), nil)
 		},
 	}
 }
@@ -38,9 +36,13 @@ type node struct {
 	sip   *sip.Server
 }
 
-// startNode opens the store and starts signalling and media on cfg.
-func startNode(ctx context.Context, c *config.Config, log *slog.Logger) (*node, error) {
-	store, err := openStore(ctx, c)
+// startNode opens the store and starts signalling and media on cfg. A new,
+// empty store is announced on notice (nil: not announced).
+func startNode(ctx context.Context, c *config.Config, log *slog.Logger, notice io.Writer) (*node, error) {
+	if err := checkMediaIP(c.Media.IP); err != nil {
+		return nil, err
+	}
+	store, err := openStore(ctx, c, notice)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +75,21 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger) (*node, 
 	return &node{store: store, ports: ports, sip: srv}, nil
 }
 
+// checkMediaIP binds a UDP socket on ip once: an address that is not this
+// host's would otherwise let serve start and then refuse every call as
+// "no free rtp ports".
+func checkMediaIP(ip string) error {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return fmt.Errorf("media.ip: %q is not an IP address", ip)
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 0)))
+	if err != nil {
+		return fmt.Errorf("media.ip: cannot bind %s (want an address of this host): %w", ip, err)
+	}
+	return conn.Close()
+}
+
 // stop drains the calls in progress (SPEC §8) and closes the store.
 func (n *node) stop(ctx context.Context) {
 	n.sip.Shutdown(ctx)
@@ -88,8 +105,8 @@ func (n *node) close() {
 
 // serve runs a node until ctx ends (SIGTERM/SIGINT), then drains it.
 // ready, when not nil, is called once the node listens.
-func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*node)) error {
-	n, err := startNode(ctx, c, log)
+func serve(ctx context.Context, c *config.Config, log *slog.Logger, notice io.Writer, ready func(*node)) error {
+	n, err := startNode(ctx, c, log, notice)
 	if err != nil {
 		return err
 	}
