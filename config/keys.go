@@ -115,16 +115,15 @@ func checkFile(file string) error {
 	return errors.Join(errs...)
 }
 
-// checkEnv checks the VNUM_ variables of duration keys: they must carry a
-// unit too (VNUM_MEDIA_TIMEOUT=60 is refused).
+// checkEnv checks the VNUM_ variables of known keys like the file's
+// values: a duration must carry a unit (VNUM_MEDIA_TIMEOUT=60 is refused),
+// a number must be a number.
 func checkEnv() error {
 	var errs []error
+	types := keyTypes()
 	for _, key := range Keys() {
-		if keyTypes()[key] != durationType {
-			continue
-		}
 		if v, ok := os.LookupEnv(EnvName(key)); ok {
-			if err := checkValue(key, durationType, v); err != nil {
+			if err := checkValue(key, types[key], v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", EnvName(key), err))
 			}
 		}

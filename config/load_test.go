@@ -79,6 +79,23 @@ func TestUnknownKeys(t *testing.T) {
 	}
 }
 
+// TestEnvValuesChecked: a VNUM_ variable of the wrong kind is one line
+// naming the variable, the key, the value and what is wanted.
+func TestEnvValuesChecked(t *testing.T) {
+	for env, want := range map[string]string{
+		"VNUM_IVR_ATTEMPTS=three": `config: VNUM_IVR_ATTEMPTS: ivr.attempts: got "three", want a whole number`,
+		"VNUM_ADMIN_PPROF=maybe":  `config: VNUM_ADMIN_PPROF: admin.pprof: got "maybe", want true or false`,
+		"VNUM_BINDING_TTL=30d":    `config: VNUM_BINDING_TTL: binding.ttl: got "30d", want a duration with a unit, e.g. 720h`,
+	} {
+		name, value, _ := strings.Cut(env, "=")
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, value)
+			_, err := Load("")
+			require.EqualError(t, err, want)
+		})
+	}
+}
+
 // TestKeysMatchDefaults: the reflected key list and the defaults agree,
 // so every known key reaches viper (and its VNUM_ variable works).
 func TestKeysMatchDefaults(t *testing.T) {

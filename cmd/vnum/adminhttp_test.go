@@ -209,7 +209,7 @@ func TestServeWithAdmin(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	up := make(chan struct{})
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, c, log, nil, func(*node) { close(up) }) }()
+	go func() { served <- serve(ctx, c, log, func(*node) { close(up) }) }()
 	select {
 	case <-up:
 	case err := <-served:
@@ -218,6 +218,8 @@ func TestServeWithAdmin(t *testing.T) {
 		t.Fatal("serve did not come up")
 	}
 	url := "http://" + logField(t, logs.String(), "vnum serving", "admin")
+	// The store was new: serve says so rather than run silently on it.
+	require.Equal(t, c.Store.DSN, logField(t, logs.String(), "created a new, empty store", "store.dsn"))
 
 	status, body := get(t, url+"/readyz", "")
 	require.Equal(t, http.StatusOK, status, body)

@@ -84,6 +84,10 @@ func TestEveryCommandRefusesBadUsage(t *testing.T) {
 	requireOneLineError(t, []string{"merchant", "list"}, `unknown command "list" for "vnum merchant" (want add)`)
 	requireOneLineError(t, []string{"binding", "relase", "b_1"}, "did you mean release?")
 	requireOneLineError(t, nil, `"vnum" needs a subcommand`)
+	requireOneLineError(t, []string{"help", "bindng"}, `unknown command "bindng" for "vnum"`)
+	requireOneLineError(t, []string{"help", "binding", "delete"}, `unknown help topic "delete" for "vnum binding"`)
+	require.Contains(t, mustRun(t, "help", "binding", "release"), "End a binding now")
+	require.Contains(t, mustRun(t, "binding", "--help"), "Available Commands")
 }
 
 // TestStoreOpenFailureNamesPathAndKey: a store that cannot be opened is one

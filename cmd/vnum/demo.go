@@ -141,7 +141,7 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	if err != nil {
 		return err
 	}
-	d.node, err = startNode(ctx, c, quiet, nil)
+	d.node, err = startNode(ctx, c, quiet, true)
 	if err != nil {
 		return err
 	}

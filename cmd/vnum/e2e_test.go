@@ -107,7 +107,7 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
 	require.NoError(t, err)
 	require.NoError(t, c.Validate())
-	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler), nil)
+	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler), false)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.stop(context.Background()) })
 	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))

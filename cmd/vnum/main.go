@@ -64,8 +64,31 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 	)
 	root.SetVersionTemplate("vnum {{.Version}}\n")
+	root.SetHelpCommand(newHelpCmd(root))
 	requireSubcommands(root)
 	return root
+}
+
+// newHelpCmd is cobra's help command, except that an unknown topic is an
+// error: cobra prints "Unknown help topic" and exits 0.
+func newHelpCmd(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		// Help works whatever the configuration says.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil {
+				return err
+			}
+			if len(rest) > 0 {
+				return fmt.Errorf("unknown help topic %q for %q", strings.Join(rest, " "), target.CommandPath())
+			}
+			target.SetOut(cmd.OutOrStdout())
+			return target.Help()
+		},
+	}
 }
 
 // requireSubcommands gives every command that only groups others (vnum
@@ -180,22 +203,22 @@ func ratesOf(c *config.Config) (binding.Rates, error) {
 // openStore opens the configured store with the configured binding policy
 // and closes CDR rows left open by a crash. It is for the long-running
 // server; one-shot commands use openCLIStore. When the store is new and
-// empty it says so on notice (nil for the demo's temporary store).
-func openStore(ctx context.Context, c *config.Config, notice io.Writer) (*binding.Store, error) {
-	return openConfigured(ctx, c, notice, binding.WithPolicy(policyOf(c)))
+// empty it calls created (nil for the demo's temporary store).
+func openStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)))
 }
 
 // openCLIStore opens the store for a one-shot command. It leaves open CDR
 // rows alone: they may belong to calls of a `vnum serve` running now.
-func openCLIStore(ctx context.Context, c *config.Config, notice io.Writer) (*binding.Store, error) {
-	return openConfigured(ctx, c, notice, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
+func openCLIStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
 }
 
 // openConfigured opens the store of c. A failure names the key to fix; a
 // new, empty store is announced, because a command run without --config
 // (or with a mistyped store.dsn) would otherwise work on a fresh ./vnum.db
 // and the operator would see an empty pool and no bindings (SPEC §2).
-func openConfigured(ctx context.Context, c *config.Config, notice io.Writer, opts ...binding.Option) (*binding.Store, error) {
+func openConfigured(ctx context.Context, c *config.Config, announce func(dsn string), opts ...binding.Option) (*binding.Store, error) {
 	var created bool
 	s, err := binding.Open(ctx, c.Store.Driver, c.Store.DSN, append(opts, binding.ReportCreated(&created))...)
 	if errors.Is(err, binding.ErrUnsupportedDriver) {
@@ -204,16 +227,24 @@ func openConfigured(ctx context.Context, c *config.Config, notice io.Writer, opt
 	if err != nil {
 		return nil, fmt.Errorf("store.dsn: %w", err)
 	}
-	if created && notice != nil {
-		fmt.Fprintf(notice, "vnum: created a new, empty store %s (store.dsn; set it with --config FILE or VNUM_STORE_DSN)\n", c.Store.DSN)
+	if created && announce != nil {
+		announce(c.Store.DSN)
 	}
 	return s, nil
+}
+
+// newStoreNotice is the line a one-shot command prints on stderr when it
+// created the store.
+func newStoreNotice(w io.Writer) func(dsn string) {
+	return func(dsn string) {
+		fmt.Fprintf(w, "vnum: created a new, empty store %s (store.dsn; set it with --config FILE or VNUM_STORE_DSN)\n", dsn)
+	}
 }
 
 // withStore runs fn on a store opened for a one-shot command and closes it.
 func withStore(cmd *cobra.Command, fn func(ctx context.Context, s *binding.Store) error) (err error) {
 	ctx := cmd.Context()
-	s, err := openCLIStore(ctx, cfg, cmd.ErrOrStderr())
+	s, err := openCLIStore(ctx, cfg, newStoreNotice(cmd.ErrOrStderr()))
 	if err != nil {
 		return err
 	}

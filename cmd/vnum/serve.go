@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -24,7 +23,7 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the B2BUA, the media relay and the admin API until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), cfg, slog.Default(), cmd.ErrOrStderr(), nil)
+			return serve(cmd.Context(), cfg, slog.Default(), nil)
 		},
 	}
 }
@@ -37,12 +36,19 @@ type node struct {
 }
 
 // startNode opens the store and starts signalling and media on cfg. A new,
-// empty store is announced on notice (nil: not announced).
-func startNode(ctx context.Context, c *config.Config, log *slog.Logger, notice io.Writer) (*node, error) {
+// empty store is logged as a warning unless quietStore (the demo's
+// temporary store).
+func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool) (*node, error) {
 	if err := checkMediaIP(c.Media.IP); err != nil {
 		return nil, err
 	}
-	store, err := openStore(ctx, c, notice)
+	announce := func(dsn string) {
+		log.Warn("created a new, empty store", "store.dsn", dsn)
+	}
+	if quietStore {
+		announce = nil
+	}
+	store, err := openStore(ctx, c, announce)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +111,8 @@ func (n *node) close() {
 
 // serve runs a node until ctx ends (SIGTERM/SIGINT), then drains it.
 // ready, when not nil, is called once the node listens.
-func serve(ctx context.Context, c *config.Config, log *slog.Logger, notice io.Writer, ready func(*node)) error {
-	n, err := startNode(ctx, c, log, notice)
+func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*node)) error {
+	n, err := startNode(ctx, c, log, false)
 	if err != nil {
 		return err
 	}
