@@ -44,8 +44,13 @@ func TestEveryCommandRefusesBadUsage(t *testing.T) {
 		}
 		name := strings.Join(append([]string{"vnum"}, path...), " ")
 		with := func(more ...string) []string { return append(append([]string{}, path...), more...) }
+		// A refusal names the command (all but the root) and its usage.
+		whose := strings.Join(path, " ") + ": "
+		if len(path) == 0 {
+			whose = ""
+		}
 		t.Run(name+" --no-such-flag", func(t *testing.T) {
-			requireOneLineError(t, with("--no-such-flag"), "unknown flag: --no-such-flag")
+			requireOneLineError(t, with("--no-such-flag"), whose+"unknown flag: --no-such-flag")
 		})
 		if cmd.HasSubCommands() {
 			parents++
@@ -65,13 +70,13 @@ func TestEveryCommandRefusesBadUsage(t *testing.T) {
 		leaves++
 		if cmd.Args != nil && cmd.Args(cmd, nil) != nil {
 			t.Run(name+" without arguments", func(t *testing.T) {
-				requireOneLineError(t, path, "arg")
+				requireOneLineError(t, path, whose)
 			})
 		}
 		extra := []string{"a1", "a2", "a3", "a4", "a5"}
 		if cmd.Args != nil && cmd.Args(cmd, extra) != nil {
 			t.Run(name+" with extra arguments", func(t *testing.T) {
-				requireOneLineError(t, with(extra...), "")
+				requireOneLineError(t, with(extra...), whose)
 			})
 		}
 	}
@@ -84,6 +89,7 @@ func TestEveryCommandRefusesBadUsage(t *testing.T) {
 	requireOneLineError(t, []string{"merchant", "list"}, `unknown command "list" for "vnum merchant" (want add)`)
 	requireOneLineError(t, []string{"binding", "relase", "b_1"}, "did you mean release?")
 	requireOneLineError(t, nil, `"vnum" needs a subcommand`)
+	requireOneLineError(t, []string{"bill", "--merchant", "m1"}, `bill: required flag(s) "month" not set (usage: vnum bill`)
 	requireOneLineError(t, []string{"help", "bindng"}, `unknown command "bindng" for "vnum"`)
 	requireOneLineError(t, []string{"help", "binding", "delete"}, `unknown help topic "delete" for "vnum binding"`)
 	require.Contains(t, mustRun(t, "help", "binding", "release"), "End a binding now")

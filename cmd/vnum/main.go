@@ -96,13 +96,32 @@ func newHelpCmd(root *cobra.Command) *cobra.Command {
 // would print the help and exit 0 for `vnum binding delete ID`, and a
 // script would believe the binding deleted (SPEC §2: an unknown command or
 // subcommand exits non-zero with one clear line).
+// A wrong number of arguments or an unknown flag names the command and its
+// usage too: "accepts 1 arg(s), received 0" alone does not say whose.
 func requireSubcommands(cmd *cobra.Command) {
 	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
 		cmd.RunE = refuseSubcommand
 	}
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return usageError(c, err)
+			}
+			return nil
+		}
+	}
+	cmd.SetFlagErrorFunc(usageError)
 	for _, sub := range cmd.Commands() {
 		requireSubcommands(sub)
 	}
+}
+
+// usageError prefixes err with the command's path and its usage line.
+func usageError(c *cobra.Command, err error) error {
+	if !c.HasParent() {
+		return err
+	}
+	return fmt.Errorf("%s: %w (usage: %s)", strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" "), err, c.UseLine())
 }
 
 func refuseSubcommand(cmd *cobra.Command, args []string) error {
@@ -143,7 +162,11 @@ func execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetIn(os.Stdin)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil && cmd != nil && strings.HasPrefix(err.Error(), "required flag(s)") {
+		// cobra checks required flags without a hook of its own.
+		err = usageError(cmd, err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vnum: %s\n", oneLine(err))
 	}
