@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,24 @@ func TestExampleFile(t *testing.T) {
 			require.Contains(t, line, "#", "no comment: %q", line)
 		}
 	}
+}
+
+// TestDurationHook: the decode hook itself, the last guard behind the file
+// and environment checks, lets only strings with a unit into a duration.
+func TestDurationHook(t *testing.T) {
+	for _, data := range []any{720, int64(60), 1.5, "720", "0", ""} {
+		_, err := durationNeedsUnit(reflect.TypeOf(data), durationType, data)
+		require.Error(t, err, "%#v", data)
+	}
+	for _, data := range []any{"720h", "90s", "1h30m"} {
+		got, err := durationNeedsUnit(reflect.TypeOf(data), durationType, data)
+		require.NoError(t, err)
+		require.Equal(t, data, got)
+	}
+	got, err := durationNeedsUnit(durationType, durationType, DefaultBindingTTL)
+	require.NoError(t, err, "a default is already a duration")
+	require.Equal(t, DefaultBindingTTL, got)
+	got, err = durationNeedsUnit(reflect.TypeOf(5), reflect.TypeOf(0), 5)
+	require.NoError(t, err, "other types pass")
+	require.Equal(t, 5, got)
 }

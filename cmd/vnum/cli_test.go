@@ -288,3 +288,11 @@ func TestCDRTableFits120Columns(t *testing.T) {
 	require.Contains(t, recs[2], "jd-mall-shanghai-east")
 	require.Contains(t, recs[4], "courier-sf-express-0042")
 }
+
+// TestExampleConfigAccepted: the sample at the repository root passes every
+// command's configuration check as it is.
+func TestExampleConfigAccepted(t *testing.T) {
+	useTempStore(t)
+	out := mustRun(t, "config", "show", "--config", "../../vnum.example.yaml")
+	require.Contains(t, out, "ttl: 720h")
+}
