@@ -96,6 +96,7 @@ func newHelpCmd(root *cobra.Command) *cobra.Command {
 // would print the help and exit 0 for `vnum binding delete ID`, and a
 // script would believe the binding deleted (SPEC §2: an unknown command or
 // subcommand exits non-zero with one clear line).
+//
 // A wrong number of arguments or an unknown flag names the command and its
 // usage too: "accepts 1 arg(s), received 0" alone does not say whose.
 func requireSubcommands(cmd *cobra.Command) {
