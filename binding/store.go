@@ -113,7 +113,11 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 	var schemas int
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master
 		WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&schemas); err != nil {
-		return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w (its directory must exist and be writable)", dsn, err))
+		var se sqlite3.Error
+		if errors.As(err, &se) && se.Code == sqlite3.ErrCantOpen {
+			return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w (its directory must exist and be writable)", dsn, err))
+		}
+		return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w", dsn, err))
 	}
 	s := &Store{db: db, policy: o.policy}
 	if err := s.migrate(ctx); err != nil {

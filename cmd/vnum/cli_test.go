@@ -105,6 +105,11 @@ func TestStoreOpenFailureNamesPathAndKey(t *testing.T) {
 	t.Setenv("VNUM_STORE_DSN", dsn)
 	requireOneLineError(t, []string{"number", "list"}, `store.dsn: cannot open sqlite file "`+dsn+`"`)
 	requireOneLineError(t, []string{"merchant", "add", "m1"}, dsn)
+
+	garbage := filepath.Join(t.TempDir(), "notes.txt")
+	require.NoError(t, os.WriteFile(garbage, []byte(strings.Repeat("not a database\n", 100)), 0o600))
+	t.Setenv("VNUM_STORE_DSN", garbage)
+	requireOneLineError(t, []string{"number", "list"}, `store.dsn: cannot open sqlite file "`+garbage+`": file is not a database`)
 }
 
 // TestNewStoreIsAnnounced: a command that creates a new, empty store says
