@@ -1,5 +1,7 @@
 # vnum — build, test, demo and load-test the virtual-number B2BUA.
 #
+#   make build   build bin/vnum (the default)
+#   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make demo    build and run `vnum demo`: the whole call path on loopback
 #   make test    every test (unit, in-process end to end, SIPp and baresip)
 #   make bench   Go benchmarks, then SIPp load through the built binary
@@ -9,13 +11,25 @@
 GO       ?= go
 BIN      := bin/vnum
 FUZZTIME ?= 10s
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+
+# What `vnum version` prints. Outside a git checkout (a release tarball)
+# they fall back to "dev" and the build information the go command embeds.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .DEFAULT_GOAL := build
 
-.PHONY: build test race demo bench bench-go bench-sipp fuzz vet clean
+.PHONY: build install test race demo bench bench-go bench-sipp fuzz vet clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/vnum
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vnum
 
 demo: build
 	./$(BIN) demo

@@ -47,7 +47,14 @@ type Option func(*options)
 type options struct {
 	policy  Policy
 	recover bool
+	created *bool
 }
+
+// ReportCreated makes Open set *created to true when the store it opened
+// was new and empty (no vnum schema yet: a file that did not exist, or an
+// empty one), so that the caller can say so rather than work silently on a
+// store the operator did not mean (SPEC §2).
+func ReportCreated(created *bool) Option { return func(o *options) { o.created = created } }
 
 // WithPolicy sets the binding policy; without it Open uses DefaultPolicy.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
@@ -94,15 +101,30 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 	}
 	db, err := sql.Open("sqlite3", sqliteDSN(dsn))
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("sqlite file %q: %w", dsn, err)
 	}
-	if strings.Contains(dsn, ":memory:") {
+	memory := strings.Contains(dsn, ":memory:")
+	if memory {
 		// Every connection to :memory: would be a separate empty database.
 		db.SetMaxOpenConns(1)
 	}
+	// The first statement is what opens (and, when missing, creates) the
+	// file: its failure is the operator's path, not a migration.
+	var schemas int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master
+		WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&schemas); err != nil {
+		var se sqlite3.Error
+		if errors.As(err, &se) && se.Code == sqlite3.ErrCantOpen {
+			return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w (its directory must exist and be writable)", dsn, err))
+		}
+		return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w", dsn, err))
+	}
 	s := &Store{db: db, policy: o.policy}
 	if err := s.migrate(ctx); err != nil {
-		return nil, closeAfter(db, err)
+		return nil, closeAfter(db, fmt.Errorf("sqlite file %q: %w", dsn, err))
+	}
+	if o.created != nil {
+		*o.created = schemas == 0 && !memory
 	}
 	if o.recover {
 		if _, err := s.RecoverInterrupted(ctx, time.Now()); err != nil {

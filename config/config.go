@@ -7,10 +7,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 )
 
@@ -359,18 +361,44 @@ func Load(file string) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if file != "" {
+		if err := checkFile(file); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
 		v.SetConfigFile(file)
 		v.SetConfigType("yaml")
 		if err := v.ReadInConfig(); err != nil {
 			return nil, fmt.Errorf("config %s: %w", file, err)
 		}
 	}
+	if err := checkEnv(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	var c Config
-	if err := v.UnmarshalExact(&c); err != nil {
+	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		durationNeedsUnit,
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	))
+	if err := v.UnmarshalExact(&c, hook); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	c.normalise()
 	return &c, nil
+}
+
+// durationNeedsUnit refuses to decode anything but a string (or a
+// time.Duration default) into a time.Duration: mapstructure would read a
+// bare YAML number as nanoseconds, so `ttl: 720` would expire every binding
+// at its creation. A string without a unit is refused too.
+func durationNeedsUnit(from, to reflect.Type, data any) (any, error) {
+	if to != durationType || from == durationType {
+		return data, nil
+	}
+	s, ok := data.(string)
+	if !ok || !hasUnit(s) {
+		return nil, fmt.Errorf("got %v, want a duration with a unit (90s, 15m, 720h)", data)
+	}
+	return data, nil
 }
 
 // normalise trims list entries (an env value "a, b" splits into "a", " b")

@@ -87,7 +87,7 @@ store:
 	m := c.Masked()
 	require.Equal(t, Mask, m["trunk"].(map[string]any)["password"])
 	require.Equal(t, "", m["admin"].(map[string]any)["token"])
-	require.Equal(t, "48h0m0s", m["binding"].(map[string]any)["ttl"])
+	require.Equal(t, "48h", m["binding"].(map[string]any)["ttl"])
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -142,6 +142,8 @@ func TestValidateNamesKey(t *testing.T) {
 		"auth failures":      {func(c *Config) { c.Security.AuthFailures = 0 }, "security.auth_failures:"},
 		"block for":          {func(c *Config) { c.Security.BlockFor = 0 }, "security.block_for:"},
 		"media ip":           {func(c *Config) { c.Media.IP = "localhost" }, "media.ip:"},
+		"media ip wildcard":  {func(c *Config) { c.Media.IP = "0.0.0.0" }, "media.ip: got 0.0.0.0"},
+		"media ip wildcard6": {func(c *Config) { c.Media.IP = "::" }, "media.ip: got ::"},
 		"rtp odd start":      {func(c *Config) { c.Media.RTPPorts = "20001-29999" }, "media.rtp_ports:"},
 		"rtp reversed":       {func(c *Config) { c.Media.RTPPorts = "30000-20000" }, "media.rtp_ports:"},
 		"rtp garbage":        {func(c *Config) { c.Media.RTPPorts = "many" }, "media.rtp_ports:"},

@@ -38,7 +38,7 @@ func adminConfig(t *testing.T) *config.Config {
 // openAdminStore opens c's store for the duration of the test.
 func openAdminStore(t *testing.T, c *config.Config) *binding.Store {
 	t.Helper()
-	s, err := openStore(context.Background(), c)
+	s, err := openStore(context.Background(), c, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s
@@ -218,6 +218,8 @@ func TestServeWithAdmin(t *testing.T) {
 		t.Fatal("serve did not come up")
 	}
 	url := "http://" + logField(t, logs.String(), "vnum serving", "admin")
+	// The store was new: serve says so rather than run silently on it.
+	require.Equal(t, c.Store.DSN, logField(t, logs.String(), "created a new, empty store", "store.dsn"))
 
 	status, body := get(t, url+"/readyz", "")
 	require.Equal(t, http.StatusOK, status, body)

@@ -37,12 +37,35 @@ func newDemoCmd() *cobra.Command {
 		Short: "Run the whole call path on this machine: real SIP and RTP over loopback, CDRs and the bill",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), lang, talk)
+			if err := checkDemoFlags(lang, talk); err != nil {
+				return err
+			}
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), lang, talk, time.Now)
 		},
 	}
 	cmd.Flags().StringVar(&lang, "lang", "zh", "prompt language `zh|en`")
-	cmd.Flags().DurationVar(&talk, "talk", 3*time.Second, "talk time of each answered call")
+	cmd.Flags().DurationVar(&talk, "talk", 3*time.Second, "talk time of each answered call, 1s to 10m")
 	return cmd
+}
+
+// Bounds of --talk: under a second too few packets cross to tell media
+// from noise; the demo is not a soak test.
+const (
+	minDemoTalk = time.Second
+	maxDemoTalk = 10 * time.Minute
+)
+
+// checkDemoFlags refuses flags that would make the demo prove nothing
+// (--talk -1s relays no RTP at all).
+func checkDemoFlags(lang string, talk time.Duration) error {
+	if lang != "zh" && lang != "en" {
+		return fmt.Errorf("%w: --lang %q: want zh or en", errUsage, lang)
+	}
+	if talk < minDemoTalk || talk > maxDemoTalk {
+		return fmt.Errorf("%w: --talk %s: want a duration from %s to %s", errUsage, talk,
+			config.FormatDuration(minDemoTalk), config.FormatDuration(maxDemoTalk))
+	}
+	return nil
 }
 
 // demo holds the parts of a demo run.
@@ -55,6 +78,10 @@ type demo struct {
 	phone   *sipua.Softphone
 	vnum    netip.AddrPort
 	talk    time.Duration
+	// created is the one instant the demo's bindings are created at; the
+	// bill shown is that of its month, so a demo run at a month's end
+	// never bills the next, empty month.
+	created time.Time
 	failed  []string
 }
 
@@ -75,8 +102,12 @@ func (d *demo) fail(format string, args ...any) {
 
 // runDemo starts vnum on loopback with a temporary SQLite store and a
 // simulated carrier, places real calls through it and prints each step,
-// the CDR rows and the bill. It fails unless every call went as expected.
-func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration) error {
+// the CDR rows and the bill. It fails unless every call went as expected,
+// media included. now is read once, for the bindings' creation.
+func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration, now func() time.Time) error {
+	if err := checkDemoFlags(lang, talk); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "vnum-demo-")
 	if err != nil {
 		return err
@@ -103,14 +134,14 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	d := &demo{out: out, cfg: c, carrier: carrier, talk: talk}
+	d := &demo{out: out, cfg: c, carrier: carrier, talk: talk, created: now()}
 	fmt.Fprintln(out, "vnum demo: a merchant calls a consignee through a virtual number, over real SIP and RTP on loopback")
 
 	ext, err := d.seed(ctx)
 	if err != nil {
 		return err
 	}
-	d.node, err = startNode(ctx, c, quiet)
+	d.node, err = startNode(ctx, c, quiet, true)
 	if err != nil {
 		return err
 	}
@@ -140,7 +171,7 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 // seed adds the merchant, account, host number and bindings through the
 // same store the CLI uses, and returns the extension of the shipped order.
 func (d *demo) seed(ctx context.Context) (string, error) {
-	s, err := openCLIStore(ctx, d.cfg)
+	s, err := openCLIStore(ctx, d.cfg, nil)
 	if err != nil {
 		return "", err
 	}
@@ -156,12 +187,12 @@ func (d *demo) seed(ctx context.Context) (string, error) {
 		return "", err
 	}
 	d.say("merchant %s, SIP account %s (digest secret only), host number %s", demoMerchant, demoUser, demoHost)
-	b, err := s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1001", Consignee: demoConsignee, OrderStatus: "shipped"}, time.Now())
+	b, err := s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1001", Consignee: demoConsignee, OrderStatus: "shipped"}, d.created)
 	if err != nil {
 		return "", err
 	}
 	d.say("binding for shipped order A1001: virtual number %s (dial %s), expires %s", b.Display(), b.Dial(), b.ExpiresAt.Format(time.RFC3339))
-	_, err = s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1002", Consignee: "13900139000", OrderStatus: "unpaid"}, time.Now())
+	_, err = s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1002", Consignee: "13900139000", OrderStatus: "unpaid"}, d.created)
 	if err == nil {
 		d.fail("a binding for an unpaid order was accepted")
 	} else {
@@ -226,8 +257,8 @@ func (d *demo) call(ctx context.Context, what, dialled, digits string, calleeHan
 	heardByA := sipua.CountRTP(d.phone.RTP, d.talk, 0xB0B)
 	hb := <-heardByB
 	d.detail("relayed RTP: consignee heard %d packets, caller heard %d", hb, heardByA)
-	if hb < packets/2 || heardByA < packets/2 {
-		d.fail("media was not relayed both ways (%d and %d of %d packets)", hb, heardByA, packets)
+	if err := checkMedia(packets, hb, heardByA); err != nil {
+		d.fail("%v", err)
 	}
 	if calleeHangs {
 		err = ds.Bye(ctx)
@@ -242,6 +273,17 @@ func (d *demo) call(ctx context.Context, what, dialled, digits string, calleeHan
 	if !waitFor(5*time.Second, func() bool { return d.node.sip.ActiveCalls() == 0 }) {
 		d.fail("the call did not end on both legs")
 	}
+}
+
+// checkMedia says whether RTP flowed both ways through the relay: each
+// side sent sent packets and must have heard at least half of the other's
+// (loopback loses none; the relay may drop a few while it latches).
+func checkMedia(sent, heardByB, heardByA int) error {
+	if sent < 1 || heardByB < 1 || heardByA < 1 || heardByB < sent/2 || heardByA < sent/2 {
+		return fmt.Errorf("media did not flow both ways: of %d RTP packets sent each way the consignee heard %d, the caller %d",
+			sent, heardByB, heardByA)
+	}
+	return nil
 }
 
 // wrongExtension keys a wrong extension three times: vnum says so, says
@@ -312,7 +354,7 @@ func (d *demo) privacy() {
 // report prints the CDR rows and the month's bill from the store, and
 // checks the CDRs say what happened.
 func (d *demo) report(ctx context.Context) error {
-	s, err := openCLIStore(ctx, d.cfg)
+	s, err := openCLIStore(ctx, d.cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -352,7 +394,7 @@ func (d *demo) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	month := time.Now().In(loc).Format("2006-01")
+	month := d.created.In(loc).Format("2006-01")
 	b, err := s.Bill(ctx, demoMerchant, month, loc, rates, d.cfg.Billing.Currency)
 	if err != nil {
 		return err
@@ -360,6 +402,23 @@ func (d *demo) report(ctx context.Context) error {
 	d.say("bill for %s, %s (vnum bill): %d binding-day(s) × %s + %d minute(s) × %s", demoMerchant, month,
 		b.BindingDays, d.cfg.Billing.RentalPerDay, b.Minutes, d.cfg.Billing.PerMinute)
 	fmt.Fprintf(d.out, "      rental %s + calls %s = total %s %s\n", b.Rental, b.CallFee, b.Total, b.Currency)
+	// One binding was created a moment ago: one binding-day has begun
+	// (SPEC §7). The calls are the month's answered ones: both, unless the
+	// demo ran across the month's end and they belong to the next bill.
+	from, to, err := binding.MonthRange(month, loc)
+	if err != nil {
+		return err
+	}
+	calls, minutes := 0, 0
+	for _, c := range cdrs {
+		if c.BilledMinutes > 0 && !c.StartedAt.Before(from) && c.StartedAt.Before(to) {
+			calls, minutes = calls+1, minutes+c.BilledMinutes
+		}
+	}
+	if b.BindingDays != 1 || b.Calls != calls || b.Minutes != minutes {
+		d.fail("bill: want 1 binding-day and %d call(s) of %d minute(s) in all, got %d binding-day(s), %d call(s), %d minute(s)",
+			calls, minutes, b.BindingDays, b.Calls, b.Minutes)
+	}
 	return nil
 }
 

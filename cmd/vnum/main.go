@@ -25,18 +25,18 @@ var cfg *config.Config
 // configFile is the value of the persistent --config flag.
 var configFile string
 
-// rootCmd is the vnum command; serve.go and demo.go add their commands to
-// it in their init functions.
-var rootCmd = newRootCmd()
-
-// newRootCmd builds the command tree (without serve and demo). Tests build
-// a fresh tree per run so that flag values never leak between runs.
+// newRootCmd builds the command tree. Tests build a fresh tree per run so
+// that flag values never leak between runs.
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "vnum",
 		Short:         "Virtual numbers for e-commerce: a SIP B2BUA that hides the consignee's number",
+		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// The commands are the ones SPEC §2 lists; a generated completion
+		// command would be one more parent that prints help on a typo.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			setupLogging(cmd.ErrOrStderr())
 			c, err := config.Load(configFile)
@@ -59,13 +59,97 @@ func newRootCmd() *cobra.Command {
 		newCDRCmd(),
 		newBillCmd(),
 		newConfigCmd(),
+		newServeCmd(),
+		newDemoCmd(),
+		newVersionCmd(),
 	)
+	root.SetVersionTemplate("vnum {{.Version}}\n")
+	root.SetHelpCommand(newHelpCmd(root))
+	requireSubcommands(root)
 	return root
+}
+
+// newHelpCmd is cobra's help command, except that an unknown topic is an
+// error: cobra prints "Unknown help topic" and exits 0.
+func newHelpCmd(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		// Help works whatever the configuration says.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil {
+				return err
+			}
+			if len(rest) > 0 {
+				return fmt.Errorf("unknown help topic %q for %q", strings.Join(rest, " "), target.CommandPath())
+			}
+			target.SetOut(cmd.OutOrStdout())
+			return target.Help()
+		},
+	}
+}
+
+// requireSubcommands gives every command that only groups others (vnum
+// binding, vnum merchant, vnum itself) a run function that refuses: cobra
+// would print the help and exit 0 for `vnum binding delete ID`, and a
+// script would believe the binding deleted (SPEC §2: an unknown command or
+// subcommand exits non-zero with one clear line).
+//
+// A wrong number of arguments or an unknown flag names the command and its
+// usage too: "accepts 1 arg(s), received 0" alone does not say whose.
+func requireSubcommands(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.RunE = refuseSubcommand
+	}
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return usageError(c, err)
+			}
+			return nil
+		}
+	}
+	cmd.SetFlagErrorFunc(usageError)
+	for _, sub := range cmd.Commands() {
+		requireSubcommands(sub)
+	}
+}
+
+// usageError prefixes err with the command's path and its usage line.
+func usageError(c *cobra.Command, err error) error {
+	if !c.HasParent() {
+		return err
+	}
+	return fmt.Errorf("%s: %w (usage: %s)", strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" "), err, c.UseLine())
+}
+
+func refuseSubcommand(cmd *cobra.Command, args []string) error {
+	var names []string
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	want := strings.Join(names, ", ")
+	if len(args) == 0 {
+		return fmt.Errorf("%w: %q needs a subcommand: %s", errUsage, cmd.CommandPath(), want)
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // what cobra uses for the root
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		want = "did you mean " + strings.Join(s, ", ") + "?"
+	} else {
+		want = "want " + want
+	}
+	return fmt.Errorf("unknown command %q for %q (%s)", args[0], cmd.CommandPath(), want)
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := execute(ctx, rootCmd, os.Args[1:], os.Stdout, os.Stderr)
+	err := execute(ctx, newRootCmd(), os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		os.Exit(1)
@@ -79,7 +163,11 @@ func execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetIn(os.Stdin)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil && cmd != nil && strings.HasPrefix(err.Error(), "required flag(s)") {
+		// cobra checks required flags without a hook of its own.
+		err = usageError(cmd, err)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vnum: %s\n", oneLine(err))
 	}
@@ -138,21 +226,49 @@ func ratesOf(c *config.Config) (binding.Rates, error) {
 
 // openStore opens the configured store with the configured binding policy
 // and closes CDR rows left open by a crash. It is for the long-running
-// server; one-shot commands use openCLIStore.
-func openStore(ctx context.Context, c *config.Config) (*binding.Store, error) {
-	return binding.Open(ctx, c.Store.Driver, c.Store.DSN, binding.WithPolicy(policyOf(c)))
+// server; one-shot commands use openCLIStore. When the store is new and
+// empty it calls created (nil for the demo's temporary store).
+func openStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)))
 }
 
 // openCLIStore opens the store for a one-shot command. It leaves open CDR
 // rows alone: they may belong to calls of a `vnum serve` running now.
-func openCLIStore(ctx context.Context, c *config.Config) (*binding.Store, error) {
-	return binding.Open(ctx, c.Store.Driver, c.Store.DSN, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
+func openCLIStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
+}
+
+// openConfigured opens the store of c. A failure names the key to fix; a
+// new, empty store is announced, because a command run without --config
+// (or with a mistyped store.dsn) would otherwise work on a fresh ./vnum.db
+// and the operator would see an empty pool and no bindings (SPEC §2).
+func openConfigured(ctx context.Context, c *config.Config, announce func(dsn string), opts ...binding.Option) (*binding.Store, error) {
+	var created bool
+	s, err := binding.Open(ctx, c.Store.Driver, c.Store.DSN, append(opts, binding.ReportCreated(&created))...)
+	if errors.Is(err, binding.ErrUnsupportedDriver) {
+		return nil, fmt.Errorf("store.driver: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store.dsn: %w", err)
+	}
+	if created && announce != nil {
+		announce(c.Store.DSN)
+	}
+	return s, nil
+}
+
+// newStoreNotice is the line a one-shot command prints on stderr when it
+// created the store.
+func newStoreNotice(w io.Writer) func(dsn string) {
+	return func(dsn string) {
+		fmt.Fprintf(w, "vnum: created a new, empty store %s (store.dsn; set it with --config FILE or VNUM_STORE_DSN)\n", dsn)
+	}
 }
 
 // withStore runs fn on a store opened for a one-shot command and closes it.
 func withStore(cmd *cobra.Command, fn func(ctx context.Context, s *binding.Store) error) (err error) {
 	ctx := cmd.Context()
-	s, err := openCLIStore(ctx, cfg)
+	s, err := openCLIStore(ctx, cfg, newStoreNotice(cmd.ErrOrStderr()))
 	if err != nil {
 		return err
 	}

@@ -37,10 +37,25 @@ func checkFormat(f string) error {
 }
 
 // records is tabular output plus the value printed for --format json.
+// tableHeader and tableRows, when set, are the narrower view printed for
+// --format table; csv always carries the full rows.
 type records struct {
-	header []string
-	rows   [][]string
-	json   any
+	header      []string
+	rows        [][]string
+	tableHeader []string
+	tableRows   [][]string
+	json        any
+}
+
+// writeCSV writes rows as CSV. It stands in for binding.WriteCSV, which
+// also escapes cells a spreadsheet would run as formulas; every CSV the
+// CLI prints goes through here so that the switch is one line.
+func writeCSV(w io.Writer, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	if err := cw.WriteAll(rows); err != nil {
+		return err
+	}
+	return cw.Error()
 }
 
 // print writes r in the given format: an aligned table, CSV with a header
@@ -53,18 +68,15 @@ func (r records) print(w io.Writer, format string) error {
 		enc.SetEscapeHTML(false)
 		return enc.Encode(r.json)
 	case formatCSV:
-		cw := csv.NewWriter(w)
-		if err := cw.Write(r.header); err != nil {
-			return err
-		}
-		if err := cw.WriteAll(r.rows); err != nil {
-			return err
-		}
-		return cw.Error()
+		return writeCSV(w, append([][]string{r.header}, r.rows...))
 	default:
+		header, rows := r.header, r.rows
+		if r.tableHeader != nil {
+			header, rows = r.tableHeader, r.tableRows
+		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.ToUpper(strings.Join(r.header, "\t")))
-		for _, row := range r.rows {
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+		for _, row := range rows {
 			for i := range row {
 				if row[i] == "" {
 					row[i] = "-"
@@ -95,14 +107,30 @@ func bindingRecords(bs []binding.Binding, one bool) records {
 	return r
 }
 
-// cdrRecords prints call records with the columns the admin API's CSV
-// export uses too (binding.CDRColumns).
+// cdrRecords prints call records: csv with the columns the admin API's CSV
+// export uses too (binding.CDRColumns), the table with the columns an
+// operator scans, narrow enough for a 120-column terminal.
 func cdrRecords(cs []binding.CDR) records {
-	r := records{header: binding.CDRColumns(), json: nonNil(cs)}
+	r := records{header: binding.CDRColumns(), json: nonNil(cs),
+		tableHeader: []string{"started_at", "merchant", "host", "ext", "caller", "disposition", "talk", "min", "fee", "by"}}
+	r.tableRows = [][]string{}
 	for _, c := range cs {
 		r.rows = append(r.rows, binding.CDRRow(c))
+		r.tableRows = append(r.tableRows, []string{binding.FormatTime(c.StartedAt), clip(c.Merchant, 10), c.Host,
+			clip(c.Extension, 8), clip(c.Caller, 14), c.Disposition, strconv.Itoa(c.TalkSeconds),
+			strconv.Itoa(c.BilledMinutes), c.Fee.String(), c.HangupBy})
 	}
 	return r
+}
+
+// clip shortens s to n runes, marking the cut with "…"; the full value is
+// in the csv and json output.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }
 
 // numberRecords prints the pool.

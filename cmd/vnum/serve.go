@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -15,10 +16,6 @@ import (
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip"
 )
-
-func init() {
-	rootCmd.AddCommand(newServeCmd(), newDemoCmd())
-}
 
 func newServeCmd() *cobra.Command {
 	return &cobra.Command{
@@ -38,9 +35,20 @@ type node struct {
 	sip   *sip.Server
 }
 
-// startNode opens the store and starts signalling and media on cfg.
-func startNode(ctx context.Context, c *config.Config, log *slog.Logger) (*node, error) {
-	store, err := openStore(ctx, c)
+// startNode opens the store and starts signalling and media on cfg. A new,
+// empty store is logged as a warning unless quietStore (the demo's
+// temporary store).
+func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool) (*node, error) {
+	if err := checkMediaIP(c.Media.IP); err != nil {
+		return nil, err
+	}
+	announce := func(dsn string) {
+		log.Warn("created a new, empty store", "store.dsn", dsn)
+	}
+	if quietStore {
+		announce = nil
+	}
+	store, err := openStore(ctx, c, announce)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +81,21 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger) (*node, 
 	return &node{store: store, ports: ports, sip: srv}, nil
 }
 
+// checkMediaIP binds a UDP socket on ip once: an address that is not this
+// host's would otherwise let serve start and then refuse every call as
+// "no free rtp ports".
+func checkMediaIP(ip string) error {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return fmt.Errorf("media.ip: %q is not an IP address", ip)
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 0)))
+	if err != nil {
+		return fmt.Errorf("media.ip: cannot bind %s (want an address of this host): %w", ip, err)
+	}
+	return conn.Close()
+}
+
 // stop drains the calls in progress (SPEC §8) and closes the store.
 func (n *node) stop(ctx context.Context) {
 	n.sip.Shutdown(ctx)
@@ -89,7 +112,7 @@ func (n *node) close() {
 // serve runs a node until ctx ends (SIGTERM/SIGINT), then drains it.
 // ready, when not nil, is called once the node listens.
 func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*node)) error {
-	n, err := startNode(ctx, c, log)
+	n, err := startNode(ctx, c, log, false)
 	if err != nil {
 		return err
 	}
