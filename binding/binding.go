@@ -261,7 +261,7 @@ func scanBinding(r scanner, now time.Time) (*Binding, error) {
 
 // GetBinding returns a binding by id, or ErrNotFound.
 func (s *Store) GetBinding(ctx context.Context, id string) (*Binding, error) {
-	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings WHERE id = ?`, id), time.Now())
+	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings WHERE id = ?`, id), s.Now())
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("binding %s: %w", id, ErrNotFound)
 	}
@@ -281,7 +281,7 @@ func (s *Store) ListBindings(ctx context.Context, merchant, order string) ([]Bin
 		return nil, fmt.Errorf("list bindings: %w", err)
 	}
 	defer rows.Close()
-	now := time.Now()
+	now := s.Now()
 	var out []Binding
 	for rows.Next() {
 		b, err := scanBinding(rows, now)

@@ -140,7 +140,7 @@ func (s *Store) StartCDR(ctx context.Context, c *CDR) error {
 		c.ID = id
 	}
 	if c.StartedAt.IsZero() {
-		c.StartedAt = time.Now()
+		c.StartedAt = s.Now()
 	}
 	c.StartedAt = c.StartedAt.UTC()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, merchant, binding_id, order_id, host, extension,
@@ -182,7 +182,7 @@ func (s *Store) UpdateCDR(ctx context.Context, c *CDR) error {
 // already finished, and ErrNotFound for an unknown ID.
 func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
 	if c.EndedAt.IsZero() {
-		c.EndedAt = time.Now()
+		c.EndedAt = s.Now()
 	}
 	c.EndedAt = c.EndedAt.UTC()
 	c.TalkSeconds, c.BilledMinutes, c.Fee = 0, 0, 0

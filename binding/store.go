@@ -47,10 +47,18 @@ type Option func(*options)
 type options struct {
 	policy  Policy
 	recover bool
+	clock   func() time.Time
 }
 
 // WithPolicy sets the binding policy; without it Open uses DefaultPolicy.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
+
+// WithClock sets the clock the store reads whenever it needs the time:
+// billing counts only the binding-days begun by now, and records without a
+// time of their own are stamped with it. Without it the store uses
+// time.Now; tests pass a fixed clock so that no result depends on today's
+// date.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
 
 // WithoutRecovery makes Open leave unfinished CDR rows alone. Short-lived
 // tools (the CLI) use it: they open the store while `vnum serve` runs, and
@@ -64,6 +72,7 @@ func WithoutRecovery() Option { return func(o *options) { o.recover = false } }
 type Store struct {
 	db     *sql.DB
 	policy Policy
+	clock  func() time.Time
 }
 
 //go:embed migrations/*.sql
@@ -100,7 +109,7 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 		// Every connection to :memory: would be a separate empty database.
 		db.SetMaxOpenConns(1)
 	}
-	s := &Store{db: db, policy: o.policy}
+	s := &Store{db: db, policy: o.policy, clock: o.clock}
 	if err := s.migrate(ctx); err != nil {
 		return nil, closeAfter(db, err)
 	}
@@ -146,6 +155,14 @@ func sqliteDSN(dsn string) string {
 		}
 	}
 	return dsn
+}
+
+// Now returns the time on the store's clock (see WithClock).
+func (s *Store) Now() time.Time {
+	if s.clock == nil {
+		return time.Now()
+	}
+	return s.clock()
 }
 
 // Policy returns the binding policy the store applies.
@@ -200,7 +217,7 @@ func (s *Store) apply(ctx context.Context, version int, name, body string) error
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-			version, name, time.Now().UnixNano())
+			version, name, s.Now().UnixNano())
 		return err
 	})
 }

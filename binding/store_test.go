@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -185,3 +186,6 @@ func TestMoney(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `"0.00540"`, string(b))
 }
+
+// fixedClock is a store clock that always reads at.
+func fixedClock(at time.Time) Option { return WithClock(func() time.Time { return at }) }

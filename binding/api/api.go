@@ -57,7 +57,7 @@ type Options struct {
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
 	// Now is the clock for creating, renewing and releasing bindings; nil
-	// means time.Now.
+	// means the store's clock (binding.WithClock), which bills use too.
 	Now func() time.Time
 	// Log receives one line per request and the causes of 500s; nil
 	// discards them.
@@ -121,7 +121,7 @@ func New(store *binding.Store, opts Options) http.Handler {
 		opts.Location = time.UTC
 	}
 	if opts.Now == nil {
-		opts.Now = time.Now
+		opts.Now = store.Now
 	}
 	log := opts.Log
 	if log == nil {

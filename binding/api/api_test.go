@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,7 +256,10 @@ func TestCDRExport(t *testing.T) {
 }
 
 func TestBillMatchesStore(t *testing.T) {
-	h := newHarness(t)
+	// The bills are read on 10 December, when every period of these
+	// bindings has begun.
+	asOf := time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)
+	h := newStoreHarness(t, []binding.Option{binding.WithClock(func() time.Time { return asOf })})
 	seedAPI(t, h)
 	ctx := context.Background()
 	shanghai, err := time.LoadLocation("Asia/Shanghai")
@@ -338,4 +342,28 @@ func TestCallsDefaultEmpty(t *testing.T) {
 	h = newHarness(t)
 	r = h.do(request{method: "GET", path: "/v1/calls"})
 	require.Equal(t, "[]\n", string(r.body))
+}
+
+// TestBillOfNewBinding is the bill a merchant reads right after creating
+// a binding: one binding-day, not the whole ttl, and nothing yet for the
+// months to come (SPEC §7).
+func TestBillOfNewBinding(t *testing.T) {
+	var now atomic.Int64
+	created := time.Date(2026, 11, 10, 1, 0, 0, 0, time.UTC)
+	now.Store(created.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()).UTC() }
+	h := newStoreHarness(t, []binding.Option{binding.WithClock(clock)})
+	seedAPI(t, h)
+	createBinding(t, h, "o-1", consignee)
+	now.Store(created.Add(time.Minute).UnixNano())
+	days := func(month string) float64 {
+		t.Helper()
+		r := h.do(request{method: "GET", path: "/v1/bills/m1/" + month})
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		return r.object(t)["binding_days"].(float64)
+	}
+	require.Equal(t, 1.0, days("2026-11"), "a binding created a minute ago")
+	require.Equal(t, 0.0, days("2026-12"), "a month not yet begun")
+	now.Store(created.Add(50 * time.Hour).UnixNano())
+	require.Equal(t, 3.0, days("2026-11"), "the running month grows as periods start")
 }
