@@ -18,6 +18,16 @@ const (
 	StatusExpired  = "expired"
 )
 
+// The bounds of a binding's lifetime, in configuration (binding.ttl) and
+// per request (SPEC §5). A shorter ttl would still bill a day and hold its
+// extension for the whole quarantine; a longer one outlives any order.
+const (
+	// MinTTL is the shortest lifetime a binding may have.
+	MinTTL = time.Hour
+	// MaxTTL is the longest lifetime a binding may have, 365 days.
+	MaxTTL = 8760 * time.Hour
+)
+
 // Order statuses for which a binding may be created (SPEC §5).
 var shippedStatuses = map[string]bool{"shipped": true, "delivered": true, "after_sale": true}
 
@@ -131,7 +141,8 @@ type CreateRequest struct {
 	Consignee string
 	// OrderStatus must be shipped, delivered or after_sale.
 	OrderStatus string
-	// TTL overrides the policy's lifetime when positive.
+	// TTL overrides the policy's lifetime when not zero; the lifetime
+	// must lie within [MinTTL, MaxTTL].
 	TTL time.Duration
 }
 
@@ -176,10 +187,11 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 		return nil, err
 	}
 	ttl := s.policy.TTL
-	if req.TTL > 0 {
+	if req.TTL != 0 {
 		ttl = req.TTL
-	} else if req.TTL < 0 {
-		return nil, fmt.Errorf("%w ttl %s: must be positive", ErrInvalid, req.TTL)
+	}
+	if err := ValidTTL(ttl); err != nil {
+		return nil, err
 	}
 	id, err := newID("b_")
 	if err != nil {
@@ -190,6 +202,14 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 		ID: id, Merchant: req.Merchant, Order: req.Order, Consignee: consignee,
 		OrderStatus: req.OrderStatus, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive,
 	}, nil
+}
+
+// ValidTTL reports ErrInvalid unless ttl lies within [MinTTL, MaxTTL].
+func ValidTTL(ttl time.Duration) error {
+	if ttl < MinTTL || ttl > MaxTTL {
+		return fmt.Errorf("%w ttl %s: must lie between 1h and 8760h (365 days)", ErrInvalid, ttl)
+	}
+	return nil
 }
 
 // insertBinding checks the merchant and the one-active-binding-per-order
