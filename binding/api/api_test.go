@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -366,4 +367,46 @@ func TestBillOfNewBinding(t *testing.T) {
 	require.Equal(t, 0.0, days("2026-12"), "a month not yet begun")
 	now.Store(created.Add(50 * time.Hour).UnixNano())
 	require.Equal(t, 3.0, days("2026-11"), "the running month grows as periods start")
+}
+
+// TestCDRCSVFormulaSafe is a CDR export opened in a spreadsheet: a caller
+// typed as a formula must come out as text (a leading single quote), and
+// JSON keeps it as it is.
+func TestCDRCSVFormulaSafe(t *testing.T) {
+	h := newHarness(t)
+	seedAPI(t, h)
+	ctx := context.Background()
+	start := time.Date(2026, 11, 10, 1, 0, 0, 0, time.UTC)
+	callers := []string{"=1+2*3", "+1-2", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=HYPERLINK(\"http://x\")", "alice"}
+	for i, caller := range callers {
+		require.NoError(t, h.store.StartCDR(ctx, &binding.CDR{CallID: "c" + strconv.Itoa(i), Merchant: "m1",
+			Caller: caller, StartedAt: start.Add(time.Duration(i) * time.Minute)}))
+	}
+	r := h.do(request{method: "GET", path: "/v1/cdrs?merchant=m1", accept: "text/csv"})
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	recs, err := csv.NewReader(strings.NewReader(string(r.body))).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, recs, len(callers)+1)
+	col := -1
+	for i, name := range recs[0] {
+		if name == "caller" {
+			col = i
+		}
+	}
+	require.GreaterOrEqual(t, col, 0)
+	for i, caller := range callers {
+		want := "'" + caller
+		if caller == "alice" {
+			want = caller
+		}
+		require.Equal(t, want, recs[i+1][col], "caller %q", caller)
+		for _, cell := range recs[i+1] {
+			require.False(t, cell != "" && strings.ContainsAny(cell[:1], "=+-@\t\r"), "cell %q of row %d", cell, i)
+		}
+	}
+
+	var rows []map[string]any
+	r = h.do(request{method: "GET", path: "/v1/cdrs?merchant=m1"})
+	r.decode(t, &rows)
+	require.Equal(t, "=1+2*3", rows[0]["caller"], "JSON is not escaped")
 }
