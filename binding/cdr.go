@@ -270,7 +270,11 @@ func (s *Store) GetCDR(ctx context.Context, id string) (CDR, error) {
 
 // ListCDRs returns call records started in [from, to), oldest first, for
 // one merchant or all when merchant is "". A zero from or to is unbounded.
+// A merchant that does not exist is ErrNotFound, not an empty list.
 func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Time) ([]CDR, error) {
+	if err := s.knownMerchant(ctx, merchant); err != nil {
+		return nil, err
+	}
 	lo, hi := int64(-1<<63), int64(1<<63-1)
 	if !from.IsZero() {
 		lo = from.UnixNano()

@@ -38,6 +38,7 @@ func TestRate(t *testing.T) {
 
 func TestCDRLifecycle(t *testing.T) {
 	s, _ := openTest(t)
+	seed(t, s)
 	ctx := context.Background()
 	rates := Rates{PerMinute: 20000}
 	c := &CDR{CallID: "call-1@a", Host: "17000000001", Direction: DirectionToConsignee, Caller: "alice",
@@ -128,4 +129,23 @@ func TestCrashRecovery(t *testing.T) {
 	require.Equal(t, HangupSystem, got.HangupBy)
 	require.False(t, got.EndedAt.IsZero())
 	require.Zero(t, got.Fee)
+}
+
+// TestListsOfUnknownMerchant pins SPEC §6 at the store: a query naming a
+// merchant that does not exist is ErrNotFound, not an empty list.
+func TestListsOfUnknownMerchant(t *testing.T) {
+	s, _ := openTest(t)
+	seed(t, s)
+	ctx := context.Background()
+	_, err := s.ListCDRs(ctx, "nosuch", time.Time{}, time.Time{})
+	require.ErrorIs(t, err, ErrNotFound)
+	require.ErrorContains(t, err, "merchant nosuch")
+	_, err = s.ListBindings(ctx, "nosuch", "")
+	require.ErrorIs(t, err, ErrNotFound)
+	cs, err := s.ListCDRs(ctx, "m1", time.Time{}, time.Time{})
+	require.NoError(t, err)
+	require.Empty(t, cs, "a merchant without calls has an empty list")
+	bs, err := s.ListBindings(ctx, "", "")
+	require.NoError(t, err)
+	require.Empty(t, bs)
 }

@@ -79,6 +79,18 @@ func TestErrorsChangeNothing(t *testing.T) {
 		"binding for nobody":     {request{method: "POST", path: "/v1/bindings", body: shipped(func(b map[string]any) { b["merchant"] = "m9" })}, 404, "merchant m9: not found"},
 		"bill of nobody":         {request{method: "GET", path: "/v1/bills/m9/2026-11"}, 404, "merchant m9: not found"},
 		"unknown route":          {request{method: "GET", path: "/v1/secret"}, 404, "not found"},
+		"cdrs of nobody":         {request{method: "GET", path: "/v1/cdrs?merchant=nosuch"}, 404, "merchant nosuch: not found"},
+		"cdr csv of nobody":      {request{method: "GET", path: "/v1/cdrs?merchant=nosuch", accept: "text/csv"}, 404, "merchant nosuch: not found"},
+		"bindings of nobody":     {request{method: "GET", path: "/v1/bindings?merchant=nosuch"}, 404, "merchant nosuch: not found"},
+		"order of nobody":        {request{method: "GET", path: "/v1/bindings?merchant=nosuch&order=o-1"}, 404, "merchant nosuch: not found"},
+		"renew of no id":         {request{method: "POST", path: "/v1/bindings//renew"}, 404, "not found"},
+		"release of no id":       {request{method: "DELETE", path: "/v1/bindings/"}, 404, "not found"},
+		"leading double slash":   {request{method: "GET", path: "//v1/numbers"}, 404, "not found"},
+		"inner double slash":     {request{method: "GET", path: "/v1//numbers"}, 404, "not found"},
+		"dot-dot segment":        {request{method: "GET", path: "/v1/merchants/../numbers"}, 404, "not found"},
+		"dot segment":            {request{method: "POST", path: "/v1/./numbers", body: `{"numbers":["17000000003"]}`}, 404, "not found"},
+		"trailing slash":         {request{method: "GET", path: "/v1/numbers/"}, 404, "not found"},
+		"probe trailing slash":   {request{method: "GET", path: "/healthz/", auth: str("")}, 404, "not found"},
 		"unknown top-level path": {request{method: "GET", path: "/admin", auth: str("")}, 404, "not found"},
 
 		// 405.
