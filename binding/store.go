@@ -80,7 +80,7 @@ var migrations embed.FS
 
 // Open opens the store, applies pending migrations and, unless
 // WithoutRecovery is given, closes CDR rows that a crash left open
-// (disposition "interrupted", ended_at = now). For sqlite the DSN is a file
+// (disposition "interrupted", see RecoverInterrupted). For sqlite the DSN is a file
 // name (or ":memory:"); WAL mode, foreign keys, a busy timeout and
 // immediate transactions are added to it.
 func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, error) {
@@ -114,7 +114,7 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 		return nil, closeAfter(db, err)
 	}
 	if o.recover {
-		if _, err := s.RecoverInterrupted(ctx, time.Now()); err != nil {
+		if _, err := s.RecoverInterrupted(ctx); err != nil {
 			return nil, closeAfter(db, err)
 		}
 	}

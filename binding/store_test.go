@@ -38,7 +38,7 @@ func TestOpenMigrates(t *testing.T) {
 	ctx := context.Background()
 	v, err := s.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 1, v)
+	require.Equal(t, 2, v)
 	require.NoError(t, s.Ping(ctx))
 
 	var mode string
@@ -53,7 +53,7 @@ func TestOpenMigrates(t *testing.T) {
 	require.NoError(t, err)
 	v, err = s2.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 1, v)
+	require.Equal(t, 2, v)
 	require.NoError(t, s2.Close())
 }
 
