@@ -92,7 +92,7 @@ func (s *Store) AddMerchant(ctx context.Context, id, name string) error {
 		name = id
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO merchants (id, name, created_at) VALUES (?, ?, ?)`,
-		id, name, time.Now().UnixNano())
+		id, name, s.Now().UnixNano())
 	if isUnique(err) {
 		return fmt.Errorf("merchant %s: %w", id, ErrExists)
 	}
@@ -133,7 +133,7 @@ func (s *Store) AddAccount(ctx context.Context, merchant, user, password string)
 	}
 	_, err := s.db.ExecContext(ctx,
 		`INSERT INTO accounts (user, merchant, ha1_md5, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?)`,
-		user, merchant, HA1("MD5", user, Realm, password), HA1("SHA-256", user, Realm, password), time.Now().UnixNano())
+		user, merchant, HA1("MD5", user, Realm, password), HA1("SHA-256", user, Realm, password), s.Now().UnixNano())
 	if isUnique(err) {
 		return fmt.Errorf("account %s: %w", user, ErrExists)
 	}
@@ -172,7 +172,7 @@ func (s *Store) AddNumbers(ctx context.Context, xs ...string) error {
 		}
 		hosts = append(hosts, h)
 	}
-	now := time.Now().UnixNano()
+	now := s.Now().UnixNano()
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for _, h := range hosts {
 			check, err := rand.Int(rand.Reader, big.NewInt(10))
@@ -196,7 +196,7 @@ func (s *Store) AddNumbers(ctx context.Context, xs ...string) error {
 func (s *Store) ListNumbers(ctx context.Context) ([]Number, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT n.host, n.created_at,
 		(SELECT COUNT(*) FROM bindings b WHERE b.host = n.host AND b.retired = 0 AND b.end_at > ?)
-		FROM numbers n ORDER BY n.host`, time.Now().UnixNano())
+		FROM numbers n ORDER BY n.host`, s.Now().UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("list numbers: %w", err)
 	}

@@ -64,7 +64,7 @@ func TestAllocationProperty(t *testing.T) {
 		switch op := rng.IntN(100); {
 		case op < 60:
 			req := shipped(fmt.Sprintf("p-%d", step))
-			req.TTL = time.Duration(30+rng.IntN(6*60)) * time.Minute
+			req.TTL = time.Duration(60+rng.IntN(6*60)) * time.Minute
 			b, err := s.CreateBinding(ctx, req, now)
 			if errors.Is(err, ErrPoolExhausted) {
 				exhausted++

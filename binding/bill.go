@@ -2,6 +2,7 @@ package binding
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -42,17 +43,32 @@ func MonthRange(month string, loc *time.Location) (time.Time, time.Time, error) 
 	return start, start.AddDate(0, 1, 0), nil
 }
 
-// BindingDays counts the 24-hour periods of the active life [created, end)
-// that start within [from, to).
-func BindingDays(created, end, from, to time.Time) int {
-	if !end.After(created) {
+// BindingDays counts the binding-days of the active life [created, end)
+// that start within [from, to) and have begun by now (SPEC §7). Period k
+// starts at created + k·24h; it exists while it starts before end, and it
+// counts once its start is not after now. So a binding created a minute
+// ago has one binding-day, the running month's count grows as periods
+// start, and a month not yet begun counts none.
+func BindingDays(created, end, from, to, now time.Time) int {
+	if !end.After(created) || now.Before(created) {
 		return 0
 	}
-	// Period k starts at created + k·24h, for k in [0, ceil(life/24h)).
 	periods := ceilDiv(end.Sub(created), day)
+	begun := int64(now.Sub(created)/day) + 1
 	lo := max(0, ceilDiv(from.Sub(created), day))
-	hi := min(periods, ceilDiv(to.Sub(created), day))
+	hi := min(periods, begun, ceilDiv(to.Sub(created), day))
 	return int(max(0, hi-lo))
+}
+
+// billedEnd is the exclusive end of the life that rental counts: the
+// expiry, or just after the release. A period that starts at the instant
+// of a release had begun when the binding was released, so it was already
+// on the bill and stays there.
+func billedEnd(expires int64, released sql.NullInt64) time.Time {
+	if released.Valid && released.Int64 < expires {
+		return time.Unix(0, released.Int64+1)
+	}
+	return time.Unix(0, expires)
 }
 
 // ceilDiv returns ceil(a/b) for b > 0, for negative a too.
@@ -64,9 +80,11 @@ func ceilDiv(a, b time.Duration) int64 {
 	return q
 }
 
-// Bill computes the bill of merchant for month ("YYYY-MM") in loc: rental
-// for each binding-day starting in the month and the fees of the calls
-// started in it.
+// Bill computes the bill of merchant for month ("YYYY-MM") in loc, as of
+// the store's clock: rental for each binding-day that starts in the month
+// and has begun, and the fees of the calls started in it. A bill never
+// shrinks as time passes: a release ends the periods after it, and the
+// period begun at the very instant of the release still counts.
 func (s *Store) Bill(ctx context.Context, merchant, month string, loc *time.Location, rates Rates, currency string) (Bill, error) {
 	from, to, err := MonthRange(month, loc)
 	if err != nil {
@@ -76,18 +94,21 @@ func (s *Store) Bill(ctx context.Context, merchant, month string, loc *time.Loca
 		return Bill{}, err
 	}
 	b := Bill{Merchant: merchant, Month: month, Currency: currency}
-	rows, err := s.db.QueryContext(ctx, `SELECT created_at, end_at FROM bindings
-		WHERE merchant = ? AND created_at < ? AND end_at > ?`, merchant, to.UnixNano(), from.UnixNano())
+	now := s.Now()
+	rows, err := s.db.QueryContext(ctx, `SELECT created_at, expires_at, released_at FROM bindings
+		WHERE merchant = ? AND created_at < ? AND created_at <= ? AND end_at >= ?`,
+		merchant, to.UnixNano(), now.UnixNano(), from.UnixNano())
 	if err != nil {
 		return Bill{}, fmt.Errorf("bill: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var created, end int64
-		if err := rows.Scan(&created, &end); err != nil {
+		var created, expires int64
+		var released sql.NullInt64
+		if err := rows.Scan(&created, &expires, &released); err != nil {
 			return Bill{}, fmt.Errorf("bill: %w", err)
 		}
-		b.BindingDays += BindingDays(time.Unix(0, created), time.Unix(0, end), from, to)
+		b.BindingDays += BindingDays(time.Unix(0, created), billedEnd(expires, released), from, to, now)
 	}
 	if err := rows.Err(); err != nil {
 		return Bill{}, fmt.Errorf("bill: %w", err)

@@ -146,7 +146,8 @@ func TestBillRentalRules(t *testing.T) {
 	require.NoError(t, err)
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			s, _ := openTest(t)
+			// Long after the months billed: every period has begun.
+			s, _ := openTest(t, fixedClock(sh(t, time.December, 31, 23, 0).AddDate(0, 1, 0)))
 			seed(t, s, "17000000001")
 			tc.run(t, s)
 			for month, days := range tc.want {
@@ -165,7 +166,7 @@ func TestBillRentalRules(t *testing.T) {
 // then in force, and keeps that fee; rental is priced when the bill is
 // made, at the rental rate of that moment.
 func TestBillRatesChanged(t *testing.T) {
-	s, _ := openTest(t)
+	s, _ := openTest(t, fixedClock(sh(t, time.December, 1, 0, 0)))
 	seed(t, s, "17000000001")
 	ctx := context.Background()
 	old, err := ParseRates("0.02", "0.00018")

@@ -18,6 +18,16 @@ const (
 	StatusExpired  = "expired"
 )
 
+// The bounds of a binding's lifetime, in configuration (binding.ttl) and
+// per request (SPEC §5). A shorter ttl would still bill a day and hold its
+// extension for the whole quarantine; a longer one outlives any order.
+const (
+	// MinTTL is the shortest lifetime a binding may have.
+	MinTTL = time.Hour
+	// MaxTTL is the longest lifetime a binding may have, 365 days.
+	MaxTTL = 8760 * time.Hour
+)
+
 // Order statuses for which a binding may be created (SPEC §5).
 var shippedStatuses = map[string]bool{"shipped": true, "delivered": true, "after_sale": true}
 
@@ -131,7 +141,8 @@ type CreateRequest struct {
 	Consignee string
 	// OrderStatus must be shipped, delivered or after_sale.
 	OrderStatus string
-	// TTL overrides the policy's lifetime when positive.
+	// TTL overrides the policy's lifetime when not zero; the lifetime
+	// must lie within [MinTTL, MaxTTL].
 	TTL time.Duration
 }
 
@@ -176,10 +187,11 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 		return nil, err
 	}
 	ttl := s.policy.TTL
-	if req.TTL > 0 {
+	if req.TTL != 0 {
 		ttl = req.TTL
-	} else if req.TTL < 0 {
-		return nil, fmt.Errorf("%w ttl %s: must be positive", ErrInvalid, req.TTL)
+	}
+	if err := ValidTTL(ttl); err != nil {
+		return nil, err
 	}
 	id, err := newID("b_")
 	if err != nil {
@@ -190,6 +202,14 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 		ID: id, Merchant: req.Merchant, Order: req.Order, Consignee: consignee,
 		OrderStatus: req.OrderStatus, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive,
 	}, nil
+}
+
+// ValidTTL reports ErrInvalid unless ttl lies within [MinTTL, MaxTTL].
+func ValidTTL(ttl time.Duration) error {
+	if ttl < MinTTL || ttl > MaxTTL {
+		return fmt.Errorf("%w ttl %s: must lie between 1h and 8760h (365 days)", ErrInvalid, ttl)
+	}
+	return nil
 }
 
 // insertBinding checks the merchant and the one-active-binding-per-order
@@ -261,7 +281,7 @@ func scanBinding(r scanner, now time.Time) (*Binding, error) {
 
 // GetBinding returns a binding by id, or ErrNotFound.
 func (s *Store) GetBinding(ctx context.Context, id string) (*Binding, error) {
-	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings WHERE id = ?`, id), time.Now())
+	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings WHERE id = ?`, id), s.Now())
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("binding %s: %w", id, ErrNotFound)
 	}
@@ -272,8 +292,13 @@ func (s *Store) GetBinding(ctx context.Context, id string) (*Binding, error) {
 }
 
 // ListBindings returns bindings oldest first, filtered by merchant and
-// order when they are non-empty.
+// order when they are non-empty. A merchant that does not exist is
+// ErrNotFound, not an empty list (SPEC §6): a typo must not look like a
+// merchant without bindings.
 func (s *Store) ListBindings(ctx context.Context, merchant, order string) ([]Binding, error) {
+	if err := s.knownMerchant(ctx, merchant); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT `+bindingCols+` FROM bindings
 		WHERE (? = '' OR merchant = ?) AND (? = '' OR order_id = ?) ORDER BY created_at, id`,
 		merchant, merchant, order, order)
@@ -281,7 +306,7 @@ func (s *Store) ListBindings(ctx context.Context, merchant, order string) ([]Bin
 		return nil, fmt.Errorf("list bindings: %w", err)
 	}
 	defer rows.Close()
-	now := time.Now()
+	now := s.Now()
 	var out []Binding
 	for rows.Next() {
 		b, err := scanBinding(rows, now)
@@ -291,6 +316,16 @@ func (s *Store) ListBindings(ctx context.Context, merchant, order string) ([]Bin
 		out = append(out, *b)
 	}
 	return out, rows.Err()
+}
+
+// knownMerchant returns ErrNotFound when merchant is not empty and names
+// no merchant.
+func (s *Store) knownMerchant(ctx context.Context, merchant string) error {
+	if merchant == "" {
+		return nil
+	}
+	_, err := s.Merchant(ctx, merchant)
+	return err
 }
 
 // Resolve finds the binding a caller reaches by dialling x then ext. The

@@ -301,3 +301,48 @@ func TestRenew(t *testing.T) {
 	_, err = s.Renew(ctx, "b_nope", 0, later)
 	require.ErrorIs(t, err, ErrNotFound)
 }
+
+// TestCreateTTLBounds pins SPEC §5: a ttl, per request or in the policy,
+// lies between 1h and 8760h; outside that nothing is stored.
+func TestCreateTTLBounds(t *testing.T) {
+	ctx := context.Background()
+	tests := map[string]struct {
+		request, policy time.Duration
+		ok              bool
+	}{
+		"1ns":              {request: time.Nanosecond},
+		"59m59s":           {request: time.Hour - time.Second},
+		"1h":               {request: time.Hour, ok: true},
+		"8760h":            {request: 8760 * time.Hour, ok: true},
+		"8760h and 1ns":    {request: 8760*time.Hour + 1},
+		"2000000h":         {request: 2000000 * time.Hour},
+		"negative":         {request: -time.Hour},
+		"policy of 1ns":    {policy: time.Nanosecond},
+		"policy of 9000h":  {policy: 9000 * time.Hour},
+		"policy, in range": {policy: 48 * time.Hour, ok: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := DefaultPolicy()
+			if tc.policy != 0 {
+				p.TTL = tc.policy
+			}
+			s, _ := openTest(t, WithPolicy(p))
+			seed(t, s, "17000000001")
+			req := shipped("o")
+			req.TTL = tc.request
+			now := time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)
+			b, err := s.CreateBinding(ctx, req, now)
+			if tc.ok {
+				require.NoError(t, err)
+				require.Equal(t, max(tc.request, tc.policy), b.ExpiresAt.Sub(now))
+				return
+			}
+			require.ErrorIs(t, err, ErrInvalid)
+			require.ErrorContains(t, err, "must lie between 1h and 8760h")
+			bs, err := s.ListBindings(ctx, "", "")
+			require.NoError(t, err)
+			require.Empty(t, bs, "a refused create stored a binding")
+		})
+	}
+}

@@ -140,7 +140,7 @@ func (s *Store) StartCDR(ctx context.Context, c *CDR) error {
 		c.ID = id
 	}
 	if c.StartedAt.IsZero() {
-		c.StartedAt = time.Now()
+		c.StartedAt = s.Now()
 	}
 	c.StartedAt = c.StartedAt.UTC()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, merchant, binding_id, order_id, host, extension,
@@ -182,7 +182,7 @@ func (s *Store) UpdateCDR(ctx context.Context, c *CDR) error {
 // already finished, and ErrNotFound for an unknown ID.
 func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
 	if c.EndedAt.IsZero() {
-		c.EndedAt = time.Now()
+		c.EndedAt = s.Now()
 	}
 	c.EndedAt = c.EndedAt.UTC()
 	c.TalkSeconds, c.BilledMinutes, c.Fee = 0, 0, 0
@@ -206,29 +206,68 @@ func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
 		if err != nil {
 			return fmt.Errorf("finish cdr: %w", err)
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
-			return err
-		}
-		var exists int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cdrs WHERE id = ?`, c.ID).Scan(&exists); err != nil {
-			return fmt.Errorf("finish cdr: %w", err)
-		}
-		if exists == 0 {
-			return fmt.Errorf("cdr %s: %w", c.ID, ErrNotFound)
-		}
-		return fmt.Errorf("cdr %s: %w", c.ID, ErrCDRFinished)
+		return affectedOne(ctx, tx, res, c.ID)
 	})
 }
 
-// RecoverInterrupted closes the rows a crash left open: ended_at = now,
-// disposition interrupted, hangup_by system, nothing billed because the
-// real end is unknown. Open calls it unless WithoutRecovery is given. It
-// returns how many rows it closed. With a database shared by several
-// servers only a server starting alone may call it.
-func (s *Store) RecoverInterrupted(ctx context.Context, now time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET ended_at = ?, disposition = ?, hangup_by = ?,
-		talk_seconds = 0, billed_minutes = 0, fee = 0 WHERE ended_at IS NULL`,
-		now.UnixNano(), DispositionInterrupted, HangupSystem)
+// RefreshCDR keeps the row of an answered call that goes on current
+// (SPEC §7): it records alive as the last time the call was known to be
+// up, with the talk time until then (c.AnsweredAt to alive), its billed
+// minutes and its fee at r.PerMinute, rated as FinishCDR would rate a call
+// ending at alive. A crash thus loses at most the time since the last
+// refresh. It returns ErrInvalid when c was not answered, ErrCDRFinished
+// when the row already ended (a refresh racing the call's end is dropped)
+// and ErrNotFound for an unknown ID.
+func (s *Store) RefreshCDR(ctx context.Context, c *CDR, alive time.Time, r Rates) error {
+	if c.AnsweredAt.IsZero() {
+		return fmt.Errorf("%w cdr %s: refreshed before it was answered", ErrInvalid, c.ID)
+	}
+	talk, minutes, fee := Rate(alive.Sub(c.AnsweredAt), r.PerMinute)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET answered_at = ?, alive_at = ?,
+			talk_seconds = ?, billed_minutes = ?, fee = ? WHERE id = ? AND ended_at IS NULL`,
+			c.AnsweredAt.UnixNano(), alive.UnixNano(), talk, minutes, int64(fee), c.ID)
+		if err != nil {
+			return fmt.Errorf("refresh cdr: %w", err)
+		}
+		return affectedOne(ctx, tx, res, c.ID)
+	})
+}
+
+// affectedOne turns an UPDATE of an open CDR row that changed nothing into
+// ErrNotFound or ErrCDRFinished.
+func affectedOne(ctx context.Context, tx *sql.Tx, res sql.Result, id string) error {
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var exists int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cdrs WHERE id = ?`, id).Scan(&exists); err != nil {
+		return fmt.Errorf("cdr %s: %w", id, err)
+	}
+	if exists == 0 {
+		return fmt.Errorf("cdr %s: %w", id, ErrNotFound)
+	}
+	return fmt.Errorf("cdr %s: %w", id, ErrCDRFinished)
+}
+
+// RecoverInterrupted closes the rows a crash left open, as interrupted by
+// the system, at the last time each call was known to be going on: an
+// answered call that was refreshed (RefreshCDR) ends at its last refresh
+// and keeps, and is billed for, the talk time known then; a call never
+// refreshed ends when it was last seen (answered, ringing or started) and
+// bills nothing, because no talk time is known. Open calls it unless
+// WithoutRecovery is given. It returns how many rows it closed. With a
+// database shared by several servers only a server starting alone may
+// call it.
+func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET
+		ended_at = COALESCE(alive_at, answered_at, ringing_at, started_at),
+		disposition = ?, hangup_by = ?,
+		talk_seconds = CASE WHEN alive_at IS NULL THEN 0 ELSE talk_seconds END,
+		billed_minutes = CASE WHEN alive_at IS NULL THEN 0 ELSE billed_minutes END,
+		fee = CASE WHEN alive_at IS NULL THEN 0 ELSE fee END
+		WHERE ended_at IS NULL`,
+		DispositionInterrupted, HangupSystem)
 	if err != nil {
 		return 0, fmt.Errorf("recover cdrs: %w", err)
 	}
@@ -270,7 +309,11 @@ func (s *Store) GetCDR(ctx context.Context, id string) (CDR, error) {
 
 // ListCDRs returns call records started in [from, to), oldest first, for
 // one merchant or all when merchant is "". A zero from or to is unbounded.
+// A merchant that does not exist is ErrNotFound, not an empty list.
 func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Time) ([]CDR, error) {
+	if err := s.knownMerchant(ctx, merchant); err != nil {
+		return nil, err
+	}
 	lo, hi := int64(-1<<63), int64(1<<63-1)
 	if !from.IsZero() {
 		lo = from.UnixNano()

@@ -38,6 +38,7 @@ func TestRate(t *testing.T) {
 
 func TestCDRLifecycle(t *testing.T) {
 	s, _ := openTest(t)
+	seed(t, s)
 	ctx := context.Background()
 	rates := Rates{PerMinute: 20000}
 	c := &CDR{CallID: "call-1@a", Host: "17000000001", Direction: DirectionToConsignee, Caller: "alice",
@@ -128,4 +129,130 @@ func TestCrashRecovery(t *testing.T) {
 	require.Equal(t, HangupSystem, got.HangupBy)
 	require.False(t, got.EndedAt.IsZero())
 	require.Zero(t, got.Fee)
+}
+
+// TestListsOfUnknownMerchant pins SPEC §6 at the store: a query naming a
+// merchant that does not exist is ErrNotFound, not an empty list.
+func TestListsOfUnknownMerchant(t *testing.T) {
+	s, _ := openTest(t)
+	seed(t, s)
+	ctx := context.Background()
+	_, err := s.ListCDRs(ctx, "nosuch", time.Time{}, time.Time{})
+	require.ErrorIs(t, err, ErrNotFound)
+	require.ErrorContains(t, err, "merchant nosuch")
+	_, err = s.ListBindings(ctx, "nosuch", "")
+	require.ErrorIs(t, err, ErrNotFound)
+	cs, err := s.ListCDRs(ctx, "m1", time.Time{}, time.Time{})
+	require.NoError(t, err)
+	require.Empty(t, cs, "a merchant without calls has an empty list")
+	bs, err := s.ListBindings(ctx, "", "")
+	require.NoError(t, err)
+	require.Empty(t, bs)
+}
+
+// TestCrashKeepsTalkTime pins SPEC §7 for a crash: the next start closes
+// an open row at the last time the call was known to be up, and an
+// answered call keeps, and is billed for, the talk time known then.
+func TestCrashKeepsTalkTime(t *testing.T) {
+	ctx := context.Background()
+	rates := Rates{PerMinute: 20000}
+	answered := t0.Add(8 * time.Second)
+	tests := map[string]struct {
+		cdr      CDR
+		refresh  []time.Duration // after the answer
+		ended    time.Time
+		talk     int
+		minutes  int
+		fee      Micros
+		finished bool
+	}{
+		"refreshed every 10 s": {
+			cdr:     CDR{RingingAt: t0.Add(2 * time.Second), AnsweredAt: answered},
+			refresh: []time.Duration{10 * time.Second, 20 * time.Second, 30*time.Second + 400*time.Millisecond},
+			ended:   answered.Add(30*time.Second + 400*time.Millisecond), talk: 30, minutes: 1, fee: 20000,
+		},
+		"over a minute": {
+			cdr:     CDR{AnsweredAt: answered},
+			refresh: []time.Duration{61 * time.Second},
+			ended:   answered.Add(61 * time.Second), talk: 61, minutes: 2, fee: 40000,
+		},
+		"answered, never refreshed": {
+			cdr:   CDR{RingingAt: t0.Add(2 * time.Second), AnsweredAt: answered},
+			ended: answered,
+		},
+		"ringing": {
+			cdr:   CDR{RingingAt: t0.Add(2 * time.Second)},
+			ended: t0.Add(2 * time.Second),
+		},
+		"in the IVR": {
+			cdr:   CDR{},
+			ended: t0,
+		},
+		"finished before the crash": {
+			cdr:     CDR{AnsweredAt: answered, EndedAt: answered.Add(5 * time.Second)},
+			refresh: []time.Duration{10 * time.Second},
+			ended:   answered.Add(5 * time.Second), talk: 5, minutes: 1, fee: 20000, finished: true,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			restart := t0.Add(time.Hour)
+			s, dsn := openTest(t, fixedClock(restart))
+			seed(t, s)
+			c := tc.cdr
+			c.CallID, c.Merchant, c.StartedAt = "crash@a", "m1", t0
+			ended := c.EndedAt
+			c.EndedAt = time.Time{}
+			require.NoError(t, s.StartCDR(ctx, &c))
+			require.NoError(t, s.UpdateCDR(ctx, &c))
+			if tc.finished {
+				c.EndedAt = ended
+				require.NoError(t, s.FinishCDR(ctx, &c, rates))
+			}
+			for _, d := range tc.refresh {
+				err := s.RefreshCDR(ctx, &c, c.AnsweredAt.Add(d), rates)
+				if tc.finished {
+					require.ErrorIs(t, err, ErrCDRFinished, "a refresh after the end changes nothing")
+					continue
+				}
+				require.NoError(t, err)
+				// The open row shows the talk time so far.
+				got, err := s.GetCDR(ctx, c.ID)
+				require.NoError(t, err)
+				require.True(t, got.EndedAt.IsZero())
+				require.Equal(t, int(d/time.Second), got.TalkSeconds)
+			}
+
+			// kill -9: nothing more is written; the next start recovers.
+			require.NoError(t, s.Close())
+			s2, err := Open(ctx, DriverSQLite, dsn, fixedClock(restart))
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, s2.Close()) })
+			got, err := s2.GetCDR(ctx, c.ID)
+			require.NoError(t, err)
+			require.Equal(t, tc.ended, got.EndedAt, "ended_at is the last time known alive, not the restart")
+			require.Equal(t, tc.talk, got.TalkSeconds)
+			require.Equal(t, tc.minutes, got.BilledMinutes)
+			require.Equal(t, tc.fee, got.Fee)
+			if tc.finished {
+				require.Equal(t, DispositionAnswered, got.Disposition)
+				return
+			}
+			require.Equal(t, DispositionInterrupted, got.Disposition)
+			require.Equal(t, HangupSystem, got.HangupBy)
+
+			// The bill counts the interrupted call like any other.
+			b, err := s2.Bill(ctx, "m1", t0.Format("2006-01"), time.UTC, rates, "CNY")
+			require.NoError(t, err)
+			require.Equal(t, tc.fee, b.CallFee)
+			require.Equal(t, tc.minutes, b.Minutes)
+		})
+	}
+
+	s, _ := openTest(t)
+	seed(t, s)
+	c := &CDR{CallID: "x", Merchant: "m1", StartedAt: t0}
+	require.NoError(t, s.StartCDR(ctx, c))
+	require.ErrorIs(t, s.RefreshCDR(ctx, c, t0.Add(time.Minute), rates), ErrInvalid, "not answered")
+	require.ErrorIs(t, s.RefreshCDR(ctx, &CDR{ID: "c_nope", AnsweredAt: t0}, t0.Add(time.Minute), rates), ErrNotFound)
 }

@@ -1,10 +1,45 @@
 package binding
 
 import (
+	"encoding/csv"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
 	"time"
 )
+
+// WriteCSV writes rows (the header row first) as CSV, every cell made safe
+// for spreadsheets: a cell that begins with =, +, -, @, a tab or a carriage
+// return is prefixed with a single quote, so that a caller named "=1+2*3"
+// or "=HYPERLINK(…)" is shown as text and never evaluated as a formula
+// (OWASP, CSV Injection). Every CSV vnum writes goes through it.
+func WriteCSV(w io.Writer, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	cells := []string{}
+	for _, row := range rows {
+		cells = cells[:0]
+		for _, cell := range row {
+			cells = append(cells, csvSafe(cell))
+		}
+		if err := cw.Write(cells); err != nil {
+			return fmt.Errorf("csv: %w", err)
+		}
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return fmt.Errorf("csv: %w", err)
+	}
+	return nil
+}
+
+// csvSafe neutralises a cell a spreadsheet would read as a formula.
+func csvSafe(cell string) string {
+	if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+		return "'" + cell
+	}
+	return cell
+}
 
 // CDRColumns returns the column names of a call record in CSV and table
 // output, in order. They are the JSON field names of SPEC §7, so a CSV

@@ -3,6 +3,7 @@ package binding
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +87,20 @@ func TestMerchantAndNumberJSON(t *testing.T) {
 	var back []Number
 	require.NoError(t, json.Unmarshal(raw, &back))
 	require.True(t, at.Truncate(time.Second).Equal(back[0].CreatedAt))
+}
+
+// TestWriteCSV pins the OWASP rule for every CSV vnum writes: a cell that a
+// spreadsheet would evaluate begins with a single quote; others are as is.
+func TestWriteCSV(t *testing.T) {
+	var buf strings.Builder
+	require.NoError(t, WriteCSV(&buf, [][]string{
+		{"caller", "fee"},
+		{"=1+2*3", "0.02000"},
+		{"+86 139", "-1"},
+		{"@cmd", "\tx"},
+		{"\rx", ""},
+		{"a=b", "'quoted"},
+		{"中文", "x,y"},
+	}))
+	require.Equal(t, "caller,fee\n'=1+2*3,0.02000\n'+86 139,'-1\n'@cmd,'\tx\n\"'\rx\",\na=b,'quoted\n中文,\"x,y\"\n", buf.String())
 }

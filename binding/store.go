@@ -48,6 +48,7 @@ type options struct {
 	policy  Policy
 	recover bool
 	created *bool
+	clock   func() time.Time
 }
 
 // ReportCreated makes Open set *created to true when the store it opened
@@ -58,6 +59,13 @@ func ReportCreated(created *bool) Option { return func(o *options) { o.created =
 
 // WithPolicy sets the binding policy; without it Open uses DefaultPolicy.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
+
+// WithClock sets the clock the store reads whenever it needs the time:
+// billing counts only the binding-days begun by now, and records without a
+// time of their own are stamped with it. Without it the store uses
+// time.Now; tests pass a fixed clock so that no result depends on today's
+// date.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
 
 // WithoutRecovery makes Open leave unfinished CDR rows alone. Short-lived
 // tools (the CLI) use it: they open the store while `vnum serve` runs, and
@@ -71,6 +79,7 @@ func WithoutRecovery() Option { return func(o *options) { o.recover = false } }
 type Store struct {
 	db     *sql.DB
 	policy Policy
+	clock  func() time.Time
 }
 
 //go:embed migrations/*.sql
@@ -78,7 +87,7 @@ var migrations embed.FS
 
 // Open opens the store, applies pending migrations and, unless
 // WithoutRecovery is given, closes CDR rows that a crash left open
-// (disposition "interrupted", ended_at = now). For sqlite the DSN is a file
+// (disposition "interrupted", see RecoverInterrupted). For sqlite the DSN is a file
 // name (or ":memory:"); WAL mode, foreign keys, a busy timeout and
 // immediate transactions are added to it.
 func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, error) {
@@ -119,7 +128,7 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 		}
 		return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w", dsn, err))
 	}
-	s := &Store{db: db, policy: o.policy}
+	s := &Store{db: db, policy: o.policy, clock: o.clock}
 	if err := s.migrate(ctx); err != nil {
 		return nil, closeAfter(db, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
@@ -127,7 +136,7 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 		*o.created = schemas == 0 && !memory
 	}
 	if o.recover {
-		if _, err := s.RecoverInterrupted(ctx, time.Now()); err != nil {
+		if _, err := s.RecoverInterrupted(ctx); err != nil {
 			return nil, closeAfter(db, err)
 		}
 	}
@@ -168,6 +177,14 @@ func sqliteDSN(dsn string) string {
 		}
 	}
 	return dsn
+}
+
+// Now returns the time on the store's clock (see WithClock).
+func (s *Store) Now() time.Time {
+	if s.clock == nil {
+		return time.Now()
+	}
+	return s.clock()
 }
 
 // Policy returns the binding policy the store applies.
@@ -222,7 +239,7 @@ func (s *Store) apply(ctx context.Context, version int, name, body string) error
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-			version, name, time.Now().UnixNano())
+			version, name, s.Now().UnixNano())
 		return err
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -37,7 +38,7 @@ func TestOpenMigrates(t *testing.T) {
 	ctx := context.Background()
 	v, err := s.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 1, v)
+	require.Equal(t, 2, v)
 	require.NoError(t, s.Ping(ctx))
 
 	var mode string
@@ -52,7 +53,7 @@ func TestOpenMigrates(t *testing.T) {
 	require.NoError(t, err)
 	v, err = s2.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 1, v)
+	require.Equal(t, 2, v)
 	require.NoError(t, s2.Close())
 }
 
@@ -185,3 +186,6 @@ func TestMoney(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `"0.00540"`, string(b))
 }
+
+// fixedClock is a store clock that always reads at.
+func fixedClock(at time.Time) Option { return WithClock(func() time.Time { return at }) }

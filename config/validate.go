@@ -138,7 +138,9 @@ func (c *Config) Validate() error {
 	}
 
 	// binding, calls
-	positive("binding.ttl", c.Binding.TTL)
+	if c.Binding.TTL < time.Hour || c.Binding.TTL > 8760*time.Hour { // SPEC §5; binding.MinTTL, MaxTTL
+		bad("binding.ttl", "must lie between 1h and 8760h (365 days), got %s", c.Binding.TTL)
+	}
 	positive("binding.quarantine", c.Binding.Quarantine)
 	positive("calls.ring_timeout", c.Calls.RingTimeout)
 	positive("calls.max_duration", c.Calls.MaxDuration)

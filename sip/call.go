@@ -185,6 +185,8 @@ type call struct {
 
 	cdrMu sync.Mutex
 	cdr   CDR
+	// refreshing is set while a refresh of the CDR row is being written.
+	refreshing atomic.Bool
 }
 
 func (c *call) setState(st CallState) { c.state.Store(int32(st)) }
@@ -375,14 +377,23 @@ func (c *call) reofferResponse(req *sip.Request, tx sip.ServerTransaction, l leg
 }
 
 // wait holds the bridged call until a leg hangs up, the media stops, the
-// call runs too long or the server ends it.
+// call runs too long or the server ends it. Meanwhile it keeps the CDR row
+// current (refreshCDR), so that a crash keeps the talk time.
 func (c *call) wait() endReason {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	every := c.s.opts.CDRRefresh
+	if every <= 0 {
+		every = DefaultCDRRefresh
+	}
+	refresh := time.NewTicker(every)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return c.reason()
+		case <-refresh.C:
+			c.refreshCDR()
 		case <-tick.C:
 			if t := c.s.opts.MediaTimeout; t > 0 {
 				now := time.Now()
@@ -508,6 +519,33 @@ func (c *call) updateCDR(f func(*CDR)) {
 	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
 		c.log.Error("updating CDR", "error", err)
 	}
+}
+
+// DefaultCDRRefresh is how often an answered call's CDR row is refreshed
+// when Options.CDRRefresh is zero: SPEC §7 asks for at least every 10 s.
+const DefaultCDRRefresh = 10 * time.Second
+
+// refreshCDR writes the answered call's talk time so far, in the
+// background so that a slow store never holds up the call's own loop
+// (hang-ups, media timeout). A refresh still being written when the next
+// is due makes that one skip; the call's end cancels one in flight, and the
+// store ignores a refresh that lands after the end.
+func (c *call) refreshCDR() {
+	c.cdrMu.Lock()
+	cdr := c.cdr
+	c.cdrMu.Unlock()
+	if cdr.AnsweredAt.IsZero() || !c.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	alive := time.Now().UTC()
+	go func() {
+		defer c.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(c.ctx, cdrWriteTimeout)
+		defer cancel()
+		if err := c.s.router.RefreshCall(ctx, &cdr, alive); err != nil && c.ctx.Err() == nil {
+			c.log.Warn("refreshing CDR", "error", err)
+		}
+	}()
 }
 
 // cdrWriteTimeout bounds one CDR write; finishing a CDR is retried

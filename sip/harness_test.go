@@ -27,6 +27,7 @@ type fakeRouter struct {
 	expired   map[string]bool
 	cdrs      map[string]CDR
 	ended     chan CDR
+	refreshed chan refreshedCDR   // RefreshCall, in refresh_test.go
 	callbacks map[string]Callback // "X/caller" → callback
 }
 
@@ -38,6 +39,7 @@ func newFakeRouter() *fakeRouter {
 		expired:   map[string]bool{},
 		cdrs:      map[string]CDR{},
 		ended:     make(chan CDR, 16),
+		refreshed: make(chan refreshedCDR, 64),
 		callbacks: map[string]Callback{},
 	}
 }

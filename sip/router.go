@@ -28,6 +28,11 @@ type Router interface {
 	StartCall(ctx context.Context, cdr *CDR) error
 	// UpdateCall records progress (binding resolved, ringing, answered).
 	UpdateCall(ctx context.Context, cdr *CDR) error
+	// RefreshCall keeps an answered call's row current while it goes on
+	// (SPEC §7): alive is the last time the call was known to be up, and the
+	// router stores the talk time until then, so that a crash loses at most
+	// the time since the last refresh.
+	RefreshCall(ctx context.Context, cdr *CDR, alive time.Time) error
 	// EndCall completes the CDR row; the router computes talk time and fee.
 	EndCall(ctx context.Context, cdr *CDR) error
 }

@@ -71,6 +71,9 @@ type Options struct {
 	RingTimeout  time.Duration
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
+	// CDRRefresh is how often an answered call's CDR row is refreshed
+	// (SPEC §7: at least every 10 s); zero means DefaultCDRRefresh.
+	CDRRefresh time.Duration
 
 	Logger *slog.Logger
 }

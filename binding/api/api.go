@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ type Options struct {
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
 	// Now is the clock for creating, renewing and releasing bindings; nil
-	// means time.Now.
+	// means the store's clock (binding.WithClock), which bills use too.
 	Now func() time.Time
 	// Log receives one line per request and the causes of 500s; nil
 	// discards them.
@@ -121,7 +122,7 @@ func New(store *binding.Store, opts Options) http.Handler {
 		opts.Location = time.UTC
 	}
 	if opts.Now == nil {
-		opts.Now = time.Now
+		opts.Now = store.Now
 	}
 	log := opts.Log
 	if log == nil {
@@ -140,11 +141,20 @@ func New(store *binding.Store, opts Options) http.Handler {
 }
 
 // ServeHTTP checks access, routes the request and logs it. Unknown paths
-// and methods get JSON errors like everything else.
+// and methods get JSON errors like everything else: a 404, or a 405 with
+// Allow. A path that is not in canonical form ("//v1/numbers",
+// "/v1/bindings//renew", "/v1/x/../numbers", a trailing slash) is not a
+// path the API serves, so it is a 404 too, never the mux's redirect to
+// another path: a redirect would skip the token check of /v1 and point a
+// POST or DELETE somewhere the client did not name.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	h, pattern := s.mux.Handler(r)
+	canonical := isCanonical(r.URL.EscapedPath())
+	if !canonical {
+		h, pattern = nil, ""
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -166,17 +176,29 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if pattern == "" {
-		// No route: let the mux say whether it is 404, or 405 and which
-		// methods are allowed, then answer that in JSON.
-		probe := &statusWriter{ResponseWriter: discardWriter{header: http.Header{}}}
-		h.ServeHTTP(probe, r)
-		if allow := probe.Header().Get("Allow"); allow != "" {
-			sw.Header().Set("Allow", allow)
+		// No route: let the mux say whether the path is served with other
+		// methods (405 and which), and answer that in JSON; anything else
+		// is a 404.
+		status := http.StatusNotFound
+		if h != nil {
+			probe := &statusWriter{ResponseWriter: discardWriter{header: http.Header{}}}
+			h.ServeHTTP(probe, r)
+			if allow := probe.Header().Get("Allow"); allow != "" && probe.status == http.StatusMethodNotAllowed {
+				sw.Header().Set("Allow", allow)
+				status = http.StatusMethodNotAllowed
+			}
 		}
-		s.writeError(sw, probe.status, strings.ToLower(http.StatusText(probe.status)))
+		s.writeError(sw, status, strings.ToLower(http.StatusText(status)))
 		return
 	}
 	s.mux.ServeHTTP(sw, r)
+}
+
+// isCanonical reports whether an escaped request path is in the form the
+// routes are written in: rooted, without empty, "." or ".." segments and
+// without a trailing slash.
+func isCanonical(escaped string) bool {
+	return escaped != "" && path.Clean(escaped) == escaped
 }
 
 // isV1 reports whether path is under the token-protected /v1 prefix.

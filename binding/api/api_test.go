@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,7 +257,10 @@ func TestCDRExport(t *testing.T) {
 }
 
 func TestBillMatchesStore(t *testing.T) {
-	h := newHarness(t)
+	// The bills are read on 10 December, when every period of these
+	// bindings has begun.
+	asOf := time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)
+	h := newStoreHarness(t, []binding.Option{binding.WithClock(func() time.Time { return asOf })})
 	seedAPI(t, h)
 	ctx := context.Background()
 	shanghai, err := time.LoadLocation("Asia/Shanghai")
@@ -338,4 +343,70 @@ func TestCallsDefaultEmpty(t *testing.T) {
 	h = newHarness(t)
 	r = h.do(request{method: "GET", path: "/v1/calls"})
 	require.Equal(t, "[]\n", string(r.body))
+}
+
+// TestBillOfNewBinding is the bill a merchant reads right after creating
+// a binding: one binding-day, not the whole ttl, and nothing yet for the
+// months to come (SPEC §7).
+func TestBillOfNewBinding(t *testing.T) {
+	var now atomic.Int64
+	created := time.Date(2026, 11, 10, 1, 0, 0, 0, time.UTC)
+	now.Store(created.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()).UTC() }
+	h := newStoreHarness(t, []binding.Option{binding.WithClock(clock)})
+	seedAPI(t, h)
+	createBinding(t, h, "o-1", consignee)
+	now.Store(created.Add(time.Minute).UnixNano())
+	days := func(month string) float64 {
+		t.Helper()
+		r := h.do(request{method: "GET", path: "/v1/bills/m1/" + month})
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		return r.object(t)["binding_days"].(float64)
+	}
+	require.Equal(t, 1.0, days("2026-11"), "a binding created a minute ago")
+	require.Equal(t, 0.0, days("2026-12"), "a month not yet begun")
+	now.Store(created.Add(50 * time.Hour).UnixNano())
+	require.Equal(t, 3.0, days("2026-11"), "the running month grows as periods start")
+}
+
+// TestCDRCSVFormulaSafe is a CDR export opened in a spreadsheet: a caller
+// typed as a formula must come out as text (a leading single quote), and
+// JSON keeps it as it is.
+func TestCDRCSVFormulaSafe(t *testing.T) {
+	h := newHarness(t)
+	seedAPI(t, h)
+	ctx := context.Background()
+	start := time.Date(2026, 11, 10, 1, 0, 0, 0, time.UTC)
+	callers := []string{"=1+2*3", "+1-2", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=HYPERLINK(\"http://x\")", "alice"}
+	for i, caller := range callers {
+		require.NoError(t, h.store.StartCDR(ctx, &binding.CDR{CallID: "c" + strconv.Itoa(i), Merchant: "m1",
+			Caller: caller, StartedAt: start.Add(time.Duration(i) * time.Minute)}))
+	}
+	r := h.do(request{method: "GET", path: "/v1/cdrs?merchant=m1", accept: "text/csv"})
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	recs, err := csv.NewReader(strings.NewReader(string(r.body))).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, recs, len(callers)+1)
+	col := -1
+	for i, name := range recs[0] {
+		if name == "caller" {
+			col = i
+		}
+	}
+	require.GreaterOrEqual(t, col, 0)
+	for i, caller := range callers {
+		want := "'" + caller
+		if caller == "alice" {
+			want = caller
+		}
+		require.Equal(t, want, recs[i+1][col], "caller %q", caller)
+		for _, cell := range recs[i+1] {
+			require.False(t, cell != "" && strings.ContainsAny(cell[:1], "=+-@\t\r"), "cell %q of row %d", cell, i)
+		}
+	}
+
+	var rows []map[string]any
+	r = h.do(request{method: "GET", path: "/v1/cdrs?merchant=m1"})
+	r.decode(t, &rows)
+	require.Equal(t, "=1+2*3", rows[0]["caller"], "JSON is not escaped")
 }

@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,19 +232,15 @@ func (s *server) listCDRs(w http.ResponseWriter, r *http.Request) error {
 		s.writeJSON(w, http.StatusOK, nonNil(cs))
 		return nil
 	}
-	// The same columns and cells as `vnum cdr list --format csv`.
-	var buf bytes.Buffer
-	cw := csv.NewWriter(&buf)
-	if err := cw.Write(binding.CDRColumns()); err != nil {
-		return err
-	}
+	// The same columns and cells as `vnum cdr list --format csv`, through
+	// the one writer that keeps cells from being read as formulas.
+	rows := make([][]string, 0, len(cs)+1)
+	rows = append(rows, binding.CDRColumns())
 	for _, c := range cs {
-		if err := cw.Write(binding.CDRRow(c)); err != nil {
-			return err
-		}
+		rows = append(rows, binding.CDRRow(c))
 	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
+	var buf bytes.Buffer
+	if err := binding.WriteCSV(&buf, rows); err != nil {
 		return err
 	}
 	h := w.Header()

@@ -62,9 +62,16 @@ type harness struct {
 // newHarness starts the API with the test token; opts may change options.
 func newHarness(t *testing.T, opts ...func(*api.Options)) *harness {
 	t.Helper()
+	return newStoreHarness(t, nil, opts...)
+}
+
+// newStoreHarness is newHarness with options for the store, such as its
+// clock.
+func newStoreHarness(t *testing.T, storeOpts []binding.Option, opts ...func(*api.Options)) *harness {
+	t.Helper()
 	ctx := context.Background()
 	dsn := filepath.Join(t.TempDir(), "vnum.db")
-	store, err := binding.Open(ctx, binding.DriverSQLite, dsn)
+	store, err := binding.Open(ctx, binding.DriverSQLite, dsn, storeOpts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, store.Close()) })
 

@@ -101,14 +101,15 @@ func checkQuery(r *http.Request, allowed ...string) error {
 	return nil
 }
 
-// parseTTL reads an optional lifetime such as "720h" or "90m".
+// parseTTL reads an optional lifetime such as "720h" or "90m"; its range
+// (binding.ValidTTL) is the store's to check, for the CLI's sake too.
 func parseTTL(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%w ttl %q: want a positive duration such as 720h or 90m", binding.ErrInvalid, s)
+		return 0, fmt.Errorf("%w ttl %q: want a duration between 1h and 8760h such as 720h", binding.ErrInvalid, s)
 	}
 	return d, nil
 }

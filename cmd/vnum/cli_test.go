@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -300,4 +302,36 @@ func TestExampleConfigAccepted(t *testing.T) {
 	useTempStore(t)
 	out := mustRun(t, "config", "show", "--config", "../../vnum.example.yaml")
 	require.Contains(t, out, "ttl: 720h")
+}
+
+// TestCDRCSVFormulaSafe: a caller a spreadsheet would run as a formula
+// comes out of `vnum cdr list --format csv` quoted, and as it is in JSON.
+func TestCDRCSVFormulaSafe(t *testing.T) {
+	dsn := useTempStore(t)
+	s, err := binding.Open(context.Background(), "sqlite", dsn)
+	require.NoError(t, err)
+	start := time.Date(2026, 11, 15, 9, 30, 0, 0, time.UTC)
+	for i, caller := range []string{"=1+2*3", "@SUM(A1)", "-2+3"} {
+		c := &binding.CDR{CallID: "call-" + strconv.Itoa(i), Merchant: "m1", Host: "17000000001", Extension: "1234",
+			Direction: "to_consignee", Caller: caller, StartedAt: start.Add(time.Duration(i) * time.Minute)}
+		require.NoError(t, s.StartCDR(context.Background(), c))
+	}
+	require.NoError(t, s.Close())
+
+	recs, err := csv.NewReader(strings.NewReader(mustRun(t, "cdr", "list", "--format", "csv"))).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, recs, 4)
+	callerCol := slices.Index(recs[0], "caller")
+	require.GreaterOrEqual(t, callerCol, 0)
+	var callers []string
+	for _, rec := range recs[1:] {
+		for _, cell := range rec {
+			if cell != "" {
+				require.False(t, strings.ContainsAny(cell[:1], "=+-@\t\r"), "cell %q starts a formula", cell)
+			}
+		}
+		callers = append(callers, rec[callerCol])
+	}
+	require.ElementsMatch(t, []string{"'=1+2*3", "'@SUM(A1)", "'-2+3"}, callers)
+	require.Contains(t, mustRun(t, "cdr", "list", "--format", "json"), `"caller": "=1+2*3"`)
 }

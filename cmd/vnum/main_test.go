@@ -115,8 +115,9 @@ func TestFlow(t *testing.T) {
 	var list []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &list))
 	require.Len(t, list, 2)
-	out = run("binding", "list", "--merchant", "nobody", "--format", "json")
-	require.JSONEq(t, "[]", out)
+	// A merchant that does not exist is an error, not an empty list (SPEC §6).
+	_, _, err = runCLI(t, "binding", "list", "--merchant", "nobody", "--format", "json")
+	require.ErrorContains(t, err, "merchant nobody: not found")
 
 	// release and renew.
 	out = run("binding", "release", id, "--format", "json")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,17 +46,6 @@ type records struct {
 	json        any
 }
 
-// writeCSV writes rows as CSV. It stands in for binding.WriteCSV, which
-// also escapes cells a spreadsheet would run as formulas; every CSV the
-// CLI prints goes through here so that the switch is one line.
-func writeCSV(w io.Writer, rows [][]string) error {
-	cw := csv.NewWriter(w)
-	if err := cw.WriteAll(rows); err != nil {
-		return err
-	}
-	return cw.Error()
-}
-
 // print writes r in the given format: an aligned table, CSV with a header
 // row, or indented JSON.
 func (r records) print(w io.Writer, format string) error {
@@ -68,7 +56,8 @@ func (r records) print(w io.Writer, format string) error {
 		enc.SetEscapeHTML(false)
 		return enc.Encode(r.json)
 	case formatCSV:
-		return writeCSV(w, append([][]string{r.header}, r.rows...))
+		// Every cell is made safe for spreadsheets (binding.WriteCSV).
+		return binding.WriteCSV(w, append([][]string{r.header}, r.rows...))
 	default:
 		header, rows := r.header, r.rows
 		if r.tableHeader != nil {

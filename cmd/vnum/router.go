@@ -88,6 +88,10 @@ func (r *router) UpdateCall(ctx context.Context, c *sip.CDR) error {
 	return r.store.UpdateCDR(ctx, toStore(c))
 }
 
+func (r *router) RefreshCall(ctx context.Context, c *sip.CDR, alive time.Time) error {
+	return r.store.RefreshCDR(ctx, toStore(c), alive, r.rates)
+}
+
 func (r *router) EndCall(ctx context.Context, c *sip.CDR) error {
 	err := r.store.FinishCDR(ctx, toStore(c), r.rates)
 	if errors.Is(err, binding.ErrCDRFinished) {
