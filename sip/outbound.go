@@ -39,6 +39,14 @@ type legBTarget struct {
 	trunk bool    // answer digest challenges with the trunk credentials
 }
 
+// dialable reports whether user is a phone number as leg B's Request-URI
+// carries it: digits, optionally after a "+". Numbers are validated where
+// they enter vnum; this is the last check before one goes on the wire.
+func dialable(user string) bool {
+	digits := strings.TrimPrefix(user, "+")
+	return digits != "" && len(digits) <= 15 && strings.Trim(digits, "0123456789") == ""
+}
+
 // trunkTarget sends number to the carrier trunk.
 func (s *Server) trunkTarget(number string) legBTarget {
 	user := sanitizeHeaderValue(number)
@@ -51,9 +59,69 @@ func (s *Server) trunkTarget(number string) legBTarget {
 }
 
 // contactTarget sends to a softphone's registered contact, at the address
-// its REGISTER came from.
+// its REGISTER came from. The Request-URI is rebuilt from the parts of the
+// registered Contact that routing needs, each checked: a Contact is the
+// phone's own text, and URI headers ("?X-Foo=…") or parameters in it would
+// otherwise become part of the INVITE (RFC 3261 §19.1.5 does not allow
+// headers in a Request-URI at all).
 func contactTarget(user string, reg registration) legBTarget {
-	return legBTarget{uri: reg.contact, to: sip.Uri{Scheme: "sip", User: user, Host: reg.contact.Host}, dest: reg.source}
+	c := reg.contact
+	uri := sip.Uri{Scheme: "sip", User: user, Host: c.Host, Port: c.Port}
+	if strings.EqualFold(c.Scheme, "sips") {
+		uri.Scheme = "sips"
+	}
+	if uriToken(c.User) {
+		uri.User = c.User
+	}
+	if !validHost(c.Host) {
+		// Only the REGISTER's source address can route this one.
+		uri.Host, uri.Port = "invalid", 0
+	}
+	if c.UriParams != nil {
+		if tr, ok := c.UriParams.Get("transport"); ok {
+			switch strings.ToLower(tr) {
+			case "udp", "tcp", "tls":
+				uri.UriParams = sip.NewParams()
+				uri.UriParams.Add("transport", strings.ToLower(tr))
+			}
+		}
+	}
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: uri.Host}, dest: reg.source}
+}
+
+// uriToken reports whether s may stand as the user part of a URI vnum
+// sends: letters, digits and the marks of RFC 3261 §25.1 "unreserved"
+// and "+", nothing that starts parameters, headers or escapes.
+func uriToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("-_.!~*'()+", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether h is an IP address or a host name (RFC 3261
+// §25.1 hostname: labels of letters, digits and "-").
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // legBRequest builds a fresh INVITE showing X as the caller: nothing of
@@ -164,6 +232,11 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		}
 	}()
 	for _, t := range targets {
+		if t.trunk && !dialable(t.uri.User) {
+			c.log.Error("leg B: not a phone number, not dialled")
+			results <- fork{err: fmt.Errorf("%w: not a phone number", ErrTrunkFailed)}
+			continue
+		}
 		req := c.legBRequest(x, t)
 		b, err := s.dialog.WriteInvite(c.ctx, req)
 		if err != nil {

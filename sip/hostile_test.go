@@ -1,0 +1,97 @@
+package sip
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/sip/sipua"
+)
+
+// TestCallbackDialsOnlyPhoneNumbers: a PSTN caller's From user becomes the
+// binding's last caller, which a call back from the consignee dials. Only a
+// validated phone number may get there: junk in From is not remembered, and
+// whatever the store holds is checked again before it is dialled.
+func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		name, from string
+		wantRURI   string // what the carrier's phone is rung at on the call back; "" for nobody
+	}{
+		{name: "valid mobile", from: "13700137000", wantRURI: "13700137000"},
+		{name: "valid E.164", from: "+8613700137000", wantRURI: "13700137000"},
+		{name: "uri parameters and headers", from: "13900000002;x=1?X-Injected=evil"},
+		{name: "escaped CRLF", from: "13900000002%0d%0aX-Injected:evil"},
+		{name: "not a number", from: "alice"},
+		{name: "too short", from: "12345"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, "answer", trunkFromLoopback)
+			e.router.remember = true
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+
+			courier, err := sipua.NewSoftphone(tc.from, "", nil)
+			require.NoError(t, err)
+			t.Cleanup(courier.Close)
+			d, err := courier.Call(ctx, e.vnum, testHost+"-"+testExt)
+			require.NoError(t, err)
+			require.Equal(t, testNational, nextInvite(t, e.carrier).Recipient.User)
+			nextSession(t, e.carrier)
+			require.NoError(t, d.Bye(ctx))
+			first := e.router.waitEnded(t)
+			require.Equal(t, "answered", first.Disposition)
+			if tc.wantRURI == "" {
+				require.Empty(t, first.Caller, "an invalid number is not remembered")
+			} else {
+				require.Equal(t, "+86"+tc.wantRURI, first.Caller, "the caller is recorded normalised")
+			}
+
+			// The consignee calls X back.
+			b := newConsigneePhone(t)
+			d, err = b.Call(ctx, e.vnum, testHost)
+			require.NoError(t, err)
+			if tc.wantRURI == "" {
+				// Nobody to ring: the "unavailable" prompt, then vnum hangs up.
+				require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 10*time.Millisecond)
+				require.Zero(t, e.carrier.Pending(), "the carrier is not asked to dial anything")
+			} else {
+				inv := nextInvite(t, e.carrier)
+				require.Equal(t, tc.wantRURI, inv.Recipient.User)
+				require.Equal(t, tc.wantRURI, inv.To().Address.User)
+				require.True(t, inv.Recipient.Headers == nil || inv.Recipient.Headers.Length() == 0, "no URI headers from outside")
+				nextSession(t, e.carrier)
+				require.NoError(t, d.Bye(ctx))
+			}
+			require.Equal(t, "callback", e.router.waitEnded(t).Direction)
+			for _, m := range e.carrier.Received() {
+				require.NotContains(t, strings.ToLower(m), "x-injected", "the carrier got the caller's junk:\n%s", m)
+				if tc.wantRURI == "" {
+					require.NotContains(t, m, tc.from+"@", "the carrier got the caller's From user:\n%s", m)
+				}
+			}
+			e.waitNoCalls()
+		})
+	}
+}
+
+// TestCallbackRechecksStoredNumber: a last caller that is no phone number
+// (a record from before callers were validated) is never dialled.
+func TestCallbackRechecksStoredNumber(t *testing.T) {
+	e := newTestEnv(t, "answer", trunkFromLoopback)
+	e.router.addCallback(testHost, testNational, Callback{
+		Target: Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
+		Number: "13900000002;x=1?X-Injected=evil",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := newConsigneePhone(t).Call(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 10*time.Millisecond)
+	require.Equal(t, "no_answer", e.router.waitEnded(t).Disposition)
+	require.Zero(t, e.carrier.Pending())
+	require.Empty(t, e.carrier.Received(), "nothing reaches the carrier")
+	e.waitNoCalls()
+}
