@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/sip/sipua"
@@ -94,4 +95,44 @@ func TestCallbackRechecksStoredNumber(t *testing.T) {
 	require.Zero(t, e.carrier.Pending())
 	require.Empty(t, e.carrier.Received(), "nothing reaches the carrier")
 	e.waitNoCalls()
+}
+
+// TestRetryAfterFollowsDrainTimeout: while draining, a new call is told to
+// come back after calls.drain_timeout (whole seconds, rounded up), not a
+// fixed 30 s.
+func TestRetryAfterFollowsDrainTimeout(t *testing.T) {
+	e := newTestEnv(t, "answer", func(o *Options) { o.DrainTimeout = 1500 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	e.dialAndKey(ctx, testHost, testExt)
+	nextSession(t, e.carrier)
+
+	stopped := make(chan struct{})
+	go func() {
+		e.srv.Shutdown(context.Background())
+		close(stopped)
+	}()
+	require.Eventually(t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
+	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	_, err = other.Call(ctx, e.vnum, testHost)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 503, dr.Res.StatusCode)
+	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
+	require.Equal(t, "2", dr.Res.GetHeader("Retry-After").Value(), "1.5 s rounds up to 2")
+	<-stopped
+}
+
+func TestDrainRetryAfterRounding(t *testing.T) {
+	for _, tc := range []struct {
+		drain time.Duration
+		want  string
+	}{
+		{0, "30"}, {time.Millisecond, "1"}, {time.Second, "1"}, {1001 * time.Millisecond, "2"}, {45 * time.Second, "45"},
+	} {
+		s := &Server{opts: Options{DrainTimeout: tc.drain}}
+		require.Equal(t, tc.want, s.drainRetryAfter().Value(), "drain timeout %s", tc.drain)
+	}
 }
