@@ -33,6 +33,9 @@ type fakeRouter struct {
 	// binding calling back reaches the caller of its latest answered call.
 	remember bool
 	order    []string // CDR ids in the order calls started
+	// slowAnswer, when set, holds the write of a call's answer time until
+	// it is closed: a store slow to take the write.
+	slowAnswer chan struct{}
 }
 
 func newFakeRouter() *fakeRouter {
@@ -142,6 +145,12 @@ func (r *fakeRouter) StartCall(_ context.Context, c *CDR) error {
 }
 
 func (r *fakeRouter) UpdateCall(_ context.Context, c *CDR) error {
+	r.mu.Lock()
+	gate := r.slowAnswer
+	r.mu.Unlock()
+	if gate != nil && !c.AnsweredAt.IsZero() {
+		<-gate
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cdrs[c.ID] = *c
