@@ -39,6 +39,23 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
+	// A PSTN caller is known by its number, validated like a consignee's:
+	// it is stored as the binding's last caller and dialled by a call back
+	// (SPEC §4), so a From user such as "139…;x=1?X-Injected=…" must never
+	// get that far. A caller without a valid number is simply not
+	// remembered, and cannot be a consignee calling back.
+	number := ""
+	if trunk {
+		if n, err := s.router.PhoneNumber(req.From().Address.User); err == nil {
+			number = n
+		}
+	}
+	if s.walks.blocked(walkKey(acct, trunk, number)) {
+		// Refused before anything is answered (security.invalid_extensions).
+		s.log.Info("call refused: too many invalid extensions", "trunk", trunk)
+		s.respond(req, tx, 403, "Forbidden", sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
+		return
+	}
 	uriExt := ""
 	if req.Recipient.UriParams != nil {
 		uriExt, _ = req.Recipient.UriParams.Get("ext")
@@ -74,17 +91,6 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+why+`"`))
 		return
-	}
-	// A PSTN caller is known by its number, validated like a consignee's:
-	// it is stored as the binding's last caller and dialled by a call back
-	// (SPEC §4), so a From user such as "139…;x=1?X-Injected=…" must never
-	// get that far. A caller without a valid number is simply not
-	// remembered, and cannot be a consignee calling back.
-	number := ""
-	if trunk {
-		if n, err := s.router.PhoneNumber(req.From().Address.User); err == nil {
-			number = n
-		}
 	}
 	var cb *Callback
 	if number != "" && d.Extension == "" {
@@ -286,6 +292,9 @@ func (c *call) collect() (Target, endReason) {
 		if r != reasonInvalidExtension {
 			return Target{}, r
 		}
+		if c.walking() {
+			return Target{}, reasonInvalidExtension
+		}
 		attempts--
 		prompt = "invalid"
 	}
@@ -302,6 +311,9 @@ func (c *call) collect() (Target, endReason) {
 			if r != reasonInvalidExtension {
 				return Target{}, r
 			}
+			if c.walking() {
+				return Target{}, reasonInvalidExtension
+			}
 			c.log.Info("invalid extension", "attempts_left", attempts-1)
 		} else {
 			c.log.Info("no extension keyed", "attempts_left", attempts-1)
@@ -310,6 +322,20 @@ func (c *call) collect() (Target, endReason) {
 	}
 	c.play("goodbye")
 	return Target{}, reasonInvalidExtension
+}
+
+// walking counts a wrong extension against the caller and reports whether
+// the caller has now keyed security.invalid_extensions of them within the
+// hour: then the call ends at once, without another attempt.
+func (c *call) walking() bool {
+	c.cdrMu.Lock()
+	number := c.cdr.Caller // a trunk caller's validated number, or ""
+	c.cdrMu.Unlock()
+	if !c.s.walks.wrongExtension(walkKey(c.account, c.trunk, number)) {
+		return false
+	}
+	c.log.Info("too many invalid extensions: call ended", "trunk", c.trunk)
+	return true
 }
 
 // callback rings whoever last reached the consignee through the binding,

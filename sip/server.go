@@ -72,6 +72,12 @@ type Options struct {
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
 
+	// InvalidExtensions is security.invalid_extensions: wrong extensions a
+	// caller may key in an hour before its calls are refused (0: no limit).
+	InvalidExtensions int
+	// Now is the clock of that hour; nil means time.Now (tests pass theirs).
+	Now func() time.Time
+
 	Logger *slog.Logger
 }
 
@@ -101,6 +107,7 @@ type Server struct {
 	byA      map[string]*call // leg A dialog ID → call
 	byB      map[string]*call // leg B Call-ID → call
 	regs     *registrar
+	walks    *walkLimit // security.invalid_extensions
 	draining atomic.Bool
 	wg       sync.WaitGroup
 
@@ -140,6 +147,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		byA:    make(map[string]*call),
 		byB:    make(map[string]*call),
 		regs:   newRegistrar(),
+		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 	}
 	if opts.TrunkOutbound != "" {
 		if err := sip.ParseUri(opts.TrunkOutbound, &s.trunk); err != nil {
