@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/sip/sipua"
@@ -135,4 +136,50 @@ func TestDrainRetryAfterRounding(t *testing.T) {
 		s := &Server{opts: Options{DrainTimeout: tc.drain}}
 		require.Equal(t, tc.want, s.drainRetryAfter().Value(), "drain timeout %s", tc.drain)
 	}
+}
+
+// TestCallbackRebuildsRegisteredContact: a softphone's registered Contact
+// is its own text; on a call back it becomes leg B's Request-URI only as
+// scheme, user, host, port and transport, with no other parameter and no
+// URI header (RFC 3261 §19.1.5 allows none in a Request-URI).
+func TestCallbackRebuildsRegisteredContact(t *testing.T) {
+	e := newTestEnv(t, "answer", trunkFromLoopback)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	junk := e.phone.Contact.Address
+	junk.User = "alice;x=1"
+	junk.UriParams = sip.NewParams()
+	junk.UriParams.Add("transport", "udp")
+	junk.UriParams.Add("foo", "bar")
+	junk.Headers = sip.NewParams()
+	junk.Headers.Add("X-Injected", "evil")
+	e.phone.Contact = sip.ContactHeader{Address: junk}
+	require.NoError(t, e.phone.Register(ctx, e.vnum))
+	e.router.addCallback(testHost, testNational, Callback{
+		Target:  Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
+		Account: "alice",
+	})
+
+	d, err := newConsigneePhone(t).Call(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+	in, err := e.phone.NextIncoming(10 * time.Second)
+	require.NoError(t, err)
+	ruri := in.Invite.Recipient
+	require.Equal(t, "alice", ruri.User, "a user part that is no plain token is replaced by the account")
+	require.Equal(t, junk.Port, ruri.Port)
+	tr, _ := ruri.UriParams.Get("transport")
+	require.Equal(t, "udp", tr)
+	require.False(t, ruri.UriParams.Has("foo"), "no parameter of the phone's own")
+	require.True(t, ruri.Headers == nil || ruri.Headers.Length() == 0, "no URI header")
+	require.NotContains(t, strings.ToLower(in.Invite.String()), "x-injected")
+	require.NoError(t, d.Bye(ctx))
+	e.router.waitEnded(t)
+	e.waitNoCalls()
+}
+
+func TestWarningText(t *testing.T) {
+	require.Equal(t, `bad 'x'  a b`, warningText("bad \"x\"\r\na\x00b"))
+	long := warningText(strings.Repeat("9", 5000))
+	require.LessOrEqual(t, len(long), maxWarningText+len("…"))
+	require.Equal(t, "?", warningText("\xff"))
 }

@@ -85,11 +85,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		// RFC 3261 §20.43: say why in a Warning. The reason may quote the
 		// caller's SDP: it is cut short, so that a huge line cannot push
 		// the response past what UDP carries (SIPGO-NOTES pitfall 11).
-		why := strings.ReplaceAll(sanitizeHeaderValue(err.Error()), `"`, `'`)
-		if len(why) > maxWarningText {
-			why = strings.ToValidUTF8(why[:maxWarningText], "") + "…"
-		}
-		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+why+`"`))
+		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
 		return
 	}
 	var cb *Callback
@@ -487,6 +483,25 @@ func (c *call) play(name string) {
 
 // maxWarningText bounds the text of a Warning vnum builds from input.
 const maxWarningText = 120
+
+// warningText makes text that may quote input fit the quoted warn-text of
+// a Warning header (RFC 3261 §20.43): valid UTF-8, no control characters,
+// no double quotes, at most maxWarningText bytes.
+func warningText(text string) string {
+	text = strings.Map(func(r rune) rune {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			return ' '
+		case r == '"' || r == '\\':
+			return '\''
+		}
+		return r
+	}, strings.ToValidUTF8(text, "?"))
+	if len(text) > maxWarningText {
+		text = strings.ToValidUTF8(text[:maxWarningText], "") + "…"
+	}
+	return text
+}
 
 // defaultDrainTimeout is calls.drain_timeout's default (SPEC §3).
 const defaultDrainTimeout = 30 * time.Second
