@@ -339,6 +339,7 @@ func (c *call) reofferResponse(req *sip.Request, tx sip.ServerTransaction, l leg
 			c.s.respond(req, tx, 488, "Not Acceptable Here")
 			return nil
 		}
+		d.Prefer(stream.Audio()) // the relay converts to the codec in use
 		held := d.Port == 0 || !d.Addr.IsValid() || d.Addr.IsUnspecified()
 		if !held {
 			stream.SetRemote(addrPort(d))

@@ -70,7 +70,21 @@ func TestPCMACallerReachesPCMUCarrier(t *testing.T) {
 	require.Equal(t, []string{"PCMA", "PCMU"}, names, "both laws, the caller's first")
 	require.NotNil(t, offer.DTMF, "telephone-event offered")
 	vnumB := offer.RemoteAddr()
-	nextSession(t, e.carrier) // the carrier answered PCMU only
+	ds := nextSession(t, e.carrier) // the carrier answered PCMU only
+
+	// A session refresh from the carrier that lists PCMA first is answered
+	// with the codec in use, which the relay converts to.
+	reinv := sip.NewRequest(sip.INVITE, ds.InviteRequest.Contact().Address)
+	reinv.SetBody(e.carrier.SDP(sipua.PCMA, sipua.PCMU))
+	reinv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res, err := ds.Do(ctx, reinv)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	refreshed, err := media.ParseSDP(res.Body())
+	require.NoError(t, err)
+	require.Equal(t, "PCMU", refreshed.Codecs[0].Name, "the re-offer's answer keeps PCMU")
+	ack := sip.NewRequest(sip.ACK, ds.InviteRequest.Contact().Address)
+	require.NoError(t, ds.WriteRequest(ack))
 
 	// Every A-law byte reaches the carrier as the µ-law byte of the same sample.
 	fromA := make([]byte, 256)
