@@ -242,3 +242,24 @@ func answerOpts(body func([]byte)) sipgo.AnswerOptions {
 		return nil
 	}}
 }
+
+// TestEarlyMediaFlowsToTheCallerOnly: while B rings, its early media
+// reaches the caller, but what the caller sends is IVR audio and stays
+// with vnum until B answers.
+func TestEarlyMediaFlowsToTheCallerOnly(t *testing.T) {
+	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", RingFor: 3 * time.Second, EarlyMedia: true}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, _ := e.dialAndKey(ctx, testHost, testExt)
+	vnumA, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	nextInvite(t, e.carrier)
+	recvPacket(t, e.phone.RTP, sipua.EarlyMediaSSRC) // early media is relayed
+	for seq := uint16(0); seq < 20; seq++ {
+		sendPacket(t, e.phone.RTP, vnumA, 0, 0xCA11, seq, make([]byte, 160))
+	}
+	require.Zero(t, sipua.CountRTP(e.carrier.RTP, 500*time.Millisecond, 0xCA11), "the caller's audio does not reach B before it answers")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}
