@@ -426,7 +426,7 @@ func (c *call) end(r endReason, status int) {
 			if r == reasonInternal && status >= 300 {
 				code, phrase = status, reasonPhrase(status)
 			}
-			if err := c.a.Respond(code, phrase, nil); err != nil {
+			if err := c.a.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
 				c.log.Debug("final response to caller", "error", err)
 			}
 		}

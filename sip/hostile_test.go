@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -182,4 +183,27 @@ func TestWarningText(t *testing.T) {
 	long := warningText(strings.Repeat("9", 5000))
 	require.LessOrEqual(t, len(long), maxWarningText+len("…"))
 	require.Equal(t, "?", warningText("\xff"))
+}
+
+// TestNoPortGetsRetryAfter: a call refused because no RTP port is free is
+// told to come back soon (SPEC §8: 503 with Retry-After).
+func TestNoPortGetsRetryAfter(t *testing.T) {
+	ports, err := media.NewPorts("127.0.0.1", 32600, 32609)
+	require.NoError(t, err)
+	e := newTestEnv(t, "answer", func(o *Options) { o.Ports = ports })
+	for { // every pair taken
+		held, err := ports.Open()
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { _ = held.Close() })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = e.phone.Call(ctx, e.vnum, testHost)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 503, dr.Res.StatusCode)
+	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
+	require.Equal(t, retryAfterBusy, dr.Res.GetHeader("Retry-After").Value())
 }

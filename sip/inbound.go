@@ -194,7 +194,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		// No record, no call: an overloaded or broken store turns calls
 		// away rather than losing their bills.
 		c.log.Error("starting CDR", "error", err)
-		if rerr := a.Respond(503, "Service Unavailable", nil, sip.NewHeader("Retry-After", "5")); rerr != nil {
+		if rerr := a.Respond(503, "Service Unavailable", nil, s.retryAfter(503, reasonInternal)...); rerr != nil {
 			c.log.Debug("refusing call", "error", rerr)
 		}
 		return
@@ -516,6 +516,23 @@ func (s *Server) drainRetryAfter() sip.Header {
 	}
 	secs := max(int64((d+time.Second-1)/time.Second), 1)
 	return sip.NewHeader("Retry-After", strconv.FormatInt(secs, 10))
+}
+
+// retryAfterBusy is the Retry-After of a 503 for a passing shortage (the
+// store slow, no free RTP port, the trunk failing): soon, not at once.
+const retryAfterBusy = "5"
+
+// retryAfter is the Retry-After a final response of code to a call that
+// ended for r carries: only a 503 has one (RFC 3261 §21.5.4), the drain
+// timeout's when the server is shutting down, a short one otherwise.
+func (s *Server) retryAfter(code int, r endReason) []sip.Header {
+	switch {
+	case code != 503:
+		return nil
+	case r == reasonShutdown || s.draining.Load():
+		return []sip.Header{s.drainRetryAfter()}
+	}
+	return []sip.Header{sip.NewHeader("Retry-After", retryAfterBusy)}
 }
 
 // sessionID is a random SDP session id (RFC 4566 §5.2).
