@@ -176,8 +176,10 @@ func Bridge(ctx context.Context, a, b *Stream) error {
 // media may flow (an answer, an ACK), and no packet that follows is lost.
 // It stops when from closes or StopRelay is called. Called again for the
 // same pair it rebuilds the conversion from the streams' current codecs
-// (after SetCodecs). It returns ErrBridged when from relays to another
-// stream, and ErrNotStarted, ErrClosed or ErrBridgeStreams like Bridge.
+// (after SetCodecs). Play on to still sends (it is from that is bridged):
+// whoever relays into a stream stops its own prompts first. It returns
+// ErrBridged when from relays to another stream, and ErrNotStarted,
+// ErrClosed or ErrBridgeStreams like Bridge.
 func Relay(from, to *Stream) error {
 	if from == nil || to == nil || from == to {
 		return ErrBridgeStreams
