@@ -35,13 +35,39 @@ func (s *Store) ResolveCallback(ctx context.Context, x, caller string, now time.
 	if err != nil {
 		return nil, "", fmt.Errorf("resolve callback: %w", err)
 	}
-	err = s.db.QueryRowContext(ctx, `SELECT caller FROM cdrs
-		WHERE binding_id = ? AND direction = ? AND answered_at IS NOT NULL
-		ORDER BY started_at DESC LIMIT 1`, b.ID, DirectionToConsignee).Scan(&last)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	last, err = s.lastCaller(ctx, b.ID)
+	if err != nil {
 		return nil, "", fmt.Errorf("resolve callback: %w", err)
 	}
 	return b, last, nil
+}
+
+// lastCallers bounds how many answered calls lastCaller looks through.
+const lastCallers = 20
+
+// lastCaller is the caller of the latest answered call to the consignee of
+// binding id whose caller is an account user or a phone number. A call
+// back dials it, so anything else a record may hold (an empty caller, or
+// text written before callers were validated) is passed over rather than
+// dialled.
+func (s *Store) lastCaller(ctx context.Context, id string) (string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT caller FROM cdrs
+		WHERE binding_id = ? AND direction = ? AND answered_at IS NOT NULL AND caller <> ''
+		ORDER BY started_at DESC LIMIT ?`, id, DirectionToConsignee, lastCallers)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var caller string
+		if err := rows.Scan(&caller); err != nil {
+			return "", err
+		}
+		if _, err := NormaliseConsignee(caller); err == nil || userRe.MatchString(caller) {
+			return caller, nil
+		}
+	}
+	return "", rows.Err()
 }
 
 // MerchantAccounts returns the SIP logins of a merchant, by user name.

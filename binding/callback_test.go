@@ -39,3 +39,23 @@ func TestResolveCallback(t *testing.T) {
 	require.Len(t, accts, 1)
 	require.Equal(t, "alice", accts[0].User)
 }
+
+// TestLastCallerIsDialable: a call back dials the last caller, so a record
+// whose caller is not an account or a phone number (an unvalidated From
+// user written before callers were checked, or none) is passed over.
+func TestLastCallerIsDialable(t *testing.T) {
+	s, _ := openTest(t)
+	seed(t, s, "17000000001")
+	ctx := context.Background()
+	b, err := s.CreateBinding(ctx, shipped("o-1"), t0)
+	require.NoError(t, err)
+	now := t0.Add(time.Hour)
+	for i, caller := range []string{"+8613700137000", "13900000002;x=1?X-Injected=evil", "", "a\r\nb"} {
+		at := now.Add(time.Duration(i) * time.Minute)
+		require.NoError(t, s.StartCDR(ctx, &CDR{CallID: "c" + string(rune('0'+i)), Merchant: "m1", BindingID: b.ID,
+			Direction: DirectionToConsignee, Caller: caller, StartedAt: at, AnsweredAt: at.Add(time.Second)}))
+	}
+	_, last, err := s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, "+8613700137000", last, "the latest caller that can be dialled")
+}

@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 
 	"github.com/pion/rtcp"
@@ -26,7 +27,8 @@ func newRoute(from, to *Stream) *route {
 	for i := range r.pt {
 		r.pt[i] = uint8(i)
 	}
-	fa, ta := from.audio, to.audio
+	ff, tf := from.formats.Load(), to.formats.Load()
+	fa, ta := ff.audio, tf.audio
 	switch {
 	case sameFormat(fa, ta):
 		r.pt[fa.PT&0x7F] = ta.PT
@@ -39,8 +41,8 @@ func newRoute(from, to *Stream) *route {
 		}
 	}
 	// RFC 4733 §2.1: each leg chose its own telephone-event payload type.
-	if from.dtmf != nil && to.dtmf != nil {
-		r.pt[from.dtmf.PT&0x7F] = to.dtmf.PT
+	if ff.dtmf != nil && tf.dtmf != nil {
+		r.pt[ff.dtmf.PT&0x7F] = tf.dtmf.PT
 	}
 	return r
 }
@@ -53,7 +55,7 @@ func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) {
 	if !sendable(dst) {
 		return
 	}
-	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil {
+	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil && !errors.Is(err, net.ErrClosed) {
 		r.to.log.Debug("rtp relay", "error", err, "to", dst)
 	}
 }
@@ -147,10 +149,10 @@ func Bridge(ctx context.Context, a, b *Stream) error {
 	if a == nil || b == nil || a == b {
 		return ErrBridgeStreams
 	}
-	if err := a.join(newRoute(a, b)); err != nil {
+	if err := a.join(newRoute(a, b), false); err != nil {
 		return err
 	}
-	if err := b.join(newRoute(b, a)); err != nil {
+	if err := b.join(newRoute(b, a), false); err != nil {
 		a.leave()
 		return err
 	}
@@ -167,7 +169,34 @@ func Bridge(ctx context.Context, a, b *Stream) error {
 	return nil
 }
 
-func (s *Stream) join(r *route) error {
+// Relay starts relaying, at once, the RTP and RTCP packets read on from to
+// to's remote, sent from to's socket and converted as Bridge converts them;
+// one direction only. Unlike Bridge it returns as soon as packets flow, so
+// that a caller can set the relay up before anything tells the peers that
+// media may flow (an answer, an ACK), and no packet that follows is lost.
+// It stops when from closes or StopRelay is called. Called again for the
+// same pair it rebuilds the conversion from the streams' current codecs
+// (after SetCodecs). Play on to still sends (it is from that is bridged):
+// whoever relays into a stream stops its own prompts first. It returns
+// ErrBridged when from relays to another stream, and ErrNotStarted,
+// ErrClosed or ErrBridgeStreams like Bridge.
+func Relay(from, to *Stream) error {
+	if from == nil || to == nil || from == to {
+		return ErrBridgeStreams
+	}
+	return from.join(newRoute(from, to), true)
+}
+
+// StopRelay stops relaying the packets read on s (see Relay and Bridge);
+// packets that arrive afterwards are its own again (digits). It waits for
+// a packet being relayed.
+func (s *Stream) StopRelay() {
+	s.leave()
+}
+
+// join makes r the route of the packets read on s. With again, a route to
+// the same stream is replaced.
+func (s *Stream) join(r *route, again bool) error {
 	s.lc.Lock()
 	defer s.lc.Unlock()
 	switch {
@@ -178,7 +207,7 @@ func (s *Stream) join(r *route) error {
 	}
 	s.bridgeMu.Lock()
 	defer s.bridgeMu.Unlock()
-	if s.peer != nil {
+	if s.peer != nil && (!again || s.peer.to != r.to) {
 		return ErrBridged
 	}
 	s.peer = r

@@ -208,8 +208,9 @@ func FuzzReaderPath(f *testing.F) {
 	f.Add([]byte{0x80})
 	var d DigitDetector
 	tones := NewToneDetector("PCMU")
-	from := &Stream{audio: pcmuCodec, dtmf: event101}
-	to := &Stream{audio: pcmaCodec, dtmf: event96}
+	from, to := &Stream{}, &Stream{}
+	from.SetCodecs(pcmuCodec, event101)
+	to.SetCodecs(pcmaCodec, event96)
 	r := newRoute(from, to)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var pkt rtp.Packet

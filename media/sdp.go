@@ -240,6 +240,20 @@ func DefaultCodecs() ([]Codec, *Codec) {
 		&Codec{PT: 101, Name: telephoneEvent, Rate: 8000, Channels: 1, Fmtp: "0-16"}
 }
 
+// Prefer moves the offered codec of c's format, if any, to the front of
+// d.Codecs, so that the answer to a re-offer keeps the codec the session
+// already uses (RFC 3264 §8.3.2: a re-offer need not change anything) and
+// a relay converting to it stays right.
+func (d *Desc) Prefer(c Codec) {
+	i := slices.IndexFunc(d.Codecs, func(o Codec) bool { return sameFormat(o, c) })
+	if i <= 0 {
+		return
+	}
+	pick := d.Codecs[i]
+	copy(d.Codecs[1:i+1], d.Codecs[:i])
+	d.Codecs[0] = pick
+}
+
 // Answer builds the RFC 3264 answer to offer, receiving on ip:port. It takes
 // the first offered G.711 codec (PCMU or PCMA), keeps the offer's payload
 // type numbers and echoes the offered telephone-event payload type and fmtp.

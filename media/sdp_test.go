@@ -340,3 +340,11 @@ func FuzzParseSDP(f *testing.F) {
 		require.NoError(t, err, "our answer must parse:\n%s", answer)
 	})
 }
+
+func TestPrefer(t *testing.T) {
+	d := &Desc{Codecs: []Codec{pcmaCodec, {PT: 18, Name: "G729", Rate: 8000, Channels: 1}, pcmuCodec}}
+	d.Prefer(pcmuCodec)
+	require.Equal(t, []string{"PCMU", "PCMA", "G729"}, []string{d.Codecs[0].Name, d.Codecs[1].Name, d.Codecs[2].Name})
+	d.Prefer(Codec{PT: 9, Name: "G722", Rate: 8000})
+	require.Equal(t, "PCMU", d.Codecs[0].Name, "a format not offered changes nothing")
+}

@@ -34,13 +34,12 @@ const (
 // plays prompts and collects digits before the bridge, and relays packets
 // while bridged (see Bridge).
 type Stream struct {
-	sock   *Socket
-	log    *slog.Logger
-	audio  Codec
-	dtmf   *Codec
-	digits chan rune
-	done   chan struct{}
-	wg     sync.WaitGroup
+	sock    *Socket
+	log     *slog.Logger
+	formats atomic.Pointer[formats] // replaced whole by SetCodecs
+	digits  chan rune
+	done    chan struct{}
+	wg      sync.WaitGroup
 
 	lc      sync.Mutex // guards started and closed
 	started bool
@@ -70,7 +69,26 @@ type Stream struct {
 
 	// Used only by the RTP reader goroutine.
 	events DigitDetector
-	tones  *ToneDetector
+}
+
+// formats are a stream's negotiated payload formats: the audio codec, the
+// telephone-event format (nil when none) and, without one, the in-band
+// DTMF detector for the audio (used only by the RTP reader goroutine).
+type formats struct {
+	audio Codec
+	dtmf  *Codec
+	tones *ToneDetector
+}
+
+func newFormats(audio Codec, dtmf *Codec) *formats {
+	f := &formats{audio: audio}
+	if dtmf != nil {
+		d := *dtmf
+		f.dtmf = &d
+	} else {
+		f.tones = NewToneDetector(audio.Name)
+	}
+	return f
 }
 
 // NewStream returns a stream on sock that sends to remote with the
@@ -84,7 +102,6 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 	s := &Stream{
 		sock:   sock,
 		log:    log.With("rtp_port", sock.Port),
-		audio:  audio,
 		digits: make(chan rune, digitBuffer),
 		done:   make(chan struct{}),
 		ssrc:   rand.Uint32(),
@@ -93,12 +110,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 	}
 	s.relatch = RelatchAfter
 	s.lastRTP.Store(time.Now().UnixNano())
-	if dtmf != nil {
-		d := *dtmf
-		s.dtmf = &d
-	} else {
-		s.tones = NewToneDetector(audio.Name)
-	}
+	s.formats.Store(newFormats(audio, dtmf))
 	s.setRemote(remote)
 	return s
 }
@@ -159,16 +171,27 @@ func (s *Stream) Socket() *Socket {
 
 // Audio returns the stream's negotiated audio codec.
 func (s *Stream) Audio() Codec {
-	return s.audio
+	return s.formats.Load().audio
 }
 
 // DTMF returns the stream's negotiated telephone-event format, or nil.
 func (s *Stream) DTMF() *Codec {
-	if s.dtmf == nil {
+	f := s.formats.Load()
+	if f.dtmf == nil {
 		return nil
 	}
-	d := *s.dtmf
+	d := *f.dtmf
 	return &d
+}
+
+// SetCodecs changes the stream's negotiated audio codec and telephone-event
+// format (nil when none), when the answer to an offer settles them: a leg's
+// stream is made when vnum offers several codecs, before the peer has
+// chosen one (RFC 3264 §6.1). Packets relayed from now on and Play use the
+// new formats; a relay into or out of the stream must be set up again
+// (Relay) to follow them.
+func (s *Stream) SetCodecs(audio Codec, dtmf *Codec) {
+	s.formats.Store(newFormats(audio, dtmf))
 }
 
 // SetRemote sets where RTP goes, after a re-INVITE or an answer; RTCP goes
@@ -320,11 +343,12 @@ func (s *Stream) stopped(err error) bool {
 func (s *Stream) detect(pkt *rtp.Packet) {
 	var key rune
 	var ok bool
+	f := s.formats.Load()
 	switch {
-	case s.dtmf != nil && pkt.PayloadType == s.dtmf.PT:
+	case f.dtmf != nil && pkt.PayloadType == f.dtmf.PT:
 		key, ok = s.events.Feed(pkt)
-	case s.tones != nil && pkt.PayloadType == s.audio.PT:
-		key, ok = s.tones.Feed(pkt.Payload)
+	case f.tones != nil && pkt.PayloadType == f.audio.PT:
+		key, ok = f.tones.Feed(pkt.Payload)
 	}
 	if !ok {
 		return
@@ -364,7 +388,8 @@ func encoder(c Codec) func(int16) byte {
 // closes and ErrBridged when the stream is or becomes bridged. Calls are
 // serialised. Nothing is sent while the remote is unset or on hold.
 func (s *Stream) Play(ctx context.Context, pcm []int16) error {
-	enc := encoder(s.audio)
+	audio := s.Audio()
+	enc := encoder(audio)
 	if enc == nil {
 		return ErrUnsupportedCodec
 	}
@@ -408,7 +433,7 @@ func (s *Stream) Play(ctx context.Context, pcm []int16) error {
 				payload[j] = enc(frame[j])
 			}
 		}
-		if err := s.send(buf, payload, i == 0); err != nil {
+		if err := s.send(buf, payload, audio.PT, i == 0); err != nil {
 			return err
 		}
 	}
@@ -417,12 +442,12 @@ func (s *Stream) Play(ctx context.Context, pcm []int16) error {
 
 // send writes one packet of the stream's own audio and advances seq and ts.
 // The caller holds playMu.
-func (s *Stream) send(buf, payload []byte, marker bool) error {
+func (s *Stream) send(buf, payload []byte, pt uint8, marker bool) error {
 	pkt := rtp.Packet{
 		Header: rtp.Header{
 			Version:        2,
 			Marker:         marker,
-			PayloadType:    s.audio.PT,
+			PayloadType:    pt,
 			SequenceNumber: s.seq,
 			Timestamp:      s.ts,
 			SSRC:           s.ssrc,

@@ -341,6 +341,7 @@ func (c *call) reofferResponse(req *sip.Request, tx sip.ServerTransaction, l leg
 			c.s.respond(req, tx, 488, "Not Acceptable Here")
 			return nil
 		}
+		d.Prefer(stream.Audio()) // the relay converts to the codec in use
 		held := d.Port == 0 || !d.Addr.IsValid() || d.Addr.IsUnspecified()
 		if !held {
 			stream.SetRemote(addrPort(d))
@@ -436,7 +437,7 @@ func (c *call) end(r endReason, status int) {
 			if r == reasonInternal && status >= 300 {
 				code, phrase = status, reasonPhrase(status)
 			}
-			if err := c.a.Respond(code, phrase, nil); err != nil {
+			if err := c.a.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
 				c.log.Debug("final response to caller", "error", err)
 			}
 		}

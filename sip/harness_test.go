@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
@@ -29,6 +30,13 @@ type fakeRouter struct {
 	ended     chan CDR
 	refreshed chan refreshedCDR   // RefreshCall, in refresh_test.go
 	callbacks map[string]Callback // "X/caller" → callback
+	// remember makes Callback work as the store does: the consignee of a
+	// binding calling back reaches the caller of its latest answered call.
+	remember bool
+	order    []string // CDR ids in the order calls started
+	// slowAnswer, when set, holds the write of a call's answer time until
+	// it is closed: a store slow to take the write.
+	slowAnswer chan struct{}
 }
 
 func newFakeRouter() *fakeRouter {
@@ -60,6 +68,9 @@ func (r *fakeRouter) addBinding(t Target) {
 func (r *fakeRouter) addCallback(x, caller string, cb Callback) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if n, err := binding.NormaliseConsignee(caller); err == nil {
+		caller = n // the server looks callers up by their normalised number
+	}
 	r.callbacks[x+"/"+caller] = cb
 }
 
@@ -101,6 +112,22 @@ func (r *fakeRouter) Resolve(_ context.Context, x, ext, merchant string) (Target
 func (r *fakeRouter) Callback(_ context.Context, x, caller string) (Callback, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.remember {
+		for _, t := range r.bindings {
+			if t.Host != x || t.Consignee != caller {
+				continue
+			}
+			cb := Callback{Target: t}
+			for i := len(r.order) - 1; i >= 0; i-- {
+				if c := r.cdrs[r.order[i]]; c.BindingID == t.BindingID && c.Direction == "to_consignee" && !c.AnsweredAt.IsZero() {
+					cb.Number = c.Caller
+					break
+				}
+			}
+			return cb, nil
+		}
+		return Callback{}, ErrInvalidExtension
+	}
 	cb, ok := r.callbacks[x+"/"+caller]
 	if !ok {
 		return Callback{}, ErrInvalidExtension
@@ -108,14 +135,24 @@ func (r *fakeRouter) Callback(_ context.Context, x, caller string) (Callback, er
 	return cb, nil
 }
 
+// PhoneNumber applies the store's own rules for numbers.
+func (r *fakeRouter) PhoneNumber(raw string) (string, error) { return binding.NormaliseConsignee(raw) }
+
 func (r *fakeRouter) StartCall(_ context.Context, c *CDR) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cdrs[c.ID] = *c
+	r.order = append(r.order, c.ID)
 	return nil
 }
 
 func (r *fakeRouter) UpdateCall(_ context.Context, c *CDR) error {
+	r.mu.Lock()
+	gate := r.slowAnswer
+	r.mu.Unlock()
+	if gate != nil && !c.AnsweredAt.IsZero() {
+		<-gate
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cdrs[c.ID] = *c

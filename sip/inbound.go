@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +27,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if s.draining.Load() {
-		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		s.respond(req, tx, 503, "Service Unavailable", s.drainRetryAfter())
 		return
 	}
 	// sipgo hands over requests with only Via and CSeq checked.
@@ -36,6 +37,23 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	acct, trunk, ok := s.authorize(req, tx, true, true)
 	if !ok {
+		return
+	}
+	// A PSTN caller is known by its number, validated like a consignee's:
+	// it is stored as the binding's last caller and dialled by a call back
+	// (SPEC §4), so a From user such as "139…;x=1?X-Injected=…" must never
+	// get that far. A caller without a valid number is simply not
+	// remembered, and cannot be a consignee calling back.
+	number := ""
+	if trunk {
+		if n, err := s.router.PhoneNumber(req.From().Address.User); err == nil {
+			number = n
+		}
+	}
+	if s.walks.blocked(walkKey(acct, trunk, number)) {
+		// Refused before anything is answered (security.invalid_extensions).
+		s.log.Info("call refused: too many invalid extensions", "trunk", trunk)
+		s.respond(req, tx, 403, "Forbidden", sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
 		return
 	}
 	uriExt := ""
@@ -64,14 +82,16 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		err = fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec)
 	}
 	if err != nil {
-		// RFC 3261 §20.43: say why in a Warning.
-		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+strings.ReplaceAll(sanitizeHeaderValue(err.Error()), `"`, `'`)+`"`))
+		// RFC 3261 §20.43: say why in a Warning. The reason may quote the
+		// caller's SDP: it is cut short, so that a huge line cannot push
+		// the response past what UDP carries (SIPGO-NOTES pitfall 11).
+		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
 		return
 	}
 	var cb *Callback
-	if trunk && d.Extension == "" {
+	if number != "" && d.Extension == "" {
 		// A consignee calling X back from the number bound to it.
-		found, err := s.router.Callback(ctx, d.Host, sanitizeHeaderValue(req.From().Address.User))
+		found, err := s.router.Callback(ctx, d.Host, number)
 		switch {
 		case err == nil:
 			cb = &found
@@ -81,14 +101,16 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	s.runCall(req, tx, acct, trunk, d, offer, cb)
+	s.runCall(req, tx, acct, trunk, number, d, offer, cb)
 }
 
-func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, d Dialled, offer *media.Desc, cb *Callback) {
+// runCall runs one call; number is a trunk caller's validated number ("" when
+// it has none).
+func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
 	id := uuid.NewString()
 	caller, direction := acct.User, "to_consignee"
 	if trunk {
-		caller = sanitizeHeaderValue(req.From().Address.User)
+		caller = number
 	}
 	if cb != nil {
 		// The consignee's number never goes into a record merchants read.
@@ -128,7 +150,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
-		s.respond(req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+		s.respond(req, tx, 503, "Service Unavailable", s.drainRetryAfter())
 		return
 	}
 	s.byA[a.ID] = c
@@ -172,7 +194,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		// No record, no call: an overloaded or broken store turns calls
 		// away rather than losing their bills.
 		c.log.Error("starting CDR", "error", err)
-		if rerr := a.Respond(503, "Service Unavailable", nil, sip.NewHeader("Retry-After", "5")); rerr != nil {
+		if rerr := a.Respond(503, "Service Unavailable", nil, s.retryAfter(503, reasonInternal)...); rerr != nil {
 			c.log.Debug("refusing call", "error", rerr)
 		}
 		return
@@ -266,6 +288,9 @@ func (c *call) collect() (Target, endReason) {
 		if r != reasonInvalidExtension {
 			return Target{}, r
 		}
+		if c.walking() {
+			return Target{}, reasonInvalidExtension
+		}
 		attempts--
 		prompt = "invalid"
 	}
@@ -282,6 +307,9 @@ func (c *call) collect() (Target, endReason) {
 			if r != reasonInvalidExtension {
 				return Target{}, r
 			}
+			if c.walking() {
+				return Target{}, reasonInvalidExtension
+			}
 			c.log.Info("invalid extension", "attempts_left", attempts-1)
 		} else {
 			c.log.Info("no extension keyed", "attempts_left", attempts-1)
@@ -290,6 +318,20 @@ func (c *call) collect() (Target, endReason) {
 	}
 	c.play("goodbye")
 	return Target{}, reasonInvalidExtension
+}
+
+// walking counts a wrong extension against the caller and reports whether
+// the caller has now keyed security.invalid_extensions of them within the
+// hour: then the call ends at once, without another attempt.
+func (c *call) walking() bool {
+	c.cdrMu.Lock()
+	number := c.cdr.Caller // a trunk caller's validated number, or ""
+	c.cdrMu.Unlock()
+	if !c.s.walks.wrongExtension(walkKey(c.account, c.trunk, number)) {
+		return false
+	}
+	c.log.Info("too many invalid extensions: call ended", "trunk", c.trunk)
+	return true
 }
 
 // callback rings whoever last reached the consignee through the binding,
@@ -305,8 +347,15 @@ func (c *call) callback(cb Callback) (endReason, int) {
 			targets = append(targets, contactTarget(cb.Account, reg))
 		}
 	case cb.Number != "":
+		// Checked again where it is dialled: whatever the store holds, only
+		// a phone number goes into leg B's Request-URI and To.
+		n, err := c.s.router.PhoneNumber(cb.Number)
+		if err != nil {
+			c.log.Warn("callback: last caller is not a phone number")
+			break
+		}
 		if c.s.trunkHost != "" {
-			targets = append(targets, c.s.trunkTarget(cb.Number))
+			targets = append(targets, c.s.trunkTarget(formatNumber(n, c.s.opts.NumberFormat)))
 		}
 	default:
 		for _, user := range cb.Accounts {
@@ -430,6 +479,60 @@ func (c *call) play(name string) {
 	if err := c.streamA.Play(c.ctx, pcm); err != nil && c.ctx.Err() == nil {
 		c.log.Debug("play", "name", name, "error", err)
 	}
+}
+
+// maxWarningText bounds the text of a Warning vnum builds from input.
+const maxWarningText = 120
+
+// warningText makes text that may quote input fit the quoted warn-text of
+// a Warning header (RFC 3261 §20.43): valid UTF-8, no control characters,
+// no double quotes, at most maxWarningText bytes.
+func warningText(text string) string {
+	text = strings.Map(func(r rune) rune {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			return ' '
+		case r == '"' || r == '\\':
+			return '\''
+		}
+		return r
+	}, strings.ToValidUTF8(text, "?"))
+	if len(text) > maxWarningText {
+		text = strings.ToValidUTF8(text[:maxWarningText], "") + "…"
+	}
+	return text
+}
+
+// defaultDrainTimeout is calls.drain_timeout's default (SPEC §3).
+const defaultDrainTimeout = 30 * time.Second
+
+// drainRetryAfter is the Retry-After of a 503 while draining: the drain
+// timeout in whole seconds, rounded up and at least 1 (RFC 3261 §20.33),
+// because vnum takes calls again at the earliest after a restart.
+func (s *Server) drainRetryAfter() sip.Header {
+	d := s.opts.DrainTimeout
+	if d <= 0 {
+		d = defaultDrainTimeout
+	}
+	secs := max(int64((d+time.Second-1)/time.Second), 1)
+	return sip.NewHeader("Retry-After", strconv.FormatInt(secs, 10))
+}
+
+// retryAfterBusy is the Retry-After of a 503 for a passing shortage (the
+// store slow, no free RTP port, the trunk failing): soon, not at once.
+const retryAfterBusy = "5"
+
+// retryAfter is the Retry-After a final response of code to a call that
+// ended for r carries: only a 503 has one (RFC 3261 §21.5.4), the drain
+// timeout's when the server is shutting down, a short one otherwise.
+func (s *Server) retryAfter(code int, r endReason) []sip.Header {
+	switch {
+	case code != 503:
+		return nil
+	case r == reasonShutdown || s.draining.Load():
+		return []sip.Header{s.drainRetryAfter()}
+	}
+	return []sip.Header{sip.NewHeader("Retry-After", retryAfterBusy)}
 }
 
 // sessionID is a random SDP session id (RFC 4566 §5.2).

@@ -44,7 +44,7 @@ func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
 	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "13700137000", cdr.Caller, "a PSTN caller is recorded by number")
+	require.Equal(t, "+8613700137000", cdr.Caller, "a PSTN caller is recorded by its normalised number")
 	require.Equal(t, "m1", cdr.Merchant, "the binding's merchant pays")
 }
 

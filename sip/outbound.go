@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,14 @@ type legBTarget struct {
 	trunk bool    // answer digest challenges with the trunk credentials
 }
 
+// dialable reports whether user is a phone number as leg B's Request-URI
+// carries it: digits, optionally after a "+". Numbers are validated where
+// they enter vnum; this is the last check before one goes on the wire.
+func dialable(user string) bool {
+	digits := strings.TrimPrefix(user, "+")
+	return digits != "" && len(digits) <= 15 && strings.Trim(digits, "0123456789") == ""
+}
+
 // trunkTarget sends number to the carrier trunk.
 func (s *Server) trunkTarget(number string) legBTarget {
 	user := sanitizeHeaderValue(number)
@@ -51,9 +60,69 @@ func (s *Server) trunkTarget(number string) legBTarget {
 }
 
 // contactTarget sends to a softphone's registered contact, at the address
-// its REGISTER came from.
+// its REGISTER came from. The Request-URI is rebuilt from the parts of the
+// registered Contact that routing needs, each checked: a Contact is the
+// phone's own text, and URI headers ("?X-Foo=…") or parameters in it would
+// otherwise become part of the INVITE (RFC 3261 §19.1.5 does not allow
+// headers in a Request-URI at all).
 func contactTarget(user string, reg registration) legBTarget {
-	return legBTarget{uri: reg.contact, to: sip.Uri{Scheme: "sip", User: user, Host: reg.contact.Host}, dest: reg.source}
+	c := reg.contact
+	uri := sip.Uri{Scheme: "sip", User: user, Host: c.Host, Port: c.Port}
+	if strings.EqualFold(c.Scheme, "sips") {
+		uri.Scheme = "sips"
+	}
+	if uriToken(c.User) {
+		uri.User = c.User
+	}
+	if !validHost(c.Host) {
+		// Only the REGISTER's source address can route this one.
+		uri.Host, uri.Port = "invalid", 0
+	}
+	if c.UriParams != nil {
+		if tr, ok := c.UriParams.Get("transport"); ok {
+			switch strings.ToLower(tr) {
+			case "udp", "tcp", "tls":
+				uri.UriParams = sip.NewParams()
+				uri.UriParams.Add("transport", strings.ToLower(tr))
+			}
+		}
+	}
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: uri.Host}, dest: reg.source}
+}
+
+// uriToken reports whether s may stand as the user part of a URI vnum
+// sends: letters, digits and the marks of RFC 3261 §25.1 "unreserved"
+// and "+", nothing that starts parameters, headers or escapes.
+func uriToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("-_.!~*'()+", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether h is an IP address or a host name (RFC 3261
+// §25.1 hostname: labels of letters, digits and "-").
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // legBRequest builds a fresh INVITE showing X as the caller: nothing of
@@ -111,12 +180,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		return reasonInternal, 503
 	}
 	c.sockB = sock
-	var dtmfB *media.Codec
-	if _, def := media.DefaultCodecs(); def != nil {
-		d := *def
-		dtmfB = &d
-	}
-	offerCodecs := []media.Codec{c.audioA}
+	offerCodecs, dtmfB := legBCodecs(c.audioA)
 	sid := sessionID()
 	c.sdpB = sdpSession{body: media.Offer(c.s.sdpAddr(sock), sock.Port, sid, offerCodecs, dtmfB), id: sid, ver: sid}
 	c.streamB = media.NewStream(sock, netipZero, c.audioA, dtmfB, c.log)
@@ -144,12 +208,19 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		}
 		if len(res.Body()) > 0 {
 			if d, err := media.ParseSDP(res.Body()); err == nil && d.Port > 0 {
-				// Early media replaces our ringback (RFC 3960).
-				rb.stop()
-				early = true
-				c.streamB.SetRemote(addrPort(d))
-				c.startBridge()
-				return nil
+				if audio, dtmf, err := media.ParseAnswer(offerCodecs, d); err == nil {
+					// Early media replaces our ringback (RFC 3960). It
+					// flows to the caller only: until B answers, what the
+					// caller sends is IVR audio, not for B.
+					rb.stop()
+					early = true
+					c.streamB.SetCodecs(audio, dtmf)
+					c.streamB.SetRemote(addrPort(d))
+					if err := media.Relay(c.streamB, c.streamA); err != nil {
+						c.log.Debug("early media relay", "error", err)
+					}
+					return nil
+				}
 			}
 		}
 		rb.start(c)
@@ -164,6 +235,11 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		}
 	}()
 	for _, t := range targets {
+		if t.trunk && !dialable(t.uri.User) {
+			c.log.Error("leg B: not a phone number, not dialled")
+			results <- fork{err: fmt.Errorf("%w: not a phone number", ErrTrunkFailed)}
+			continue
+		}
 		req := c.legBRequest(x, t)
 		b, err := s.dialog.WriteInvite(c.ctx, req)
 		if err != nil {
@@ -203,6 +279,8 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 	rb.stop()
 	mu.Unlock()
 	if winner == nil {
+		// B's early media ends with B; the caller hears vnum's prompt.
+		c.streamB.StopRelay()
 		chosen := pickFailure(failed)
 		for _, f := range failed {
 			if f.b != chosen.b {
@@ -235,20 +313,27 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 	c.bMu.Lock()
 	c.b = b
 	c.bMu.Unlock()
-	if err := b.Ack(context.WithoutCancel(c.ctx)); err != nil {
-		c.log.Error("ACK to leg B", "error", err)
+	// The relay is up, both ways and in B's codec, before B's ACK and the
+	// caller's 200 go out: the peers may send as soon as they have those,
+	// and a packet that came before the relay would be taken for IVR
+	// input and lost.
+	d, err := media.ParseSDP(b.InviteResponse.Body())
+	var audio media.Codec
+	var dtmf *media.Codec
+	if err == nil {
+		audio, dtmf, err = media.ParseAnswer(offerCodecs, d)
+	}
+	if err == nil {
+		err = c.connect(audio, dtmf, addrPort(d))
+	}
+	if aerr := b.Ack(context.WithoutCancel(c.ctx)); aerr != nil {
+		c.log.Error("ACK to leg B", "error", aerr)
 	}
 	context.AfterFunc(b.Context(), func() { c.cancel(reasonCalleeHangup) })
-	d, err := media.ParseSDP(b.InviteResponse.Body())
 	if err != nil {
 		c.log.Error("leg B answer SDP", "error", err)
 		return reasonTrunkFailed, 488
 	}
-	if _, _, err := media.ParseAnswer(offerCodecs, d); err != nil {
-		c.log.Error("leg B answer codec", "error", err)
-		return reasonTrunkFailed, 488
-	}
-	c.streamB.SetRemote(addrPort(d))
 	if !c.answeredA.Load() {
 		// Early mode: the caller is answered only when B answers, and the
 		// call is billed only once the caller has taken it. An ACK followed
@@ -273,8 +358,7 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 		return c.reason(), 0
 	}
 	c.setState(StateBridged)
-	c.startBridge()
-	c.log.Info("call bridged")
+	c.log.Info("call bridged", "codec_a", c.audioA.Name, "codec_b", audio.Name)
 	return reasonNone, 0
 }
 
@@ -358,18 +442,39 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	return r, status
 }
 
-// startBridge starts relaying media between the legs (once).
-func (c *call) startBridge() {
-	if c.bridged.Swap(true) {
-		return
-	}
-	c.bridgeWG.Add(1)
-	go func() {
-		defer c.bridgeWG.Done()
-		if err := media.Bridge(c.ctx, c.streamA, c.streamB); err != nil && c.ctx.Err() == nil {
-			c.log.Debug("bridge", "error", err)
+// legBCodecs is what leg B is offered for a caller that settled on audioA:
+// both G.711 laws, the caller's first, so that a carrier taking only the
+// other law still connects (the relay converts between them), and
+// telephone-event.
+func legBCodecs(audioA media.Codec) ([]media.Codec, *media.Codec) {
+	// vnum's own payload type numbers: the relay maps them to the caller's.
+	all, dtmf := media.DefaultCodecs()
+	slices.SortStableFunc(all, func(a, b media.Codec) int {
+		switch {
+		case strings.EqualFold(a.Name, audioA.Name) == strings.EqualFold(b.Name, audioA.Name):
+			return 0
+		case strings.EqualFold(a.Name, audioA.Name):
+			return -1
 		}
-	}()
+		return 1
+	})
+	return all, dtmf
+}
+
+// connect sets leg B's stream to the codecs and address of B's answer and
+// relays both ways at once (see answered). The streams are closed by end,
+// which stops the relay.
+func (c *call) connect(audio media.Codec, dtmf *media.Codec, remote netip.AddrPort) error {
+	c.streamB.SetCodecs(audio, dtmf)
+	c.streamB.SetRemote(remote)
+	if err := media.Relay(c.streamA, c.streamB); err != nil {
+		return err
+	}
+	if err := media.Relay(c.streamB, c.streamA); err != nil {
+		return err
+	}
+	c.bridged.Store(true)
+	return nil
 }
 
 // ringback plays a ringback tone to the caller while B rings.

@@ -24,6 +24,11 @@ type Router interface {
 	// the consignee through it. It returns ErrInvalidExtension when caller
 	// has no active binding on x.
 	Callback(ctx context.Context, x, caller string) (Callback, error)
+	// PhoneNumber validates a phone number from outside (a PSTN caller's
+	// From user, a remembered last caller about to be dialled) by the rules
+	// consignee numbers follow (11-digit Chinese mobile or E.164) and
+	// returns it normalised to E.164, or an error when it is not one.
+	PhoneNumber(raw string) (string, error)
 	// StartCall writes the CDR row when a call starts.
 	StartCall(ctx context.Context, cdr *CDR) error
 	// UpdateCall records progress (binding resolved, ringing, answered).

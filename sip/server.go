@@ -75,6 +75,12 @@ type Options struct {
 	// (SPEC §7: at least every 10 s); zero means DefaultCDRRefresh.
 	CDRRefresh time.Duration
 
+	// InvalidExtensions is security.invalid_extensions: wrong extensions a
+	// caller may key in an hour before its calls are refused (0: no limit).
+	InvalidExtensions int
+	// Now is the clock of that hour; nil means time.Now (tests pass theirs).
+	Now func() time.Time
+
 	Logger *slog.Logger
 }
 
@@ -104,6 +110,7 @@ type Server struct {
 	byA      map[string]*call // leg A dialog ID → call
 	byB      map[string]*call // leg B Call-ID → call
 	regs     *registrar
+	walks    *walkLimit // security.invalid_extensions
 	draining atomic.Bool
 	wg       sync.WaitGroup
 
@@ -143,6 +150,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		byA:    make(map[string]*call),
 		byB:    make(map[string]*call),
 		regs:   newRegistrar(),
+		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 	}
 	if opts.TrunkOutbound != "" {
 		if err := sip.ParseUri(opts.TrunkOutbound, &s.trunk); err != nil {

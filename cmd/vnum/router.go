@@ -80,6 +80,8 @@ func (r *router) Callback(ctx context.Context, x, caller string) (sip.Callback, 
 	return cb, nil
 }
 
+func (r *router) PhoneNumber(raw string) (string, error) { return binding.NormaliseConsignee(raw) }
+
 func (r *router) StartCall(ctx context.Context, c *sip.CDR) error {
 	return r.store.StartCDR(ctx, toStore(c))
 }

@@ -189,6 +189,7 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		RingTimeout:       c.Calls.RingTimeout,
 		MaxDuration:       c.Calls.MaxDuration,
 		DrainTimeout:      c.Calls.DrainTimeout,
+		InvalidExtensions: c.Security.InvalidExtensions,
 		Logger:            log,
 	}, nil
 }

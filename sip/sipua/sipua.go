@@ -137,6 +137,9 @@ func (p *Peer) SDP(codecs ...media.Codec) []byte {
 // PCMU is the codec the simulated phones answer with.
 var PCMU = media.Codec{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1}
 
+// PCMA is G.711 A-law, for softphones that offer only it.
+var PCMA = media.Codec{PT: 8, Name: "PCMA", Rate: 8000, Channels: 1}
+
 // MediaAddr is the RTP address an SDP body names.
 func MediaAddr(body []byte) (netip.AddrPort, error) {
 	d, err := media.ParseSDP(body)
@@ -232,6 +235,9 @@ type Softphone struct {
 	User, Password string
 	// Transport, when set ("tcp"), is put on the Request-URI of INVITEs.
 	Transport string
+	// Codecs, when set, are what INVITEs offer (with telephone-event 101)
+	// instead of PCMU and PCMA.
+	Codecs    []media.Codec
 	dialogs   *sipgo.DialogClientCache
 	answering *sipgo.DialogServerCache
 	incoming  chan Incoming
@@ -277,7 +283,7 @@ func (s *Softphone) Invite(ctx context.Context, vnum netip.AddrPort, dialled str
 	}
 	from := &sip.FromHeader{DisplayName: "Merchant " + s.User, Address: sip.Uri{Scheme: "sip", User: s.User, Host: "127.0.0.1"}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(12))
-	return s.dialogs.Invite(ctx, uri, s.SDP(), from,
+	return s.dialogs.Invite(ctx, uri, s.SDP(s.Codecs...), from,
 		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("User-Agent", "vnum-softphone/"+s.User))
 }
 
