@@ -413,6 +413,7 @@ func (c *call) end(r endReason, status int) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer c.guardGo("bye")
 				if err := c.a.Bye(ctx); err != nil {
 					c.log.Debug("bye to caller", "error", err)
 				}
@@ -437,6 +438,7 @@ func (c *call) end(r endReason, status int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer c.guardGo("bye")
 			if err := b.Bye(ctx); err != nil {
 				c.log.Debug("bye to callee", "error", err)
 			}

@@ -184,7 +184,9 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		if t.trunk {
 			opts.Username, opts.Password = s.opts.TrunkUsername, s.opts.TrunkPassword
 		}
-		go func() { results <- fork{b: b, err: b.WaitAnswer(forkCtx, opts)} }()
+		go func() {
+			results <- fork{b: b, err: c.safely("fork", func() error { return b.WaitAnswer(forkCtx, opts) })}
+		}()
 	}
 
 	var winner *sipgo.DialogClientSession
@@ -220,6 +222,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		c.forkWG.Add(1)
 		go func() {
 			defer c.forkWG.Done()
+			defer c.guardGo("crossed forks")
 			for ; pending > 0; pending-- {
 				c.hangUpCrossed(<-results)
 			}
@@ -366,6 +369,7 @@ func (c *call) startBridge() {
 	c.bridgeWG.Add(1)
 	go func() {
 		defer c.bridgeWG.Done()
+		defer c.guardGo("bridge")
 		if err := media.Bridge(c.ctx, c.streamA, c.streamB); err != nil && c.ctx.Err() == nil {
 			c.log.Debug("bridge", "error", err)
 		}
@@ -386,6 +390,7 @@ func (r *ringback) start(c *call) {
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
+		defer c.guardGo("ringback")
 		tone := media.Ringback(5 * time.Second)
 		for ctx.Err() == nil {
 			if err := c.streamA.Play(ctx, tone); err != nil {

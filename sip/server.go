@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,6 +107,7 @@ type Server struct {
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
+	panics          atomic.Int64
 }
 
 type listener struct {
@@ -205,16 +207,19 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0])}
 
-	s.srv.OnInvite(s.onInvite)
-	s.srv.OnAck(s.onAck)
-	s.srv.OnBye(s.onBye)
-	s.srv.OnCancel(s.onCancel)
-	s.srv.OnOptions(s.onOptions)
-	s.srv.OnMessage(s.onMessage)
-	s.srv.OnInfo(s.onInfo)
-	s.srv.OnUpdate(s.onReoffer)
-	s.srv.OnRegister(s.onRegister)
-	s.srv.OnNoRoute(s.onNoRoute)
+	// Every handler goes through guard: the checks of version and CSeq
+	// that sipgo leaves to the application, and a recover, so that one bad
+	// message ends only its own request or call (SIPGO-NOTES pitfall 14).
+	s.srv.OnInvite(s.guard(s.onInvite))
+	s.srv.OnAck(s.guard(s.onAck))
+	s.srv.OnBye(s.guard(s.onBye))
+	s.srv.OnCancel(s.guard(s.onCancel))
+	s.srv.OnOptions(s.guard(s.onOptions))
+	s.srv.OnMessage(s.guard(s.onMessage))
+	s.srv.OnInfo(s.guard(s.onInfo))
+	s.srv.OnUpdate(s.guard(s.onReoffer))
+	s.srv.OnRegister(s.guard(s.onRegister))
+	s.srv.OnNoRoute(s.guard(s.onNoRoute))
 
 	for _, l := range s.listeners {
 		l := l
@@ -447,6 +452,10 @@ func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
 
 // CallsTotal counts INVITEs that became calls.
 func (s *Server) CallsTotal() int64 { return s.callsTotal.Load() }
+
+// Panics counts panics recovered in request handling and in the goroutines
+// of calls; each ended only its own request or call.
+func (s *Server) Panics() int64 { return s.panics.Load() }
 
 func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
@@ -686,4 +695,127 @@ func parseInfoDTMF(req *sip.Request) (rune, bool) {
 		return r, true
 	}
 	return 0, false
+}
+
+// requestHandler is the form of the handlers vnum gives sipgo.
+type requestHandler = func(req *sip.Request, tx sip.ServerTransaction)
+
+// guard wraps a request handler. It refuses what sipgo's parser lets
+// through but RFC 3261 does not (a SIP version other than 2.0, a CSeq whose
+// method is not the request's), and recovers a panic in the handler: the
+// panic is logged with its stack and counted, and the request gets 500 if
+// it had no final response yet. sipgo recovers nothing, so without this one
+// message would end the process and every call in it.
+func (s *Server) guard(h requestHandler) requestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if !s.wellFormed(req, tx) {
+			return
+		}
+		at := &answerTracker{ServerTransaction: tx}
+		if tx == nil || isNilTx(tx) {
+			at = nil
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				s.panicked(v, "method", string(req.Method))
+				if at != nil && !req.IsAck() && !at.answered.Load() {
+					s.respond(req, at, 500, reasonPhrase(500))
+				}
+			}
+		}()
+		if at == nil {
+			h(req, tx)
+			return
+		}
+		h(req, at)
+	}
+}
+
+// isNilTx reports a nil *sip.ServerTx inside a non-nil interface, as sipgo
+// may hand over for a request without a transaction.
+func isNilTx(tx sip.ServerTransaction) bool {
+	t, ok := tx.(*sip.ServerTx)
+	return ok && t == nil
+}
+
+// answerTracker notes whether a final response went out on a server
+// transaction, so that a recovered panic answers 500 only to a request
+// nobody answered (a second final response is an error, RFC 3261 §17.2).
+type answerTracker struct {
+	sip.ServerTransaction
+	answered atomic.Bool
+}
+
+// Respond sends res and notes a final one.
+func (a *answerTracker) Respond(res *sip.Response) error {
+	err := a.ServerTransaction.Respond(res)
+	if res.StatusCode >= 200 {
+		a.answered.Store(true)
+	}
+	return err
+}
+
+// wellFormed refuses a request whose SIP version is not 2.0 with 505
+// (RFC 3261 §8.2, RFC 4475 §3.3.14 "badvers") and one whose CSeq method
+// differs from its method with 400 (RFC 3261 §8.1.1.5, RFC 4475 §3.3.13
+// "mismatch01"); sipgo's parser accepts both. An ACK is never answered
+// (RFC 3261 §17.2.1): a bad one is dropped.
+func (s *Server) wellFormed(req *sip.Request, tx sip.ServerTransaction) bool {
+	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
+		if !req.IsAck() && tx != nil && !isNilTx(tx) {
+			res := sip.NewResponseFromRequest(req, 505, "Version Not Supported", nil)
+			// The response speaks vnum's version, not the one it refuses.
+			res.SipVersion = "SIP/2.0"
+			if err := tx.Respond(res); err != nil {
+				s.log.Debug("respond failed", "status", 505, "error", err)
+			}
+		}
+		return false
+	}
+	if cseq := req.CSeq(); cseq != nil && !strings.EqualFold(string(cseq.MethodName), string(req.Method)) {
+		if !req.IsAck() && tx != nil && !isNilTx(tx) {
+			s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "CSeq method differs from the request method"`))
+		}
+		return false
+	}
+	return true
+}
+
+// panicked logs a recovered panic at error with its stack, and counts it.
+func (s *Server) panicked(v any, attrs ...any) {
+	s.panics.Add(1)
+	s.log.Error("panic recovered", append(attrs, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))...)
+}
+
+// endOnPanic, deferred in a call's handler, ends a call whose handling
+// panicked through the call's one end path (c.end: the other leg hung up,
+// ports released, the CDR finished), so the panic costs that call only.
+func (c *call) endOnPanic() {
+	if v := recover(); v != nil {
+		c.s.panicked(v, "call", c.id)
+		c.end(reasonInternal, 500)
+	}
+}
+
+// guardGo, deferred first in a goroutine a call starts, recovers a panic
+// in it and ends the call (its handler sees the cancelled context and takes
+// the end path): a goroutine's panic would otherwise end the process.
+func (c *call) guardGo(what string) {
+	if v := recover(); v != nil {
+		c.s.panicked(v, "call", c.id, "goroutine", what)
+		c.cancel(reasonInternal)
+	}
+}
+
+// safely runs f for a goroutine whose result someone waits for: a panic
+// in f is recovered, logged and counted, and becomes f's error, so the
+// waiter is not left waiting.
+func (c *call) safely(what string, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.s.panicked(v, "call", c.id, "goroutine", what)
+			err = fmt.Errorf("%w: panic in %s", ErrTrunkFailed, what)
+		}
+	}()
+	return f()
 }
