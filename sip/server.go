@@ -513,7 +513,7 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	if h := req.GetHeader(authHdr); h != nil {
 		val = h.Value()
 	}
-	acct, err := s.auth.verify(context.Background(), string(req.Method), val)
+	acct, err := s.auth.verify(context.Background(), string(req.Method), req.Recipient, val)
 	switch {
 	case err == nil:
 		return acct, false, true
@@ -530,6 +530,9 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 			hdrs = append(hdrs, sip.NewHeader(chalHdr, c))
 		}
 		s.respond(req, tx, code, reason, hdrs...)
+	case errors.Is(err, ErrBadRequest):
+		s.log.Info("credentials refused", "source", src, "method", string(req.Method), "error", err)
+		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
 	case errors.Is(err, ErrBadCredentials):
 		blocked := !trunk && s.auth.fail(src)
 		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
