@@ -28,6 +28,22 @@ import (
 // overflows under load or in GC pauses (SIPGO-NOTES pitfall 6).
 const udpReadBuffer = 4 << 20
 
+// maxUDPDatagram is the largest UDP payload over IPv4 (65,535 less the IP
+// and UDP headers).
+const maxUDPDatagram = 65507
+
+// sipgo refuses to write any message over UDPMTUSize-200 bytes on UDP,
+// responses included, and has no fallback: a response to a request with a
+// long header was never sent (SIPGO-NOTES pitfall 11). A response goes
+// back on the request's transport whatever its size (RFC 3261 §18.2.2),
+// so the limit is lifted to what one datagram holds; IP fragments it. The
+// knob is global in sipgo and also lets vnum's own large requests go over
+// UDP rather than fail (RFC 3261 §18.1.1 would switch them to TCP, which
+// sipgo does not do); vnum keeps its requests small.
+func init() {
+	sip.UDPMTUSize = maxUDPDatagram + 200
+}
+
 // allowed is the Allow header value: the methods vnum takes.
 const allowed = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
 

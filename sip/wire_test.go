@@ -298,3 +298,20 @@ func TestVersionAndCSeqChecks(t *testing.T) {
 		requireAlive(t, p)
 	}
 }
+
+// TestLargeResponseOverUDP: an INVITE whose From has a 1,500-byte display
+// name gets its 407 over UDP; sipgo used to refuse any message over 1,300
+// bytes, so the caller heard nothing (RFC 3261 §18.2.2: a response follows
+// the request's transport whatever its size).
+func TestLargeResponseOverUDP(t *testing.T) {
+	e := newTestEnv(t, "answer", nil)
+	p := newRawPeer(t, e.srv, "udp", "127.0.0.1:0")
+	name := strings.Repeat("Merchant ", 1500/9)
+	req := rawRequest("INVITE", "sip:"+testHost+"@"+e.srv.Addr("udp"))
+	req = strings.Replace(req, "From: <sip:17100000000@{local}>", `From: "`+name+`" <sip:alice@{local}>`, 1)
+	require.Greater(t, len(req), 1500)
+	p.send(req)
+	require.Equal(t, 407, p.final(5*time.Second))
+	require.Greater(t, len(p.received()), 1500)
+	requireAlive(t, p)
+}
