@@ -173,6 +173,7 @@ func (s *Server) Start(ctx context.Context) error {
 	var err error
 	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
+		sipgo.WithUserAgentParser(lwsTolerantParser()),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
 	if err != nil {
@@ -774,14 +775,20 @@ func (a *answerTracker) Respond(res *sip.Response) error {
 	return err
 }
 
-// wellFormed refuses a request whose SIP version is not 2.0 with 505
-// (RFC 3261 §8.2, RFC 4475 §3.3.14 "badvers") and one whose CSeq method
-// differs from its method with 400 (RFC 3261 §8.1.1.5, RFC 4475 §3.3.13
-// "mismatch01"); sipgo's parser accepts both. An ACK is never answered
-// (RFC 3261 §17.2.1): a bad one is dropped.
+// wellFormed does the checks of RFC 3261 §8.2 that sipgo leaves to the
+// application. It refuses a SIP version other than 2.0 with 505 (RFC 4475
+// "badvers"), a CSeq method that differs from the request's with
+// 400 (RFC 3261 §8.1.1.5, RFC 4475 "mismatch01"), more than one
+// Content-Length with 400 (RFC 4475 "mcl01": the body's length is
+// unknown), a Request-URI scheme other than sip or sips with 416 (§8.2.2.1,
+// RFC 4475 "unkscm"), and a Require naming any option with 420 and
+// Unsupported (§8.2.2.3, RFC 4475 "bext01"): vnum implements no SIP
+// extension a request could require. An ACK is never answered (RFC 3261 §17.2.1):
+// a bad one is dropped; nor is a Require of ACK or CANCEL looked at.
 func (s *Server) wellFormed(req *sip.Request, tx sip.ServerTransaction) bool {
+	canRespond := !req.IsAck() && tx != nil && !isNilTx(tx)
 	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
-		if !req.IsAck() && tx != nil && !isNilTx(tx) {
+		if canRespond {
 			res := sip.NewResponseFromRequest(req, 505, "Version Not Supported", nil)
 			// The response speaks vnum's version, not the one it refuses.
 			res.SipVersion = "SIP/2.0"
@@ -792,8 +799,37 @@ func (s *Server) wellFormed(req *sip.Request, tx sip.ServerTransaction) bool {
 		return false
 	}
 	if cseq := req.CSeq(); cseq != nil && !strings.EqualFold(string(cseq.MethodName), string(req.Method)) {
-		if !req.IsAck() && tx != nil && !isNilTx(tx) {
+		if canRespond {
 			s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "CSeq method differs from the request method"`))
+		}
+		return false
+	}
+	if len(req.GetHeaders("Content-Length")) > 1 {
+		if canRespond {
+			s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "more than one Content-Length"`))
+		}
+		return false
+	}
+	if sc := strings.ToLower(req.Recipient.Scheme); sc != "sip" && sc != "sips" {
+		if canRespond {
+			s.respond(req, tx, 416, "Unsupported URI Scheme")
+		}
+		return false
+	}
+	if req.IsAck() || req.IsCancel() {
+		return true
+	}
+	var unsupported []string
+	for _, h := range req.GetHeaders("Require") {
+		for _, opt := range strings.Split(h.Value(), ",") {
+			if opt = strings.TrimSpace(opt); opt != "" {
+				unsupported = append(unsupported, opt)
+			}
+		}
+	}
+	if len(unsupported) > 0 {
+		if canRespond {
+			s.respond(req, tx, 420, "Bad Extension", sip.NewHeader("Unsupported", strings.Join(unsupported, ", ")))
 		}
 		return false
 	}
@@ -837,4 +873,61 @@ func (c *call) safely(what string, f func() error) (err error) {
 		}
 	}()
 	return f()
+}
+
+// lwsTolerantParser is sipgo's parser with one repair. RFC 3261 allows
+// whitespace around the ";" and "=" of header parameters (§25.1: SEMI and
+// EQUAL are SWS ";" SWS and SWS "=" SWS; RFC 4475 "wsinv"), but
+// sipgo v1.7.3 keeps it in parameter names and values
+// (parse_address.go addressStateHeaderParams, and the Via parser): a From
+// ";  tag = x" then has no "tag", and sipgo's transaction layer refuses the
+// request with 400 before vnum sees it (SIPGO-NOTES pitfall 13). The
+// headers whose parameters SIP matches on (From, To, Contact, Via) are
+// parsed by sipgo as ever, then their parameters trimmed.
+func lwsTolerantParser() *sip.Parser {
+	parsers := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser()))
+	for name, p := range sip.DefaultHeadersParser() {
+		parsers[name] = p
+	}
+	for _, name := range []string{"f", "from", "t", "to", "m", "contact", "v", "via"} {
+		parse := parsers[name]
+		parsers[name] = func(headerName []byte, data string) (sip.Header, error) {
+			h, err := parse(headerName, data)
+			if err == nil {
+				trimHeaderParams(h)
+			}
+			return h, err
+		}
+	}
+	return sip.NewParser(sip.WithHeadersParsers(parsers))
+}
+
+// trimHeaderParams trims the whitespace sipgo leaves in a header's
+// parameters (and in a Via's protocol fields), and drops the empty ones
+// a ";  ;" leaves behind.
+func trimHeaderParams(h sip.Header) {
+	switch h := h.(type) {
+	case *sip.FromHeader:
+		h.Params = trimParams(h.Params)
+	case *sip.ToHeader:
+		h.Params = trimParams(h.Params)
+	case *sip.ContactHeader:
+		h.Params = trimParams(h.Params)
+	case *sip.ViaHeader:
+		h.ProtocolName = strings.TrimSpace(h.ProtocolName)
+		h.ProtocolVersion = strings.TrimSpace(h.ProtocolVersion)
+		h.Transport = strings.TrimSpace(h.Transport)
+		h.Params = trimParams(h.Params)
+	}
+}
+
+func trimParams(p sip.HeaderParams) sip.HeaderParams {
+	out := p[:0]
+	for _, kv := range p {
+		kv.K, kv.V = strings.TrimSpace(kv.K), strings.TrimSpace(kv.V)
+		if kv.K != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

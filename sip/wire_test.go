@@ -279,8 +279,8 @@ func TestPanicEndsOnlyItsRequest(t *testing.T) {
 	e.requireCallBridges()
 }
 
-// TestVersionAndCSeqChecks: RFC 4475 §3.3.14 (badvers) wants 505 for a
-// SIP version vnum does not speak, §3.3.13 (mismatch01) 400 for a CSeq
+// TestVersionAndCSeqChecks: RFC 4475 (badvers) wants 505 for a
+// SIP version vnum does not speak, (mismatch01) 400 for a CSeq
 // method that is not the request's; sipgo's parser takes both.
 func TestVersionAndCSeqChecks(t *testing.T) {
 	e := newTestEnv(t, "answer", nil)
