@@ -47,7 +47,7 @@ func (s *Server) trunkTarget(number string) legBTarget {
 		uri.UriParams = sip.NewParams()
 		uri.UriParams.Add("transport", tr)
 	}
-	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, trunk: true}
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, dest: s.trunkDest(), trunk: true}
 }
 
 // contactTarget sends to a softphone's registered contact, at the address

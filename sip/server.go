@@ -89,6 +89,11 @@ type Options struct {
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
 
+	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
+	// operator configuration. Nil is the system's resolver. No name taken
+	// from a message (Via, Contact, Record-Route) is ever looked up.
+	Resolver *net.Resolver
+
 	Logger *slog.Logger
 }
 
@@ -113,6 +118,10 @@ type Server struct {
 
 	trunk     sip.Uri
 	trunkHost string
+
+	trunkMu   sync.Mutex
+	trunkAddr string    // trunk.outbound's host resolved, IP:port
+	trunkAt   time.Time // when trunkAddr was looked up
 
 	mu       sync.Mutex
 	byA      map[string]*call // leg A dialog ID → call
@@ -174,6 +183,13 @@ func (s *Server) Start(ctx context.Context) error {
 	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
 		sipgo.WithUserAgentParser(lwsTolerantParser()),
+		// sipgo resolves names it finds in messages: the Via sent-by of a
+		// request whose TCP connection is gone (SRV, then A; SIPGO-NOTES
+		// pitfall 12), Contact and Record-Route hosts of in-dialog
+		// requests. Remote input must not make vnum query DNS, so sipgo
+		// gets a resolver that refuses every lookup; the trunk's name is
+		// resolved by vnum itself (trunkDest).
+		sipgo.WithUserAgentDNSResolver(noDNS),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
 	if err != nil {
@@ -930,4 +946,88 @@ func trimParams(p sip.HeaderParams) sip.HeaderParams {
 		}
 	}
 	return out
+}
+
+// errNoDNS is what sipgo's DNS lookups get: vnum resolves no name taken
+// from a message.
+var errNoDNS = errors.New("vnum resolves no names taken from SIP messages")
+
+// noDNS is the resolver sipgo is given: every query fails before a packet
+// is sent (only the hosts file is still read by Go's resolver).
+var noDNS = &net.Resolver{
+	PreferGo: true,
+	Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errNoDNS
+	},
+}
+
+// trunkDNSRefresh is how long a lookup of trunk.outbound's host is used.
+const trunkDNSRefresh = time.Minute
+
+// trunkDest is where leg B INVITEs to the trunk are sent when
+// trunk.outbound names a host rather than an IP: the address vnum itself
+// resolved with Options.Resolver (SRV _sip._udp or _sip._tcp first when the
+// URI has no port, RFC 3263 §4.2, then A/AAAA), refreshed each
+// trunkDNSRefresh; the last good address is kept while DNS fails. It is ""
+// for an IP, which sipgo takes as it is.
+func (s *Server) trunkDest() string {
+	if s.trunkHost == "" {
+		return ""
+	}
+	if _, err := netip.ParseAddr(strings.Trim(s.trunkHost, "[]")); err == nil {
+		return ""
+	}
+	s.trunkMu.Lock()
+	defer s.trunkMu.Unlock()
+	if s.trunkAddr != "" && time.Since(s.trunkAt) < trunkDNSRefresh {
+		return s.trunkAddr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addr, err := s.resolveTrunk(ctx)
+	if err != nil {
+		s.log.Error("resolving trunk.outbound", "host", s.trunkHost, "error", err)
+		return s.trunkAddr
+	}
+	s.trunkAddr, s.trunkAt = addr, time.Now()
+	return addr
+}
+
+func (s *Server) resolveTrunk(ctx context.Context) (string, error) {
+	r := s.opts.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	host, port := s.trunkHost, s.trunk.Port
+	transport, _ := s.trunk.UriParams.Get("transport")
+	transport = strings.ToLower(transport)
+	if port == 0 {
+		proto := "udp"
+		if transport == "tcp" || transport == "tls" {
+			proto = "tcp"
+		}
+		if _, srvs, err := r.LookupSRV(ctx, "sip", proto, host); err == nil && len(srvs) > 0 {
+			host, port = strings.TrimSuffix(srvs[0].Target, "."), int(srvs[0].Port)
+		} else {
+			port = 5060
+			if transport == "tls" || s.trunk.IsEncrypted() {
+				port = 5061
+			}
+		}
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", err
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("no address for %s", host)
+	}
+	ip := ips[0]
+	for _, a := range ips {
+		if a.Unmap().Is4() {
+			ip = a.Unmap()
+			break
+		}
+	}
+	return netip.AddrPortFrom(ip, uint16(port)).String(), nil
 }
