@@ -88,32 +88,33 @@ func tortureKey(name string, msg []byte) string {
 // tortureWant pins the answers RFC 4475 names (by message, or message and
 // transport), and the exceptions to "valid: answered, invalid: ignored or
 // 4xx" that it states.
-var tortureWant = map[string]int{
+var tortureWant = map[string][]int{
 	// wsinv: valid; its To has a tag, so it is a re-INVITE of a dialog
 	// vnum does not have (sipgo's 400 before the header parameters were
 	// trimmed).
-	"valid/wsinv": 481,
+	"valid/wsinv": {481},
 	// dblreq is about extra octets in a UDP datagram; on a stream the
-	// octets after the REGISTER are a second message that sipgo's stream
-	// parser refuses, dropping both.
-	"valid/dblreq tcp": 0,
-	"valid/dblreq udp": 401,
+	// octets after the REGISTER are a second message, and whether sipgo's
+	// stream parser takes the REGISTER or drops both depends on how the
+	// bytes arrive in reads.
+	"valid/dblreq tcp": {0, 401},
+	"valid/dblreq udp": {401},
 	// badvers: an unknown SIP version gets 505.
-	"invalid/badvers": 505,
+	"invalid/badvers": {505},
 	// mismatch01, bext01, unkscm: CSeq method mismatch, unknown Require,
 	// unknown Request-URI scheme.
-	"invalid/mismatch01": 400,
-	"invalid/bext01":     420,
-	"invalid/unkscm":     416,
+	"invalid/mismatch01": {400},
+	"invalid/bext01":     {420},
+	"invalid/unkscm":     {416},
 	// mcl01: two Content-Lengths: 400 over UDP; on a stream the message
 	// cannot be framed and sipgo drops it.
-	"invalid/mcl01 udp": 400,
+	"invalid/mcl01 udp": {400},
 	// badbranch: a branch of only the magic cookie may fall back to RFC 2543
 	// matching and be processed.
-	"invalid/badbranch": 200,
+	"invalid/badbranch": {200},
 	// zeromf: Max-Forwards 0 stops a proxy, but an endpoint processes the
 	// request (vnum answers OPTIONS itself).
-	"invalid/zeromf": 200,
+	"invalid/zeromf": {200},
 }
 
 type tortureMsg struct {
@@ -190,11 +191,11 @@ func TestTorture(t *testing.T) {
 		a := answers[k]
 		t.Logf("%-26s %-4s final %d all %v", a.name, a.network, a.status, a.all)
 		if want, ok := tortureWant[a.name+" "+a.network]; ok {
-			require.Equal(t, want, a.status, "%s over %s", a.name, a.network)
+			require.Contains(t, want, a.status, "%s over %s", a.name, a.network)
 			continue
 		}
 		if want, ok := tortureWant[a.name]; ok {
-			require.Equal(t, want, a.status, "%s over %s", a.name, a.network)
+			require.Contains(t, want, a.status, "%s over %s", a.name, a.network)
 			continue
 		}
 		switch {
