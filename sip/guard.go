@@ -20,27 +20,35 @@ type requestHandler = func(req *sip.Request, tx sip.ServerTransaction)
 // message would end the process and every call in it.
 func (s *Server) guard(h requestHandler) requestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		if !s.wellFormed(req, tx) {
-			return
-		}
-		at := &answerTracker{ServerTransaction: tx}
-		if tx == nil || isNilTx(tx) {
-			at = nil
+		var at *answerTracker
+		if tx != nil && !isNilTx(tx) {
+			at = &answerTracker{ServerTransaction: tx}
+			tx = at
 		}
 		defer func() {
 			if v := recover(); v != nil {
 				s.panicked(v, "method", string(req.Method))
 				if at != nil && !req.IsAck() && !at.answered.Load() {
-					s.respond(req, at, 500, reasonPhrase(500))
+					s.answerAfterPanic(req, at)
 				}
 			}
 		}()
-		if at == nil {
+		if s.wellFormed(req, tx) {
 			h(req, tx)
-			return
 		}
-		h(req, at)
 	}
+}
+
+// answerAfterPanic answers 500 to a request whose handling panicked. The
+// request may be what made the handler panic, so building the answer may
+// panic too: that is recovered as well, and the request goes unanswered.
+func (s *Server) answerAfterPanic(req *sip.Request, tx sip.ServerTransaction) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicked(v, "method", string(req.Method), "answering", 500)
+		}
+	}()
+	s.respond(req, tx, 500, reasonPhrase(500))
 }
 
 // isNilTx reports a nil *sip.ServerTx inside a non-nil interface, as sipgo
