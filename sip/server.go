@@ -261,6 +261,9 @@ func (s *Server) Start(ctx context.Context) error {
 			waitServing(s.ua, l.addr.String())
 		}
 	}
+	// trunk.outbound's host is looked up now, so that the first call does
+	// not wait for DNS.
+	go s.trunkDest()
 	go func() {
 		<-ctx.Done()
 		s.Close()
