@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 )
 
@@ -184,16 +185,25 @@ func (a *authenticator) sweepLocked(now time.Time) {
 	}
 }
 
-// verify checks the credentials header value of a request. It returns the
-// authenticated account, or ErrNoCredentials / ErrStaleNonce (challenge
-// again), or ErrBadCredentials / ErrReplay (refuse with 403).
-func (a *authenticator) verify(ctx context.Context, method, header string) (Account, error) {
+// verify checks the credentials header value of a request sent to ruri.
+// It returns the authenticated account, or ErrNoCredentials /
+// ErrStaleNonce (challenge again), ErrBadCredentials / ErrReplay (refuse
+// with 403), or ErrBadRequest when the credentials sign another URI.
+func (a *authenticator) verify(ctx context.Context, method string, ruri sip.Uri, header string) (Account, error) {
 	if header == "" {
 		return Account{}, ErrNoCredentials
 	}
 	cr, err := digest.ParseCredentials(header)
 	if err != nil {
 		return Account{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+	}
+	// The digest covers its uri, not the Request-URI: unless the two are
+	// one, a credential signed for one target would vouch for any other
+	// (RFC 3261 §22.4, RFC 7616 §3.4.6). RFC 7616 §3.4.6 answers 400 Bad
+	// Request: the request is malformed, not its sender unknown, so it is
+	// no authentication failure either (no strike towards a block).
+	if !sameURI(cr.URI, ruri) {
+		return Account{}, fmt.Errorf("%w: digest uri %q is not the Request-URI", ErrBadRequest, cr.URI)
 	}
 	valid, expired, issued := a.checkNonce(cr.Nonce)
 	if !valid {
@@ -253,6 +263,29 @@ func (a *authenticator) verify(ctx context.Context, method, header string) (Acco
 	}
 	a.used[cr.Nonce] = nonceUse{nc: cr.Nc, expires: issued.Add(NonceTTL + time.Minute)}
 	return acct, nil
+}
+
+// sameURI reports whether the digest's uri names the Request-URI's target:
+// the same scheme, user, host and port, scheme and host compared without
+// case (RFC 3261 §19.1.4). Parameters are compared when the signed uri
+// has any; a uri signed without them is taken, since sipgo's client (and
+// others) signs Request-URI.Addr(), the URI less its parameters.
+func sameURI(signed string, ruri sip.Uri) bool {
+	if signed == ruri.String() {
+		return true
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(signed, &u); err != nil {
+		return false
+	}
+	if !strings.EqualFold(u.Scheme, ruri.Scheme) || u.User != ruri.User ||
+		!strings.EqualFold(u.Host, ruri.Host) || u.Port != ruri.Port {
+		return false
+	}
+	if u.UriParams == nil || u.UriParams.Length() == 0 {
+		return true
+	}
+	return ruri.UriParams != nil && u.UriParams.String() == ruri.UriParams.String()
 }
 
 func (a *authenticator) offers(alg string) bool {

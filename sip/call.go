@@ -177,9 +177,7 @@ type call struct {
 	state     atomic.Int32
 	answeredA atomic.Bool // leg A got our 2xx
 	ackedA    atomic.Bool // leg A acknowledged it (ACK, or a BYE in the dialog)
-	bridged   atomic.Bool
 	done      atomic.Bool
-	bridgeWG  sync.WaitGroup
 	forkWG    sync.WaitGroup // reapers of cancelled leg B forks
 	forkIDs   []string       // Call-IDs of leg B's INVITEs; guarded by s.mu
 
@@ -425,6 +423,7 @@ func (c *call) end(r endReason, status int) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer c.guardGo("bye")
 				if err := c.a.Bye(ctx); err != nil {
 					c.log.Debug("bye to caller", "error", err)
 				}
@@ -449,6 +448,7 @@ func (c *call) end(r endReason, status int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer c.guardGo("bye")
 			if err := b.Bye(ctx); err != nil {
 				c.log.Debug("bye to callee", "error", err)
 			}
@@ -457,7 +457,6 @@ func (c *call) end(r endReason, status int) {
 	wg.Wait()
 
 	c.forkWG.Wait()
-	c.bridgeWG.Wait()
 	for _, st := range []*media.Stream{c.streamA, c.streamB} {
 		if st != nil {
 			if err := st.Close(); err != nil {

@@ -18,7 +18,10 @@ type Dialled struct {
 func ParseDialled(user string, uriExt string) (Dialled, error) {
 	u := strings.TrimSpace(user)
 	ext := uriExt
-	if i := strings.Index(strings.ToLower(u), ";ext="); i >= 0 {
+	// The index is taken in u itself: strings.ToLower turns each invalid
+	// UTF-8 byte into U+FFFD (three bytes), so an index found in the
+	// lowered copy does not fit u (a remote crash, issue 6).
+	if i := indexFoldASCII(u, ";ext="); i >= 0 {
 		ext, u = u[i+5:], u[:i]
 	} else if i := strings.IndexAny(u, "-,"); i >= 0 {
 		ext, u = u[i+1:], u[:i]
@@ -36,6 +39,35 @@ func ParseDialled(user string, uriExt string) (Dialled, error) {
 		return Dialled{}, fmt.Errorf("%w: extension %q is not digits", ErrBadRequest, ext)
 	}
 	return Dialled{Host: u, Extension: ext}, nil
+}
+
+// indexFoldASCII is the byte index in s of the first match of the ASCII
+// string sub, letters compared without case; -1 when there is none. It
+// compares bytes, so it never changes s's length the way strings.ToLower
+// does for invalid UTF-8, and a non-ASCII byte never matches an ASCII one.
+func indexFoldASCII(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if asciiEqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
+}
+
+func asciiEqualFold(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func allDigits(s string) bool {

@@ -213,6 +213,13 @@ func newTestEnv(t *testing.T, carrierMode string, tweak func(*Options)) *testEnv
 
 func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options)) *testEnv {
 	t.Helper()
+	return newTestEnvRouter(t, co, tweak, nil)
+}
+
+// newTestEnvRouter is newTestEnvWith whose server uses wrap(router) as
+// its Router (when wrap is set), for tests of a misbehaving store.
+func newTestEnvRouter(t *testing.T, co sipua.CarrierOptions, tweak func(*Options), wrap func(*fakeRouter) Router) *testEnv {
+	t.Helper()
 	router := newFakeRouter()
 	router.addAccount("m1", "alice", "s3cret")
 	router.addBinding(Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee})
@@ -248,7 +255,11 @@ func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options))
 	if tweak != nil {
 		tweak(&opts)
 	}
-	srv, err := NewServer(opts, router)
+	var r Router = router
+	if wrap != nil {
+		r = wrap(router)
+	}
+	srv, err := NewServer(opts, r)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, srv.Start(ctx))

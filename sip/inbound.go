@@ -200,6 +200,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		return
 	}
 	c.log.Info("call started", "caller", caller, "trunk", trunk, "direct", d.Extension != "")
+	defer c.endOnPanic() // a panic ends this call only (issue 6)
 
 	if r, status := c.answer(); r != reasonNone {
 		c.end(r, status)
@@ -411,6 +412,7 @@ func (c *call) readExtension(prompt string) (string, endReason) {
 	} else {
 		go func() {
 			defer close(played)
+			defer c.guardGo("prompt")
 			if err := c.streamA.Play(playCtx, pcm); err != nil && playCtx.Err() == nil {
 				c.log.Debug("play", "error", err)
 			}

@@ -50,24 +50,6 @@ func TestParseDialled(t *testing.T) {
 	}
 }
 
-func FuzzParseDialled(f *testing.F) {
-	for _, s := range []string{"17000000001", "+8617000000001;ext=1234", "17000000001-1", "17000000001,,,9", "", ";ext=", "-,"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, user string) {
-		d, err := ParseDialled(user, "")
-		if err != nil {
-			return
-		}
-		if len(d.Host) != 11 || !allDigits(d.Host) {
-			t.Fatalf("bad host %q from %q", d.Host, user)
-		}
-		if d.Extension != "" && !allDigits(d.Extension) {
-			t.Fatalf("bad extension %q from %q", d.Extension, user)
-		}
-	})
-}
-
 func TestParseInfoDTMF(t *testing.T) {
 	for name, tc := range map[string]struct {
 		ct, body string

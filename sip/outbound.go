@@ -56,7 +56,7 @@ func (s *Server) trunkTarget(number string) legBTarget {
 		uri.UriParams = sip.NewParams()
 		uri.UriParams.Add("transport", tr)
 	}
-	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, trunk: true}
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, dest: s.trunkDest(), trunk: true}
 }
 
 // contactTarget sends to a softphone's registered contact, at the address
@@ -260,7 +260,9 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		if t.trunk {
 			opts.Username, opts.Password = s.opts.TrunkUsername, s.opts.TrunkPassword
 		}
-		go func() { results <- fork{b: b, err: b.WaitAnswer(forkCtx, opts)} }()
+		go func() {
+			results <- fork{b: b, err: c.safely("fork", func() error { return b.WaitAnswer(forkCtx, opts) })}
+		}()
 	}
 
 	var winner *sipgo.DialogClientSession
@@ -298,6 +300,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		c.forkWG.Add(1)
 		go func() {
 			defer c.forkWG.Done()
+			defer c.guardGo("crossed forks")
 			for ; pending > 0; pending-- {
 				c.hangUpCrossed(<-results)
 			}
@@ -473,7 +476,6 @@ func (c *call) connect(audio media.Codec, dtmf *media.Codec, remote netip.AddrPo
 	if err := media.Relay(c.streamB, c.streamA); err != nil {
 		return err
 	}
-	c.bridged.Store(true)
 	return nil
 }
 
@@ -491,6 +493,7 @@ func (r *ringback) start(c *call) {
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
+		defer c.guardGo("ringback")
 		tone := media.Ringback(5 * time.Second)
 		for ctx.Err() == nil {
 			if err := c.streamA.Play(ctx, tone); err != nil {

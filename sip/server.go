@@ -81,6 +81,11 @@ type Options struct {
 	// Now is the clock of that hour; nil means time.Now (tests pass theirs).
 	Now func() time.Time
 
+	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
+	// operator configuration. Nil is the system's resolver. No name taken
+	// from a message (Via, Contact, Record-Route) is ever looked up.
+	Resolver *net.Resolver
+
 	Logger *slog.Logger
 }
 
@@ -106,6 +111,10 @@ type Server struct {
 	trunk     sip.Uri
 	trunkHost string
 
+	trunkMu   sync.Mutex
+	trunkAddr string    // trunk.outbound's host resolved, IP:port
+	trunkAt   time.Time // when trunkAddr was looked up
+
 	mu       sync.Mutex
 	byA      map[string]*call // leg A dialog ID → call
 	byB      map[string]*call // leg B Call-ID → call
@@ -116,6 +125,7 @@ type Server struct {
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
+	panics          atomic.Int64
 }
 
 type listener struct {
@@ -166,6 +176,14 @@ func (s *Server) Start(ctx context.Context) error {
 	var err error
 	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
+		sipgo.WithUserAgentParser(lwsTolerantParser()),
+		// sipgo resolves names it finds in messages: the Via sent-by of a
+		// request whose TCP connection is gone (SRV, then A; SIPGO-NOTES
+		// pitfall 12), Contact and Record-Route hosts of in-dialog
+		// requests. Remote input must not make vnum query DNS, so sipgo
+		// gets a resolver that refuses every lookup; the trunk's name is
+		// resolved by vnum itself (trunkDest).
+		sipgo.WithUserAgentDNSResolver(noDNS),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
 	if err != nil {
@@ -216,16 +234,19 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0])}
 
-	s.srv.OnInvite(s.onInvite)
-	s.srv.OnAck(s.onAck)
-	s.srv.OnBye(s.onBye)
-	s.srv.OnCancel(s.onCancel)
-	s.srv.OnOptions(s.onOptions)
-	s.srv.OnMessage(s.onMessage)
-	s.srv.OnInfo(s.onInfo)
-	s.srv.OnUpdate(s.onReoffer)
-	s.srv.OnRegister(s.onRegister)
-	s.srv.OnNoRoute(s.onNoRoute)
+	// Every handler goes through guard: the checks of version and CSeq
+	// that sipgo leaves to the application, and a recover, so that one bad
+	// message ends only its own request or call (SIPGO-NOTES pitfall 14).
+	s.srv.OnInvite(s.guard(s.onInvite))
+	s.srv.OnAck(s.guard(s.onAck))
+	s.srv.OnBye(s.guard(s.onBye))
+	s.srv.OnCancel(s.guard(s.onCancel))
+	s.srv.OnOptions(s.guard(s.onOptions))
+	s.srv.OnMessage(s.guard(s.onMessage))
+	s.srv.OnInfo(s.guard(s.onInfo))
+	s.srv.OnUpdate(s.guard(s.onReoffer))
+	s.srv.OnRegister(s.guard(s.onRegister))
+	s.srv.OnNoRoute(s.guard(s.onNoRoute))
 
 	for _, l := range s.listeners {
 		l := l
@@ -251,6 +272,9 @@ func (s *Server) Start(ctx context.Context) error {
 			waitServing(s.ua, l.addr.String())
 		}
 	}
+	// trunk.outbound's host is looked up now, so that the first call does
+	// not wait for DNS.
+	go s.trunkDest()
 	go func() {
 		<-ctx.Done()
 		s.Close()
@@ -459,6 +483,10 @@ func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
 // CallsTotal counts INVITEs that became calls.
 func (s *Server) CallsTotal() int64 { return s.callsTotal.Load() }
 
+// Panics counts panics recovered in request handling and in the goroutines
+// of calls; each ended only its own request or call.
+func (s *Server) Panics() int64 { return s.panics.Load() }
+
 func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
@@ -515,7 +543,7 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	if h := req.GetHeader(authHdr); h != nil {
 		val = h.Value()
 	}
-	acct, err := s.auth.verify(context.Background(), string(req.Method), val)
+	acct, err := s.auth.verify(context.Background(), string(req.Method), req.Recipient, val)
 	switch {
 	case err == nil:
 		return acct, false, true
@@ -532,6 +560,9 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 			hdrs = append(hdrs, sip.NewHeader(chalHdr, c))
 		}
 		s.respond(req, tx, code, reason, hdrs...)
+	case errors.Is(err, ErrBadRequest):
+		s.log.Info("credentials refused", "source", src, "method", string(req.Method), "error", err)
+		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
 	case errors.Is(err, ErrBadCredentials):
 		blocked := !trunk && s.auth.fail(src)
 		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)

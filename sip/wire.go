@@ -1,0 +1,174 @@
+package sip
+
+// What vnum sets in sipgo's parser and transport so that nothing a peer
+// sends surprises it: header parameters as RFC 3261 writes them, no DNS
+// lookups of names from messages, responses of any size over UDP.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// maxUDPDatagram is the largest UDP payload over IPv4 (65,535 less the IP
+// and UDP headers).
+const maxUDPDatagram = 65507
+
+// sipgo refuses to write any message over UDPMTUSize-200 bytes on UDP,
+// responses included, and has no fallback: a response to a request with a
+// long header was never sent (SIPGO-NOTES pitfall 11). A response goes
+// back on the request's transport whatever its size (RFC 3261 §18.2.2),
+// so the limit is lifted to what one datagram holds; IP fragments it. The
+// knob is global in sipgo and also lets vnum's own large requests go over
+// UDP rather than fail (RFC 3261 §18.1.1 would switch them to TCP, which
+// sipgo does not do); vnum keeps its requests small.
+func init() {
+	sip.UDPMTUSize = maxUDPDatagram + 200
+}
+
+// lwsTolerantParser is sipgo's parser with one repair. RFC 3261 allows
+// whitespace around the ";" and "=" of header parameters (§25.1: SEMI and
+// EQUAL are SWS ";" SWS and SWS "=" SWS; RFC 4475 "wsinv"), but
+// sipgo v1.7.3 keeps it in parameter names and values
+// (parse_address.go addressStateHeaderParams, and the Via parser): a From
+// ";  tag = x" then has no "tag", and sipgo's transaction layer refuses the
+// request with 400 before vnum sees it (SIPGO-NOTES pitfall 13). The
+// headers whose parameters SIP matches on (From, To, Contact, Via) are
+// parsed by sipgo as ever, then their parameters trimmed.
+func lwsTolerantParser() *sip.Parser {
+	parsers := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser()))
+	for name, p := range sip.DefaultHeadersParser() {
+		parsers[name] = p
+	}
+	for _, name := range []string{"f", "from", "t", "to", "m", "contact", "v", "via"} {
+		parse := parsers[name]
+		parsers[name] = func(headerName []byte, data string) (sip.Header, error) {
+			h, err := parse(headerName, data)
+			if err == nil {
+				trimHeaderParams(h)
+			}
+			return h, err
+		}
+	}
+	return sip.NewParser(sip.WithHeadersParsers(parsers))
+}
+
+// trimHeaderParams trims the whitespace sipgo leaves in a header's
+// parameters (and in a Via's protocol fields), and drops the empty ones
+// a ";  ;" leaves behind.
+func trimHeaderParams(h sip.Header) {
+	switch h := h.(type) {
+	case *sip.FromHeader:
+		h.Params = trimParams(h.Params)
+	case *sip.ToHeader:
+		h.Params = trimParams(h.Params)
+	case *sip.ContactHeader:
+		h.Params = trimParams(h.Params)
+	case *sip.ViaHeader:
+		h.ProtocolName = strings.TrimSpace(h.ProtocolName)
+		h.ProtocolVersion = strings.TrimSpace(h.ProtocolVersion)
+		h.Transport = strings.TrimSpace(h.Transport)
+		h.Params = trimParams(h.Params)
+	}
+}
+
+func trimParams(p sip.HeaderParams) sip.HeaderParams {
+	out := p[:0]
+	for _, kv := range p {
+		kv.K, kv.V = strings.TrimSpace(kv.K), strings.TrimSpace(kv.V)
+		if kv.K != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// errNoDNS is what sipgo's DNS lookups get: vnum resolves no name taken
+// from a message.
+var errNoDNS = errors.New("vnum resolves no names taken from SIP messages")
+
+// noDNS is the resolver sipgo is given: every query fails before a packet
+// is sent (only the hosts file is still read by Go's resolver).
+var noDNS = &net.Resolver{
+	PreferGo: true,
+	Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errNoDNS
+	},
+}
+
+// trunkDNSRefresh is how long a lookup of trunk.outbound's host is used.
+const trunkDNSRefresh = time.Minute
+
+// trunkDest is where leg B INVITEs to the trunk are sent when
+// trunk.outbound names a host rather than an IP: the address vnum itself
+// resolved with Options.Resolver (SRV _sip._udp or _sip._tcp first when the
+// URI has no port, RFC 3263 §4.2, then A/AAAA), refreshed each
+// trunkDNSRefresh; the last good address is kept while DNS fails. It is ""
+// for an IP, which sipgo takes as it is.
+func (s *Server) trunkDest() string {
+	if s.trunkHost == "" {
+		return ""
+	}
+	if _, err := netip.ParseAddr(strings.Trim(s.trunkHost, "[]")); err == nil {
+		return ""
+	}
+	s.trunkMu.Lock()
+	defer s.trunkMu.Unlock()
+	if s.trunkAddr != "" && time.Since(s.trunkAt) < trunkDNSRefresh {
+		return s.trunkAddr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addr, err := s.resolveTrunk(ctx)
+	if err != nil {
+		s.log.Error("resolving trunk.outbound", "host", s.trunkHost, "error", err)
+		return s.trunkAddr
+	}
+	s.trunkAddr, s.trunkAt = addr, time.Now()
+	return addr
+}
+
+func (s *Server) resolveTrunk(ctx context.Context) (string, error) {
+	r := s.opts.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	host, port := s.trunkHost, s.trunk.Port
+	transport, _ := s.trunk.UriParams.Get("transport")
+	transport = strings.ToLower(transport)
+	if port == 0 {
+		proto := "udp"
+		if transport == "tcp" || transport == "tls" {
+			proto = "tcp"
+		}
+		if _, srvs, err := r.LookupSRV(ctx, "sip", proto, host); err == nil && len(srvs) > 0 {
+			host, port = strings.TrimSuffix(srvs[0].Target, "."), int(srvs[0].Port)
+		} else {
+			port = 5060
+			if transport == "tls" || s.trunk.IsEncrypted() {
+				port = 5061
+			}
+		}
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", err
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("no address for %s", host)
+	}
+	ip := ips[0]
+	for _, a := range ips {
+		if a.Unmap().Is4() {
+			ip = a.Unmap()
+			break
+		}
+	}
+	return netip.AddrPortFrom(ip, uint16(port)).String(), nil
+}
