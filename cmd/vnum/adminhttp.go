@@ -37,6 +37,9 @@ type callStats struct {
 	total func() int64
 	// messagesRefused returns the MESSAGE requests refused (no SMS).
 	messagesRefused func() int64
+	// panics returns the panics recovered in SIP handling, each of which
+	// ended only its own request or call.
+	panics func() int64
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -63,6 +66,12 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			Namespace: "vnum", Name: "messages_refused_total",
 			Help: "SIP MESSAGE requests refused because virtual numbers carry no SMS.",
 		}, func() float64 { return float64(stats.messagesRefused()) }))
+	}
+	if stats.panics != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "sip_panics_total",
+			Help: "Panics recovered while handling SIP; each ended only its own request or call.",
+		}, func() float64 { return float64(stats.panics()) }))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -128,10 +128,11 @@ func TestAdminMetrics(t *testing.T) {
 		active:          func() int { return 3 },
 		total:           func() int64 { return 42 },
 		messagesRefused: func() int64 { return 7 },
+		panics:          func() int64 { return 2 },
 	})
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
-	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7",
+	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7", "vnum_sip_panics_total 2",
 		"go_goroutines ", "process_start_time_seconds "} {
 		require.Contains(t, body, want)
 	}

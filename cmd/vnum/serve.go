@@ -126,7 +126,8 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 			}
 			return nil
 		},
-		callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused}, log)
+		callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
+			panics: n.sip.Panics}, log)
 	if err != nil {
 		n.stop(context.Background())
 		return err
