@@ -13,6 +13,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/sip/sipua"
 )
 
 // dnsServer is a DNS server on loopback that records every question. It
@@ -194,4 +196,32 @@ func TestNoDNSFromMessages(t *testing.T) {
 		require.True(t, strings.HasPrefix(q, "carrier.test/"), "vnum looked up %q, a name from a message (all: %v)", q, dns.queried())
 	}
 	require.NotEmpty(t, dns.queried(), "trunk.outbound's host is resolved with Options.Resolver")
+}
+
+// TestCarrierContactByName: a carrier whose answer names a host in Contact
+// still gets vnum's ACK and BYE, sent where its 2xx came from, and vnum
+// looks the name up nowhere.
+func TestCarrierContactByName(t *testing.T) {
+	dns := newDNSServer(t, nil)
+	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", ContactHost: "gw.carrier.invalid"}, func(o *Options) {
+		o.Resolver = dns.resolver()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, _ := e.dialAndKey(ctx, testHost, testExt)
+	ds := nextSession(t, e.carrier)
+	require.Eventually(t, func() bool { return ds.LoadState() == sip.DialogStateConfirmed },
+		5*time.Second, 10*time.Millisecond, "the carrier never got vnum's ACK")
+	require.NoError(t, d.Bye(ctx))
+	select {
+	case <-ds.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("the carrier never got vnum's BYE")
+	}
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "caller", cdr.HangupBy)
+	for _, q := range dns.queried() {
+		require.NotContains(t, q, "gw.carrier.invalid", "vnum looked up the carrier's Contact")
+	}
 }

@@ -232,7 +232,10 @@ func (s *Server) Start(ctx context.Context) error {
 			s.byTransport[l.network] = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(l), RewriteContact: true}
 		}
 	}
-	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0])}
+	// In-dialog requests to leg B (ACK, BYE, re-INVITE) go where its 2xx
+	// came from: vnum resolves no name a message gives (Contact), and a
+	// carrier or phone behind NAT is reached where it really is.
+	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0]), RewriteContact: true}
 
 	// Every handler goes through guard: the checks of version and CSeq
 	// that sipgo leaves to the application, and a recover, so that one bad

@@ -381,6 +381,10 @@ type CarrierOptions struct {
 	// EarlyMedia makes phones send 183 with SDP and play an announcement
 	// (RTP with EarlyMediaSSRC) while they ring, instead of a plain 180.
 	EarlyMedia bool
+	// ContactHost, when set, is the host the carrier's answers name in
+	// Contact instead of its address: a carrier whose gateways sit behind
+	// a DNS name.
+	ContactHost string
 }
 
 // EarlyMediaSSRC marks the carrier's early-media RTP.
@@ -405,8 +409,12 @@ func NewCarrier(opts CarrierOptions, log *slog.Logger) (*Carrier, error) {
 	if err != nil {
 		return nil, err
 	}
+	contact := p.Contact
+	if opts.ContactHost != "" {
+		contact.Address.Host = opts.ContactHost
+	}
 	c := &Carrier{Peer: p, opts: opts,
-		dialogs: sipgo.NewDialogServerCache(p.Client, p.Contact),
+		dialogs: sipgo.NewDialogServerCache(p.Client, contact),
 		invites: make(chan *sip.Request, 64), sessions: make(chan *sipgo.DialogServerSession, 64)}
 	p.Server.OnInvite(c.onInvite)
 	p.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = c.dialogs.ReadAck(req, tx) })
