@@ -3,10 +3,12 @@ package media
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,11 +276,21 @@ func (s *Stream) readRTP() {
 	defer s.wg.Done()
 	buf := make([]byte, maxPacket)
 	var pkt rtp.Packet
+	for !s.readRTPUntilPanic(buf, &pkt) {
+	}
+}
+
+// readRTPUntilPanic reads RTP until the socket closes (true), or until
+// handling one packet panics (false): that packet is dropped and logged
+// with its stack, and the reader goes on, so that a packet vnum mishandles
+// costs one packet, never the process and every call in it.
+func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
+	defer s.recoverPacket("rtp")
 	for {
 		n, src, err := s.sock.RTP.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if s.stopped(err) {
-				return
+				return true
 			}
 			continue
 		}
@@ -288,26 +300,47 @@ func (s *Stream) readRTP() {
 		now := time.Now()
 		s.lastRTP.Store(now.UnixNano())
 		s.latch(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
+		s.handleRTP(buf[:n], pkt)
+	}
+}
 
-		s.bridgeMu.RLock()
-		if r := s.peer; r != nil {
-			r.relayRTP(buf[:n], &pkt)
-			s.bridgeMu.RUnlock()
-			continue
-		}
-		s.bridgeMu.RUnlock()
-		s.detect(&pkt)
+// handleRTP relays a packet to the bridged peer, or detects digits in it
+// before the bridge. The deferred unlock keeps the bridge lock right even
+// when handling panics.
+func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet) {
+	s.bridgeMu.RLock()
+	defer s.bridgeMu.RUnlock()
+	if r := s.peer; r != nil {
+		r.relayRTP(raw, pkt)
+		return
+	}
+	s.detect(pkt)
+}
+
+// recoverPacket, deferred in a reader, turns a panic while handling one
+// packet into an error log line with the stack.
+func (s *Stream) recoverPacket(kind string) {
+	if v := recover(); v != nil {
+		s.log.Error("packet handling panicked; packet dropped", "kind", kind,
+			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	}
 }
 
 func (s *Stream) readRTCP() {
 	defer s.wg.Done()
 	buf := make([]byte, maxPacket)
+	for !s.readRTCPUntilPanic(buf) {
+	}
+}
+
+// readRTCPUntilPanic is readRTPUntilPanic for the RTCP socket.
+func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
+	defer s.recoverPacket("rtcp")
 	for {
 		n, src, err := s.sock.RTCP.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if s.stopped(err) {
-				return
+				return true
 			}
 			continue
 		}
@@ -316,11 +349,16 @@ func (s *Stream) readRTCP() {
 			continue
 		}
 		s.latchRTCP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), time.Now())
-		s.bridgeMu.RLock()
-		if r := s.peer; r != nil {
-			r.relayRTCP(buf[:n])
-		}
-		s.bridgeMu.RUnlock()
+		s.handleRTCP(buf[:n])
+	}
+}
+
+// handleRTCP relays an RTCP packet to the bridged peer, if any.
+func (s *Stream) handleRTCP(raw []byte) {
+	s.bridgeMu.RLock()
+	defer s.bridgeMu.RUnlock()
+	if r := s.peer; r != nil {
+		r.relayRTCP(raw)
 	}
 }
 

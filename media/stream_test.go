@@ -1,10 +1,14 @@
 package media
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -283,4 +287,57 @@ func TestStreamLatching(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Remote() == real.addr() }, time.Second, 5*time.Millisecond)
 	stray.sendRTP(s.Socket().RTPAddr(), audio)
 	require.Eventually(t, func() bool { return s.Remote() == stray.addr() }, time.Second, 5*time.Millisecond)
+}
+
+// TestStreamSurvivesPanickingPacket: a packet whose handling panics (here
+// the stream's formats are knocked out from under the reader) is dropped
+// and logged; the reader goes on and the next packets are handled.
+func TestStreamSurvivesPanickingPacket(t *testing.T) {
+	ports := newTestPorts(t)
+	checkNoLeaks(t, ports)
+	caller := newPeer(t)
+	var logs syncBuffer
+	sock, err := ports.Open()
+	require.NoError(t, err)
+	s := NewStream(sock, caller.addr(), pcmuCodec, event96, slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(func() { s.Close() })
+	good := s.formats.Load()
+	s.formats.Store(nil) // detect dereferences it: the next packet panics
+	s.Start()
+
+	caller.sendRTP(s.Socket().RTPAddr(), &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: 1}, Payload: make([]byte, 160)})
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "packet handling panicked") },
+		2*time.Second, 5*time.Millisecond)
+	require.Contains(t, logs.String(), "goroutine ", "the log line carries the stack")
+
+	s.formats.Store(good)
+	for i, p := range sippEvent(t, '7', 5000, 20) {
+		p.PayloadType = 96
+		p.SequenceNumber += uint16(i)
+		caller.sendRTP(s.Socket().RTPAddr(), p)
+	}
+	select {
+	case k := <-s.Digits():
+		require.Equal(t, '7', k)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the reader stopped after the panic")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
