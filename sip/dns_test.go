@@ -108,7 +108,7 @@ func dnsQuestion(q []byte) (string, uint16, int, bool) {
 }
 
 // TestNoDNSFromMessages: names that messages carry are never looked up
-// (issue 6; SIPGO-NOTES pitfall 12). vnum's resolver is a DNS server the
+// (docs/sipgo.md §12). vnum's resolver is a DNS server the
 // test runs; trunk.outbound names the carrier by a host name, which vnum
 // resolves, and that is the only name ever asked for. Stray requests over
 // TCP whose connection is gone before the answer (Via and Contact naming

@@ -20,7 +20,7 @@ import (
 
 // onInvite takes a new call (leg A) or routes a re-INVITE. For a new call
 // the handler lives as long as the call: sipgo ends the transaction when
-// the handler returns (SIPGO-NOTES pitfall 1).
+// the handler returns (docs/sipgo.md §1).
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		s.onReoffer(req, tx)
@@ -84,7 +84,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err != nil {
 		// RFC 3261 §20.43: say why in a Warning. The reason may quote the
 		// caller's SDP: it is cut short, so that a huge line cannot push
-		// the response past what UDP carries (SIPGO-NOTES pitfall 11).
+		// the response past what UDP carries (docs/sipgo.md §11).
 		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
 		return
 	}

@@ -292,7 +292,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		return c.legBFailed(chosen, ringCtx)
 	}
 	// The other forks are cancelled; any of them that answers anyway is
-	// acknowledged and hung up (SIPGO-NOTES pitfall 3).
+	// acknowledged and hung up (docs/sipgo.md §3).
 	for _, cancel := range cancels {
 		cancel()
 	}
@@ -366,7 +366,7 @@ func (c *call) answered(b *sipgo.DialogClientSession, offerCodecs []media.Codec)
 }
 
 // hangUpCrossed acknowledges and hangs up a leg B whose 2xx crossed our
-// CANCEL: WaitAnswer neither ACKs nor BYEs it (SIPGO-NOTES pitfall 3).
+// CANCEL: WaitAnswer neither ACKs nor BYEs it (docs/sipgo.md §3).
 func (c *call) hangUpCrossed(f fork) {
 	if f.b == nil {
 		return
@@ -397,7 +397,7 @@ func pickFailure(failed []fork) fork {
 
 // legBFailed maps a failed leg B to the reason the call ends, telling the
 // caller with a prompt when leg A is answered. A 2xx that crossed our
-// CANCEL is acknowledged and hung up (SIPGO-NOTES pitfall 3).
+// CANCEL is acknowledged and hung up (docs/sipgo.md §3).
 func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	c.hangUpCrossed(f)
 	err := f.err

@@ -24,7 +24,7 @@ import (
 )
 
 // udpReadBuffer is the SO_RCVBUF asked for SIP UDP sockets: the default
-// overflows under load or in GC pauses (SIPGO-NOTES pitfall 6).
+// overflows under load or in GC pauses (docs/sipgo.md §6).
 const udpReadBuffer = 4 << 20
 
 // allowed is the Allow header value: the methods vnum takes.
@@ -178,8 +178,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
 		sipgo.WithUserAgentParser(lwsTolerantParser()),
 		// sipgo resolves names it finds in messages: the Via sent-by of a
-		// request whose TCP connection is gone (SRV, then A; SIPGO-NOTES
-		// pitfall 12), Contact and Record-Route hosts of in-dialog
+		// request whose TCP connection is gone (A and AAAA, then SRV;
+		// docs/sipgo.md §12), Contact and Record-Route hosts of in-dialog
 		// requests. Remote input must not make vnum query DNS, so sipgo
 		// gets a resolver that refuses every lookup; the trunk's name is
 		// resolved by vnum itself (trunkDest).
@@ -215,7 +215,7 @@ func (s *Server) Start(ctx context.Context) error {
 	for _, l := range s.listeners {
 		if l.network == "udp" {
 			// Send from the listening socket, not a fresh port per
-			// destination (SIPGO-NOTES pitfall 5).
+			// destination (docs/sipgo.md §5).
 			copts = append(copts, sipgo.WithClientConnectionAddr(l.addr.String()))
 			break
 		}
@@ -239,7 +239,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 	// Every handler goes through guard: the checks of version and CSeq
 	// that sipgo leaves to the application, and a recover, so that one bad
-	// message ends only its own request or call (SIPGO-NOTES pitfall 14).
+	// message ends only its own request or call (docs/sipgo.md §14).
 	s.srv.OnInvite(s.guard(s.onInvite))
 	s.srv.OnAck(s.guard(s.onAck))
 	s.srv.OnBye(s.guard(s.onBye))
@@ -658,7 +658,7 @@ func (s *Server) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		c.byeFromB(req, tx)
 		return
 	}
-	// sipgo does not answer a BYE for an unknown dialog (pitfall 4).
+	// sipgo does not answer a BYE for an unknown dialog (docs/sipgo.md §4).
 	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
 }
 
@@ -680,7 +680,7 @@ func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 
 // onReoffer routes an in-dialog re-INVITE or UPDATE to its call; a
 // re-INVITE arrives at OnInvite with a To-tag (sipgo's dialog caches do not
-// route it, SIPGO-NOTES). A request older than the dialog's last one gets
+// route it, docs/sipgo.md §15). A request older than the dialog's last one gets
 // 500 (RFC 3261 §12.2.2).
 func (s *Server) onReoffer(req *sip.Request, tx sip.ServerTransaction) {
 	if c := s.lookupA(req); c != nil {

@@ -22,7 +22,7 @@ const maxUDPDatagram = 65507
 
 // sipgo refuses to write any message over UDPMTUSize-200 bytes on UDP,
 // responses included, and has no fallback: a response to a request with a
-// long header was never sent (SIPGO-NOTES pitfall 11). A response goes
+// long header was never sent (docs/sipgo.md §11). A response goes
 // back on the request's transport whatever its size (RFC 3261 §18.2.2),
 // so the limit is lifted to what one datagram holds; IP fragments it. The
 // knob is global in sipgo and also lets vnum's own large requests go over
@@ -38,7 +38,7 @@ func init() {
 // sipgo v1.7.3 keeps it in parameter names and values
 // (parse_address.go addressStateHeaderParams, and the Via parser): a From
 // ";  tag = x" then has no "tag", and sipgo's transaction layer refuses the
-// request with 400 before vnum sees it (SIPGO-NOTES pitfall 13). The
+// request with 400 before vnum sees it (docs/sipgo.md §13). The
 // headers whose parameters SIP matches on (From, To, Contact, Via) are
 // parsed by sipgo as ever, then their parameters trimmed.
 func lwsTolerantParser() *sip.Parser {
