@@ -133,6 +133,9 @@ func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, cal
 		Token: c.Admin.Token, Rates: rates, Currency: c.Billing.Currency, Location: loc,
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log,
 	})
+	if c.Admin.PProf {
+		handler = withPProf(handler, c.Admin.Token)
+	}
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", listen)
