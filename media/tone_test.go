@@ -107,4 +107,22 @@ func TestTones(t *testing.T) {
 	require.True(t, loud(rb[:SampleRate]), "first second rings")
 	require.False(t, loud(rb[SampleRate:5*SampleRate]), "then four seconds of silence")
 	require.True(t, loud(rb[5*SampleRate:]), "then rings again")
+
+	cycle := RingbackCycle()
+	require.Len(t, cycle, 5*SampleRate, "one cadence")
+	require.Equal(t, rb[:5*SampleRate], cycle, "the cycle every call shares is the tone")
+	require.Equal(t, &cycle[0], &RingbackCycle()[0], "computed once, not per call")
+	rb[0]++
+	require.NotEqual(t, rb[0], cycle[0], "Ringback's slice is the caller's own")
+}
+
+// BenchmarkRingback is what a ringing call costs to get its tone: one
+// shared cycle, where each call used to compute (and allocate) 5 s.
+func BenchmarkRingback(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(RingbackCycle()) == 0 {
+			b.Fatal("no tone")
+		}
+	}
 }
