@@ -67,3 +67,32 @@ func BenchmarkCDRLifecycle(b *testing.B) {
 		require.NoError(b, s.FinishCDR(ctx, c, rates))
 	}
 }
+
+// BenchmarkResolveParallel is BenchmarkResolve with many calls looking up
+// at once, as INVITEs do under load: what it measures is mostly how the
+// connection pool copes (a pool that keeps too few idle connections opens
+// and closes a SQLite connection for nearly every query).
+func BenchmarkResolveParallel(b *testing.B) {
+	s, _ := openTest(b)
+	seed(b, s, "17000000001", "17000000002")
+	ctx := context.Background()
+	now := time.Now()
+	var last *Binding
+	for i := 0; i < 500; i++ {
+		bd, err := s.CreateBinding(ctx, shipped(fmt.Sprintf("o-%d", i)), now)
+		require.NoError(b, err)
+		last = bd
+	}
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Resolve(ctx, last.Host, last.Extension, "m1", now); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(s.db.Stats().MaxIdleClosed)/float64(b.N), "conns-closed/op")
+}

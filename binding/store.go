@@ -116,6 +116,16 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 	if memory {
 		// Every connection to :memory: would be a separate empty database.
 		db.SetMaxOpenConns(1)
+	} else {
+		// database/sql keeps two idle connections by default and opens
+		// as many as are asked for: under load nearly every query opened
+		// and closed a SQLite connection (42 % of the CPU at 500 calls/s).
+		// A bounded pool that keeps its connections makes concurrent
+		// queries wait for one instead.
+		db.SetMaxOpenConns(sqlitePoolSize)
+		db.SetMaxIdleConns(sqlitePoolSize)
+		db.SetConnMaxIdleTime(0)
+		db.SetConnMaxLifetime(0)
 	}
 	// The first statement is what opens (and, when missing, creates) the
 	// file: its failure is the operator's path, not a migration.
@@ -155,6 +165,11 @@ func closeAfter(db *sql.DB, err error) error {
 // a busy timeout for when the CLI and the server write at once, and
 // BEGIN IMMEDIATE so an allocation transaction holds the write lock from
 // its first read.
+// sqlitePoolSize is how many SQLite connections a store keeps open: WAL
+// lets readers run beside the one writer, and more connections than cores
+// only add lock contention.
+const sqlitePoolSize = 8
+
 func sqliteDSN(dsn string) string {
 	params := []string{
 		"_busy_timeout=10000",
