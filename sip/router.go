@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // Router is what signalling needs from the rest of vnum: accounts for digest
@@ -21,7 +23,8 @@ type Router interface {
 	Resolve(ctx context.Context, x, ext, merchant string) (Target, error)
 	// Callback finds what a consignee reaches by calling x back from the
 	// number bound to it (SPEC §4): the binding, and whoever last reached
-	// the consignee through it. It returns ErrInvalidExtension when caller
+	// the consignee through it, an account or a PSTN number as its record
+	// says, or else the merchant's accounts. It returns ErrInvalidExtension when caller
 	// has no active binding on x.
 	Callback(ctx context.Context, x, caller string) (Callback, error)
 	// PhoneNumber validates a phone number from outside (a PSTN caller's
@@ -43,37 +46,15 @@ type Router interface {
 }
 
 // Account is a merchant's SIP login as digest authentication needs it.
-type Account struct {
-	User     string
-	Merchant string
-	// HA1MD5 and HA1SHA256 are H(user:realm:password) for each algorithm.
-	HA1MD5    string
-	HA1SHA256 string
-}
+type Account = callrec.Account
 
 // Target is the binding a dialled (X, E) resolved to.
-type Target struct {
-	BindingID string
-	Merchant  string
-	Order     string
-	Host      string
-	Extension string
-	// Consignee is B in E.164 form (+8613800138000).
-	Consignee string
-}
+type Target = callrec.Target
 
 // Callback is where a consignee's call back to X goes: to the account or
 // PSTN number that last reached them through the binding, or else to the
 // merchant's accounts.
-type Callback struct {
-	Target
-	// Account is the merchant's SIP login that last reached the consignee.
-	Account string
-	// Number is the PSTN caller that last reached the consignee.
-	Number string
-	// Accounts are the merchant's logins, rung when neither is known.
-	Accounts []string
-}
+type Callback = callrec.Callback
 
 // Errors the Router returns.
 var (
@@ -83,21 +64,4 @@ var (
 )
 
 // CDR is the call record signalling fills in as a call goes on.
-type CDR struct {
-	ID          string
-	CallID      string
-	Merchant    string
-	BindingID   string
-	Order       string
-	Host        string
-	Extension   string
-	Direction   string // to_consignee | callback
-	Caller      string // account user or caller number
-	StartedAt   time.Time
-	RingingAt   time.Time
-	AnsweredAt  time.Time
-	EndedAt     time.Time
-	Disposition string
-	HangupBy    string // caller | callee | system
-	SIPStatus   int
-}
+type CDR = callrec.Record
