@@ -104,8 +104,6 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 	if tweak != nil {
 		tweak(c)
 	}
-	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
-	require.NoError(t, err)
 	require.NoError(t, c.Validate())
 	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler), false)
 	require.NoError(t, err)

@@ -57,7 +57,12 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 		store.Close()
 		return nil, err
 	}
-	ports, err := media.NewPorts(c.Media.IP, c.Media.RTPMin, c.Media.RTPMax)
+	lo, hi, err := c.Media.PortRange()
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("media.rtp_ports: %w", err)
+	}
+	ports, err := media.NewPorts(c.Media.IP, lo, hi)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("media: %w", err)
@@ -154,17 +159,9 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 
 // sipOptions maps the configuration onto what signalling takes.
 func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Options, error) {
-	cidrs := make([]netip.Prefix, 0, len(c.Trunk.InboundCIDRs))
-	for _, s := range c.Trunk.InboundCIDRs {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return sip.Options{}, fmt.Errorf("trunk.inbound_cidrs: %q: %w", s, err)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		cidrs = append(cidrs, p)
+	cidrs, err := c.Trunk.InboundPrefixes()
+	if err != nil {
+		return sip.Options{}, err
 	}
 	return sip.Options{
 		Listen:            c.SIP.Listen,
