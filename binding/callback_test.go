@@ -20,14 +20,24 @@ func answered(t *testing.T, s *Store, id, callID, caller string, kind callrec.Ca
 		StartedAt: at, AnsweredAt: at.Add(time.Second)}))
 }
 
-func TestResolveCallback(t *testing.T) {
+// callbackStore opens a store with users as merchant m1's accounts and a
+// binding of order o-1 to consignee 13800138000 made at t0.
+func callbackStore(t *testing.T, users ...string) (*Store, *Binding) {
+	t.Helper()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
-	require.NoError(t, s.AddAccount(ctx, "m1", "alice", "correct horse"))
-	require.NoError(t, s.AddAccount(ctx, "m1", "bob", "correct horse"))
+	for _, u := range users {
+		require.NoError(t, s.AddAccount(ctx, "m1", u, "correct horse"))
+	}
 	b, err := s.CreateBinding(ctx, shipped("o-1"), t0)
 	require.NoError(t, err)
+	return s, b
+}
+
+func TestResolveCallback(t *testing.T) {
+	s, b := callbackStore(t, "alice", "bob")
+	ctx := context.Background()
 	now := t0.Add(time.Hour)
 
 	cb, err := s.ResolveCallback(ctx, b.Host, "013800138000"[1:], now)
@@ -58,13 +68,8 @@ func TestResolveCallback(t *testing.T) {
 // dialled as a number, and an account whose user name is a phone number
 // is rung as an account.
 func TestCallbackByStoredKind(t *testing.T) {
-	s, _ := openTest(t)
-	seed(t, s, "17000000001")
+	s, b := callbackStore(t, "+8613700137000", "13600136000")
 	ctx := context.Background()
-	require.NoError(t, s.AddAccount(ctx, "m1", "+8613700137000", "correct horse"))
-	require.NoError(t, s.AddAccount(ctx, "m1", "13600136000", "correct horse"))
-	b, err := s.CreateBinding(ctx, shipped("o-1"), t0)
-	require.NoError(t, err)
 	now := t0.Add(time.Hour)
 
 	answered(t, s, b.ID, "pstn", "+8613700137000", callrec.CallerNumber, now)
@@ -97,11 +102,8 @@ func mustCDRID(t *testing.T, s *Store, callID string) string {
 // unvalidated From user written before callers were checked, or none), is
 // passed over.
 func TestLastCallerIsDialable(t *testing.T) {
-	s, _ := openTest(t)
-	seed(t, s, "17000000001")
+	s, b := callbackStore(t)
 	ctx := context.Background()
-	b, err := s.CreateBinding(ctx, shipped("o-1"), t0)
-	require.NoError(t, err)
 	now := t0.Add(time.Hour)
 	rows := []struct {
 		caller string
