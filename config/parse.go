@@ -31,6 +31,15 @@ func ParsePortRange(s string) (lo, hi int, err error) {
 	return lo, hi, nil
 }
 
+// Addr returns media.ip as an address.
+func (m Media) Addr() (netip.Addr, error) {
+	a, err := netip.ParseAddr(m.IP)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("media.ip: %q is not an IP address", m.IP)
+	}
+	return a, nil
+}
+
 // PortRange returns the first and last port of media.rtp_ports.
 func (m Media) PortRange() (lo, hi int, err error) {
 	return ParsePortRange(m.RTPPorts)

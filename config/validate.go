@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -91,7 +90,7 @@ func (c *Config) Validate() error {
 	// media
 	// The relay advertises media.ip in SDP (RFC 4566 §5.7): 0.0.0.0 there
 	// means "no media" to the peer (RFC 3264 §8.4), so a wildcard is refused.
-	if ip, err := netip.ParseAddr(c.Media.IP); err != nil {
+	if ip, err := c.Media.Addr(); err != nil {
 		bad("media.ip", "must be an IP address, got %q", c.Media.IP)
 	} else if ip.IsUnspecified() {
 		bad("media.ip", "got %s, want this host's own address: it is advertised in SDP, where %s means no media", c.Media.IP, c.Media.IP)
