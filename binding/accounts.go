@@ -12,20 +12,9 @@ import (
 	"fmt"
 	"math/big"
 	"time"
-)
 
-// Account is a merchant's SIP login as digest authentication needs it. The
-// password itself is never stored.
-type Account struct {
-	// User is the SIP user name, unique across merchants.
-	User string
-	// Merchant owns the account.
-	Merchant string
-	// HA1MD5 is hex(MD5(user:realm:password)) (RFC 2617 §3.2.2.2).
-	HA1MD5 string
-	// HA1SHA256 is hex(SHA-256(user:realm:password)) (RFC 7616 §3.4.2).
-	HA1SHA256 string
-}
+	"github.com/vnum/vnum/callrec"
+)
 
 // Merchant is a tenant.
 type Merchant struct {
@@ -54,7 +43,7 @@ func (m Merchant) MarshalJSON() ([]byte, error) {
 		ID        string `json:"id"`
 		Name      string `json:"name"`
 		CreatedAt string `json:"created_at"`
-	}{m.ID, m.Name, FormatTime(m.CreatedAt)})
+	}{m.ID, m.Name, callrec.FormatTime(m.CreatedAt)})
 }
 
 // MarshalJSON writes the pool entry with its time in RFC 3339 UTC to the
@@ -64,7 +53,7 @@ func (n Number) MarshalJSON() ([]byte, error) {
 		Host      string `json:"host"`
 		Active    int    `json:"active"`
 		CreatedAt string `json:"created_at"`
-	}{n.Host, n.Active, FormatTime(n.CreatedAt)})
+	}{n.Host, n.Active, callrec.FormatTime(n.CreatedAt)})
 }
 
 // HA1 returns hex(H(user:realm:password)) for the digest algorithm "MD5"
@@ -143,16 +132,17 @@ func (s *Store) AddAccount(ctx context.Context, merchant, user, password string)
 	return nil
 }
 
-// Account returns a SIP login by user name, or ErrNotFound.
-func (s *Store) Account(ctx context.Context, user string) (Account, error) {
-	var a Account
+// Account returns a SIP login by user name, or ErrNotFound. The password
+// itself is never stored, only its digests.
+func (s *Store) Account(ctx context.Context, user string) (callrec.Account, error) {
+	var a callrec.Account
 	err := s.db.QueryRowContext(ctx, `SELECT user, merchant, ha1_md5, ha1_sha256 FROM accounts WHERE user = ?`, user).
 		Scan(&a.User, &a.Merchant, &a.HA1MD5, &a.HA1SHA256)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Account{}, fmt.Errorf("account %s: %w", user, ErrNotFound)
+		return callrec.Account{}, fmt.Errorf("account %s: %w", user, ErrNotFound)
 	}
 	if err != nil {
-		return Account{}, fmt.Errorf("account: %w", err)
+		return callrec.Account{}, fmt.Errorf("account: %w", err)
 	}
 	return a, nil
 }

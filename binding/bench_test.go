@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // BenchmarkCreateBinding measures binding creation (allocation of a random
@@ -59,7 +61,7 @@ func BenchmarkCDRLifecycle(b *testing.B) {
 	start := time.Now()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c := &CDR{CallID: fmt.Sprint(i), Host: "17000000001", Direction: DirectionToConsignee, Caller: "alice", StartedAt: start}
+		c := &callrec.Record{CallID: fmt.Sprint(i), Host: "17000000001", Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: start}
 		require.NoError(b, s.StartCDR(ctx, c))
 		c.AnsweredAt = start.Add(time.Second)
 		require.NoError(b, s.UpdateCDR(ctx, c))

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 func TestBindingDays(t *testing.T) {
@@ -55,11 +57,11 @@ func TestBill(t *testing.T) {
 	_, err = s.CreateBinding(ctx, req, start)
 	require.NoError(t, err)
 
-	c := &CDR{CallID: "a", Merchant: "m1", StartedAt: start.Add(time.Hour), AnsweredAt: start.Add(time.Hour + 10*time.Second)}
+	c := &callrec.Record{CallID: "a", Merchant: "m1", StartedAt: start.Add(time.Hour), AnsweredAt: start.Add(time.Hour + 10*time.Second)}
 	require.NoError(t, s.StartCDR(ctx, c))
 	c.EndedAt = c.AnsweredAt.Add(90 * time.Second)
 	require.NoError(t, s.FinishCDR(ctx, c, rates))
-	u := &CDR{CallID: "b", Merchant: "m1", StartedAt: start.Add(2 * time.Hour)}
+	u := &callrec.Record{CallID: "b", Merchant: "m1", StartedAt: start.Add(2 * time.Hour)}
 	require.NoError(t, s.StartCDR(ctx, u))
 	require.NoError(t, s.FinishCDR(ctx, u, rates))
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // shanghai is the default billing time zone.
@@ -52,14 +54,14 @@ func TestBillCallRounding(t *testing.T) {
 			// The call arrives, spends 40 s in the IVR and ringing, then
 			// talks (or never gets an answer).
 			started := sh(t, time.November, 10, 9, 0)
-			c := &CDR{CallID: "c", Merchant: "m1", StartedAt: started}
+			c := &callrec.Record{CallID: "c", Merchant: "m1", StartedAt: started}
 			require.NoError(t, s.StartCDR(ctx, c))
 			answered := started.Add(40 * time.Second)
 			c.EndedAt = answered.Add(tc.talk)
 			if tc.answered {
 				c.AnsweredAt = answered
 			} else {
-				c.Disposition = DispositionNoAnswer
+				c.Disposition = callrec.DispositionNoAnswer
 			}
 			require.NoError(t, s.FinishCDR(ctx, c, rates))
 			b, err := s.Bill(ctx, "m1", "2026-11", shanghai(t), rates, "CNY")
@@ -180,7 +182,7 @@ func TestBillRatesChanged(t *testing.T) {
 	require.NoError(t, err)
 	call := func(id string, day int, talk time.Duration, r Rates) {
 		start := sh(t, time.November, day, 10, 0)
-		c := &CDR{CallID: id, Merchant: "m1", StartedAt: start, AnsweredAt: start.Add(10 * time.Second)}
+		c := &callrec.Record{CallID: id, Merchant: "m1", StartedAt: start, AnsweredAt: start.Add(10 * time.Second)}
 		require.NoError(t, s.StartCDR(ctx, c))
 		c.EndedAt = c.AnsweredAt.Add(talk)
 		require.NoError(t, s.FinishCDR(ctx, c, r))

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // Binding statuses, computed from the times of a binding.
@@ -65,6 +67,13 @@ func (b *Binding) Display() string { return b.Host + "转" + b.Extension }
 // Dial returns the virtual number as phones dial it: "17000000001,1234".
 func (b *Binding) Dial() string { return b.Host + "," + b.Extension }
 
+// Target returns the binding as signalling dials it: its identity, owner
+// and order for the call's record, and the consignee to ring.
+func (b *Binding) Target() callrec.Target {
+	return callrec.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host,
+		Extension: b.Extension, Consignee: b.Consignee}
+}
+
 // StatusAt returns the binding's status at now.
 func (b *Binding) StatusAt(now time.Time) string {
 	switch {
@@ -96,7 +105,7 @@ func (b *Binding) toJSON() bindingJSON {
 	return bindingJSON{
 		ID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host, Extension: b.Extension,
 		Display: b.Display(), Dial: b.Dial(), OrderStatus: b.OrderStatus,
-		CreatedAt: FormatTime(b.CreatedAt), ExpiresAt: FormatTime(b.ExpiresAt),
+		CreatedAt: callrec.FormatTime(b.CreatedAt), ExpiresAt: callrec.FormatTime(b.ExpiresAt),
 		ReleasedAt: timePtr(b.ReleasedAt), Status: b.Status,
 	}
 }
@@ -115,19 +124,11 @@ func (a AdminView) MarshalJSON() ([]byte, error) {
 	}{a.toJSON(), a.Consignee})
 }
 
-// FormatTime formats t as RFC 3339 in UTC, or "" for the zero time.
-func FormatTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339)
-}
-
 func timePtr(t time.Time) *string {
 	if t.IsZero() {
 		return nil
 	}
-	s := FormatTime(t)
+	s := callrec.FormatTime(t)
 	return &s
 }
 

@@ -6,81 +6,111 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vnum/vnum/callrec"
 )
 
-// ResolveCallback finds the binding a consignee reaches by calling X back
-// from the number bound to it (SPEC §4, callback): the active binding on x
-// whose consignee is caller, the most recently called one when there are
-// several. last is the caller of the latest answered call that reached the
-// consignee through that binding (an account user or a PSTN number), or ""
-// when nobody has, in which case the merchant's accounts should ring. It
-// returns ErrNoBinding when caller has no active binding on x.
-func (s *Store) ResolveCallback(ctx context.Context, x, caller string, now time.Time) (b *Binding, last string, err error) {
+// ResolveCallback finds where a consignee's call back to X goes (SPEC §4,
+// callback). The binding is the active one on x whose consignee is caller,
+// the most recently called one when there are several. The call goes to
+// the caller of the latest answered call that reached the consignee
+// through that binding, by the kind stored with its record: an account
+// (Callback.Account) or a PSTN number (Callback.Number); when nobody has,
+// to the merchant's accounts (Callback.Accounts). It returns ErrNoBinding
+// when caller has no active binding on x.
+func (s *Store) ResolveCallback(ctx context.Context, x, caller string, now time.Time) (callrec.Callback, error) {
 	host, err := NormaliseHost(x)
 	if err != nil {
-		return nil, "", ErrNoBinding
+		return callrec.Callback{}, ErrNoBinding
 	}
 	consignee, err := NormaliseConsignee(caller)
 	if err != nil {
-		return nil, "", ErrNoBinding
+		return callrec.Callback{}, ErrNoBinding
 	}
 	t := now.UnixNano()
-	b, err = scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings b
+	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings b
 		WHERE host = ? AND consignee = ? AND released_at IS NULL AND end_at > ? AND created_at <= ?
 		ORDER BY (SELECT MAX(c.started_at) FROM cdrs c WHERE c.binding_id = b.id) DESC, created_at DESC
 		LIMIT 1`, host, consignee, t, t), now)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, "", ErrNoBinding
+		return callrec.Callback{}, ErrNoBinding
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("resolve callback: %w", err)
+		return callrec.Callback{}, fmt.Errorf("resolve callback: %w", err)
 	}
-	last, err = s.lastCaller(ctx, b.ID)
+	cb := callrec.Callback{Target: b.Target()}
+	last, kind, err := s.lastCaller(ctx, b.ID)
 	if err != nil {
-		return nil, "", fmt.Errorf("resolve callback: %w", err)
+		return callrec.Callback{}, fmt.Errorf("resolve callback: %w", err)
 	}
-	return b, last, nil
+	switch kind {
+	case callrec.CallerAccount:
+		cb.Account = last
+		return cb, nil
+	case callrec.CallerNumber:
+		cb.Number = last
+		return cb, nil
+	}
+	accounts, err := s.MerchantAccounts(ctx, b.Merchant)
+	if err != nil {
+		return callrec.Callback{}, fmt.Errorf("resolve callback: %w", err)
+	}
+	for _, a := range accounts {
+		cb.Accounts = append(cb.Accounts, a.User)
+	}
+	return cb, nil
 }
 
 // lastCallers bounds how many answered calls lastCaller looks through.
 const lastCallers = 20
 
-// lastCaller is the caller of the latest answered call to the consignee of
-// binding id whose caller is an account user or a phone number. A call
-// back dials it, so anything else a record may hold (an empty caller, or
-// text written before callers were validated) is passed over rather than
+// lastCaller is the caller, and its kind, of the latest answered call to
+// the consignee of binding id whose caller is an account or a phone number
+// by its stored kind, or CallerUnknown when there is none. A call back
+// dials it, so a caller that does not have the shape of its kind (text
+// written before callers were validated) is passed over rather than
 // dialled.
-func (s *Store) lastCaller(ctx context.Context, id string) (string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT caller FROM cdrs
+func (s *Store) lastCaller(ctx context.Context, id string) (string, callrec.CallerKind, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT caller, caller_kind FROM cdrs
 		WHERE binding_id = ? AND direction = ? AND answered_at IS NOT NULL AND caller <> ''
-		ORDER BY started_at DESC LIMIT ?`, id, DirectionToConsignee, lastCallers)
+			AND caller_kind IN (?, ?)
+		ORDER BY started_at DESC LIMIT ?`,
+		id, callrec.DirectionToConsignee, callrec.CallerAccount, callrec.CallerNumber, lastCallers)
 	if err != nil {
-		return "", err
+		return "", callrec.CallerUnknown, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var caller string
-		if err := rows.Scan(&caller); err != nil {
-			return "", err
+		var kind callrec.CallerKind
+		if err := rows.Scan(&caller, &kind); err != nil {
+			return "", callrec.CallerUnknown, err
 		}
-		if _, err := NormaliseConsignee(caller); err == nil || userRe.MatchString(caller) {
-			return caller, nil
+		switch kind {
+		case callrec.CallerAccount:
+			if userRe.MatchString(caller) {
+				return caller, kind, nil
+			}
+		case callrec.CallerNumber:
+			if n, err := NormaliseConsignee(caller); err == nil {
+				return n, kind, nil
+			}
 		}
 	}
-	return "", rows.Err()
+	return "", callrec.CallerUnknown, rows.Err()
 }
 
 // MerchantAccounts returns the SIP logins of a merchant, by user name.
-func (s *Store) MerchantAccounts(ctx context.Context, merchant string) ([]Account, error) {
+func (s *Store) MerchantAccounts(ctx context.Context, merchant string) ([]callrec.Account, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT user, merchant, ha1_md5, ha1_sha256 FROM accounts
 		WHERE merchant = ? ORDER BY user`, merchant)
 	if err != nil {
 		return nil, fmt.Errorf("merchant accounts: %w", err)
 	}
 	defer rows.Close()
-	var out []Account
+	var out []callrec.Account
 	for rows.Next() {
-		var a Account
+		var a callrec.Account
 		if err := rows.Scan(&a.User, &a.Merchant, &a.HA1MD5, &a.HA1SHA256); err != nil {
 			return nil, fmt.Errorf("merchant accounts: %w", err)
 		}

@@ -3,118 +3,12 @@ package binding
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vnum/vnum/callrec"
 )
-
-// Call directions.
-const (
-	// DirectionToConsignee is a call from a merchant or courier to B.
-	DirectionToConsignee = "to_consignee"
-	// DirectionCallback is a call from B back through X.
-	DirectionCallback = "callback"
-)
-
-// Dispositions of a call (SPEC §7).
-const (
-	DispositionAnswered         = "answered"
-	DispositionBusy             = "busy"
-	DispositionNoAnswer         = "no_answer"
-	DispositionCancelled        = "cancelled"
-	DispositionFailed           = "failed"
-	DispositionInvalidExtension = "invalid_extension"
-	DispositionExpired          = "expired"
-	DispositionRejected         = "rejected"
-	DispositionInterrupted      = "interrupted"
-)
-
-// Who hung up.
-const (
-	HangupCaller = "caller"
-	HangupCallee = "callee"
-	HangupSystem = "system"
-)
-
-// CDR is one call attempt's record. Times are UTC; the zero time is NULL.
-// It never holds the consignee's number.
-type CDR struct {
-	// ID identifies the record; StartCDR fills it when empty.
-	ID string
-	// CallID is leg A's SIP Call-ID.
-	CallID string
-	// Merchant is the binding's merchant, "" while unresolved.
-	Merchant string
-	// BindingID is the resolved binding, "" while unresolved.
-	BindingID string
-	// Order is the binding's order.
-	Order string
-	// Host is the dialled X.
-	Host string
-	// Extension is the dialled E.
-	Extension string
-	// Direction is to_consignee or callback.
-	Direction string
-	// Caller is the account user or the caller's number.
-	Caller string
-	// StartedAt is when the call arrived.
-	StartedAt time.Time
-	// RingingAt is when leg B started ringing.
-	RingingAt time.Time
-	// AnsweredAt is when leg B answered.
-	AnsweredAt time.Time
-	// EndedAt is when the call ended; zero while it goes on.
-	EndedAt time.Time
-	// TalkSeconds is the answered time in whole seconds, set by FinishCDR.
-	TalkSeconds int
-	// BilledMinutes is TalkSeconds rounded up to minutes, set by FinishCDR.
-	BilledMinutes int
-	// Fee is BilledMinutes at the per-minute rate, set by FinishCDR.
-	Fee Micros
-	// Disposition is how the call ended (answered, busy, …).
-	Disposition string
-	// HangupBy is caller, callee or system.
-	HangupBy string
-	// SIPStatus is the final SIP status of the call.
-	SIPStatus int
-}
-
-// cdrJSON is the exported JSON form of a CDR.
-type cdrJSON struct {
-	ID            string  `json:"id"`
-	CallID        string  `json:"call_id"`
-	Merchant      string  `json:"merchant"`
-	Binding       string  `json:"binding"`
-	Order         string  `json:"order"`
-	Host          string  `json:"host"`
-	Extension     string  `json:"extension"`
-	Direction     string  `json:"direction"`
-	Caller        string  `json:"caller"`
-	StartedAt     *string `json:"started_at"`
-	RingingAt     *string `json:"ringing_at"`
-	AnsweredAt    *string `json:"answered_at"`
-	EndedAt       *string `json:"ended_at"`
-	TalkSeconds   int     `json:"talk_seconds"`
-	BilledMinutes int     `json:"billed_minutes"`
-	Fee           Micros  `json:"fee"`
-	Disposition   string  `json:"disposition"`
-	HangupBy      string  `json:"hangup_by"`
-	SIPStatus     int     `json:"sip_status"`
-}
-
-// MarshalJSON writes the SPEC §7 field names, RFC 3339 UTC times or null,
-// and the fee as a decimal string.
-func (c CDR) MarshalJSON() ([]byte, error) {
-	return json.Marshal(cdrJSON{
-		ID: c.ID, CallID: c.CallID, Merchant: c.Merchant, Binding: c.BindingID, Order: c.Order,
-		Host: c.Host, Extension: c.Extension, Direction: c.Direction, Caller: c.Caller,
-		StartedAt: timePtr(c.StartedAt), RingingAt: timePtr(c.RingingAt),
-		AnsweredAt: timePtr(c.AnsweredAt), EndedAt: timePtr(c.EndedAt),
-		TalkSeconds: c.TalkSeconds, BilledMinutes: c.BilledMinutes, Fee: c.Fee,
-		Disposition: c.Disposition, HangupBy: c.HangupBy, SIPStatus: c.SIPStatus,
-	})
-}
 
 // Rate prices a call with the given talk time: whole seconds rounded down,
 // except that any talk above zero counts at least one second; minutes are
@@ -131,7 +25,7 @@ func Rate(talk time.Duration, perMinute Micros) (talkSeconds, billedMinutes int,
 
 // StartCDR writes the row of a call that has just started. It fills ID
 // ("c_" and 16 hex digits) and StartedAt (now) when they are empty.
-func (s *Store) StartCDR(ctx context.Context, c *CDR) error {
+func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 	if c.ID == "" {
 		id, err := newID("c_")
 		if err != nil {
@@ -144,9 +38,9 @@ func (s *Store) StartCDR(ctx context.Context, c *CDR) error {
 	}
 	c.StartedAt = c.StartedAt.UTC()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, merchant, binding_id, order_id, host, extension,
-		direction, caller, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller,
+		direction, caller, caller_kind, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		c.StartedAt.UnixNano(), ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus)
 	if isUnique(err) {
 		return fmt.Errorf("cdr %s: %w", c.ID, ErrExists)
@@ -159,11 +53,11 @@ func (s *Store) StartCDR(ctx context.Context, c *CDR) error {
 
 // UpdateCDR records a call's progress: the resolved binding, ringing and
 // answer times, and the disposition so far. It does not end the call.
-func (s *Store) UpdateCDR(ctx context.Context, c *CDR) error {
+func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
-		host = ?, extension = ?, direction = ?, caller = ?, ringing_at = ?, answered_at = ?, disposition = ?,
-		hangup_by = ?, sip_status = ? WHERE id = ?`,
-		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller,
+		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
+		disposition = ?, hangup_by = ?, sip_status = ? WHERE id = ?`,
+		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
 	if err != nil {
 		return fmt.Errorf("update cdr: %w", err)
@@ -180,7 +74,7 @@ func (s *Store) UpdateCDR(ctx context.Context, c *CDR) error {
 // billed minutes and fee at r.PerMinute (see Rate). An empty disposition
 // becomes answered or failed. It returns ErrCDRFinished when the row was
 // already finished, and ErrNotFound for an unknown ID.
-func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
+func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error {
 	if c.EndedAt.IsZero() {
 		c.EndedAt = s.Now()
 	}
@@ -190,17 +84,17 @@ func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
 		c.TalkSeconds, c.BilledMinutes, c.Fee = Rate(c.EndedAt.Sub(c.AnsweredAt), r.PerMinute)
 	}
 	if c.Disposition == "" {
-		c.Disposition = DispositionFailed
+		c.Disposition = callrec.DispositionFailed
 		if !c.AnsweredAt.IsZero() {
-			c.Disposition = DispositionAnswered
+			c.Disposition = callrec.DispositionAnswered
 		}
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
-			host = ?, extension = ?, direction = ?, caller = ?, ringing_at = ?, answered_at = ?, ended_at = ?,
-			talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
+			host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
+			ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
 			WHERE id = ? AND ended_at IS NULL`,
-			c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller,
+			c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 			ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
 			c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
 		if err != nil {
@@ -218,7 +112,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *CDR, r Rates) error {
 // refresh. It returns ErrInvalid when c was not answered, ErrCDRFinished
 // when the row already ended (a refresh racing the call's end is dropped)
 // and ErrNotFound for an unknown ID.
-func (s *Store) RefreshCDR(ctx context.Context, c *CDR, alive time.Time, r Rates) error {
+func (s *Store) RefreshCDR(ctx context.Context, c *callrec.Record, alive time.Time, r Rates) error {
 	if c.AnsweredAt.IsZero() {
 		return fmt.Errorf("%w cdr %s: refreshed before it was answered", ErrInvalid, c.ID)
 	}
@@ -267,7 +161,7 @@ func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
 		billed_minutes = CASE WHEN alive_at IS NULL THEN 0 ELSE billed_minutes END,
 		fee = CASE WHEN alive_at IS NULL THEN 0 ELSE fee END
 		WHERE ended_at IS NULL`,
-		DispositionInterrupted, HangupSystem)
+		callrec.DispositionInterrupted, callrec.HangupSystem)
 	if err != nil {
 		return 0, fmt.Errorf("recover cdrs: %w", err)
 	}
@@ -278,17 +172,17 @@ func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-const cdrCols = `id, call_id, merchant, binding_id, order_id, host, extension, direction, caller, started_at,
+const cdrCols = `id, call_id, merchant, binding_id, order_id, host, extension, direction, caller, caller_kind, started_at,
 	ringing_at, answered_at, ended_at, talk_seconds, billed_minutes, fee, disposition, hangup_by, sip_status`
 
-func scanCDR(r scanner) (CDR, error) {
-	var c CDR
+func scanCDR(r scanner) (callrec.Record, error) {
+	var c callrec.Record
 	var started, ringing, answered, ended sql.NullInt64
 	var fee int64
 	if err := r.Scan(&c.ID, &c.CallID, &c.Merchant, &c.BindingID, &c.Order, &c.Host, &c.Extension, &c.Direction,
-		&c.Caller, &started, &ringing, &answered, &ended, &c.TalkSeconds, &c.BilledMinutes, &fee,
+		&c.Caller, &c.CallerKind, &started, &ringing, &answered, &ended, &c.TalkSeconds, &c.BilledMinutes, &fee,
 		&c.Disposition, &c.HangupBy, &c.SIPStatus); err != nil {
-		return CDR{}, err
+		return callrec.Record{}, err
 	}
 	c.StartedAt, c.RingingAt, c.AnsweredAt, c.EndedAt = fromNS(started), fromNS(ringing), fromNS(answered), fromNS(ended)
 	c.Fee = Micros(fee)
@@ -296,13 +190,13 @@ func scanCDR(r scanner) (CDR, error) {
 }
 
 // GetCDR returns one call record, or ErrNotFound.
-func (s *Store) GetCDR(ctx context.Context, id string) (CDR, error) {
+func (s *Store) GetCDR(ctx context.Context, id string) (callrec.Record, error) {
 	c, err := scanCDR(s.db.QueryRowContext(ctx, `SELECT `+cdrCols+` FROM cdrs WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return CDR{}, fmt.Errorf("cdr %s: %w", id, ErrNotFound)
+		return callrec.Record{}, fmt.Errorf("cdr %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return CDR{}, fmt.Errorf("get cdr: %w", err)
+		return callrec.Record{}, fmt.Errorf("get cdr: %w", err)
 	}
 	return c, nil
 }
@@ -310,7 +204,7 @@ func (s *Store) GetCDR(ctx context.Context, id string) (CDR, error) {
 // ListCDRs returns call records started in [from, to), oldest first, for
 // one merchant or all when merchant is "". A zero from or to is unbounded.
 // A merchant that does not exist is ErrNotFound, not an empty list.
-func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Time) ([]CDR, error) {
+func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Time) ([]callrec.Record, error) {
 	if err := s.knownMerchant(ctx, merchant); err != nil {
 		return nil, err
 	}
@@ -328,7 +222,7 @@ func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Tim
 		return nil, fmt.Errorf("list cdrs: %w", err)
 	}
 	defer rows.Close()
-	var out []CDR
+	var out []callrec.Record
 	for rows.Next() {
 		c, err := scanCDR(rows)
 		if err != nil {

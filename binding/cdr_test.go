@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 func TestRate(t *testing.T) {
@@ -41,7 +43,7 @@ func TestCDRLifecycle(t *testing.T) {
 	seed(t, s)
 	ctx := context.Background()
 	rates := Rates{PerMinute: 20000}
-	c := &CDR{CallID: "call-1@a", Host: "17000000001", Direction: DirectionToConsignee, Caller: "alice",
+	c := &callrec.Record{CallID: "call-1@a", Host: "17000000001", Direction: callrec.DirectionToConsignee, Caller: "alice",
 		StartedAt: t0}
 	require.NoError(t, s.StartCDR(ctx, c))
 	require.Regexp(t, `^c_[0-9a-f]{16}$`, c.ID)
@@ -52,12 +54,12 @@ func TestCDRLifecycle(t *testing.T) {
 	require.NoError(t, s.UpdateCDR(ctx, c))
 
 	c.EndedAt = c.AnsweredAt.Add(61*time.Second + 500*time.Millisecond)
-	c.HangupBy, c.SIPStatus = HangupCallee, 200
+	c.HangupBy, c.SIPStatus = callrec.HangupCallee, 200
 	require.NoError(t, s.FinishCDR(ctx, c, rates))
 	require.Equal(t, 61, c.TalkSeconds)
 	require.Equal(t, 2, c.BilledMinutes)
 	require.Equal(t, Micros(40000), c.Fee)
-	require.Equal(t, DispositionAnswered, c.Disposition)
+	require.Equal(t, callrec.DispositionAnswered, c.Disposition)
 	require.ErrorIs(t, s.FinishCDR(ctx, c, rates), ErrCDRFinished)
 
 	got, err := s.GetCDR(ctx, c.ID)
@@ -65,15 +67,15 @@ func TestCDRLifecycle(t *testing.T) {
 	require.Equal(t, *c, got)
 
 	// An unanswered call costs nothing.
-	u := &CDR{CallID: "call-2@a", Merchant: "m1", StartedAt: t0.Add(time.Hour)}
+	u := &callrec.Record{CallID: "call-2@a", Merchant: "m1", StartedAt: t0.Add(time.Hour)}
 	require.NoError(t, s.StartCDR(ctx, u))
-	u.Disposition = DispositionBusy
+	u.Disposition = callrec.DispositionBusy
 	u.EndedAt = t0.Add(time.Hour + 10*time.Second)
 	require.NoError(t, s.FinishCDR(ctx, u, rates))
 	require.Zero(t, u.TalkSeconds)
 	require.Zero(t, u.Fee)
 
-	other := &CDR{CallID: "call-3@a", Merchant: "m2", StartedAt: t0.Add(2 * time.Hour)}
+	other := &callrec.Record{CallID: "call-3@a", Merchant: "m2", StartedAt: t0.Add(2 * time.Hour)}
 	require.NoError(t, s.StartCDR(ctx, other))
 
 	all, err := s.ListCDRs(ctx, "", time.Time{}, time.Time{})
@@ -87,9 +89,9 @@ func TestCDRLifecycle(t *testing.T) {
 	require.Len(t, window, 1)
 	require.Equal(t, u.ID, window[0].ID)
 
-	require.ErrorIs(t, s.UpdateCDR(ctx, &CDR{ID: "c_nope"}), ErrNotFound)
-	require.ErrorIs(t, s.FinishCDR(ctx, &CDR{ID: "c_nope"}, rates), ErrNotFound)
-	require.ErrorIs(t, s.StartCDR(ctx, &CDR{ID: c.ID}), ErrExists)
+	require.ErrorIs(t, s.UpdateCDR(ctx, &callrec.Record{ID: "c_nope"}), ErrNotFound)
+	require.ErrorIs(t, s.FinishCDR(ctx, &callrec.Record{ID: "c_nope"}, rates), ErrNotFound)
+	require.ErrorIs(t, s.StartCDR(ctx, &callrec.Record{ID: c.ID}), ErrExists)
 
 	raw, err := json.Marshal(got)
 	require.NoError(t, err)
@@ -106,7 +108,7 @@ func TestCDRLifecycle(t *testing.T) {
 func TestCrashRecovery(t *testing.T) {
 	s, dsn := openTest(t)
 	ctx := context.Background()
-	c := &CDR{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second)}
+	c := &callrec.Record{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second)}
 	require.NoError(t, s.StartCDR(ctx, c))
 	require.NoError(t, s.UpdateCDR(ctx, c))
 	require.NoError(t, s.Close())
@@ -125,8 +127,8 @@ func TestCrashRecovery(t *testing.T) {
 	defer func() { require.NoError(t, s2.Close()) }()
 	got, err = s2.GetCDR(ctx, c.ID)
 	require.NoError(t, err)
-	require.Equal(t, DispositionInterrupted, got.Disposition)
-	require.Equal(t, HangupSystem, got.HangupBy)
+	require.Equal(t, callrec.DispositionInterrupted, got.Disposition)
+	require.Equal(t, callrec.HangupSystem, got.HangupBy)
 	require.False(t, got.EndedAt.IsZero())
 	require.Zero(t, got.Fee)
 }
@@ -158,7 +160,7 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 	rates := Rates{PerMinute: 20000}
 	answered := t0.Add(8 * time.Second)
 	tests := map[string]struct {
-		cdr      CDR
+		cdr      callrec.Record
 		refresh  []time.Duration // after the answer
 		ended    time.Time
 		talk     int
@@ -167,29 +169,29 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 		finished bool
 	}{
 		"refreshed every 10 s": {
-			cdr:     CDR{RingingAt: t0.Add(2 * time.Second), AnsweredAt: answered},
+			cdr:     callrec.Record{RingingAt: t0.Add(2 * time.Second), AnsweredAt: answered},
 			refresh: []time.Duration{10 * time.Second, 20 * time.Second, 30*time.Second + 400*time.Millisecond},
 			ended:   answered.Add(30*time.Second + 400*time.Millisecond), talk: 30, minutes: 1, fee: 20000,
 		},
 		"over a minute": {
-			cdr:     CDR{AnsweredAt: answered},
+			cdr:     callrec.Record{AnsweredAt: answered},
 			refresh: []time.Duration{61 * time.Second},
 			ended:   answered.Add(61 * time.Second), talk: 61, minutes: 2, fee: 40000,
 		},
 		"answered, never refreshed": {
-			cdr:   CDR{RingingAt: t0.Add(2 * time.Second), AnsweredAt: answered},
+			cdr:   callrec.Record{RingingAt: t0.Add(2 * time.Second), AnsweredAt: answered},
 			ended: answered,
 		},
 		"ringing": {
-			cdr:   CDR{RingingAt: t0.Add(2 * time.Second)},
+			cdr:   callrec.Record{RingingAt: t0.Add(2 * time.Second)},
 			ended: t0.Add(2 * time.Second),
 		},
 		"in the IVR": {
-			cdr:   CDR{},
+			cdr:   callrec.Record{},
 			ended: t0,
 		},
 		"finished before the crash": {
-			cdr:     CDR{AnsweredAt: answered, EndedAt: answered.Add(5 * time.Second)},
+			cdr:     callrec.Record{AnsweredAt: answered, EndedAt: answered.Add(5 * time.Second)},
 			refresh: []time.Duration{10 * time.Second},
 			ended:   answered.Add(5 * time.Second), talk: 5, minutes: 1, fee: 20000, finished: true,
 		},
@@ -235,11 +237,11 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 			require.Equal(t, tc.minutes, got.BilledMinutes)
 			require.Equal(t, tc.fee, got.Fee)
 			if tc.finished {
-				require.Equal(t, DispositionAnswered, got.Disposition)
+				require.Equal(t, callrec.DispositionAnswered, got.Disposition)
 				return
 			}
-			require.Equal(t, DispositionInterrupted, got.Disposition)
-			require.Equal(t, HangupSystem, got.HangupBy)
+			require.Equal(t, callrec.DispositionInterrupted, got.Disposition)
+			require.Equal(t, callrec.HangupSystem, got.HangupBy)
 
 			// The bill counts the interrupted call like any other.
 			b, err := s2.Bill(ctx, "m1", t0.Format("2006-01"), time.UTC, rates, "CNY")
@@ -251,8 +253,8 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 
 	s, _ := openTest(t)
 	seed(t, s)
-	c := &CDR{CallID: "x", Merchant: "m1", StartedAt: t0}
+	c := &callrec.Record{CallID: "x", Merchant: "m1", StartedAt: t0}
 	require.NoError(t, s.StartCDR(ctx, c))
 	require.ErrorIs(t, s.RefreshCDR(ctx, c, t0.Add(time.Minute), rates), ErrInvalid, "not answered")
-	require.ErrorIs(t, s.RefreshCDR(ctx, &CDR{ID: "c_nope", AnsweredAt: t0}, t0.Add(time.Minute), rates), ErrNotFound)
+	require.ErrorIs(t, s.RefreshCDR(ctx, &callrec.Record{ID: "c_nope", AnsweredAt: t0}, t0.Add(time.Minute), rates), ErrNotFound)
 }

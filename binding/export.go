@@ -4,7 +4,6 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -39,25 +38,6 @@ func csvSafe(cell string) string {
 		return "'" + cell
 	}
 	return cell
-}
-
-// CDRColumns returns the column names of a call record in CSV and table
-// output, in order. They are the JSON field names of SPEC §7, so a CSV
-// export and a JSON export of the same rows carry the same fields.
-func CDRColumns() []string {
-	return []string{"id", "call_id", "merchant", "binding", "order", "host", "extension",
-		"direction", "caller", "started_at", "ringing_at", "answered_at", "ended_at", "talk_seconds",
-		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status"}
-}
-
-// CDRRow returns c as the cells of one CSV or table row, in the order of
-// CDRColumns: times in RFC 3339 UTC ("" for none), the fee as a decimal
-// string. Like every CDR form it holds no consignee number.
-func CDRRow(c CDR) []string {
-	return []string{c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension,
-		c.Direction, c.Caller, FormatTime(c.StartedAt), FormatTime(c.RingingAt),
-		FormatTime(c.AnsweredAt), FormatTime(c.EndedAt), strconv.Itoa(c.TalkSeconds),
-		strconv.Itoa(c.BilledMinutes), c.Fee.String(), c.Disposition, c.HangupBy, strconv.Itoa(c.SIPStatus)}
 }
 
 // ParseTime reads a time bound of a CDR query: RFC 3339

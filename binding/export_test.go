@@ -8,21 +8,23 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // TestCDRRowMatchesJSON pins that CSV columns are the JSON field names and
 // each cell is the JSON value as text, so the two exports never disagree.
 func TestCDRRowMatchesJSON(t *testing.T) {
-	c := CDR{ID: "c_1", CallID: "call@a", Merchant: "m1", BindingID: "b_1", Order: "o-1", Host: "17000000001",
-		Extension: "1234", Direction: DirectionToConsignee, Caller: "alice", StartedAt: t0,
+	c := callrec.Record{ID: "c_1", CallID: "call@a", Merchant: "m1", BindingID: "b_1", Order: "o-1", Host: "17000000001",
+		Extension: "1234", Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: t0,
 		AnsweredAt: t0.Add(3 * time.Second), EndedAt: t0.Add(64 * time.Second), TalkSeconds: 61,
-		BilledMinutes: 2, Fee: 40000, Disposition: DispositionAnswered, HangupBy: HangupCallee, SIPStatus: 200}
+		BilledMinutes: 2, Fee: 40000, Disposition: callrec.DispositionAnswered, HangupBy: callrec.HangupCallee, SIPStatus: 200}
 	raw, err := json.Marshal(c)
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(raw, &m))
 
-	cols, row := CDRColumns(), CDRRow(c)
+	cols, row := callrec.Columns(), c.Row()
 	require.Len(t, row, len(cols))
 	require.Len(t, m, len(cols), "every JSON field is a column")
 	for i, col := range cols {
@@ -41,8 +43,8 @@ func TestCDRRowMatchesJSON(t *testing.T) {
 	require.Equal(t, "", row[10], "ringing_at unset")
 
 	// Callers cannot change the columns of the next caller.
-	CDRColumns()[0] = "x"
-	require.Equal(t, "id", CDRColumns()[0])
+	callrec.Columns()[0] = "x"
+	require.Equal(t, "id", callrec.Columns()[0])
 }
 
 func TestParseTime(t *testing.T) {

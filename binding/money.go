@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/vnum/vnum/callrec"
 )
 
-// Micros is an amount of money in micro-units (10⁻⁶ yuan). Money is never a
-// float: rates and fees are exact integers.
-type Micros int64
+// Micros is an amount of money in micro-units (10⁻⁶ yuan): the money of
+// call records (callrec.Micros), named here for rates and bills.
+type Micros = callrec.Micros
 
 // microsPerUnit is the number of micro-units in one yuan.
-const microsPerUnit = 1_000_000
+const microsPerUnit = callrec.MicrosPerUnit
 
 // ParseMicros parses a non-negative decimal string such as "0.00018" or
 // "12" into micro-units. More than six decimals is an error, not a rounding.
@@ -34,26 +36,6 @@ func ParseMicros(s string) (Micros, error) {
 		}
 	}
 	return Micros(w*microsPerUnit + f), nil
-}
-
-// String formats m with five decimals ("0.00540", "0.02000"), or six when
-// the last micro digit is not zero ("0.000181").
-func (m Micros) String() string {
-	sign := ""
-	v := int64(m)
-	if v < 0 {
-		sign, v = "-", -v
-	}
-	s := fmt.Sprintf("%s%d.%06d", sign, v/microsPerUnit, v%microsPerUnit)
-	if v%10 == 0 {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// MarshalJSON writes m as a decimal string, e.g. "0.00540".
-func (m Micros) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + m.String() + `"`), nil
 }
 
 // Rates are the prices billing applies.

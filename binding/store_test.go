@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // openTest opens a store on a fresh SQLite file and closes it at cleanup.
@@ -38,7 +40,7 @@ func TestOpenMigrates(t *testing.T) {
 	ctx := context.Background()
 	v, err := s.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 2, v)
+	require.Equal(t, 3, v)
 	require.NoError(t, s.Ping(ctx))
 
 	var mode string
@@ -53,7 +55,7 @@ func TestOpenMigrates(t *testing.T) {
 	require.NoError(t, err)
 	v, err = s2.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 2, v)
+	require.Equal(t, 3, v)
 	require.NoError(t, s2.Close())
 }
 
@@ -87,7 +89,7 @@ func TestMerchantsAndAccounts(t *testing.T) {
 	require.NoError(t, err)
 	md := md5.Sum([]byte("alice:vnum:correct horse"))
 	sh := sha256.Sum256([]byte("alice:vnum:correct horse"))
-	require.Equal(t, Account{User: "alice", Merchant: "shop-1",
+	require.Equal(t, callrec.Account{User: "alice", Merchant: "shop-1",
 		HA1MD5: hex.EncodeToString(md[:]), HA1SHA256: hex.EncodeToString(sh[:])}, a)
 	_, err = s.Account(ctx, "carol")
 	require.ErrorIs(t, err, ErrNotFound)

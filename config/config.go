@@ -5,10 +5,8 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
 
@@ -148,12 +146,8 @@ type Security struct {
 type Media struct {
 	// IP is the address the relay binds and advertises.
 	IP string `mapstructure:"ip"`
-	// RTPPorts is the raw port range, e.g. "20000-29999".
+	// RTPPorts is the port range, e.g. "20000-29999"; PortRange reads it.
 	RTPPorts string `mapstructure:"rtp_ports"`
-	// RTPMin is the first port of RTPPorts (even), set by Load and Validate.
-	RTPMin int `mapstructure:"-"`
-	// RTPMax is the last port of RTPPorts, set by Load and Validate.
-	RTPMax int `mapstructure:"-"`
 	// Timeout hangs up both legs when no RTP arrives from either side.
 	Timeout time.Duration `mapstructure:"timeout"`
 }
@@ -401,15 +395,11 @@ func durationNeedsUnit(from, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
-// normalise trims list entries (an env value "a, b" splits into "a", " b")
-// and parses the RTP port range when it is well formed.
+// normalise trims list entries (an env value "a, b" splits into "a", " b").
 func (c *Config) normalise() {
 	c.SIP.Listen = trimList(c.SIP.Listen)
 	c.SIP.DigestAlgorithms = trimList(c.SIP.DigestAlgorithms)
 	c.Trunk.InboundCIDRs = trimList(c.Trunk.InboundCIDRs)
-	if lo, hi, err := ParsePortRange(c.Media.RTPPorts); err == nil {
-		c.Media.RTPMin, c.Media.RTPMax = lo, hi
-	}
 }
 
 func trimList(xs []string) []string {
@@ -420,23 +410,4 @@ func trimList(xs []string) []string {
 		}
 	}
 	return out
-}
-
-// ErrPortRange reports a malformed port range.
-var ErrPortRange = errors.New("want FIRST-LAST, an even first port, 1024 <= FIRST < LAST <= 65535")
-
-// ParsePortRange parses "20000-29999" into its bounds. The first port must
-// be even, because RTP takes the even port and RTCP the odd one above it
-// (RFC 3550 §11).
-func ParsePortRange(s string) (lo, hi int, err error) {
-	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
-	if !ok {
-		return 0, 0, ErrPortRange
-	}
-	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
-	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
-	if err1 != nil || err2 != nil || lo < 1024 || hi > 65535 || lo >= hi || lo%2 != 0 {
-		return 0, 0, ErrPortRange
-	}
-	return lo, hi, nil
 }

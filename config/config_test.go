@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,8 +28,10 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 10, c.Security.AuthFailures)
 	require.Equal(t, 15*time.Minute, c.Security.BlockFor)
 	require.Equal(t, "20000-29999", c.Media.RTPPorts)
-	require.Equal(t, 20000, c.Media.RTPMin)
-	require.Equal(t, 29999, c.Media.RTPMax)
+	lo, hi, err := c.Media.PortRange()
+	require.NoError(t, err)
+	require.Equal(t, 20000, lo)
+	require.Equal(t, 29999, hi)
 	require.Equal(t, 60*time.Second, c.Media.Timeout)
 	require.Equal(t, 4, c.IVR.ExtensionDigits)
 	require.Equal(t, "answer", c.IVR.Answer)
@@ -72,8 +75,10 @@ store:
 	require.NoError(t, c.Validate())
 	require.Equal(t, []string{"udp://0.0.0.0:5070"}, c.SIP.Listen)
 	require.Equal(t, []string{"SHA-256", "MD5"}, c.SIP.DigestAlgorithms)
-	require.Equal(t, 30000, c.Media.RTPMin)
-	require.Equal(t, 30099, c.Media.RTPMax)
+	lo, hi, err := c.Media.PortRange()
+	require.NoError(t, err)
+	require.Equal(t, 30000, lo)
+	require.Equal(t, 30099, hi)
 	require.Equal(t, 3, c.IVR.ExtensionDigits)
 	require.Equal(t, "early", c.IVR.Answer)
 	require.Equal(t, []string{"203.0.113.0/24", "198.51.100.7"}, c.Trunk.InboundCIDRs)
@@ -157,7 +162,7 @@ func TestValidateNamesKey(t *testing.T) {
 		"language":           {func(c *Config) { c.IVR.Language = "fr" }, "ivr.language:"},
 		"outbound":           {func(c *Config) { c.Trunk.Outbound = "203.0.113.1" }, "trunk.outbound:"},
 		"password alone":     {func(c *Config) { c.Trunk.Password = "p" }, "trunk.username:"},
-		"cidr":               {func(c *Config) { c.Trunk.InboundCIDRs = []string{"10.0.0.0/33"} }, "trunk.inbound_cidrs:"},
+		"cidr":               {func(c *Config) { c.Trunk.InboundCIDRs = []string{"10.0.0.0/33"} }, `trunk.inbound_cidrs: "10.0.0.0/33": not a CIDR`},
 		"number format":      {func(c *Config) { c.Trunk.NumberFormat = "intl" }, "trunk.number_format:"},
 		"ttl":                {func(c *Config) { c.Binding.TTL = 0 }, "binding.ttl:"},
 		"quarantine":         {func(c *Config) { c.Binding.Quarantine = 0 }, "binding.quarantine:"},
@@ -193,6 +198,38 @@ func TestParsePortRange(t *testing.T) {
 		_, _, err := ParsePortRange(s)
 		require.ErrorIs(t, err, ErrPortRange, s)
 	}
+}
+
+// TestParsePrefix: a trunk source is a CIDR or one address, which stands
+// for itself alone; anything else is refused with ErrCIDR. Validate and
+// the server read the list through the same function, so what one accepts
+// the other gets.
+func TestParsePrefix(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.0/24": "203.0.113.0/24",
+		"198.51.100.7":   "198.51.100.7/32",
+		"2001:db8::/32":  "2001:db8::/32",
+		"2001:db8::1":    "2001:db8::1/128",
+	} {
+		p, err := ParsePrefix(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, p.String(), in)
+	}
+	for _, in := range []string{"", "10.0.0.0/33", "trunk.example", "10.0.0", "10.0.0.0/8/8"} {
+		_, err := ParsePrefix(in)
+		require.ErrorIs(t, err, ErrCIDR, in)
+	}
+
+	c := Default()
+	c.Trunk.InboundCIDRs = []string{"203.0.113.0/24", "198.51.100.7"}
+	require.NoError(t, c.Validate())
+	ps, err := c.Trunk.InboundPrefixes()
+	require.NoError(t, err)
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("198.51.100.7/32")}, ps)
+	c.Trunk.InboundCIDRs = append(c.Trunk.InboundCIDRs, "10.0.0.0/33")
+	require.Error(t, c.Validate())
+	_, err = c.Trunk.InboundPrefixes()
+	require.ErrorIs(t, err, ErrCIDR)
 }
 
 func TestAdminListenEmptyDisables(t *testing.T) {

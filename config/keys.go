@@ -23,25 +23,36 @@ func keyTypes() map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	var walk func(t reflect.Type, prefix string)
 	walk = func(t reflect.Type, prefix string) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			tag := f.Tag.Get("mapstructure")
-			if tag == "" || tag == "-" {
-				continue
-			}
-			key := tag
-			if prefix != "" {
-				key = prefix + "." + tag
-			}
+		eachKey(t, prefix, func(_ int, f reflect.StructField, _, key string) {
 			if f.Type.Kind() == reflect.Struct {
 				walk(f.Type, key)
-				continue
+				return
 			}
 			out[key] = f.Type
-		}
+		})
 	}
 	walk(reflect.TypeFor[Config](), "")
 	return out
+}
+
+// eachKey calls fn for every field of the struct type t that is a
+// configuration key or section (a mapstructure tag other than "-"), with
+// the field's index, its tag and its key path under prefix. The list of
+// keys and Masked both read Config through it, so they agree on what a key
+// is.
+func eachKey(t reflect.Type, prefix string, fn func(i int, f reflect.StructField, tag, key string)) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("mapstructure")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		fn(i, f, tag, key)
+	}
 }
 
 // Keys returns every configuration key path, sorted.

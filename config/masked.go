@@ -26,22 +26,12 @@ func (c *Config) Masked() map[string]any {
 
 func toMap(v reflect.Value, prefix string) map[string]any {
 	out := map[string]any{}
-	t := v.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("mapstructure")
-		if tag == "" || tag == "-" {
-			continue
-		}
-		key := tag
-		if prefix != "" {
-			key = prefix + "." + tag
-		}
+	eachKey(v.Type(), prefix, func(i int, f reflect.StructField, tag, key string) {
 		fv := v.Field(i)
 		switch {
 		case f.Type.Kind() == reflect.Struct:
 			out[tag] = toMap(fv, key)
-		case f.Type == reflect.TypeFor[time.Duration]():
+		case f.Type == durationType:
 			out[tag] = FormatDuration(time.Duration(fv.Int()))
 		case secretKeys[key] && fv.String() != "":
 			out[tag] = Mask
@@ -56,7 +46,7 @@ func toMap(v reflect.Value, prefix string) map[string]any {
 		default:
 			out[tag] = fv.Interface()
 		}
-	}
+	})
 	return out
 }
 

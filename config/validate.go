@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -91,15 +90,13 @@ func (c *Config) Validate() error {
 	// media
 	// The relay advertises media.ip in SDP (RFC 4566 §5.7): 0.0.0.0 there
 	// means "no media" to the peer (RFC 3264 §8.4), so a wildcard is refused.
-	if ip, err := netip.ParseAddr(c.Media.IP); err != nil {
+	if ip, err := c.Media.Addr(); err != nil {
 		bad("media.ip", "must be an IP address, got %q", c.Media.IP)
 	} else if ip.IsUnspecified() {
 		bad("media.ip", "got %s, want this host's own address: it is advertised in SDP, where %s means no media", c.Media.IP, c.Media.IP)
 	}
-	if lo, hi, err := ParsePortRange(c.Media.RTPPorts); err != nil {
+	if _, _, err := c.Media.PortRange(); err != nil {
 		bad("media.rtp_ports", "%v, got %q", err, c.Media.RTPPorts)
-	} else {
-		c.Media.RTPMin, c.Media.RTPMax = lo, hi
 	}
 	positive("media.timeout", c.Media.Timeout)
 
@@ -127,10 +124,8 @@ func (c *Config) Validate() error {
 		bad("trunk.username", "must be set when trunk.password is")
 	}
 	for _, cidr := range c.Trunk.InboundCIDRs {
-		if _, err := netip.ParsePrefix(cidr); err != nil {
-			if _, err := netip.ParseAddr(cidr); err != nil {
-				bad("trunk.inbound_cidrs", "%q is not a CIDR (e.g. 203.0.113.0/24)", cidr)
-			}
+		if _, err := ParsePrefix(cidr); err != nil {
+			bad("trunk.inbound_cidrs", "%v", err)
 		}
 	}
 	if c.Trunk.NumberFormat != NumberFormatNational && c.Trunk.NumberFormat != NumberFormatE164 {

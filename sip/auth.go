@@ -35,10 +35,10 @@ const NonceTTL = 5 * time.Minute
 const failureWindow = time.Minute
 
 // authenticator issues digest challenges and verifies credentials against
-// the account secrets the Router holds. It also counts failures per source
+// the account secrets that Accounts holds. It also counts failures per source
 // address and blocks sources that keep failing.
 type authenticator struct {
-	router     Router
+	accounts   Accounts
 	algorithms []string
 	maxFails   int
 	blockFor   time.Duration
@@ -57,7 +57,7 @@ type nonceUse struct {
 	expires time.Time
 }
 
-func newAuthenticator(router Router, algorithms []string, maxFails int, blockFor time.Duration) (*authenticator, error) {
+func newAuthenticator(accounts Accounts, algorithms []string, maxFails int, blockFor time.Duration) (*authenticator, error) {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("nonce key: %w", err)
@@ -66,7 +66,7 @@ func newAuthenticator(router Router, algorithms []string, maxFails int, blockFor
 		algorithms = []string{"MD5"}
 	}
 	return &authenticator{
-		router:     router,
+		accounts:   accounts,
 		algorithms: algorithms,
 		maxFails:   maxFails,
 		blockFor:   blockFor,
@@ -224,7 +224,7 @@ func (a *authenticator) verify(ctx context.Context, method string, ruri sip.Uri,
 	if cr.Realm != Realm {
 		return Account{}, fmt.Errorf("%w: realm %q", ErrBadCredentials, cr.Realm)
 	}
-	acct, err := a.router.Account(ctx, cr.Username)
+	acct, err := a.accounts.Account(ctx, cr.Username)
 	if err != nil {
 		if errors.Is(err, ErrUnknownAccount) {
 			return Account{}, fmt.Errorf("%w: unknown user", ErrBadCredentials)

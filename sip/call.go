@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 )
 
@@ -101,36 +102,36 @@ func (r endReason) Error() string {
 }
 
 // disposition is the CDR disposition of a call that ended for r.
-func (r endReason) disposition(answered bool) string {
+func (r endReason) disposition(answered bool) callrec.Disposition {
 	if answered {
-		return "answered"
+		return callrec.DispositionAnswered
 	}
 	switch r {
 	case reasonCallerHangup, reasonCancelled:
-		return "cancelled"
+		return callrec.DispositionCancelled
 	case reasonInvalidExtension:
-		return "invalid_extension"
+		return callrec.DispositionInvalidExtension
 	case reasonExpired:
-		return "expired"
+		return callrec.DispositionExpired
 	case reasonBusy:
-		return "busy"
+		return callrec.DispositionBusy
 	case reasonNoAnswer:
-		return "no_answer"
+		return callrec.DispositionNoAnswer
 	case reasonRejected:
-		return "rejected"
+		return callrec.DispositionRejected
 	}
-	return "failed"
+	return callrec.DispositionFailed
 }
 
 // hangupBy is the CDR hangup_by of a call that ended for r.
-func (r endReason) hangupBy() string {
+func (r endReason) hangupBy() callrec.HangupBy {
 	switch r {
 	case reasonCallerHangup, reasonCancelled:
-		return "caller"
+		return callrec.HangupCaller
 	case reasonCalleeHangup, reasonBusy, reasonRejected:
-		return "callee"
+		return callrec.HangupCallee
 	}
-	return "system"
+	return callrec.HangupSystem
 }
 
 // leg names one side of the bridge.

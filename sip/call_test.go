@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -66,11 +67,12 @@ func TestCallEndToEnd(t *testing.T) {
 				require.Eventually(t, func() bool { return ds.LoadState() == sip.DialogStateEnded }, 5*time.Second, 10*time.Millisecond)
 			}
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, "answered", cdr.Disposition)
-			require.Equal(t, tc.wantHangup, cdr.HangupBy)
+			require.Equal(t, "answered", string(cdr.Disposition))
+			require.Equal(t, tc.wantHangup, string(cdr.HangupBy))
 			require.Equal(t, "b1", cdr.BindingID)
 			require.Equal(t, "m1", cdr.Merchant)
 			require.Equal(t, "alice", cdr.Caller)
+			require.Equal(t, callrec.CallerAccount, cdr.CallerKind, "a call back may ring the account")
 			require.Equal(t, testExt, cdr.Extension)
 			require.Equal(t, 200, cdr.SIPStatus)
 			require.False(t, cdr.AnsweredAt.IsZero())
@@ -142,8 +144,8 @@ func TestCallFailures(t *testing.T) {
 			// vnum tells the caller and hangs up.
 			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, tc.disposition, cdr.Disposition)
-			require.Equal(t, tc.hangupBy, cdr.HangupBy)
+			require.Equal(t, tc.disposition, string(cdr.Disposition))
+			require.Equal(t, tc.hangupBy, string(cdr.HangupBy))
 			if tc.status != 0 {
 				require.Equal(t, tc.status, cdr.SIPStatus)
 			}
@@ -199,8 +201,8 @@ func TestCancel(t *testing.T) {
 			stop() // WaitAnswer sends CANCEL
 			<-errc
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, "cancelled", cdr.Disposition)
-			require.Equal(t, "caller", cdr.HangupBy)
+			require.Equal(t, "cancelled", string(cdr.Disposition))
+			require.Equal(t, "caller", string(cdr.HangupBy))
 			e.waitNoCalls()
 		})
 	}
@@ -239,7 +241,7 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 			nextSession(t, e.carrier)
 			require.NoError(t, d.Bye(ctx))
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, "answered", cdr.Disposition)
+			require.Equal(t, "answered", string(cdr.Disposition))
 			e.waitNoCalls()
 		})
 	}
@@ -294,7 +296,7 @@ func TestSHA256Challenge(t *testing.T) {
 	d2, _ := e.dialAndKey(ctx, testHost, testExt)
 	nextSession(t, e.carrier)
 	require.NoError(t, d2.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
 func TestOptionsAndMessage(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -44,10 +45,11 @@ func TestCallbackToLastPSTNCaller(t *testing.T) {
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "callback", cdr.Direction)
-	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "callback", string(cdr.Direction))
+	require.Equal(t, "answered", string(cdr.Disposition))
 	require.Equal(t, "b1", cdr.BindingID)
 	require.NotContains(t, cdr.Caller, "13800138000", "the consignee's number stays out of the CDR")
+	require.Equal(t, callrec.CallerConsignee, cdr.CallerKind, "a call back is never dialled back")
 
 	for _, m := range e.carrier.Received() {
 		require.NotContains(t, m, testNational, "the courier never sees B")
@@ -84,9 +86,9 @@ func TestCallbackToMerchantAccounts(t *testing.T) {
 			require.NoError(t, in.Session.Bye(ctx))
 			require.Eventually(t, func() bool { return d.Context().Err() != nil }, 5*time.Second, 10*time.Millisecond)
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, "callback", cdr.Direction)
-			require.Equal(t, "answered", cdr.Disposition)
-			require.Equal(t, "callee", cdr.HangupBy)
+			require.Equal(t, "callback", string(cdr.Direction))
+			require.Equal(t, "answered", string(cdr.Disposition))
+			require.Equal(t, "callee", string(cdr.HangupBy))
 			for _, m := range e.phone.Received() {
 				require.False(t, strings.Contains(m, testNational) || strings.Contains(m, "8613800138000"), "the merchant never sees B:\n%s", m)
 			}

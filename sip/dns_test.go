@@ -189,7 +189,7 @@ func TestNoDNSFromMessages(t *testing.T) {
 	ds := nextSession(t, e.carrier)
 	require.NoError(t, ds.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "callee", cdr.HangupBy)
+	require.Equal(t, "callee", string(cdr.HangupBy))
 	e.waitNoCalls()
 
 	for _, q := range dns.queried() {
@@ -219,8 +219,8 @@ func TestCarrierContactByName(t *testing.T) {
 		t.Fatal("the carrier never got vnum's BYE")
 	}
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "caller", cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, "caller", string(cdr.HangupBy))
 	for _, q := range dns.queried() {
 		require.NotContains(t, q, "gw.carrier.invalid", "vnum looked up the carrier's Contact")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
@@ -120,7 +121,12 @@ func (r *fakeRouter) Callback(_ context.Context, x, caller string) (Callback, er
 			cb := Callback{Target: t}
 			for i := len(r.order) - 1; i >= 0; i-- {
 				if c := r.cdrs[r.order[i]]; c.BindingID == t.BindingID && c.Direction == "to_consignee" && !c.AnsweredAt.IsZero() {
-					cb.Number = c.Caller
+					// By the kind recorded with the call, as the store decides.
+					if c.CallerKind == callrec.CallerAccount {
+						cb.Account = c.Caller
+					} else {
+						cb.Number = c.Caller
+					}
 					break
 				}
 			}

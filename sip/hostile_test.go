@@ -45,7 +45,7 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 			nextSession(t, e.carrier)
 			require.NoError(t, d.Bye(ctx))
 			first := e.router.waitEnded(t)
-			require.Equal(t, "answered", first.Disposition)
+			require.Equal(t, "answered", string(first.Disposition))
 			if tc.wantRURI == "" {
 				require.Empty(t, first.Caller, "an invalid number is not remembered")
 			} else {
@@ -68,7 +68,7 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 				nextSession(t, e.carrier)
 				require.NoError(t, d.Bye(ctx))
 			}
-			require.Equal(t, "callback", e.router.waitEnded(t).Direction)
+			require.Equal(t, "callback", string(e.router.waitEnded(t).Direction))
 			for _, m := range e.carrier.Received() {
 				require.NotContains(t, strings.ToLower(m), "x-injected", "the carrier got the caller's junk:\n%s", m)
 				if tc.wantRURI == "" {
@@ -93,7 +93,7 @@ func TestCallbackRechecksStoredNumber(t *testing.T) {
 	d, err := newConsigneePhone(t).Call(ctx, e.vnum, testHost)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 10*time.Millisecond)
-	require.Equal(t, "no_answer", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "no_answer", string(e.router.waitEnded(t).Disposition))
 	require.Zero(t, e.carrier.Pending())
 	require.Empty(t, e.carrier.Received(), "nothing reaches the carrier")
 	e.waitNoCalls()

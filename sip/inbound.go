@@ -15,6 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/google/uuid"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 )
 
@@ -108,13 +109,13 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 // it has none).
 func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
 	id := uuid.NewString()
-	caller, direction := acct.User, "to_consignee"
+	caller, kind, direction := acct.User, callrec.CallerAccount, callrec.DirectionToConsignee
 	if trunk {
-		caller = number
+		caller, kind = number, callrec.CallerNumber
 	}
 	if cb != nil {
 		// The consignee's number never goes into a record merchants read.
-		caller, direction = "consignee", "callback"
+		caller, kind, direction = "consignee", callrec.CallerConsignee, callrec.DirectionCallback
 	}
 	c := &call{
 		s:          s,
@@ -131,13 +132,14 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	defer c.cancel(nil)
 	c.cdr = CDR{
-		ID:        id,
-		CallID:    req.CallID().Value(),
-		Merchant:  acct.Merchant,
-		Host:      d.Host,
-		Direction: direction,
-		Caller:    caller,
-		StartedAt: time.Now().UTC(),
+		ID:         id,
+		CallID:     req.CallID().Value(),
+		Merchant:   acct.Merchant,
+		Host:       d.Host,
+		Direction:  direction,
+		Caller:     caller,
+		CallerKind: kind,
+		StartedAt:  time.Now().UTC(),
 	}
 
 	a, err := s.dialogFor(req).ReadInvite(req, tx)

@@ -14,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
@@ -123,8 +124,8 @@ func TestStatusForReason(t *testing.T) {
 	for _, tc := range []struct {
 		r           endReason
 		code        int
-		disposition string
-		hangupBy    string
+		disposition callrec.Disposition
+		hangupBy    callrec.HangupBy
 	}{
 		{reasonCallerHangup, 487, "cancelled", "caller"},
 		{reasonCalleeHangup, 200, "failed", "callee"},
@@ -146,7 +147,7 @@ func TestStatusForReason(t *testing.T) {
 			require.Equal(t, tc.code, code)
 			require.NotEmpty(t, phrase)
 			require.Equal(t, tc.disposition, tc.r.disposition(false))
-			require.Equal(t, "answered", tc.r.disposition(true), "an answered call is answered whatever ended it")
+			require.Equal(t, callrec.Disposition("answered"), tc.r.disposition(true), "an answered call is answered whatever ended it")
 			require.Equal(t, tc.hangupBy, tc.r.hangupBy())
 		})
 	}
@@ -213,7 +214,7 @@ func TestBadInput(t *testing.T) {
 	require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, testExt))
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 	e.waitNoCalls()
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -26,7 +27,7 @@ func TestCarrierChallengesLegB(t *testing.T) {
 	require.NotNil(t, inv.GetHeader("Proxy-Authorization"), "vnum answers the carrier's challenge")
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
 func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
@@ -43,8 +44,9 @@ func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "answered", string(cdr.Disposition))
 	require.Equal(t, "+8613700137000", cdr.Caller, "a PSTN caller is recorded by its normalised number")
+	require.Equal(t, callrec.CallerNumber, cdr.CallerKind, "a call back may dial the number")
 	require.Equal(t, "m1", cdr.Merchant, "the binding's merchant pays")
 }
 
@@ -77,7 +79,7 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			}
 			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, tc.disposition, cdr.Disposition)
+			require.Equal(t, tc.disposition, string(cdr.Disposition))
 			require.Empty(t, cdr.BindingID)
 			require.Zero(t, e.carrier.Pending())
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
@@ -104,8 +106,8 @@ func TestCallLimits(t *testing.T) {
 				return d.LoadState() == sip.DialogStateEnded && ds.LoadState() == sip.DialogStateEnded
 			}, 10*time.Second, 20*time.Millisecond)
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, "answered", cdr.Disposition)
-			require.Equal(t, "system", cdr.HangupBy)
+			require.Equal(t, "answered", string(cdr.Disposition))
+			require.Equal(t, "system", string(cdr.HangupBy))
 			e.waitNoCalls()
 		})
 	}
@@ -164,7 +166,7 @@ func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
 
 	require.Equal(t, 1, e.srv.ActiveCalls(), "the call is still up")
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
 func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
@@ -190,7 +192,7 @@ func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
 	require.NoError(t, d.Ack(ctx))
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
 func TestDrainOnShutdown(t *testing.T) {
@@ -220,8 +222,8 @@ func TestDrainOnShutdown(t *testing.T) {
 	// The carrier's dialog ends just after it answers vnum's BYE.
 	require.Eventually(t, func() bool { return ds.LoadState() == sip.DialogStateEnded }, 2*time.Second, 10*time.Millisecond)
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "system", cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, "system", string(cdr.HangupBy))
 }
 
 func TestCallerOverTCP(t *testing.T) {
@@ -239,8 +241,8 @@ func TestCallerOverTCP(t *testing.T) {
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "caller", cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, "caller", string(cdr.HangupBy))
 }
 
 func TestWhileBRings(t *testing.T) {
@@ -266,7 +268,7 @@ func TestWhileBRings(t *testing.T) {
 			nextSession(t, e.carrier)
 			require.NoError(t, d.Bye(ctx))
 			cdr := e.router.waitEnded(t)
-			require.Equal(t, "answered", cdr.Disposition)
+			require.Equal(t, "answered", string(cdr.Disposition))
 			require.False(t, cdr.RingingAt.IsZero())
 			require.True(t, cdr.AnsweredAt.Sub(cdr.RingingAt) >= time.Second, "talk time starts at B's answer, not while it rings")
 		})
@@ -315,5 +317,5 @@ func TestPublicHost(t *testing.T) {
 	require.Equal(t, "127.0.0.2", inv.From().Address.Host)
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }

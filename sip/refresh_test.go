@@ -61,7 +61,7 @@ func TestAnsweredCallRowKeptCurrent(t *testing.T) {
 
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "answered", string(cdr.Disposition))
 	require.False(t, cdr.EndedAt.Before(last), "the end is after the last refresh")
 	e.waitNoCalls()
 	// No refresh after the end: drain what was sent before it.

@@ -111,7 +111,7 @@ func TestPCMACallerReachesPCMUCarrier(t *testing.T) {
 	}
 
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 	e.waitNoCalls()
 }
 
@@ -199,7 +199,7 @@ func TestRelayLosesNoPacketAfterAnswer(t *testing.T) {
 			free()
 
 			require.NoError(t, d.Bye(ctx))
-			require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+			require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 			e.waitNoCalls()
 		})
 	}
@@ -261,5 +261,5 @@ func TestEarlyMediaFlowsToTheCallerOnly(t *testing.T) {
 	require.Zero(t, sipua.CountRTP(e.carrier.RTP, 500*time.Millisecond, 0xCA11), "the caller's audio does not reach B before it answers")
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }

@@ -4,14 +4,29 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/vnum/vnum/callrec"
 )
 
-// Router is what signalling needs from the rest of vnum: accounts for digest
-// authentication, the host-number pool, binding lookup and call records.
-// The binding package implements it; cmd/vnum wires the two together.
-type Router interface {
+// What signalling needs from the rest of vnum comes in three roles, so
+// that each part of sip depends on the one it uses only: digest
+// authentication on Accounts, routing a new call on Directory, and the
+// call's record on Recorder. The binding package implements them all;
+// cmd/vnum wires it in as a Router. Every method takes a context that
+// carries the caller's deadline: a store that does not answer in time
+// must return the context's error rather than hold the call.
+
+// Accounts is the role authentication needs: the digest secrets of
+// merchants' SIP logins (RFC 3261 §22, RFC 7616).
+type Accounts interface {
 	// Account returns the digest secrets of a SIP login, or ErrUnknownAccount.
 	Account(ctx context.Context, user string) (Account, error)
+}
+
+// Directory is the role that routes a new call: the host-number pool, the
+// bindings behind it, the call back's party, and the rules phone numbers
+// follow.
+type Directory interface {
 	// IsHostNumber reports whether x (national form, 11 digits) is in the pool.
 	IsHostNumber(ctx context.Context, x string) (bool, error)
 	// Resolve finds the active binding (x, ext). merchant is the calling
@@ -21,59 +36,54 @@ type Router interface {
 	Resolve(ctx context.Context, x, ext, merchant string) (Target, error)
 	// Callback finds what a consignee reaches by calling x back from the
 	// number bound to it (SPEC §4): the binding, and whoever last reached
-	// the consignee through it. It returns ErrInvalidExtension when caller
-	// has no active binding on x.
+	// the consignee through it, an account or a PSTN number as its record
+	// says, or else the merchant's accounts. It returns
+	// ErrInvalidExtension when caller has no active binding on x.
 	Callback(ctx context.Context, x, caller string) (Callback, error)
 	// PhoneNumber validates a phone number from outside (a PSTN caller's
 	// From user, a remembered last caller about to be dialled) by the rules
 	// consignee numbers follow (11-digit Chinese mobile or E.164) and
 	// returns it normalised to E.164, or an error when it is not one.
 	PhoneNumber(raw string) (string, error)
+}
+
+// Recorder is the role that keeps each call's record (SPEC §7): one row
+// per call attempt, written when it starts, kept current while it goes on,
+// completed when it ends.
+type Recorder interface {
 	// StartCall writes the CDR row when a call starts.
 	StartCall(ctx context.Context, cdr *CDR) error
 	// UpdateCall records progress (binding resolved, ringing, answered).
 	UpdateCall(ctx context.Context, cdr *CDR) error
 	// RefreshCall keeps an answered call's row current while it goes on
 	// (SPEC §7): alive is the last time the call was known to be up, and the
-	// router stores the talk time until then, so that a crash loses at most
-	// the time since the last refresh.
+	// recorder stores the talk time until then, so that a crash loses at
+	// most the time since the last refresh.
 	RefreshCall(ctx context.Context, cdr *CDR, alive time.Time) error
-	// EndCall completes the CDR row; the router computes talk time and fee.
+	// EndCall completes the CDR row; the recorder computes talk time and fee.
 	EndCall(ctx context.Context, cdr *CDR) error
 }
 
-// Account is a merchant's SIP login as digest authentication needs it.
-type Account struct {
-	User     string
-	Merchant string
-	// HA1MD5 and HA1SHA256 are H(user:realm:password) for each algorithm.
-	HA1MD5    string
-	HA1SHA256 string
+// Router is all three roles together, what a Server is built with.
+type Router interface {
+	Accounts
+	Directory
+	Recorder
 }
 
+// Account is a merchant's SIP login as digest authentication needs it.
+type Account = callrec.Account
+
 // Target is the binding a dialled (X, E) resolved to.
-type Target struct {
-	BindingID string
-	Merchant  string
-	Order     string
-	Host      string
-	Extension string
-	// Consignee is B in E.164 form (+8613800138000).
-	Consignee string
-}
+type Target = callrec.Target
 
 // Callback is where a consignee's call back to X goes: to the account or
 // PSTN number that last reached them through the binding, or else to the
 // merchant's accounts.
-type Callback struct {
-	Target
-	// Account is the merchant's SIP login that last reached the consignee.
-	Account string
-	// Number is the PSTN caller that last reached the consignee.
-	Number string
-	// Accounts are the merchant's logins, rung when neither is known.
-	Accounts []string
-}
+type Callback = callrec.Callback
+
+// CDR is the call record signalling fills in as a call goes on.
+type CDR = callrec.Record
 
 // Errors the Router returns.
 var (
@@ -81,23 +91,3 @@ var (
 	ErrInvalidExtension = errors.New("invalid extension")
 	ErrExpired          = errors.New("binding expired")
 )
-
-// CDR is the call record signalling fills in as a call goes on.
-type CDR struct {
-	ID          string
-	CallID      string
-	Merchant    string
-	BindingID   string
-	Order       string
-	Host        string
-	Extension   string
-	Direction   string // to_consignee | callback
-	Caller      string // account user or caller number
-	StartedAt   time.Time
-	RingingAt   time.Time
-	AnsweredAt  time.Time
-	EndedAt     time.Time
-	Disposition string
-	HangupBy    string // caller | callee | system
-	SIPStatus   int
-}

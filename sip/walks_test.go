@@ -65,7 +65,7 @@ func bridges(t *testing.T, p *sipua.Softphone, e *testEnv) {
 	nextInvite(t, e.carrier)
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
 // TestExtensionWalkingAccount: a merchant's softphone that keys
@@ -94,7 +94,7 @@ func TestExtensionWalkingAccount(t *testing.T) {
 	require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, "88887777"+testExt))
 	require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 10*time.Millisecond, "vnum hangs up")
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "invalid_extension", cdr.Disposition)
+	require.Equal(t, "invalid_extension", string(cdr.Disposition))
 	require.Zero(t, e.carrier.Pending(), "the right extension keyed after the limit reaches nobody")
 
 	calls := e.srv.CallsTotal()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/binding/api"
+	"github.com/vnum/vnum/callrec"
 )
 
 // fakeCall has the fields of the signalling server's CallInfo.
@@ -198,20 +199,20 @@ func TestCDRExport(t *testing.T) {
 	// 2026-11-01 00:30 in Shanghai is 2026-10-31 16:30 UTC.
 	start := time.Date(2026, 10, 31, 16, 30, 0, 0, time.UTC)
 	for i, talk := range []time.Duration{61 * time.Second, 0} {
-		c := &binding.CDR{CallID: "call-" + string(rune('a'+i)), Merchant: "m1", BindingID: b["id"].(string),
+		c := &callrec.Record{CallID: "call-" + string(rune('a'+i)), Merchant: "m1", BindingID: b["id"].(string),
 			Order: "o-1", Host: b["host"].(string), Extension: b["extension"].(string),
-			Direction: binding.DirectionToConsignee, Caller: "alice", StartedAt: start.Add(time.Duration(i) * time.Hour)}
+			Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: start.Add(time.Duration(i) * time.Hour)}
 		require.NoError(t, h.store.StartCDR(ctx, c))
 		if talk > 0 {
 			c.AnsweredAt = c.StartedAt.Add(5 * time.Second)
 			c.EndedAt = c.AnsweredAt.Add(talk)
 		} else {
-			c.Disposition, c.EndedAt = binding.DispositionNoAnswer, c.StartedAt.Add(time.Minute)
+			c.Disposition, c.EndedAt = callrec.DispositionNoAnswer, c.StartedAt.Add(time.Minute)
 		}
 		require.NoError(t, h.store.FinishCDR(ctx, c, rates))
 	}
 	// A call of another day and merchant, outside the window below.
-	require.NoError(t, h.store.StartCDR(ctx, &binding.CDR{CallID: "other", Merchant: "m2", StartedAt: start.Add(48 * time.Hour)}))
+	require.NoError(t, h.store.StartCDR(ctx, &callrec.Record{CallID: "other", Merchant: "m2", StartedAt: start.Add(48 * time.Hour)}))
 
 	var rows []map[string]any
 	r := h.do(request{method: "GET", path: "/v1/cdrs"})
@@ -236,11 +237,11 @@ func TestCDRExport(t *testing.T) {
 	require.Equal(t, "text/csv; charset=utf-8", r.header.Get("Content-Type"))
 	recs, err := csv.NewReader(strings.NewReader(string(r.body))).ReadAll()
 	require.NoError(t, err)
-	require.Equal(t, binding.CDRColumns(), recs[0])
+	require.Equal(t, callrec.Columns(), recs[0])
 	require.Len(t, recs, 3)
 	cs, err := h.store.ListCDRs(ctx, "m1", time.Time{}, time.Time{})
 	require.NoError(t, err)
-	require.Equal(t, binding.CDRRow(cs[0]), recs[1])
+	require.Equal(t, cs[0].Row(), recs[1])
 
 	// Content negotiation: JSON wins unless CSV is preferred.
 	for accept, csvWanted := range map[string]bool{
@@ -278,11 +279,11 @@ func TestBillMatchesStore(t *testing.T) {
 	require.NoError(t, err)
 	_, err = h.store.Release(ctx, short.ID, short.CreatedAt.Add(time.Hour))
 	require.NoError(t, err)
-	c := &binding.CDR{CallID: "a", Merchant: "m1", StartedAt: start.Add(50 * time.Hour)}
+	c := &callrec.Record{CallID: "a", Merchant: "m1", StartedAt: start.Add(50 * time.Hour)}
 	require.NoError(t, h.store.StartCDR(ctx, c))
 	c.AnsweredAt, c.EndedAt = c.StartedAt.Add(4*time.Second), c.StartedAt.Add(4*time.Second+150*time.Second)
 	require.NoError(t, h.store.FinishCDR(ctx, c, rates))
-	busy := &binding.CDR{CallID: "b", Merchant: "m1", StartedAt: start.Add(51 * time.Hour), Disposition: binding.DispositionBusy}
+	busy := &callrec.Record{CallID: "b", Merchant: "m1", StartedAt: start.Add(51 * time.Hour), Disposition: callrec.DispositionBusy}
 	require.NoError(t, h.store.StartCDR(ctx, busy))
 	require.NoError(t, h.store.FinishCDR(ctx, busy, rates))
 
@@ -379,7 +380,7 @@ func TestCDRCSVFormulaSafe(t *testing.T) {
 	start := time.Date(2026, 11, 10, 1, 0, 0, 0, time.UTC)
 	callers := []string{"=1+2*3", "+1-2", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=HYPERLINK(\"http://x\")", "alice"}
 	for i, caller := range callers {
-		require.NoError(t, h.store.StartCDR(ctx, &binding.CDR{CallID: "c" + strconv.Itoa(i), Merchant: "m1",
+		require.NoError(t, h.store.StartCDR(ctx, &callrec.Record{CallID: "c" + strconv.Itoa(i), Merchant: "m1",
 			Caller: caller, StartedAt: start.Add(time.Duration(i) * time.Minute)}))
 	}
 	r := h.do(request{method: "GET", path: "/v1/cdrs?merchant=m1", accept: "text/csv"})

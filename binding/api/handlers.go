@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 )
 
 // merchantRequest is the body of POST /v1/merchants.
@@ -235,9 +236,9 @@ func (s *server) listCDRs(w http.ResponseWriter, r *http.Request) error {
 	// The same columns and cells as `vnum cdr list --format csv`, through
 	// the one writer that keeps cells from being read as formulas.
 	rows := make([][]string, 0, len(cs)+1)
-	rows = append(rows, binding.CDRColumns())
+	rows = append(rows, callrec.Columns())
 	for _, c := range cs {
-		rows = append(rows, binding.CDRRow(c))
+		rows = append(rows, c.Row())
 	}
 	var buf bytes.Buffer
 	if err := binding.WriteCSV(&buf, rows); err != nil {

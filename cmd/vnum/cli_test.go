@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 )
 
 // requireOneLineError checks the shape of every refusal (SPEC §2): non-zero
@@ -251,9 +252,13 @@ func TestCDRTableFits120Columns(t *testing.T) {
 	require.NoError(t, err)
 	start := time.Date(2026, 11, 15, 9, 30, 0, 0, time.UTC)
 	rows := []struct {
-		merchant, ext, dir, caller, disp, hangup string
-		talk                                     time.Duration
-		status                                   int
+		merchant, ext string
+		dir           callrec.Direction
+		caller        string
+		disp          callrec.Disposition
+		hangup        callrec.HangupBy
+		talk          time.Duration
+		status        int
 	}{
 		{"demo-shop", "1234", "to_consignee", "alice", "answered", "caller", 3*time.Minute + 7*time.Second, 200},
 		{"jd-mall-shanghai-east", "12345678", "callback", "+8613700137000", "answered", "callee", 119 * time.Minute, 200},
@@ -261,7 +266,7 @@ func TestCDRTableFits120Columns(t *testing.T) {
 		{"tmall-flagship-store", "5678", "to_consignee", "courier-sf-express-0042", "no_answer", "system", 0, 480},
 	}
 	for i, r := range rows {
-		c := &binding.CDR{CallID: "call-" + strings.Repeat("x", 30), Merchant: r.merchant, BindingID: "b_0123456789abcdef",
+		c := &callrec.Record{CallID: "call-" + strings.Repeat("x", 30), Merchant: r.merchant, BindingID: "b_0123456789abcdef",
 			Order: "order-2026-11-15-000123", Host: "17000000001", Extension: r.ext, Direction: r.dir, Caller: r.caller,
 			StartedAt: start.Add(time.Duration(i) * time.Hour), Disposition: r.disp, HangupBy: r.hangup, SIPStatus: r.status}
 		if r.talk > 0 {
@@ -290,7 +295,7 @@ func TestCDRTableFits120Columns(t *testing.T) {
 
 	recs, err := csv.NewReader(strings.NewReader(mustRun(t, "cdr", "list", "--format", "csv"))).ReadAll()
 	require.NoError(t, err)
-	require.Equal(t, binding.CDRColumns(), recs[0])
+	require.Equal(t, callrec.Columns(), recs[0])
 	require.Len(t, recs, 1+len(rows))
 	require.Contains(t, recs[2], "jd-mall-shanghai-east")
 	require.Contains(t, recs[4], "courier-sf-express-0042")
@@ -312,7 +317,7 @@ func TestCDRCSVFormulaSafe(t *testing.T) {
 	require.NoError(t, err)
 	start := time.Date(2026, 11, 15, 9, 30, 0, 0, time.UTC)
 	for i, caller := range []string{"=1+2*3", "@SUM(A1)", "-2+3"} {
-		c := &binding.CDR{CallID: "call-" + strconv.Itoa(i), Merchant: "m1", Host: "17000000001", Extension: "1234",
+		c := &callrec.Record{CallID: "call-" + strconv.Itoa(i), Merchant: "m1", Host: "17000000001", Extension: "1234",
 			Direction: "to_consignee", Caller: caller, StartedAt: start.Add(time.Duration(i) * time.Minute)}
 		require.NoError(t, s.StartCDR(context.Background(), c))
 	}

@@ -128,9 +128,6 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	c.IVR.Language = lang
 	c.IVR.FirstDigitTimeout = 3 * time.Second
 	c.IVR.InterDigitTimeout = 2 * time.Second
-	if c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts); err != nil {
-		return err
-	}
 	if err := c.Validate(); err != nil {
 		return err
 	}

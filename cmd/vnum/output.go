@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 )
 
 // Output formats of commands that print records.
@@ -85,8 +86,8 @@ func bindingRecords(bs []binding.Binding, one bool) records {
 	for i := range bs {
 		b := &bs[i]
 		r.rows = append(r.rows, []string{b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Display(), b.Dial(),
-			b.OrderStatus, b.Status, binding.FormatTime(b.CreatedAt), binding.FormatTime(b.ExpiresAt),
-			binding.FormatTime(b.ReleasedAt)})
+			b.OrderStatus, b.Status, callrec.FormatTime(b.CreatedAt), callrec.FormatTime(b.ExpiresAt),
+			callrec.FormatTime(b.ReleasedAt)})
 	}
 	if one && len(bs) == 1 {
 		r.json = bs[0]
@@ -97,17 +98,17 @@ func bindingRecords(bs []binding.Binding, one bool) records {
 }
 
 // cdrRecords prints call records: csv with the columns the admin API's CSV
-// export uses too (binding.CDRColumns), the table with the columns an
+// export uses too (callrec.Columns), the table with the columns an
 // operator scans, narrow enough for a 120-column terminal.
-func cdrRecords(cs []binding.CDR) records {
-	r := records{header: binding.CDRColumns(), json: nonNil(cs),
+func cdrRecords(cs []callrec.Record) records {
+	r := records{header: callrec.Columns(), json: nonNil(cs),
 		tableHeader: []string{"started_at", "merchant", "host", "ext", "caller", "disposition", "talk", "min", "fee", "by"}}
 	r.tableRows = [][]string{}
 	for _, c := range cs {
-		r.rows = append(r.rows, binding.CDRRow(c))
-		r.tableRows = append(r.tableRows, []string{binding.FormatTime(c.StartedAt), clip(c.Merchant, 10), c.Host,
-			clip(c.Extension, 8), clip(c.Caller, 14), c.Disposition, strconv.Itoa(c.TalkSeconds),
-			strconv.Itoa(c.BilledMinutes), c.Fee.String(), c.HangupBy})
+		r.rows = append(r.rows, c.Row())
+		r.tableRows = append(r.tableRows, []string{callrec.FormatTime(c.StartedAt), clip(c.Merchant, 10), c.Host,
+			clip(c.Extension, 8), clip(c.Caller, 14), string(c.Disposition), strconv.Itoa(c.TalkSeconds),
+			strconv.Itoa(c.BilledMinutes), c.Fee.String(), string(c.HangupBy)})
 	}
 	return r
 }
@@ -126,7 +127,7 @@ func clip(s string, n int) string {
 func numberRecords(ns []binding.Number) records {
 	r := records{header: []string{"host", "active", "created_at"}, json: nonNil(ns)}
 	for _, n := range ns {
-		r.rows = append(r.rows, []string{n.Host, strconv.Itoa(n.Active), binding.FormatTime(n.CreatedAt)})
+		r.rows = append(r.rows, []string{n.Host, strconv.Itoa(n.Active), callrec.FormatTime(n.CreatedAt)})
 	}
 	return r
 }

@@ -6,11 +6,14 @@ import (
 	"time"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/sip"
 )
 
 // router adapts the binding store to what signalling needs (sip.Router).
 // The packages do not know each other; this is the only place they meet.
+// Both speak callrec, so what is left here is the store's clock and rates
+// and the turning of the store's errors into the ones sip acts on.
 type router struct {
 	store *binding.Store
 	rates binding.Rates
@@ -19,107 +22,64 @@ type router struct {
 
 var _ sip.Router = (*router)(nil)
 
-func (r *router) Account(ctx context.Context, user string) (sip.Account, error) {
+func (r *router) Account(ctx context.Context, user string) (callrec.Account, error) {
 	a, err := r.store.Account(ctx, user)
 	if errors.Is(err, binding.ErrNotFound) {
-		return sip.Account{}, sip.ErrUnknownAccount
+		return callrec.Account{}, sip.ErrUnknownAccount
 	}
-	if err != nil {
-		return sip.Account{}, err
-	}
-	return sip.Account{User: a.User, Merchant: a.Merchant, HA1MD5: a.HA1MD5, HA1SHA256: a.HA1SHA256}, nil
+	return a, err
 }
 
 func (r *router) IsHostNumber(ctx context.Context, x string) (bool, error) {
 	return r.store.IsHostNumber(ctx, x)
 }
 
-func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (sip.Target, error) {
+func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (callrec.Target, error) {
 	b, err := r.store.Resolve(ctx, x, ext, merchant, r.now())
 	switch {
 	case errors.Is(err, binding.ErrNoBinding):
-		return sip.Target{}, sip.ErrInvalidExtension
+		return callrec.Target{}, sip.ErrInvalidExtension
 	case errors.Is(err, binding.ErrExpired):
-		return sip.Target{}, sip.ErrExpired
+		return callrec.Target{}, sip.ErrExpired
 	case err != nil:
-		return sip.Target{}, err
+		return callrec.Target{}, err
 	}
-	return sip.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host, Extension: b.Extension, Consignee: b.Consignee}, nil
+	return b.Target(), nil
 }
 
-func (r *router) Callback(ctx context.Context, x, caller string) (sip.Callback, error) {
-	b, last, err := r.store.ResolveCallback(ctx, x, caller, r.now())
-	switch {
-	case errors.Is(err, binding.ErrNoBinding):
-		return sip.Callback{}, sip.ErrInvalidExtension
-	case err != nil:
-		return sip.Callback{}, err
+func (r *router) Callback(ctx context.Context, x, caller string) (callrec.Callback, error) {
+	cb, err := r.store.ResolveCallback(ctx, x, caller, r.now())
+	if errors.Is(err, binding.ErrNoBinding) {
+		return callrec.Callback{}, sip.ErrInvalidExtension
 	}
-	cb := sip.Callback{Target: sip.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host,
-		Extension: b.Extension, Consignee: b.Consignee}}
-	if last != "" {
-		// The last party is an account of the merchant or a PSTN number.
-		_, aerr := r.store.Account(ctx, last)
-		switch {
-		case aerr == nil:
-			cb.Account = last
-		case errors.Is(aerr, binding.ErrNotFound):
-			cb.Number = last
-		default:
-			return sip.Callback{}, aerr
-		}
-		return cb, nil
-	}
-	accounts, err := r.store.MerchantAccounts(ctx, b.Merchant)
-	if err != nil {
-		return sip.Callback{}, err
-	}
-	for _, a := range accounts {
-		cb.Accounts = append(cb.Accounts, a.User)
-	}
-	return cb, nil
+	return cb, err
 }
 
 func (r *router) PhoneNumber(raw string) (string, error) { return binding.NormaliseConsignee(raw) }
 
-func (r *router) StartCall(ctx context.Context, c *sip.CDR) error {
-	return r.store.StartCDR(ctx, toStore(c))
+// StartCall and EndCall hand the store a copy of the record: the store
+// fills in and rates what it is given, while sip's record belongs to the
+// call and is changed by the call's own goroutine only.
+
+func (r *router) StartCall(ctx context.Context, c *callrec.Record) error {
+	rec := *c
+	return r.store.StartCDR(ctx, &rec)
 }
 
-func (r *router) UpdateCall(ctx context.Context, c *sip.CDR) error {
-	return r.store.UpdateCDR(ctx, toStore(c))
+func (r *router) UpdateCall(ctx context.Context, c *callrec.Record) error {
+	return r.store.UpdateCDR(ctx, c)
 }
 
-func (r *router) RefreshCall(ctx context.Context, c *sip.CDR, alive time.Time) error {
-	return r.store.RefreshCDR(ctx, toStore(c), alive, r.rates)
+func (r *router) RefreshCall(ctx context.Context, c *callrec.Record, alive time.Time) error {
+	return r.store.RefreshCDR(ctx, c, alive, r.rates)
 }
 
-func (r *router) EndCall(ctx context.Context, c *sip.CDR) error {
-	err := r.store.FinishCDR(ctx, toStore(c), r.rates)
+func (r *router) EndCall(ctx context.Context, c *callrec.Record) error {
+	rec := *c
+	err := r.store.FinishCDR(ctx, &rec, r.rates)
 	if errors.Is(err, binding.ErrCDRFinished) {
 		// A retry after a write that did land.
 		return nil
 	}
 	return err
-}
-
-func toStore(c *sip.CDR) *binding.CDR {
-	return &binding.CDR{
-		ID:          c.ID,
-		CallID:      c.CallID,
-		Merchant:    c.Merchant,
-		BindingID:   c.BindingID,
-		Order:       c.Order,
-		Host:        c.Host,
-		Extension:   c.Extension,
-		Direction:   c.Direction,
-		Caller:      c.Caller,
-		StartedAt:   c.StartedAt,
-		RingingAt:   c.RingingAt,
-		AnsweredAt:  c.AnsweredAt,
-		EndedAt:     c.EndedAt,
-		Disposition: c.Disposition,
-		HangupBy:    c.HangupBy,
-		SIPStatus:   c.SIPStatus,
-	}
 }

@@ -39,7 +39,7 @@ type node struct {
 // empty store is logged as a warning unless quietStore (the demo's
 // temporary store).
 func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool) (*node, error) {
-	if err := checkMediaIP(c.Media.IP); err != nil {
+	if err := checkMediaIP(c.Media); err != nil {
 		return nil, err
 	}
 	announce := func(dsn string) {
@@ -57,7 +57,12 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 		store.Close()
 		return nil, err
 	}
-	ports, err := media.NewPorts(c.Media.IP, c.Media.RTPMin, c.Media.RTPMax)
+	lo, hi, err := c.Media.PortRange()
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("media.rtp_ports: %w", err)
+	}
+	ports, err := media.NewPorts(c.Media.IP, lo, hi)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("media: %w", err)
@@ -81,17 +86,17 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 	return &node{store: store, ports: ports, sip: srv}, nil
 }
 
-// checkMediaIP binds a UDP socket on ip once: an address that is not this
+// checkMediaIP binds a UDP socket on media.ip once: an address that is not this
 // host's would otherwise let serve start and then refuse every call as
 // "no free rtp ports".
-func checkMediaIP(ip string) error {
-	addr, err := netip.ParseAddr(ip)
+func checkMediaIP(m config.Media) error {
+	addr, err := m.Addr()
 	if err != nil {
-		return fmt.Errorf("media.ip: %q is not an IP address", ip)
+		return err
 	}
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 0)))
 	if err != nil {
-		return fmt.Errorf("media.ip: cannot bind %s (want an address of this host): %w", ip, err)
+		return fmt.Errorf("media.ip: cannot bind %s (want an address of this host): %w", m.IP, err)
 	}
 	return conn.Close()
 }
@@ -154,17 +159,9 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 
 // sipOptions maps the configuration onto what signalling takes.
 func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Options, error) {
-	cidrs := make([]netip.Prefix, 0, len(c.Trunk.InboundCIDRs))
-	for _, s := range c.Trunk.InboundCIDRs {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return sip.Options{}, fmt.Errorf("trunk.inbound_cidrs: %q: %w", s, err)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		cidrs = append(cidrs, p)
+	cidrs, err := c.Trunk.InboundPrefixes()
+	if err != nil {
+		return sip.Options{}, err
 	}
 	return sip.Options{
 		Listen:            c.SIP.Listen,

@@ -1,0 +1,122 @@
+// Package callrec is the vocabulary that signalling (package sip) and the
+// store (package binding) share about calls: who may call (Account), where
+// a dialled number or a call back leads (Target, Callback), and the record
+// of each call attempt (Record) with its typed values. It is a leaf: it
+// imports nothing of vnum's, so both sides can speak it without knowing
+// each other, and cmd/vnum wires them with no field-by-field copy.
+package callrec
+
+// Disposition is how a call attempt ended (SPEC §7). Its values are the
+// strings the JSON and CSV exports carry.
+type Disposition string
+
+// Dispositions of a call (SPEC §7).
+const (
+	// DispositionAnswered is a call the consignee (or callback party) answered.
+	DispositionAnswered Disposition = "answered"
+	// DispositionBusy is a call leg B refused as busy (486, 600).
+	DispositionBusy Disposition = "busy"
+	// DispositionNoAnswer is a call nobody answered within calls.ring_timeout.
+	DispositionNoAnswer Disposition = "no_answer"
+	// DispositionCancelled is a call the caller gave up before it was answered.
+	DispositionCancelled Disposition = "cancelled"
+	// DispositionFailed is a call that failed for any other reason.
+	DispositionFailed Disposition = "failed"
+	// DispositionInvalidExtension is a call whose extension never resolved.
+	DispositionInvalidExtension Disposition = "invalid_extension"
+	// DispositionExpired is a call to an (X, E) in quarantine.
+	DispositionExpired Disposition = "expired"
+	// DispositionRejected is a call leg B declined (403, 603, …).
+	DispositionRejected Disposition = "rejected"
+	// DispositionInterrupted is a call a crash cut; the next start closes it.
+	DispositionInterrupted Disposition = "interrupted"
+)
+
+// HangupBy is the side that ended a call (SPEC §7, hangup_by).
+type HangupBy string
+
+// Sides that end a call.
+const (
+	// HangupCaller is leg A: the merchant, courier or calling-back consignee.
+	HangupCaller HangupBy = "caller"
+	// HangupCallee is leg B: the party vnum dialled.
+	HangupCallee HangupBy = "callee"
+	// HangupSystem is vnum itself: timeouts, errors, shutdown, a crash.
+	HangupSystem HangupBy = "system"
+)
+
+// Direction says which way a call goes through a binding (SPEC §7).
+type Direction string
+
+// Call directions.
+const (
+	// DirectionToConsignee is a call from a merchant or courier to B.
+	DirectionToConsignee Direction = "to_consignee"
+	// DirectionCallback is a call from B back through X (SPEC §4, callback).
+	DirectionCallback Direction = "callback"
+)
+
+// CallerKind says what a record's Caller is. A call back dials the last
+// caller by its kind, so the kind is stored with the record when the call
+// starts rather than guessed later from the string: a PSTN number can look
+// like an account's user name and the other way round.
+type CallerKind string
+
+// Kinds of caller.
+const (
+	// CallerUnknown is a caller of no known kind (none, or a record written
+	// before kinds were stored that held neither an account nor a number).
+	// A call back never dials it.
+	CallerUnknown CallerKind = ""
+	// CallerAccount is a merchant's SIP login; Caller is its user name.
+	CallerAccount CallerKind = "account"
+	// CallerNumber is a PSTN caller from a trunk; Caller is its number in
+	// E.164 form, or "" when it sent none that validates.
+	CallerNumber CallerKind = "number"
+	// CallerConsignee is B calling back; Caller is the word "consignee",
+	// never B's number, which no record merchants read may hold.
+	CallerConsignee CallerKind = "consignee"
+)
+
+// Account is a merchant's SIP login as digest authentication needs it.
+type Account struct {
+	// User is the SIP user name, unique across merchants.
+	User string
+	// Merchant owns the account.
+	Merchant string
+	// HA1MD5 is hex(MD5(user:realm:password)) (RFC 2617 §3.2.2.2).
+	HA1MD5 string
+	// HA1SHA256 is hex(SHA-256(user:realm:password)) (RFC 7616 §3.4.2).
+	HA1SHA256 string
+}
+
+// Target is the binding a dialled (X, E) resolved to.
+type Target struct {
+	// BindingID is the binding's identifier.
+	BindingID string
+	// Merchant owns the binding.
+	Merchant string
+	// Order is the merchant's order identifier.
+	Order string
+	// Host is X, 11 digits.
+	Host string
+	// Extension is E.
+	Extension string
+	// Consignee is B in E.164 form (+8613800138000). It never goes into a
+	// Record.
+	Consignee string
+}
+
+// Callback is where a consignee's call back to X goes (SPEC §4): to the
+// account or PSTN number that last reached them through the binding, or
+// else to the merchant's accounts. At most one of Account, Number and
+// Accounts is set.
+type Callback struct {
+	Target
+	// Account is the merchant's SIP login that last reached the consignee.
+	Account string
+	// Number is the PSTN caller that last reached the consignee (E.164).
+	Number string
+	// Accounts are the merchant's logins, rung when neither is known.
+	Accounts []string
+}
