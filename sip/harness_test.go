@@ -229,7 +229,7 @@ func newTestEnvRouter(t *testing.T, co sipua.CarrierOptions, tweak func(*Options
 	phone, err := sipua.NewSoftphone("alice", "s3cret", nil)
 	require.NoError(t, err)
 	t.Cleanup(phone.Close)
-	ports, err := media.NewPorts("127.0.0.1", 31000, 31999)
+	ports, err := media.NewPorts("127.0.0.1", 0, 0) // the kernel picks each pair
 	require.NoError(t, err)
 	opts := Options{
 		Listen:            []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"},

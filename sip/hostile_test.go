@@ -188,7 +188,14 @@ func TestWarningText(t *testing.T) {
 // TestNoPortGetsRetryAfter: a call refused because no RTP port is free is
 // told to come back soon (SPEC §8: 503 with Retry-After).
 func TestNoPortGetsRetryAfter(t *testing.T) {
-	ports, err := media.NewPorts("127.0.0.1", 32600, 32609)
+	// A range of the one pair the kernel just gave out, so no fixed port is
+	// taken from whatever else runs on the host.
+	pair, err := media.NewPorts("127.0.0.1", 0, 0)
+	require.NoError(t, err)
+	s, err := pair.Open()
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	ports, err := media.NewPorts("127.0.0.1", s.Port, s.Port+1)
 	require.NoError(t, err)
 	e := newTestEnv(t, "answer", func(o *Options) { o.Ports = ports })
 	for { // every pair taken

@@ -204,6 +204,7 @@ func TestServeWithAdmin(t *testing.T) {
 	c.Media.RTPMin, c.Media.RTPMax, err = config.ParsePortRange(c.Media.RTPPorts)
 	require.NoError(t, err)
 	require.NoError(t, c.Validate())
+	kernelPorts(c)
 
 	var logs lockedBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
