@@ -251,13 +251,7 @@ func TestAuthentication(t *testing.T) {
 	defer cancel()
 
 	// No credentials: a 407 challenge naming MD5.
-	d, err := e.phone.Invite(ctx, e.vnum, testHost)
-	require.NoError(t, err)
-	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	require.Equal(t, 407, dr.Res.StatusCode)
-	chal := dr.Res.GetHeader("Proxy-Authenticate").Value()
+	chal := e.challenge(ctx).GetHeader("Proxy-Authenticate").Value()
 	require.Contains(t, chal, "algorithm=MD5")
 	require.Contains(t, chal, `realm="vnum"`)
 
@@ -266,6 +260,7 @@ func TestAuthentication(t *testing.T) {
 	bad, err := sipua.NewSoftphone("alice", "wrong", nil)
 	require.NoError(t, err)
 	t.Cleanup(bad.Close)
+	var dr *sipgo.ErrDialogResponse
 	for i := 0; i < 3; i++ {
 		_, err := bad.Call(ctx, e.vnum, testHost)
 		require.ErrorAs(t, err, &dr)
@@ -281,12 +276,7 @@ func TestSHA256Challenge(t *testing.T) {
 	e := newTestEnv(t, "answer", func(o *Options) { o.DigestAlgorithms = []string{"SHA-256", "MD5"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := e.phone.Invite(ctx, e.vnum, testHost)
-	require.NoError(t, err)
-	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	hs := dr.Res.GetHeaders("Proxy-Authenticate")
+	hs := e.challenge(ctx).GetHeaders("Proxy-Authenticate")
 	require.Len(t, hs, 2)
 	require.Contains(t, hs[0].Value(), "algorithm=SHA-256")
 	require.Contains(t, hs[1].Value(), "algorithm=MD5")
@@ -295,6 +285,19 @@ func TestSHA256Challenge(t *testing.T) {
 	nextSession(t, e.carrier)
 	require.NoError(t, d2.Bye(ctx))
 	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+}
+
+// challenge sends an INVITE without credentials and returns vnum's answer,
+// which must be the 407 challenge (RFC 3261 §22.3).
+func (e *testEnv) challenge(ctx context.Context) *sip.Response {
+	e.t.Helper()
+	d, err := e.phone.Invite(ctx, e.vnum, testHost)
+	require.NoError(e.t, err)
+	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(e.t, err, &dr)
+	require.Equal(e.t, 407, dr.Res.StatusCode)
+	return dr.Res
 }
 
 func TestOptionsAndMessage(t *testing.T) {

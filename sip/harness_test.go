@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/binding"
@@ -336,6 +338,29 @@ func (e *testEnv) waitNoCalls() {
 	require.Eventually(e.t, func() bool {
 		return e.srv.ActiveCalls() == 0 && e.ports.InUse() == 0
 	}, 10*time.Second, 20*time.Millisecond, "calls=%d ports=%d", e.srv.ActiveCalls(), e.ports.InUse())
+}
+
+// drainAndCallAgain starts the server's Shutdown, waits until it stops
+// listening and places a new call: that call must get 503 with a
+// Retry-After (SPEC §8), which it returns. stopped closes when Shutdown
+// returns.
+func (e *testEnv) drainAndCallAgain(ctx context.Context) (stopped <-chan struct{}, res *sip.Response) {
+	e.t.Helper()
+	done := make(chan struct{})
+	go func() {
+		e.srv.Shutdown(context.Background())
+		close(done)
+	}()
+	require.Eventually(e.t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
+	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
+	require.NoError(e.t, err)
+	e.t.Cleanup(other.Close)
+	_, err = other.Call(ctx, e.vnum, testHost)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(e.t, err, &dr)
+	require.Equal(e.t, 503, dr.Res.StatusCode, "no new calls while draining")
+	require.NotNil(e.t, dr.Res.GetHeader("Retry-After"))
+	return done, dr.Res
 }
 
 // assertPrivate is the privacy invariant: nothing leg A receives contains

@@ -109,21 +109,8 @@ func TestRetryAfterFollowsDrainTimeout(t *testing.T) {
 	e.dialAndKey(ctx, testHost, testExt)
 	nextSession(t, e.carrier)
 
-	stopped := make(chan struct{})
-	go func() {
-		e.srv.Shutdown(context.Background())
-		close(stopped)
-	}()
-	require.Eventually(t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
-	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
-	require.NoError(t, err)
-	t.Cleanup(other.Close)
-	_, err = other.Call(ctx, e.vnum, testHost)
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	require.Equal(t, 503, dr.Res.StatusCode)
-	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
-	require.Equal(t, "2", dr.Res.GetHeader("Retry-After").Value(), "1.5 s rounds up to 2")
+	stopped, res := e.drainAndCallAgain(ctx)
+	require.Equal(t, "2", res.GetHeader("Retry-After").Value(), "1.5 s rounds up to 2")
 	<-stopped
 }
 

@@ -200,21 +200,7 @@ func TestDrainOnShutdown(t *testing.T) {
 	d, _ := e.dialAndKey(ctx, testHost, testExt)
 	ds := nextSession(t, e.carrier)
 
-	stopped := make(chan struct{})
-	go func() {
-		e.srv.Shutdown(context.Background())
-		close(stopped)
-	}()
-	require.Eventually(t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
-	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
-	require.NoError(t, err)
-	t.Cleanup(other.Close)
-	_, err = other.Call(ctx, e.vnum, testHost)
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	require.Equal(t, 503, dr.Res.StatusCode, "no new calls while draining")
-	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
-
+	stopped, _ := e.drainAndCallAgain(ctx)
 	<-stopped
 	require.Equal(t, sip.DialogStateEnded, d.LoadState(), "the call in progress was hung up after the drain timeout")
 	// The carrier's dialog ends just after it answers vnum's BYE.

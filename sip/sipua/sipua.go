@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -151,20 +150,16 @@ func MediaAddr(body []byte) (netip.AddrPort, error) {
 
 // SendDigits sends RFC 4733 telephone-events as real RTP (RFC 4733 §2.5):
 // three updates, the first with the marker, then the end packet three
-// times; one RTP timestamp per digit.
+// times; one RTP timestamp per digit. A key that is not a DTMF digit gets
+// media.ErrBadEvent.
 func SendDigits(conn *net.UDPConn, to netip.AddrPort, pt uint8, digits string) error {
 	seq, ts := uint16(1000), uint32(8000)
 	for _, d := range digits {
-		ev := strings.IndexRune("0123456789*#", d)
-		if ev < 0 {
-			return fmt.Errorf("not a DTMF digit: %q", d)
-		}
 		for i := 0; i < 6; i++ {
 			end := i >= 3
-			dur := uint16(160 * (min(i, 3) + 1))
-			payload := []byte{byte(ev), 10, byte(dur >> 8), byte(dur)}
-			if end {
-				payload[1] |= 0x80
+			payload, err := media.EncodeEvent(media.Event{Digit: d, End: end, Volume: 10, Duration: uint16(160 * (min(i, 3) + 1))})
+			if err != nil {
+				return err
 			}
 			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: ts, SSRC: 0x1234, Marker: i == 0}, Payload: payload}
 			if !end || i == 3 {
