@@ -133,8 +133,8 @@ func TestCallFailures(t *testing.T) {
 			if tc.digits != "" {
 				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
 				if tc.disposition == "invalid_extension" {
-					for i := 0; i < 2; i++ {
-						time.Sleep(300 * time.Millisecond)
+					for i := 1; i <= 2; i++ {
+						e.waitLogged("invalid extension", i) // the next attempt begins
 						require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
 					}
 				}
@@ -144,6 +144,9 @@ func TestCallFailures(t *testing.T) {
 			cdr := e.router.waitEnded(t)
 			require.Equal(t, tc.disposition, cdr.Disposition)
 			require.Equal(t, tc.hangupBy, cdr.HangupBy)
+			if tc.digits != "" && tc.disposition == "invalid_extension" {
+				require.NotContains(t, e.logs.String(), `msg="no extension keyed"`, "every attempt was a wrong extension, none timed out")
+			}
 			if tc.status != 0 {
 				require.Equal(t, tc.status, cdr.SIPStatus)
 			}
@@ -158,15 +161,19 @@ func TestCallFailures(t *testing.T) {
 	}
 }
 
+// TestCancel: the caller CANCELs its INVITE (vnum answers in early media,
+// so the INVITE is still pending) while the IVR plays its prompt, or while
+// B rings; each case waits for the sign of its phase, not for a time.
 func TestCancel(t *testing.T) {
 	early := func(o *Options) { o.AnswerMode = "early"; o.FirstDigitTimeout = 5 * time.Second }
 	for _, tc := range []struct {
 		name    string
 		carrier string
 		digits  string
+		state   CallState
 	}{
-		{name: "during IVR", carrier: "answer"},
-		{name: "during ringing", carrier: "ring", digits: testExt},
+		{name: "during IVR", carrier: "answer", state: StateIVR},
+		{name: "during ringing", carrier: "ring", digits: testExt, state: StateRinging},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, tc.carrier, early)
@@ -174,36 +181,65 @@ func TestCancel(t *testing.T) {
 			defer cancel()
 			d, err := e.phone.Invite(ctx, e.vnum, testHost)
 			require.NoError(t, err)
-			var early *sip.Response
+			got183 := make(chan struct{})
 			waitCtx, stop := context.WithCancel(ctx)
 			errc := make(chan error, 1)
 			go func() {
+				once := false
 				errc <- d.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: "alice", Password: "s3cret",
 					OnResponse: func(r *sip.Response) error {
-						if r.StatusCode == 183 && early == nil {
-							early = r
+						if r.StatusCode == 183 && !once {
+							once = true
 							to, err := sipua.MediaAddr(r.Body())
 							if err == nil && tc.digits != "" {
 								go func() { _ = sipua.SendDigits(e.phone.RTP, to, 101, tc.digits) }()
 							}
+							close(got183)
 						}
 						return nil
 					}})
 			}()
-			if tc.carrier == "ring" {
-				nextInvite(t, e.carrier)
-				time.Sleep(200 * time.Millisecond)
-			} else {
-				time.Sleep(700 * time.Millisecond)
+			select {
+			case <-got183:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no 183")
 			}
+			if tc.state == StateRinging {
+				nextInvite(t, e.carrier)
+				_, err := e.carrier.NextRinging(10 * time.Second)
+				require.NoError(t, err, "B rings")
+			} else {
+				firstSSRC(t, e.phone) // the prompt plays
+			}
+			e.waitState(tc.state)
 			stop() // WaitAnswer sends CANCEL
 			<-errc
 			cdr := e.router.waitEnded(t)
 			require.Equal(t, "cancelled", cdr.Disposition)
 			require.Equal(t, "caller", cdr.HangupBy)
+			require.True(t, cdr.AnsweredAt.IsZero())
+			if tc.state == StateRinging {
+				require.Equal(t, "b1", cdr.BindingID)
+				require.Eventually(t, func() bool { return receivedMethod(e.carrier.Peer, sip.CANCEL) }, 5*time.Second, 10*time.Millisecond,
+					"vnum CANCELs the ringing leg B (RFC 3261 §9.1)")
+			} else {
+				require.Empty(t, cdr.BindingID, "cancelled before an extension was keyed")
+				require.Zero(t, e.carrier.Pending(), "no INVITE reached the trunk")
+				require.Empty(t, e.carrier.Received())
+			}
 			e.waitNoCalls()
 		})
 	}
+}
+
+// receivedMethod reports whether p has received a request of method.
+func receivedMethod(p *sipua.Peer, method sip.RequestMethod) bool {
+	for _, m := range p.Received() {
+		if strings.HasPrefix(m, string(method)+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 func TestDirectExtensionAndInfo(t *testing.T) {

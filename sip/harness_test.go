@@ -340,6 +340,29 @@ func (e *testEnv) waitNoCalls() {
 	}, 10*time.Second, 20*time.Millisecond, "calls=%d ports=%d", e.srv.ActiveCalls(), e.ports.InUse())
 }
 
+// waitState waits until the server holds exactly one call and that call
+// is in state (CallState's name, as /v1/calls shows it).
+func (e *testEnv) waitState(state CallState) {
+	e.t.Helper()
+	var calls []CallInfo
+	require.Eventually(e.t, func() bool {
+		calls = e.srv.Calls()
+		return len(calls) == 1 && calls[0].State == state.String()
+	}, 10*time.Second, 5*time.Millisecond, "want one call in state %s, have %+v", state, calls)
+}
+
+// waitLogged waits until the server's info log holds n lines with the
+// message msg: the sign that the call has passed that step.
+func (e *testEnv) waitLogged(msg string, n int) {
+	e.t.Helper()
+	needle := "msg=" + msg + " "
+	if strings.ContainsAny(msg, " =\"") {
+		needle = "msg=" + strconv.Quote(msg) + " " // as slog's text handler writes it
+	}
+	require.Eventually(e.t, func() bool { return strings.Count(e.logs.String(), needle) >= n },
+		10*time.Second, 5*time.Millisecond, "want %d log lines %s", n, needle)
+}
+
 // drainAndCallAgain starts the server's Shutdown, waits until it stops
 // listening and places a new call: that call must get 503 with a
 // Retry-After (SPEC §8), which it returns. stopped closes when Shutdown

@@ -72,7 +72,9 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			to, err := sipua.MediaAddr(d.InviteResponse.Body())
 			require.NoError(t, err)
 			for i := 0; i < tc.attempts; i++ {
-				time.Sleep(300 * time.Millisecond)
+				if i > 0 {
+					e.waitLogged("invalid extension", i) // the next attempt begins
+				}
 				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, "5678"))
 			}
 			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
@@ -80,6 +82,7 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			require.Equal(t, tc.disposition, cdr.Disposition)
 			require.Empty(t, cdr.BindingID)
 			require.Zero(t, e.carrier.Pending())
+			require.NotContains(t, e.logs.String(), `msg="no extension keyed"`, "every attempt was keyed, none timed out")
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
 		})
 	}

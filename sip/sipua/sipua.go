@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -150,10 +151,13 @@ func MediaAddr(body []byte) (netip.AddrPort, error) {
 
 // SendDigits sends RFC 4733 telephone-events as real RTP (RFC 4733 §2.5):
 // three updates, the first with the marker, then the end packet three
-// times; one RTP timestamp per digit. A key that is not a DTMF digit gets
+// times; one RTP timestamp per digit, starting at a random one. A key that is not a DTMF digit gets
 // media.ErrBadEvent.
 func SendDigits(conn *net.UDPConn, to netip.AddrPort, pt uint8, digits string) error {
-	seq, ts := uint16(1000), uint32(8000)
+	// A random start, as a phone's stream has (RFC 3550 §5.1): vnum tells
+	// events apart by timestamp (RFC 4733 §2.5.1.2), so two calls that
+	// began at one fixed timestamp would be taken for one event repeated.
+	seq, ts := uint16(rand.Uint32()), rand.Uint32()
 	for _, d := range digits {
 		for i := 0; i < 6; i++ {
 			end := i >= 3
@@ -392,6 +396,7 @@ type Carrier struct {
 	opts     CarrierOptions
 	dialogs  *sipgo.DialogServerCache
 	invites  chan *sip.Request
+	ringing  chan *sip.Request
 	sessions chan *sipgo.DialogServerSession
 }
 
@@ -410,7 +415,8 @@ func NewCarrier(opts CarrierOptions, log *slog.Logger) (*Carrier, error) {
 	}
 	c := &Carrier{Peer: p, opts: opts,
 		dialogs: sipgo.NewDialogServerCache(p.Client, contact),
-		invites: make(chan *sip.Request, 64), sessions: make(chan *sipgo.DialogServerSession, 64)}
+		invites: make(chan *sip.Request, 64), ringing: make(chan *sip.Request, 64),
+		sessions: make(chan *sipgo.DialogServerSession, 64)}
 	p.Server.OnInvite(c.onInvite)
 	p.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = c.dialogs.ReadAck(req, tx) })
 	p.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -453,6 +459,10 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	} else if err := ds.Respond(180, "Ringing", nil); err != nil {
 		return
+	}
+	select {
+	case c.ringing <- req:
+	default:
 	}
 	if c.opts.Mode == "ring" {
 		<-ds.Context().Done()
@@ -513,6 +523,17 @@ func (c *Carrier) NextInvite(d time.Duration) (*sip.Request, error) {
 		return r, nil
 	case <-time.After(d):
 		return nil, fmt.Errorf("carrier got no INVITE: %w", ErrTimeout)
+	}
+}
+
+// NextRinging returns the next INVITE the carrier has sent its 180 (or
+// 183 with early media) for.
+func (c *Carrier) NextRinging(d time.Duration) (*sip.Request, error) {
+	select {
+	case r := <-c.ringing:
+		return r, nil
+	case <-time.After(d):
+		return nil, fmt.Errorf("carrier rang for no INVITE: %w", ErrTimeout)
 	}
 }
 
