@@ -9,6 +9,7 @@ import (
 )
 
 func TestResolveCallback(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -44,6 +45,7 @@ func TestResolveCallback(t *testing.T) {
 // whose caller is not an account or a phone number (an unvalidated From
 // user written before callers were checked, or none) is passed over.
 func TestLastCallerIsDialable(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()

@@ -30,6 +30,7 @@ func (e *testEnv) dialAndKey(ctx context.Context, user, digits string) (*sipgo.D
 }
 
 func TestCallEndToEnd(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		hangupByB  bool
@@ -39,6 +40,7 @@ func TestCallEndToEnd(t *testing.T) {
 		{name: "callee hangs up", hangupByB: true, wantHangup: "callee"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -104,6 +106,7 @@ func fromTag(r *sip.Request) string {
 }
 
 func TestCallFailures(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		carrier     string
@@ -123,6 +126,7 @@ func TestCallFailures(t *testing.T) {
 			disposition: "invalid_extension", hangupBy: "system"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, tc.carrier, tc.tweak)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
@@ -165,6 +169,7 @@ func TestCallFailures(t *testing.T) {
 // so the INVITE is still pending) while the IVR plays its prompt, or while
 // B rings; each case waits for the sign of its phase, not for a time.
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	early := func(o *Options) { o.AnswerMode = "early"; o.FirstDigitTimeout = 5 * time.Second }
 	for _, tc := range []struct {
 		name    string
@@ -176,6 +181,7 @@ func TestCancel(t *testing.T) {
 		{name: "during ringing", carrier: "ring", digits: testExt, state: StateRinging},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, tc.carrier, early)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -243,6 +249,7 @@ func receivedMethod(p *sipua.Peer, method sip.RequestMethod) bool {
 }
 
 func TestDirectExtensionAndInfo(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		user   string
@@ -255,6 +262,7 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 		{name: "SIP INFO digits", user: testHost, info: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -282,6 +290,7 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.AuthFailures = 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -309,6 +318,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestSHA256Challenge(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.DigestAlgorithms = []string{"SHA-256", "MD5"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -337,6 +347,7 @@ func (e *testEnv) challenge(ctx context.Context) *sip.Response {
 }
 
 func TestOptionsAndMessage(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.InboundCIDRs = nil
 	})

@@ -19,6 +19,7 @@ import (
 // validated phone number may get there: junk in From is not remembered, and
 // whatever the store holds is checked again before it is dialled.
 func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, from string
 		wantRURI   string // what the carrier's phone is rung at on the call back; "" for nobody
@@ -31,6 +32,7 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 		{name: "too short", from: "12345"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", trunkFromLoopback)
 			e.router.remember = true
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -83,6 +85,7 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 // TestCallbackRechecksStoredNumber: a last caller that is no phone number
 // (a record from before callers were validated) is never dialled.
 func TestCallbackRechecksStoredNumber(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	e.router.addCallback(testHost, testNational, Callback{
 		Target: Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
@@ -103,6 +106,7 @@ func TestCallbackRechecksStoredNumber(t *testing.T) {
 // come back after calls.drain_timeout (whole seconds, rounded up), not a
 // fixed 30 s.
 func TestRetryAfterFollowsDrainTimeout(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.DrainTimeout = 1500 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -115,6 +119,7 @@ func TestRetryAfterFollowsDrainTimeout(t *testing.T) {
 }
 
 func TestDrainRetryAfterRounding(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		drain time.Duration
 		want  string
@@ -131,6 +136,7 @@ func TestDrainRetryAfterRounding(t *testing.T) {
 // scheme, user, host, port and transport, with no other parameter and no
 // URI header (RFC 3261 §19.1.5 allows none in a Request-URI).
 func TestCallbackRebuildsRegisteredContact(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -166,6 +172,7 @@ func TestCallbackRebuildsRegisteredContact(t *testing.T) {
 }
 
 func TestWarningText(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, `bad 'x'  a b`, warningText("bad \"x\"\r\na\x00b"))
 	long := warningText(strings.Repeat("9", 5000))
 	require.LessOrEqual(t, len(long), maxWarningText+len("…"))
@@ -175,6 +182,7 @@ func TestWarningText(t *testing.T) {
 // TestNoPortGetsRetryAfter: a call refused because no RTP port is free is
 // told to come back soon (SPEC §8: 503 with Retry-After).
 func TestNoPortGetsRetryAfter(t *testing.T) {
+	t.Parallel()
 	// A range of the one pair the kernel just gave out, so no fixed port is
 	// taken from whatever else runs on the host.
 	pair, err := media.NewPorts("127.0.0.1", 0, 0)

@@ -16,6 +16,7 @@ import (
 )
 
 func TestCarrierChallengesLegB(t *testing.T) {
+	t.Parallel()
 	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", Username: "vnum-trunk", Password: "trunk-secret"}, func(o *Options) {
 		o.TrunkUsername, o.TrunkPassword = "vnum-trunk", "trunk-secret"
 	})
@@ -30,6 +31,7 @@ func TestCarrierChallengesLegB(t *testing.T) {
 }
 
 func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
@@ -49,6 +51,7 @@ func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
 }
 
 func TestForeignAndExpiredExtensions(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		setup       func(*fakeRouter)
@@ -63,6 +66,7 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			setup: func(r *fakeRouter) { r.expire(testHost, "5678") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", nil)
 			tc.setup(e.router)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -89,6 +93,7 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 }
 
 func TestCallLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		tweak func(*Options)
@@ -97,6 +102,7 @@ func TestCallLimits(t *testing.T) {
 		{name: "calls.max_duration", tweak: func(o *Options) { o.MaxDuration = 1500 * time.Millisecond }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", tc.tweak)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -115,6 +121,7 @@ func TestCallLimits(t *testing.T) {
 }
 
 func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -171,6 +178,7 @@ func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
 }
 
 func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.AnswerMode = "early" })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -197,6 +205,7 @@ func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
 }
 
 func TestDrainOnShutdown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.DrainTimeout = time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -214,6 +223,7 @@ func TestDrainOnShutdown(t *testing.T) {
 }
 
 func TestCallerOverTCP(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	e.phone.Transport = "tcp"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -233,6 +243,7 @@ func TestCallerOverTCP(t *testing.T) {
 }
 
 func TestWhileBRings(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		co   sipua.CarrierOptions
@@ -242,6 +253,7 @@ func TestWhileBRings(t *testing.T) {
 		{name: "early media relayed", co: sipua.CarrierOptions{Mode: "answer", RingFor: 2 * time.Second, EarlyMedia: true}, ssrc: sipua.EarlyMediaSSRC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnvWith(t, tc.co, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -289,6 +301,7 @@ func originLine(sdp string) string {
 // the SDP both legs receive, while the relay binds media.ip. The "public"
 // address is another loopback address, where vnum listens.
 func TestPublicHost(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.Listen = []string{"udp://127.0.0.2:0"}
 		o.PublicHost = "127.0.0.2"

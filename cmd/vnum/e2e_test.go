@@ -169,6 +169,7 @@ func TestCallbackThroughServe(t *testing.T) {
 
 // TestDemo runs `vnum demo` in process: it must succeed and show its CDRs.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
