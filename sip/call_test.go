@@ -86,14 +86,14 @@ func TestCallEndToEnd(t *testing.T) {
 	}
 }
 
-func nextInvite(t *testing.T, c *sipua.Carrier) *sip.Request {
+func nextInvite(t testing.TB, c *sipua.Carrier) *sip.Request {
 	t.Helper()
 	r, err := c.NextInvite(15 * time.Second)
 	require.NoError(t, err)
 	return r
 }
 
-func nextSession(t *testing.T, c *sipua.Carrier) *sipgo.DialogServerSession {
+func nextSession(t testing.TB, c *sipua.Carrier) *sipgo.DialogServerSession {
 	t.Helper()
 	s, err := c.NextSession(15 * time.Second)
 	require.NoError(t, err)

@@ -169,7 +169,7 @@ func (r *fakeRouter) EndCall(_ context.Context, c *CDR) error {
 	return nil
 }
 
-func (r *fakeRouter) waitEnded(t *testing.T) CDR {
+func (r *fakeRouter) waitEnded(t testing.TB) CDR {
 	t.Helper()
 	select {
 	case c := <-r.ended:
@@ -183,7 +183,7 @@ func (r *fakeRouter) waitEnded(t *testing.T) CDR {
 // testEnv is a running vnum server with a fake router, a carrier and a
 // merchant softphone.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	router  *fakeRouter
 	carrier *sipua.Carrier
@@ -208,19 +208,19 @@ const (
 	testNational  = "13800138000"
 )
 
-func newTestEnv(t *testing.T, carrierMode string, tweak func(*Options)) *testEnv {
+func newTestEnv(t testing.TB, carrierMode string, tweak func(*Options)) *testEnv {
 	t.Helper()
 	return newTestEnvWith(t, sipua.CarrierOptions{Mode: carrierMode}, tweak)
 }
 
-func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options)) *testEnv {
+func newTestEnvWith(t testing.TB, co sipua.CarrierOptions, tweak func(*Options)) *testEnv {
 	t.Helper()
 	return newTestEnvRouter(t, co, tweak, nil)
 }
 
 // newTestEnvRouter is newTestEnvWith whose server uses wrap(router) as
 // its Router (when wrap is set), for tests of a misbehaving store.
-func newTestEnvRouter(t *testing.T, co sipua.CarrierOptions, tweak func(*Options), wrap func(*fakeRouter) Router) *testEnv {
+func newTestEnvRouter(t testing.TB, co sipua.CarrierOptions, tweak func(*Options), wrap func(*fakeRouter) Router) *testEnv {
 	t.Helper()
 	router := newFakeRouter()
 	router.addAccount("m1", "alice", "s3cret")

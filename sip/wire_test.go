@@ -22,7 +22,7 @@ import (
 // rawPeer speaks hand-written SIP to vnum over one socket, for input no
 // well-behaved user agent would send.
 type rawPeer struct {
-	t       *testing.T
+	t       testing.TB
 	network string
 	udp     *net.UDPConn
 	tcp     net.Conn
@@ -36,7 +36,7 @@ type rawPeer struct {
 
 // newRawPeer opens a socket from local (an address on loopback, port 0 for
 // any) to vnum's listener of network ("udp" or "tcp").
-func newRawPeer(t *testing.T, srv *Server, network, local string) *rawPeer {
+func newRawPeer(t testing.TB, srv *Server, network, local string) *rawPeer {
 	t.Helper()
 	p := &rawPeer{t: t, network: network, more: make(chan struct{}, 1)}
 	switch network {
@@ -179,10 +179,14 @@ func rawRequest(method, ruri string, extra ...string) string {
 }
 
 // requireAlive asserts vnum still answers an OPTIONS from a raw peer.
-func requireAlive(t *testing.T, p *rawPeer) {
+func requireAlive(t testing.TB, p *rawPeer) {
 	t.Helper()
 	p.reset()
-	p.send(rawRequest("OPTIONS", "sip:"+p.to.String()))
+	to := p.to.String()
+	if p.tcp != nil {
+		to = p.tcp.RemoteAddr().String()
+	}
+	p.send(rawRequest("OPTIONS", "sip:"+to))
 	require.Equal(t, 200, p.final(5*time.Second), "vnum stopped answering")
 }
 
