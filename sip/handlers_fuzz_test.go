@@ -85,6 +85,11 @@ func fuzzSDP(direction string) string {
 // end run until the IVR gives up, and must not pile up.
 const fuzzMaxCalls = 8
 
+// fuzzCallsEnd is how long a call may take to end: a refused call is held
+// until its final response is ACKed or Timer H fires (64·T1 = 32 s, RFC 3261
+// §17.2.1), and a fuzzed INVITE's final may come after its iteration.
+const fuzzCallsEnd = 40 * time.Second
+
 // fuzzMaxGoroutines bounds the goroutines above the count after setup: a
 // few dozen per call in progress, and nothing that outlives its message.
 const fuzzMaxGoroutines = 40 * fuzzMaxCalls
@@ -158,7 +163,7 @@ func FuzzHandlers(f *testing.F) {
 		// The calls the fuzzed messages started all end, and give back
 		// their ports.
 		require.Eventually(f, func() bool { return e.srv.ActiveCalls() == 0 && e.ports.InUse() == 0 },
-			30*time.Second, 20*time.Millisecond, "calls=%d ports=%d", e.srv.ActiveCalls(), e.ports.InUse())
+			fuzzCallsEnd, 20*time.Millisecond, "calls=%d ports=%d", e.srv.ActiveCalls(), e.ports.InUse())
 		close(stop)
 		<-drained
 	})
@@ -192,11 +197,11 @@ func FuzzHandlers(f *testing.F) {
 			t.Logf("%s: answered %v", p.network, p.statuses())
 		}
 		if e.srv.ActiveCalls() > fuzzMaxCalls {
-			require.Eventually(t, func() bool { return e.srv.ActiveCalls() <= fuzzMaxCalls }, 30*time.Second, 10*time.Millisecond,
+			require.Eventually(t, func() bool { return e.srv.ActiveCalls() <= fuzzMaxCalls }, fuzzCallsEnd, 10*time.Millisecond,
 				"calls do not end: %d", e.srv.ActiveCalls())
 		}
 		if runtime.NumGoroutine() > base+fuzzMaxGoroutines {
-			require.Eventually(t, func() bool { return runtime.NumGoroutine() <= base+fuzzMaxGoroutines }, 30*time.Second, 10*time.Millisecond,
+			require.Eventually(t, func() bool { return runtime.NumGoroutine() <= base+fuzzMaxGoroutines }, fuzzCallsEnd, 10*time.Millisecond,
 				"goroutines grow: %d after setup, %d now", base, runtime.NumGoroutine())
 		}
 	})
@@ -212,6 +217,7 @@ type fuzzFixture struct {
 	from   string
 	to     string
 	cseq   atomic.Int64
+	invite *sip.Request // the INVITE that placed the call
 	n      int
 }
 
@@ -220,10 +226,12 @@ type fuzzFixture struct {
 func (fx *fuzzFixture) ensure(t *testing.T) {
 	t.Helper()
 	if fx.p != nil {
-		if fx.p.final(0) == 0 {
-			fx.p.t = t
+		fx.p.t = t
+		res := inviteFinal(fx.p, "1")
+		if res == nil {
 			return
 		}
+		ackFinal(fx.p, fx.invite, res)
 		fx.close()
 	}
 	fx.n++
@@ -243,6 +251,9 @@ func (fx *fuzzFixture) ensure(t *testing.T) {
 			"From: <sip:13700137000@{local}>;tag={fromtag}\r\nTo: <sip:" + testHost + "@{vnum}>\r\nCall-ID: {callid}\r\n" +
 			"CSeq: 1 INVITE\r\nContact: <sip:fz@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {clen}\r\n\r\n" + fuzzSDP("sendrecv"))
 	m, _ := fx.expand(p, []byte(msg))
+	invite, err := sip.NewParser().ParseSIP(m)
+	require.NoError(t, err)
+	fx.invite = invite.(*sip.Request)
 	p.write(m)
 	deadline := time.Now().Add(10 * time.Second)
 	for fx.to == "" {
@@ -327,21 +338,16 @@ func endInvite(p *rawPeer, msg []byte) {
 			return // no answer: no transaction
 		}
 	}
-	common := "Max-Forwards: 70\r\nFrom: " + req.From().Value() + "\r\nCall-ID: " + req.CallID().Value() + "\r\n"
 	seq := strconv.Itoa(int(req.CSeq().SeqNo))
 	if _, tagged := req.To().Params.Get("tag"); !tagged && inviteFinal(p, seq) == nil {
-		p.write([]byte("CANCEL " + req.Recipient.String() + " SIP/2.0\r\nVia: " + req.Via().Value() + "\r\n" + common +
-			"To: " + req.To().Value() + "\r\nCSeq: " + seq + " CANCEL\r\nContent-Length: 0\r\n\r\n"))
+		p.write([]byte("CANCEL " + req.Recipient.String() + " SIP/2.0\r\nVia: " + req.Via().Value() + "\r\nMax-Forwards: 70\r\n" +
+			"From: " + req.From().Value() + "\r\nTo: " + req.To().Value() + "\r\nCall-ID: " + req.CallID().Value() + "\r\n" +
+			"CSeq: " + seq + " CANCEL\r\nContent-Length: 0\r\n\r\n"))
 	}
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		if res := inviteFinal(p, seq); res != nil {
-			via := req.Via().Value() // a non-2xx is ACKed in its transaction
-			if res.StatusCode < 300 {
-				via = "SIP/2.0/" + strings.ToUpper(p.network) + " " + p.local.String() + ";branch=z9hG4bK" + randHex() + ";rport"
-			}
-			p.write([]byte("ACK " + req.Recipient.String() + " SIP/2.0\r\nVia: " + via + "\r\n" + common +
-				"To: " + res.To().Value() + "\r\nCSeq: " + seq + " ACK\r\nContent-Length: 0\r\n\r\n"))
+			ackFinal(p, req, res)
 			return
 		}
 		select {
@@ -349,6 +355,20 @@ func endInvite(p *rawPeer, msg []byte) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ackFinal ACKs res, the final response to the INVITE req sent from p. A
+// non-2xx is ACKed in the INVITE's transaction (RFC 3261 §17.1.1.3), a 2xx
+// in a new one (§13.2.2.4). The server holds a call it refused until the
+// ACK comes or Timer H fires (32 s).
+func ackFinal(p *rawPeer, req *sip.Request, res *sip.Response) {
+	via := req.Via().Value()
+	if res.StatusCode < 300 {
+		via = "SIP/2.0/" + strings.ToUpper(p.network) + " " + p.local.String() + ";branch=z9hG4bK" + randHex() + ";rport"
+	}
+	p.write([]byte("ACK " + req.Recipient.String() + " SIP/2.0\r\nVia: " + via + "\r\nMax-Forwards: 70\r\n" +
+		"From: " + req.From().Value() + "\r\nTo: " + res.To().Value() + "\r\nCall-ID: " + req.CallID().Value() + "\r\n" +
+		"CSeq: " + strconv.Itoa(int(req.CSeq().SeqNo)) + " ACK\r\nContent-Length: 0\r\n\r\n"))
 }
 
 // inviteFinal returns the final response to the INVITE with CSeq number
