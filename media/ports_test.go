@@ -247,10 +247,7 @@ func TestPortsEphemeralChoices(t *testing.T) {
 		require.Len(t, p.draining, 0, "drains that are over are forgotten")
 	})
 	t.Run("busy neighbour", func(t *testing.T) {
-		port, _ := freeRange(t, 1)
-		busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
-		require.NoError(t, err)
-		t.Cleanup(func() { busy.Close() })
+		port := pairWithBusyRTCP(t)
 		p := newTestPorts(t)
 		asks := kernelSays(p, port)
 		s, err := p.Open()
@@ -261,19 +258,27 @@ func TestPortsEphemeralChoices(t *testing.T) {
 		require.Equal(t, 1, p.InUse())
 	})
 	t.Run("gives up", func(t *testing.T) {
-		port, _ := freeRange(t, 1)
-		busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
-		require.NoError(t, err)
-		t.Cleanup(func() { busy.Close() })
+		port := pairWithBusyRTCP(t)
 		p := newTestPorts(t)
 		want := make([]int, ephemeralTries)
 		for i := range want {
 			want[i] = port
 		}
 		asks := kernelSays(p, want...)
-		_, err = p.Open()
+		_, err := p.Open()
 		require.ErrorIs(t, err, ErrNoPorts)
 		require.Equal(t, ephemeralTries, *asks)
 		require.Zero(t, p.InUse())
 	})
+}
+
+// pairWithBusyRTCP returns the RTP port of a pair whose RTCP port the test
+// holds from outside the allocator.
+func pairWithBusyRTCP(t *testing.T) int {
+	t.Helper()
+	port, _ := freeRange(t, 1)
+	busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { busy.Close() })
+	return port
 }

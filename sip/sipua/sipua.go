@@ -313,12 +313,7 @@ func (s *Softphone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 
 // NextIncoming returns the next call the softphone answered.
 func (s *Softphone) NextIncoming(d time.Duration) (Incoming, error) {
-	select {
-	case in := <-s.incoming:
-		return in, nil
-	case <-time.After(d):
-		return Incoming{}, fmt.Errorf("softphone answered no call: %w", ErrTimeout)
-	}
+	return next(s.incoming, d, "softphone answered no call")
 }
 
 // Register registers the softphone's contact with vnum for an hour,
@@ -518,32 +513,31 @@ var ErrTimeout = errors.New("timed out")
 
 // NextInvite returns the next INVITE the carrier received.
 func (c *Carrier) NextInvite(d time.Duration) (*sip.Request, error) {
-	select {
-	case r := <-c.invites:
-		return r, nil
-	case <-time.After(d):
-		return nil, fmt.Errorf("carrier got no INVITE: %w", ErrTimeout)
-	}
+	return next(c.invites, d, "carrier got no INVITE")
 }
 
 // NextRinging returns the next INVITE the carrier has sent its 180 (or
 // 183 with early media) for.
 func (c *Carrier) NextRinging(d time.Duration) (*sip.Request, error) {
-	select {
-	case r := <-c.ringing:
-		return r, nil
-	case <-time.After(d):
-		return nil, fmt.Errorf("carrier rang for no INVITE: %w", ErrTimeout)
-	}
+	return next(c.ringing, d, "carrier rang for no INVITE")
 }
 
 // NextSession returns the next call the carrier answered (after its ACK).
 func (c *Carrier) NextSession(d time.Duration) (*sipgo.DialogServerSession, error) {
+	return next(c.sessions, d, "carrier answered no call")
+}
+
+// next waits up to d for a value from ch; what says in the error what did
+// not come.
+func next[T any](ch <-chan T, d time.Duration, what string) (T, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case s := <-c.sessions:
-		return s, nil
-	case <-time.After(d):
-		return nil, fmt.Errorf("carrier answered no call: %w", ErrTimeout)
+	case v := <-ch:
+		return v, nil
+	case <-t.C:
+		var zero T
+		return zero, fmt.Errorf("%s: %w", what, ErrTimeout)
 	}
 }
 
