@@ -22,6 +22,7 @@ var allocSeed = flag.Uint64("alloc-seed", 0, "seed of TestAllocationProperty (0:
 // more from every E in use on its X, and it is not an E still in
 // quarantine. A full pool must really be full.
 func TestAllocationProperty(t *testing.T) {
+	t.Parallel()
 	const (
 		hosts      = 2
 		quarantine = 6 * time.Hour

@@ -12,6 +12,7 @@ import (
 )
 
 func TestBindingDays(t *testing.T) {
+	t.Parallel()
 	shanghai, err := time.LoadLocation("Asia/Shanghai")
 	require.NoError(t, err)
 	from, to, err := MonthRange("2026-11", shanghai)
@@ -45,6 +46,7 @@ func TestBindingDays(t *testing.T) {
 }
 
 func TestBill(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t, fixedClock(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)))
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -96,6 +98,7 @@ func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
 // only the binding-days that have begun count, each in the month
 // (Asia/Shanghai) in which it starts.
 func TestBillCountsBegunDays(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	at := func(year int, month time.Month, day, hour, minute int) time.Time {
 		return time.Date(year, month, day, hour, minute, 0, 0, shanghai(t))
@@ -203,6 +206,7 @@ func TestBillCountsBegunDays(t *testing.T) {
 // life, releasing it the instant a period begins, and checks that no
 // month's bill ever goes down and that the running month's grows.
 func TestBillNeverShrinks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	created := time.Date(2026, 11, 28, 9, 0, 0, 0, shanghai(t))
 	clk := newClock(created)

@@ -29,6 +29,7 @@ func sh(t *testing.T, month time.Month, day, hour, minute int) time.Time {
 // path (FinishCDR, then Bill): talk time from B's answer, rounded up once
 // to the whole minute, unanswered calls free.
 func TestBillCallRounding(t *testing.T) {
+	t.Parallel()
 	rates, err := ParseRates("0.02", "0.00018")
 	require.NoError(t, err)
 	tests := map[string]struct {
@@ -78,6 +79,7 @@ func TestBillCallRounding(t *testing.T) {
 // period of a binding's active life is one binding-day, in the month
 // (Asia/Shanghai) in which the period starts.
 func TestBillRentalRules(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	create := func(t *testing.T, s *Store, order string, at time.Time, ttl time.Duration) *Binding {
 		t.Helper()
@@ -168,6 +170,7 @@ func TestBillRentalRules(t *testing.T) {
 // then in force, and keeps that fee; rental is priced when the bill is
 // made, at the rental rate of that moment.
 func TestBillRatesChanged(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t, fixedClock(sh(t, time.December, 1, 0, 0)))
 	seed(t, s, "17000000001")
 	ctx := context.Background()

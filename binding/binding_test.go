@@ -25,6 +25,7 @@ func countBindings(t *testing.T, s *Store) int {
 }
 
 func TestCreateBinding(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -81,6 +82,7 @@ func TestCreateBinding(t *testing.T) {
 }
 
 func TestCreateBindingRefusals(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -129,6 +131,7 @@ func TestCreateBindingRefusals(t *testing.T) {
 }
 
 func TestPoolExhausted(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t, WithPolicy(Policy{TTL: time.Hour, Quarantine: 24 * time.Hour, ExtensionDigits: 3}))
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -160,6 +163,7 @@ func TestPoolExhausted(t *testing.T) {
 }
 
 func TestConcurrentCreates(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -186,6 +190,7 @@ func TestConcurrentCreates(t *testing.T) {
 }
 
 func TestHammingProperty(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t, WithPolicy(Policy{TTL: time.Hour, Quarantine: time.Hour, ExtensionDigits: 4}))
 	seed(t, s, "17000000001", "17000000002")
 	ctx := context.Background()
@@ -206,6 +211,7 @@ func TestHammingProperty(t *testing.T) {
 }
 
 func TestPickExtensionRespectsForeignRows(t *testing.T) {
+	t.Parallel()
 	// Rows written under another check digit still keep distance 2.
 	used := []string{"1234", "5678", "123"}
 	for range 200 {
@@ -223,6 +229,7 @@ func TestPickExtensionRespectsForeignRows(t *testing.T) {
 }
 
 func TestResolve(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -279,6 +286,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestRenew(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
@@ -305,6 +313,7 @@ func TestRenew(t *testing.T) {
 // TestCreateTTLBounds pins SPEC §5: a ttl, per request or in the policy,
 // lies between 1h and 8760h; outside that nothing is stored.
 func TestCreateTTLBounds(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	tests := map[string]struct {
 		request, policy time.Duration

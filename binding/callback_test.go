@@ -36,6 +36,7 @@ func callbackStore(t *testing.T, users ...string) (*Store, *Binding) {
 }
 
 func TestResolveCallback(t *testing.T) {
+	t.Parallel()
 	s, b := callbackStore(t, "alice", "bob")
 	ctx := context.Background()
 	now := t0.Add(time.Hour)
@@ -68,6 +69,7 @@ func TestResolveCallback(t *testing.T) {
 // dialled as a number, and an account whose user name is a phone number
 // is rung as an account.
 func TestCallbackByStoredKind(t *testing.T) {
+	t.Parallel()
 	s, b := callbackStore(t, "+8613700137000", "13600136000")
 	ctx := context.Background()
 	now := t0.Add(time.Hour)
@@ -102,6 +104,7 @@ func mustCDRID(t *testing.T, s *Store, callID string) string {
 // unvalidated From user written before callers were checked, or none), is
 // passed over.
 func TestLastCallerIsDialable(t *testing.T) {
+	t.Parallel()
 	s, b := callbackStore(t)
 	ctx := context.Background()
 	now := t0.Add(time.Hour)
@@ -129,6 +132,7 @@ func TestLastCallerIsDialable(t *testing.T) {
 // account, a phone number a number, a call back the consignee, and
 // anything else no kind, which a call back never dials.
 func TestCallerKindMigration(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn := filepath.Join(t.TempDir(), "vnum.db")
 	db, err := sql.Open("sqlite3", dsn)

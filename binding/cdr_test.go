@@ -12,6 +12,7 @@ import (
 )
 
 func TestRate(t *testing.T) {
+	t.Parallel()
 	perMinute := Micros(20000)
 	tests := map[string]struct {
 		talk          time.Duration
@@ -39,6 +40,7 @@ func TestRate(t *testing.T) {
 }
 
 func TestCDRLifecycle(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s)
 	ctx := context.Background()
@@ -106,6 +108,7 @@ func TestCDRLifecycle(t *testing.T) {
 }
 
 func TestCrashRecovery(t *testing.T) {
+	t.Parallel()
 	s, dsn := openTest(t)
 	ctx := context.Background()
 	c := &callrec.Record{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second)}
@@ -136,6 +139,7 @@ func TestCrashRecovery(t *testing.T) {
 // TestListsOfUnknownMerchant pins SPEC §6 at the store: a query naming a
 // merchant that does not exist is ErrNotFound, not an empty list.
 func TestListsOfUnknownMerchant(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	seed(t, s)
 	ctx := context.Background()
@@ -156,6 +160,7 @@ func TestListsOfUnknownMerchant(t *testing.T) {
 // an open row at the last time the call was known to be up, and an
 // answered call keeps, and is billed for, the talk time known then.
 func TestCrashKeepsTalkTime(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	rates := Rates{PerMinute: 20000}
 	answered := t0.Add(8 * time.Second)

@@ -15,6 +15,7 @@ import (
 // TestCDRRowMatchesJSON pins that CSV columns are the JSON field names and
 // each cell is the JSON value as text, so the two exports never disagree.
 func TestCDRRowMatchesJSON(t *testing.T) {
+	t.Parallel()
 	c := callrec.Record{ID: "c_1", CallID: "call@a", Merchant: "m1", BindingID: "b_1", Order: "o-1", Host: "17000000001",
 		Extension: "1234", Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: t0,
 		AnsweredAt: t0.Add(3 * time.Second), EndedAt: t0.Add(64 * time.Second), TalkSeconds: 61,
@@ -48,6 +49,7 @@ func TestCDRRowMatchesJSON(t *testing.T) {
 }
 
 func TestParseTime(t *testing.T) {
+	t.Parallel()
 	shanghai, err := time.LoadLocation("Asia/Shanghai")
 	require.NoError(t, err)
 	tests := map[string]struct {
@@ -79,6 +81,7 @@ func TestParseTime(t *testing.T) {
 }
 
 func TestMerchantAndNumberJSON(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 11, 1, 8, 0, 0, 123456789, time.FixedZone("CST", 8*3600))
 	raw, err := json.Marshal(Merchant{ID: "m1", Name: "Shop One", CreatedAt: at})
 	require.NoError(t, err)
@@ -94,6 +97,7 @@ func TestMerchantAndNumberJSON(t *testing.T) {
 // TestWriteCSV pins the OWASP rule for every CSV vnum writes: a cell that a
 // spreadsheet would evaluate begins with a single quote; others are as is.
 func TestWriteCSV(t *testing.T) {
+	t.Parallel()
 	var buf strings.Builder
 	require.NoError(t, WriteCSV(&buf, [][]string{
 		{"caller", "fee"},

@@ -36,6 +36,7 @@ func seed(t testing.TB, s *Store, hosts ...string) {
 }
 
 func TestOpenMigrates(t *testing.T) {
+	t.Parallel()
 	s, dsn := openTest(t)
 	ctx := context.Background()
 	v, err := s.SchemaVersion(ctx)
@@ -60,6 +61,7 @@ func TestOpenMigrates(t *testing.T) {
 }
 
 func TestOpenDrivers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	_, err := Open(ctx, DriverPostgres, "postgres://localhost/vnum")
 	require.ErrorIs(t, err, ErrUnsupportedDriver)
@@ -73,6 +75,7 @@ func TestOpenDrivers(t *testing.T) {
 }
 
 func TestMerchantsAndAccounts(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	ctx := context.Background()
 	require.NoError(t, s.AddMerchant(ctx, "shop-1", "Shop"))
@@ -102,6 +105,7 @@ func TestMerchantsAndAccounts(t *testing.T) {
 }
 
 func TestHA1KnownVectors(t *testing.T) {
+	t.Parallel()
 	// RFC 2617 §3.5: Mufasa / testrealm@host.com / Circle Of Life.
 	require.Equal(t, "939e7578ed9e3c518a452acee763bce9", HA1("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life"))
 	// RFC 7616 §3.9.1 uses the same triple form; its SHA-256 HA1 of
@@ -112,6 +116,7 @@ func TestHA1KnownVectors(t *testing.T) {
 }
 
 func TestNumbers(t *testing.T) {
+	t.Parallel()
 	s, _ := openTest(t)
 	ctx := context.Background()
 	require.NoError(t, s.AddNumbers(ctx, "17000000001", "+8617000000002", "86 170-0000-0003"))
@@ -138,6 +143,7 @@ func TestNumbers(t *testing.T) {
 }
 
 func TestNormaliseConsignee(t *testing.T) {
+	t.Parallel()
 	good := map[string]string{
 		"13800138000":       "+8613800138000",
 		"+86 138-0013-8000": "+8613800138000",
@@ -158,6 +164,7 @@ func TestNormaliseConsignee(t *testing.T) {
 }
 
 func TestMoney(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		in   string
 		want Micros

@@ -305,7 +305,8 @@ func TestBaresipCall(t *testing.T) {
 		phone.command("sndcode", string(key))
 		time.Sleep(400 * time.Millisecond)
 	}
-	time.Sleep(4 * time.Second) // B answers, they talk
+	e.waitCallState("bridged", 15*time.Second) // B answered
+	time.Sleep(2 * time.Second)                // they talk: a call of a few seconds
 	phone.noCallClosed()
 	t.Logf("baresip callstat: %s", ansi.ReplaceAllString(phone.command("callstat", ""), ""))
 	phone.command("hangup", "")

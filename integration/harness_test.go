@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -444,6 +446,48 @@ func (e *env) waitCDRs(n int, within time.Duration) []cdr {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// waitAdmin polls GET path on vnum's admin API (loopback, no token) until
+// ok accepts the answer, and fails the test after within.
+func (e *env) waitAdmin(path string, within time.Duration, ok func(status int, body string) bool, what string) {
+	e.t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", e.adminPort, path)
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(within)
+	last := "no answer"
+	for {
+		if res, err := client.Get(url); err == nil {
+			body, _ := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if ok(res.StatusCode, string(body)) {
+				return
+			}
+			last = fmt.Sprintf("%d %s", res.StatusCode, body)
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: GET %s within %s: last %s\n%s", what, path, within, last, e.serve.logTail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitCallState waits until /v1/calls lists a call in state (bridged,
+// ivr, ringing: sip.CallState's names).
+func (e *env) waitCallState(state string, within time.Duration) {
+	e.t.Helper()
+	e.waitAdmin("/v1/calls", within, func(status int, body string) bool {
+		var calls []struct{ State string }
+		if status != http.StatusOK || json.Unmarshal([]byte(body), &calls) != nil {
+			return false
+		}
+		for _, c := range calls {
+			if c.State == state {
+				return true
+			}
+		}
+		return false
+	}, "a call in state "+state)
 }
 
 // requireAnswered checks the CDR of one answered call of a few seconds.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -154,9 +155,10 @@ func TestSippDrain(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
+	e.waitCallState("bridged", 5*time.Second)
 	require.NoError(t, e.serve.cmd.Process.Signal(syscall.SIGTERM))
-	time.Sleep(200 * time.Millisecond)
+	// Draining: /readyz turns unavailable once vnum stops taking calls.
+	e.waitAdmin("/readyz", 5*time.Second, func(status int, _ string) bool { return status == http.StatusServiceUnavailable }, "draining")
 
 	res := e.invite(5 * time.Second)
 	require.NotNil(t, res, "vnum did not answer an INVITE while draining")

@@ -17,11 +17,7 @@ func startBridge(t testing.TB, a, b *Stream) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- Bridge(ctx, a, b) }()
-	deadline := time.Now().Add(2 * time.Second)
-	for !a.bridged() || !b.bridged() {
-		require.True(t, time.Now().Before(deadline), "bridge did not come up")
-		time.Sleep(time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return a.bridged() && b.bridged() }, 2*time.Second, time.Millisecond, "bridge did not come up")
 	stopped := false
 	stop = func() error {
 		if stopped {
@@ -150,7 +146,7 @@ func TestBridgeEnds(t *testing.T) {
 	b := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
 	done := make(chan error, 1)
 	go func() { done <- Bridge(context.Background(), a, b) }()
-	time.Sleep(20 * time.Millisecond)
+	require.Eventually(t, func() bool { return a.bridged() && b.bridged() }, 2*time.Second, time.Millisecond, "bridge did not come up")
 	require.NoError(t, b.Close())
 	select {
 	case err := <-done:

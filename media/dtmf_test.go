@@ -8,6 +8,7 @@ import (
 )
 
 func TestDecodeEvent(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		payload []byte
 		want    Event
@@ -38,6 +39,7 @@ func TestDecodeEvent(t *testing.T) {
 }
 
 func TestEncodeEvent(t *testing.T) {
+	t.Parallel()
 	for _, k := range eventDigits {
 		ev := Event{Digit: k, End: true, Volume: 10, Duration: 1234}
 		b, err := EncodeEvent(ev)
@@ -77,6 +79,7 @@ func sippEvent(t testing.TB, key rune, ts uint32, seq uint16) []*rtp.Packet {
 }
 
 func TestDigitDetector(t *testing.T) {
+	t.Parallel()
 	junk := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 101, Timestamp: 5}, Payload: []byte{1, 2}}
 	flash := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 101, Timestamp: 6}, Payload: []byte{16, 0x80, 0, 0}}
 	tests := map[string]struct {

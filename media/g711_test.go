@@ -8,6 +8,7 @@ import (
 )
 
 func TestG711KnownValues(t *testing.T) {
+	t.Parallel()
 	// Reference code points from ITU-T G.711 (and Sun's g711.c).
 	require.Equal(t, []byte{0xFF, 0x7F, 0x80, 0x00}, EncodeULaw([]int16{0, -1, 32767, -32768}))
 	require.Equal(t, []byte{0xD5, 0x55, 0xAA, 0x2A}, EncodeALaw([]int16{0, -1, 32767, -32768}))
@@ -16,6 +17,7 @@ func TestG711KnownValues(t *testing.T) {
 }
 
 func TestG711RoundTrip(t *testing.T) {
+	t.Parallel()
 	laws := map[string]struct {
 		enc func([]int16) []byte
 		dec func([]byte) []int16
@@ -46,6 +48,7 @@ func TestG711RoundTrip(t *testing.T) {
 }
 
 func TestTranscodeTables(t *testing.T) {
+	t.Parallel()
 	pcm := DTMFTone('5', 20*1e6)
 	u := EncodeULaw(pcm)
 	transcode(u, &ulawToALaw)

@@ -3,6 +3,7 @@ package media
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -17,10 +18,12 @@ var DrainTime = time.Second
 // Ports allocates RTP/RTCP port pairs on one IP address: RTP on an even port,
 // RTCP on the odd port above it (RFC 3550 §11). It is safe for concurrent use.
 type Ports struct {
-	ip       netip.Addr
-	min, max int // first even RTP port, last usable RTP port
-	drain    time.Duration
-	now      func() time.Time
+	ip        netip.Addr
+	min, max  int  // first even RTP port, last usable RTP port
+	ephemeral bool // the kernel picks the ports (NewPorts with 0-0)
+	drain     time.Duration
+	now       func() time.Time
+	listen    func(netip.AddrPort) (*net.UDPConn, error) // listenUDP; tests choose the kernel's answer
 
 	mu       sync.Mutex
 	next     int               // where the next search starts, so ports rotate
@@ -30,10 +33,27 @@ type Ports struct {
 
 // NewPorts returns an allocator for port pairs on ip within [min, max]. The
 // range must hold at least one even port whose odd neighbour is also in it.
+//
+// The range 0-0 asks for ephemeral pairs instead: each Open lets the kernel
+// choose a free port and binds its even/odd neighbour with it. Programs
+// that share a host with others they cannot agree a range with (tests run
+// in parallel) use it; a node serving calls takes the range it was given,
+// which its firewall knows.
 func NewPorts(ip string, min, max int) (*Ports, error) {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ip %q: %w", ErrBadPortRange, ip, err)
+	}
+	if min == 0 && max == 0 {
+		return &Ports{
+			ip:        addr.Unmap(),
+			ephemeral: true,
+			drain:     DrainTime,
+			now:       time.Now,
+			listen:    listenUDP,
+			open:      make(map[int]bool),
+			draining:  make(map[int]time.Time),
+		}, nil
 	}
 	first := min + min%2
 	if min < 1 || max > 65535 || first+1 > max {
@@ -45,6 +65,7 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 		max:      max - 1 - (max-1)%2,
 		drain:    DrainTime,
 		now:      time.Now,
+		listen:   listenUDP,
 		next:     first,
 		open:     make(map[int]bool),
 		draining: make(map[int]time.Time),
@@ -74,6 +95,9 @@ func (p *Ports) Open() (*Socket, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
+	if p.ephemeral {
+		return p.openEphemeral(now)
+	}
 	pairs := (p.max-p.min)/2 + 1
 	for range pairs {
 		port := p.next
@@ -81,14 +105,8 @@ func (p *Ports) Open() (*Socket, error) {
 		if p.next > p.max {
 			p.next = p.min
 		}
-		if p.open[port] {
+		if !p.free(port, now) {
 			continue
-		}
-		if until, ok := p.draining[port]; ok {
-			if now.Before(until) {
-				continue
-			}
-			delete(p.draining, port)
 		}
 		rtp, rtcp, err := p.bind(port)
 		if err != nil {
@@ -100,16 +118,77 @@ func (p *Ports) Open() (*Socket, error) {
 	return nil, ErrNoPorts
 }
 
+// free reports whether the pair at port is neither open nor draining at
+// now, forgetting a drain that is over. p.mu is held.
+func (p *Ports) free(port int, now time.Time) bool {
+	if p.open[port] {
+		return false
+	}
+	if until, ok := p.draining[port]; ok {
+		if now.Before(until) {
+			return false
+		}
+		delete(p.draining, port)
+	}
+	return true
+}
+
+// ephemeralTries bounds how often Open asks the kernel for a port before
+// it gives up: a pair fails when the neighbour of the port the kernel chose
+// is taken, or the pair is still draining.
+const ephemeralTries = 64
+
+// openEphemeral binds a port of the kernel's choosing and its RTP/RTCP
+// neighbour. The port may be odd: then it is the RTCP port and the even
+// port below it is bound for RTP. p.mu is held.
+func (p *Ports) openEphemeral(now time.Time) (*Socket, error) {
+	// Ports the kernel hands out rarely repeat, so drains that are over are
+	// swept here rather than met again.
+	maps.DeleteFunc(p.draining, func(_ int, until time.Time) bool { return !now.Before(until) })
+	for range ephemeralTries {
+		first, err := p.listen(netip.AddrPortFrom(p.ip, 0))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoPorts, err)
+		}
+		chosen := first.LocalAddr().(*net.UDPAddr).Port
+		port := chosen - chosen%2
+		if !p.free(port, now) {
+			_ = first.Close()
+			continue
+		}
+		other := port + 1
+		if chosen == other {
+			other = port
+		}
+		second, err := p.listen(netip.AddrPortFrom(p.ip, uint16(other)))
+		if err != nil {
+			_ = first.Close()
+			continue
+		}
+		rtp, rtcp := first, second
+		if chosen != port {
+			rtp, rtcp = second, first
+		}
+		p.open[port] = true
+		return &Socket{RTP: rtp, RTCP: rtcp, Port: port, IP: p.ip, pool: p}, nil
+	}
+	return nil, ErrNoPorts
+}
+
 func (p *Ports) bind(port int) (rtp, rtcp *net.UDPConn, err error) {
-	rtp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.ip, uint16(port))))
+	rtp, err = p.listen(netip.AddrPortFrom(p.ip, uint16(port)))
 	if err != nil {
 		return nil, nil, err
 	}
-	rtcp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.ip, uint16(port+1))))
+	rtcp, err = p.listen(netip.AddrPortFrom(p.ip, uint16(port+1)))
 	if err != nil {
 		return nil, nil, errors.Join(err, rtp.Close())
 	}
 	return rtp, rtcp, nil
+}
+
+func listenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	return net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
 }
 
 // InUse returns the number of port pairs held by open sockets. Pairs that

@@ -9,18 +9,47 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Tests take port pairs from this range; Open skips ports that other
-// processes hold, so nothing depends on a particular port being free.
-const testMinPort, testMaxPort = 41000, 42999
-
+// newTestPorts returns an allocator whose pairs the kernel picks, so that
+// tests of packages run in parallel never compete for a fixed range.
 func newTestPorts(t testing.TB) *Ports {
 	t.Helper()
-	p, err := NewPorts("127.0.0.1", testMinPort, testMaxPort)
+	p, err := NewPorts("127.0.0.1", 0, 0)
 	require.NoError(t, err)
 	return p
 }
 
+// freeRange returns a range of pairs consecutive RTP/RTCP pairs that were
+// all free a moment ago: it starts where the kernel put an ephemeral pair
+// and checks that the pairs above it bind too.
+func freeRange(t testing.TB, pairs int) (min, max int) {
+	t.Helper()
+	for range 50 {
+		s, err := newTestPorts(t).Open()
+		require.NoError(t, err)
+		base := s.Port
+		socks := []*net.UDPConn{s.RTP, s.RTCP}
+		ok := base+2*pairs-1 <= 65535
+		for port := base + 2; ok && port < base+2*pairs; port++ {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+			if err != nil {
+				ok = false
+				break
+			}
+			socks = append(socks, c)
+		}
+		for _, c := range socks {
+			require.NoError(t, c.Close())
+		}
+		if ok {
+			return base, base + 2*pairs - 1
+		}
+	}
+	t.Fatalf("no %d free consecutive port pairs on 127.0.0.1", pairs)
+	return 0, 0
+}
+
 func TestNewPortsErrors(t *testing.T) {
+	t.Parallel()
 	for name, args := range map[string]struct {
 		ip       string
 		min, max int
@@ -30,7 +59,9 @@ func TestNewPortsErrors(t *testing.T) {
 		"one port":      {"127.0.0.1", 20000, 20000},
 		"odd pair only": {"127.0.0.1", 20001, 20002},
 		"zero":          {"127.0.0.1", 0, 10},
+		"zero max":      {"127.0.0.1", 20000, 0},
 		"too high":      {"127.0.0.1", 65534, 65536},
+		"ephemeral ip":  {"localhost", 0, 0},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := NewPorts(args.ip, args.min, args.max)
@@ -40,40 +71,49 @@ func TestNewPortsErrors(t *testing.T) {
 }
 
 func TestPortsOpen(t *testing.T) {
-	p := newTestPorts(t)
-	s, err := p.Open()
-	require.NoError(t, err)
-	require.Zero(t, s.Port%2, "rtp port is even")
-	require.GreaterOrEqual(t, s.Port, testMinPort)
-	require.LessOrEqual(t, s.Port+1, testMaxPort)
-	require.Equal(t, netip.MustParseAddr("127.0.0.1"), s.IP)
-	require.Equal(t, s.Port, s.RTP.LocalAddr().(*net.UDPAddr).Port)
-	require.Equal(t, s.Port+1, s.RTCP.LocalAddr().(*net.UDPAddr).Port)
-	require.Equal(t, netip.AddrPortFrom(s.IP, uint16(s.Port)), s.RTPAddr())
-	require.Equal(t, 1, p.InUse())
+	t.Parallel()
+	min, max := freeRange(t, 4)
+	for name, r := range map[string]struct{ min, max int }{
+		"range":     {min, max},
+		"ephemeral": {0, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := NewPorts("127.0.0.1", r.min, r.max)
+			require.NoError(t, err)
+			s, err := p.Open()
+			require.NoError(t, err)
+			require.Zero(t, s.Port%2, "rtp port is even")
+			if r.max > 0 {
+				require.GreaterOrEqual(t, s.Port, r.min)
+				require.LessOrEqual(t, s.Port+1, r.max)
+			}
+			require.Equal(t, netip.MustParseAddr("127.0.0.1"), s.IP)
+			require.Equal(t, s.Port, s.RTP.LocalAddr().(*net.UDPAddr).Port)
+			require.Equal(t, s.Port+1, s.RTCP.LocalAddr().(*net.UDPAddr).Port)
+			require.Equal(t, netip.AddrPortFrom(s.IP, uint16(s.Port)), s.RTPAddr())
+			require.Equal(t, 1, p.InUse())
 
-	require.NoError(t, s.Close())
-	require.NoError(t, s.Close(), "idempotent")
-	require.Equal(t, 0, p.InUse())
+			require.NoError(t, s.Close())
+			require.NoError(t, s.Close(), "idempotent")
+			require.Equal(t, 0, p.InUse())
+		})
+	}
 }
 
 func TestPortsSkipsBusyPorts(t *testing.T) {
-	// Find a pair nobody holds, then take its RTCP port from outside.
-	p := newTestPorts(t)
-	free, err := p.Open()
-	require.NoError(t, err)
-	port := free.Port
-	require.NoError(t, free.Close())
-
+	t.Parallel()
+	// A range of two pairs nobody holds; take the first's RTCP port from
+	// outside.
+	port, max := freeRange(t, 2)
 	busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
 	require.NoError(t, err)
 	t.Cleanup(func() { busy.Close() })
 
-	q, err := NewPorts("127.0.0.1", port, port+3)
+	q, err := NewPorts("127.0.0.1", port, max)
 	require.NoError(t, err)
 	s, err := q.Open()
 	if err != nil {
-		require.ErrorIs(t, err, ErrNoPorts, "port+2 is taken by someone else too")
+		require.ErrorIs(t, err, ErrNoPorts, "port+2 was taken by someone else meanwhile")
 		return
 	}
 	t.Cleanup(func() { s.Close() })
@@ -81,11 +121,8 @@ func TestPortsSkipsBusyPorts(t *testing.T) {
 }
 
 func TestPortsExhaustionAndDrain(t *testing.T) {
-	p := newTestPorts(t)
-	first, err := p.Open()
-	require.NoError(t, err)
-	port := first.Port
-	require.NoError(t, first.Close())
+	t.Parallel()
+	port, _ := freeRange(t, 1)
 
 	// A range of one pair: full while open, then while draining.
 	q, err := NewPorts("127.0.0.1", port, port+1)
@@ -112,7 +149,10 @@ func TestPortsExhaustionAndDrain(t *testing.T) {
 }
 
 func TestPortsRotate(t *testing.T) {
-	p := newTestPorts(t)
+	t.Parallel()
+	min, max := freeRange(t, 2)
+	p, err := NewPorts("127.0.0.1", min, max)
+	require.NoError(t, err)
 	a, err := p.Open()
 	require.NoError(t, err)
 	require.NoError(t, a.Close())
@@ -121,4 +161,124 @@ func TestPortsRotate(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 	require.NotEqual(t, a.Port, b.Port, "the next call gets the next pair, not the one just freed")
+}
+
+// TestPortsEphemeral: with 0-0 every pair comes from the kernel; pairs
+// held at once are distinct, each an even RTP port with RTCP above it.
+func TestPortsEphemeral(t *testing.T) {
+	t.Parallel()
+	p := newTestPorts(t)
+	seen := map[int]bool{}
+	var socks []*Socket
+	for range 40 {
+		s, err := p.Open()
+		require.NoError(t, err)
+		socks = append(socks, s)
+		require.Zero(t, s.Port%2, "rtp port is even")
+		require.False(t, seen[s.Port], "pair %d handed out twice", s.Port)
+		seen[s.Port] = true
+		require.Equal(t, s.Port+1, s.RTCP.LocalAddr().(*net.UDPAddr).Port)
+	}
+	require.Equal(t, 40, p.InUse())
+	for _, s := range socks {
+		require.NoError(t, s.Close())
+	}
+	require.Equal(t, 0, p.InUse())
+}
+
+// kernelSays makes p's allocator see want as the kernel's choice of
+// ephemeral port, then the real kernel's, counting the asks.
+func kernelSays(p *Ports, want ...int) *int {
+	asks := new(int)
+	p.listen = func(a netip.AddrPort) (*net.UDPConn, error) {
+		if a.Port() == 0 {
+			*asks++
+			if len(want) > 0 {
+				a = netip.AddrPortFrom(a.Addr(), uint16(want[0]))
+				want = want[1:]
+			}
+		}
+		return listenUDP(a)
+	}
+	return asks
+}
+
+// TestPortsEphemeralChoices: an odd port from the kernel is the RTCP half
+// of the pair below it; a pair still draining, or whose neighbour someone
+// else holds, is passed over for the kernel's next choice.
+func TestPortsEphemeralChoices(t *testing.T) {
+	t.Parallel()
+	t.Run("odd port", func(t *testing.T) {
+		port, _ := freeRange(t, 1)
+		p := newTestPorts(t)
+		kernelSays(p, port+1)
+		s, err := p.Open()
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		require.Equal(t, port, s.Port)
+		require.Equal(t, port, s.RTP.LocalAddr().(*net.UDPAddr).Port)
+		require.Equal(t, port+1, s.RTCP.LocalAddr().(*net.UDPAddr).Port)
+	})
+	t.Run("draining pair", func(t *testing.T) {
+		port, _ := freeRange(t, 1)
+		p := newTestPorts(t)
+		now := time.Unix(1000, 0)
+		p.now = func() time.Time { return now }
+		kernelSays(p, port)
+		s, err := p.Open()
+		require.NoError(t, err)
+		require.Equal(t, port, s.Port)
+		require.NoError(t, s.Close())
+
+		asks := kernelSays(p, port)
+		s, err = p.Open()
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		require.NotEqual(t, port, s.Port, "a closed pair drains before reuse")
+		require.Equal(t, 2, *asks)
+
+		require.NoError(t, s.Close())
+		now = now.Add(DrainTime)
+		kernelSays(p, port)
+		s, err = p.Open()
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		require.Equal(t, port, s.Port, "reusable after the drain")
+		require.Len(t, p.draining, 0, "drains that are over are forgotten")
+	})
+	t.Run("busy neighbour", func(t *testing.T) {
+		port := pairWithBusyRTCP(t)
+		p := newTestPorts(t)
+		asks := kernelSays(p, port)
+		s, err := p.Open()
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		require.NotEqual(t, port, s.Port)
+		require.Equal(t, 2, *asks)
+		require.Equal(t, 1, p.InUse())
+	})
+	t.Run("gives up", func(t *testing.T) {
+		port := pairWithBusyRTCP(t)
+		p := newTestPorts(t)
+		want := make([]int, ephemeralTries)
+		for i := range want {
+			want[i] = port
+		}
+		asks := kernelSays(p, want...)
+		_, err := p.Open()
+		require.ErrorIs(t, err, ErrNoPorts)
+		require.Equal(t, ephemeralTries, *asks)
+		require.Zero(t, p.InUse())
+	})
+}
+
+// pairWithBusyRTCP returns the RTP port of a pair whose RTCP port the test
+// holds from outside the allocator.
+func pairWithBusyRTCP(t *testing.T) int {
+	t.Helper()
+	port, _ := freeRange(t, 1)
+	busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { busy.Close() })
+	return port
 }

@@ -12,6 +12,7 @@ var promptNames = []string{
 }
 
 func TestPrompt(t *testing.T) {
+	t.Parallel()
 	for _, lang := range []string{"zh", "en"} {
 		for _, name := range promptNames {
 			t.Run(lang+"/"+name, func(t *testing.T) {
@@ -46,6 +47,7 @@ func TestPrompt(t *testing.T) {
 }
 
 func TestDecodeWAV(t *testing.T) {
+	t.Parallel()
 	hdr := func(rate uint32, ch, bits uint16) []byte {
 		b := []byte("RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00")
 		b = append(b, byte(ch), byte(ch>>8))

@@ -8,6 +8,7 @@ import (
 )
 
 func TestScrubRTCP(t *testing.T) {
+	t.Parallel()
 	sr := &rtcp.SenderReport{SSRC: 0x1111, NTPTime: 42, RTPTime: 160, PacketCount: 5, OctetCount: 800}
 	sdes := &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: 0x1111, Items: []rtcp.SourceDescriptionItem{
 		{Type: rtcp.SDESCNAME, Text: "alice@192.168.1.20"},

@@ -105,6 +105,7 @@ m=audio 4000 RTP/AVP 0
 )
 
 func TestParseSDP(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		sdp  []byte
 		want *Desc
@@ -172,6 +173,7 @@ func TestParseSDP(t *testing.T) {
 var vnumIP = netip.MustParseAddr("203.0.113.5")
 
 func TestAnswer(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		offer    []byte
 		audio    Codec
@@ -258,6 +260,7 @@ func TestAnswer(t *testing.T) {
 }
 
 func TestOfferAndParseAnswer(t *testing.T) {
+	t.Parallel()
 	codecs, dtmf := DefaultCodecs()
 	offer := Offer(netip.MustParseAddr("::ffff:203.0.113.5"), 31000, 1<<63|7, codecs, dtmf)
 	require.Equal(t, string(crlf(`
@@ -342,6 +345,7 @@ func FuzzParseSDP(f *testing.F) {
 }
 
 func TestPrefer(t *testing.T) {
+	t.Parallel()
 	d := &Desc{Codecs: []Codec{pcmaCodec, {PT: 18, Name: "G729", Rate: 8000, Channels: 1}, pcmuCodec}}
 	d.Prefer(pcmuCodec)
 	require.Equal(t, []string{"PCMU", "PCMA", "G729"}, []string{d.Codecs[0].Name, d.Codecs[1].Name, d.Codecs[2].Name})

@@ -217,7 +217,7 @@ func TestStreamPlayStops(t *testing.T) {
 	require.ErrorIs(t, s.Play(ctx, Ringback(10*time.Second)), context.DeadlineExceeded)
 
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		caller.recvRTP(5 * time.Second) // the ringback plays
 		s.Close()
 	}()
 	require.ErrorIs(t, s.Play(context.Background(), Ringback(10*time.Second)), ErrClosed)
@@ -263,7 +263,7 @@ func TestStreamLatching(t *testing.T) {
 	checkNoLeaks(t, ports)
 	real, stray := newPeer(t), newPeer(t)
 	signalled := netip.MustParseAddrPort("127.0.0.1:9")
-	s := newTestStream(t, ports, signalled, pcmuCodec, nil)
+	s := newTestStream(t, ports, signalled, pcmuCodec, event101)
 	require.Equal(t, netip.MustParseAddrPort("127.0.0.1:10"), s.RTCPRemote(), "rtcp defaults to rtp+1")
 
 	audio := &rtp.Packet{Header: rtp.Header{Version: 2, SSRC: 5}, Payload: make([]byte, frameSamples)}
@@ -273,9 +273,16 @@ func TestStreamLatching(t *testing.T) {
 	require.Equal(t, netip.AddrPortFrom(want.Addr(), want.Port()+1), s.RTCPRemote())
 
 	// A stray source does not move the remote while the real one talks.
+	// The real source's digit, read after the stray packet by the one
+	// reader, shows that the stray packet has been handled.
 	stray.sendRTP(s.Socket().RTPAddr(), audio)
-	real.sendRTP(s.Socket().RTPAddr(), audio)
-	time.Sleep(50 * time.Millisecond)
+	real.sendRTP(s.Socket().RTPAddr(), eventPacket(t, '5', 101, 8000, 1, true, true))
+	select {
+	case k := <-s.Digits():
+		require.Equal(t, '5', k)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the real source's digit was not read")
+	}
 	require.Equal(t, real.addr(), s.Remote())
 
 	// When the real source went silent, the remote follows (NAT rebinding).

@@ -48,6 +48,7 @@ func scaled(pcm []int16, g float64, noise int) []int16 {
 }
 
 func TestToneDetector(t *testing.T) {
+	t.Parallel()
 	const all = "0123456789*#ABCD"
 	tests := map[string]struct {
 		pcm  []int16
@@ -74,6 +75,7 @@ func TestToneDetector(t *testing.T) {
 }
 
 func TestToneDetectorIgnoresSpeech(t *testing.T) {
+	t.Parallel()
 	for _, lang := range []string{"zh", "en"} {
 		for _, name := range promptNames {
 			pcm, err := Prompt(lang, name)
@@ -84,12 +86,14 @@ func TestToneDetectorIgnoresSpeech(t *testing.T) {
 }
 
 func TestToneDetectorOtherCodec(t *testing.T) {
+	t.Parallel()
 	det := NewToneDetector("G729")
 	_, ok := det.Feed(EncodeULaw(DTMFTone('1', time.Second)))
 	require.False(t, ok)
 }
 
 func TestTones(t *testing.T) {
+	t.Parallel()
 	require.Nil(t, DTMFTone('x', time.Second))
 	require.Len(t, DTMFTone('1', 100*time.Millisecond), 800)
 	require.Empty(t, Ringback(-time.Second))

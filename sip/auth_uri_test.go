@@ -16,6 +16,7 @@ import (
 // signs one URI and sends another: 400, for REGISTER (Authorization) and
 // MESSAGE (Proxy-Authorization); signed right, the same requests pass.
 func TestDigestURIBoundToRequestURI(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("signer"))
 	require.NoError(t, err)

@@ -31,6 +31,7 @@ func (e *testEnv) dialAndKey(ctx context.Context, user, digits string) (*sipgo.D
 }
 
 func TestCallEndToEnd(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		hangupByB  bool
@@ -40,6 +41,7 @@ func TestCallEndToEnd(t *testing.T) {
 		{name: "callee hangs up", hangupByB: true, wantHangup: "callee"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -86,14 +88,14 @@ func TestCallEndToEnd(t *testing.T) {
 	}
 }
 
-func nextInvite(t *testing.T, c *sipua.Carrier) *sip.Request {
+func nextInvite(t testing.TB, c *sipua.Carrier) *sip.Request {
 	t.Helper()
 	r, err := c.NextInvite(15 * time.Second)
 	require.NoError(t, err)
 	return r
 }
 
-func nextSession(t *testing.T, c *sipua.Carrier) *sipgo.DialogServerSession {
+func nextSession(t testing.TB, c *sipua.Carrier) *sipgo.DialogServerSession {
 	t.Helper()
 	s, err := c.NextSession(15 * time.Second)
 	require.NoError(t, err)
@@ -106,6 +108,7 @@ func fromTag(r *sip.Request) string {
 }
 
 func TestCallFailures(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		carrier     string
@@ -125,6 +128,7 @@ func TestCallFailures(t *testing.T) {
 			disposition: "invalid_extension", hangupBy: "system"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, tc.carrier, tc.tweak)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
@@ -135,8 +139,8 @@ func TestCallFailures(t *testing.T) {
 			if tc.digits != "" {
 				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
 				if tc.disposition == "invalid_extension" {
-					for i := 0; i < 2; i++ {
-						time.Sleep(300 * time.Millisecond)
+					for i := 1; i <= 2; i++ {
+						e.waitLogged("invalid extension", i) // the next attempt begins
 						require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
 					}
 				}
@@ -146,6 +150,9 @@ func TestCallFailures(t *testing.T) {
 			cdr := e.router.waitEnded(t)
 			require.Equal(t, tc.disposition, string(cdr.Disposition))
 			require.Equal(t, tc.hangupBy, string(cdr.HangupBy))
+			if tc.digits != "" && tc.disposition == "invalid_extension" {
+				require.NotContains(t, e.logs.String(), `msg="no extension keyed"`, "every attempt was a wrong extension, none timed out")
+			}
 			if tc.status != 0 {
 				require.Equal(t, tc.status, cdr.SIPStatus)
 			}
@@ -160,55 +167,91 @@ func TestCallFailures(t *testing.T) {
 	}
 }
 
+// TestCancel: the caller CANCELs its INVITE (vnum answers in early media,
+// so the INVITE is still pending) while the IVR plays its prompt, or while
+// B rings; each case waits for the sign of its phase, not for a time.
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	early := func(o *Options) { o.AnswerMode = "early"; o.FirstDigitTimeout = 5 * time.Second }
 	for _, tc := range []struct {
 		name    string
 		carrier string
 		digits  string
+		state   CallState
 	}{
-		{name: "during IVR", carrier: "answer"},
-		{name: "during ringing", carrier: "ring", digits: testExt},
+		{name: "during IVR", carrier: "answer", state: StateIVR},
+		{name: "during ringing", carrier: "ring", digits: testExt, state: StateRinging},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, tc.carrier, early)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			d, err := e.phone.Invite(ctx, e.vnum, testHost)
 			require.NoError(t, err)
-			var early *sip.Response
+			got183 := make(chan struct{})
 			waitCtx, stop := context.WithCancel(ctx)
 			errc := make(chan error, 1)
 			go func() {
+				once := false
 				errc <- d.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: "alice", Password: "s3cret",
 					OnResponse: func(r *sip.Response) error {
-						if r.StatusCode == 183 && early == nil {
-							early = r
+						if r.StatusCode == 183 && !once {
+							once = true
 							to, err := sipua.MediaAddr(r.Body())
 							if err == nil && tc.digits != "" {
 								go func() { _ = sipua.SendDigits(e.phone.RTP, to, 101, tc.digits) }()
 							}
+							close(got183)
 						}
 						return nil
 					}})
 			}()
-			if tc.carrier == "ring" {
-				nextInvite(t, e.carrier)
-				time.Sleep(200 * time.Millisecond)
-			} else {
-				time.Sleep(700 * time.Millisecond)
+			select {
+			case <-got183:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no 183")
 			}
+			if tc.state == StateRinging {
+				nextInvite(t, e.carrier)
+				_, err := e.carrier.NextRinging(10 * time.Second)
+				require.NoError(t, err, "B rings")
+			} else {
+				firstSSRC(t, e.phone) // the prompt plays
+			}
+			e.waitState(tc.state)
 			stop() // WaitAnswer sends CANCEL
 			<-errc
 			cdr := e.router.waitEnded(t)
 			require.Equal(t, "cancelled", string(cdr.Disposition))
 			require.Equal(t, "caller", string(cdr.HangupBy))
+			require.True(t, cdr.AnsweredAt.IsZero())
+			if tc.state == StateRinging {
+				require.Equal(t, "b1", cdr.BindingID)
+				require.Eventually(t, func() bool { return receivedMethod(e.carrier.Peer, sip.CANCEL) }, 5*time.Second, 10*time.Millisecond,
+					"vnum CANCELs the ringing leg B (RFC 3261 §9.1)")
+			} else {
+				require.Empty(t, cdr.BindingID, "cancelled before an extension was keyed")
+				require.Zero(t, e.carrier.Pending(), "no INVITE reached the trunk")
+				require.Empty(t, e.carrier.Received())
+			}
 			e.waitNoCalls()
 		})
 	}
 }
 
+// receivedMethod reports whether p has received a request of method.
+func receivedMethod(p *sipua.Peer, method sip.RequestMethod) bool {
+	for _, m := range p.Received() {
+		if strings.HasPrefix(m, string(method)+" ") {
+			return true
+		}
+	}
+	return false
+}
+
 func TestDirectExtensionAndInfo(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		user   string
@@ -221,6 +264,7 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 		{name: "SIP INFO digits", user: testHost, info: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -248,18 +292,13 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.AuthFailures = 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
 	// No credentials: a 407 challenge naming MD5.
-	d, err := e.phone.Invite(ctx, e.vnum, testHost)
-	require.NoError(t, err)
-	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	require.Equal(t, 407, dr.Res.StatusCode)
-	chal := dr.Res.GetHeader("Proxy-Authenticate").Value()
+	chal := e.challenge(ctx).GetHeader("Proxy-Authenticate").Value()
 	require.Contains(t, chal, "algorithm=MD5")
 	require.Contains(t, chal, `realm="vnum"`)
 
@@ -268,6 +307,7 @@ func TestAuthentication(t *testing.T) {
 	bad, err := sipua.NewSoftphone("alice", "wrong", nil)
 	require.NoError(t, err)
 	t.Cleanup(bad.Close)
+	var dr *sipgo.ErrDialogResponse
 	for i := 0; i < 3; i++ {
 		_, err := bad.Call(ctx, e.vnum, testHost)
 		require.ErrorAs(t, err, &dr)
@@ -280,15 +320,11 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestSHA256Challenge(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.DigestAlgorithms = []string{"SHA-256", "MD5"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := e.phone.Invite(ctx, e.vnum, testHost)
-	require.NoError(t, err)
-	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	hs := dr.Res.GetHeaders("Proxy-Authenticate")
+	hs := e.challenge(ctx).GetHeaders("Proxy-Authenticate")
 	require.Len(t, hs, 2)
 	require.Contains(t, hs[0].Value(), "algorithm=SHA-256")
 	require.Contains(t, hs[1].Value(), "algorithm=MD5")
@@ -299,7 +335,21 @@ func TestSHA256Challenge(t *testing.T) {
 	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
+// challenge sends an INVITE without credentials and returns vnum's answer,
+// which must be the 407 challenge (RFC 3261 §22.3).
+func (e *testEnv) challenge(ctx context.Context) *sip.Response {
+	e.t.Helper()
+	d, err := e.phone.Invite(ctx, e.vnum, testHost)
+	require.NoError(e.t, err)
+	err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(e.t, err, &dr)
+	require.Equal(e.t, 407, dr.Res.StatusCode)
+	return dr.Res
+}
+
 func TestOptionsAndMessage(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.InboundCIDRs = nil
 	})

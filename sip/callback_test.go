@@ -27,6 +27,7 @@ func trunkFromLoopback(o *Options) {
 }
 
 func TestCallbackToLastPSTNCaller(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	const courier = "13700137000"
 	e.router.addCallback(testHost, testNational, Callback{
@@ -60,6 +61,7 @@ func TestCallbackToLastPSTNCaller(t *testing.T) {
 }
 
 func TestCallbackToMerchantAccounts(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		cb   Callback
@@ -68,6 +70,7 @@ func TestCallbackToMerchantAccounts(t *testing.T) {
 		{name: "no one called yet: the merchant's registered accounts ring", cb: Callback{Accounts: []string{"alice", "bob"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", trunkFromLoopback)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -98,6 +101,7 @@ func TestCallbackToMerchantAccounts(t *testing.T) {
 }
 
 func TestRegisterNeedsCredentials(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -111,6 +115,7 @@ func TestRegisterNeedsCredentials(t *testing.T) {
 }
 
 func TestRegistrarIntervals(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -138,6 +143,7 @@ func TestRegistrarIntervals(t *testing.T) {
 // TestTrunkNeverBlocked: failed REGISTERs from a trunk address (anyone can
 // forge one) do not block the carrier's calls.
 func TestTrunkNeverBlocked(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		trunkFromLoopback(o)
 		o.AuthFailures = 2

@@ -116,6 +116,7 @@ func dnsQuestion(q []byte) (string, uint16, int, bool) {
 // (vnum's BYE to the caller) ask for nothing; vnum keeps answering and the
 // call ends cleanly.
 func TestNoDNSFromMessages(t *testing.T) {
+	t.Parallel()
 	dns := newDNSServer(t, map[string]net.IP{"carrier.test": net.IPv4(127, 0, 0, 1)})
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.Resolver = dns.resolver()
@@ -202,6 +203,7 @@ func TestNoDNSFromMessages(t *testing.T) {
 // still gets vnum's ACK and BYE, sent where its 2xx came from, and vnum
 // looks the name up nowhere.
 func TestCarrierContactByName(t *testing.T) {
+	t.Parallel()
 	dns := newDNSServer(t, nil)
 	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", ContactHost: "gw.carrier.invalid"}, func(o *Options) {
 		o.Resolver = dns.resolver()

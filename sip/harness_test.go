@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/binding"
@@ -173,7 +175,7 @@ func (r *fakeRouter) EndCall(_ context.Context, c *CDR) error {
 	return nil
 }
 
-func (r *fakeRouter) waitEnded(t *testing.T) CDR {
+func (r *fakeRouter) waitEnded(t testing.TB) CDR {
 	t.Helper()
 	select {
 	case c := <-r.ended:
@@ -187,7 +189,7 @@ func (r *fakeRouter) waitEnded(t *testing.T) CDR {
 // testEnv is a running vnum server with a fake router, a carrier and a
 // merchant softphone.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	router  *fakeRouter
 	carrier *sipua.Carrier
@@ -212,19 +214,19 @@ const (
 	testNational  = "13800138000"
 )
 
-func newTestEnv(t *testing.T, carrierMode string, tweak func(*Options)) *testEnv {
+func newTestEnv(t testing.TB, carrierMode string, tweak func(*Options)) *testEnv {
 	t.Helper()
 	return newTestEnvWith(t, sipua.CarrierOptions{Mode: carrierMode}, tweak)
 }
 
-func newTestEnvWith(t *testing.T, co sipua.CarrierOptions, tweak func(*Options)) *testEnv {
+func newTestEnvWith(t testing.TB, co sipua.CarrierOptions, tweak func(*Options)) *testEnv {
 	t.Helper()
 	return newTestEnvRouter(t, co, tweak, nil)
 }
 
 // newTestEnvRouter is newTestEnvWith whose server uses wrap(router) as
 // its Router (when wrap is set), for tests of a misbehaving store.
-func newTestEnvRouter(t *testing.T, co sipua.CarrierOptions, tweak func(*Options), wrap func(*fakeRouter) Router) *testEnv {
+func newTestEnvRouter(t testing.TB, co sipua.CarrierOptions, tweak func(*Options), wrap func(*fakeRouter) Router) *testEnv {
 	t.Helper()
 	router := newFakeRouter()
 	router.addAccount("m1", "alice", "s3cret")
@@ -235,7 +237,7 @@ func newTestEnvRouter(t *testing.T, co sipua.CarrierOptions, tweak func(*Options
 	phone, err := sipua.NewSoftphone("alice", "s3cret", nil)
 	require.NoError(t, err)
 	t.Cleanup(phone.Close)
-	ports, err := media.NewPorts("127.0.0.1", 31000, 31999)
+	ports, err := media.NewPorts("127.0.0.1", 0, 0) // the kernel picks each pair
 	require.NoError(t, err)
 	opts := Options{
 		Listen:            []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"},
@@ -342,6 +344,52 @@ func (e *testEnv) waitNoCalls() {
 	require.Eventually(e.t, func() bool {
 		return e.srv.ActiveCalls() == 0 && e.ports.InUse() == 0
 	}, 10*time.Second, 20*time.Millisecond, "calls=%d ports=%d", e.srv.ActiveCalls(), e.ports.InUse())
+}
+
+// waitState waits until the server holds exactly one call and that call
+// is in state (CallState's name, as /v1/calls shows it).
+func (e *testEnv) waitState(state CallState) {
+	e.t.Helper()
+	var calls []CallInfo
+	require.Eventually(e.t, func() bool {
+		calls = e.srv.Calls()
+		return len(calls) == 1 && calls[0].State == state.String()
+	}, 10*time.Second, 5*time.Millisecond, "want one call in state %s, have %+v", state, calls)
+}
+
+// waitLogged waits until the server's info log holds n lines with the
+// message msg: the sign that the call has passed that step.
+func (e *testEnv) waitLogged(msg string, n int) {
+	e.t.Helper()
+	needle := "msg=" + msg + " "
+	if strings.ContainsAny(msg, " =\"") {
+		needle = "msg=" + strconv.Quote(msg) + " " // as slog's text handler writes it
+	}
+	require.Eventually(e.t, func() bool { return strings.Count(e.logs.String(), needle) >= n },
+		10*time.Second, 5*time.Millisecond, "want %d log lines %s", n, needle)
+}
+
+// drainAndCallAgain starts the server's Shutdown, waits until it stops
+// listening and places a new call: that call must get 503 with a
+// Retry-After (SPEC §8), which it returns. stopped closes when Shutdown
+// returns.
+func (e *testEnv) drainAndCallAgain(ctx context.Context) (stopped <-chan struct{}, res *sip.Response) {
+	e.t.Helper()
+	done := make(chan struct{})
+	go func() {
+		e.srv.Shutdown(context.Background())
+		close(done)
+	}()
+	require.Eventually(e.t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
+	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
+	require.NoError(e.t, err)
+	e.t.Cleanup(other.Close)
+	_, err = other.Call(ctx, e.vnum, testHost)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(e.t, err, &dr)
+	require.Equal(e.t, 503, dr.Res.StatusCode, "no new calls while draining")
+	require.NotNil(e.t, dr.Res.GetHeader("Retry-After"))
+	return done, dr.Res
 }
 
 // assertPrivate is the privacy invariant: nothing leg A receives contains

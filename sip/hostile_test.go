@@ -19,6 +19,7 @@ import (
 // validated phone number may get there: junk in From is not remembered, and
 // whatever the store holds is checked again before it is dialled.
 func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, from string
 		wantRURI   string // what the carrier's phone is rung at on the call back; "" for nobody
@@ -31,6 +32,7 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 		{name: "too short", from: "12345"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", trunkFromLoopback)
 			e.router.remember = true
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -83,6 +85,7 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 // TestCallbackRechecksStoredNumber: a last caller that is no phone number
 // (a record from before callers were validated) is never dialled.
 func TestCallbackRechecksStoredNumber(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	e.router.addCallback(testHost, testNational, Callback{
 		Target: Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
@@ -103,31 +106,20 @@ func TestCallbackRechecksStoredNumber(t *testing.T) {
 // come back after calls.drain_timeout (whole seconds, rounded up), not a
 // fixed 30 s.
 func TestRetryAfterFollowsDrainTimeout(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.DrainTimeout = 1500 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	e.dialAndKey(ctx, testHost, testExt)
 	nextSession(t, e.carrier)
 
-	stopped := make(chan struct{})
-	go func() {
-		e.srv.Shutdown(context.Background())
-		close(stopped)
-	}()
-	require.Eventually(t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
-	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
-	require.NoError(t, err)
-	t.Cleanup(other.Close)
-	_, err = other.Call(ctx, e.vnum, testHost)
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	require.Equal(t, 503, dr.Res.StatusCode)
-	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
-	require.Equal(t, "2", dr.Res.GetHeader("Retry-After").Value(), "1.5 s rounds up to 2")
+	stopped, res := e.drainAndCallAgain(ctx)
+	require.Equal(t, "2", res.GetHeader("Retry-After").Value(), "1.5 s rounds up to 2")
 	<-stopped
 }
 
 func TestDrainRetryAfterRounding(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		drain time.Duration
 		want  string
@@ -144,6 +136,7 @@ func TestDrainRetryAfterRounding(t *testing.T) {
 // scheme, user, host, port and transport, with no other parameter and no
 // URI header (RFC 3261 §19.1.5 allows none in a Request-URI).
 func TestCallbackRebuildsRegisteredContact(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", trunkFromLoopback)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -179,6 +172,7 @@ func TestCallbackRebuildsRegisteredContact(t *testing.T) {
 }
 
 func TestWarningText(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, `bad 'x'  a b`, warningText("bad \"x\"\r\na\x00b"))
 	long := warningText(strings.Repeat("9", 5000))
 	require.LessOrEqual(t, len(long), maxWarningText+len("…"))
@@ -188,7 +182,15 @@ func TestWarningText(t *testing.T) {
 // TestNoPortGetsRetryAfter: a call refused because no RTP port is free is
 // told to come back soon (SPEC §8: 503 with Retry-After).
 func TestNoPortGetsRetryAfter(t *testing.T) {
-	ports, err := media.NewPorts("127.0.0.1", 32600, 32609)
+	t.Parallel()
+	// A range of the one pair the kernel just gave out, so no fixed port is
+	// taken from whatever else runs on the host.
+	pair, err := media.NewPorts("127.0.0.1", 0, 0)
+	require.NoError(t, err)
+	s, err := pair.Open()
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	ports, err := media.NewPorts("127.0.0.1", s.Port, s.Port+1)
 	require.NoError(t, err)
 	e := newTestEnv(t, "answer", func(o *Options) { o.Ports = ports })
 	for { // every pair taken

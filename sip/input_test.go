@@ -20,6 +20,7 @@ import (
 )
 
 func TestParseDialled(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		user, uriExt string
 		want         Dialled
@@ -52,6 +53,7 @@ func TestParseDialled(t *testing.T) {
 }
 
 func TestParseInfoDTMF(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		ct, body string
 		want     rune
@@ -92,6 +94,7 @@ func FuzzParseInfoDTMF(f *testing.F) {
 }
 
 func TestStatusFor(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		err  error
 		code int
@@ -121,6 +124,7 @@ func TestStatusFor(t *testing.T) {
 // TestStatusForReason pins what an unanswered caller hears, and the CDR's
 // disposition and hangup_by, for every way a call ends.
 func TestStatusForReason(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		r           endReason
 		code        int
@@ -156,6 +160,7 @@ func TestStatusForReason(t *testing.T) {
 // TestBadInput sends broken SDP, junk datagrams and junk RTP: each gets a
 // clear answer or is dropped, and vnum goes on taking calls.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -219,6 +224,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestMaskNumbers(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, "INVITE sip:[number]@10.0.0.1 SIP/2.0", maskNumbers("INVITE sip:13800138000@10.0.0.1 SIP/2.0"))
 	require.Equal(t, "to [number]", maskNumbers("to +8613800138000"))
 	require.Equal(t, "port 5060, status 486", maskNumbers("port 5060, status 486"))
@@ -227,6 +233,7 @@ func TestMaskNumbers(t *testing.T) {
 // TestMissingHeaders: a request with no From, To, Call-ID or Contact gets
 // 400, and vnum stays up.
 func TestMissingHeaders(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})

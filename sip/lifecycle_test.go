@@ -17,6 +17,7 @@ import (
 )
 
 func TestCarrierChallengesLegB(t *testing.T) {
+	t.Parallel()
 	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", Username: "vnum-trunk", Password: "trunk-secret"}, func(o *Options) {
 		o.TrunkUsername, o.TrunkPassword = "vnum-trunk", "trunk-secret"
 	})
@@ -31,6 +32,7 @@ func TestCarrierChallengesLegB(t *testing.T) {
 }
 
 func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
@@ -51,6 +53,7 @@ func TestTrunkCallerNeedsNoCredentials(t *testing.T) {
 }
 
 func TestForeignAndExpiredExtensions(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		setup       func(*fakeRouter)
@@ -65,6 +68,7 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			setup: func(r *fakeRouter) { r.expire(testHost, "5678") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", nil)
 			tc.setup(e.router)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -74,7 +78,9 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			to, err := sipua.MediaAddr(d.InviteResponse.Body())
 			require.NoError(t, err)
 			for i := 0; i < tc.attempts; i++ {
-				time.Sleep(300 * time.Millisecond)
+				if i > 0 {
+					e.waitLogged("invalid extension", i) // the next attempt begins
+				}
 				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, "5678"))
 			}
 			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
@@ -82,12 +88,14 @@ func TestForeignAndExpiredExtensions(t *testing.T) {
 			require.Equal(t, tc.disposition, string(cdr.Disposition))
 			require.Empty(t, cdr.BindingID)
 			require.Zero(t, e.carrier.Pending())
+			require.NotContains(t, e.logs.String(), `msg="no extension keyed"`, "every attempt was keyed, none timed out")
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
 		})
 	}
 }
 
 func TestCallLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		tweak func(*Options)
@@ -96,6 +104,7 @@ func TestCallLimits(t *testing.T) {
 		{name: "calls.max_duration", tweak: func(o *Options) { o.MaxDuration = 1500 * time.Millisecond }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", tc.tweak)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -114,6 +123,7 @@ func TestCallLimits(t *testing.T) {
 }
 
 func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -170,6 +180,7 @@ func TestUpdateAndReInviteKeepTheCall(t *testing.T) {
 }
 
 func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.AnswerMode = "early" })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -196,27 +207,14 @@ func TestEarlyModeAnswersWhenBAnswers(t *testing.T) {
 }
 
 func TestDrainOnShutdown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.DrainTimeout = time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	d, _ := e.dialAndKey(ctx, testHost, testExt)
 	ds := nextSession(t, e.carrier)
 
-	stopped := make(chan struct{})
-	go func() {
-		e.srv.Shutdown(context.Background())
-		close(stopped)
-	}()
-	require.Eventually(t, func() bool { return !e.srv.Listening() }, 5*time.Second, 10*time.Millisecond)
-	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
-	require.NoError(t, err)
-	t.Cleanup(other.Close)
-	_, err = other.Call(ctx, e.vnum, testHost)
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, err, &dr)
-	require.Equal(t, 503, dr.Res.StatusCode, "no new calls while draining")
-	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
-
+	stopped, _ := e.drainAndCallAgain(ctx)
 	<-stopped
 	require.Equal(t, sip.DialogStateEnded, d.LoadState(), "the call in progress was hung up after the drain timeout")
 	// The carrier's dialog ends just after it answers vnum's BYE.
@@ -227,6 +225,7 @@ func TestDrainOnShutdown(t *testing.T) {
 }
 
 func TestCallerOverTCP(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	e.phone.Transport = "tcp"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -246,6 +245,7 @@ func TestCallerOverTCP(t *testing.T) {
 }
 
 func TestWhileBRings(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		co   sipua.CarrierOptions
@@ -255,6 +255,7 @@ func TestWhileBRings(t *testing.T) {
 		{name: "early media relayed", co: sipua.CarrierOptions{Mode: "answer", RingFor: 2 * time.Second, EarlyMedia: true}, ssrc: sipua.EarlyMediaSSRC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnvWith(t, tc.co, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -302,6 +303,7 @@ func originLine(sdp string) string {
 // the SDP both legs receive, while the relay binds media.ip. The "public"
 // address is another loopback address, where vnum listens.
 func TestPublicHost(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.Listen = []string{"udp://127.0.0.2:0"}
 		o.PublicHost = "127.0.0.2"

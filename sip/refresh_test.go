@@ -41,6 +41,7 @@ func (r *fakeRouter) nextRefresh(t *testing.T) refreshedCDR {
 // its row is refreshed with the time it was last known to be up, so that
 // a crash keeps the talk time. The interval is shortened for the test.
 func TestAnsweredCallRowKeptCurrent(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) { o.CDRRefresh = 50 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

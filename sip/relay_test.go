@@ -47,6 +47,7 @@ func recvPacket(t *testing.T, conn *net.UDPConn, ssrc uint32) rtp.Packet {
 // caller's first) and telephone-event, and the relay converts between the
 // caller's A-law and the carrier's µ-law both ways.
 func TestPCMACallerReachesPCMUCarrier(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	e.phone.Codecs = []media.Codec{sipua.PCMA}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -128,8 +129,10 @@ func abs(x int16) int16 {
 // store is slow to record the answer; none is taken for IVR input because
 // the relay came up late.
 func TestRelayLosesNoPacketAfterAnswer(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"answer", "early"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, "answer", func(o *Options) { o.AnswerMode = mode })
 			// The store takes its time over the answer's record: media must
 			// not wait for it.
@@ -247,6 +250,7 @@ func answerOpts(body func([]byte)) sipgo.AnswerOptions {
 // reaches the caller, but what the caller sends is IVR audio and stays
 // with vnum until B answers.
 func TestEarlyMediaFlowsToTheCallerOnly(t *testing.T) {
+	t.Parallel()
 	e := newTestEnvWith(t, sipua.CarrierOptions{Mode: "answer", RingFor: 3 * time.Second, EarlyMedia: true}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -49,6 +49,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 // TestTLSListener: with sip.tls_cert and sip.tls_key, the tls:// listen
 // entries serve SIP over TLS; without them they are left out.
 func TestTLSListener(t *testing.T) {
+	t.Parallel()
 	cert, key := selfSigned(t, t.TempDir())
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")

@@ -141,6 +141,7 @@ type tortureMsg struct {
 // refused with 4xx (505 for an unknown SIP version); nothing panics; every
 // server keeps answering and a genuine call bridges afterwards.
 func TestTorture(t *testing.T) {
+	t.Parallel()
 	var msgs []tortureMsg
 	for _, dir := range []string{"valid", "invalid"} {
 		files, err := filepath.Glob(filepath.Join("testdata", "torture", dir, "*.dat"))

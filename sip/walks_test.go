@@ -74,6 +74,7 @@ func bridges(t *testing.T, p *sipua.Softphone, e *testEnv) {
 // answered; other accounts are not touched, and an hour later it may call
 // again.
 func TestExtensionWalkingAccount(t *testing.T) {
+	t.Parallel()
 	clock := newTestClock()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		o.InvalidExtensions = 3
@@ -116,6 +117,7 @@ func TestExtensionWalkingAccount(t *testing.T) {
 // TestExtensionWalkingTrunkCaller: a PSTN caller is counted by its calling
 // number over many calls, whatever form the number takes.
 func TestExtensionWalkingTrunkCaller(t *testing.T) {
+	t.Parallel()
 	clock := newTestClock()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		trunkFromLoopback(o)
@@ -145,6 +147,7 @@ func TestExtensionWalkingTrunkCaller(t *testing.T) {
 // TestWalkLimitForgets: callers whose wrong extensions are an hour old are
 // swept, so the limit's memory is bounded by the last hour's callers.
 func TestWalkLimitForgets(t *testing.T) {
+	t.Parallel()
 	clock := newTestClock()
 	w := newWalkLimit(3, clock.Now)
 	for i := range 1000 {

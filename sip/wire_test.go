@@ -22,7 +22,7 @@ import (
 // rawPeer speaks hand-written SIP to vnum over one socket, for input no
 // well-behaved user agent would send.
 type rawPeer struct {
-	t       *testing.T
+	t       testing.TB
 	network string
 	udp     *net.UDPConn
 	tcp     net.Conn
@@ -36,7 +36,7 @@ type rawPeer struct {
 
 // newRawPeer opens a socket from local (an address on loopback, port 0 for
 // any) to vnum's listener of network ("udp" or "tcp").
-func newRawPeer(t *testing.T, srv *Server, network, local string) *rawPeer {
+func newRawPeer(t testing.TB, srv *Server, network, local string) *rawPeer {
 	t.Helper()
 	p := &rawPeer{t: t, network: network, more: make(chan struct{}, 1)}
 	switch network {
@@ -179,10 +179,14 @@ func rawRequest(method, ruri string, extra ...string) string {
 }
 
 // requireAlive asserts vnum still answers an OPTIONS from a raw peer.
-func requireAlive(t *testing.T, p *rawPeer) {
+func requireAlive(t testing.TB, p *rawPeer) {
 	t.Helper()
 	p.reset()
-	p.send(rawRequest("OPTIONS", "sip:"+p.to.String()))
+	to := p.to.String()
+	if p.tcp != nil {
+		to = p.tcp.RemoteAddr().String()
+	}
+	p.send(rawRequest("OPTIONS", "sip:"+to))
 	require.Equal(t, 200, p.final(5*time.Second), "vnum stopped answering")
 }
 
@@ -210,6 +214,7 @@ func (e *testEnv) requireCallBridges() {
 // not UTF-8 before ";eXt=" once panicked ParseDialled and ended vnum
 // (issue 6). It gets a clean 404 over UDP and TCP, and vnum stays up.
 func TestInvalidUTF8DialledOverSocket(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", func(o *Options) {
 		// The raw peer's address is the trunk's, so no digest is asked first.
 		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
@@ -250,6 +255,7 @@ func (r panicRouter) Resolve(ctx context.Context, x, ext, merchant string) (Targ
 // ends that call through its end path; both are logged and counted, and a
 // genuine call bridges afterwards.
 func TestPanicEndsOnlyItsRequest(t *testing.T) {
+	t.Parallel()
 	e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"}, nil, func(r *fakeRouter) Router {
 		return panicRouter{fakeRouter: r, host: "17000000099", ext: "9999"}
 	})
@@ -293,6 +299,7 @@ func TestPanicEndsOnlyItsRequest(t *testing.T) {
 // SIP version vnum does not speak, (mismatch01) 400 for a CSeq
 // method that is not the request's; sipgo's parser takes both.
 func TestVersionAndCSeqChecks(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	for _, network := range []string{"udp", "tcp"} {
 		p := newRawPeer(t, e.srv, network, "127.0.0.1:0")
@@ -314,6 +321,7 @@ func TestVersionAndCSeqChecks(t *testing.T) {
 // bytes, so the caller heard nothing (RFC 3261 §18.2.2: a response follows
 // the request's transport whatever its size).
 func TestLargeResponseOverUDP(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, "answer", nil)
 	p := newRawPeer(t, e.srv, "udp", "127.0.0.1:0")
 	name := strings.Repeat("Merchant ", 1500/9)

@@ -53,6 +53,7 @@ func createBinding(t *testing.T, h *harness, order, b string) map[string]any {
 }
 
 func TestEndpoints(t *testing.T) {
+	t.Parallel()
 	calls := []fakeCall{{ID: "call-1", Merchant: "m1", Binding: "b_1", Host: "17000000001", Extension: "1234",
 		State: "bridged", StartedAt: time.Date(2026, 11, 2, 3, 4, 5, 0, time.UTC)}}
 	h := newHarness(t, func(o *api.Options) {
@@ -190,6 +191,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestCDRExport(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	seedAPI(t, h)
 	b := createBinding(t, h, "o-1", consignee)
@@ -258,6 +260,7 @@ func TestCDRExport(t *testing.T) {
 }
 
 func TestBillMatchesStore(t *testing.T) {
+	t.Parallel()
 	// The bills are read on 10 December, when every period of these
 	// bindings has begun.
 	asOf := time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)
@@ -306,6 +309,7 @@ func TestBillMatchesStore(t *testing.T) {
 }
 
 func TestReadyAndFailures(t *testing.T) {
+	t.Parallel()
 	notReady := errors.New("sip: not listening")
 	h := newHarness(t, func(o *api.Options) {
 		o.Ready = func(context.Context) error { return notReady }
@@ -338,6 +342,7 @@ func TestReadyAndFailures(t *testing.T) {
 }
 
 func TestCallsDefaultEmpty(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(o *api.Options) { o.Calls = func() any { return []fakeCall(nil) } })
 	r := h.do(request{method: "GET", path: "/v1/calls"})
 	require.Equal(t, "[]\n", string(r.body))
@@ -350,6 +355,7 @@ func TestCallsDefaultEmpty(t *testing.T) {
 // a binding: one binding-day, not the whole ttl, and nothing yet for the
 // months to come (SPEC §7).
 func TestBillOfNewBinding(t *testing.T) {
+	t.Parallel()
 	var now atomic.Int64
 	created := time.Date(2026, 11, 10, 1, 0, 0, 0, time.UTC)
 	now.Store(created.UnixNano())
@@ -374,6 +380,7 @@ func TestBillOfNewBinding(t *testing.T) {
 // typed as a formula must come out as text (a leading single quote), and
 // JSON keeps it as it is.
 func TestCDRCSVFormulaSafe(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	seedAPI(t, h)
 	ctx := context.Background()

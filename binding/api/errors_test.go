@@ -17,6 +17,7 @@ import (
 // TestErrorsChangeNothing sends every kind of bad request and requires its
 // status, a clear JSON error, and a store exactly as before.
 func TestErrorsChangeNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	seedAPI(t, h)
 	active := createBinding(t, h, "o-1", consignee)["id"].(string)
@@ -148,6 +149,7 @@ func TestErrorsChangeNothing(t *testing.T) {
 }
 
 func TestPoolExhausted(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	r := h.do(request{method: "POST", path: "/v1/merchants", body: `{"id":"m1"}`})
 	require.Equal(t, http.StatusCreated, r.status)
@@ -164,6 +166,7 @@ func TestPoolExhausted(t *testing.T) {
 // requests addressed to a loopback name, so a web page cannot reach it by
 // DNS rebinding.
 func TestNoTokenLoopbackOnly(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(o *api.Options) { o.Token = "" })
 	for _, host := range []string{"", "localhost:8080", "LOCALHOST", "127.0.0.1:8080", "[::1]:8080", "127.1.2.3"} {
 		r := h.do(request{method: "GET", path: "/v1/numbers", host: host})
@@ -185,6 +188,7 @@ func TestNoTokenLoopbackOnly(t *testing.T) {
 // others read: every create succeeds with its own (X, E), and the race
 // detector watches the server.
 func TestConcurrentRequests(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	seedAPI(t, h)
 	const n = 16

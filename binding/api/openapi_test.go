@@ -17,6 +17,7 @@ import (
 // it has exactly the routes the server registers, every reference
 // resolves, and every operation declares the errors it can answer.
 func TestOpenAPIDescribesRoutes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	doc := h.doc
 	require.Regexp(t, `^3\.0\.\d+$`, doc["openapi"])
@@ -109,6 +110,7 @@ func hasPathParam(h *harness, op map[string]any, name string) bool {
 
 // TestConsigneeScan checks the leak detector itself.
 func TestConsigneeScan(t *testing.T) {
+	t.Parallel()
 	for _, leak := range []string{consignee, "+8613912345678", "+86 139-1234-5678", "8615800158000", "158 0015 8000"} {
 		require.Regexp(t, consigneeRe, leak)
 	}

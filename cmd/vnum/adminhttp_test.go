@@ -79,6 +79,7 @@ func startTestAdmin(t *testing.T, c *config.Config, s *binding.Store, stats call
 }
 
 func TestStartAdminRefusesExposedWithoutToken(t *testing.T) {
+	t.Parallel()
 	c := adminConfig(t)
 	s := openAdminStore(t, c)
 	log := slog.New(slog.DiscardHandler)
@@ -113,6 +114,7 @@ func TestStartAdminRefusesExposedWithoutToken(t *testing.T) {
 }
 
 func TestIsLoopbackListen(t *testing.T) {
+	t.Parallel()
 	for hp, want := range map[string]bool{
 		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:8080": true, "127.0.0.2:1": true,
 		"0.0.0.0:8080": false, ":8080": false, "[::]:8080": false, "10.1.2.3:8080": false,
@@ -123,6 +125,7 @@ func TestIsLoopbackListen(t *testing.T) {
 }
 
 func TestAdminMetrics(t *testing.T) {
+	t.Parallel()
 	c := adminConfig(t)
 	s := openAdminStore(t, c)
 	url := startTestAdmin(t, c, s, callStats{
@@ -199,10 +202,12 @@ func TestAdminMatchesCLI(t *testing.T) {
 // TestServeWithAdmin runs `vnum serve` in process: the admin API comes up
 // with the node, reports it ready, and goes away on shutdown.
 func TestServeWithAdmin(t *testing.T) {
+	t.Parallel()
 	c := adminConfig(t)
 	c.SIP.Listen = []string{"udp://127.0.0.1:0"}
 	var err error
 	require.NoError(t, c.Validate())
+	kernelPorts(c)
 
 	var logs lockedBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))

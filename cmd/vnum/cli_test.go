@@ -216,6 +216,7 @@ func TestDemoRefusesNonsenseFlags(t *testing.T) {
 
 // TestCheckMedia: the demo passes a call only when RTP crossed both ways.
 func TestCheckMedia(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		sent, heardByB, heardByA int
 		ok                       bool

@@ -99,17 +99,22 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 	c.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
 	c.Store.DSN = dsn
 	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
-	c.Media.RTPPorts = "33000-33999"
 	c.IVR.Language = "en"
 	if tweak != nil {
 		tweak(c)
 	}
 	require.NoError(t, c.Validate())
+	kernelPorts(c)
 	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler), false)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.stop(context.Background()) })
 	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))
 }
+
+// kernelPorts makes a validated c's node take RTP pairs of the kernel's
+// choosing (media.NewPorts with 0-0) rather than media.rtp_ports, so that
+// tests running in parallel with other packages never compete for a range.
+func kernelPorts(c *config.Config) { c.Media.RTPMin, c.Media.RTPMax = 0, 0 }
 
 // TestCallbackThroughServe: a courier reaches the consignee over the trunk;
 // the consignee calls X back from the bound number and reaches the courier.
@@ -175,6 +180,7 @@ func TestCallbackThroughServe(t *testing.T) {
 
 // TestDemo runs `vnum demo` in process: it must succeed and show its CDRs.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -151,20 +151,19 @@ func MediaAddr(body []byte) (netip.AddrPort, error) {
 
 // SendDigits sends RFC 4733 telephone-events as real RTP (RFC 4733 §2.5):
 // three updates, the first with the marker, then the end packet three
-// times; one RTP timestamp per digit.
+// times; one RTP timestamp per digit, starting at a random one. A key that is not a DTMF digit gets
+// media.ErrBadEvent.
 func SendDigits(conn *net.UDPConn, to netip.AddrPort, pt uint8, digits string) error {
-	seq, ts := uint16(1000), uint32(8000)
+	// A random start, as a phone's stream has (RFC 3550 §5.1): vnum tells
+	// events apart by timestamp (RFC 4733 §2.5.1.2), so two calls that
+	// began at one fixed timestamp would be taken for one event repeated.
+	seq, ts := uint16(rand.Uint32()), rand.Uint32()
 	for _, d := range digits {
-		ev := strings.IndexRune("0123456789*#", d)
-		if ev < 0 {
-			return fmt.Errorf("not a DTMF digit: %q", d)
-		}
 		for i := 0; i < 6; i++ {
 			end := i >= 3
-			dur := uint16(160 * (min(i, 3) + 1))
-			payload := []byte{byte(ev), 10, byte(dur >> 8), byte(dur)}
-			if end {
-				payload[1] |= 0x80
+			payload, err := media.EncodeEvent(media.Event{Digit: d, End: end, Volume: 10, Duration: uint16(160 * (min(i, 3) + 1))})
+			if err != nil {
+				return err
 			}
 			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: ts, SSRC: 0x1234, Marker: i == 0}, Payload: payload}
 			if !end || i == 3 {
@@ -314,12 +313,7 @@ func (s *Softphone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 
 // NextIncoming returns the next call the softphone answered.
 func (s *Softphone) NextIncoming(d time.Duration) (Incoming, error) {
-	select {
-	case in := <-s.incoming:
-		return in, nil
-	case <-time.After(d):
-		return Incoming{}, fmt.Errorf("softphone answered no call: %w", ErrTimeout)
-	}
+	return next(s.incoming, d, "softphone answered no call")
 }
 
 // Register registers the softphone's contact with vnum for an hour,
@@ -397,6 +391,7 @@ type Carrier struct {
 	opts     CarrierOptions
 	dialogs  *sipgo.DialogServerCache
 	invites  chan *sip.Request
+	ringing  chan *sip.Request
 	sessions chan *sipgo.DialogServerSession
 }
 
@@ -415,7 +410,8 @@ func NewCarrier(opts CarrierOptions, log *slog.Logger) (*Carrier, error) {
 	}
 	c := &Carrier{Peer: p, opts: opts,
 		dialogs: sipgo.NewDialogServerCache(p.Client, contact),
-		invites: make(chan *sip.Request, 64), sessions: make(chan *sipgo.DialogServerSession, 64)}
+		invites: make(chan *sip.Request, 64), ringing: make(chan *sip.Request, 64),
+		sessions: make(chan *sipgo.DialogServerSession, 64)}
 	p.Server.OnInvite(c.onInvite)
 	p.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = c.dialogs.ReadAck(req, tx) })
 	p.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -458,6 +454,10 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	} else if err := ds.Respond(180, "Ringing", nil); err != nil {
 		return
+	}
+	select {
+	case c.ringing <- req:
+	default:
 	}
 	if c.opts.Mode == "ring" {
 		<-ds.Context().Done()
@@ -513,21 +513,31 @@ var ErrTimeout = errors.New("timed out")
 
 // NextInvite returns the next INVITE the carrier received.
 func (c *Carrier) NextInvite(d time.Duration) (*sip.Request, error) {
-	select {
-	case r := <-c.invites:
-		return r, nil
-	case <-time.After(d):
-		return nil, fmt.Errorf("carrier got no INVITE: %w", ErrTimeout)
-	}
+	return next(c.invites, d, "carrier got no INVITE")
+}
+
+// NextRinging returns the next INVITE the carrier has sent its 180 (or
+// 183 with early media) for.
+func (c *Carrier) NextRinging(d time.Duration) (*sip.Request, error) {
+	return next(c.ringing, d, "carrier rang for no INVITE")
 }
 
 // NextSession returns the next call the carrier answered (after its ACK).
 func (c *Carrier) NextSession(d time.Duration) (*sipgo.DialogServerSession, error) {
+	return next(c.sessions, d, "carrier answered no call")
+}
+
+// next waits up to d for a value from ch; what says in the error what did
+// not come.
+func next[T any](ch <-chan T, d time.Duration, what string) (T, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case s := <-c.sessions:
-		return s, nil
-	case <-time.After(d):
-		return nil, fmt.Errorf("carrier answered no call: %w", ErrTimeout)
+	case v := <-ch:
+		return v, nil
+	case <-t.C:
+		var zero T
+		return zero, fmt.Errorf("%s: %w", what, ErrTimeout)
 	}
 }
 
