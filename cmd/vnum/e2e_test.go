@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -104,17 +105,13 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 		tweak(c)
 	}
 	require.NoError(t, c.Validate())
-	kernelPorts(c)
-	n, err := startNode(context.Background(), c, slog.New(slog.DiscardHandler), false)
+	ports, err := media.NewPorts(c.Media.IP, 0, 0) // pairs of the kernel's choosing
+	require.NoError(t, err)
+	n, err := startNodeWith(context.Background(), c, slog.New(slog.DiscardHandler), false, ports)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.stop(context.Background()) })
 	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))
 }
-
-// kernelPorts makes a validated c's node take RTP pairs of the kernel's
-// choosing (media.NewPorts with 0-0) rather than media.rtp_ports, so that
-// tests running in parallel with other packages never compete for a range.
-func kernelPorts(c *config.Config) { c.Media.RTPMin, c.Media.RTPMax = 0, 0 }
 
 // TestCallbackThroughServe: a courier reaches the consignee over the trunk;
 // the consignee calls X back from the bound number and reaches the courier.

@@ -39,6 +39,13 @@ type node struct {
 // empty store is logged as a warning unless quietStore (the demo's
 // temporary store).
 func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool) (*node, error) {
+	return startNodeWith(ctx, c, log, quietStore, nil)
+}
+
+// startNodeWith is startNode relaying media on ports (nil: the pairs of
+// media.rtp_ports). Tests pass pairs of the kernel's choosing, so that
+// packages testing in parallel never compete for one range.
+func startNodeWith(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool, ports *media.Ports) (*node, error) {
 	if err := checkMediaIP(c.Media); err != nil {
 		return nil, err
 	}
@@ -57,15 +64,11 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 		store.Close()
 		return nil, err
 	}
-	lo, hi, err := c.Media.PortRange()
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("media.rtp_ports: %w", err)
-	}
-	ports, err := media.NewPorts(c.Media.IP, lo, hi)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("media: %w", err)
+	if ports == nil {
+		if ports, err = portsOf(c.Media); err != nil {
+			store.Close()
+			return nil, err
+		}
 	}
 	opts, err := sipOptions(c, ports, log)
 	if err != nil {
@@ -190,4 +193,17 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		InvalidExtensions: c.Security.InvalidExtensions,
 		Logger:            log,
 	}, nil
+}
+
+// portsOf is the RTP port allocator of media.rtp_ports on media.ip.
+func portsOf(m config.Media) (*media.Ports, error) {
+	lo, hi, err := m.PortRange()
+	if err != nil {
+		return nil, fmt.Errorf("media.rtp_ports: %w", err)
+	}
+	ports, err := media.NewPorts(m.IP, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	return ports, nil
 }
