@@ -514,7 +514,7 @@ func (c *call) updateCDR(f func(*CDR)) {
 	f(&c.cdr)
 	cdr := c.cdr
 	c.cdrMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cdrWriteTimeout)
+	ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
 	defer cancel()
 	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
 		c.log.Error("updating CDR", "error", err)
@@ -540,7 +540,7 @@ func (c *call) refreshCDR() {
 	alive := time.Now().UTC()
 	go func() {
 		defer c.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(c.ctx, cdrWriteTimeout)
+		ctx, cancel := c.s.storeCtx(c.ctx)
 		defer cancel()
 		if err := c.s.router.RefreshCall(ctx, &cdr, alive); err != nil && c.ctx.Err() == nil {
 			c.log.Warn("refreshing CDR", "error", err)
@@ -548,19 +548,16 @@ func (c *call) refreshCDR() {
 	}()
 }
 
-// cdrWriteTimeout bounds one CDR write; finishing a CDR is retried
-// (cdrFinishAttempts) because a lost end would leave the call unbilled.
-const (
-	cdrWriteTimeout   = 10 * time.Second
-	cdrFinishAttempts = 3
-)
+// cdrFinishAttempts is how often finishing a CDR is tried, each write
+// bounded by store.timeout: a lost end would leave the call unbilled.
+const cdrFinishAttempts = 3
 
 // finishCDR completes the call's record in the store, retrying a failed
 // write: under overload a write can time out, and a record left open would
 // only be closed as interrupted at the next start.
 func (c *call) finishCDR(cdr *CDR) {
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cdrWriteTimeout)
+		ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
 		err := c.s.router.EndCall(ctx, cdr)
 		cancel()
 		if err == nil {

@@ -66,11 +66,11 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, code, phrase)
 		return
 	}
-	ctx := context.Background()
+	ctx, cancel := s.storeCtx(context.Background())
 	isHost, err := s.router.IsHostNumber(ctx, d.Host)
+	cancel()
 	if err != nil {
-		s.log.Error("host number lookup", "error", err)
-		s.respond(req, tx, 500, "Server Internal Error")
+		s.refuseStoreError(req, tx, "host number lookup", err)
 		return
 	}
 	if !isHost {
@@ -91,13 +91,14 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	var cb *Callback
 	if number != "" && d.Extension == "" {
 		// A consignee calling X back from the number bound to it.
+		ctx, cancel := s.storeCtx(context.Background())
 		found, err := s.router.Callback(ctx, d.Host, number)
+		cancel()
 		switch {
 		case err == nil:
 			cb = &found
 		case !errors.Is(err, ErrInvalidExtension):
-			s.log.Error("callback lookup", "error", err)
-			s.respond(req, tx, 500, "Server Internal Error")
+			s.refuseStoreError(req, tx, "callback lookup", err)
 			return
 		}
 	}
@@ -187,7 +188,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	})
 	defer stop()
 
-	startCtx, cancelStart := context.WithTimeout(c.ctx, cdrWriteTimeout)
+	startCtx, cancelStart := s.storeCtx(c.ctx)
 	err = s.router.StartCall(startCtx, &c.cdr)
 	cancelStart()
 	if err != nil {
@@ -376,7 +377,9 @@ func (c *call) callback(cb Callback) (endReason, int) {
 // resolve looks the binding up; an expired one gets its prompt and ends the call.
 func (c *call) resolve(ext string) (Target, endReason) {
 	c.noteCDR(func(cdr *CDR) { cdr.Extension = ext })
-	t, err := c.s.router.Resolve(c.ctx, c.dialled.Host, ext, c.account.Merchant)
+	ctx, cancel := c.s.storeCtx(c.ctx)
+	t, err := c.s.router.Resolve(ctx, c.dialled.Host, ext, c.account.Merchant)
+	cancel()
 	switch {
 	case err == nil:
 		c.updateCDR(func(cdr *CDR) {

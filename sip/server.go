@@ -71,6 +71,9 @@ type Options struct {
 	RingTimeout  time.Duration
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
+	// StoreTimeout bounds each store read or write (store.timeout, SPEC §3):
+	// a store slower than that gets a new call 503 at once; zero means 2 s.
+	StoreTimeout time.Duration
 	// CDRRefresh is how often an answered call's CDR row is refreshed
 	// (SPEC §7: at least every 10 s); zero means DefaultCDRRefresh.
 	CDRRefresh time.Duration
@@ -546,7 +549,9 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	if h := req.GetHeader(authHdr); h != nil {
 		val = h.Value()
 	}
-	acct, err := s.auth.verify(context.Background(), string(req.Method), req.Recipient, val)
+	ctx, cancel := s.storeCtx(context.Background())
+	acct, err := s.auth.verify(ctx, string(req.Method), req.Recipient, val)
+	cancel()
 	switch {
 	case err == nil:
 		return acct, false, true
@@ -571,8 +576,7 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
 		s.respond(req, tx, 403, "Forbidden")
 	default:
-		s.log.Error("authentication lookup failed", "error", err)
-		s.respond(req, tx, 500, "Server Internal Error")
+		s.refuseStoreError(req, tx, "authentication lookup failed", err)
 	}
 	return Account{}, false, false
 }
