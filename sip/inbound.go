@@ -27,12 +27,12 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if s.draining.Load() {
-		s.respond(req, tx, 503, "Service Unavailable", s.drainRetryAfter())
+		s.refuse(req, tx, ErrDraining)
 		return
 	}
 	// sipgo hands over requests with only Via and CSeq checked.
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.Contact() == nil {
-		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
+		s.refuse(req, tx, ErrBadRequest, sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
 		return
 	}
 	acct, trunk, ok := s.authorize(req, tx, true, true)
@@ -53,7 +53,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if s.walks.blocked(walkKey(acct, trunk, number)) {
 		// Refused before anything is answered (security.invalid_extensions).
 		s.log.Info("call refused: too many invalid extensions", "trunk", trunk)
-		s.respond(req, tx, 403, "Forbidden", sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
+		s.refuse(req, tx, ErrWalking, sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
 		return
 	}
 	uriExt := ""
@@ -62,8 +62,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	d, err := ParseDialled(req.Recipient.User, uriExt)
 	if err != nil {
-		code, phrase := StatusFor(err)
-		s.respond(req, tx, code, phrase)
+		s.refuse(req, tx, err)
 		return
 	}
 	ctx, cancel := s.storeCtx(context.Background())
@@ -74,7 +73,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if !isHost {
-		s.respond(req, tx, 404, "Not Found")
+		s.refuse(req, tx, ErrNotHostNumber)
 		return
 	}
 	offer, err := media.ParseSDP(req.Body())
@@ -85,7 +84,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		// RFC 3261 §20.43: say why in a Warning. The reason may quote the
 		// caller's SDP: it is cut short, so that a huge line cannot push
 		// the response past what UDP carries (docs/sipgo.md §11).
-		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
+		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
 		return
 	}
 	var cb *Callback
@@ -144,14 +143,14 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	a, err := s.dialogFor(req).ReadInvite(req, tx)
 	if err != nil {
 		c.log.Info("invite refused", "error", err)
-		s.respond(req, tx, 400, "Bad Request")
+		s.refuse(req, tx, ErrBadRequest)
 		return
 	}
 	c.a = a
 	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
-		s.respond(req, tx, 503, "Service Unavailable", s.drainRetryAfter())
+		s.refuse(req, tx, ErrDraining)
 		return
 	}
 	s.byA[a.ID] = c
@@ -484,6 +483,13 @@ func (c *call) play(name string) {
 	if err := c.streamA.Play(c.ctx, pcm); err != nil && c.ctx.Err() == nil {
 		c.log.Debug("play", "name", name, "error", err)
 	}
+}
+
+// refuse answers a new INVITE refused for err with its status from the
+// refusals table; a 503 says when to try again (RFC 3261 §21.5.4).
+func (s *Server) refuse(req *sip.Request, tx sip.ServerTransaction, err error, hdrs ...sip.Header) {
+	code, phrase := StatusFor(err)
+	s.respond(req, tx, code, phrase, append(hdrs, s.retryAfter(code, reasonInternal)...)...)
 }
 
 // maxWarningText bounds the text of a Warning vnum builds from input.

@@ -388,7 +388,7 @@ func (c *call) hangUpCrossed(f fork) {
 func pickFailure(failed []fork) fork {
 	for _, f := range failed {
 		var dr *sipgo.ErrDialogResponse
-		if errors.As(f.err, &dr) && (dr.Res.StatusCode == 486 || dr.Res.StatusCode == 600) {
+		if errors.As(f.err, &dr) && legBReason(dr.Res.StatusCode) == reasonBusy {
 			return f
 		}
 	}
@@ -410,20 +410,7 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	switch {
 	case errors.As(err, &dr):
 		status = dr.Res.StatusCode
-		switch status {
-		case 486, 600:
-			r = reasonBusy
-		case 408, 480:
-			r = reasonNoAnswer
-		case 404, 403, 410, 484, 603, 604:
-			r = reasonRejected
-		default:
-			if status >= 500 {
-				r = reasonTrunkFailed
-			} else {
-				r = reasonRejected
-			}
-		}
+		r = legBReason(status)
 	case errors.Is(ringCtx.Err(), context.DeadlineExceeded):
 		r, status = reasonNoAnswer, 408
 	case errors.Is(err, ErrTrunkFailed):

@@ -538,7 +538,7 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	// The trunk's addresses are never blocked: a forged source address must
 	// not be able to cut the carrier off.
 	if !trunk && s.auth.isBlocked(src) {
-		s.respond(req, tx, 403, "Forbidden")
+		s.refuse(req, tx, ErrBlocked)
 		return Account{}, false, false
 	}
 	authHdr, chalHdr, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
@@ -570,11 +570,11 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 		s.respond(req, tx, code, reason, hdrs...)
 	case errors.Is(err, ErrBadRequest):
 		s.log.Info("credentials refused", "source", src, "method", string(req.Method), "error", err)
-		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
+		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
 	case errors.Is(err, ErrBadCredentials):
 		blocked := !trunk && s.auth.fail(src)
 		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
-		s.respond(req, tx, 403, "Forbidden")
+		s.refuse(req, tx, err)
 	default:
 		s.refuseStoreError(req, tx, "authentication lookup failed", err)
 	}

@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -27,22 +28,15 @@ func (s *Server) storeCtx(parent context.Context) (context.Context, context.Canc
 	return context.WithTimeout(parent, s.storeTimeout())
 }
 
-// storeSlow reports whether err means the store did not answer within
-// store.timeout: the request is refused with 503 and Retry-After, a
-// passing shortage, rather than 500.
-func storeSlow(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded)
-}
-
 // refuseStoreError answers a request whose store lookup failed: 503 with
-// Retry-After when the store was too slow, 500 otherwise.
+// Retry-After when the store did not answer within store.timeout (a
+// passing shortage), 500 otherwise.
 func (s *Server) refuseStoreError(req *sip.Request, tx sip.ServerTransaction, what string, err error) {
-	if storeSlow(err) {
+	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn(what+": store too slow", "error", err, "store_timeout_ms", s.storeTimeout().Milliseconds())
-		code := sip.StatusServiceUnavailable
-		s.respond(req, tx, code, reasonPhrase(code), s.retryAfter(code, reasonInternal)...)
+		s.refuse(req, tx, fmt.Errorf("%w: %w", ErrStoreSlow, err))
 		return
 	}
 	s.log.Error(what, "error", err)
-	s.respond(req, tx, sip.StatusInternalServerError, reasonPhrase(sip.StatusInternalServerError))
+	s.refuse(req, tx, err)
 }
