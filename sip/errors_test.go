@@ -74,9 +74,9 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	require.Equal(t, 488, res.StatusCode, "no G.711")
 	require.NotNil(t, res.GetHeader("Warning"))
 
-	e.srv.draining.Store(true)
+	e.srv.live.draining.Store(true)
 	res = refused(e.phone, testHost)
-	e.srv.draining.Store(false)
+	e.srv.live.draining.Store(false)
 	require.Equal(t, 503, res.StatusCode, "draining")
 	require.NotNil(t, res.GetHeader("Retry-After"))
 	require.Zero(t, e.srv.CallsTotal(), "no refusal became a call")

@@ -118,13 +118,9 @@ type Server struct {
 	trunkAddr string    // trunk.outbound's host resolved, IP:port
 	trunkAt   time.Time // when trunkAddr was looked up
 
-	mu       sync.Mutex
-	byA      map[string]*call // leg A dialog ID → call
-	byB      map[string]*call // leg B Call-ID → call
-	regs     *registrar
-	walks    *walkLimit // security.invalid_extensions
-	draining atomic.Bool
-	wg       sync.WaitGroup
+	live  *registry // the calls in progress
+	regs  *registrar
+	walks *walkLimit // security.invalid_extensions
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -160,8 +156,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		router: router,
 		log:    opts.Logger,
 		auth:   auth,
-		byA:    make(map[string]*call),
-		byB:    make(map[string]*call),
+		live:   newRegistry(),
 		regs:   newRegistrar(),
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 	}
@@ -357,7 +352,7 @@ func (s *Server) Addr(network string) string {
 
 // Listening reports whether the server has live listeners (for /readyz).
 func (s *Server) Listening() bool {
-	return len(s.listeners) > 0 && !s.draining.Load()
+	return len(s.listeners) > 0 && !s.live.isDraining()
 }
 
 // contactFor is vnum's Contact on one listener: requests in the dialog
@@ -415,19 +410,12 @@ func (s *Server) Close() {
 // progress go on for up to DrainTimeout, then hangs them up and waits for
 // their records to be finished (SPEC §8).
 func (s *Server) Shutdown(ctx context.Context) {
-	// Under s.mu, so that no call registers (wg.Add) after Wait starts.
-	s.mu.Lock()
-	s.draining.Store(true)
-	s.mu.Unlock()
+	s.live.drain()
 	deadline := s.opts.DrainTimeout
 	if deadline <= 0 {
 		deadline = 30 * time.Second
 	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
+	done := s.live.done()
 	t := time.NewTimer(deadline)
 	defer t.Stop()
 	select {
@@ -442,13 +430,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 }
 
 func (s *Server) hangupAll(r endReason) {
-	s.mu.Lock()
-	calls := make([]*call, 0, len(s.byA))
-	for _, c := range s.byA {
-		calls = append(calls, c)
-	}
-	s.mu.Unlock()
-	for _, c := range calls {
+	for _, c := range s.live.all() {
 		c.hangup(r)
 	}
 }
@@ -467,10 +449,9 @@ type CallInfo struct {
 
 // Calls lists the calls in progress.
 func (s *Server) Calls() []CallInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]CallInfo, 0, len(s.byA))
-	for _, c := range s.byA {
+	calls := s.live.all()
+	out := make([]CallInfo, 0, len(calls))
+	for _, c := range calls {
 		out = append(out, c.info())
 	}
 	return out
@@ -478,9 +459,7 @@ func (s *Server) Calls() []CallInfo {
 
 // ActiveCalls returns the number of calls in progress.
 func (s *Server) ActiveCalls() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byA)
+	return s.live.count()
 }
 
 // MessagesRefused counts MESSAGE requests refused (virtual numbers carry no SMS).
@@ -610,96 +589,159 @@ func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
 }
 
+// lookupA is the call a leg A request is in, or nil.
 func (s *Server) lookupA(req *sip.Request) *call {
 	id, err := sip.DialogIDFromRequestUAS(req)
 	if err != nil {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byA[id]
+	return s.live.byLegA(id)
 }
 
-func (s *Server) lookupB(req *sip.Request) *call {
+// lookupB is the fork of leg B a request is in.
+func (s *Server) lookupB(req *sip.Request) (forkRef, bool) {
 	cid := req.CallID()
 	if cid == nil {
-		return nil
+		return forkRef{}, false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byB[cid.Value()]
+	return s.live.byLegB(cid.Value())
 }
 
+// The handlers below change no call state: they pass each request to
+// sipgo's dialog where sipgo needs it (ACK and BYE wake a waiting 2xx or
+// end the dialog), answer it from what never changes, and post what
+// happened to the call's goroutine. An event is posted before the sipgo
+// call that could wake the call's goroutine, so that the goroutine finds
+// it queued when it wakes.
+
 func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
-	if c := s.lookupA(req); c != nil && c.a != nil {
-		// Noted before ReadAck wakes the answering goroutine, so that it
-		// sees the ACK even when a BYE follows at once.
-		if cseq := req.CSeq(); cseq != nil && cseq.SeqNo == c.a.InviteRequest.CSeq().SeqNo {
-			c.ackedA.Store(true)
-		}
-		if err := c.a.ReadAck(req, tx); err != nil {
+	cseq := req.CSeq()
+	if cseq == nil {
+		return
+	}
+	if c := s.lookupA(req); c != nil {
+		c.post(ackEvent{leg: legA, cseq: cseq.SeqNo})
+		if err := c.a.d.ReadAck(req, tx); err != nil {
 			c.log.Debug("ack", "error", err)
-		}
-		if cseq := req.CSeq(); cseq != nil {
-			c.reAck(cseq.SeqNo)
 		}
 		return
 	}
 	// The carrier's ACK to our answer of its re-INVITE.
-	if c := s.lookupB(req); c != nil {
-		if cseq := req.CSeq(); cseq != nil {
-			c.reAck(cseq.SeqNo)
-		}
+	if f, ok := s.lookupB(req); ok {
+		f.call.post(ackEvent{leg: legB, cseq: cseq.SeqNo})
 	}
 }
 
 func (s *Server) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	if c := s.lookupA(req); c != nil {
-		c.byeFromA(req, tx)
+		st := c.a.d.LoadState()
+		c.post(byeEvent{leg: legA, confirmed: st >= sip.DialogStateEstablished && st != sip.DialogStateEnded})
+		if err := c.a.d.ReadBye(req, tx); err != nil {
+			c.log.Debug("bye from caller", "error", err)
+			s.respond(req, tx, sip.StatusOK, "OK")
+		}
 		return
 	}
-	if c := s.lookupB(req); c != nil {
-		c.byeFromB(req, tx)
+	if f, ok := s.lookupB(req); ok {
+		// The winner's BYE, or a fork that lost (callback) hanging up
+		// its crossed answer: the call tells which.
+		f.call.post(byeEvent{leg: legB, dialog: f.dialog})
+		if err := f.dialog.ReadBye(req, tx); err != nil {
+			f.call.log.Debug("bye from callee", "error", err)
+			s.respond(req, tx, sip.StatusOK, "OK")
+		}
 		return
 	}
 	// sipgo does not answer a BYE for an unknown dialog (docs/sipgo.md §4).
-	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+	s.respond(req, tx, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
 }
 
 func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	c := s.lookupA(req)
 	if c == nil {
-		if cb := s.lookupB(req); cb != nil {
-			s.respond(req, tx, 200, "OK")
+		if _, ok := s.lookupB(req); ok {
+			s.respond(req, tx, sip.StatusOK, "OK")
 			return
 		}
-		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		s.respond(req, tx, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
 		return
 	}
 	if d, ok := parseInfoDTMF(req); ok {
-		c.infoDigit(d)
+		c.post(digitEvent{d})
 	}
-	s.respond(req, tx, 200, "OK")
+	s.respond(req, tx, sip.StatusOK, "OK")
 }
 
 // onReoffer routes an in-dialog re-INVITE or UPDATE to its call; a
 // re-INVITE arrives at OnInvite with a To-tag (sipgo's dialog caches do not
 // route it, docs/sipgo.md §15). A request older than the dialog's last one gets
-// 500 (RFC 3261 §12.2.2).
+// 500 (RFC 3261 §12.2.2). The call's goroutine builds the answer, because
+// it owns the SDP sessions and the media; this handler sends it.
 func (s *Server) onReoffer(req *sip.Request, tx sip.ServerTransaction) {
 	if c := s.lookupA(req); c != nil {
-		if err := c.a.ReadRequest(req, tx); err != nil {
-			s.respond(req, tx, 500, "Server Internal Error")
+		if err := c.a.d.ReadRequest(req, tx); err != nil {
+			s.respond(req, tx, sip.StatusInternalServerError, "Server Internal Error")
 			return
 		}
-		c.reoffer(req, tx, legA)
+		s.reoffer(c, legA, req, tx)
 		return
 	}
-	if c := s.lookupB(req); c != nil {
-		c.reoffer(req, tx, legB)
+	if f, ok := s.lookupB(req); ok {
+		s.reoffer(f.call, legB, req, tx)
 		return
 	}
-	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+	s.respond(req, tx, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
+}
+
+// reoffer asks the call for its answer to a re-offer and sends it; a
+// re-INVITE's 200 is resent until its ACK comes. A call that ends first
+// no longer has the dialog (481).
+func (s *Server) reoffer(c *call, l leg, req *sip.Request, tx sip.ServerTransaction) {
+	reply := make(chan reofferAnswer, 1)
+	c.post(reofferEvent{leg: l, req: req, reply: reply})
+	var ans reofferAnswer
+	select {
+	case ans = <-reply:
+	case <-c.closing:
+		s.respond(req, tx, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
+		return
+	}
+	if err := tx.Respond(ans.res); err != nil {
+		c.log.Debug("re-offer respond", "error", err)
+		return
+	}
+	if ans.acked != nil {
+		c.retransmitUntilAck(ans.acked, func() error { return tx.Respond(ans.res) })
+	}
+}
+
+// retransmitUntilAck resends a re-INVITE's 2xx from T1 doubling to T2
+// until its ACK arrives, for at most 64×T1 (RFC 3261 §13.3.1.4): over UDP
+// a lost 200 would otherwise fail a session refresh. It runs on the
+// request's handler, which sipgo needs alive to keep the transaction.
+func (c *call) retransmitUntilAck(acked <-chan struct{}, resend func() error) {
+	interval := sip.T1
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	giveUp := time.NewTimer(64 * sip.T1)
+	defer giveUp.Stop()
+	for {
+		select {
+		case <-acked:
+			return
+		case <-timer.C:
+			if err := resend(); err != nil {
+				return
+			}
+			interval = min(2*interval, sip.T2)
+			timer.Reset(interval)
+		case <-giveUp.C:
+			c.log.Info("re-INVITE answer not acknowledged")
+			return
+		case <-c.closing:
+			return
+		}
+	}
 }
 
 // parseInfoDTMF reads a digit from a SIP INFO body: application/dtmf-relay
