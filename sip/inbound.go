@@ -55,6 +55,17 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, ErrWalking, sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
 		return
 	}
+	d, offer, cb, ok := s.admitDialled(req, tx, number)
+	if !ok {
+		return
+	}
+	s.runCall(req, tx, acct, trunk, number, d, offer, cb)
+}
+
+// admitDialled checks what a new INVITE dials and offers: a host number
+// in the pool, G.711 in the SDP, and for a trunk caller with no extension
+// a consignee calling back. It answers a refused INVITE itself.
+func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, number string) (Dialled, *media.Desc, *Callback, bool) {
 	uriExt := ""
 	if req.Recipient.UriParams != nil {
 		uriExt, _ = req.Recipient.UriParams.Get("ext")
@@ -62,18 +73,18 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	d, err := ParseDialled(req.Recipient.User, uriExt)
 	if err != nil {
 		s.refuse(req, tx, err)
-		return
+		return Dialled{}, nil, nil, false
 	}
 	ctx, cancel := s.storeCtx(context.Background())
 	isHost, err := s.router.IsHostNumber(ctx, d.Host)
 	cancel()
 	if err != nil {
 		s.refuseStoreError(req, tx, "host number lookup", err)
-		return
+		return Dialled{}, nil, nil, false
 	}
 	if !isHost {
 		s.refuse(req, tx, ErrNotHostNumber)
-		return
+		return Dialled{}, nil, nil, false
 	}
 	offer, err := media.ParseSDP(req.Body())
 	if err == nil && !slices.ContainsFunc(offer.Codecs, media.Codec.IsG711) {
@@ -84,23 +95,23 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		// caller's SDP: it is cut short, so that a huge line cannot push
 		// the response past what UDP carries (docs/sipgo.md §11).
 		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
-		return
+		return Dialled{}, nil, nil, false
 	}
-	var cb *Callback
-	if number != "" && d.Extension == "" {
-		// A consignee calling X back from the number bound to it.
-		ctx, cancel := s.storeCtx(context.Background())
-		found, err := s.router.Callback(ctx, d.Host, number)
-		cancel()
-		switch {
-		case err == nil:
-			cb = &found
-		case !errors.Is(err, ErrInvalidExtension):
-			s.refuseStoreError(req, tx, "callback lookup", err)
-			return
-		}
+	if number == "" || d.Extension != "" {
+		return d, offer, nil, true
 	}
-	s.runCall(req, tx, acct, trunk, number, d, offer, cb)
+	// A consignee calling X back from the number bound to it.
+	ctx, cancel = s.storeCtx(context.Background())
+	found, err := s.router.Callback(ctx, d.Host, number)
+	cancel()
+	switch {
+	case err == nil:
+		return d, offer, &found, true
+	case errors.Is(err, ErrInvalidExtension):
+		return d, offer, nil, true
+	}
+	s.refuseStoreError(req, tx, "callback lookup", err)
+	return Dialled{}, nil, nil, false
 }
 
 // runCall runs one call on the goroutine of its INVITE, which owns it to
