@@ -171,6 +171,16 @@ func (c *call) post(ev event) {
 	}
 }
 
+// offer hands ev to the call's goroutine if its queue has room, and drops
+// it otherwise: for what a peer may send without limit (INFO digits), so
+// that a flood holds no handler while the call is busy.
+func (c *call) offer(ev event) {
+	select {
+	case c.events <- ev:
+	default:
+	}
+}
+
 // hangup ends the call from outside (shutdown, admin).
 func (c *call) hangup(r endReason) { c.post(hangupEvent{r}) }
 
@@ -237,7 +247,9 @@ func (c *call) handle(ev event) endReason {
 	case reofferEvent:
 		ev.reply <- c.answerReoffer(ev.leg, ev.req)
 	case progressEvent:
-		if c.state == StateRinging {
+		// A fork cancelled after another won may still ring: no ringback
+		// then.
+		if c.state == StateRinging && c.b.winner == nil {
 			c.progress(ev.res)
 		}
 	case hangupEvent:

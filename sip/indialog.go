@@ -85,7 +85,7 @@ func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if d, ok := parseInfoDTMF(req); ok {
-		c.post(digitEvent{d})
+		c.offer(digitEvent{d})
 	}
 	s.respond(req, tx, sip.StatusOK, "OK")
 }

@@ -102,8 +102,9 @@ func (c *call) answer() (endReason, int) {
 // and then the ACK decides.
 func (c *call) answerA() (bool, endReason) {
 	err := c.a.d.RespondSDP(c.a.sdp.body)
-	if err != nil && c.a.cancelled() {
-		// A CANCEL crossed our 2xx and won: nothing was answered.
+	if err != nil && (c.a.cancelled() || errors.Is(err, sip.ErrTransactionCanceled) || c.a.d.LoadState() == 0) {
+		// A CANCEL crossed our 2xx and won: sipgo sent no 2xx (the dialog
+		// never got established) and answered the INVITE 487 itself.
 		c.takeQueued()
 		return false, reasonCancelled
 	}

@@ -147,8 +147,10 @@ func (c *call) legBRequest(x string, t legBTarget) *sip.Request {
 func (c *call) dialB(t Target) (endReason, int) {
 	if c.s.trunkHost == "" {
 		c.log.Error("no outbound trunk configured")
-		c.play("unavailable")
-		return reasonTrunkFailed, 503
+		if r := c.play("unavailable"); r != reasonNone {
+			return r, sip.StatusServiceUnavailable
+		}
+		return reasonTrunkFailed, sip.StatusServiceUnavailable
 	}
 	return c.dial(t.Host, []legBTarget{c.s.trunkTarget(formatNumber(t.Consignee, c.s.opts.NumberFormat))})
 }

@@ -494,7 +494,7 @@ func TestRaceForkAnswersAfterAnotherWon(t *testing.T) {
 		}
 		return up == 1
 	}, 10*time.Second, 10*time.Millisecond, "exactly one answered fork stays up")
-	require.Equal(t, "bridged", callState(e))
+	require.Eventually(t, func() bool { return callState(e) == "bridged" }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, d.Bye(ctx))
 	for _, in := range answered {
 		select {
