@@ -204,7 +204,13 @@ func (c *call) publish() {
 	})
 }
 
+// setState moves the call forward; a call never goes back to an earlier
+// state (a step that would is a bug, logged and ignored).
 func (c *call) setState(st CallState) {
+	if st < c.state {
+		c.log.Error("call state would go back", "from", c.state.String(), "to", st.String())
+		return
+	}
 	c.state = st
 	c.publish()
 }
