@@ -166,6 +166,44 @@ func (s *Stream) LastRTP() time.Time {
 	return time.Unix(0, s.lastRTP.Load())
 }
 
+// Quiet returns a channel that is closed once no RTP packet has arrived
+// for d, counted from the later of now and the last packet, and a stop
+// function that releases it. It costs one timer and no goroutine while it
+// waits: the timer wakes once per d at most and re-arms itself for the time
+// left since the last packet. A closed stream never fires.
+func (s *Stream) Quiet(d time.Duration) (<-chan struct{}, func()) {
+	quiet := make(chan struct{})
+	from := time.Now().UnixNano()
+	var mu sync.Mutex
+	var t *time.Timer
+	stopped := false
+	var check func()
+	check = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || s.isClosed() {
+			return
+		}
+		last := max(s.lastRTP.Load(), from)
+		if left := time.Duration(last+int64(d)) - time.Duration(time.Now().UnixNano()); left > 0 {
+			t.Reset(left)
+			return
+		}
+		stopped = true
+		close(quiet)
+	}
+	mu.Lock()
+	t = time.AfterFunc(d, check)
+	mu.Unlock()
+	stop := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
+	return quiet, stop
+}
+
 // Socket returns the stream's socket pair.
 func (s *Stream) Socket() *Socket {
 	return s.sock

@@ -1,9 +1,7 @@
 package sip
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,11 +10,11 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 )
 
-// CallState is where a call is in its life.
+// CallState is where a call is in its life. The call's goroutine moves it
+// forward and every decision about the call reads it.
 type CallState int
 
 // The states of a call, in the order a call passes through them.
@@ -45,95 +43,6 @@ func (s CallState) String() string {
 	return "unknown"
 }
 
-// endReason is why a call ended. It is an error so that it can travel as a
-// context cancellation cause.
-type endReason int
-
-const (
-	reasonNone endReason = iota
-	reasonCallerHangup
-	reasonCalleeHangup
-	reasonCancelled
-	reasonNoAck
-	reasonInvalidExtension
-	reasonExpired
-	reasonBusy
-	reasonNoAnswer
-	reasonRejected
-	reasonTrunkFailed
-	reasonMediaTimeout
-	reasonMaxDuration
-	reasonShutdown
-	reasonInternal
-)
-
-func (r endReason) Error() string {
-	switch r {
-	case reasonCallerHangup:
-		return "caller hung up"
-	case reasonCalleeHangup:
-		return "callee hung up"
-	case reasonCancelled:
-		return "caller cancelled"
-	case reasonNoAck:
-		return "no ACK from caller"
-	case reasonInvalidExtension:
-		return "invalid extension"
-	case reasonExpired:
-		return "binding expired"
-	case reasonBusy:
-		return "callee busy"
-	case reasonNoAnswer:
-		return "no answer"
-	case reasonRejected:
-		return "callee rejected"
-	case reasonTrunkFailed:
-		return "trunk failure"
-	case reasonMediaTimeout:
-		return "media timeout"
-	case reasonMaxDuration:
-		return "maximum duration"
-	case reasonShutdown:
-		return "server shutdown"
-	case reasonInternal:
-		return "internal error"
-	}
-	return "none"
-}
-
-// disposition is the CDR disposition of a call that ended for r.
-func (r endReason) disposition(answered bool) callrec.Disposition {
-	if answered {
-		return callrec.DispositionAnswered
-	}
-	switch r {
-	case reasonCallerHangup, reasonCancelled:
-		return callrec.DispositionCancelled
-	case reasonInvalidExtension:
-		return callrec.DispositionInvalidExtension
-	case reasonExpired:
-		return callrec.DispositionExpired
-	case reasonBusy:
-		return callrec.DispositionBusy
-	case reasonNoAnswer:
-		return callrec.DispositionNoAnswer
-	case reasonRejected:
-		return callrec.DispositionRejected
-	}
-	return callrec.DispositionFailed
-}
-
-// hangupBy is the CDR hangup_by of a call that ended for r.
-func (r endReason) hangupBy() callrec.HangupBy {
-	switch r {
-	case reasonCallerHangup, reasonCancelled:
-		return callrec.HangupCaller
-	case reasonCalleeHangup, reasonBusy, reasonRejected:
-		return callrec.HangupCallee
-	}
-	return callrec.HangupSystem
-}
-
 // leg names one side of the bridge.
 type leg int
 
@@ -142,266 +51,324 @@ const (
 	legB
 )
 
-// call is one call: leg A from the caller, the IVR, leg B to the trunk and
-// the relay between them. The INVITE handler owns it for its whole life.
-type call struct {
-	s   *Server
-	id  string
-	log *slog.Logger
+// eventQueue is how many events a call holds before posting blocks.
+const eventQueue = 64
 
+// call is one call: leg A from the caller, the IVR, leg B to the trunk and
+// the relay between them.
+//
+// One goroutine owns it: the INVITE handler that took the call runs it to
+// its end (runCall) and is the only one that reads or changes the fields
+// below "owner only". Every other goroutine (SIP handlers, fork callbacks,
+// timers) tells it what happened by posting an event (post), and reads only
+// the fields fixed before the call was registered, or shown.
+type call struct {
+	// Fixed before the call is registered: read anywhere.
+	s       *Server
+	id      string
+	log     *slog.Logger
 	invite  *sip.Request
 	account Account
 	trunk   bool
 	dialled Dialled
+	events  chan event
+	closing chan struct{} // closed when the call starts ending: events are dropped
+	// shown is what /v1/calls shows, published by the owner.
+	shown atomic.Pointer[CallInfo]
 
-	a      *sipgo.DialogServerSession
-	b      *sipgo.DialogClientSession
-	bMu    sync.Mutex
-	offerA *media.Desc
-	sdpMu  sync.Mutex // guards sdpA and sdpB after the call is set up
-	sdpA   sdpSession // our answer to A
-	sdpB   sdpSession // our offer to B (or answer to B's re-offer)
-
-	silentA, silentB atomic.Bool // the leg holds and sends no RTP
-
-	sockA, sockB     *media.Socket
-	streamA, streamB *media.Stream
-	audioA           media.Codec
-	dtmfA            *media.Codec
-
-	infoDigits chan rune   // digits from SIP INFO
-	reAcks     chan uint32 // CSeqs of ACKs to re-INVITE answers
-
+	// Owner only.
+	state CallState
+	a     callerLeg
+	b     calleeLeg
+	// ctx lives as long as the call; its goroutine cancels it in end. The
+	// helpers it starts (prompts, ringback, forks) stop with it.
 	ctx    context.Context
-	cancel context.CancelCauseFunc
-
-	state     atomic.Int32
-	answeredA atomic.Bool // leg A got our 2xx
-	ackedA    atomic.Bool // leg A acknowledged it (ACK, or a BYE in the dialog)
-	done      atomic.Bool
-	forkWG    sync.WaitGroup // reapers of cancelled leg B forks
-	forkIDs   []string       // Call-IDs of leg B's INVITEs; guarded by s.mu
-
-	cdrMu sync.Mutex
-	cdr   CDR
-	// refreshing is set while a refresh of the CDR row is being written.
-	refreshing atomic.Bool
+	cancel context.CancelFunc
+	done   bool
+	digits []rune // SIP INFO digits the IVR has not read yet
+	// reAcks are the re-INVITE answers waiting for their ACK, by leg and CSeq.
+	reAcks     map[reAck]chan struct{}
+	cdr        CDR
+	refreshing chan struct{} // closed when the CDR refresh in flight is written
 }
 
-func (c *call) setState(st CallState) { c.state.Store(int32(st)) }
+// reAck names a re-INVITE answered on one leg.
+type reAck struct {
+	leg  leg
+	cseq uint32
+}
 
-func (c *call) currentState() CallState { return CallState(c.state.Load()) }
+// event is something that happened to a call, posted to its goroutine.
+type event interface{ isEvent() }
+
+// ackEvent is an ACK in one of the call's dialogs.
+type ackEvent struct {
+	leg  leg
+	cseq uint32
+}
+
+// byeEvent is a BYE in a dialog of the call. For leg A, confirmed says our
+// 2xx was out: a BYE in the dialog then counts as the caller's ACK, even
+// when sipgo hands it over before the ACK (each message runs on its own
+// goroutine). For leg B, dialog is the fork hung up.
+type byeEvent struct {
+	leg       leg
+	confirmed bool
+	dialog    *sipgo.DialogClientSession
+}
+
+// goneEvent says a leg's dialog ended (BYE, CANCEL, transaction over).
+type goneEvent struct {
+	leg       leg
+	cancelled bool // leg A's INVITE was cancelled
+	dialog    *sipgo.DialogClientSession
+}
+
+// digitEvent is a key from a SIP INFO.
+type digitEvent struct{ digit rune }
+
+// reofferEvent is an in-dialog re-INVITE or UPDATE; the call answers it on
+// reply (see onReoffer).
+type reofferEvent struct {
+	leg   leg
+	req   *sip.Request
+	reply chan reofferAnswer
+}
+
+// reofferAnswer is the call's answer to a re-offer: the response, and for
+// a re-INVITE a channel closed when its ACK comes.
+type reofferAnswer struct {
+	res   *sip.Response
+	acked <-chan struct{}
+}
+
+// progressEvent is a provisional response from one of leg B's forks.
+type progressEvent struct{ res *sip.Response }
+
+// hangupEvent ends the call: shutdown, an admin, calls.max_duration, or a
+// panic in one of the call's helpers.
+type hangupEvent struct{ reason endReason }
+
+// ivrTimeoutEvent is the IVR's overall time limit; it counts only while
+// the call is in the IVR.
+type ivrTimeoutEvent struct{}
+
+func (ackEvent) isEvent()        {}
+func (byeEvent) isEvent()        {}
+func (goneEvent) isEvent()       {}
+func (digitEvent) isEvent()      {}
+func (reofferEvent) isEvent()    {}
+func (progressEvent) isEvent()   {}
+func (hangupEvent) isEvent()     {}
+func (ivrTimeoutEvent) isEvent() {}
+
+// post hands ev to the call's goroutine. It waits while the queue is full
+// and drops ev once the call is ending.
+func (c *call) post(ev event) {
+	select {
+	case c.events <- ev:
+	case <-c.closing:
+	}
+}
+
+// offer hands ev to the call's goroutine if its queue has room, and drops
+// it otherwise: for what a peer may send without limit (INFO digits), so
+// that a flood holds no handler while the call is busy.
+func (c *call) offer(ev event) {
+	select {
+	case c.events <- ev:
+	default:
+	}
+}
+
+// hangup ends the call from outside (shutdown, admin).
+func (c *call) hangup(r endReason) { c.post(hangupEvent{r}) }
 
 func (c *call) info() CallInfo {
-	c.cdrMu.Lock()
-	defer c.cdrMu.Unlock()
-	return CallInfo{
+	if p := c.shown.Load(); p != nil {
+		return *p
+	}
+	return CallInfo{ID: c.id, State: StateNew.String()}
+}
+
+// publish makes the call's state and record visible to /v1/calls.
+func (c *call) publish() {
+	c.shown.Store(&CallInfo{
 		ID:        c.id,
 		Merchant:  c.cdr.Merchant,
 		Binding:   c.cdr.BindingID,
 		Host:      c.cdr.Host,
 		Extension: c.cdr.Extension,
-		State:     c.currentState().String(),
+		State:     c.state.String(),
 		StartedAt: c.cdr.StartedAt,
-	}
+	})
 }
 
-// hangup ends the call from outside its handler (shutdown, admin).
-func (c *call) hangup(r endReason) {
-	c.cancel(r)
+// setState moves the call forward; a call never goes back to an earlier
+// state (a step that would is a bug, logged and ignored).
+func (c *call) setState(st CallState) {
+	if st < c.state {
+		c.log.Error("call state would go back", "from", c.state.String(), "to", st.String())
+		return
+	}
+	c.state = st
+	c.publish()
 }
 
-// reason is why the call's context ended, reasonNone while it goes on.
-func (c *call) reason() endReason {
-	var r endReason
-	if errors.As(context.Cause(c.ctx), &r) {
-		return r
-	}
-	if c.ctx.Err() != nil {
-		return reasonInternal
+// handle applies an event to the call and returns why the call must end,
+// or reasonNone. Events that only one step waits for (a fork's answer,
+// the IVR's digits) are taken by that step; here they are kept or dropped.
+func (c *call) handle(ev event) endReason {
+	switch ev := ev.(type) {
+	case ackEvent:
+		c.ack(ev)
+	case byeEvent:
+		if ev.leg == legA {
+			c.a.gone = true
+			if ev.confirmed {
+				c.a.acked = true
+			}
+			return reasonCallerHangup
+		}
+		if ev.dialog != nil && ev.dialog == c.b.winner {
+			c.b.gone = true
+			return reasonCalleeHangup
+		}
+	case goneEvent:
+		if ev.leg == legA {
+			c.a.gone = true
+			if ev.cancelled || !c.a.answered {
+				return reasonCancelled
+			}
+			return reasonCallerHangup
+		}
+		if ev.dialog != nil && ev.dialog == c.b.winner {
+			c.b.gone = true
+			return reasonCalleeHangup
+		}
+	case digitEvent:
+		if c.state == StateIVR && len(c.digits) < eventQueue {
+			c.digits = append(c.digits, ev.digit)
+		}
+	case reofferEvent:
+		ev.reply <- c.answerReoffer(ev.leg, ev.req)
+	case progressEvent:
+		// A fork cancelled after another won may still ring: no ringback
+		// then.
+		if c.state == StateRinging && c.b.winner == nil {
+			c.progress(ev.res)
+		}
+	case hangupEvent:
+		return ev.reason
+	case ivrTimeoutEvent:
+		if c.state == StateIVR {
+			return reasonInvalidExtension
+		}
 	}
 	return reasonNone
 }
 
-func (c *call) infoDigit(d rune) {
-	select {
-	case c.infoDigits <- d:
-	default:
-	}
-}
-
-// byeFromA ends the call for the caller's BYE. A BYE in the dialog means
-// the caller had our 2xx, even when sipgo hands it over before the ACK
-// (each message runs on its own goroutine), so it also counts as the ACK.
-func (c *call) byeFromA(req *sip.Request, tx sip.ServerTransaction) {
-	if st := c.a.LoadState(); st >= sip.DialogStateEstablished && st != sip.DialogStateEnded {
-		c.ackedA.Store(true) // our 2xx was on its way
-	}
-	c.cancel(reasonCallerHangup) // the cause is set before ReadBye ends the dialog
-	if err := c.a.ReadBye(req, tx); err != nil {
-		c.log.Debug("bye from caller", "error", err)
-		c.s.respond(req, tx, 200, "OK")
-	}
-}
-
-func (c *call) byeFromB(req *sip.Request, tx sip.ServerTransaction) {
-	c.bMu.Lock()
-	b := c.b
-	c.bMu.Unlock()
-	if b == nil || req.CallID().Value() != b.InviteRequest.CallID().Value() {
-		// A fork that lost (callback) hanging up its crossed answer.
-		c.s.respond(req, tx, 200, "OK")
+// ack notes an ACK: to our 2xx of leg A's INVITE, or to a re-INVITE's.
+func (c *call) ack(ev ackEvent) {
+	if ev.leg == legA && ev.cseq == c.invite.CSeq().SeqNo {
+		c.a.acked = true
 		return
 	}
-	if err := b.ReadBye(req, tx); err != nil {
-		c.log.Debug("bye from callee", "error", err)
-	}
-	c.cancel(reasonCalleeHangup)
-}
-
-// sdpSession is our side of one leg's SDP session: the current body and
-// the o= id and version (RFC 3264 §8).
-type sdpSession struct {
-	body    []byte
-	id, ver uint64
-}
-
-// reoffer answers an in-dialog re-INVITE or UPDATE (hold, resume, session
-// refresh, RFC 3311 / RFC 4028) so the call stays up: it follows a changed
-// remote address, answers the offered direction (sendonly → recvonly) and
-// bumps the o= version only when the answer changes. A leg on hold may send
-// no RTP, so media.timeout does not count it until it resumes.
-func (c *call) reoffer(req *sip.Request, tx sip.ServerTransaction, l leg) {
-	res := c.reofferResponse(req, tx, l)
-	if res == nil {
-		return
-	}
-	if err := tx.Respond(res); err != nil {
-		c.log.Debug("re-offer respond", "error", err)
-		return
-	}
-	if req.IsInvite() {
-		c.retransmitUntilAck(req.CSeq().SeqNo, func() error { return tx.Respond(res) })
+	k := reAck{ev.leg, ev.cseq}
+	if ch, ok := c.reAcks[k]; ok {
+		close(ch)
+		delete(c.reAcks, k)
 	}
 }
 
-// retransmitUntilAck resends a re-INVITE's 2xx from T1 doubling to T2
-// until its ACK arrives, for at most 64×T1 (RFC 3261 §13.3.1.4): over UDP
-// a lost 200 would otherwise fail a session refresh. It runs on the
-// request's handler, which sipgo needs alive to keep the transaction.
-func (c *call) retransmitUntilAck(cseq uint32, resend func() error) {
-	interval := sip.T1
-	timer := time.NewTimer(interval)
-	defer timer.Stop()
-	giveUp := time.NewTimer(64 * sip.T1)
-	defer giveUp.Stop()
+// takeQueued handles the events already posted, without waiting, and
+// returns the first reason to end among them.
+func (c *call) takeQueued() endReason {
+	r := reasonNone
 	for {
 		select {
-		case seq := <-c.reAcks:
-			if seq == cseq {
-				return
+		case ev := <-c.events:
+			if got := c.handle(ev); r == reasonNone {
+				r = got
 			}
-		case <-timer.C:
-			if err := resend(); err != nil {
-				return
-			}
-			interval = min(2*interval, sip.T2)
-			timer.Reset(interval)
-		case <-giveUp.C:
-			c.log.Info("re-INVITE answer not acknowledged")
-			return
-		case <-c.ctx.Done():
-			return
+		default:
+			return r
 		}
 	}
 }
 
-// reAck passes the CSeq of an ACK to a re-INVITE's 2xx to the handler
-// retransmitting it.
-func (c *call) reAck(cseq uint32) {
-	select {
-	case c.reAcks <- cseq:
-	default:
+// await handles events until done is closed, and returns reasonNone then,
+// or the reason the call must end first.
+func (c *call) await(done <-chan struct{}) endReason {
+	for {
+		select {
+		case <-done:
+			return reasonNone
+		case ev := <-c.events:
+			if r := c.handle(ev); r != reasonNone {
+				return r
+			}
+		}
 	}
 }
 
-// reofferResponse builds the 200 to a re-offer, or answers the request
-// itself (488) and returns nil.
-func (c *call) reofferResponse(req *sip.Request, tx sip.ServerTransaction, l leg) *sip.Response {
-	c.sdpMu.Lock()
-	defer c.sdpMu.Unlock()
-	stream, sess, silent := c.streamA, &c.sdpA, &c.silentA
-	if l == legB {
-		stream, sess, silent = c.streamB, &c.sdpB, &c.silentB
+// play plays a whole prompt to the caller (no barge-in), handling the
+// call's events meanwhile; it returns early, with the reason, when the
+// call must end.
+func (c *call) play(name string) endReason {
+	if c.a.stream == nil {
+		return reasonNone
 	}
-	if len(req.Body()) > 0 && stream != nil {
-		d, err := media.ParseSDP(req.Body())
-		if err != nil {
-			c.s.respond(req, tx, 488, "Not Acceptable Here")
-			return nil
-		}
-		d.Prefer(stream.Audio()) // the relay converts to the codec in use
-		held := d.Port == 0 || !d.Addr.IsValid() || d.Addr.IsUnspecified()
-		if !held {
-			stream.SetRemote(addrPort(d))
-		}
-		// Any hold (sendonly, recvonly, inactive) may stop a phone's RTP.
-		silent.Store(held || d.Direction != media.SendRecv)
-		sock := stream.Socket()
-		answer, _, _, err := media.AnswerVersion(d, c.s.sdpAddr(sock), sock.Port, sess.id, sess.ver)
-		if err != nil {
-			c.s.respond(req, tx, 488, "Not Acceptable Here")
-			return nil
-		}
-		if !bytes.Equal(answer, sess.body) {
-			sess.ver++
-			if answer, _, _, err = media.AnswerVersion(d, c.s.sdpAddr(sock), sock.Port, sess.id, sess.ver); err != nil {
-				c.s.respond(req, tx, 488, "Not Acceptable Here")
-				return nil
-			}
-			sess.body = answer
-		}
-		c.log.Info("re-offer", "leg", int(l), "direction", d.Direction)
+	pcm, err := media.Prompt(c.s.opts.Language, name)
+	if err != nil {
+		c.log.Error("prompt", "name", name, "error", err)
+		return reasonNone
 	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	if req.IsInvite() || len(req.Body()) > 0 {
-		res.SetBody(sess.body)
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	}
-	if l == legA {
-		res.AppendHeader(&c.s.dialogFor(c.invite).ContactHDR)
-	} else {
-		res.AppendHeader(&c.s.dialog.ContactHDR)
-	}
-	return res
+	ctx, stop := context.WithCancel(c.ctx)
+	defer stop()
+	played := make(chan struct{})
+	go func() {
+		defer close(played)
+		defer c.guardGo("prompt")
+		if err := c.a.stream.Play(ctx, pcm); err != nil && ctx.Err() == nil {
+			c.log.Debug("play", "name", name, "error", err)
+		}
+	}()
+	r := c.await(played)
+	stop()
+	<-played
+	return r
 }
 
 // wait holds the bridged call until a leg hangs up, the media stops, the
 // call runs too long or the server ends it. Meanwhile it keeps the CDR row
 // current (refreshCDR), so that a crash keeps the talk time.
 func (c *call) wait() endReason {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
 	every := c.s.opts.CDRRefresh
 	if every <= 0 {
 		every = DefaultCDRRefresh
 	}
 	refresh := time.NewTicker(every)
 	defer refresh.Stop()
+	c.a.watch(c.s.opts.MediaTimeout)
+	c.b.watch(c.s.opts.MediaTimeout)
+	defer c.a.unwatch()
+	defer c.b.unwatch()
+	if r := c.takeQueued(); r != reasonNone {
+		return r
+	}
 	for {
 		select {
-		case <-c.ctx.Done():
-			return c.reason()
+		case ev := <-c.events:
+			if r := c.handle(ev); r != reasonNone {
+				return r
+			}
 		case <-refresh.C:
 			c.refreshCDR()
-		case <-tick.C:
-			if t := c.s.opts.MediaTimeout; t > 0 {
-				now := time.Now()
-				if (!c.silentA.Load() && now.Sub(c.streamA.LastRTP()) > t) ||
-					(!c.silentB.Load() && now.Sub(c.streamB.LastRTP()) > t) {
-					return reasonMediaTimeout
-				}
-			}
+		case <-c.a.media.quiet:
+			return reasonMediaTimeout
+		case <-c.b.media.quiet:
+			return reasonMediaTimeout
 		}
 	}
 }
@@ -410,26 +377,29 @@ func (c *call) wait() endReason {
 // still up, media closed, the CDR completed. It runs on a context that
 // survives the call's cancellation.
 func (c *call) end(r endReason, status int) {
-	if !c.done.CompareAndSwap(false, true) {
+	if c.done {
 		return
 	}
+	c.done = true
 	c.setState(StateEnding)
+	close(c.closing)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 	defer cancel()
-	c.cancel(r)
+	c.cancel()
+	c.b.stopRingback()
 
 	var wg sync.WaitGroup
-	if r != reasonCallerHangup && r != reasonCancelled {
-		if c.answeredA.Load() {
+	if r != reasonCallerHangup && r != reasonCancelled && !c.a.gone {
+		if c.a.answered {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer c.guardGo("bye")
-				if err := c.a.Bye(ctx); err != nil {
+				if err := c.a.d.Bye(ctx); err != nil {
 					c.log.Debug("bye to caller", "error", err)
 				}
 			}()
-		} else if c.a != nil {
+		} else {
 			// The caller hears why in vnum's terms (RFC 3261 §16.7: a
 			// downstream 401/407, 3xx or 5xx is not passed on as it is);
 			// only a refusal of the caller's own offer keeps its status.
@@ -437,15 +407,13 @@ func (c *call) end(r endReason, status int) {
 			if r == reasonInternal && status >= 300 {
 				code, phrase = status, reasonPhrase(status)
 			}
-			if err := c.a.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
+			if err := c.a.d.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
 				c.log.Debug("final response to caller", "error", err)
 			}
 		}
 	}
-	c.bMu.Lock()
-	b := c.b
-	c.bMu.Unlock()
-	if b != nil && r != reasonCalleeHangup && b.LoadState() >= sip.DialogStateEstablished && b.LoadState() != sip.DialogStateEnded {
+	if b := c.b.winner; b != nil && r != reasonCalleeHangup && !c.b.gone &&
+		b.LoadState() >= sip.DialogStateEstablished && b.LoadState() != sip.DialogStateEnded {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -456,24 +424,31 @@ func (c *call) end(r endReason, status int) {
 		}()
 	}
 	wg.Wait()
+	c.b.reapers.Wait()
+	c.closeMedia()
+	c.finish(r, status)
+}
 
-	c.forkWG.Wait()
-	for _, st := range []*media.Stream{c.streamA, c.streamB} {
+// closeMedia closes both legs' streams and sockets.
+func (c *call) closeMedia() {
+	for _, st := range []*media.Stream{c.a.stream, c.b.stream} {
 		if st != nil {
 			if err := st.Close(); err != nil {
 				c.log.Debug("closing stream", "error", err)
 			}
 		}
 	}
-	for _, so := range []*media.Socket{c.sockA, c.sockB} {
+	for _, so := range []*media.Socket{c.a.sock, c.b.sock} {
 		if so != nil {
 			if err := so.Close(); err != nil {
 				c.log.Debug("closing socket", "error", err)
 			}
 		}
 	}
+}
 
-	c.cdrMu.Lock()
+// finish completes the CDR and logs the call's one summary line (STYLE).
+func (c *call) finish(r endReason, status int) {
 	c.cdr.EndedAt = time.Now().UTC()
 	answered := !c.cdr.AnsweredAt.IsZero()
 	c.cdr.Disposition = r.disposition(answered)
@@ -484,9 +459,7 @@ func (c *call) end(r endReason, status int) {
 		c.cdr.SIPStatus, _ = statusForReason(r)
 	}
 	cdr := c.cdr
-	c.cdrMu.Unlock()
 	c.finishCDR(&cdr)
-	// One summary line per call, with the setup latencies (STYLE).
 	attrs := []any{"reason", r.Error(), "disposition", cdr.Disposition, "direction", cdr.Direction,
 		"hangup_by", cdr.HangupBy, "sip_status", cdr.SIPStatus, "binding", cdr.BindingID,
 		"duration_ms", cdr.EndedAt.Sub(cdr.StartedAt).Milliseconds()}
@@ -498,80 +471,4 @@ func (c *call) end(r endReason, status int) {
 			"talk_ms", cdr.EndedAt.Sub(cdr.AnsweredAt).Milliseconds())
 	}
 	c.log.Info("call ended", attrs...)
-}
-
-// noteCDR changes the call's record in memory only; the next write (the
-// answer, or the end) stores it. It keeps the store's load per call low.
-func (c *call) noteCDR(f func(*CDR)) {
-	c.cdrMu.Lock()
-	f(&c.cdr)
-	c.cdrMu.Unlock()
-}
-
-// updateCDR changes the call's record and writes it, so that a crash leaves
-// the progress that matters for billing (binding, answer) in the store.
-func (c *call) updateCDR(f func(*CDR)) {
-	c.cdrMu.Lock()
-	f(&c.cdr)
-	cdr := c.cdr
-	c.cdrMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cdrWriteTimeout)
-	defer cancel()
-	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
-		c.log.Error("updating CDR", "error", err)
-	}
-}
-
-// DefaultCDRRefresh is how often an answered call's CDR row is refreshed
-// when Options.CDRRefresh is zero: SPEC §7 asks for at least every 10 s.
-const DefaultCDRRefresh = 10 * time.Second
-
-// refreshCDR writes the answered call's talk time so far, in the
-// background so that a slow store never holds up the call's own loop
-// (hang-ups, media timeout). A refresh still being written when the next
-// is due makes that one skip; the call's end cancels one in flight, and the
-// store ignores a refresh that lands after the end.
-func (c *call) refreshCDR() {
-	c.cdrMu.Lock()
-	cdr := c.cdr
-	c.cdrMu.Unlock()
-	if cdr.AnsweredAt.IsZero() || !c.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	alive := time.Now().UTC()
-	go func() {
-		defer c.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(c.ctx, cdrWriteTimeout)
-		defer cancel()
-		if err := c.s.router.RefreshCall(ctx, &cdr, alive); err != nil && c.ctx.Err() == nil {
-			c.log.Warn("refreshing CDR", "error", err)
-		}
-	}()
-}
-
-// cdrWriteTimeout bounds one CDR write; finishing a CDR is retried
-// (cdrFinishAttempts) because a lost end would leave the call unbilled.
-const (
-	cdrWriteTimeout   = 10 * time.Second
-	cdrFinishAttempts = 3
-)
-
-// finishCDR completes the call's record in the store, retrying a failed
-// write: under overload a write can time out, and a record left open would
-// only be closed as interrupted at the next start.
-func (c *call) finishCDR(cdr *CDR) {
-	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cdrWriteTimeout)
-		err := c.s.router.EndCall(ctx, cdr)
-		cancel()
-		if err == nil {
-			return
-		}
-		if attempt >= cdrFinishAttempts {
-			c.log.Error("finishing CDR", "error", err, "attempts", attempt)
-			return
-		}
-		c.log.Warn("finishing CDR, retrying", "error", err, "attempt", attempt)
-		time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
-	}
 }

@@ -3,12 +3,17 @@ package sip
 import (
 	"errors"
 
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 )
 
-// Errors of the signalling layer. An error that refuses an INVITE before
-// the call starts maps to its SIP status through StatusFor; a call that has
-// started ends for an endReason, mapped by statusForReason.
+// Errors of the signalling layer. The status each one gets is in one of
+// the three tables below, one per direction: refusals (an INVITE turned
+// away before a call exists), legBFailures (leg B's final status to why
+// the call ends) and endings (why a call ended to what the caller hears
+// and what the CDR says).
 var (
 	ErrNotHostNumber  = errors.New("not a host number")
 	ErrBadCredentials = errors.New("bad credentials")
@@ -17,80 +22,189 @@ var (
 	ErrStaleNonce     = errors.New("stale nonce")
 	ErrBadRequest     = errors.New("malformed request")
 	ErrTrunkFailed    = errors.New("trunk failure")
+	// ErrBlocked refuses a source blocked after too many failed logins.
+	ErrBlocked = errors.New("source blocked")
+	// ErrWalking refuses a caller that keyed too many invalid extensions
+	// within the hour (security.invalid_extensions).
+	ErrWalking = errors.New("too many invalid extensions")
+	// ErrDraining refuses new calls while the server shuts down (SPEC §8).
+	ErrDraining = errors.New("server draining")
+	// ErrStoreSlow refuses a call whose store lookup took longer than
+	// store.timeout (SPEC §8).
+	ErrStoreSlow = errors.New("store too slow")
 )
 
-// StatusFor maps an error that ends an INVITE transaction to the SIP status
-// and reason phrase sent to the caller (RFC 3261 §21).
+// refusal is the status an INVITE refused before its call gets.
+type refusal struct {
+	err  error
+	code int
+}
+
+// refusals maps what refuses a new INVITE to its status (RFC 3261 §21).
+// An error matching none is 500. A missing or stale credential, or a
+// replayed nonce-count, is not refused: it gets a fresh challenge (401 or
+// 407, see authorize), so that phones reusing a nonce are not locked out.
+var refusals = []refusal{
+	{ErrBadRequest, sip.StatusBadRequest},
+	{ErrBadCredentials, sip.StatusForbidden},
+	{ErrBlocked, sip.StatusForbidden},
+	{ErrWalking, sip.StatusForbidden},
+	{ErrNotHostNumber, sip.StatusNotFound},
+	{media.ErrBadSDP, sip.StatusNotAcceptableHere},
+	{media.ErrNoAudio, sip.StatusNotAcceptableHere},
+	{media.ErrNoCodec, sip.StatusNotAcceptableHere},
+	{media.ErrNoPorts, sip.StatusServiceUnavailable},
+	{ErrDraining, sip.StatusServiceUnavailable},
+	{ErrStoreSlow, sip.StatusServiceUnavailable},
+}
+
+// StatusFor maps an error that refuses an INVITE before its call starts
+// to the SIP status and reason phrase sent to the caller (the refusals
+// table).
 func StatusFor(err error) (int, string) {
-	code := 500
-	switch {
-	case err == nil:
-		code = 200
-	case errors.Is(err, ErrNotHostNumber), errors.Is(err, ErrInvalidExtension):
-		code = 404
-	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrReplay):
-		code = 403
-	case errors.Is(err, ErrBadRequest):
-		code = 400
-	case errors.Is(err, media.ErrBadSDP), errors.Is(err, media.ErrNoAudio), errors.Is(err, media.ErrNoCodec):
-		code = 488
-	case errors.Is(err, media.ErrNoPorts), errors.Is(err, ErrTrunkFailed):
-		code = 503
-	case errors.Is(err, ErrExpired):
-		code = 410
+	code := sip.StatusInternalServerError
+	for _, r := range refusals {
+		if errors.Is(err, r.err) {
+			code = r.code
+			break
+		}
 	}
 	return code, reasonPhrase(code)
 }
 
+// legBFailures maps leg B's final status to why the call ends; any other
+// 5xx or 6xx is a trunk failure and any other 4xx a rejection (legBReason).
+// The caller then hears vnum's status for that reason (endings), never
+// B's status as it is (RFC 3261 §16.7).
+var legBFailures = map[int]endReason{
+	sip.StatusBusyHere:                   reasonBusy,
+	sip.StatusGlobalBusyEverywhere:       reasonBusy,
+	sip.StatusRequestTimeout:             reasonNoAnswer,
+	sip.StatusTemporarilyUnavailable:     reasonNoAnswer,
+	sip.StatusForbidden:                  reasonRejected,
+	sip.StatusNotFound:                   reasonRejected,
+	sip.StatusGone:                       reasonRejected,
+	sip.StatusAddressIncomplete:          reasonRejected,
+	sip.StatusGlobalDecline:              reasonRejected,
+	sip.StatusGlobalDoesNotExistAnywhere: reasonRejected,
+}
+
+// legBReason is why the call ends when leg B answered code (legBFailures).
+func legBReason(code int) endReason {
+	if r, ok := legBFailures[code]; ok {
+		return r
+	}
+	if code >= 500 {
+		return reasonTrunkFailed
+	}
+	return reasonRejected
+}
+
+// endReason is why a call ended. It is an error so that it can travel as a
+// context cancellation cause.
+type endReason int
+
+const (
+	reasonNone endReason = iota
+	reasonCallerHangup
+	reasonCalleeHangup
+	reasonCancelled
+	reasonNoAck
+	reasonInvalidExtension
+	reasonExpired
+	reasonBusy
+	reasonNoAnswer
+	reasonRejected
+	reasonTrunkFailed
+	reasonMediaTimeout
+	reasonMaxDuration
+	reasonShutdown
+	reasonInternal
+)
+
+// ending is what one end reason means to the caller and to the CDR.
+type ending struct {
+	text string
+	// code is the final status of a caller not yet answered.
+	code int
+	// disposition is the CDR's for a call never answered ("answered"
+	// otherwise, whatever ended it).
+	disposition callrec.Disposition
+	hangupBy    callrec.HangupBy
+}
+
+// endings is the one table of end reasons.
+var endings = map[endReason]ending{
+	reasonNone:             {"none", sip.StatusOK, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonCallerHangup:     {"caller hung up", sip.StatusRequestTerminated, callrec.DispositionCancelled, callrec.HangupCaller},
+	reasonCalleeHangup:     {"callee hung up", sip.StatusOK, callrec.DispositionFailed, callrec.HangupCallee},
+	reasonCancelled:        {"caller cancelled", sip.StatusRequestTerminated, callrec.DispositionCancelled, callrec.HangupCaller},
+	reasonNoAck:            {"no ACK from caller", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonInvalidExtension: {"invalid extension", sip.StatusNotFound, callrec.DispositionInvalidExtension, callrec.HangupSystem},
+	reasonExpired:          {"binding expired", sip.StatusGone, callrec.DispositionExpired, callrec.HangupSystem},
+	reasonBusy:             {"callee busy", sip.StatusBusyHere, callrec.DispositionBusy, callrec.HangupCallee},
+	reasonNoAnswer:         {"no answer", sip.StatusTemporarilyUnavailable, callrec.DispositionNoAnswer, callrec.HangupSystem},
+	reasonRejected:         {"callee rejected", sip.StatusTemporarilyUnavailable, callrec.DispositionRejected, callrec.HangupCallee},
+	reasonTrunkFailed:      {"trunk failure", sip.StatusServiceUnavailable, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonMediaTimeout:     {"media timeout", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonMaxDuration:      {"maximum duration", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonShutdown:         {"server shutdown", sip.StatusServiceUnavailable, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonInternal:         {"internal error", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
+}
+
+func (r endReason) ending() ending {
+	if e, ok := endings[r]; ok {
+		return e
+	}
+	return endings[reasonInternal]
+}
+
+func (r endReason) Error() string { return r.ending().text }
+
+// disposition is the CDR disposition of a call that ended for r.
+func (r endReason) disposition(answered bool) callrec.Disposition {
+	if answered {
+		return callrec.DispositionAnswered
+	}
+	return r.ending().disposition
+}
+
+// hangupBy is the CDR hangup_by of a call that ended for r.
+func (r endReason) hangupBy() callrec.HangupBy { return r.ending().hangupBy }
+
 // statusForReason is the final status an unanswered caller gets when the
 // call ends for r (vnum's own terms, never a downstream status as it is).
 func statusForReason(r endReason) (int, string) {
-	code := 500
-	switch r {
-	case reasonNone, reasonCalleeHangup:
-		code = 200
-	case reasonBusy:
-		code = 486
-	case reasonNoAnswer, reasonRejected:
-		code = 480
-	case reasonInvalidExtension:
-		code = 404
-	case reasonExpired:
-		code = 410
-	case reasonCancelled, reasonCallerHangup:
-		code = 487
-	case reasonShutdown, reasonTrunkFailed:
-		code = 503
-	}
+	code := r.ending().code
 	return code, reasonPhrase(code)
 }
 
 // reasonPhrase is the RFC 3261 §21 reason phrase of a final status vnum sends.
 func reasonPhrase(code int) string {
 	switch code {
-	case 200:
+	case sip.StatusOK:
 		return "OK"
-	case 400:
+	case sip.StatusBadRequest:
 		return "Bad Request"
-	case 403:
+	case sip.StatusForbidden:
 		return "Forbidden"
-	case 404:
+	case sip.StatusNotFound:
 		return "Not Found"
-	case 408:
+	case sip.StatusRequestTimeout:
 		return "Request Timeout"
-	case 410:
+	case sip.StatusGone:
 		return "Gone"
-	case 480:
+	case sip.StatusTemporarilyUnavailable:
 		return "Temporarily Unavailable"
-	case 486:
+	case sip.StatusBusyHere:
 		return "Busy Here"
-	case 487:
+	case sip.StatusRequestTerminated:
 		return "Request Terminated"
-	case 488:
+	case sip.StatusNotAcceptableHere:
 		return "Not Acceptable Here"
-	case 503:
+	case sip.StatusServiceUnavailable:
 		return "Service Unavailable"
-	case 603:
+	case sip.StatusGlobalDecline:
 		return "Decline"
 	}
 	if code >= 500 {

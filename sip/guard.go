@@ -159,7 +159,7 @@ func (c *call) endOnPanic() {
 func (c *call) guardGo(what string) {
 	if v := recover(); v != nil {
 		c.s.panicked(v, "call", c.id, "goroutine", what)
-		c.cancel(reasonInternal)
+		c.post(hangupEvent{reasonInternal})
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,13 +26,13 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.onReoffer(req, tx)
 		return
 	}
-	if s.draining.Load() {
-		s.respond(req, tx, 503, "Service Unavailable", s.drainRetryAfter())
+	if s.live.isDraining() {
+		s.refuse(req, tx, ErrDraining)
 		return
 	}
 	// sipgo hands over requests with only Via and CSeq checked.
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.Contact() == nil {
-		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
+		s.refuse(req, tx, ErrBadRequest, sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
 		return
 	}
 	acct, trunk, ok := s.authorize(req, tx, true, true)
@@ -54,29 +53,39 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if s.walks.blocked(walkKey(acct, trunk, number)) {
 		// Refused before anything is answered (security.invalid_extensions).
 		s.log.Info("call refused: too many invalid extensions", "trunk", trunk)
-		s.respond(req, tx, 403, "Forbidden", sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
+		s.refuse(req, tx, ErrWalking, sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
 		return
 	}
+	d, offer, cb, ok := s.admitDialled(req, tx, number)
+	if !ok {
+		return
+	}
+	s.runCall(req, tx, acct, trunk, number, d, offer, cb)
+}
+
+// admitDialled checks what a new INVITE dials and offers: a host number
+// in the pool, G.711 in the SDP, and for a trunk caller with no extension
+// a consignee calling back. It answers a refused INVITE itself.
+func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, number string) (Dialled, *media.Desc, *Callback, bool) {
 	uriExt := ""
 	if req.Recipient.UriParams != nil {
 		uriExt, _ = req.Recipient.UriParams.Get("ext")
 	}
 	d, err := ParseDialled(req.Recipient.User, uriExt)
 	if err != nil {
-		code, phrase := StatusFor(err)
-		s.respond(req, tx, code, phrase)
-		return
+		s.refuse(req, tx, err)
+		return Dialled{}, nil, nil, false
 	}
-	ctx := context.Background()
+	ctx, cancel := s.storeCtx(context.Background())
 	isHost, err := s.router.IsHostNumber(ctx, d.Host)
+	cancel()
 	if err != nil {
-		s.log.Error("host number lookup", "error", err)
-		s.respond(req, tx, 500, "Server Internal Error")
-		return
+		s.refuseStoreError(req, tx, "host number lookup", err)
+		return Dialled{}, nil, nil, false
 	}
 	if !isHost {
-		s.respond(req, tx, 404, "Not Found")
-		return
+		s.refuse(req, tx, ErrNotHostNumber)
+		return Dialled{}, nil, nil, false
 	}
 	offer, err := media.ParseSDP(req.Body())
 	if err == nil && !slices.ContainsFunc(offer.Codecs, media.Codec.IsG711) {
@@ -86,28 +95,76 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		// RFC 3261 §20.43: say why in a Warning. The reason may quote the
 		// caller's SDP: it is cut short, so that a huge line cannot push
 		// the response past what UDP carries (docs/sipgo.md §11).
-		s.respond(req, tx, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
-		return
+		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "`+warningText(err.Error())+`"`))
+		return Dialled{}, nil, nil, false
 	}
-	var cb *Callback
-	if number != "" && d.Extension == "" {
-		// A consignee calling X back from the number bound to it.
-		found, err := s.router.Callback(ctx, d.Host, number)
-		switch {
-		case err == nil:
-			cb = &found
-		case !errors.Is(err, ErrInvalidExtension):
-			s.log.Error("callback lookup", "error", err)
-			s.respond(req, tx, 500, "Server Internal Error")
-			return
-		}
+	if number == "" || d.Extension != "" {
+		return d, offer, nil, true
 	}
-	s.runCall(req, tx, acct, trunk, number, d, offer, cb)
+	// A consignee calling X back from the number bound to it.
+	ctx, cancel = s.storeCtx(context.Background())
+	found, err := s.router.Callback(ctx, d.Host, number)
+	cancel()
+	switch {
+	case err == nil:
+		return d, offer, &found, true
+	case errors.Is(err, ErrInvalidExtension):
+		return d, offer, nil, true
+	}
+	s.refuseStoreError(req, tx, "callback lookup", err)
+	return Dialled{}, nil, nil, false
 }
 
-// runCall runs one call; number is a trunk caller's validated number ("" when
-// it has none).
+// runCall runs one call on the goroutine of its INVITE, which owns it to
+// its end; number is a trunk caller's validated number ("" when it has
+// none).
 func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
+	c := s.newCall(req, acct, trunk, number, d, offer, cb)
+	defer c.cancel()
+	a, err := s.dialogFor(req).ReadInvite(req, tx)
+	if err != nil {
+		c.log.Info("invite refused", "error", err)
+		s.refuse(req, tx, ErrBadRequest)
+		return
+	}
+	c.a.d = a
+	c.publish()
+	if !s.live.add(a.ID, c) {
+		s.refuse(req, tx, ErrDraining)
+		return
+	}
+	s.callsTotal.Add(1)
+	defer s.live.remove(a.ID, c)
+	// calls.max_duration counts from the INVITE, IVR and ringing included.
+	maxDur := s.opts.MaxDuration
+	if maxDur <= 0 {
+		maxDur = 2 * time.Hour
+	}
+	limit := time.AfterFunc(maxDur, func() { c.post(hangupEvent{reasonMaxDuration}) })
+	defer limit.Stop()
+	// Leg A gone (BYE, CANCEL, transaction ended) is an event for the call.
+	stop := context.AfterFunc(a.Context(), func() { c.post(goneEvent{leg: legA, cancelled: c.a.cancelled()}) })
+	defer stop()
+
+	startCtx, cancelStart := s.storeCtx(c.ctx)
+	err = s.router.StartCall(startCtx, &c.cdr)
+	cancelStart()
+	if err != nil {
+		// No record, no call: an overloaded or broken store turns calls
+		// away rather than losing their bills.
+		c.log.Error("starting CDR", "error", err)
+		if rerr := a.Respond(sip.StatusServiceUnavailable, "Service Unavailable", nil, s.retryAfter(sip.StatusServiceUnavailable, reasonInternal)...); rerr != nil {
+			c.log.Debug("refusing call", "error", rerr)
+		}
+		return
+	}
+	c.log.Info("call started", "caller", c.cdr.Caller, "trunk", trunk, "direct", d.Extension != "")
+	defer c.endOnPanic() // a panic ends this call only (issue 6)
+	c.end(c.run(cb))
+}
+
+// newCall builds the call of a new INVITE, not yet registered.
+func (s *Server) newCall(req *sip.Request, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) *call {
 	id := uuid.NewString()
 	caller, kind, direction := acct.User, callrec.CallerAccount, callrec.DirectionToConsignee
 	if trunk {
@@ -118,19 +175,18 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		caller, kind, direction = "consignee", callrec.CallerConsignee, callrec.DirectionCallback
 	}
 	c := &call{
-		s:          s,
-		id:         id,
-		log:        s.log.With("call", id, "host", d.Host),
-		invite:     req,
-		account:    acct,
-		trunk:      trunk,
-		dialled:    d,
-		offerA:     offer,
-		infoDigits: make(chan rune, 32),
-		reAcks:     make(chan uint32, 4),
+		s:       s,
+		id:      id,
+		log:     s.log.With("call", id, "host", d.Host),
+		invite:  req,
+		account: acct,
+		trunk:   trunk,
+		dialled: d,
+		events:  make(chan event, eventQueue),
+		closing: make(chan struct{}),
+		a:       callerLeg{offer: offer},
 	}
-	c.ctx, c.cancel = context.WithCancelCause(context.Background())
-	defer c.cancel(nil)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cdr = CDR{
 		ID:         id,
 		CallID:     req.CallID().Value(),
@@ -141,131 +197,30 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		CallerKind: kind,
 		StartedAt:  time.Now().UTC(),
 	}
+	return c
+}
 
-	a, err := s.dialogFor(req).ReadInvite(req, tx)
-	if err != nil {
-		c.log.Info("invite refused", "error", err)
-		s.respond(req, tx, 400, "Bad Request")
-		return
-	}
-	c.a = a
-	s.mu.Lock()
-	if s.draining.Load() {
-		s.mu.Unlock()
-		s.respond(req, tx, 503, "Service Unavailable", s.drainRetryAfter())
-		return
-	}
-	s.byA[a.ID] = c
-	s.wg.Add(1)
-	s.mu.Unlock()
-	s.callsTotal.Add(1)
-	defer func() {
-		s.mu.Lock()
-		delete(s.byA, a.ID)
-		for _, id := range c.forkIDs {
-			delete(s.byB, id)
-		}
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
-	// calls.max_duration counts from the INVITE, IVR and ringing included.
-	maxDur := s.opts.MaxDuration
-	if maxDur <= 0 {
-		maxDur = 2 * time.Hour
-	}
-	limit := time.AfterFunc(maxDur, func() { c.cancel(reasonMaxDuration) })
-	defer limit.Stop()
-	// Leg A gone (BYE, CANCEL, transaction ended) cancels the call.
-	stop := context.AfterFunc(a.Context(), func() {
-		if errors.Is(context.Cause(a.Context()), sip.ErrTransactionCanceled) {
-			c.cancel(reasonCancelled)
-			return
-		}
-		if !c.answeredA.Load() {
-			c.cancel(reasonCancelled)
-			return
-		}
-		c.cancel(reasonCallerHangup)
-	})
-	defer stop()
-
-	startCtx, cancelStart := context.WithTimeout(c.ctx, cdrWriteTimeout)
-	err = s.router.StartCall(startCtx, &c.cdr)
-	cancelStart()
-	if err != nil {
-		// No record, no call: an overloaded or broken store turns calls
-		// away rather than losing their bills.
-		c.log.Error("starting CDR", "error", err)
-		if rerr := a.Respond(503, "Service Unavailable", nil, s.retryAfter(503, reasonInternal)...); rerr != nil {
-			c.log.Debug("refusing call", "error", rerr)
-		}
-		return
-	}
-	c.log.Info("call started", "caller", caller, "trunk", trunk, "direct", d.Extension != "")
-	defer c.endOnPanic() // a panic ends this call only (issue 6)
-
+// run takes the call through its steps, in order: answer, IVR (or the
+// callback's targets), leg B, the bridge. It returns why the call ends
+// and the status to record (0: the reason's).
+func (c *call) run(cb *Callback) (endReason, int) {
 	if r, status := c.answer(); r != reasonNone {
-		c.end(r, status)
-		return
+		return r, status
 	}
 	if cb != nil {
 		if r, status := c.callback(*cb); r != reasonNone {
-			c.end(r, status)
-			return
+			return r, status
 		}
-		c.end(c.wait(), 0)
-		return
+		return c.wait(), 0
 	}
 	target, r := c.collect()
 	if r != reasonNone {
-		c.end(r, 0)
-		return
+		return r, 0
 	}
 	if r, status := c.dialB(target); r != reasonNone {
-		c.end(r, status)
-		return
+		return r, status
 	}
-	c.end(c.wait(), 0)
-}
-
-// answer opens leg A's media, answers with SDP (200, or 183 in early mode)
-// and starts listening for digits at once, so a caller may key E before
-// or over the prompt.
-func (c *call) answer() (endReason, int) {
-	sock, err := c.s.opts.Ports.Open()
-	if err != nil {
-		c.log.Error("no RTP port", "error", err)
-		return reasonInternal, 503
-	}
-	c.sockA = sock
-	sid := sessionID()
-	sdp, audio, dtmf, err := media.Answer(c.offerA, c.s.sdpAddr(sock), sock.Port, sid)
-	if err != nil {
-		c.log.Info("no common codec", "error", err)
-		return reasonInternal, 488
-	}
-	c.sdpA, c.audioA, c.dtmfA = sdpSession{body: sdp, id: sid, ver: sid}, audio, dtmf
-	c.streamA = media.NewStream(sock, addrPort(c.offerA), audio, dtmf, c.log)
-	c.streamA.Start()
-	c.setState(StateIVR)
-	if c.s.opts.AnswerMode == "early" {
-		if err := c.a.Respond(183, "Session Progress", sdp, sip.NewHeader("Content-Type", "application/sdp")); err != nil {
-			return reasonCancelled, 487
-		}
-		return reasonNone, 0
-	}
-	if err := c.a.RespondSDP(sdp); err != nil {
-		if c.ctx.Err() != nil {
-			return c.reason(), 487
-		}
-		// Our 2xx went out: the session is ended with a BYE (RFC 3261
-		// §13.3.1.4), not a final response.
-		c.answeredA.Store(true)
-		c.log.Info("answer not acknowledged", "error", err)
-		return reasonNoAck, 0
-	}
-	c.answeredA.Store(true)
-	return reasonNone, 0
+	return c.wait(), 0
 }
 
 // ivrPromptAllowance is what the IVR's time limit allows per attempt for
@@ -279,57 +234,56 @@ const ivrPromptAllowance = 20 * time.Second
 func (c *call) collect() (Target, endReason) {
 	o := c.s.opts
 	limit := time.Duration(o.Attempts) * (o.FirstDigitTimeout + time.Duration(o.ExtensionDigits)*o.InterDigitTimeout + ivrPromptAllowance)
-	t := time.AfterFunc(limit, func() { c.cancel(reasonInvalidExtension) })
+	t := time.AfterFunc(limit, func() { c.post(ivrTimeoutEvent{}) })
 	defer t.Stop()
-	attempts := c.s.opts.Attempts
+	attempts := o.Attempts
 	prompt := "enter_extension"
 	if ext := c.dialled.Extension; ext != "" {
-		t, r := c.resolve(ext)
-		if r == reasonNone {
-			return t, reasonNone
-		}
-		if r != reasonInvalidExtension {
-			return Target{}, r
-		}
-		if c.walking() {
-			return Target{}, reasonInvalidExtension
-		}
 		attempts--
 		prompt = "invalid"
+		if t, r, again := c.tryExtension(ext, attempts); !again {
+			return t, r
+		}
 	}
 	for ; attempts > 0; attempts-- {
 		ext, r := c.readExtension(prompt)
 		if r != reasonNone {
 			return Target{}, r
 		}
-		if ext != "" {
-			t, r := c.resolve(ext)
-			if r == reasonNone {
-				return t, reasonNone
-			}
-			if r != reasonInvalidExtension {
-				return Target{}, r
-			}
-			if c.walking() {
-				return Target{}, reasonInvalidExtension
-			}
-			c.log.Info("invalid extension", "attempts_left", attempts-1)
-		} else {
-			c.log.Info("no extension keyed", "attempts_left", attempts-1)
-		}
 		prompt = "invalid"
+		if ext == "" {
+			c.log.Info("no extension keyed", "attempts_left", attempts-1)
+			continue
+		}
+		if t, r, again := c.tryExtension(ext, attempts-1); !again {
+			return t, r
+		}
 	}
-	c.play("goodbye")
+	if r := c.play("goodbye"); r != reasonNone {
+		return Target{}, r
+	}
 	return Target{}, reasonInvalidExtension
+}
+
+// tryExtension resolves one extension; again says the caller may try
+// another (it was invalid, and the caller is not walking extensions).
+func (c *call) tryExtension(ext string, left int) (Target, endReason, bool) {
+	t, r := c.resolve(ext)
+	switch {
+	case r != reasonInvalidExtension:
+		return t, r, false
+	case c.walking():
+		return Target{}, reasonInvalidExtension, false
+	}
+	c.log.Info("invalid extension", "attempts_left", left)
+	return Target{}, reasonNone, true
 }
 
 // walking counts a wrong extension against the caller and reports whether
 // the caller has now keyed security.invalid_extensions of them within the
 // hour: then the call ends at once, without another attempt.
 func (c *call) walking() bool {
-	c.cdrMu.Lock()
 	number := c.cdr.Caller // a trunk caller's validated number, or ""
-	c.cdrMu.Unlock()
 	if !c.s.walks.wrongExtension(walkKey(c.account, c.trunk, number)) {
 		return false
 	}
@@ -343,6 +297,19 @@ func (c *call) callback(cb Callback) (endReason, int) {
 	c.updateCDR(func(cdr *CDR) {
 		cdr.BindingID, cdr.Order, cdr.Merchant, cdr.Extension = cb.BindingID, cb.Order, cb.Merchant, cb.Extension
 	})
+	targets := c.callbackTargets(cb)
+	c.log.Info("callback", "targets", len(targets), "to_account", cb.Account != "", "to_number", cb.Number != "")
+	if len(targets) == 0 {
+		if r := c.play("unavailable"); r != reasonNone {
+			return r, 0
+		}
+		return reasonNoAnswer, sip.StatusTemporarilyUnavailable
+	}
+	return c.dial(cb.Host, targets)
+}
+
+// callbackTargets are the legs B a callback rings.
+func (c *call) callbackTargets(cb Callback) []legBTarget {
 	var targets []legBTarget
 	switch {
 	case cb.Account != "":
@@ -367,18 +334,18 @@ func (c *call) callback(cb Callback) (endReason, int) {
 			}
 		}
 	}
-	c.log.Info("callback", "targets", len(targets), "to_account", cb.Account != "", "to_number", cb.Number != "")
-	if len(targets) == 0 {
-		c.play("unavailable")
-		return reasonNoAnswer, 480
-	}
-	return c.dial(cb.Host, targets)
+	return targets
 }
 
-// resolve looks the binding up; an expired one gets its prompt and ends the call.
+// resolve looks the binding up; an expired one gets its prompt and ends
+// the call. A store that fails, or does not answer within store.timeout,
+// ends the call.
 func (c *call) resolve(ext string) (Target, endReason) {
-	c.noteCDR(func(cdr *CDR) { cdr.Extension = ext })
-	t, err := c.s.router.Resolve(c.ctx, c.dialled.Host, ext, c.account.Merchant)
+	c.cdr.Extension = ext
+	c.publish()
+	ctx, cancel := c.s.storeCtx(c.ctx)
+	t, err := c.s.router.Resolve(ctx, c.dialled.Host, ext, c.account.Merchant)
+	cancel()
 	switch {
 	case err == nil:
 		c.updateCDR(func(cdr *CDR) {
@@ -389,11 +356,13 @@ func (c *call) resolve(ext string) (Target, endReason) {
 		return Target{}, reasonInvalidExtension
 	case errors.Is(err, ErrExpired):
 		c.log.Info("extension expired")
-		c.play("expired")
-		c.play("goodbye")
+		if r := c.play("expired"); r != reasonNone {
+			return Target{}, r
+		}
+		if r := c.play("goodbye"); r != reasonNone {
+			return Target{}, r
+		}
 		return Target{}, reasonExpired
-	case c.ctx.Err() != nil:
-		return Target{}, c.reason()
 	default:
 		c.log.Error("binding lookup", "error", err)
 		return Target{}, reasonInternal
@@ -404,85 +373,82 @@ func (c *call) resolve(ext string) (Target, endReason) {
 // prompt, '#' ends the entry early, '*' starts it again; the first-digit
 // timer starts when the prompt ends, the inter-digit timer after each digit.
 func (c *call) readExtension(prompt string) (string, endReason) {
-	playCtx, stopPlay := context.WithCancel(c.ctx)
+	played, stopPlay := c.startPrompt(prompt)
 	defer stopPlay()
-	played := make(chan struct{})
-	pcm, err := media.Prompt(c.s.opts.Language, prompt)
-	if err != nil {
-		c.log.Error("prompt", "name", prompt, "error", err)
-		close(played)
-	} else {
-		go func() {
-			defer close(played)
-			defer c.guardGo("prompt")
-			if err := c.streamA.Play(playCtx, pcm); err != nil && playCtx.Err() == nil {
-				c.log.Debug("play", "error", err)
-			}
-		}()
-	}
-	defer func() { stopPlay(); <-played }()
-
 	var digits []rune
-	var timer *time.Timer
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	var timeout <-chan time.Time
-	promptDone := played
 	arm := func(d time.Duration) {
-		if timer != nil {
-			timer.Stop()
-		}
-		timer = time.NewTimer(d)
+		timer.Reset(d)
 		timeout = timer.C
 	}
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	for {
-		var d rune
+		var keyed []rune
 		select {
-		case <-c.ctx.Done():
-			return "", c.reason()
-		case <-promptDone:
-			promptDone = nil
+		case ev := <-c.events:
+			if r := c.handle(ev); r != reasonNone {
+				return "", r
+			}
+			keyed, c.digits = c.digits, nil
+		case <-played:
+			played = nil
 			if len(digits) == 0 {
 				arm(c.s.opts.FirstDigitTimeout)
 			}
 			continue
 		case <-timeout:
 			return string(digits), reasonNone
-		case d = <-c.streamA.Digits():
-		case d = <-c.infoDigits:
+		case d := <-c.a.stream.Digits():
+			keyed = []rune{d}
 		}
-		stopPlay()
-		switch {
-		case d == '#':
-			return string(digits), reasonNone
-		case d == '*':
-			digits = digits[:0]
-		case d >= '0' && d <= '9':
-			digits = append(digits, d)
+		for _, d := range keyed {
+			stopPlay()
+			switch {
+			case d == '#':
+				return string(digits), reasonNone
+			case d == '*':
+				digits = digits[:0]
+			case d >= '0' && d <= '9':
+				digits = append(digits, d)
+			}
+			if len(digits) >= c.s.opts.ExtensionDigits {
+				return string(digits), reasonNone
+			}
+			timer.Stop()
+			arm(c.s.opts.InterDigitTimeout)
 		}
-		if len(digits) >= c.s.opts.ExtensionDigits {
-			return string(digits), reasonNone
-		}
-		arm(c.s.opts.InterDigitTimeout)
 	}
 }
 
-// play plays a whole prompt to the caller (no barge-in).
-func (c *call) play(name string) {
-	if c.streamA == nil {
-		return
-	}
+// startPrompt plays a prompt to the caller in the background; played is
+// closed when it ends, stop cuts it short (barge-in) and waits for it.
+func (c *call) startPrompt(name string) (played <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	done := make(chan struct{})
 	pcm, err := media.Prompt(c.s.opts.Language, name)
 	if err != nil {
 		c.log.Error("prompt", "name", name, "error", err)
-		return
+		close(done)
+	} else {
+		stream := c.a.stream
+		go func() {
+			defer close(done)
+			defer c.guardGo("prompt")
+			if err := stream.Play(ctx, pcm); err != nil && ctx.Err() == nil {
+				c.log.Debug("play", "error", err)
+			}
+		}()
 	}
-	if err := c.streamA.Play(c.ctx, pcm); err != nil && c.ctx.Err() == nil {
-		c.log.Debug("play", "name", name, "error", err)
-	}
+	return done, func() { cancel(); <-done }
+}
+
+// refuse answers a new INVITE refused for err with its status from the
+// refusals table; a 503 says when to try again (RFC 3261 §21.5.4).
+func (s *Server) refuse(req *sip.Request, tx sip.ServerTransaction, err error, hdrs ...sip.Header) {
+	code, phrase := StatusFor(err)
+	s.respond(req, tx, code, phrase, append(hdrs, s.retryAfter(code, reasonInternal)...)...)
 }
 
 // maxWarningText bounds the text of a Warning vnum builds from input.
@@ -533,7 +499,7 @@ func (s *Server) retryAfter(code int, r endReason) []sip.Header {
 	switch {
 	case code != 503:
 		return nil
-	case r == reasonShutdown || s.draining.Load():
+	case r == reasonShutdown || s.live.isDraining():
 		return []sip.Header{s.drainRetryAfter()}
 	}
 	return []sip.Header{sip.NewHeader("Retry-After", retryAfterBusy)}
@@ -546,8 +512,4 @@ func sessionID() uint64 {
 		return uint64(time.Now().UnixNano())
 	}
 	return binary.BigEndian.Uint64(b[:]) >> 2
-}
-
-func addrPort(d *media.Desc) netip.AddrPort {
-	return netip.AddrPortFrom(d.Addr, uint16(d.Port))
 }

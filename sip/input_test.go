@@ -2,8 +2,6 @@ package sip
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/callrec"
-	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -91,34 +88,6 @@ func FuzzParseInfoDTMF(f *testing.F) {
 			t.Fatalf("digit %q from %q", d, body)
 		}
 	})
-}
-
-func TestStatusFor(t *testing.T) {
-	t.Parallel()
-	for name, tc := range map[string]struct {
-		err  error
-		code int
-	}{
-		"ok":            {nil, 200},
-		"not host":      {fmt.Errorf("x: %w", ErrNotHostNumber), 404},
-		"bad creds":     {ErrBadCredentials, 403},
-		"replay":        {ErrReplay, 403},
-		"bad request":   {ErrBadRequest, 400},
-		"bad sdp":       {fmt.Errorf("parse: %w", media.ErrBadSDP), 488},
-		"no audio":      {media.ErrNoAudio, 488},
-		"no codec":      {media.ErrNoCodec, 488},
-		"no ports":      {media.ErrNoPorts, 503},
-		"invalid ext":   {ErrInvalidExtension, 404},
-		"expired":       {ErrExpired, 410},
-		"trunk failure": {ErrTrunkFailed, 503},
-		"other":         {errors.New("boom"), 500},
-	} {
-		t.Run(name, func(t *testing.T) {
-			code, reason := StatusFor(tc.err)
-			require.Equal(t, tc.code, code)
-			require.NotEmpty(t, reason)
-		})
-	}
 }
 
 // TestStatusForReason pins what an unanswered caller hears, and the CDR's

@@ -71,6 +71,9 @@ type Options struct {
 	RingTimeout  time.Duration
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
+	// StoreTimeout bounds each store read or write (store.timeout, SPEC §3):
+	// a store slower than that gets a new call 503 at once; zero means 2 s.
+	StoreTimeout time.Duration
 	// CDRRefresh is how often an answered call's CDR row is refreshed
 	// (SPEC §7: at least every 10 s); zero means DefaultCDRRefresh.
 	CDRRefresh time.Duration
@@ -115,13 +118,9 @@ type Server struct {
 	trunkAddr string    // trunk.outbound's host resolved, IP:port
 	trunkAt   time.Time // when trunkAddr was looked up
 
-	mu       sync.Mutex
-	byA      map[string]*call // leg A dialog ID → call
-	byB      map[string]*call // leg B Call-ID → call
-	regs     *registrar
-	walks    *walkLimit // security.invalid_extensions
-	draining atomic.Bool
-	wg       sync.WaitGroup
+	live  *registry // the calls in progress
+	regs  *registrar
+	walks *walkLimit // security.invalid_extensions
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -157,8 +156,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		router: router,
 		log:    opts.Logger,
 		auth:   auth,
-		byA:    make(map[string]*call),
-		byB:    make(map[string]*call),
+		live:   newRegistry(),
 		regs:   newRegistrar(),
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 	}
@@ -211,6 +209,30 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.opts.PublicHost != "" {
 		s.host = s.opts.PublicHost
 	}
+	if err := s.newClient(sipLog); err != nil {
+		return err
+	}
+	s.routes()
+
+	s.serve()
+	for _, l := range s.listeners {
+		if l.network == "udp" {
+			waitServing(s.ua, l.addr.String())
+		}
+	}
+	// trunk.outbound's host is looked up now, so that the first call does
+	// not wait for DNS.
+	go s.trunkDest()
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	return nil
+}
+
+// newClient makes the client vnum sends requests with, and the dialog
+// agents of leg A (one per transport) and of leg B.
+func (s *Server) newClient(sipLog *slog.Logger) error {
 	copts := []sipgo.ClientOption{sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog)}
 	for _, l := range s.listeners {
 		if l.network == "udp" {
@@ -220,6 +242,7 @@ func (s *Server) Start(ctx context.Context) error {
 			break
 		}
 	}
+	var err error
 	s.client, err = sipgo.NewClient(s.ua, copts...)
 	if err != nil {
 		return err
@@ -236,7 +259,11 @@ func (s *Server) Start(ctx context.Context) error {
 	// came from: vnum resolves no name a message gives (Contact), and a
 	// carrier or phone behind NAT is reached where it really is.
 	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0]), RewriteContact: true}
+	return nil
+}
 
+// routes hands each method to its handler.
+func (s *Server) routes() {
 	// Every handler goes through guard: the checks of version and CSeq
 	// that sipgo leaves to the application, and a recover, so that one bad
 	// message ends only its own request or call (docs/sipgo.md §14).
@@ -250,7 +277,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.srv.OnUpdate(s.guard(s.onReoffer))
 	s.srv.OnRegister(s.guard(s.onRegister))
 	s.srv.OnNoRoute(s.guard(s.onNoRoute))
+}
 
+// serve serves SIP on every listener.
+func (s *Server) serve() {
 	for _, l := range s.listeners {
 		l := l
 		go func() {
@@ -270,19 +300,6 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, l := range s.listeners {
-		if l.network == "udp" {
-			waitServing(s.ua, l.addr.String())
-		}
-	}
-	// trunk.outbound's host is looked up now, so that the first call does
-	// not wait for DNS.
-	go s.trunkDest()
-	go func() {
-		<-ctx.Done()
-		s.Close()
-	}()
-	return nil
 }
 
 // waitServing waits (briefly) until sipgo has taken a UDP listener into its
@@ -354,7 +371,7 @@ func (s *Server) Addr(network string) string {
 
 // Listening reports whether the server has live listeners (for /readyz).
 func (s *Server) Listening() bool {
-	return len(s.listeners) > 0 && !s.draining.Load()
+	return len(s.listeners) > 0 && !s.live.isDraining()
 }
 
 // contactFor is vnum's Contact on one listener: requests in the dialog
@@ -412,19 +429,12 @@ func (s *Server) Close() {
 // progress go on for up to DrainTimeout, then hangs them up and waits for
 // their records to be finished (SPEC §8).
 func (s *Server) Shutdown(ctx context.Context) {
-	// Under s.mu, so that no call registers (wg.Add) after Wait starts.
-	s.mu.Lock()
-	s.draining.Store(true)
-	s.mu.Unlock()
+	s.live.drain()
 	deadline := s.opts.DrainTimeout
 	if deadline <= 0 {
 		deadline = 30 * time.Second
 	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
+	done := s.live.done()
 	t := time.NewTimer(deadline)
 	defer t.Stop()
 	select {
@@ -439,13 +449,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 }
 
 func (s *Server) hangupAll(r endReason) {
-	s.mu.Lock()
-	calls := make([]*call, 0, len(s.byA))
-	for _, c := range s.byA {
-		calls = append(calls, c)
-	}
-	s.mu.Unlock()
-	for _, c := range calls {
+	for _, c := range s.live.all() {
 		c.hangup(r)
 	}
 }
@@ -464,10 +468,9 @@ type CallInfo struct {
 
 // Calls lists the calls in progress.
 func (s *Server) Calls() []CallInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]CallInfo, 0, len(s.byA))
-	for _, c := range s.byA {
+	calls := s.live.all()
+	out := make([]CallInfo, 0, len(calls))
+	for _, c := range calls {
 		out = append(out, c.info())
 	}
 	return out
@@ -475,9 +478,7 @@ func (s *Server) Calls() []CallInfo {
 
 // ActiveCalls returns the number of calls in progress.
 func (s *Server) ActiveCalls() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byA)
+	return s.live.count()
 }
 
 // MessagesRefused counts MESSAGE requests refused (virtual numbers carry no SMS).
@@ -535,7 +536,7 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	// The trunk's addresses are never blocked: a forged source address must
 	// not be able to cut the carrier off.
 	if !trunk && s.auth.isBlocked(src) {
-		s.respond(req, tx, 403, "Forbidden")
+		s.refuse(req, tx, ErrBlocked)
 		return Account{}, false, false
 	}
 	authHdr, chalHdr, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
@@ -546,7 +547,9 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 	if h := req.GetHeader(authHdr); h != nil {
 		val = h.Value()
 	}
-	acct, err := s.auth.verify(context.Background(), string(req.Method), req.Recipient, val)
+	ctx, cancel := s.storeCtx(context.Background())
+	acct, err := s.auth.verify(ctx, string(req.Method), req.Recipient, val)
+	cancel()
 	switch {
 	case err == nil:
 		return acct, false, true
@@ -565,14 +568,13 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 		s.respond(req, tx, code, reason, hdrs...)
 	case errors.Is(err, ErrBadRequest):
 		s.log.Info("credentials refused", "source", src, "method", string(req.Method), "error", err)
-		s.respond(req, tx, 400, "Bad Request", sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
+		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
 	case errors.Is(err, ErrBadCredentials):
 		blocked := !trunk && s.auth.fail(src)
 		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
-		s.respond(req, tx, 403, "Forbidden")
+		s.refuse(req, tx, err)
 	default:
-		s.log.Error("authentication lookup failed", "error", err)
-		s.respond(req, tx, 500, "Server Internal Error")
+		s.refuseStoreError(req, tx, "authentication lookup failed", err)
 	}
 	return Account{}, false, false
 }
@@ -604,131 +606,4 @@ func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
 func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 	// Matched CANCELs are answered inside sipgo; this one matched nothing.
 	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
-}
-
-func (s *Server) lookupA(req *sip.Request) *call {
-	id, err := sip.DialogIDFromRequestUAS(req)
-	if err != nil {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byA[id]
-}
-
-func (s *Server) lookupB(req *sip.Request) *call {
-	cid := req.CallID()
-	if cid == nil {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byB[cid.Value()]
-}
-
-func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
-	if c := s.lookupA(req); c != nil && c.a != nil {
-		// Noted before ReadAck wakes the answering goroutine, so that it
-		// sees the ACK even when a BYE follows at once.
-		if cseq := req.CSeq(); cseq != nil && cseq.SeqNo == c.a.InviteRequest.CSeq().SeqNo {
-			c.ackedA.Store(true)
-		}
-		if err := c.a.ReadAck(req, tx); err != nil {
-			c.log.Debug("ack", "error", err)
-		}
-		if cseq := req.CSeq(); cseq != nil {
-			c.reAck(cseq.SeqNo)
-		}
-		return
-	}
-	// The carrier's ACK to our answer of its re-INVITE.
-	if c := s.lookupB(req); c != nil {
-		if cseq := req.CSeq(); cseq != nil {
-			c.reAck(cseq.SeqNo)
-		}
-	}
-}
-
-func (s *Server) onBye(req *sip.Request, tx sip.ServerTransaction) {
-	if c := s.lookupA(req); c != nil {
-		c.byeFromA(req, tx)
-		return
-	}
-	if c := s.lookupB(req); c != nil {
-		c.byeFromB(req, tx)
-		return
-	}
-	// sipgo does not answer a BYE for an unknown dialog (docs/sipgo.md §4).
-	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
-}
-
-func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
-	c := s.lookupA(req)
-	if c == nil {
-		if cb := s.lookupB(req); cb != nil {
-			s.respond(req, tx, 200, "OK")
-			return
-		}
-		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	if d, ok := parseInfoDTMF(req); ok {
-		c.infoDigit(d)
-	}
-	s.respond(req, tx, 200, "OK")
-}
-
-// onReoffer routes an in-dialog re-INVITE or UPDATE to its call; a
-// re-INVITE arrives at OnInvite with a To-tag (sipgo's dialog caches do not
-// route it, docs/sipgo.md §15). A request older than the dialog's last one gets
-// 500 (RFC 3261 §12.2.2).
-func (s *Server) onReoffer(req *sip.Request, tx sip.ServerTransaction) {
-	if c := s.lookupA(req); c != nil {
-		if err := c.a.ReadRequest(req, tx); err != nil {
-			s.respond(req, tx, 500, "Server Internal Error")
-			return
-		}
-		c.reoffer(req, tx, legA)
-		return
-	}
-	if c := s.lookupB(req); c != nil {
-		c.reoffer(req, tx, legB)
-		return
-	}
-	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
-}
-
-// parseInfoDTMF reads a digit from a SIP INFO body: application/dtmf-relay
-// ("Signal=5") or application/dtmf ("5").
-func parseInfoDTMF(req *sip.Request) (rune, bool) {
-	ct := ""
-	if h := req.ContentType(); h != nil {
-		ct = strings.ToLower(strings.TrimSpace(h.Value()))
-	}
-	body := strings.TrimSpace(string(req.Body()))
-	var sig string
-	switch {
-	case strings.HasPrefix(ct, "application/dtmf-relay"):
-		for _, line := range strings.Split(body, "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if ok && strings.EqualFold(strings.TrimSpace(k), "signal") {
-				sig = strings.TrimSpace(v)
-			}
-		}
-	case strings.HasPrefix(ct, "application/dtmf"):
-		sig = body
-	default:
-		return 0, false
-	}
-	if len(sig) != 1 {
-		return 0, false
-	}
-	r := rune(sig[0])
-	switch {
-	case r >= '0' && r <= '9', r == '*', r == '#':
-		return r, true
-	case r >= 'A' && r <= 'D', r >= 'a' && r <= 'd':
-		return r, true
-	}
-	return 0, false
 }

@@ -190,6 +190,7 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		RingTimeout:       c.Calls.RingTimeout,
 		MaxDuration:       c.Calls.MaxDuration,
 		DrainTimeout:      c.Calls.DrainTimeout,
+		StoreTimeout:      c.Store.Timeout,
 		InvalidExtensions: c.Security.InvalidExtensions,
 		Logger:            log,
 	}, nil

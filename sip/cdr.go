@@ -1,0 +1,78 @@
+package sip
+
+import (
+	"context"
+	"time"
+)
+
+// updateCDR changes the call's record and writes it, so that a crash leaves
+// the progress that matters for billing (binding, answer) in the store.
+func (c *call) updateCDR(f func(*CDR)) {
+	f(&c.cdr)
+	c.publish()
+	cdr := c.cdr
+	ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
+	defer cancel()
+	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
+		c.log.Error("updating CDR", "error", err)
+	}
+}
+
+// DefaultCDRRefresh is how often an answered call's CDR row is refreshed
+// when Options.CDRRefresh is zero: SPEC §7 asks for at least every 10 s.
+const DefaultCDRRefresh = 10 * time.Second
+
+// refreshCDR writes the answered call's talk time so far, in the
+// background so that a slow store never holds up the call's own loop
+// (hang-ups, media timeout). A refresh still being written when the next
+// is due makes that one skip; the call's end cancels one in flight, and the
+// store ignores a refresh that lands after the end. The writer gets a copy
+// of the record and touches nothing of the call.
+func (c *call) refreshCDR() {
+	if c.refreshing != nil {
+		select {
+		case <-c.refreshing:
+			c.refreshing = nil
+		default:
+			return
+		}
+	}
+	if c.cdr.AnsweredAt.IsZero() {
+		return
+	}
+	cdr, alive, written := c.cdr, time.Now().UTC(), make(chan struct{})
+	c.refreshing = written
+	ctx, cancel := c.s.storeCtx(c.ctx)
+	router, log, callCtx := c.s.router, c.log, c.ctx
+	go func() {
+		defer close(written)
+		defer cancel()
+		if err := router.RefreshCall(ctx, &cdr, alive); err != nil && callCtx.Err() == nil {
+			log.Warn("refreshing CDR", "error", err)
+		}
+	}()
+}
+
+// cdrFinishAttempts is how often finishing a CDR is tried, each write
+// bounded by store.timeout: a lost end would leave the call unbilled.
+const cdrFinishAttempts = 3
+
+// finishCDR completes the call's record in the store, retrying a failed
+// write: under overload a write can time out, and a record left open would
+// only be closed as interrupted at the next start.
+func (c *call) finishCDR(cdr *CDR) {
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
+		err := c.s.router.EndCall(ctx, cdr)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt >= cdrFinishAttempts {
+			c.log.Error("finishing CDR", "error", err, "attempts", attempt)
+			return
+		}
+		c.log.Warn("finishing CDR, retrying", "error", err, "attempt", attempt)
+		time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+	}
+}

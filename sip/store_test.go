@@ -1,0 +1,131 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/sip/sipua"
+)
+
+// stallingRouter is a store that stops answering one kind of lookup: the
+// call waits until its context ends, as a database driver does, and the
+// deadline it was given is recorded.
+type stallingRouter struct {
+	*fakeRouter
+	stall     string // "account", "host" or "resolve"
+	deadlines chan time.Duration
+}
+
+func (r *stallingRouter) block(ctx context.Context, what string) error {
+	if what != r.stall {
+		return nil
+	}
+	dl, ok := ctx.Deadline()
+	left := time.Duration(-1)
+	if ok {
+		left = time.Until(dl)
+	}
+	select {
+	case r.deadlines <- left:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (r *stallingRouter) Account(ctx context.Context, user string) (Account, error) {
+	if err := r.block(ctx, "account"); err != nil {
+		return Account{}, err
+	}
+	return r.fakeRouter.Account(ctx, user)
+}
+
+func (r *stallingRouter) IsHostNumber(ctx context.Context, x string) (bool, error) {
+	if err := r.block(ctx, "host"); err != nil {
+		return false, err
+	}
+	return r.fakeRouter.IsHostNumber(ctx, x)
+}
+
+func (r *stallingRouter) Resolve(ctx context.Context, x, ext, merchant string) (Target, error) {
+	if err := r.block(ctx, "resolve"); err != nil {
+		return Target{}, err
+	}
+	return r.fakeRouter.Resolve(ctx, x, ext, merchant)
+}
+
+// TestStoreStallRefusesCall: a store that does not answer within
+// store.timeout gets the new INVITE a 503 with Retry-After (SPEC §8), each
+// lookup ran with a deadline no later than store.timeout, and no handler
+// is left waiting on the store.
+func TestStoreStallRefusesCall(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, stall := range []string{"account", "host"} {
+		t.Run(stall, func(t *testing.T) {
+			var sr *stallingRouter
+			e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"},
+				func(o *Options) { o.StoreTimeout = timeout },
+				func(r *fakeRouter) Router {
+					sr = &stallingRouter{fakeRouter: r, stall: stall, deadlines: make(chan time.Duration, 8)}
+					return sr
+				})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+			var dr *sipgo.ErrDialogResponse
+			require.ErrorAs(t, err, &dr, "the call must be refused, not left ringing")
+			require.Equal(t, 503, dr.Res.StatusCode)
+			require.NotNil(t, dr.Res.GetHeader("Retry-After"), "a 503 says when to retry")
+			select {
+			case left := <-sr.deadlines:
+				require.Positive(t, left, "the store call had no deadline")
+				require.LessOrEqual(t, left, timeout)
+			default:
+				t.Fatal("the stalled lookup was never made")
+			}
+			require.Zero(t, e.srv.ActiveCalls())
+			require.Eventually(t, func() bool { return !stackHas("stallingRouter") }, 5*time.Second, 20*time.Millisecond,
+				"a goroutine is still waiting on the store")
+		})
+	}
+}
+
+// TestStoreStallDuringIVR: a binding lookup that stalls after the caller
+// keyed E ends the call (BYE to the answered caller) within store.timeout,
+// with a failed CDR, instead of holding the call and its ports.
+func TestStoreStallDuringIVR(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	var sr *stallingRouter
+	e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"},
+		func(o *Options) { o.StoreTimeout = timeout },
+		func(r *fakeRouter) Router {
+			sr = &stallingRouter{fakeRouter: r, stall: "resolve", deadlines: make(chan time.Duration, 8)}
+			return sr
+		})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err)
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "failed", cdr.Disposition)
+	require.Equal(t, "system", cdr.HangupBy)
+	left := <-sr.deadlines
+	require.Positive(t, left)
+	require.LessOrEqual(t, left, timeout)
+	e.waitNoCalls()
+	require.False(t, errors.Is(ctx.Err(), context.DeadlineExceeded))
+}
+
+// stackHas reports whether any goroutine's stack names fn.
+func stackHas(fn string) bool {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Contains(string(buf[:n]), fn)
+}
