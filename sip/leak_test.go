@@ -81,7 +81,7 @@ func TestGoroutinesPerBridgedCall(t *testing.T) {
 		require.NoError(t, d.Bye(ctx))
 	}
 	for range legs {
-		require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+		require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 	}
 	for _, cc := range carrier {
 		cc.requireEnded(t)

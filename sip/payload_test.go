@@ -65,7 +65,7 @@ func TestCarrierTelephoneEventPayloadType(t *testing.T) {
 	require.Equal(t, uint8(96), pt, "B gets the key on the payload type of its answer")
 
 	require.NoError(t, d.Bye(ctx))
-	require.Equal(t, "answered", e.router.waitEnded(t).Disposition)
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 	cc.requireEnded(t)
 	e.waitNoCalls()
 }

@@ -114,8 +114,8 @@ func TestStoreStallDuringIVR(t *testing.T) {
 	_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
 	require.NoError(t, err)
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "failed", cdr.Disposition)
-	require.Equal(t, "system", cdr.HangupBy)
+	require.Equal(t, "failed", string(cdr.Disposition))
+	require.Equal(t, "system", string(cdr.HangupBy))
 	left := <-sr.deadlines
 	require.Positive(t, left)
 	require.LessOrEqual(t, left, timeout)
