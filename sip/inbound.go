@@ -385,23 +385,29 @@ func (c *call) readExtension(prompt string) (string, endReason) {
 		timeout = timer.C
 	}
 	for {
-		var keyed []rune
-		select {
-		case ev := <-c.events:
-			if r := c.handle(ev); r != reasonNone {
-				return "", r
+		// Digits the call took before this prompt (INFO sent right after
+		// the ACK, while the answer was still being sent) count first:
+		// digits count from the answer (SPEC §4).
+		keyed := c.digits
+		c.digits = nil
+		if len(keyed) == 0 {
+			select {
+			case ev := <-c.events:
+				if r := c.handle(ev); r != reasonNone {
+					return "", r
+				}
+				keyed, c.digits = c.digits, nil
+			case <-played:
+				played = nil
+				if len(digits) == 0 {
+					arm(c.s.opts.FirstDigitTimeout)
+				}
+				continue
+			case <-timeout:
+				return string(digits), reasonNone
+			case d := <-c.a.stream.Digits():
+				keyed = []rune{d}
 			}
-			keyed, c.digits = c.digits, nil
-		case <-played:
-			played = nil
-			if len(digits) == 0 {
-				arm(c.s.opts.FirstDigitTimeout)
-			}
-			continue
-		case <-timeout:
-			return string(digits), reasonNone
-		case d := <-c.a.stream.Digits():
-			keyed = []rune{d}
 		}
 		for _, d := range keyed {
 			stopPlay()

@@ -204,8 +204,8 @@ func TestRaceByeCrossesAck(t *testing.T) {
 	require.Equal(t, 200, byeRes.StatusCode)
 
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition, "the ACK (or the BYE standing for it) makes the call answered")
-	require.Equal(t, "caller", cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition), "the ACK (or the BYE standing for it) makes the call answered")
+	require.Equal(t, "caller", string(cdr.HangupBy))
 	require.False(t, cdr.AnsweredAt.IsZero())
 	cc.requireEnded(t)
 	requireNoByeFromVnum(t, e.phone)
@@ -254,12 +254,12 @@ func TestRaceCancelCrosses200(t *testing.T) {
 		require.NoError(t, d.Ack(ctx))
 		require.NoError(t, d.Bye(ctx))
 		cdr := e.router.waitEnded(t)
-		require.Equal(t, "answered", cdr.Disposition)
-		require.Equal(t, "caller", cdr.HangupBy)
+		require.Equal(t, "answered", string(cdr.Disposition))
+		require.Equal(t, "caller", string(cdr.HangupBy))
 	} else {
 		cdr := e.router.waitEnded(t)
-		require.Equal(t, "cancelled", cdr.Disposition, "WaitAnswer: %v", err)
-		require.Equal(t, "caller", cdr.HangupBy)
+		require.Equal(t, "cancelled", string(cdr.Disposition), "WaitAnswer: %v", err)
+		require.Equal(t, "caller", string(cdr.HangupBy))
 		require.True(t, cdr.AnsweredAt.IsZero(), "a cancelled call is not billed")
 	}
 	cc.requireEnded(t)
@@ -296,8 +296,8 @@ func TestRaceReinviteWhileRinging(t *testing.T) {
 	require.Eventually(t, func() bool { return callState(e) == "bridged" }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "caller", cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, "caller", string(cdr.HangupBy))
 	cc.requireEnded(t)
 	e.waitNoCalls()
 }
@@ -365,8 +365,8 @@ func TestRaceReinviteGlare(t *testing.T) {
 	require.Equal(t, "bridged", callState(e))
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "caller", cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, "caller", string(cdr.HangupBy))
 	cc.requireEnded(t)
 	e.waitNoCalls()
 }
@@ -397,8 +397,8 @@ func TestRaceByeFromBothSides(t *testing.T) {
 		}
 	}
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Contains(t, []string{"caller", "callee"}, cdr.HangupBy)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Contains(t, []string{"caller", "callee"}, string(cdr.HangupBy))
 	cc.requireEnded(t)
 	e.waitNoCalls()
 	select {
@@ -453,7 +453,7 @@ func TestRaceInfoAndRFC4733SameKey(t *testing.T) {
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
 	require.Equal(t, "b2", cdr.BindingID, "four keys 1 make the extension 1111")
-	require.Equal(t, "answered", cdr.Disposition)
+	require.Equal(t, "answered", string(cdr.Disposition))
 	e.waitNoCalls()
 }
 
@@ -504,9 +504,9 @@ func TestRaceForkAnswersAfterAnotherWon(t *testing.T) {
 		}
 	}
 	cdr := e.router.waitEnded(t)
-	require.Equal(t, "callback", cdr.Direction)
-	require.Equal(t, "answered", cdr.Disposition)
-	require.Equal(t, "caller", cdr.HangupBy)
+	require.Equal(t, "callback", string(cdr.Direction))
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, "caller", string(cdr.HangupBy))
 	e.waitNoCalls()
 }
 
@@ -539,4 +539,42 @@ func sendKey(t *testing.T, conn *net.UDPConn, to netip.AddrPort, pt uint8, key r
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestInfoDigitsBeforeAck: a phone that sends its SIP INFO digits before
+// it ACKs vnum's 200 (they cross on the wire) has them counted: digits
+// count from the answer, and the call's goroutine took them while it still
+// waited for the ACK, before the IVR's first prompt.
+func TestInfoDigitsBeforeAck(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, "answer", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := e.phone.Invite(ctx, e.vnum, testHost)
+	require.NoError(t, err)
+	require.NoError(t, d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: "alice", Password: "s3cret"}))
+	for _, r := range testExt {
+		req := sip.NewRequest(sip.INFO, d.InviteResponse.Contact().Address)
+		req.SetBody([]byte("Signal=" + string(r) + "\r\nDuration=160\r\n"))
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/dtmf-relay"))
+		res, err := d.Do(ctx, req)
+		require.NoError(t, err)
+		require.Equal(t, 200, res.StatusCode)
+	}
+	// The ACK by hand: sipgo's Ack after in-dialog requests would carry
+	// the last CSeq, not the INVITE's (RFC 3261 §13.2.2.4).
+	ack := sip.NewRequest(sip.ACK, d.InviteResponse.Contact().Address)
+	ack.AppendHeader(sip.HeaderClone(d.InviteRequest.From()))
+	ack.AppendHeader(sip.HeaderClone(d.InviteResponse.To()))
+	ack.AppendHeader(sip.HeaderClone(d.InviteRequest.CallID()))
+	ack.AppendHeader(&sip.CSeqHeader{SeqNo: d.InviteRequest.CSeq().SeqNo, MethodName: sip.ACK})
+	ack.SetTransport(d.InviteRequest.Transport())
+	require.NoError(t, e.phone.Client.WriteRequest(ack))
+	inv := nextInvite(t, e.carrier)
+	require.Equal(t, testNational, inv.Recipient.User, "the four INFO digits were the extension")
+	require.NoError(t, nextSession(t, e.carrier).Bye(ctx), "the consignee hangs up")
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	require.Equal(t, testExt, cdr.Extension)
+	e.waitNoCalls()
 }

@@ -333,3 +333,36 @@ func TestLargeResponseOverUDP(t *testing.T) {
 	require.Greater(t, len(p.received()), 1500)
 	requireAlive(t, p)
 }
+
+// TestUnacknowledgedRefusalFreesPorts: a caller refused after its call
+// started (early media, then B busy) that never ACKs the final response
+// holds no RTP ports while vnum waits for the ACK (up to Timer H, 32 s
+// over UDP): the ports go back before the response goes out.
+func TestUnacknowledgedRefusalFreesPorts(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, "busy", func(o *Options) {
+		o.AnswerMode = "early"
+		o.InboundCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	p := newRawPeer(t, e.srv, "udp", "127.0.0.1:0")
+	sdp := fuzzSDP("sendrecv")
+	via := "SIP/2.0/UDP " + p.local.String() + ";branch=z9hG4bK" + randHex() + ";rport"
+	callID, ruri := "noack-"+randHex(), "sip:"+testHost+"-"+testExt+"@"+e.vnum.String()
+	p.write([]byte("INVITE " + ruri + " SIP/2.0\r\nVia: " + via + "\r\nMax-Forwards: 70\r\n" +
+		"From: <sip:13700137000@" + p.local.String() + ">;tag=noack\r\nTo: <" + ruri + ">\r\n" +
+		"Call-ID: " + callID + "\r\nCSeq: 1 INVITE\r\nContact: <sip:courier@" + p.local.String() + ">\r\n" +
+		"Content-Type: application/sdp\r\nContent-Length: " + strconv.Itoa(len(sdp)) + "\r\n\r\n" + sdp))
+	require.Equal(t, 486, p.final(10*time.Second), "B was busy; the caller hears it in early mode")
+	require.Eventually(t, func() bool { return e.ports.InUse() == 0 }, 2*time.Second, 10*time.Millisecond,
+		"the refused call's ports are free though its 486 is not acknowledged")
+	require.Equal(t, "busy", string(e.router.waitEnded(t).Disposition), "and its CDR is finished")
+
+	// The ACK at last (RFC 3261 §17.1.1.3: the INVITE's branch, the
+	// response's To), so that the server need not wait for Timer H.
+	to := regexp.MustCompile(`(?m)^To: (.*)\r$`).FindAllStringSubmatch(p.received(), -1)
+	require.NotEmpty(t, to)
+	p.write([]byte("ACK " + ruri + " SIP/2.0\r\nVia: " + via + "\r\nMax-Forwards: 70\r\n" +
+		"From: <sip:13700137000@" + p.local.String() + ">;tag=noack\r\nTo: " + to[len(to)-1][1] + "\r\n" +
+		"Call-ID: " + callID + "\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
+	e.waitNoCalls()
+}
