@@ -389,6 +389,7 @@ func (c *call) end(r endReason, status int) {
 	c.b.stopRingback()
 
 	var wg sync.WaitGroup
+	var refuse func() // the caller's final response, when it had no 2xx
 	if r != reasonCallerHangup && r != reasonCancelled && !c.a.gone {
 		if c.a.answered {
 			wg.Add(1)
@@ -400,16 +401,7 @@ func (c *call) end(r endReason, status int) {
 				}
 			}()
 		} else {
-			// The caller hears why in vnum's terms (RFC 3261 §16.7: a
-			// downstream 401/407, 3xx or 5xx is not passed on as it is);
-			// only a refusal of the caller's own offer keeps its status.
-			code, phrase := statusForReason(r)
-			if r == reasonInternal && status >= 300 {
-				code, phrase = status, reasonPhrase(status)
-			}
-			if err := c.a.d.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
-				c.log.Debug("final response to caller", "error", err)
-			}
+			refuse = func() { c.refuseCaller(r, status) }
 		}
 	}
 	if b := c.b.winner; b != nil && r != reasonCalleeHangup && !c.b.gone &&
@@ -427,6 +419,26 @@ func (c *call) end(r endReason, status int) {
 	c.b.reapers.Wait()
 	c.closeMedia()
 	c.finish(r, status)
+	if refuse != nil {
+		// Last: sipgo's Respond holds a final non-2xx until its ACK (or
+		// Timer H, 32 s over UDP). By then the ports are free and the CDR
+		// is finished, so a caller who never ACKs holds neither.
+		refuse()
+	}
+}
+
+// refuseCaller sends the final response of a caller that never had our
+// 2xx. The caller hears why in vnum's terms (RFC 3261 §16.7: a downstream
+// 401/407, 3xx or 5xx is not passed on as it is); only a refusal of the
+// caller's own offer keeps its status.
+func (c *call) refuseCaller(r endReason, status int) {
+	code, phrase := statusForReason(r)
+	if r == reasonInternal && status >= 300 {
+		code, phrase = status, reasonPhrase(status)
+	}
+	if err := c.a.d.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
+		c.log.Debug("final response to caller", "error", err)
+	}
 }
 
 // closeMedia closes both legs' streams and sockets.
