@@ -34,7 +34,9 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newTestEnv(t, "answer", trunkFromLoopback)
+			e.router.mu.Lock() // the server's goroutines read it
 			e.router.remember = true
+			e.router.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 

@@ -137,7 +137,9 @@ func TestRelayLosesNoPacketAfterAnswer(t *testing.T) {
 			// The store takes its time over the answer's record: media must
 			// not wait for it.
 			slow := make(chan struct{})
+			e.router.mu.Lock() // the server's goroutines read it
 			e.router.slowAnswer = slow
+			e.router.mu.Unlock()
 			var release atomic.Bool
 			free := func() {
 				if !release.Swap(true) {
