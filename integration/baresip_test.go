@@ -285,6 +285,7 @@ func traceCallID(log string) string {
 // TestBaresipCall: a real softphone registers its account to vnum (digest,
 // 401), dials X, keys E with RFC 4733 over the prompt, talks and hangs up.
 func TestBaresipCall(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "baresip")
 	pcaps := sippPrereqs(t)
 	modules := baresipModuleDir(t)

@@ -22,6 +22,7 @@ import (
 // answered call is kept current at least every 10 s). The peers are sipgo
 // user agents on loopback; vnum is the built binary with its defaults.
 func TestCrashKeepsTalkTime(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "")
 	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
 	require.NoError(t, err)

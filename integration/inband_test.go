@@ -161,6 +161,7 @@ func inbandPcaps(t *testing.T, dir, keys string) []string {
 // TestInbandTones checks the tone captures themselves (no sipp): each
 // decodes, A-law and all, to its key, and reads back as a valid capture.
 func TestInbandTones(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, []byte{0xD5}, media.EncodeALaw([]int16{0}), "A-law silence")
 	dir := t.TempDir()
 	const keys = "0123456789*#"

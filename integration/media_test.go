@@ -105,6 +105,7 @@ func mediaSetup(t *testing.T) (e *env, b binding, stage string, sinkPort int, si
 // TestSippMediaCallerToCallee: the caller's PCMA reaches B through vnum's
 // relay, byte for byte, from vnum's own address.
 func TestSippMediaCallerToCallee(t *testing.T) {
+	t.Parallel()
 	e, b, stage, sinkPort, sink := mediaSetup(t)
 	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier_sink.xml", 40*time.Second, "-key", "sink", fmt.Sprint(sinkPort))
 	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct.xml"), 40*time.Second, hostNumber+"-"+b.Extension, "-d", "4000")
@@ -126,6 +127,7 @@ func TestSippMediaCallerToCallee(t *testing.T) {
 
 // TestSippMediaCalleeToCaller: B's PCMA reaches the caller through vnum.
 func TestSippMediaCalleeToCaller(t *testing.T) {
+	t.Parallel()
 	e, b, stage, sinkPort, sink := mediaSetup(t)
 	carrier := startCarrier(t, stage, e.carrierPort, "uas_carrier.xml", 40*time.Second)
 	caller := startSoftphone(t, stage, e, scenarioPath(t, "uac_direct_sink.xml"), 40*time.Second,

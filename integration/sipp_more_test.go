@@ -22,6 +22,7 @@ import (
 // challenged with 401, accepted with credentials, and an unREGISTER
 // (expires=0) removes the binding.
 func TestSippRegister(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, _ := servedEnv(t, nil)
 
@@ -55,6 +56,7 @@ var reGranted = regexp.MustCompile(`(?mi)^Contact:.*;expires=([0-9]+)`)
 
 // TestSippWrongPassword: wrong credentials after a challenge get 403.
 func TestSippWrongPassword(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
@@ -68,6 +70,7 @@ func TestSippWrongPassword(t *testing.T) {
 
 // TestSippMessageRefused: virtual numbers carry no SMS (SPEC §4).
 func TestSippMessageRefused(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
@@ -84,6 +87,7 @@ func TestSippMessageRefused(t *testing.T) {
 // TestSippCalleeHangsUp: B hangs up first; vnum ends leg A with a BYE and
 // bills the talk.
 func TestSippCalleeHangsUp(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
@@ -102,6 +106,7 @@ func TestSippCalleeHangsUp(t *testing.T) {
 // TestSippNoAnswer: B rings past calls.ring_timeout; vnum CANCELs leg B,
 // ends leg A, and the CDR says no_answer and costs nothing.
 func TestSippNoAnswer(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	// a short ring timeout keeps the test short
 	e, b := servedEnv(t, nil, yamlEdit{"ring_timeout: 15s", "ring_timeout: 4s"})
@@ -120,6 +125,7 @@ func TestSippNoAnswer(t *testing.T) {
 // TestSippInvalidExtension: a caller who keys a wrong E ivr.attempts times
 // is told so each time and then hung up on; B is never called.
 func TestSippInvalidExtension(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
@@ -137,6 +143,7 @@ func TestSippInvalidExtension(t *testing.T) {
 // lets the call in progress run for calls.drain_timeout, then hangs up both
 // legs, finishes the CDR and exits (SPEC §8).
 func TestSippDrain(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
@@ -199,6 +206,7 @@ func (e *env) invite(within time.Duration) *sip.Response {
 
 // TestSippHold: a re-INVITE that puts B on hold keeps the call up (SPEC §4).
 func TestSippHold(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
@@ -212,6 +220,7 @@ func TestSippHold(t *testing.T) {
 
 // TestSippInfoDTMF: E keyed as SIP INFO application/dtmf-relay (SPEC §4).
 func TestSippInfoDTMF(t *testing.T) {
+	t.Parallel()
 	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, info: true}})
 }
 
@@ -219,12 +228,14 @@ func TestSippInfoDTMF(t *testing.T) {
 // prompt has said anything, still counts (SPEC §4: digits count from the
 // answer).
 func TestSippBargeIn(t *testing.T) {
+	t.Parallel()
 	runIVRCall(t, ivrCase{call: dtmfCall{wait: time.Millisecond, talk: 4 * time.Second}})
 }
 
 // TestSippReleasedBinding: a released (X, E) in quarantine gets the
 // "expired" prompt and the call ends at once; B is never called.
 func TestSippReleasedBinding(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, func(e *env, b binding) {
 		var id string
@@ -240,6 +251,7 @@ func TestSippReleasedBinding(t *testing.T) {
 // the same "invalid" treatment as an unknown E (no oracle), and B is never
 // called.
 func TestSippForeignMerchant(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, func(e *env, _ binding) {
 		e.run("merchant", "add", "m2", "--name", "Other shop")
@@ -255,12 +267,14 @@ func TestSippForeignMerchant(t *testing.T) {
 // TestSippInbandDTMF: a caller that offers no telephone-event keys E as
 // tones in its PCMA audio (SPEC §4).
 func TestSippInbandDTMF(t *testing.T) {
+	t.Parallel()
 	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, inband: true}})
 }
 
 // TestSippTrunkDigest: a carrier that challenges vnum's INVITE gets
 // trunk.username / trunk.password (SPEC §3).
 func TestSippTrunkDigest(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil, yamlEdit{"trunk:\n", "trunk:\n  username: carrieruser\n  password: carriersecret\n"})
 
@@ -276,6 +290,7 @@ func TestSippTrunkDigest(t *testing.T) {
 // TestSippEarlyIVR: with ivr.answer early, vnum plays the prompt and takes
 // E in 183 early media, and answers leg A only when B answers.
 func TestSippEarlyIVR(t *testing.T) {
+	t.Parallel()
 	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, early: true}, edits: []yamlEdit{{"ivr:\n", "ivr:\n  answer: early\n"}}})
 }
 
@@ -284,6 +299,7 @@ func TestSippEarlyIVR(t *testing.T) {
 // with the same account, keeps working (SPEC §4). The attacker is
 // 127.0.0.2, still loopback.
 func TestSippAuthBlock(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil, yamlEdit{"sip:\n", "security:\n  auth_failures: 5\n  block_for: 15m\nsip:\n"})
 	user := hostNumber + "-" + b.Extension

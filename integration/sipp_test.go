@@ -290,6 +290,7 @@ func requirePrivacy(t *testing.T, caller, carrier *sippPeer) {
 // RFC 4733 event per key, repeated keys included) and the carrier's checks,
 // so that a failure against vnum is vnum's.
 func TestScenarioSelfCheck(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 
 	t.Run("softphone DTMF and digest", func(t *testing.T) {
@@ -338,6 +339,7 @@ func TestScenarioSelfCheck(t *testing.T) {
 // prompt as RFC 4733 events, vnum calls B on the trunk, the two talk for a
 // few seconds, the caller hangs up; one answered CDR bills one minute.
 func TestSippIVRCall(t *testing.T) {
+	t.Parallel()
 	c := runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second}})
 	require.Equal(t, "caller", c.HangupBy)
 }
@@ -345,6 +347,7 @@ func TestSippIVRCall(t *testing.T) {
 // TestSippDirectDial dials X with E in the user part in each of the forms
 // that skip the prompt.
 func TestSippDirectDial(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 
 	for _, form := range []struct{ name, sep, transport string }{
@@ -370,6 +373,7 @@ func TestSippDirectDial(t *testing.T) {
 // TestSippBusy: B is busy; the caller is told so, and the CDR says busy and
 // costs nothing.
 func TestSippBusy(t *testing.T) {
+	t.Parallel()
 	pcaps := sippPrereqs(t)
 	e, b := servedEnv(t, nil)
 
