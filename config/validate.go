@@ -36,142 +36,172 @@ var currencyRe = regexp.MustCompile(`^[A-Z]{3}$`)
 // Validate checks every key and returns the first problems found, each
 // naming its key and why it is wrong, joined into one error.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)})
+	k := &keyProblems{}
+	c.validateSIP(k)
+	c.validateSecurity(k)
+	c.validateMedia(k)
+	c.validateIVR(k)
+	c.validateTrunk(k)
+	c.validateLifetimes(k)
+	c.validateBilling(k)
+	c.validateStore(k)
+	// admin: an empty listen address disables the admin API.
+	if err := checkHostPort(c.Admin.Listen); c.Admin.Listen != "" && err != nil {
+		k.bad("admin.listen", "%v, got %q", err, c.Admin.Listen)
 	}
-	positive := func(key string, d time.Duration) {
-		if d <= 0 {
-			bad(key, "must be a positive duration, got %s", d)
-		}
-	}
+	return errors.Join(k.errs...)
+}
 
-	// sip
+// keyProblems collects what Validate finds, each naming its key.
+type keyProblems struct{ errs []error }
+
+// bad notes that key's value is wrong, and why.
+func (k *keyProblems) bad(key, format string, args ...any) {
+	k.errs = append(k.errs, &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)})
+}
+
+// positive notes key's duration d unless it is positive.
+func (k *keyProblems) positive(key string, d time.Duration) {
+	if d <= 0 {
+		k.bad(key, "must be a positive duration, got %s", d)
+	}
+}
+
+// validateSIP checks the sip section.
+func (c *Config) validateSIP(k *keyProblems) {
 	if len(c.SIP.Listen) == 0 {
-		bad("sip.listen", "must list at least one udp://, tcp:// or tls:// host:port")
+		k.bad("sip.listen", "must list at least one udp://, tcp:// or tls:// host:port")
 	}
 	hasTLS := false
 	for _, l := range c.SIP.Listen {
 		scheme, err := checkListen(l)
 		if err != nil {
-			bad("sip.listen", "%q: %v", l, err)
+			k.bad("sip.listen", "%q: %v", l, err)
 			continue
 		}
 		hasTLS = hasTLS || scheme == "tls"
 	}
 	if (c.SIP.TLSCert == "") != (c.SIP.TLSKey == "") {
-		bad("sip.tls_cert", "tls_cert and tls_key must be set together")
+		k.bad("sip.tls_cert", "tls_cert and tls_key must be set together")
 	} else if hasTLS && c.SIP.TLSCert == "" {
-		bad("sip.tls_cert", "a tls:// listener needs tls_cert and tls_key")
+		k.bad("sip.tls_cert", "a tls:// listener needs tls_cert and tls_key")
 	}
 	if len(c.SIP.DigestAlgorithms) == 0 {
-		bad("sip.digest_algorithms", "must name at least one of MD5, SHA-256")
+		k.bad("sip.digest_algorithms", "must name at least one of MD5, SHA-256")
 	}
 	for i, a := range c.SIP.DigestAlgorithms {
 		if a != DigestMD5 && a != DigestSHA256 {
-			bad("sip.digest_algorithms", "must be MD5 or SHA-256, got %q", a)
+			k.bad("sip.digest_algorithms", "must be MD5 or SHA-256, got %q", a)
 		} else if slices.Contains(c.SIP.DigestAlgorithms[:i], a) {
-			bad("sip.digest_algorithms", "lists %s twice", a)
+			k.bad("sip.digest_algorithms", "lists %s twice", a)
 		}
 	}
+}
 
-	// security
+// validateSecurity checks the security section.
+func (c *Config) validateSecurity(k *keyProblems) {
 	if c.Security.AuthFailures < 1 {
-		bad("security.auth_failures", "must be at least 1, got %d", c.Security.AuthFailures)
+		k.bad("security.auth_failures", "must be at least 1, got %d", c.Security.AuthFailures)
 	}
-	positive("security.block_for", c.Security.BlockFor)
+	k.positive("security.block_for", c.Security.BlockFor)
 	if c.Security.InviteRate < 1 {
-		bad("security.invite_rate", "must be at least 1 INVITE per second, got %d", c.Security.InviteRate)
+		k.bad("security.invite_rate", "must be at least 1 INVITE per second, got %d", c.Security.InviteRate)
 	}
 	if c.Security.InvalidExtensions < 1 {
-		bad("security.invalid_extensions", "must be at least 1 per hour, got %d", c.Security.InvalidExtensions)
+		k.bad("security.invalid_extensions", "must be at least 1 per hour, got %d", c.Security.InvalidExtensions)
 	}
+}
 
-	// media
+// validateMedia checks the media section.
+func (c *Config) validateMedia(k *keyProblems) {
 	// The relay advertises media.ip in SDP (RFC 4566 §5.7): 0.0.0.0 there
 	// means "no media" to the peer (RFC 3264 §8.4), so a wildcard is refused.
 	if ip, err := c.Media.Addr(); err != nil {
-		bad("media.ip", "must be an IP address, got %q", c.Media.IP)
+		k.bad("media.ip", "must be an IP address, got %q", c.Media.IP)
 	} else if ip.IsUnspecified() {
-		bad("media.ip", "got %s, want this host's own address: it is advertised in SDP, where %s means no media", c.Media.IP, c.Media.IP)
+		k.bad("media.ip", "got %s, want this host's own address: it is advertised in SDP, where %s means no media", c.Media.IP, c.Media.IP)
 	}
 	if _, _, err := c.Media.PortRange(); err != nil {
-		bad("media.rtp_ports", "%v, got %q", err, c.Media.RTPPorts)
+		k.bad("media.rtp_ports", "%v, got %q", err, c.Media.RTPPorts)
 	}
-	positive("media.timeout", c.Media.Timeout)
+	k.positive("media.timeout", c.Media.Timeout)
+}
 
-	// ivr
+// validateIVR checks the ivr section.
+func (c *Config) validateIVR(k *keyProblems) {
 	if c.IVR.ExtensionDigits < 3 || c.IVR.ExtensionDigits > 8 {
-		bad("ivr.extension_digits", "must be 3..8, got %d", c.IVR.ExtensionDigits)
+		k.bad("ivr.extension_digits", "must be 3..8, got %d", c.IVR.ExtensionDigits)
 	}
-	positive("ivr.first_digit_timeout", c.IVR.FirstDigitTimeout)
-	positive("ivr.inter_digit_timeout", c.IVR.InterDigitTimeout)
+	k.positive("ivr.first_digit_timeout", c.IVR.FirstDigitTimeout)
+	k.positive("ivr.inter_digit_timeout", c.IVR.InterDigitTimeout)
 	if c.IVR.Attempts < 1 {
-		bad("ivr.attempts", "must be at least 1, got %d", c.IVR.Attempts)
+		k.bad("ivr.attempts", "must be at least 1, got %d", c.IVR.Attempts)
 	}
 	if c.IVR.Answer != AnswerAnswer && c.IVR.Answer != AnswerEarly {
-		bad("ivr.answer", "must be answer or early, got %q", c.IVR.Answer)
+		k.bad("ivr.answer", "must be answer or early, got %q", c.IVR.Answer)
 	}
 	if c.IVR.Language != "zh" && c.IVR.Language != "en" {
-		bad("ivr.language", "must be zh or en, got %q", c.IVR.Language)
+		k.bad("ivr.language", "must be zh or en, got %q", c.IVR.Language)
 	}
+}
 
-	// trunk
+// validateTrunk checks the trunk section.
+func (c *Config) validateTrunk(k *keyProblems) {
 	if o := c.Trunk.Outbound; o != "" && !strings.HasPrefix(o, "sip:") && !strings.HasPrefix(o, "sips:") {
-		bad("trunk.outbound", "must be a sip: or sips: URI, got %q", o)
+		k.bad("trunk.outbound", "must be a sip: or sips: URI, got %q", o)
 	}
 	if c.Trunk.Password != "" && c.Trunk.Username == "" {
-		bad("trunk.username", "must be set when trunk.password is")
+		k.bad("trunk.username", "must be set when trunk.password is")
 	}
 	for _, cidr := range c.Trunk.InboundCIDRs {
 		if _, err := ParsePrefix(cidr); err != nil {
-			bad("trunk.inbound_cidrs", "%v", err)
+			k.bad("trunk.inbound_cidrs", "%v", err)
 		}
 	}
 	if c.Trunk.NumberFormat != NumberFormatNational && c.Trunk.NumberFormat != NumberFormatE164 {
-		bad("trunk.number_format", "must be national or e164, got %q", c.Trunk.NumberFormat)
+		k.bad("trunk.number_format", "must be national or e164, got %q", c.Trunk.NumberFormat)
 	}
+}
 
-	// binding, calls
+// validateLifetimes checks the binding and calls sections.
+func (c *Config) validateLifetimes(k *keyProblems) {
 	if c.Binding.TTL < time.Hour || c.Binding.TTL > 8760*time.Hour { // SPEC §5; binding.MinTTL, MaxTTL
-		bad("binding.ttl", "must lie between 1h and 8760h (365 days), got %s", c.Binding.TTL)
+		k.bad("binding.ttl", "must lie between 1h and 8760h (365 days), got %s", c.Binding.TTL)
 	}
-	positive("binding.quarantine", c.Binding.Quarantine)
-	positive("calls.ring_timeout", c.Calls.RingTimeout)
-	positive("calls.max_duration", c.Calls.MaxDuration)
-	positive("calls.drain_timeout", c.Calls.DrainTimeout)
+	k.positive("binding.quarantine", c.Binding.Quarantine)
+	k.positive("calls.ring_timeout", c.Calls.RingTimeout)
+	k.positive("calls.max_duration", c.Calls.MaxDuration)
+	k.positive("calls.drain_timeout", c.Calls.DrainTimeout)
 	if c.Calls.MaxActive < 0 {
-		bad("calls.max_active", "must be 0 (no limit but the RTP ports) or more, got %d", c.Calls.MaxActive)
+		k.bad("calls.max_active", "must be 0 (no limit but the RTP ports) or more, got %d", c.Calls.MaxActive)
 	}
+}
 
-	// billing
+// validateBilling checks the billing section.
+func (c *Config) validateBilling(k *keyProblems) {
 	if !currencyRe.MatchString(c.Billing.Currency) {
-		bad("billing.currency", "must be a 3-letter ISO 4217 code, got %q", c.Billing.Currency)
+		k.bad("billing.currency", "must be a 3-letter ISO 4217 code, got %q", c.Billing.Currency)
 	}
 	if !decimalRe.MatchString(c.Billing.RentalPerDay) {
-		bad("billing.rental_per_day", "must be a decimal >= 0 with at most 6 decimals, got %q", c.Billing.RentalPerDay)
+		k.bad("billing.rental_per_day", "must be a decimal >= 0 with at most 6 decimals, got %q", c.Billing.RentalPerDay)
 	}
 	if !decimalRe.MatchString(c.Billing.PerMinute) {
-		bad("billing.per_minute", "must be a decimal >= 0 with at most 6 decimals, got %q", c.Billing.PerMinute)
+		k.bad("billing.per_minute", "must be a decimal >= 0 with at most 6 decimals, got %q", c.Billing.PerMinute)
 	}
 	if _, err := time.LoadLocation(c.Billing.Timezone); err != nil || c.Billing.Timezone == "" {
-		bad("billing.timezone", "unknown time zone %q", c.Billing.Timezone)
+		k.bad("billing.timezone", "unknown time zone %q", c.Billing.Timezone)
 	}
+}
 
-	// store
+// validateStore checks the store section.
+func (c *Config) validateStore(k *keyProblems) {
 	if c.Store.Driver != DriverSQLite && c.Store.Driver != DriverPostgres {
-		bad("store.driver", "must be sqlite or postgres, got %q", c.Store.Driver)
+		k.bad("store.driver", "must be sqlite or postgres, got %q", c.Store.Driver)
 	}
 	if strings.TrimSpace(c.Store.DSN) == "" {
-		bad("store.dsn", "must not be empty")
+		k.bad("store.dsn", "must not be empty")
 	}
-	positive("store.timeout", c.Store.Timeout)
-
-	// admin: an empty listen address disables the admin API.
-	if err := checkHostPort(c.Admin.Listen); c.Admin.Listen != "" && err != nil {
-		bad("admin.listen", "%v, got %q", err, c.Admin.Listen)
-	}
-	return errors.Join(errs...)
+	k.positive("store.timeout", c.Store.Timeout)
 }
 
 // checkListen checks one sip.listen URI and returns its scheme.
