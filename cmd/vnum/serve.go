@@ -135,7 +135,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 			return nil
 		},
 		callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
-			panics: n.sip.Panics}, log)
+			panics: n.sip.Panics, refused: n.sip.RefusedCalls}, log)
 	if err != nil {
 		n.stop(context.Background())
 		return err
@@ -192,6 +192,8 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		DrainTimeout:      c.Calls.DrainTimeout,
 		StoreTimeout:      c.Store.Timeout,
 		InvalidExtensions: c.Security.InvalidExtensions,
+		MaxActive:         c.Calls.MaxActive,
+		InviteRate:        c.Security.InviteRate,
 		Logger:            log,
 	}, nil
 }
