@@ -47,8 +47,9 @@ const DefaultMaxSetup = 256
 type admission struct {
 	maxActive int64
 	maxSetup  int64
-	// admitted counts INVITEs admitted whose handler has not returned:
-	// calls in progress and those still being set up. It is what
+	// admitted counts INVITEs admitted and not yet done with: calls in
+	// progress (until they leave the registry) and those still being set
+	// up. It is what
 	// calls.max_active bounds, so that two INVITEs arriving together
 	// cannot both take the last place (the registry counts a call only
 	// once its dialog exists).

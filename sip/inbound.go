@@ -142,6 +142,10 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 	}
 	s.callsTotal.Add(1)
 	defer s.live.remove(a.ID, c)
+	// The call's place is given back as it leaves the registry, not when
+	// the handler returns (its final response may go last, see end), so
+	// that calls.max_active counts what ActiveCalls shows.
+	defer t.release()
 	// calls.max_duration counts from the INVITE, IVR and ringing included.
 	maxDur := s.opts.MaxDuration
 	if maxDur <= 0 {
