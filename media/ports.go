@@ -29,6 +29,7 @@ type Ports struct {
 	next     int               // where the next search starts, so ports rotate
 	open     map[int]bool      // RTP ports of open sockets
 	draining map[int]time.Time // RTP port -> when it may be reused
+	swept    time.Time         // when Available last forgot drains that are over
 }
 
 // NewPorts returns an allocator for port pairs on ip within [min, max]. The
@@ -197,6 +198,36 @@ func (p *Ports) InUse() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.open)
+}
+
+// availableSweep is how often Available may walk the drains to forget
+// those that are over: it runs on every new INVITE, so a full pool must
+// not cost a walk of every port each time.
+const availableSweep = 50 * time.Millisecond
+
+// Available reports whether n more pairs could be taken now, as far as the
+// pool knows: pairs neither open nor draining. A port another process
+// holds still fails at Open, so Open's ErrNoPorts stays possible. Ephemeral
+// pairs are the kernel's to give: Available is then always true. It is
+// cheap enough to ask before each call (admission control): a count, and
+// at most every availableSweep a walk of the drains.
+func (p *Ports) Available(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ephemeral {
+		return true
+	}
+	pairs := (p.max-p.min)/2 + 1
+	if pairs-len(p.open)-len(p.draining) >= n {
+		return true
+	}
+	// Drains that are over stay in the map until Open meets their port;
+	// forget them before saying no.
+	if now := p.now(); now.Sub(p.swept) >= availableSweep {
+		p.swept = now
+		maps.DeleteFunc(p.draining, func(_ int, until time.Time) bool { return !now.Before(until) })
+	}
+	return pairs-len(p.open)-len(p.draining) >= n
 }
 
 // release moves port from open to draining.

@@ -282,3 +282,25 @@ func pairWithBusyRTCP(t *testing.T) int {
 	t.Cleanup(func() { busy.Close() })
 	return port
 }
+
+func TestPortsAvailable(t *testing.T) {
+	t.Parallel()
+	port, _ := freeRange(t, 2)
+	q, err := NewPorts("127.0.0.1", port, port+3)
+	require.NoError(t, err)
+	now := time.Unix(1000, 0)
+	q.now = func() time.Time { return now }
+	require.True(t, q.Available(2))
+	require.False(t, q.Available(3), "the range holds two pairs")
+
+	s, err := q.Open()
+	require.NoError(t, err)
+	require.True(t, q.Available(1))
+	require.False(t, q.Available(2), "one pair open")
+	require.NoError(t, s.Close())
+	require.False(t, q.Available(2), "a closed pair drains before it counts as free")
+
+	now = now.Add(DrainTime)
+	require.True(t, q.Available(2), "free again after the drain, though Open never met the port")
+	require.True(t, newTestPorts(t).Available(1000), "the kernel's ephemeral pairs are not counted")
+}

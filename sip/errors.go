@@ -32,12 +32,24 @@ var (
 	// ErrStoreSlow refuses a call whose store lookup took longer than
 	// store.timeout (SPEC §8).
 	ErrStoreSlow = errors.New("store too slow")
+	// ErrMaxActive refuses a new call while calls.max_active calls are
+	// admitted (SPEC §8).
+	ErrMaxActive = errors.New("too many calls in progress")
+	// ErrInviteRate refuses a new INVITE from a source over
+	// security.invite_rate (SPEC §8).
+	ErrInviteRate = errors.New("too many INVITEs from this source")
+	// ErrSaturated refuses a new call while too many INVITEs are still
+	// being set up: the process or its store no longer keeps up (SPEC §8).
+	ErrSaturated = errors.New("server saturated")
 )
 
-// refusal is the status an INVITE refused before its call gets.
+// refusal is the status an INVITE refused before its call gets, and for
+// an overload refusal the reason it is counted under
+// (vnum_calls_refused_total, SPEC §8).
 type refusal struct {
-	err  error
-	code int
+	err      error
+	code     int
+	overload string
 }
 
 // refusals maps what refuses a new INVITE to its status (RFC 3261 §21).
@@ -45,31 +57,39 @@ type refusal struct {
 // replayed nonce-count, is not refused: it gets a fresh challenge (401 or
 // 407, see authorize), so that phones reusing a nonce are not locked out.
 var refusals = []refusal{
-	{ErrBadRequest, sip.StatusBadRequest},
-	{ErrBadCredentials, sip.StatusForbidden},
-	{ErrBlocked, sip.StatusForbidden},
-	{ErrWalking, sip.StatusForbidden},
-	{ErrNotHostNumber, sip.StatusNotFound},
-	{media.ErrBadSDP, sip.StatusNotAcceptableHere},
-	{media.ErrNoAudio, sip.StatusNotAcceptableHere},
-	{media.ErrNoCodec, sip.StatusNotAcceptableHere},
-	{media.ErrNoPorts, sip.StatusServiceUnavailable},
-	{ErrDraining, sip.StatusServiceUnavailable},
-	{ErrStoreSlow, sip.StatusServiceUnavailable},
+	{ErrBadRequest, sip.StatusBadRequest, ""},
+	{ErrBadCredentials, sip.StatusForbidden, ""},
+	{ErrBlocked, sip.StatusForbidden, ""},
+	{ErrWalking, sip.StatusForbidden, ""},
+	{ErrNotHostNumber, sip.StatusNotFound, ""},
+	{media.ErrBadSDP, sip.StatusNotAcceptableHere, ""},
+	{media.ErrNoAudio, sip.StatusNotAcceptableHere, ""},
+	{media.ErrNoCodec, sip.StatusNotAcceptableHere, ""},
+	{media.ErrNoPorts, sip.StatusServiceUnavailable, refusedRTPPorts},
+	{ErrDraining, sip.StatusServiceUnavailable, refusedDraining},
+	{ErrStoreSlow, sip.StatusServiceUnavailable, refusedStoreSlow},
+	{ErrMaxActive, sip.StatusServiceUnavailable, refusedMaxActive},
+	{ErrInviteRate, sip.StatusServiceUnavailable, refusedInviteRate},
+	{ErrSaturated, sip.StatusServiceUnavailable, refusedSaturated},
 }
 
 // StatusFor maps an error that refuses an INVITE before its call starts
 // to the SIP status and reason phrase sent to the caller (the refusals
 // table).
 func StatusFor(err error) (int, string) {
-	code := sip.StatusInternalServerError
+	code := refusalFor(err).code
+	return code, reasonPhrase(code)
+}
+
+// refusalFor is the refusals row of err: 500 and no overload reason when
+// none matches.
+func refusalFor(err error) refusal {
 	for _, r := range refusals {
 		if errors.Is(err, r.err) {
-			code = r.code
-			break
+			return r
 		}
 	}
-	return code, reasonPhrase(code)
+	return refusal{err: err, code: sip.StatusInternalServerError}
 }
 
 // legBFailures maps leg B's final status to why the call ends; any other

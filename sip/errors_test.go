@@ -34,6 +34,9 @@ func TestStatusFor(t *testing.T) {
 		"no G.711":                        {fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec), 488},
 		"draining":                        {ErrDraining, 503},
 		"store slower than store.timeout": {fmt.Errorf("%w: %w", ErrStoreSlow, context.DeadlineExceeded), 503},
+		"calls.max_active reached":        {ErrMaxActive, 503},
+		"security.invite_rate exceeded":   {ErrInviteRate, 503},
+		"process saturated":               {ErrSaturated, 503},
 		"store failed":                    {errors.New("disk I/O error"), 500},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -30,6 +30,13 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, ErrDraining)
 		return
 	}
+	// Before anything that costs: no store lookup, port or dialog state
+	// for an INVITE vnum cannot take well (SPEC §8).
+	t, ok := s.admit(req, tx)
+	if !ok {
+		return
+	}
+	defer t.release()
 	// sipgo hands over requests with only Via and CSeq checked.
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.Contact() == nil {
 		s.refuse(req, tx, ErrBadRequest, sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
@@ -60,7 +67,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
-	s.runCall(req, tx, acct, trunk, number, d, offer, cb)
+	s.runCall(req, tx, t, acct, trunk, number, d, offer, cb)
 }
 
 // admitDialled checks what a new INVITE dials and offers: a host number
@@ -118,7 +125,7 @@ func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, number
 // runCall runs one call on the goroutine of its INVITE, which owns it to
 // its end; number is a trunk caller's validated number ("" when it has
 // none).
-func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
+func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
 	c := s.newCall(req, acct, trunk, number, d, offer, cb)
 	defer c.cancel()
 	a, err := s.dialogFor(req).ReadInvite(req, tx)
@@ -135,6 +142,10 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 	}
 	s.callsTotal.Add(1)
 	defer s.live.remove(a.ID, c)
+	// The call's place is given back as it leaves the registry, not when
+	// the handler returns (its final response may go last, see end), so
+	// that calls.max_active counts what ActiveCalls shows.
+	defer t.release()
 	// calls.max_duration counts from the INVITE, IVR and ringing included.
 	maxDur := s.opts.MaxDuration
 	if maxDur <= 0 {
@@ -153,12 +164,17 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, acct Accoun
 		// No record, no call: an overloaded or broken store turns calls
 		// away rather than losing their bills.
 		c.log.Error("starting CDR", "error", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			s.admission.count(refusedStoreSlow)
+		}
 		if rerr := a.Respond(sip.StatusServiceUnavailable, "Service Unavailable", nil, s.retryAfter(sip.StatusServiceUnavailable, reasonInternal)...); rerr != nil {
 			c.log.Debug("refusing call", "error", rerr)
 		}
 		return
 	}
 	c.log.Info("call started", "caller", c.cdr.Caller, "trunk", trunk, "direct", d.Extension != "")
+	// Set up: from here on the call no longer counts as saturating.
+	t.setupDone()
 	defer c.endOnPanic() // a panic ends this call only (issue 6)
 	c.end(c.run(cb))
 }
@@ -453,7 +469,11 @@ func (c *call) startPrompt(name string) (played <-chan struct{}, stop func()) {
 // refuse answers a new INVITE refused for err with its status from the
 // refusals table; a 503 says when to try again (RFC 3261 §21.5.4).
 func (s *Server) refuse(req *sip.Request, tx sip.ServerTransaction, err error, hdrs ...sip.Header) {
-	code, phrase := StatusFor(err)
+	r := refusalFor(err)
+	if r.overload != "" && req.IsInvite() {
+		s.admission.count(r.overload)
+	}
+	code, phrase := r.code, reasonPhrase(r.code)
 	s.respond(req, tx, code, phrase, append(hdrs, s.retryAfter(code, reasonInternal)...)...)
 }
 

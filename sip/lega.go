@@ -69,6 +69,8 @@ func (c *call) answer() (endReason, int) {
 	sock, err := c.s.opts.Ports.Open()
 	if err != nil {
 		c.log.Error("no RTP port", "error", err)
+		// Admission saw a free pair, another call took it meanwhile.
+		c.s.admission.count(refusedRTPPorts)
 		return reasonInternal, sip.StatusServiceUnavailable
 	}
 	c.a.sock = sock

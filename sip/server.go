@@ -81,8 +81,21 @@ type Options struct {
 	// InvalidExtensions is security.invalid_extensions: wrong extensions a
 	// caller may key in an hour before its calls are refused (0: no limit).
 	InvalidExtensions int
-	// Now is the clock of that hour; nil means time.Now (tests pass theirs).
+	// Now is the clock of that hour and of security.invite_rate; nil means
+	// time.Now (tests pass theirs).
 	Now func() time.Time
+
+	// MaxActive is calls.max_active: calls admitted (in progress or being
+	// set up) before new ones get 503; 0 means no limit but the RTP ports.
+	MaxActive int
+	// InviteRate is security.invite_rate: new INVITEs per second from one
+	// source outside InboundCIDRs before the excess gets 503; 0 means no
+	// limit.
+	InviteRate int
+	// MaxSetup bounds the new INVITEs being set up at once (credentials,
+	// store lookups, the CDR's first write) before new ones get 503 as the
+	// process saturates; zero means DefaultMaxSetup.
+	MaxSetup int
 
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
 	// operator configuration. Nil is the system's resolver. No name taken
@@ -121,6 +134,8 @@ type Server struct {
 	live  *registry // the calls in progress
 	regs  *registrar
 	walks *walkLimit // security.invalid_extensions
+	// admission refuses new calls vnum cannot take well (SPEC §8).
+	admission *admission
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -159,6 +174,8 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		live:   newRegistry(),
 		regs:   newRegistrar(),
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
+
+		admission: newAdmission(opts),
 	}
 	if opts.TrunkOutbound != "" {
 		if err := sip.ParseUri(opts.TrunkOutbound, &s.trunk); err != nil {

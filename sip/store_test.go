@@ -83,6 +83,7 @@ func TestStoreStallRefusesCall(t *testing.T) {
 			require.ErrorAs(t, err, &dr, "the call must be refused, not left ringing")
 			require.Equal(t, 503, dr.Res.StatusCode)
 			require.NotNil(t, dr.Res.GetHeader("Retry-After"), "a 503 says when to retry")
+			require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedStoreSlow], "counted in vnum_calls_refused_total")
 			select {
 			case left := <-sr.deadlines:
 				require.Positive(t, left, "the store call had no deadline")

@@ -40,6 +40,9 @@ type callStats struct {
 	// panics returns the panics recovered in SIP handling, each of which
 	// ended only its own request or call.
 	panics func() int64
+	// refused returns the new INVITEs refused under overload, by reason
+	// (SPEC §8).
+	refused func() map[string]int64
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -73,12 +76,36 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			Help: "Panics recovered while handling SIP; each ended only its own request or call.",
 		}, func() float64 { return float64(stats.panics()) }))
 	}
+	if stats.refused != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_calls_refused_total",
+				"New INVITEs refused with 503 because vnum could not take one more call well, by reason.",
+				[]string{"reason"}, nil),
+			counts: stats.refused,
+		})
+	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil
+}
+
+// refusedCollector reads vnum_calls_refused_total{reason} from the SIP
+// server's counts at each scrape: the counts live where the refusals
+// happen, and a scrape copies them.
+type refusedCollector struct {
+	desc   *prometheus.Desc
+	counts func() map[string]int64
+}
+
+func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
+	for reason, n := range c.counts() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), reason)
+	}
 }
 
 // isLoopbackListen reports whether a host:port listens on loopback only.

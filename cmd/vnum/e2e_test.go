@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/config"
@@ -190,4 +192,44 @@ func TestDemo(t *testing.T) {
 	// The demo checks its bill against its CDRs; whatever the date, its
 	// binding has begun exactly one binding-day (SPEC §7).
 	require.Contains(t, s, "1 binding-day(s) × 0.00018")
+}
+
+// TestOverloadMetricsThroughServe: a node with calls.max_active 1 and a
+// call in progress refuses a second call with 503 and Retry-After, and
+// /metrics counts it under vnum_calls_refused_total{reason="max_active"},
+// every other reason present at zero.
+func TestOverloadMetricsThroughServe(t *testing.T) {
+	n, _, vnum := startTestNode(t, func(c *config.Config) { c.Calls.MaxActive = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+	mustRun(t, "number", "add", "17000000001")
+
+	phone, err := sipua.NewSoftphone("alice", "alice-secret", nil)
+	require.NoError(t, err)
+	t.Cleanup(phone.Close)
+	d, err := phone.Call(ctx, vnum, "17000000001") // the IVR answers and waits for E
+	require.NoError(t, err)
+	require.Equal(t, 1, n.sip.ActiveCalls())
+
+	other, err := sipua.NewSoftphone("alice", "alice-secret", nil)
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	_, err = other.Call(ctx, vnum, "17000000001")
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 503, dr.Res.StatusCode)
+	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
+
+	c := config.Default()
+	c.Admin.Listen = "127.0.0.1:0"
+	url := startTestAdmin(t, c, n.store, n.stats())
+	status, body := get(t, url+"/metrics", "")
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, body, `vnum_calls_refused_total{reason="max_active"} 1`)
+	for _, reason := range []string{"rtp_ports", "invite_rate", "saturated", "store_slow", "draining"} {
+		require.Contains(t, body, `vnum_calls_refused_total{reason="`+reason+`"} 0`)
+	}
+	require.NoError(t, d.Bye(ctx))
 }

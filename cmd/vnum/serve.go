@@ -104,6 +104,12 @@ func checkMediaIP(m config.Media) error {
 	return conn.Close()
 }
 
+// stats are the SIP server's counters /metrics reads.
+func (n *node) stats() callStats {
+	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
+		panics: n.sip.Panics, refused: n.sip.RefusedCalls}
+}
+
 // stop drains the calls in progress (SPEC §8) and closes the store.
 func (n *node) stop(ctx context.Context) {
 	n.sip.Shutdown(ctx)
@@ -134,8 +140,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 			}
 			return nil
 		},
-		callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
-			panics: n.sip.Panics}, log)
+		n.stats(), log)
 	if err != nil {
 		n.stop(context.Background())
 		return err
@@ -192,6 +197,8 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		DrainTimeout:      c.Calls.DrainTimeout,
 		StoreTimeout:      c.Store.Timeout,
 		InvalidExtensions: c.Security.InvalidExtensions,
+		MaxActive:         c.Calls.MaxActive,
+		InviteRate:        c.Security.InviteRate,
 		Logger:            log,
 	}, nil
 }

@@ -1,0 +1,234 @@
+package sip
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/media"
+)
+
+// Admission control (SPEC §8): when vnum cannot take one more call well,
+// a new INVITE gets 503 with Retry-After at once, before any work that
+// costs (no store lookup, no RTP port, no dialog state), and the calls in
+// progress keep their quality. Re-INVITEs and in-dialog requests are never
+// refused here.
+
+// Overload refusals, counted by reason (vnum_calls_refused_total). Each
+// label names what was short.
+const (
+	refusedDraining   = "draining"    // SIGTERM: the server drains
+	refusedMaxActive  = "max_active"  // calls.max_active calls admitted
+	refusedRTPPorts   = "rtp_ports"   // no free RTP port pair for a call
+	refusedInviteRate = "invite_rate" // a source over security.invite_rate
+	refusedSaturated  = "saturated"   // too many INVITEs still being set up
+	refusedStoreSlow  = "store_slow"  // a store answer later than store.timeout
+)
+
+// refusedReasons are every label, so that each series exists from the start.
+var refusedReasons = []string{refusedDraining, refusedMaxActive, refusedRTPPorts,
+	refusedInviteRate, refusedSaturated, refusedStoreSlow}
+
+// pairsPerCall is the RTP port pairs a bridged call holds: one per leg.
+const pairsPerCall = 2
+
+// DefaultMaxSetup is Options.MaxSetup's default. By Little's law the
+// INVITEs in setup are the rate times the time each takes: at 2,000
+// calls/s and a setup of a few milliseconds that is about ten; 256 means
+// each one waits a tenth of a second or more, a process or store that no
+// longer keeps up, where taking more only makes every call later.
+const DefaultMaxSetup = 256
+
+// admission holds the counts admission control decides on. Its counters
+// are atomics: the check costs no lock on the common path.
+type admission struct {
+	maxActive int64
+	maxSetup  int64
+	// admitted counts INVITEs admitted and not yet done with: calls in
+	// progress (until they leave the registry) and those still being set
+	// up. It is what
+	// calls.max_active bounds, so that two INVITEs arriving together
+	// cannot both take the last place (the registry counts a call only
+	// once its dialog exists).
+	admitted atomic.Int64
+	// setup counts admitted INVITEs before their call is set up
+	// (credentials, store lookups, the CDR's first write): the sign of a
+	// saturated process (DefaultMaxSetup).
+	setup   atomic.Int64
+	rate    *inviteRate
+	refused map[string]*atomic.Int64 // fixed keys (refusedReasons)
+}
+
+func newAdmission(o Options) *admission {
+	a := &admission{
+		maxActive: int64(o.MaxActive),
+		maxSetup:  int64(o.MaxSetup),
+		refused:   make(map[string]*atomic.Int64, len(refusedReasons)),
+	}
+	if a.maxSetup <= 0 {
+		a.maxSetup = DefaultMaxSetup
+	}
+	if o.InviteRate > 0 {
+		a.rate = newInviteRate(o.InviteRate, o.Now)
+	}
+	for _, r := range refusedReasons {
+		a.refused[r] = new(atomic.Int64)
+	}
+	return a
+}
+
+// count counts one refusal for reason (one of refusedReasons).
+func (a *admission) count(reason string) {
+	if n, ok := a.refused[reason]; ok {
+		n.Add(1)
+	}
+}
+
+// ticket is one admitted INVITE's place. setupDone gives back its place
+// among the INVITEs in setup, release its place among those admitted; both
+// are idempotent and called on the INVITE's own goroutine.
+type ticket struct {
+	a               *admission
+	inSetup, placed bool
+}
+
+func (t *ticket) setupDone() {
+	if t.inSetup {
+		t.inSetup = false
+		t.a.setup.Add(-1)
+	}
+}
+
+func (t *ticket) release() {
+	t.setupDone()
+	if t.placed {
+		t.placed = false
+		t.a.admitted.Add(-1)
+	}
+}
+
+// admit decides on a new INVITE before anything else is done for it, in
+// the order of what each check costs: the source's rate, the places for
+// calls, the RTP ports, the INVITEs in setup. A refused INVITE is
+// answered here (503 with Retry-After) and counted.
+func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, bool) {
+	a := s.admission
+	if a.rate != nil && !s.fromTrunk(req) {
+		// The trunk's few addresses carry every PSTN call: only other
+		// sources are limited.
+		if ip, err := netip.ParseAddr(sourceHost(req)); err == nil && !a.rate.take(ip.Unmap()) {
+			s.refuse(req, tx, ErrInviteRate)
+			return nil, false
+		}
+	}
+	t := &ticket{a: a, placed: true, inSetup: true}
+	n := a.admitted.Add(1)
+	inSetup := a.setup.Add(1)
+	var err error
+	switch {
+	case a.maxActive > 0 && n > a.maxActive:
+		err = ErrMaxActive
+	case !s.opts.Ports.Available(pairsPerCall):
+		err = media.ErrNoPorts
+	case inSetup > a.maxSetup:
+		err = ErrSaturated
+	}
+	if err != nil {
+		t.release()
+		s.refuse(req, tx, err)
+		return nil, false
+	}
+	return t, true
+}
+
+// RefusedCalls returns the new INVITEs refused because vnum could not
+// take one more call well, by reason (SPEC §8: max_active, rtp_ports,
+// invite_rate, saturated, store_slow, draining), for
+// vnum_calls_refused_total. Every reason is present, zero or not.
+func (s *Server) RefusedCalls() map[string]int64 {
+	out := make(map[string]int64, len(s.admission.refused))
+	for r, n := range s.admission.refused {
+		out[r] = n.Load()
+	}
+	return out
+}
+
+// maxRateSources bounds the sources inviteRate remembers: past it, after
+// a sweep, a source it does not know is refused (a flood from spoofed
+// addresses must not grow memory without end).
+const maxRateSources = 1 << 16
+
+// inviteRate is security.invite_rate: a token bucket per source address
+// holding up to one second's INVITEs and refilled at rate per second.
+// A bucket left alone for a second is full again, the same as none, so
+// buckets idle that long are swept (at most once a second).
+type inviteRate struct {
+	rate float64
+	now  func() time.Time
+
+	mu      sync.Mutex
+	buckets map[netip.Addr]*bucket
+	swept   time.Time
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+}
+
+func newInviteRate(rate int, now func() time.Time) *inviteRate {
+	if now == nil {
+		now = time.Now
+	}
+	return &inviteRate{rate: float64(rate), now: now, buckets: make(map[netip.Addr]*bucket)}
+}
+
+// take reports whether src may send one more new INVITE now, and counts it.
+func (l *inviteRate) take(src netip.Addr) bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swept) >= time.Second {
+		l.sweep(now)
+	}
+	b, ok := l.buckets[src]
+	if !ok {
+		if len(l.buckets) >= maxRateSources {
+			l.sweep(now)
+			if len(l.buckets) >= maxRateSources {
+				return false
+			}
+		}
+		b = &bucket{tokens: l.rate, at: now}
+		l.buckets[src] = b
+	}
+	if dt := now.Sub(b.at); dt > 0 {
+		b.tokens = min(l.rate, b.tokens+dt.Seconds()*l.rate)
+		b.at = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// sweep forgets buckets full again. l.mu is held.
+func (l *inviteRate) sweep(now time.Time) {
+	l.swept = now
+	for src, b := range l.buckets {
+		if now.Sub(b.at) >= time.Second {
+			delete(l.buckets, src)
+		}
+	}
+}
+
+// sources returns how many sources the limiter remembers (tests).
+func (l *inviteRate) sources() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}

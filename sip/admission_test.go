@@ -1,0 +1,270 @@
+package sip
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/sipua"
+)
+
+// countingRouter counts every store read and write of a new call, and can
+// hold IsHostNumber until gate closes (a store or process slow to set
+// calls up).
+type countingRouter struct {
+	*fakeRouter
+	calls   atomic.Int64
+	gate    chan struct{} // nil: IsHostNumber answers at once
+	entered chan struct{} // IsHostNumber was called and waits for gate
+}
+
+func (r *countingRouter) Account(ctx context.Context, user string) (Account, error) {
+	r.calls.Add(1)
+	return r.fakeRouter.Account(ctx, user)
+}
+
+func (r *countingRouter) IsHostNumber(ctx context.Context, x string) (bool, error) {
+	r.calls.Add(1)
+	if r.gate != nil {
+		r.entered <- struct{}{}
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	return r.fakeRouter.IsHostNumber(ctx, x)
+}
+
+func (r *countingRouter) Resolve(ctx context.Context, x, ext, merchant string) (Target, error) {
+	r.calls.Add(1)
+	return r.fakeRouter.Resolve(ctx, x, ext, merchant)
+}
+
+func (r *countingRouter) Callback(ctx context.Context, x, caller string) (Callback, error) {
+	r.calls.Add(1)
+	return r.fakeRouter.Callback(ctx, x, caller)
+}
+
+func (r *countingRouter) StartCall(ctx context.Context, c *CDR) error {
+	r.calls.Add(1)
+	return r.fakeRouter.StartCall(ctx, c)
+}
+
+// newCountingEnv is a test server whose router is a countingRouter.
+func newCountingEnv(t *testing.T, tweak func(*Options), gate bool) (*testEnv, *countingRouter) {
+	t.Helper()
+	var cr *countingRouter
+	e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"}, tweak, func(f *fakeRouter) Router {
+		cr = &countingRouter{fakeRouter: f}
+		if gate {
+			cr.gate, cr.entered = make(chan struct{}), make(chan struct{}, 1)
+		}
+		return cr
+	})
+	return e, cr
+}
+
+// invite sends one new INVITE for dialled from p, without answering a
+// challenge, and returns vnum's final response.
+func invite(t *testing.T, e *testEnv, p *sipua.Softphone, dialled string) *sip.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: dialled, Host: "127.0.0.1", Port: int(e.vnum.Port())})
+	req.SetBody(p.SDP(sipua.PCMU))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.AppendHeader(&p.Contact)
+	res, err := p.Client.Do(ctx, req)
+	require.NoError(t, err)
+	return res
+}
+
+func cdrCount(r *fakeRouter) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cdrs)
+}
+
+// requireOverload: a 503 with Retry-After, as SPEC §8 wants for a call
+// vnum cannot take.
+func requireOverload(t *testing.T, res *sip.Response) {
+	t.Helper()
+	require.Equal(t, 503, res.StatusCode, res.StartLine())
+	require.NotNil(t, res.GetHeader("Retry-After"), "503 without Retry-After")
+}
+
+// TestMaxActiveRefusesAtOnce: with calls.max_active 1 and a call in
+// progress, a second call gets 503 with Retry-After on its first INVITE,
+// before any store lookup, RTP port or CDR; the first call goes on and
+// ends answered.
+func TestMaxActiveRefusesAtOnce(t *testing.T) {
+	t.Parallel()
+	e, cr := newCountingEnv(t, func(o *Options) { o.MaxActive = 1 }, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err)
+	nextInvite(t, e.carrier)
+	nextSession(t, e.carrier)
+	e.waitState(StateBridged)
+
+	storeCalls, inUse, cdrs := cr.calls.Load(), e.ports.InUse(), cdrCount(e.router)
+	other, err := sipua.NewSoftphone("alice", "s3cret", nil)
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	requireOverload(t, invite(t, e, other, testHost+"-"+testExt))
+	require.Equal(t, storeCalls, cr.calls.Load(), "the refused INVITE made no store call")
+	require.Equal(t, inUse, e.ports.InUse(), "the refused INVITE opened no RTP port")
+	require.Equal(t, cdrs, cdrCount(e.router), "a refused INVITE leaves no CDR")
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedMaxActive])
+
+	// The call in progress is unharmed: its media still flows both ways.
+	aMedia, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	go func() { _ = sipua.SendAudio(ctx, e.phone.RTP, aMedia, 0xA11CE, 50) }()
+	require.Greater(t, sipua.CountRTP(e.carrier.RTP, 1500*time.Millisecond, 0xA11CE), 10, "the carrier hears the caller")
+	require.Equal(t, 1, e.srv.ActiveCalls())
+	require.NoError(t, d.Bye(ctx))
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "answered", string(cdr.Disposition))
+	e.waitNoCalls()
+
+	// The place is free again.
+	d, err = other.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err)
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	e.router.waitEnded(t)
+}
+
+// TestNoFreePortsRefusedUpFront: a pool too small for a call's two pairs
+// refuses the INVITE at once (503, Retry-After), binding no port and
+// asking the store nothing, rather than after answering.
+func TestNoFreePortsRefusedUpFront(t *testing.T) {
+	t.Parallel()
+	// One pair, never opened: Available says no before any bind is tried.
+	ports, err := media.NewPorts("127.0.0.1", 40000, 40001)
+	require.NoError(t, err)
+	e, cr := newCountingEnv(t, func(o *Options) { o.Ports = ports }, false)
+	requireOverload(t, invite(t, e, e.phone, testHost+"-"+testExt))
+	require.Zero(t, cr.calls.Load(), "no store call")
+	require.Zero(t, ports.InUse(), "no port opened")
+	require.Zero(t, cdrCount(e.router))
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedRTPPorts])
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// TestInviteRatePerSource: with security.invite_rate 2, the third new
+// INVITE within a second from one source gets 503 with Retry-After
+// before it is challenged; a second later the source may call again.
+// The trunk's sources are not limited.
+func TestInviteRatePerSource(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	e, cr := newCountingEnv(t, func(o *Options) { o.InviteRate, o.Now = 2, clock.Now }, false)
+	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
+	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
+	requireOverload(t, invite(t, e, e.phone, testHost))
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedInviteRate])
+	clock.advance(500 * time.Millisecond)
+	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode, "half a second refills one INVITE")
+	requireOverload(t, invite(t, e, e.phone, testHost))
+	clock.advance(time.Second)
+	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
+	require.Zero(t, cr.calls.Load(), "no store call for a challenge or a refusal")
+
+	trunk, _ := newCountingEnv(t, func(o *Options) {
+		o.InviteRate, o.Now = 2, clock.Now
+		trunkFromLoopback(o)
+	}, false)
+	car, err := sipua.NewSoftphone(testNational, "", nil)
+	require.NoError(t, err)
+	t.Cleanup(car.Close)
+	for range 5 {
+		require.Equal(t, 404, invite(t, trunk, car, "19999999999").StatusCode, "the trunk is not rate limited")
+	}
+	require.Zero(t, trunk.srv.admission.rate.sources(), "trunk sources are not even remembered")
+	require.Zero(t, trunk.srv.RefusedCalls()[refusedInviteRate])
+}
+
+// TestInviteRateForgetsIdleSources: the limiter's memory is bounded by the
+// sources seen within the last second.
+func TestInviteRateForgetsIdleSources(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	l := newInviteRate(1, clock.Now)
+	for i := range 100 {
+		require.True(t, l.take(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})))
+	}
+	require.Equal(t, 100, l.sources())
+	require.False(t, l.take(netip.AddrFrom4([4]byte{192, 0, 2, 0})))
+	clock.advance(time.Second)
+	require.True(t, l.take(netip.AddrFrom4([4]byte{198, 51, 100, 1})))
+	require.Equal(t, 1, l.sources(), "sources idle for a second are swept")
+}
+
+// TestSaturatedRefusesAtOnce: while as many INVITEs as Options.MaxSetup
+// are still being set up (here one held in its store lookup), a new one
+// gets 503 with Retry-After at once; the held one then becomes a call.
+func TestSaturatedRefusesAtOnce(t *testing.T) {
+	t.Parallel()
+	e, cr := newCountingEnv(t, func(o *Options) {
+		o.MaxSetup = 1
+		trunkFromLoopback(o)
+	}, true)
+	courier, err := sipua.NewSoftphone(testNational, "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		d   *sipgo.DialogClientSession
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		d, err := courier.Call(ctx, e.vnum, testHost+"-"+testExt)
+		first <- result{d, err}
+	}()
+	<-cr.entered // the first INVITE waits in its store lookup
+
+	other, err := sipua.NewSoftphone("13700137000", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	requireOverload(t, invite(t, e, other, testHost+"-"+testExt))
+	require.EqualValues(t, 1, cr.calls.Load(), "only the held INVITE asked the store")
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
+
+	close(cr.gate)
+	r := <-first
+	require.NoError(t, r.err, "the INVITE in setup becomes a call")
+	nextSession(t, e.carrier)
+	require.NoError(t, r.d.Bye(ctx))
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
+}
