@@ -91,11 +91,7 @@ func TestRefusalsOnTheWire(t *testing.T) {
 // phone that reuses a nonce logs in again instead of being locked out.
 func TestReplayedNonceChallengedAgain(t *testing.T) {
 	e := newTestEnv(t, "answer", nil)
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("replayer"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ua.Close() })
-	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
-	require.NoError(t, err)
+	client := newRawClient(t, "replayer")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

@@ -222,31 +222,15 @@ func TestRaceCancelCrosses200(t *testing.T) {
 	e, sc := scriptedEnv(t, earlyMode)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := e.phone.Invite(ctx, e.vnum, testHost)
-	require.NoError(t, err)
 	waitCtx, cancelWait := context.WithCancel(ctx)
 	defer cancelWait()
-	answered := make(chan error, 1)
-	var once sync.Once
-	go func() {
-		answered <- d.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: "alice", Password: "s3cret",
-			OnResponse: func(r *sip.Response) error {
-				if r.StatusCode == 183 {
-					once.Do(func() {
-						if to, err := sipua.MediaAddr(r.Body()); err == nil {
-							go func() { _ = sipua.SendDigits(e.phone.RTP, to, 101, testExt) }()
-						}
-					})
-				}
-				return nil
-			}})
-	}()
+	d, answered := e.earlyCall(waitCtx) // cancelWait makes WaitAnswer send CANCEL
 	cc := sc.next(t)
 	gate := make(chan struct{})
 	cc.answerWith(gate, sc.SDP(sipua.PCMU))
 	go func() { <-gate; cancelWait() }() // WaitAnswer sends CANCEL
 	close(gate)
-	err = <-answered
+	err := <-answered
 
 	if res := d.InviteResponse; err == nil || (res != nil && res.IsSuccess()) {
 		// Our 200 won: the caller has the call. A caller whose CANCEL
