@@ -37,10 +37,13 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 		c.StartedAt = s.Now()
 	}
 	c.StartedAt = c.StartedAt.UTC()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, merchant, binding_id, order_id, host, extension,
+	if c.Node == "" {
+		c.Node = s.node
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, node, merchant, binding_id, order_id, host, extension,
 		direction, caller, caller_kind, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.CallID, c.Node, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		c.StartedAt.UnixNano(), ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus)
 	if isUnique(err) {
 		return fmt.Errorf("cdr %s: %w", c.ID, ErrExists)
@@ -150,9 +153,10 @@ func affectedOne(ctx context.Context, tx *sql.Tx, res sql.Result, id string) err
 // and keeps, and is billed for, the talk time known then; a call never
 // refreshed ends when it was last seen (answered, ringing or started) and
 // bills nothing, because no talk time is known. Open calls it unless
-// WithoutRecovery is given. It returns how many rows it closed. With a
-// database shared by several servers only a server starting alone may
-// call it.
+// WithoutRecovery is given. It returns how many rows it closed. It closes
+// only the rows of this store's node (WithNode), and rows from before
+// nodes were recorded: with several nodes sharing one database, another
+// node's calls in progress are not left over from this node's crash.
 func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET
 		ended_at = COALESCE(alive_at, answered_at, ringing_at, started_at),
@@ -160,8 +164,8 @@ func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
 		talk_seconds = CASE WHEN alive_at IS NULL THEN 0 ELSE talk_seconds END,
 		billed_minutes = CASE WHEN alive_at IS NULL THEN 0 ELSE billed_minutes END,
 		fee = CASE WHEN alive_at IS NULL THEN 0 ELSE fee END
-		WHERE ended_at IS NULL`,
-		callrec.DispositionInterrupted, callrec.HangupSystem)
+		WHERE ended_at IS NULL AND node IN (?, '')`,
+		callrec.DispositionInterrupted, callrec.HangupSystem, s.node)
 	if err != nil {
 		return 0, fmt.Errorf("recover cdrs: %w", err)
 	}
@@ -172,14 +176,14 @@ func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-const cdrCols = `id, call_id, merchant, binding_id, order_id, host, extension, direction, caller, caller_kind, started_at,
+const cdrCols = `id, call_id, node, merchant, binding_id, order_id, host, extension, direction, caller, caller_kind, started_at,
 	ringing_at, answered_at, ended_at, talk_seconds, billed_minutes, fee, disposition, hangup_by, sip_status`
 
 func scanCDR(r scanner) (callrec.Record, error) {
 	var c callrec.Record
 	var started, ringing, answered, ended sql.NullInt64
 	var fee int64
-	if err := r.Scan(&c.ID, &c.CallID, &c.Merchant, &c.BindingID, &c.Order, &c.Host, &c.Extension, &c.Direction,
+	if err := r.Scan(&c.ID, &c.CallID, &c.Node, &c.Merchant, &c.BindingID, &c.Order, &c.Host, &c.Extension, &c.Direction,
 		&c.Caller, &c.CallerKind, &started, &ringing, &answered, &ended, &c.TalkSeconds, &c.BilledMinutes, &fee,
 		&c.Disposition, &c.HangupBy, &c.SIPStatus); err != nil {
 		return callrec.Record{}, err

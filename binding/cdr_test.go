@@ -263,3 +263,40 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 	require.ErrorIs(t, s.RefreshCDR(ctx, c, t0.Add(time.Minute), rates), ErrInvalid, "not answered")
 	require.ErrorIs(t, s.RefreshCDR(ctx, &callrec.Record{ID: "c_nope", AnsweredAt: t0}, t0.Add(time.Minute), rates), ErrNotFound)
 }
+
+// TestRecoverOnlyOwnNode: with several nodes on one store, a node that
+// starts again closes as interrupted its own open rows (and rows from
+// before nodes were recorded), never another node's calls in progress.
+func TestRecoverOnlyOwnNode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	at := time.Date(2026, 11, 15, 9, 0, 0, 0, time.UTC)
+	legacy, dsn := openTest(t, WithoutRecovery())
+	seed(t, legacy)
+	open := map[string]string{} // node → its open row
+	for _, node := range []string{"", "vnum-a", "vnum-b"} {
+		s, err := Open(ctx, DriverSQLite, dsn, WithNode(node), WithoutRecovery())
+		require.NoError(t, err)
+		c := &callrec.Record{CallID: "call-" + node, Host: "17000000001", Direction: callrec.DirectionToConsignee,
+			Caller: "alice", StartedAt: at}
+		require.NoError(t, s.StartCDR(ctx, c))
+		require.Equal(t, node, c.Node, "a row carries the node that started it")
+		open[node] = c.ID
+		require.NoError(t, s.Close())
+	}
+
+	a, err := Open(ctx, DriverSQLite, dsn, WithNode("vnum-a")) // vnum-a restarts
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, a.Close()) })
+	for node, id := range open {
+		got, err := a.GetCDR(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, node, got.Node)
+		if node == "vnum-b" {
+			require.True(t, got.EndedAt.IsZero(), "vnum-b's call goes on")
+			continue
+		}
+		require.Equal(t, callrec.DispositionInterrupted, got.Disposition, "node %q", node)
+		require.False(t, got.EndedAt.IsZero())
+	}
+}

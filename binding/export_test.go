@@ -3,6 +3,7 @@ package binding
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // each cell is the JSON value as text, so the two exports never disagree.
 func TestCDRRowMatchesJSON(t *testing.T) {
 	t.Parallel()
-	c := callrec.Record{ID: "c_1", CallID: "call@a", Merchant: "m1", BindingID: "b_1", Order: "o-1", Host: "17000000001",
+	c := callrec.Record{ID: "c_1", CallID: "call@a", Node: "vnum-1", Merchant: "m1", BindingID: "b_1", Order: "o-1", Host: "17000000001",
 		Extension: "1234", Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: t0,
 		AnsweredAt: t0.Add(3 * time.Second), EndedAt: t0.Add(64 * time.Second), TalkSeconds: 61,
 		BilledMinutes: 2, Fee: 40000, Disposition: callrec.DispositionAnswered, HangupBy: callrec.HangupCallee, SIPStatus: 200}
@@ -41,7 +42,8 @@ func TestCDRRowMatchesJSON(t *testing.T) {
 		}
 		require.Equal(t, want, row[i], col)
 	}
-	require.Equal(t, "", row[10], "ringing_at unset")
+	require.Equal(t, "", row[slices.Index(cols, "ringing_at")], "ringing_at unset")
+	require.Equal(t, "vnum-1", row[slices.Index(cols, "node")])
 
 	// Callers cannot change the columns of the next caller.
 	callrec.Columns()[0] = "x"

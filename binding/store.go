@@ -49,6 +49,7 @@ type options struct {
 	recover bool
 	created *bool
 	clock   func() time.Time
+	node    string
 }
 
 // ReportCreated makes Open set *created to true when the store it opened
@@ -67,6 +68,11 @@ func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
 // date.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
 
+// WithNode names the node that uses the store (node.id): the CDR rows it
+// starts carry it, and the rows a crash left open that RecoverInterrupted
+// closes are only its own.
+func WithNode(id string) Option { return func(o *options) { o.node = id } }
+
 // WithoutRecovery makes Open leave unfinished CDR rows alone. Short-lived
 // tools (the CLI) use it: they open the store while `vnum serve` runs, and
 // the rows of its calls in progress are not left over from a crash.
@@ -80,6 +86,7 @@ type Store struct {
 	db     *sql.DB
 	policy Policy
 	clock  func() time.Time
+	node   string // node.id: stamped on the CDR rows this store starts
 }
 
 //go:embed migrations/*.sql
@@ -138,7 +145,7 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 		}
 		return nil, closeAfter(db, fmt.Errorf("cannot open sqlite file %q: %w", dsn, err))
 	}
-	s := &Store{db: db, policy: o.policy, clock: o.clock}
+	s := &Store{db: db, policy: o.policy, clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {
 		return nil, closeAfter(db, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}

@@ -41,7 +41,7 @@ func TestOpenMigrates(t *testing.T) {
 	ctx := context.Background()
 	v, err := s.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 3, v)
+	require.Equal(t, 4, v)
 	require.NoError(t, s.Ping(ctx))
 
 	var mode string
@@ -56,7 +56,7 @@ func TestOpenMigrates(t *testing.T) {
 	require.NoError(t, err)
 	v, err = s2.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 3, v)
+	require.Equal(t, 4, v)
 	require.NoError(t, s2.Close())
 }
 

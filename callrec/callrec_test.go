@@ -27,7 +27,7 @@ func TestValues(t *testing.T) {
 // caller's kind, which is the store's business and not an export field.
 func TestJSONAndRowAgree(t *testing.T) {
 	at := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
-	r := Record{ID: "c_1", CallID: "x@y", Merchant: "m1", BindingID: "b_1", Order: "o", Host: "17000000001",
+	r := Record{ID: "c_1", CallID: "x@y", Node: "vnum-1", Merchant: "m1", BindingID: "b_1", Order: "o", Host: "17000000001",
 		Extension: "1234", Direction: DirectionToConsignee, Caller: "alice", CallerKind: CallerAccount,
 		StartedAt: at, AnsweredAt: at.Add(time.Second), EndedAt: at.Add(time.Minute), TalkSeconds: 59,
 		BilledMinutes: 1, Fee: 20000, Disposition: DispositionAnswered, HangupBy: HangupCaller, SIPStatus: 200}
@@ -47,7 +47,8 @@ func TestJSONAndRowAgree(t *testing.T) {
 	}
 	require.Equal(t, Columns(), keys)
 	require.Len(t, r.Row(), len(Columns()))
-	require.Equal(t, []string{"2026-11-01T08:00:00Z", "", "2026-11-01T08:00:01Z"}, r.Row()[9:12])
-	require.Equal(t, "0.02000", r.Row()[15])
+	require.Equal(t, []string{"vnum-1", "m1"}, r.Row()[2:4], "node, then merchant (SPEC §7's order)")
+	require.Equal(t, []string{"2026-11-01T08:00:00Z", "", "2026-11-01T08:00:01Z"}, r.Row()[10:13])
+	require.Equal(t, "0.02000", r.Row()[16])
 	require.NotContains(t, r.Row(), "account")
 }

@@ -16,6 +16,8 @@ type Record struct {
 	ID string
 	// CallID is leg A's SIP Call-ID.
 	CallID string
+	// Node is the vnum node that took the call (node.id).
+	Node string
 	// Merchant is the binding's merchant, "" while unresolved.
 	Merchant string
 	// BindingID is the resolved binding, "" while unresolved.
@@ -60,6 +62,7 @@ type Record struct {
 type recordJSON struct {
 	ID            string  `json:"id"`
 	CallID        string  `json:"call_id"`
+	Node          string  `json:"node"`
 	Merchant      string  `json:"merchant"`
 	Binding       string  `json:"binding"`
 	Order         string  `json:"order"`
@@ -83,7 +86,7 @@ type recordJSON struct {
 // and the fee as a decimal string.
 func (r Record) MarshalJSON() ([]byte, error) {
 	return json.Marshal(recordJSON{
-		ID: r.ID, CallID: r.CallID, Merchant: r.Merchant, Binding: r.BindingID, Order: r.Order,
+		ID: r.ID, CallID: r.CallID, Node: r.Node, Merchant: r.Merchant, Binding: r.BindingID, Order: r.Order,
 		Host: r.Host, Extension: r.Extension, Direction: string(r.Direction), Caller: r.Caller,
 		StartedAt: timePtr(r.StartedAt), RingingAt: timePtr(r.RingingAt),
 		AnsweredAt: timePtr(r.AnsweredAt), EndedAt: timePtr(r.EndedAt),
@@ -96,7 +99,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 // in order. They are the JSON field names of SPEC §7, so a CSV export and
 // a JSON export of the same rows carry the same fields.
 func Columns() []string {
-	return []string{"id", "call_id", "merchant", "binding", "order", "host", "extension",
+	return []string{"id", "call_id", "node", "merchant", "binding", "order", "host", "extension",
 		"direction", "caller", "started_at", "ringing_at", "answered_at", "ended_at", "talk_seconds",
 		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status"}
 }
@@ -105,7 +108,7 @@ func Columns() []string {
 // Columns: times in RFC 3339 UTC ("" for none), the fee as a decimal
 // string. Like every form of a record it holds no consignee number.
 func (r Record) Row() []string {
-	return []string{r.ID, r.CallID, r.Merchant, r.BindingID, r.Order, r.Host, r.Extension,
+	return []string{r.ID, r.CallID, r.Node, r.Merchant, r.BindingID, r.Order, r.Host, r.Extension,
 		string(r.Direction), r.Caller, FormatTime(r.StartedAt), FormatTime(r.RingingAt),
 		FormatTime(r.AnsweredAt), FormatTime(r.EndedAt), strconv.Itoa(r.TalkSeconds),
 		strconv.Itoa(r.BilledMinutes), r.Fee.String(), string(r.Disposition), string(r.HangupBy),

@@ -23,7 +23,7 @@ import (
 // account and binding work at once, the carrier sees B and X only, and the
 // CDR shows one answered, billed minute.
 func TestCallThroughServe(t *testing.T) {
-	n, carrier, vnum := startTestNode(t, nil)
+	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Node.ID = "vnum-e2e" })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -70,6 +70,7 @@ func TestCallThroughServe(t *testing.T) {
 	require.Equal(t, "caller", row["hangup_by"])
 	require.Equal(t, "alice", row["caller"])
 	require.Equal(t, b.ID, row["binding"])
+	require.Equal(t, "vnum-e2e", row["node"], "the row names the node that took the call (node.id)")
 	require.GreaterOrEqual(t, row["talk_seconds"], float64(1))
 
 	// The released (X, E) is in quarantine: a new call hears "expired".

@@ -229,7 +229,19 @@ func ratesOf(c *config.Config) (binding.Rates, error) {
 // server; one-shot commands use openCLIStore. When the store is new and
 // empty it calls created (nil for the demo's temporary store).
 func openStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
-	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)))
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithNode(nodeID(c)))
+}
+
+// nodeID is this node's name in CDRs: node.id, or the host name when it
+// is empty (SPEC §3).
+func nodeID(c *config.Config) string {
+	if c.Node.ID != "" {
+		return c.Node.ID
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "vnum"
 }
 
 // openCLIStore opens the store for a one-shot command. It leaves open CDR
