@@ -53,13 +53,15 @@ func (c *call) refreshCDR() {
 	}()
 }
 
-// cdrFinishAttempts is how often finishing a CDR is tried, each write
-// bounded by store.timeout: a lost end would leave the call unbilled.
+// cdrFinishAttempts is how often the call's own goroutine tries to
+// finish its CDR, each write bounded by store.timeout, before it leaves the
+// record to the server's backlog (cdrBacklog), which goes on trying until
+// the store answers: a lost end would leave the call unbilled.
 const cdrFinishAttempts = 3
 
 // finishCDR completes the call's record in the store, retrying a failed
-// write: under overload a write can time out, and a record left open would
-// only be closed as interrupted at the next start.
+// write; a record the store still refuses goes to the backlog, so that
+// the call (its goroutine, its registry entry) does not wait for the store.
 func (c *call) finishCDR(cdr *CDR) {
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
@@ -69,7 +71,8 @@ func (c *call) finishCDR(cdr *CDR) {
 			return
 		}
 		if attempt >= cdrFinishAttempts {
-			c.log.Error("finishing CDR", "error", err, "attempts", attempt)
+			c.log.Error("finishing CDR; it waits in the backlog until the store answers", "error", err, "attempts", attempt)
+			c.s.backlog.add(*cdr)
 			return
 		}
 		c.log.Warn("finishing CDR, retrying", "error", err, "attempt", attempt)

@@ -132,6 +132,8 @@ type Server struct {
 	trunkAt   time.Time // when trunkAddr was looked up
 
 	live  *registry // the calls in progress
+	// backlog writes the CDR ends the store refused once it is back.
+	backlog *cdrBacklog
 	regs  *registrar
 	walks *walkLimit // security.invalid_extensions
 	// admission refuses new calls vnum cannot take well (SPEC §8).
@@ -177,6 +179,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 
 		admission: newAdmission(opts),
 	}
+	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
 	if opts.TrunkOutbound != "" {
 		if err := sip.ParseUri(opts.TrunkOutbound, &s.trunk); err != nil {
 			return nil, fmt.Errorf("trunk.outbound %q: %w", opts.TrunkOutbound, err)
@@ -462,8 +465,17 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.hangupAll(reasonShutdown)
 	}
 	<-done
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cdrBacklogFlush)
+	s.backlog.flush(flushCtx)
+	cancel()
 	s.Close()
 }
+
+// cdrBacklogFlush is how long Shutdown gives the CDR backlog to be written.
+const cdrBacklogFlush = 10 * time.Second
+
+// PendingCDRs is how many finished calls' records wait for the store.
+func (s *Server) PendingCDRs() int { return s.backlog.Len() }
 
 func (s *Server) hangupAll(r endReason) {
 	for _, c := range s.live.all() {

@@ -43,6 +43,9 @@ type callStats struct {
 	// refused returns the new INVITEs refused under overload, by reason
 	// (SPEC §8).
 	refused func() map[string]int64
+	// pendingCDRs returns the finished calls whose record waits for the
+	// store to answer again.
+	pendingCDRs func() int
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -69,6 +72,12 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			Namespace: "vnum", Name: "messages_refused_total",
 			Help: "SIP MESSAGE requests refused because virtual numbers carry no SMS.",
 		}, func() float64 { return float64(stats.messagesRefused()) }))
+	}
+	if stats.pendingCDRs != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "cdrs_pending",
+			Help: "Finished calls whose record waits for the store to answer again.",
+		}, func() float64 { return float64(stats.pendingCDRs()) }))
 	}
 	if stats.panics != nil {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -133,10 +133,11 @@ func TestAdminMetrics(t *testing.T) {
 		total:           func() int64 { return 42 },
 		messagesRefused: func() int64 { return 7 },
 		panics:          func() int64 { return 2 },
+		pendingCDRs:     func() int { return 4 },
 	})
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
-	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7", "vnum_sip_panics_total 2",
+	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7", "vnum_sip_panics_total 2", "vnum_cdrs_pending 4",
 		"go_goroutines ", "process_start_time_seconds "} {
 		require.Contains(t, body, want)
 	}

@@ -107,7 +107,7 @@ func checkMediaIP(m config.Media) error {
 // stats are the SIP server's counters /metrics reads.
 func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
-		panics: n.sip.Panics, refused: n.sip.RefusedCalls}
+		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs}
 }
 
 // stop drains the calls in progress (SPEC §8) and closes the store.
