@@ -50,6 +50,7 @@ type options struct {
 	created *bool
 	clock   func() time.Time
 	node    string
+	busy    time.Duration
 }
 
 // ReportCreated makes Open set *created to true when the store it opened
@@ -72,6 +73,17 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.clock 
 // starts carry it, and the rows a crash left open that RecoverInterrupted
 // closes are only its own.
 func WithNode(id string) Option { return func(o *options) { o.node = id } }
+
+// DefaultBusyTimeout is how long a write waits for SQLite's write lock
+// when WithBusyTimeout is not given.
+const DefaultBusyTimeout = 10 * time.Second
+
+// WithBusyTimeout bounds how long one SQLite write waits for the database's
+// write lock (another process, a long transaction). SQLite's wait does not
+// end with the caller's context, so a server passes store.timeout here:
+// then a locked file fails a write within store.timeout, and the call that
+// needed it is refused at once instead of waiting for the lock.
+func WithBusyTimeout(d time.Duration) Option { return func(o *options) { o.busy = d } }
 
 // WithoutRecovery makes Open leave unfinished CDR rows alone. Short-lived
 // tools (the CLI) use it: they open the store while `vnum serve` runs, and
@@ -115,7 +127,7 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 	if strings.TrimSpace(dsn) == "" {
 		return nil, fmt.Errorf("%w store dsn: empty", ErrInvalid)
 	}
-	db, err := sql.Open("sqlite3", sqliteDSN(dsn))
+	db, err := sql.Open("sqlite3", sqliteDSN(dsn, o.busy))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite file %q: %w", dsn, err)
 	}
@@ -177,9 +189,12 @@ func closeAfter(db *sql.DB, err error) error {
 // only add lock contention.
 const sqlitePoolSize = 8
 
-func sqliteDSN(dsn string) string {
+func sqliteDSN(dsn string, busy time.Duration) string {
+	if busy <= 0 {
+		busy = DefaultBusyTimeout
+	}
 	params := []string{
-		"_busy_timeout=10000",
+		fmt.Sprintf("_busy_timeout=%d", max(busy.Milliseconds(), 1)),
 		"_foreign_keys=on",
 		"_txlock=immediate",
 		"_synchronous=NORMAL",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"path/filepath"
 	"testing"
@@ -198,3 +199,36 @@ func TestMoney(t *testing.T) {
 
 // fixedClock is a store clock that always reads at.
 func fixedClock(at time.Time) Option { return WithClock(func() time.Time { return at }) }
+
+// TestLockedFileFailsWithinBusyTimeout: while another process holds the
+// SQLite file's write lock, a write fails after the store's busy timeout
+// (store.timeout for a server), not SQLite's default wait; reads go on
+// (WAL), and writes work again once the lock is gone.
+func TestLockedFileFailsWithinBusyTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, dsn := openTest(t, WithBusyTimeout(200*time.Millisecond))
+	seed(t, s, "17000000001")
+	other, err := sql.Open("sqlite3", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	lock, err := other.Conn(ctx)
+	require.NoError(t, err)
+	_, err = lock.ExecContext(ctx, "BEGIN EXCLUSIVE")
+	require.NoError(t, err)
+
+	start := time.Now()
+	err = s.AddMerchant(ctx, "m3", "Shop Three")
+	require.ErrorContains(t, err, "locked")
+	require.Less(t, time.Since(start), 5*time.Second, "the write gave up after the busy timeout, not SQLite's default")
+	_, err = s.Merchant(ctx, "m3")
+	require.ErrorIs(t, err, ErrNotFound, "the failed write stored nothing")
+	ok, err := s.IsHostNumber(ctx, "17000000001")
+	require.NoError(t, err, "readers are not held by the writer (WAL)")
+	require.True(t, ok)
+
+	_, err = lock.ExecContext(ctx, "ROLLBACK")
+	require.NoError(t, err)
+	require.NoError(t, lock.Close())
+	require.NoError(t, s.AddMerchant(ctx, "m3", "Shop Three"), "the store recovers by itself")
+}

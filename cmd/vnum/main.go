@@ -229,7 +229,8 @@ func ratesOf(c *config.Config) (binding.Rates, error) {
 // server; one-shot commands use openCLIStore. When the store is new and
 // empty it calls created (nil for the demo's temporary store).
 func openStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
-	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithNode(nodeID(c)))
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithNode(nodeID(c)),
+		binding.WithBusyTimeout(c.Store.Timeout))
 }
 
 // nodeID is this node's name in CDRs: node.id, or the host name when it
