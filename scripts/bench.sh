@@ -16,7 +16,25 @@
 # script starts it stops by PID. sipp's play_pcap_audio needs root or
 # CAP_NET_RAW.
 #
+# BENCH_MODE chooses what runs (one or more, in order, on one vnum):
+#   direct    the ramp above (the default)
+#   overload  one burst far above what vnum holds (BENCH_OVERLOAD_RATE for
+#             BENCH_OVERLOAD_SECS, testdata/sipp/uac_overload.xml): each
+#             attempt is counted as completed (sipp finished it and its CDR
+#             is answered), refused (503 + Retry-After, SPEC §8) or failed
+#             (anything else), with the p95 of the time to the 503 and
+#             vnum_calls_refused_total by reason from the admin /metrics
+# BENCH_STRICT=1 makes any failed call (direct: at any rate tried;
+# overload: any attempt neither completed nor refused) exit 1 (make
+# bench-smoke in CI).
+#
 # Knobs (environment):
+#   BENCH_MODE          direct, overload, or both        (direct)
+#   BENCH_STRICT        exit 1 on a failed call          (0)
+#   BENCH_OVERLOAD_RATE offered calls/s of the burst     (3000)
+#   BENCH_OVERLOAD_SECS seconds of offered load          (8)
+#   BENCH_OVERLOAD_CALL_MS talk time of each call, ms    (1000)
+#   BENCH_MAX_ACTIVE    vnum's calls.max_active          (unset: vnum's default)
 #   BENCH_RATES         call rates to try, calls/s      (10 20 50 100 200)
 #   BENCH_CALLS_FACTOR  calls per rate = rate x this    (10)
 #   BENCH_CALL_MS       talk time of each call, ms      (3000)
@@ -36,6 +54,15 @@ STOP_ON_FAIL=${BENCH_STOP_ON_FAIL:-1}
 KEEP=${BENCH_KEEP:-0}
 PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
 MEDIA=${BENCH_MEDIA:-1}
+MODES=${BENCH_MODE:-direct}
+STRICT=${BENCH_STRICT:-0}
+OVL_RATE=${BENCH_OVERLOAD_RATE:-3000}
+OVL_SECS=${BENCH_OVERLOAD_SECS:-8}
+OVL_CALL_MS=${BENCH_OVERLOAD_CALL_MS:-1000}
+MAX_ACTIVE=${BENCH_MAX_ACTIVE:-}
+for m in $MODES; do
+	case "$m" in direct | overload) ;; *) echo "bench: unknown BENCH_MODE $m (direct, overload)" >&2; exit 2 ;; esac
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCEN="$ROOT/testdata/sipp"
@@ -146,6 +173,7 @@ security:
   invite_rate: 100000
 calls:
   drain_timeout: 5s
+${MAX_ACTIVE:+  max_active: $MAX_ACTIVE}
 store:
   driver: sqlite
   dsn: $WORK/vnum.db
@@ -170,7 +198,11 @@ DIAL="$HOST-$EXT"
 # sipp looks for play_pcap_audio files next to the scenario.
 cd "$WORK"
 ln -s "$PCAPS/g711a.pcap" g711a.pcap
-cp "$SCEN/uas_answer.xml" "$SCEN/uac_direct.xml" "$SCEN/uac_direct_nomedia.xml" "$WORK/"
+cp "$SCEN/uas_answer.xml" "$SCEN/uac_direct.xml" "$SCEN/uac_direct_nomedia.xml" "$SCEN/uac_overload.xml" "$WORK/"
+if [ "$MEDIA" = 0 ]; then
+	# the overload softphone without RTP: drop its play_pcap_audio
+	sed -i '/play_pcap_audio/d' "$WORK/uac_overload.xml"
+fi
 if [ "$MEDIA" = 1 ]; then
 	UAC_SCENARIO="$WORK/uac_direct.xml"
 else
@@ -205,67 +237,161 @@ cdr_counts() {
 	echo "$total $answered $open"
 }
 
-printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "calls/s" "attempted" "sipp ok" "sipp ko" \
-	"cdr ans" "cdr other" "cdr open" "succeeded" "failed" "exit" "secs"
+ramp() {
+	echo "== direct: X-E calls at rising rates"
+	printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "calls/s" "attempted" "sipp ok" "sipp ko" \
+		"cdr ans" "cdr other" "cdr open" "succeeded" "failed" "exit" "secs"
+	
+	BEST=0
+	read -r ROWS0 ANS0 _ < <(cdr_counts)
+	for RATE in $RATES; do
+		CALLS=$((RATE * FACTOR))
+		LIMIT=$((RATE * (CALL_MS / 1000 + 4) + 10))
+		BUDGET=$((CALLS / RATE + CALL_MS / 1000 + 60))
+		STATS="$WORK/uac_${RATE}.csv"
+		START=$(date +%s)
+		set +e
+		timeout --kill-after=10 $((BUDGET + 15)) \
+			sipp -sf "$UAC_SCENARIO" "127.0.0.1:$SIP_PORT" \
+			-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
+			-s "$DIAL" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
+			-auth_uri "$DIAL@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
+			-d "$CALL_MS" -r "$RATE" -m "$CALLS" -l "$LIMIT" \
+			-timeout "${BUDGET}s" -timeout_error \
+			-trace_stat -stf "$STATS" -fd 1 \
+			-trace_err -error_file "$WORK/uac_${RATE}_errors.log" \
+			-nostdin >"$WORK/uac_${RATE}_screen.log" 2>&1
+		CODE=$?
+		set -e
+		SECS=$(( $(date +%s) - START ))
+		# The last line of sipp's -trace_stat CSV has the cumulative counters.
+		read -r ATTEMPTED OK FAILED < <(awk -F';' '
+			NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+			{ last = $0 }
+			END {
+				n = split(last, f, ";")
+				print f[col["OutgoingCall(C)"]] + 0, f[col["SuccessfulCall(C)"]] + 0, f[col["FailedCall(C)"]] + 0
+			}' "$STATS" 2>/dev/null || echo "0 0 0")
+		ATTEMPTED=${ATTEMPTED:-0}; OK=${OK:-0}; FAILED=${FAILED:-0}
+		# Calls sipp never finished (a timeout) count as failed too.
+		LOST=$((ATTEMPTED - OK - FAILED))
+		[ "$LOST" -gt 0 ] && FAILED=$((FAILED + LOST))
+		# Wait (30 s at most) for vnum to close the CDRs of this rate's calls.
+		for _ in $(seq 1 60); do
+			read -r ROWS ANS OPEN < <(cdr_counts)
+			[ "$((ROWS - ROWS0))" -ge "$ATTEMPTED" ] && [ "$OPEN" = 0 ] && break
+			sleep 0.5
+		done
+		CDR_ANS=$((ANS - ANS0))
+		CDR_ALL=$((ROWS - ROWS0))
+		CDR_OPEN=$OPEN
+		ROWS0=$ROWS; ANS0=$ANS
+		SUCCEEDED=$(( CDR_ANS < OK ? CDR_ANS : OK ))
+		FAILED_ALL=$((CALLS - SUCCEEDED))
+		printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "$RATE" "$ATTEMPTED" "$OK" "$FAILED" \
+			"$CDR_ANS" "$((CDR_ALL - CDR_ANS))" "$CDR_OPEN" "$SUCCEEDED" "$FAILED_ALL" "$CODE" "$SECS"
+		if [ "$CODE" = 0 ] && [ "$FAILED_ALL" = 0 ] && [ "$CDR_OPEN" = 0 ]; then
+			BEST=$RATE
+		else
+			RAMP_FAILED=1
+			if [ "$STOP_ON_FAIL" = 1 ]; then
+				echo "bench: failures at $RATE calls/s; sipp's first unexpected messages and vnum's errors:" >&2
+				head -30 "$WORK/uac_${RATE}_errors.log" >&2 2>/dev/null || true
+				grep -v '"level":"INFO"' "$WORK/vnum-serve.log" | tail -5 >&2 || true
+				break
+			fi
+		fi
+		kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+		sleep 2
+	done
+	
+	echo "highest rate with 0 failed calls: $BEST calls/s"
+}
 
-BEST=0
-read -r ROWS0 ANS0 _ < <(cdr_counts)
-for RATE in $RATES; do
-	CALLS=$((RATE * FACTOR))
-	LIMIT=$((RATE * (CALL_MS / 1000 + 4) + 10))
-	BUDGET=$((CALLS / RATE + CALL_MS / 1000 + 60))
-	STATS="$WORK/uac_${RATE}.csv"
-	START=$(date +%s)
+# overload: one burst of OVL_RATE calls/s for OVL_SECS. sipp ends a call
+# vnum refused (503) as a success of its own, after measuring the time to
+# the 503 (rtd "refused", one -trace_rtt line per refused call); so
+# refused = those lines, completed = sipp's successes that are not refused
+# and whose CDR is answered, failed = every other attempt.
+overload() {
+	local calls=$((OVL_RATE * OVL_SECS)) limit budget stats rtt code secs start
+	local attempted ok failed refused completed failed_all p95 rows ans open metrics
+	echo "== overload: $OVL_RATE calls/s offered for $OVL_SECS s ($calls calls, ${OVL_CALL_MS} ms each)"
+	limit=$((OVL_RATE * (OVL_CALL_MS / 1000 + 4) + 10))
+	budget=$((OVL_SECS + OVL_CALL_MS / 1000 + 60))
+	stats="$WORK/overload.csv"
+	read -r ROWS0 ANS0 _ < <(cdr_counts)
+	start=$(date +%s)
+	rm -f "$WORK"/uac_overload_*_rtt.csv
 	set +e
-	timeout --kill-after=10 $((BUDGET + 15)) \
-		sipp -sf "$UAC_SCENARIO" "127.0.0.1:$SIP_PORT" \
+	timeout --kill-after=10 $((budget + 15)) \
+		sipp -sf "$WORK/uac_overload.xml" "127.0.0.1:$SIP_PORT" \
 		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
 		-s "$DIAL" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
 		-auth_uri "$DIAL@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
-		-d "$CALL_MS" -r "$RATE" -m "$CALLS" -l "$LIMIT" \
-		-timeout "${BUDGET}s" -timeout_error \
-		-trace_stat -stf "$STATS" -fd 1 \
-		-trace_err -error_file "$WORK/uac_${RATE}_errors.log" \
-		-nostdin >"$WORK/uac_${RATE}_screen.log" 2>&1
-	CODE=$?
+		-d "$OVL_CALL_MS" -r "$OVL_RATE" -m "$calls" -l "$limit" \
+		-timeout "${budget}s" -timeout_error \
+		-trace_stat -stf "$stats" -fd 1 \
+		-trace_rtt -rtt_freq 1 \
+		-trace_err -error_file "$WORK/overload_errors.log" \
+		-nostdin >"$WORK/overload_screen.log" 2>&1
+	code=$?
 	set -e
-	SECS=$(( $(date +%s) - START ))
-	# The last line of sipp's -trace_stat CSV has the cumulative counters.
-	read -r ATTEMPTED OK FAILED < <(awk -F';' '
+	secs=$(( $(date +%s) - start ))
+	read -r attempted ok failed < <(awk -F';' '
 		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 		{ last = $0 }
 		END {
 			n = split(last, f, ";")
 			print f[col["OutgoingCall(C)"]] + 0, f[col["SuccessfulCall(C)"]] + 0, f[col["FailedCall(C)"]] + 0
-		}' "$STATS" 2>/dev/null || echo "0 0 0")
-	ATTEMPTED=${ATTEMPTED:-0}; OK=${OK:-0}; FAILED=${FAILED:-0}
-	# Calls sipp never finished (a timeout) count as failed too.
-	LOST=$((ATTEMPTED - OK - FAILED))
-	[ "$LOST" -gt 0 ] && FAILED=$((FAILED + LOST))
-	# Wait (30 s at most) for vnum to close the CDRs of this rate's calls.
+		}' "$stats" 2>/dev/null || echo "0 0 0")
+	attempted=${attempted:-0}; ok=${ok:-0}
+	# -trace_rtt: "date_ms;response_time_ms;rtd" per measure.
+	rtt=$(ls "$WORK"/uac_overload_*_rtt.csv 2>/dev/null | head -1)
+	refused=0; p95=-
+	if [ -n "$rtt" ]; then
+		refused=$(awk -F';' '$3 ~ /refused/ { n++ } END { print n + 0 }' "$rtt")
+		if [ "$refused" -gt 0 ]; then
+			p95=$(awk -F';' '$3 ~ /refused/ { print $2 + 0 }' "$rtt" | sort -n |
+				awk '{ v[NR] = $1 } END { i = int(NR * 0.95 + 0.999999); if (i < 1) i = 1; printf "%d", v[i] }')
+		fi
+	fi
 	for _ in $(seq 1 60); do
-		read -r ROWS ANS OPEN < <(cdr_counts)
-		[ "$((ROWS - ROWS0))" -ge "$ATTEMPTED" ] && [ "$OPEN" = 0 ] && break
+		read -r rows ans open < <(cdr_counts)
+		[ "$open" = 0 ] && break
 		sleep 0.5
 	done
-	CDR_ANS=$((ANS - ANS0))
-	CDR_ALL=$((ROWS - ROWS0))
-	CDR_OPEN=$OPEN
-	ROWS0=$ROWS; ANS0=$ANS
-	SUCCEEDED=$(( CDR_ANS < OK ? CDR_ANS : OK ))
-	FAILED_ALL=$((CALLS - SUCCEEDED))
-	printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "$RATE" "$ATTEMPTED" "$OK" "$FAILED" \
-		"$CDR_ANS" "$((CDR_ALL - CDR_ANS))" "$CDR_OPEN" "$SUCCEEDED" "$FAILED_ALL" "$CODE" "$SECS"
-	if [ "$CODE" = 0 ] && [ "$FAILED_ALL" = 0 ] && [ "$CDR_OPEN" = 0 ]; then
-		BEST=$RATE
-	elif [ "$STOP_ON_FAIL" = 1 ]; then
-		echo "bench: failures at $RATE calls/s; sipp's first unexpected messages and vnum's errors:" >&2
-		head -30 "$WORK/uac_${RATE}_errors.log" >&2 2>/dev/null || true
-		grep -v '"level":"INFO"' "$WORK/vnum-serve.log" | tail -5 >&2 || true
-		break
+	local cdr_ans=$((ans - ANS0))
+	local sipp_done=$((ok - refused))
+	completed=$(( cdr_ans < sipp_done ? cdr_ans : sipp_done ))
+	[ "$completed" -lt 0 ] && completed=0
+	failed_all=$((calls - completed - refused))
+	metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
+		grep '^vnum_calls_refused_total' || true)
+	printf '%8s %8s %10s %10s %8s %12s %12s %5s %6s\n' "offered" "calls" "completed" "refused" "failed" \
+		"p95 503 ms" "goodput/s" "exit" "secs"
+	printf '%8s %8s %10s %10s %8s %12s %12s %5s %6s\n' "$OVL_RATE" "$calls" "$completed" "$refused" "$failed_all" \
+		"$p95" "$(awk -v c="$completed" -v s="$OVL_SECS" 'BEGIN { printf "%.0f", c / s }')" "$code" "$secs"
+	echo "sipp: attempted $attempted, successful $ok (refusals included), failed ${failed:-0}; cdr answered $cdr_ans, open $open"
+	echo "vnum_calls_refused_total after the run (whole process):"
+	printf '%s\n' "${metrics:-  (no /metrics)}" | sed 's/^/  /'
+	if [ "$failed_all" -gt 0 ]; then
+		OVERLOAD_FAILED=1
+		head -20 "$WORK/overload_errors.log" >&2 2>/dev/null || true
 	fi
-	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
-	sleep 2
-done
+}
 
-echo "highest rate with 0 failed calls: $BEST calls/s"
+RAMP_FAILED=0
+OVERLOAD_FAILED=0
+for m in $MODES; do
+	case "$m" in
+	direct) ramp ;;
+	overload) overload ;;
+	esac
+	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+done
+if [ "$STRICT" = 1 ] && [ "$RAMP_FAILED$OVERLOAD_FAILED" != 00 ]; then
+	echo "bench: failed calls (BENCH_STRICT=1)" >&2
+	exit 1
+fi
+
