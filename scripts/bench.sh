@@ -18,6 +18,9 @@
 #
 # BENCH_MODE chooses what runs (one or more, in order, on one vnum):
 #   direct    the ramp above (the default)
+#   ivr       the same ramp, callers dialling X and keying E by RFC 4733
+#             (testdata/sipp/uac_dtmf.xml.tmpl rendered by scripts/tmpl,
+#             BENCH_IVR_WAIT_MS into the prompt, then the talk time)
 #   overload  one burst far above what vnum holds (BENCH_OVERLOAD_RATE for
 #             BENCH_OVERLOAD_SECS, testdata/sipp/uac_overload.xml): each
 #             attempt is counted as completed (sipp finished it and its CDR
@@ -29,7 +32,8 @@
 # bench-smoke in CI).
 #
 # Knobs (environment):
-#   BENCH_MODE          direct, overload, or both        (direct)
+#   BENCH_MODE          direct, ivr, overload, or several (direct)
+#   BENCH_IVR_WAIT_MS   ivr: from the answer to the first key (1000)
 #   BENCH_STRICT        exit 1 on a failed call          (0)
 #   BENCH_OVERLOAD_RATE offered calls/s of the burst     (3000)
 #   BENCH_OVERLOAD_SECS seconds of offered load          (8)
@@ -55,13 +59,14 @@ KEEP=${BENCH_KEEP:-0}
 PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
 MEDIA=${BENCH_MEDIA:-1}
 MODES=${BENCH_MODE:-direct}
+IVR_WAIT_MS=${BENCH_IVR_WAIT_MS:-1000}
 STRICT=${BENCH_STRICT:-0}
 OVL_RATE=${BENCH_OVERLOAD_RATE:-3000}
 OVL_SECS=${BENCH_OVERLOAD_SECS:-8}
 OVL_CALL_MS=${BENCH_OVERLOAD_CALL_MS:-1000}
 MAX_ACTIVE=${BENCH_MAX_ACTIVE:-}
 for m in $MODES; do
-	case "$m" in direct | overload) ;; *) echo "bench: unknown BENCH_MODE $m (direct, overload)" >&2; exit 2 ;; esac
+	case "$m" in direct | ivr | overload) ;; *) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload)" >&2; exit 2 ;; esac
 done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -237,8 +242,14 @@ cdr_counts() {
 	echo "$total $answered $open"
 }
 
+# ramp NAME SCENARIO USER: NAME's calls to USER at each of RATES.
 ramp() {
-	echo "== direct: X-E calls at rising rates"
+	local name=$1 scen=$2 user=$3
+	if [ "$name" = ivr ]; then
+		echo "== ivr: calls to X keying E by RFC 4733 at rising rates"
+	else
+		echo "== direct: X-E calls at rising rates"
+	fi
 	printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "calls/s" "attempted" "sipp ok" "sipp ko" \
 		"cdr ans" "cdr other" "cdr open" "succeeded" "failed" "exit" "secs"
 	
@@ -246,21 +257,21 @@ ramp() {
 	read -r ROWS0 ANS0 _ < <(cdr_counts)
 	for RATE in $RATES; do
 		CALLS=$((RATE * FACTOR))
-		LIMIT=$((RATE * (CALL_MS / 1000 + 4) + 10))
-		BUDGET=$((CALLS / RATE + CALL_MS / 1000 + 60))
-		STATS="$WORK/uac_${RATE}.csv"
+		LIMIT=$((RATE * (CALL_MS / 1000 + EXTRA_SECS + 4) + 10))
+		BUDGET=$((CALLS / RATE + CALL_MS / 1000 + EXTRA_SECS + 60))
+		STATS="$WORK/${name}_${RATE}.csv"
 		START=$(date +%s)
 		set +e
 		timeout --kill-after=10 $((BUDGET + 15)) \
-			sipp -sf "$UAC_SCENARIO" "127.0.0.1:$SIP_PORT" \
+			sipp -sf "$scen" "127.0.0.1:$SIP_PORT" \
 			-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
-			-s "$DIAL" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
-			-auth_uri "$DIAL@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
+			-s "$user" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
+			-auth_uri "$user@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
 			-d "$CALL_MS" -r "$RATE" -m "$CALLS" -l "$LIMIT" \
 			-timeout "${BUDGET}s" -timeout_error \
 			-trace_stat -stf "$STATS" -fd 1 \
-			-trace_err -error_file "$WORK/uac_${RATE}_errors.log" \
-			-nostdin >"$WORK/uac_${RATE}_screen.log" 2>&1
+			-trace_err -error_file "$WORK/${name}_${RATE}_errors.log" \
+			-nostdin >"$WORK/${name}_${RATE}_screen.log" 2>&1
 		CODE=$?
 		set -e
 		SECS=$(( $(date +%s) - START ))
@@ -296,7 +307,7 @@ ramp() {
 			RAMP_FAILED=1
 			if [ "$STOP_ON_FAIL" = 1 ]; then
 				echo "bench: failures at $RATE calls/s; sipp's first unexpected messages and vnum's errors:" >&2
-				head -30 "$WORK/uac_${RATE}_errors.log" >&2 2>/dev/null || true
+				head -30 "$WORK/${name}_${RATE}_errors.log" >&2 2>/dev/null || true
 				grep -v '"level":"INFO"' "$WORK/vnum-serve.log" | tail -5 >&2 || true
 				break
 			fi
@@ -381,11 +392,64 @@ overload() {
 	fi
 }
 
+# renumber_key SRC DST I: DST is sip-tester's RFC 4733 capture SRC as the
+# I-th key of a call, the way the integration tests renumber them
+# (integration/pcap_test.go): sequence numbers continue from key to key
+# from 20000 (SEQ holds the next one) and each key has its own RTP
+# timestamp, 160000 + I x 8000, so that two presses of one key are two
+# events (RFC 4733 §2.5.1). sip-tester's captures are ten records of 58
+# bytes each (Ethernet, IPv4, UDP, 12-byte RTP header, 4-byte event).
+be_bytes() { # be_bytes VALUE N: VALUE as N big-endian bytes, printf escapes
+	local v=$1 n=$2 out="" i
+	for ((i = n - 1; i >= 0; i--)); do out="$out\\x$(printf '%02x' $(((v >> (8 * i)) & 255)))"; done
+	printf '%s' "$out"
+}
+renumber_key() {
+	local src=$1 dst=$2 idx=$3 rec=0 off first seq last ts
+	cp "$src" "$dst"
+	ts=$((160000 + idx * 8000))
+	first=""
+	while :; do
+		off=$((24 + rec * (16 + 58) + 16 + 42))
+		[ $((off + 8)) -le "$(stat -c %s "$dst")" ] || break
+		seq=$(od -An -tu1 -j $((off + 2)) -N2 "$dst" | awk '{ print $1 * 256 + $2 }')
+		[ -n "$first" ] || first=$seq
+		last=$((SEQ + ((seq - first) & 65535)))
+		# shellcheck disable=SC2059
+		printf "$(be_bytes "$last" 2)$(be_bytes "$ts" 4)" | dd of="$dst" bs=1 seek=$((off + 2)) conv=notrunc status=none
+		rec=$((rec + 1))
+	done
+	SEQ=$((last + 1))
+}
+
+# render_ivr writes uac_dtmf.xml into WORK from testdata/sipp/uac_dtmf.xml.tmpl
+# (scripts/tmpl, the Go template the integration tests fill): key E by
+# RFC 4733 IVR_WAIT_MS after the answer, 300 ms a key, talk CALL_MS, BYE.
+render_ivr() {
+	local i d keys="" cseq=3
+	SEQ=20000
+	for ((i = 0; i < ${#EXT}; i++)); do
+		d=${EXT:i:1}
+		renumber_key "$PCAPS/dtmf_2833_$d.pcap" "$WORK/key${i}_dtmf_2833_$d.pcap" "$i"
+		keys="$keys${keys:+,}{\"Pcap\":\"key${i}_dtmf_2833_$d.pcap\",\"Key\":\"$d\",\"CSeq\":$cseq,\"PauseMs\":300}"
+		cseq=$((cseq + 1))
+	done
+	printf '{"Attempts":[[%s]],"WaitMs":%d,"DigitGapMs":300,"AttemptGapMs":2500,"TalkMs":%d,"Hangup":false,"Info":false,"Inband":false,"Early":false,"ByeCSeq":%d}' \
+		"$keys" "$IVR_WAIT_MS" "$CALL_MS" "$cseq" |
+		(cd "$ROOT" && go run ./scripts/tmpl "$SCEN/uac_dtmf.xml.tmpl") >"$WORK/uac_dtmf.xml" ||
+		die "rendering uac_dtmf.xml.tmpl failed"
+	if [ "$MEDIA" = 0 ]; then
+		# keys still play (they are RTP); only the talk is dropped
+		sed -i '/play_pcap_audio="g711a.pcap"/d' "$WORK/uac_dtmf.xml"
+	fi
+}
+
 RAMP_FAILED=0
 OVERLOAD_FAILED=0
 for m in $MODES; do
 	case "$m" in
-	direct) ramp ;;
+	direct) EXTRA_SECS=0 ramp direct "$UAC_SCENARIO" "$DIAL" ;;
+	ivr) render_ivr; EXTRA_SECS=$(((IVR_WAIT_MS + 300 * ${#EXT} + 999) / 1000)) ramp ivr "$WORK/uac_dtmf.xml" "$HOST" ;;
 	overload) overload ;;
 	esac
 	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
