@@ -35,6 +35,8 @@
 #   BENCH_MODE          direct, ivr, overload, or several (direct)
 #   BENCH_IVR_WAIT_MS   ivr: from the answer to the first key (1000)
 #   BENCH_STRICT        exit 1 on a failed call          (0)
+#   BENCH_OUT           write results.csv and results.svg (calls
+#                       completed / refused / failed per run) here (unset)
 #   BENCH_OVERLOAD_RATE offered calls/s of the burst     (3000)
 #   BENCH_OVERLOAD_SECS seconds of offered load          (8)
 #   BENCH_OVERLOAD_CALL_MS talk time of each call, ms    (1000)
@@ -59,6 +61,10 @@ KEEP=${BENCH_KEEP:-0}
 PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
 MEDIA=${BENCH_MEDIA:-1}
 MODES=${BENCH_MODE:-direct}
+OUT=${BENCH_OUT:-}
+if [ -n "$OUT" ]; then
+	mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+fi
 IVR_WAIT_MS=${BENCH_IVR_WAIT_MS:-1000}
 STRICT=${BENCH_STRICT:-0}
 OVL_RATE=${BENCH_OVERLOAD_RATE:-3000}
@@ -242,6 +248,14 @@ cdr_counts() {
 	echo "$total $answered $open"
 }
 
+# csv MODE OFFERED SENT CALLS COMPLETED REFUSED FAILED P95 EXIT SECS: one
+# line of BENCH_OUT/results.csv (when BENCH_OUT is set).
+csv() {
+	[ -n "$OUT" ] || return 0
+	local IFS=,
+	echo "$*" >>"$OUT/results.csv"
+}
+
 # ramp NAME SCENARIO USER: NAME's calls to USER at each of RATES.
 ramp() {
 	local name=$1 scen=$2 user=$3
@@ -301,6 +315,7 @@ ramp() {
 		FAILED_ALL=$((CALLS - SUCCEEDED))
 		printf '%8s %10s %10s %8s | %9s %9s %9s | %10s %8s %5s %6s\n' "$RATE" "$ATTEMPTED" "$OK" "$FAILED" \
 			"$CDR_ANS" "$((CDR_ALL - CDR_ANS))" "$CDR_OPEN" "$SUCCEEDED" "$FAILED_ALL" "$CODE" "$SECS"
+		csv "$name" "$RATE" "$RATE" "$CALLS" "$SUCCEEDED" 0 "$FAILED_ALL" - "$CODE" "$SECS"
 		if [ "$CODE" = 0 ] && [ "$FAILED_ALL" = 0 ] && [ "$CDR_OPEN" = 0 ]; then
 			BEST=$RATE
 		else
@@ -349,13 +364,18 @@ overload() {
 	code=$?
 	set -e
 	secs=$(( $(date +%s) - start ))
-	read -r attempted ok failed < <(awk -F';' '
+	# sent/s: what sipp really offered, its new calls over the seconds
+	# (-fd 1 periods) in which it placed any: on two shared cores sipp may
+	# not reach OVL_RATE.
+	local sent
+	read -r attempted ok failed sent < <(awk -F';' '
 		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-		{ last = $0 }
+		{ last = $0; split($0, f, ";"); if (f[col["OutgoingCall(P)"]] + 0 > 0) busy++ }
 		END {
 			n = split(last, f, ";")
-			print f[col["OutgoingCall(C)"]] + 0, f[col["SuccessfulCall(C)"]] + 0, f[col["FailedCall(C)"]] + 0
-		}' "$stats" 2>/dev/null || echo "0 0 0")
+			print f[col["OutgoingCall(C)"]] + 0, f[col["SuccessfulCall(C)"]] + 0, f[col["FailedCall(C)"]] + 0,
+				(busy ? int(f[col["OutgoingCall(C)"]] / busy + 0.5) : 0)
+		}' "$stats" 2>/dev/null || echo "0 0 0 0")
 	attempted=${attempted:-0}; ok=${ok:-0}
 	# -trace_rtt: "date_ms;response_time_ms;rtd" per measure.
 	rtt=$(ls "$WORK"/uac_overload_*_rtt.csv 2>/dev/null | head -1)
@@ -379,16 +399,23 @@ overload() {
 	failed_all=$((calls - completed - refused))
 	metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
 		grep '^vnum_calls_refused_total' || true)
-	printf '%8s %8s %10s %10s %8s %12s %12s %5s %6s\n' "offered" "calls" "completed" "refused" "failed" \
+	local goodput
+	goodput=$(awk -v c="$completed" -v a="$attempted" -v r="${sent:-0}" 'BEGIN { printf "%.0f", (a ? c * r / a : 0) }')
+	printf '%8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "offered" "sent/s" "calls" "completed" "refused" "failed" \
 		"p95 503 ms" "goodput/s" "exit" "secs"
-	printf '%8s %8s %10s %10s %8s %12s %12s %5s %6s\n' "$OVL_RATE" "$calls" "$completed" "$refused" "$failed_all" \
-		"$p95" "$(awk -v c="$completed" -v s="$OVL_SECS" 'BEGIN { printf "%.0f", c / s }')" "$code" "$secs"
+	printf '%8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "$OVL_RATE" "${sent:-0}" "$calls" "$completed" "$refused" \
+		"$failed_all" "$p95" "$goodput" "$code" "$secs"
+	csv overload "$OVL_RATE" "${sent:-0}" "$calls" "$completed" "$refused" "$failed_all" "$p95" "$code" "$secs"
 	echo "sipp: attempted $attempted, successful $ok (refusals included), failed ${failed:-0}; cdr answered $cdr_ans, open $open"
 	echo "vnum_calls_refused_total after the run (whole process):"
 	printf '%s\n' "${metrics:-  (no /metrics)}" | sed 's/^/  /'
 	if [ "$failed_all" -gt 0 ]; then
 		OVERLOAD_FAILED=1
-		head -20 "$WORK/overload_errors.log" >&2 2>/dev/null || true
+		grep -v 'Dead call' "$WORK/overload_errors.log" 2>/dev/null | head -20 >&2 || true
+	fi
+	if [ "$STRICT" = 1 ] && [ "$refused" = 0 ]; then
+		echo "bench: the burst was never refused: the 503 path went untested (raise BENCH_OVERLOAD_RATE or set BENCH_MAX_ACTIVE)" >&2
+		OVERLOAD_FAILED=1
 	fi
 }
 
@@ -446,6 +473,9 @@ render_ivr() {
 
 RAMP_FAILED=0
 OVERLOAD_FAILED=0
+if [ -n "$OUT" ]; then
+	echo "mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs" >"$OUT/results.csv"
+fi
 for m in $MODES; do
 	case "$m" in
 	direct) EXTRA_SECS=0 ramp direct "$UAC_SCENARIO" "$DIAL" ;;
@@ -454,6 +484,40 @@ for m in $MODES; do
 	esac
 	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 done
+# svg: results.svg from results.csv, one stacked bar per run (mode and
+# offered rate): the share of its calls completed, refused with 503, failed.
+svg() {
+	awk -F, '
+		NR == 1 { next }
+		{ n++; label[n] = $1 " " $2 "/s" ($3 != $2 ? " (sent " $3 "/s)" : ""); calls[n] = $4
+		  c[n] = $5; r[n] = $6; f[n] = $7 }
+		END {
+			w = 720; left = 220; bw = w - left - 20; h = 40 + 26 * n + 40
+			printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", w, h
+			printf "<text x=\"10\" y=\"20\" font-size=\"14\">vnum make bench: share of calls completed / refused (503) / failed</text>\n"
+			for (i = 1; i <= n; i++) {
+				y = 36 + 26 * (i - 1); t = calls[i] ? calls[i] : 1; x = left
+				printf "<text x=\"10\" y=\"%d\">%s</text>\n", y + 14, label[i]
+				split("#2e7d32 #f9a825 #c62828", col, " ")
+				v[1] = c[i]; v[2] = r[i]; v[3] = f[i]
+				for (k = 1; k <= 3; k++) {
+					bwid = bw * v[k] / t
+					if (bwid > 0) printf "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"%s\"><title>%d</title></rect>\n", x, y, bwid, col[k], v[k]
+					x += bwid
+				}
+			}
+			y = 36 + 26 * n + 10
+			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#2e7d32\"/><text x=\"%d\" y=\"%d\">completed</text>\n", left, y, left + 16, y + 11
+			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#f9a825\"/><text x=\"%d\" y=\"%d\">refused (503)</text>\n", left + 100, y, left + 116, y + 11
+			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#c62828\"/><text x=\"%d\" y=\"%d\">failed</text>\n", left + 220, y, left + 236, y + 11
+			print "</svg>"
+		}' "$OUT/results.csv" >"$OUT/results.svg"
+}
+if [ -n "$OUT" ]; then
+	svg
+	echo "bench: results in $OUT/results.csv and $OUT/results.svg"
+fi
+
 if [ "$STRICT" = 1 ] && [ "$RAMP_FAILED$OVERLOAD_FAILED" != 00 ]; then
 	echo "bench: failed calls (BENCH_STRICT=1)" >&2
 	exit 1
