@@ -334,6 +334,13 @@ ramp() {
 	echo "highest rate with 0 failed calls: $BEST calls/s"
 }
 
+# scrape_refused prints vnum_calls_refused_total's series from the admin
+# /metrics, "series value" a line.
+scrape_refused() {
+	curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
+		grep '^vnum_calls_refused_total' || true
+}
+
 # overload: one burst of OVL_RATE calls/s for OVL_SECS. sipp ends a call
 # vnum refused (503) as a success of its own, after measuring the time to
 # the 503 (rtd "refused", one -trace_rtt line per refused call); so
@@ -347,6 +354,7 @@ overload() {
 	budget=$((OVL_SECS + OVL_CALL_MS / 1000 + 60))
 	stats="$WORK/overload.csv"
 	read -r ROWS0 ANS0 _ < <(cdr_counts)
+	scrape_refused >"$WORK/refused_before.txt"
 	start=$(date +%s)
 	rm -f "$WORK"/uac_overload_*_rtt.csv
 	set +e
@@ -397,8 +405,10 @@ overload() {
 	completed=$(( cdr_ans < sipp_done ? cdr_ans : sipp_done ))
 	[ "$completed" -lt 0 ] && completed=0
 	failed_all=$((calls - completed - refused))
-	metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
-		grep '^vnum_calls_refused_total' || true)
+	# this burst's refusals: the counters after it less those before
+	scrape_refused >"$WORK/refused_after.txt"
+	metrics=$(awk 'NR == FNR { before[$1] = $2; next } { printf "%s %d\n", $1, $2 - before[$1] }' \
+		"$WORK/refused_before.txt" "$WORK/refused_after.txt")
 	local goodput
 	goodput=$(awk -v c="$completed" -v a="$attempted" -v r="${sent:-0}" 'BEGIN { printf "%.0f", (a ? c * r / a : 0) }')
 	printf '%8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "offered" "sent/s" "calls" "completed" "refused" "failed" \
@@ -407,11 +417,14 @@ overload() {
 		"$failed_all" "$p95" "$goodput" "$code" "$secs"
 	csv overload "$OVL_RATE" "${sent:-0}" "$calls" "$completed" "$refused" "$failed_all" "$p95" "$code" "$secs"
 	echo "sipp: attempted $attempted, successful $ok (refusals included), failed ${failed:-0}; cdr answered $cdr_ans, open $open"
-	echo "vnum_calls_refused_total after the run (whole process):"
+	echo "vnum_calls_refused_total during the burst (/metrics after less before):"
 	printf '%s\n' "${metrics:-  (no /metrics)}" | sed 's/^/  /'
 	if [ "$failed_all" -gt 0 ]; then
 		OVERLOAD_FAILED=1
-		grep -v 'Dead call' "$WORK/overload_errors.log" 2>/dev/null | head -20 >&2 || true
+		# sipp's log of unexpected messages, without the 503s vnum
+		# retransmitted after sipp's ACK-and-end (RFC 3261 17.2.1)
+		awk '/^.?[0-9]{4}-[0-9][0-9]-[0-9][0-9]\t/ { keep = ($0 !~ /Dead call/) } keep' \
+			"$WORK/overload_errors.log" 2>/dev/null | head -30 >&2 || true
 	fi
 	if [ "$STRICT" = 1 ] && [ "$refused" = 0 ]; then
 		echo "bench: the burst was never refused: the 503 path went untested (raise BENCH_OVERLOAD_RATE or set BENCH_MAX_ACTIVE)" >&2
