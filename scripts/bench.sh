@@ -386,7 +386,7 @@ overload() {
 		}' "$stats" 2>/dev/null || echo "0 0 0 0")
 	attempted=${attempted:-0}; ok=${ok:-0}
 	# -trace_rtt: "date_ms;response_time_ms;rtd" per measure.
-	rtt=$(ls "$WORK"/uac_overload_*_rtt.csv 2>/dev/null | head -1)
+	rtt=$(ls "$WORK"/uac_overload_*_rtt.csv 2>/dev/null | head -1 || true)
 	refused=0; p95=-
 	if [ -n "$rtt" ]; then
 		refused=$(awk -F';' '$3 ~ /refused/ { n++ } END { print n + 0 }' "$rtt")
@@ -532,7 +532,7 @@ if [ -n "$OUT" ]; then
 fi
 
 if [ "$STRICT" = 1 ] && [ "$RAMP_FAILED$OVERLOAD_FAILED" != 00 ]; then
-	echo "bench: failed calls (BENCH_STRICT=1)" >&2
+	echo "bench: failed (BENCH_STRICT=1): see above" >&2
 	exit 1
 fi
 
