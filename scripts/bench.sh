@@ -220,7 +220,14 @@ else
 	UAC_SCENARIO="$WORK/uac_direct_nomedia.xml"
 fi
 
-novnumenv "$VNUM" --config "$CONFIG" serve >"$WORK/vnum-serve.log" 2>&1 &
+# Not through novnumenv: a function run with & is a subshell, and $! would
+# be its PID, not vnum's (cleanup's TERM then left vnum running). env
+# execs vnum in place, so $! is vnum itself.
+NOVNUM=()
+for v in $(compgen -e); do
+	case "$v" in VNUM_*) NOVNUM+=(-u "$v") ;; esac
+done
+env "${NOVNUM[@]}" "$VNUM" --config "$CONFIG" serve >"$WORK/vnum-serve.log" 2>&1 &
 PIDS+=($!)
 VNUM_PID=$!
 for _ in $(seq 1 100); do
