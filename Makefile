@@ -5,6 +5,9 @@
 #   make demo    build and run `vnum demo`: the whole call path on loopback
 #   make test    every test (unit, in-process end to end, SIPp and baresip)
 #   make bench   Go benchmarks, then SIPp load through the built binary
+#                (direct and IVR ramps, an overload burst; scripts/bench.sh)
+#   make bench-smoke  one low rate of each and a tiny overload burst;
+#                fails on any failed call (CI)
 #   make fuzz    a short run of every fuzz target
 #   make prompts regenerate the IVR prompts (espeak-ng + sox; the WAVs are committed)
 
@@ -22,7 +25,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .DEFAULT_GOAL := build
 
-.PHONY: build install test race demo bench bench-go bench-sipp fuzz vet clean
+.PHONY: build install test race demo bench bench-go bench-sipp bench-smoke fuzz vet clean
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
@@ -48,8 +51,21 @@ bench: bench-go bench-sipp
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./media/ ./sip/... ./binding/...
 
+# BENCH_MODE and the other knobs of scripts/bench.sh pass through.
+BENCH_MODE ?= direct ivr overload
+# results.csv and results.svg go to bin/bench.
 bench-sipp: build
-	VNUM_BIN=$(CURDIR)/$(BIN) ./scripts/bench.sh
+	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
+
+# A smoke run of the load test for CI (well under a minute): 10 calls/s
+# for 2 s with media, direct and IVR, then 200 calls/s for 2 s against
+# calls.max_active 20, where every attempt must complete or be refused
+# with 503 (and some must be refused).
+bench-smoke: build
+	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload" BENCH_STRICT=1 \
+		BENCH_RATES=10 BENCH_CALLS_FACTOR=2 BENCH_CALL_MS=1000 \
+		BENCH_OVERLOAD_RATE=200 BENCH_OVERLOAD_SECS=2 BENCH_MAX_ACTIVE=20 \
+		./scripts/bench.sh
 
 # Each fuzz target for FUZZTIME (go test -fuzz takes one target at a time).
 fuzz:
