@@ -139,6 +139,7 @@ const (
 	reasonMediaTimeout
 	reasonMaxDuration
 	reasonShutdown
+	reasonStoreSlow
 	reasonInternal
 )
 
@@ -169,6 +170,7 @@ var endings = map[endReason]ending{
 	reasonMediaTimeout:     {"media timeout", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
 	reasonMaxDuration:      {"maximum duration", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
 	reasonShutdown:         {"server shutdown", sip.StatusServiceUnavailable, callrec.DispositionFailed, callrec.HangupSystem},
+	reasonStoreSlow:        {"store too slow", sip.StatusServiceUnavailable, callrec.DispositionFailed, callrec.HangupSystem},
 	reasonInternal:         {"internal error", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
 }
 

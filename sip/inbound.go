@@ -379,6 +379,11 @@ func (c *call) resolve(ext string) (Target, endReason) {
 			return Target{}, r
 		}
 		return Target{}, reasonExpired
+	case errors.Is(err, context.DeadlineExceeded):
+		// A passing shortage: a caller not yet answered (early mode) hears
+		// 503 with Retry-After, not 500.
+		c.log.Warn("binding lookup: store too slow", "error", err)
+		return Target{}, reasonStoreSlow
 	default:
 		c.log.Error("binding lookup", "error", err)
 		return Target{}, reasonInternal

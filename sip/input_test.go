@@ -113,6 +113,7 @@ func TestStatusForReason(t *testing.T) {
 		{reasonMediaTimeout, 500, "failed", "system"},
 		{reasonMaxDuration, 500, "failed", "system"},
 		{reasonShutdown, 503, "failed", "system"},
+		{reasonStoreSlow, 503, "failed", "system"},
 		{reasonInternal, 500, "failed", "system"},
 	} {
 		t.Run(tc.r.Error(), func(t *testing.T) {

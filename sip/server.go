@@ -131,11 +131,11 @@ type Server struct {
 	trunkAddr string    // trunk.outbound's host resolved, IP:port
 	trunkAt   time.Time // when trunkAddr was looked up
 
-	live  *registry // the calls in progress
+	live *registry // the calls in progress
 	// backlog writes the CDR ends the store refused once it is back.
 	backlog *cdrBacklog
-	regs  *registrar
-	walks *walkLimit // security.invalid_extensions
+	regs    *registrar
+	walks   *walkLimit // security.invalid_extensions
 	// admission refuses new calls vnum cannot take well (SPEC §8).
 	admission *admission
 

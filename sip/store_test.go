@@ -130,3 +130,27 @@ func stackHas(fn string) bool {
 	n := runtime.Stack(buf, true)
 	return strings.Contains(string(buf[:n]), fn)
 }
+
+// TestStoreStallDuringEarlyIVR: in early mode the caller has no 200 yet
+// when the lookup of its extension stalls: it hears 503 with Retry-After
+// (a passing shortage), not 500.
+func TestStoreStallDuringEarlyIVR(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"},
+		func(o *Options) { o.StoreTimeout, o.AnswerMode = timeout, "early" },
+		func(r *fakeRouter) Router {
+			return &stallingRouter{fakeRouter: r, stall: "resolve", deadlines: make(chan time.Duration, 8)}
+		})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 503, dr.Res.StatusCode)
+	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
+	cdr := e.router.waitEnded(t)
+	require.Equal(t, "failed", string(cdr.Disposition))
+	require.Equal(t, 503, cdr.SIPStatus)
+	e.waitNoCalls()
+}
