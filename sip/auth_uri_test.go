@@ -35,13 +35,7 @@ func TestDigestURIBoundToRequestURI(t *testing.T) {
 	} {
 		send := func(signed string) *sip.Response {
 			t.Helper()
-			req := sip.NewRequest(tc.method, tc.target)
-			aor := sip.Uri{Scheme: "sip", User: "alice", Host: vnum.Host}
-			from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
-			from.Params.Add("tag", sip.GenerateTagN(8))
-			req.AppendHeader(from)
-			req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
-			req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1"}})
+			req := aliceRequest(tc.method, tc.target, vnum.Host)
 			res, err := client.Do(ctx, req)
 			require.NoError(t, err)
 			require.Contains(t, []int{401, 407}, res.StatusCode)
@@ -72,4 +66,17 @@ func newRawClient(t *testing.T, name string) *sipgo.Client {
 	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
 	require.NoError(t, err)
 	return client
+}
+
+// aliceRequest is a request from account alice (From and To her address on
+// host, a Contact on loopback), without credentials.
+func aliceRequest(method sip.RequestMethod, target sip.Uri, host string) *sip.Request {
+	req := sip.NewRequest(method, target)
+	aor := sip.Uri{Scheme: "sip", User: "alice", Host: host}
+	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(8))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1"}})
+	return req
 }

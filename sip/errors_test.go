@@ -96,13 +96,7 @@ func TestReplayedNonceChallengedAgain(t *testing.T) {
 	defer cancel()
 
 	vnum := sip.Uri{Scheme: "sip", Host: e.vnum.Addr().String(), Port: int(e.vnum.Port())}
-	req := sip.NewRequest(sip.REGISTER, vnum)
-	aor := sip.Uri{Scheme: "sip", User: "alice", Host: vnum.Host}
-	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
-	from.Params.Add("tag", sip.GenerateTagN(8))
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
-	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1"}})
+	req := aliceRequest(sip.REGISTER, vnum, vnum.Host)
 	res, err := client.Do(ctx, req)
 	require.NoError(t, err)
 	require.Equal(t, 401, res.StatusCode)
