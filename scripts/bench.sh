@@ -263,6 +263,26 @@ csv() {
 	echo "$*" >>"$OUT/results.csv"
 }
 
+# uac SCENARIO USER CALL_MS RATE CALLS LIMIT BUDGET STATS LOG [SIPP ARGS...]:
+# the SIPp softphone account dials USER with SCENARIO, CALLS calls at RATE
+# per second (at most LIMIT at once), each CALL_MS long, within BUDGET
+# seconds; its statistics go to STATS, its errors and screen to
+# $WORK/LOG_errors.log and $WORK/LOG_screen.log. Returns SIPp's exit code.
+uac() {
+	local scen=$1 user=$2 call_ms=$3 rate=$4 calls=$5 limit=$6 budget=$7 stats=$8 log=$9
+	shift 9
+	timeout --kill-after=10 $((budget + 15)) \
+		sipp -sf "$scen" "127.0.0.1:$SIP_PORT" \
+		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
+		-s "$user" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
+		-auth_uri "$user@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
+		-d "$call_ms" -r "$rate" -m "$calls" -l "$limit" \
+		-timeout "${budget}s" -timeout_error \
+		-trace_stat -stf "$stats" -fd 1 "$@" \
+		-trace_err -error_file "$WORK/${log}_errors.log" \
+		-nostdin >"$WORK/${log}_screen.log" 2>&1
+}
+
 # ramp NAME SCENARIO USER: NAME's calls to USER at each of RATES.
 ramp() {
 	local name=$1 scen=$2 user=$3
@@ -283,16 +303,7 @@ ramp() {
 		STATS="$WORK/${name}_${RATE}.csv"
 		START=$(date +%s)
 		set +e
-		timeout --kill-after=10 $((BUDGET + 15)) \
-			sipp -sf "$scen" "127.0.0.1:$SIP_PORT" \
-			-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
-			-s "$user" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
-			-auth_uri "$user@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
-			-d "$CALL_MS" -r "$RATE" -m "$CALLS" -l "$LIMIT" \
-			-timeout "${BUDGET}s" -timeout_error \
-			-trace_stat -stf "$STATS" -fd 1 \
-			-trace_err -error_file "$WORK/${name}_${RATE}_errors.log" \
-			-nostdin >"$WORK/${name}_${RATE}_screen.log" 2>&1
+		uac "$scen" "$user" "$CALL_MS" "$RATE" "$CALLS" "$LIMIT" "$BUDGET" "$STATS" "${name}_${RATE}"
 		CODE=$?
 		set -e
 		SECS=$(( $(date +%s) - START ))
@@ -365,17 +376,8 @@ overload() {
 	start=$(date +%s)
 	rm -f "$WORK"/uac_overload_*_rtt.csv
 	set +e
-	timeout --kill-after=10 $((budget + 15)) \
-		sipp -sf "$WORK/uac_overload.xml" "127.0.0.1:$SIP_PORT" \
-		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
-		-s "$DIAL" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
-		-auth_uri "$DIAL@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
-		-d "$OVL_CALL_MS" -r "$OVL_RATE" -m "$calls" -l "$limit" \
-		-timeout "${budget}s" -timeout_error \
-		-trace_stat -stf "$stats" -fd 1 \
-		-trace_rtt -rtt_freq 1 \
-		-trace_err -error_file "$WORK/overload_errors.log" \
-		-nostdin >"$WORK/overload_screen.log" 2>&1
+	uac "$WORK/uac_overload.xml" "$DIAL" "$OVL_CALL_MS" "$OVL_RATE" "$calls" "$limit" "$budget" "$stats" overload \
+		-trace_rtt -rtt_freq 1
 	code=$?
 	set -e
 	secs=$(( $(date +%s) - start ))
