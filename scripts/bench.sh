@@ -46,6 +46,9 @@
 #   BENCH_CALL_MS       talk time of each call, ms      (3000)
 #   BENCH_STOP_ON_FAIL  stop after the first failing rate (1)
 #   BENCH_KEEP          keep the work folder and its logs (0)
+#   BENCH_PROFILE       seconds of CPU profile to take from vnum (admin.pprof)
+#                       during each ramp rate, kept as cpu-MODE-RATE.pprof in
+#                       the work folder (implies BENCH_KEEP=1) (off)
 #   BENCH_RTP_PORTS     vnum's media.rtp_ports           (40000-49999)
 #   BENCH_MEDIA         1: callers send PCMA and the carrier echoes it;
 #                       0: no RTP (signalling and store only) (1)
@@ -58,6 +61,9 @@ FACTOR=${BENCH_CALLS_FACTOR:-10}
 CALL_MS=${BENCH_CALL_MS:-3000}
 STOP_ON_FAIL=${BENCH_STOP_ON_FAIL:-1}
 KEEP=${BENCH_KEEP:-0}
+PROFILE=${BENCH_PROFILE:-}
+PPROF=false
+if [ -n "$PROFILE" ]; then KEEP=1 PPROF=true; fi
 PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
 MEDIA=${BENCH_MEDIA:-1}
 MODES=${BENCH_MODE:-direct}
@@ -190,6 +196,7 @@ store:
   dsn: $WORK/vnum.db
 admin:
   listen: 127.0.0.1:$ADMIN_PORT
+  pprof: $PPROF
 EOF
 
 vnum() { novnumenv "$VNUM" --config "$CONFIG" "$@"; }
@@ -302,9 +309,16 @@ ramp() {
 		BUDGET=$((CALLS / RATE + CALL_MS / 1000 + EXTRA_SECS + 60))
 		STATS="$WORK/${name}_${RATE}.csv"
 		START=$(date +%s)
+		PROF_PID=
+		if [ -n "$PROFILE" ]; then
+			curl -sf -o "$WORK/cpu-${name}-${RATE}.pprof" \
+				"http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE" &
+			PROF_PID=$!
+		fi
 		set +e
 		uac "$scen" "$user" "$CALL_MS" "$RATE" "$CALLS" "$LIMIT" "$BUDGET" "$STATS" "${name}_${RATE}"
 		CODE=$?
+		[ -n "$PROF_PID" ] && wait "$PROF_PID"
 		set -e
 		SECS=$(( $(date +%s) - START ))
 		# The last line of sipp's -trace_stat CSV has the cumulative counters.
