@@ -24,7 +24,7 @@ const (
 	refusedMaxActive  = "max_active"  // calls.max_active calls admitted
 	refusedRTPPorts   = "rtp_ports"   // no free RTP port pair for a call
 	refusedInviteRate = "invite_rate" // a source over security.invite_rate
-	refusedSaturated  = "saturated"   // too many INVITEs still being set up
+	refusedSaturated  = "saturated"   // SIP datagrams wait to be read, or too many INVITEs in setup
 	refusedStoreSlow  = "store_slow"  // a store answer later than store.timeout
 )
 
@@ -47,6 +47,7 @@ const DefaultMaxSetup = 256
 type admission struct {
 	maxActive int64
 	maxSetup  int64
+	maxQueue  time.Duration // Options.MaxQueueDelay; 0: no check
 	// admitted counts INVITEs admitted and not yet done with: calls in
 	// progress (until they leave the registry) and those still being set
 	// up. It is what
@@ -70,6 +71,12 @@ func newAdmission(o Options) *admission {
 	}
 	if a.maxSetup <= 0 {
 		a.maxSetup = DefaultMaxSetup
+	}
+	switch {
+	case o.MaxQueueDelay == 0:
+		a.maxQueue = DefaultMaxQueueDelay
+	case o.MaxQueueDelay > 0:
+		a.maxQueue = o.MaxQueueDelay
 	}
 	if o.InviteRate > 0 {
 		a.rate = newInviteRate(o.InviteRate, o.Now)
@@ -111,11 +118,16 @@ func (t *ticket) release() {
 }
 
 // admit decides on a new INVITE before anything else is done for it, in
-// the order of what each check costs: the source's rate, the places for
-// calls, the RTP ports, the INVITEs in setup. A refused INVITE is
+// the order of what each check costs: the process keeping up with its SIP
+// socket, the source's rate, the places for calls, the RTP ports, the
+// INVITEs in setup. A refused INVITE is
 // answered here (503 with Retry-After) and counted.
 func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, bool) {
 	a := s.admission
+	if a.maxQueue > 0 && s.queue.latest() > a.maxQueue {
+		s.refuse(req, tx, ErrSaturated)
+		return nil, false
+	}
 	if a.rate != nil && !s.fromTrunk(req) {
 		// The trunk's few addresses carry every PSTN call: only other
 		// sources are limited.

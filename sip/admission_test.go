@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -267,4 +268,71 @@ func TestSaturatedRefusesAtOnce(t *testing.T) {
 	nextSession(t, e.carrier)
 	require.NoError(t, r.d.Bye(ctx))
 	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
+}
+
+// TestQueueDelayRefusesAsSaturated: when the SIP datagrams vnum reads
+// have waited in the socket longer than Options.MaxQueueDelay (here a
+// server clock ahead of the kernel's by a second: every datagram looks a
+// second old), a new INVITE gets 503 with Retry-After before any store
+// lookup, counted as saturated; once datagrams are read fresh again calls
+// are taken as before.
+func TestQueueDelayRefusesAsSaturated(t *testing.T) {
+	t.Parallel()
+	var ahead atomic.Int64
+	e, cr := newCountingEnv(t, func(o *Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	ahead.Store(int64(time.Second))
+	storeCalls := cr.calls.Load()
+	requireOverload(t, invite(t, e, e.phone, testHost+"-"+testExt))
+	require.Equal(t, storeCalls, cr.calls.Load(), "the refused INVITE made no store call")
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
+	require.GreaterOrEqual(t, e.srv.QueueDelay(), time.Second)
+
+	ahead.Store(0)
+	d, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err, "datagrams read fresh: the call is taken")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
+	require.Less(t, e.srv.QueueDelay(), time.Second)
+}
+
+// TestStampedConnMeasuresWait: a datagram left 30 ms in a stamped socket
+// is read as having waited at least that long (the kernel's receive
+// stamp, not the time of the read).
+func TestStampedConnMeasuresWait(t *testing.T) {
+	t.Parallel()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	q := newQueueDelay(nil)
+	pc, err := stampReads(conn, q)
+	require.NoError(t, err)
+	tx, err := net.DialUDP("udp", nil, conn.LocalAddr().(*net.UDPAddr))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Close() })
+
+	// The kernel turns stamping on for the machine a moment after the
+	// first socket asks (net_enable_timestamp defers it): until then a
+	// datagram is stamped when it is read. Each round waits, so the first
+	// stamped one shows the wait.
+	const wait = 30 * time.Millisecond
+	buf := make([]byte, 1500)
+	for range 50 {
+		_, err = tx.Write([]byte("OPTIONS sip:x SIP/2.0\r\n\r\n"))
+		require.NoError(t, err)
+		time.Sleep(wait) // the wait being measured
+		n, from, err := pc.ReadFrom(buf)
+		require.NoError(t, err)
+		require.Equal(t, "OPTIONS sip:x SIP/2.0\r\n\r\n", string(buf[:n]))
+		require.Equal(t, tx.LocalAddr().String(), from.String())
+		if q.latest() >= wait {
+			return
+		}
+	}
+	t.Fatalf("no datagram of 50 was read as having waited %v (last: %v)", wait, q.latest())
 }

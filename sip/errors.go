@@ -38,8 +38,9 @@ var (
 	// ErrInviteRate refuses a new INVITE from a source over
 	// security.invite_rate (SPEC §8).
 	ErrInviteRate = errors.New("too many INVITEs from this source")
-	// ErrSaturated refuses a new call while too many INVITEs are still
-	// being set up: the process or its store no longer keeps up (SPEC §8).
+	// ErrSaturated refuses a new call while SIP datagrams wait too long
+	// to be read or too many INVITEs are still being set up: the process
+	// or its store no longer keeps up (SPEC §8).
 	ErrSaturated = errors.New("server saturated")
 )
 

@@ -96,6 +96,11 @@ type Options struct {
 	// store lookups, the CDR's first write) before new ones get 503 as the
 	// process saturates; zero means DefaultMaxSetup.
 	MaxSetup int
+	// MaxQueueDelay is how long the SIP datagram read last may have
+	// waited in its UDP socket before new INVITEs get 503 as the process
+	// saturates; zero means DefaultMaxQueueDelay, negative turns the
+	// check off.
+	MaxQueueDelay time.Duration
 
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
 	// operator configuration. Nil is the system's resolver. No name taken
@@ -138,6 +143,7 @@ type Server struct {
 	walks   *walkLimit // security.invalid_extensions
 	// admission refuses new calls vnum cannot take well (SPEC §8).
 	admission *admission
+	queue     *queueDelay // how long SIP datagrams wait before vnum reads them
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -178,6 +184,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 
 		admission: newAdmission(opts),
+		queue:     newQueueDelay(opts.Now),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
 	if opts.TrunkOutbound != "" {
@@ -306,7 +313,7 @@ func (s *Server) serve() {
 		go func() {
 			var err error
 			switch ln := l.closer.(type) {
-			case *net.UDPConn:
+			case net.PacketConn:
 				err = s.srv.ServeUDP(ln)
 			case net.Listener:
 				if l.network == "tls" {
@@ -352,7 +359,11 @@ func (s *Server) listen(raw string) error {
 		if err := conn.SetReadBuffer(udpReadBuffer); err != nil {
 			s.log.Warn("cannot enlarge SIP UDP receive buffer", "error", err)
 		}
-		s.listeners = append(s.listeners, listener{"udp", conn.LocalAddr(), conn})
+		pc, err := stampReads(conn, s.queue)
+		if err != nil {
+			s.log.Warn("no receive stamps on the SIP UDP socket: saturation is seen later", "error", err)
+		}
+		s.listeners = append(s.listeners, listener{"udp", conn.LocalAddr(), pc})
 	case "tcp":
 		ln, err := net.Listen("tcp", u.Host)
 		if err != nil {

@@ -46,6 +46,9 @@ type callStats struct {
 	// pendingCDRs returns the finished calls whose record waits for the
 	// store to answer again.
 	pendingCDRs func() int
+	// queueDelay returns how long the SIP datagram read last had waited
+	// in its socket.
+	queueDelay func() time.Duration
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -78,6 +81,12 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			Namespace: "vnum", Name: "cdrs_pending",
 			Help: "Finished calls whose record waits for the store to answer again.",
 		}, func() float64 { return float64(stats.pendingCDRs()) }))
+	}
+	if stats.queueDelay != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "sip_queue_delay_seconds",
+			Help: "How long the SIP datagram read last had waited in its UDP socket; above 0.1 new INVITEs are refused as saturated.",
+		}, func() float64 { return stats.queueDelay().Seconds() }))
 	}
 	if stats.panics != nil {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -134,11 +134,12 @@ func TestAdminMetrics(t *testing.T) {
 		messagesRefused: func() int64 { return 7 },
 		panics:          func() int64 { return 2 },
 		pendingCDRs:     func() int { return 4 },
+		queueDelay:      func() time.Duration { return 250 * time.Millisecond },
 	})
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
 	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7", "vnum_sip_panics_total 2", "vnum_cdrs_pending 4",
-		"go_goroutines ", "process_start_time_seconds "} {
+		"vnum_sip_queue_delay_seconds 0.25", "go_goroutines ", "process_start_time_seconds "} {
 		require.Contains(t, body, want)
 	}
 	status, body = get(t, url+"/healthz", "")

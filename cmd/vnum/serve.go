@@ -107,7 +107,8 @@ func checkMediaIP(m config.Media) error {
 // stats are the SIP server's counters /metrics reads.
 func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
-		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs}
+		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
+		queueDelay: n.sip.QueueDelay}
 }
 
 // stop drains the calls in progress (SPEC §8) and closes the store.
