@@ -60,6 +60,7 @@ type admission struct {
 	// saturated process (DefaultMaxSetup).
 	setup   atomic.Int64
 	rate    *inviteRate
+	load    *sourceLoad
 	refused map[string]*atomic.Int64 // fixed keys (refusedReasons)
 }
 
@@ -81,6 +82,7 @@ func newAdmission(o Options) *admission {
 	if o.InviteRate > 0 {
 		a.rate = newInviteRate(o.InviteRate, o.Now)
 	}
+	a.load = newSourceLoad(o.Now)
 	for _, r := range refusedReasons {
 		a.refused[r] = new(atomic.Int64)
 	}
@@ -118,24 +120,26 @@ func (t *ticket) release() {
 }
 
 // admit decides on a new INVITE before anything else is done for it, in
-// the order of what each check costs: the process keeping up with its SIP
-// socket, the source's rate, the places for calls, the RTP ports, the
-// INVITEs in setup. A refused INVITE is
-// answered here (503 with Retry-After) and counted.
+// the order of what each check costs: the source's rate, the places for
+// calls, the RTP ports, then whether the process keeps up (its SIP socket
+// read without delay, few INVITEs in setup). A saturated process refuses
+// the sources that send the most first: a source sending less than half
+// its share still gets through, so that a flood from one address does not
+// shut out a merchant's softphone or a trunk beside it (SPEC §8). A
+// refused INVITE is answered here (503 with Retry-After) and counted.
 func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, bool) {
 	a := s.admission
-	if a.maxQueue > 0 && s.queue.latest() > a.maxQueue {
-		s.refuse(req, tx, ErrSaturated)
-		return nil, false
-	}
-	if a.rate != nil && !s.fromTrunk(req) {
+	src, srcErr := netip.ParseAddr(sourceHost(req))
+	src = src.Unmap()
+	if a.rate != nil && srcErr == nil && !s.fromTrunk(req) {
 		// The trunk's few addresses carry every PSTN call: only other
 		// sources are limited.
-		if ip, err := netip.ParseAddr(sourceHost(req)); err == nil && !a.rate.take(ip.Unmap()) {
+		if !a.rate.take(src) {
 			s.refuse(req, tx, ErrInviteRate)
 			return nil, false
 		}
 	}
+	light := srcErr == nil && a.load.light(src)
 	t := &ticket{a: a, placed: true, inSetup: true}
 	n := a.admitted.Add(1)
 	inSetup := a.setup.Add(1)
@@ -145,7 +149,10 @@ func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, boo
 		err = ErrMaxActive
 	case !s.opts.Ports.Available(pairsPerCall):
 		err = media.ErrNoPorts
-	case inSetup > a.maxSetup:
+	case inSetup > 2*a.maxSetup:
+		err = ErrSaturated // no source is light enough for this many
+	case light:
+	case inSetup > a.maxSetup, a.maxQueue > 0 && s.queue.latest() > a.maxQueue:
 		err = ErrSaturated
 	}
 	if err != nil {
@@ -243,4 +250,51 @@ func (l *inviteRate) sources() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.buckets)
+}
+
+// sourceLoad counts each source address's new INVITEs over the current
+// and the previous second, so that a saturated process can tell the
+// sources sending the most from those sending little.
+type sourceLoad struct {
+	now func() time.Time
+
+	mu          sync.Mutex
+	start       time.Time // of the current second
+	cur, prev   map[netip.Addr]int
+	curN, prevN int
+}
+
+func newSourceLoad(now func() time.Time) *sourceLoad {
+	if now == nil {
+		now = time.Now
+	}
+	return &sourceLoad{now: now, cur: make(map[netip.Addr]int), prev: make(map[netip.Addr]int)}
+}
+
+// light counts one new INVITE from src and reports whether src sends less
+// than half the mean of the sources seen in the last two seconds. A lone
+// source is never light; nor, past maxRateSources sources in a second, is
+// one not yet counted (a flood from spoofed addresses grows no memory).
+func (l *sourceLoad) light(src netip.Addr) bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d := now.Sub(l.start); d >= time.Second || d < 0 {
+		l.prev, l.cur = l.cur, l.prev
+		l.prevN, l.curN = l.curN, 0
+		clear(l.cur)
+		if d >= 2*time.Second || d < 0 {
+			clear(l.prev) // a quiet second in between
+			l.prevN = 0
+		}
+		l.start = now
+	}
+	if _, ok := l.cur[src]; !ok && len(l.cur) >= maxRateSources {
+		return false
+	}
+	l.cur[src]++
+	l.curN++
+	mine, total := l.cur[src]+l.prev[src], l.curN+l.prevN
+	sources := max(len(l.cur), len(l.prev))
+	return 2*mine*sources < total
 }

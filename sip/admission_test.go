@@ -286,6 +286,7 @@ func TestQueueDelayRefusesAsSaturated(t *testing.T) {
 	defer cancel()
 
 	ahead.Store(int64(time.Second))
+	standingQueue(t, e)
 	storeCalls := cr.calls.Load()
 	requireOverload(t, invite(t, e, e.phone, testHost+"-"+testExt))
 	require.Equal(t, storeCalls, cr.calls.Load(), "the refused INVITE made no store call")
@@ -301,8 +302,40 @@ func TestQueueDelayRefusesAsSaturated(t *testing.T) {
 	require.Less(t, e.srv.QueueDelay(), time.Second)
 }
 
-// TestStampedConnMeasuresWait: a datagram left 30 ms in a stamped socket
-// is read as having waited at least that long (the kernel's receive
+// standingQueue sends vnum enough OPTIONS that the queue delay it reads
+// stands for all of the last datagrams, not for one.
+func standingQueue(t *testing.T, e *testEnv) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range queueSamples {
+		req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: int(e.vnum.Port())})
+		res, err := e.phone.Client.Do(ctx, req)
+		require.NoError(t, err)
+		require.Equal(t, 200, res.StatusCode)
+	}
+}
+
+// TestQueueDelayNeedsStandingQueue: one datagram that waited long among
+// fresh ones does not count as a standing queue; a run of late ones does.
+func TestQueueDelayNeedsStandingQueue(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	q := newQueueDelay(func() time.Time { return now })
+	for range queueSamples - 1 {
+		q.observe(now.Add(-time.Second))
+	}
+	require.Zero(t, q.latest(), "fewer late datagrams than samples")
+	q.observe(now.Add(-time.Second))
+	require.Equal(t, time.Second, q.latest(), "every one of the last datagrams waited")
+	q.observe(now)
+	require.Zero(t, q.latest(), "a fresh one: the queue is gone")
+	q.observe(now.Add(-time.Second))
+	require.Zero(t, q.latest(), "one late datagram among fresh ones")
+}
+
+// TestStampedConnMeasuresWait: datagrams left 30 ms in a stamped socket
+// are read as having waited at least that long (the kernel's receive
 // stamp, not the time of the read).
 func TestStampedConnMeasuresWait(t *testing.T) {
 	t.Parallel()
@@ -319,20 +352,78 @@ func TestStampedConnMeasuresWait(t *testing.T) {
 	// The kernel turns stamping on for the machine a moment after the
 	// first socket asks (net_enable_timestamp defers it): until then a
 	// datagram is stamped when it is read. Each round waits, so the first
-	// stamped one shows the wait.
+	// stamped ones show the wait.
 	const wait = 30 * time.Millisecond
 	buf := make([]byte, 1500)
-	for range 50 {
-		_, err = tx.Write([]byte("OPTIONS sip:x SIP/2.0\r\n\r\n"))
-		require.NoError(t, err)
+	for range 20 {
+		for range queueSamples {
+			_, err = tx.Write([]byte("OPTIONS sip:x SIP/2.0\r\n\r\n"))
+			require.NoError(t, err)
+		}
 		time.Sleep(wait) // the wait being measured
-		n, from, err := pc.ReadFrom(buf)
-		require.NoError(t, err)
-		require.Equal(t, "OPTIONS sip:x SIP/2.0\r\n\r\n", string(buf[:n]))
-		require.Equal(t, tx.LocalAddr().String(), from.String())
+		for range queueSamples {
+			n, from, err := pc.ReadFrom(buf)
+			require.NoError(t, err)
+			require.Equal(t, "OPTIONS sip:x SIP/2.0\r\n\r\n", string(buf[:n]))
+			require.Equal(t, tx.LocalAddr().String(), from.String())
+		}
 		if q.latest() >= wait {
 			return
 		}
 	}
-	t.Fatalf("no datagram of 50 was read as having waited %v (last: %v)", wait, q.latest())
+	t.Fatalf("no round of 20 was read as having waited %v (last: %v)", wait, q.latest())
+}
+
+// TestSaturationSparesLightSource: while vnum is saturated, a flood from
+// one address is refused, and a softphone on another address sending
+// little still gets its call through (SPEC §8: refuse instead of
+// collapsing, and not at the expense of every other caller).
+func TestSaturationSparesLightSource(t *testing.T) {
+	t.Parallel()
+	var ahead atomic.Int64
+	e, _ := newCountingEnv(t, func(o *Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ahead.Store(int64(time.Second)) // every datagram read a second late
+	standingQueue(t, e)
+
+	for range 20 {
+		requireOverload(t, invite(t, e, e.phone, testHost+"-"+testExt))
+	}
+	require.EqualValues(t, 20, e.srv.RefusedCalls()[refusedSaturated])
+
+	light, err := sipua.NewSoftphoneAt(netip.MustParseAddr("127.0.0.2"), "alice", "s3cret", nil)
+	require.NoError(t, err)
+	t.Cleanup(light.Close)
+	d, err := light.Call(ctx, e.vnum, testHost+"-"+testExt)
+	require.NoError(t, err, "a light source is taken while the flood is refused")
+	nextSession(t, e.carrier)
+	require.NoError(t, d.Bye(ctx))
+	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
+	require.EqualValues(t, 20, e.srv.RefusedCalls()[refusedSaturated])
+}
+
+// TestSourceLoadLight: the share rule of sourceLoad on a stepped clock.
+func TestSourceLoadLight(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	l := newSourceLoad(func() time.Time { return now })
+	flood, phone := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for range 10 {
+		require.False(t, l.light(flood), "a lone source is never light")
+	}
+	require.True(t, l.light(phone), "1 of 11 INVITEs from two sources")
+	require.True(t, l.light(phone), "2 of 12")
+	require.True(t, l.light(phone), "3 of 13 is under half the mean of 6.5")
+	require.False(t, l.light(phone), "4 of 14 is not")
+
+	now = now.Add(time.Second) // the last second still counts
+	require.False(t, l.light(phone), "5 of 15")
+	require.False(t, l.light(flood))
+
+	now = now.Add(3 * time.Second) // after a quiet second the past is gone
+	require.False(t, l.light(phone), "alone again")
+	require.Equal(t, 1, l.curN+l.prevN)
 }

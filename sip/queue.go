@@ -2,6 +2,7 @@ package sip
 
 import (
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -19,10 +20,24 @@ const DefaultMaxQueueDelay = 100 * time.Millisecond
 // (SO_TIMESTAMPNS) to the read. It is the earliest sign of a process
 // saturating (SPEC §8): it rises before a single INVITE is late enough to
 // be retransmitted, and it costs one clock read per datagram.
+//
+// What counts is the least wait of the last queueSamples datagrams, as
+// CoDel (RFC 8289) judges a queue by its minimum sojourn time: a standing
+// queue delays every datagram, while one datagram that waited out a
+// moment's pause (a descheduled thread, a burst) does not make vnum
+// refuse calls.
 type queueDelay struct {
-	now  func() time.Time
-	last atomic.Int64 // nanoseconds the most recent datagram waited
+	now func() time.Time
+
+	mu       sync.Mutex
+	waits    [queueSamples]time.Duration
+	next     int
+	standing atomic.Int64 // nanoseconds: the least of waits
 }
+
+// queueSamples is how many of the latest datagrams must all have waited
+// before the queue counts as standing.
+const queueSamples = 8
 
 func newQueueDelay(now func() time.Time) *queueDelay {
 	if now == nil {
@@ -36,16 +51,26 @@ func newQueueDelay(now func() time.Time) *queueDelay {
 // step of it makes at most the datagrams in flight look early (counted as
 // no wait) or late.
 func (q *queueDelay) observe(stamp time.Time) {
-	q.last.Store(max(int64(q.now().Sub(stamp)), 0))
+	wait := max(q.now().Sub(stamp), 0)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.waits[q.next] = wait
+	q.next = (q.next + 1) % queueSamples
+	least := q.waits[0]
+	for _, w := range q.waits[1:] {
+		least = min(least, w)
+	}
+	q.standing.Store(int64(least))
 }
 
-// latest returns how long the most recently read datagram waited; zero
-// before any was read or where the kernel gives no stamps.
-func (q *queueDelay) latest() time.Duration { return time.Duration(q.last.Load()) }
+// latest returns the least wait of the last queueSamples datagrams; zero
+// before that many were read or where the kernel gives no stamps.
+func (q *queueDelay) latest() time.Duration { return time.Duration(q.standing.Load()) }
 
-// QueueDelay returns how long the SIP datagram vnum read last had waited
-// in its socket (vnum_sip_queue_delay_seconds): near zero while vnum keeps
-// up, and the measure by which it refuses new INVITEs as saturated.
+// QueueDelay returns how long the SIP datagrams vnum read last had waited
+// in its sockets, the least of the last few (vnum_sip_queue_delay_seconds):
+// near zero while vnum keeps up, and the measure by which it refuses new
+// INVITEs as saturated.
 func (s *Server) QueueDelay() time.Duration { return s.queue.latest() }
 
 // stampedConn is a SIP UDP socket that stamps each datagram it reads with

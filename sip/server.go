@@ -96,10 +96,10 @@ type Options struct {
 	// store lookups, the CDR's first write) before new ones get 503 as the
 	// process saturates; zero means DefaultMaxSetup.
 	MaxSetup int
-	// MaxQueueDelay is how long the SIP datagram read last may have
-	// waited in its UDP socket before new INVITEs get 503 as the process
-	// saturates; zero means DefaultMaxQueueDelay, negative turns the
-	// check off.
+	// MaxQueueDelay is how long each of the SIP datagrams read last may
+	// have waited in its UDP socket before new INVITEs get 503 as the
+	// process saturates; zero means DefaultMaxQueueDelay, negative turns
+	// the check off.
 	MaxQueueDelay time.Duration
 
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,

@@ -46,8 +46,8 @@ type callStats struct {
 	// pendingCDRs returns the finished calls whose record waits for the
 	// store to answer again.
 	pendingCDRs func() int
-	// queueDelay returns how long the SIP datagram read last had waited
-	// in its socket.
+	// queueDelay returns how long the SIP datagrams read last had waited
+	// in their socket (the least of the last few).
 	queueDelay func() time.Duration
 }
 
@@ -85,7 +85,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 	if stats.queueDelay != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "vnum", Name: "sip_queue_delay_seconds",
-			Help: "How long the SIP datagram read last had waited in its UDP socket; above 0.1 new INVITEs are refused as saturated.",
+			Help: "How long each of the SIP datagrams read last had waited in its UDP socket (the least of the last 8); above 0.1 new INVITEs are refused as saturated.",
 		}, func() float64 { return stats.queueDelay().Seconds() }))
 	}
 	if stats.panics != nil {

@@ -58,10 +58,16 @@ func (r *recordingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // NewPeer makes a user agent named name on 127.0.0.1 with fresh ports;
 // set its handlers, then call Serve.
 func NewPeer(name string, log *slog.Logger) (*Peer, error) {
+	return NewPeerAt(netip.AddrFrom4([4]byte{127, 0, 0, 1}), name, log)
+}
+
+// NewPeerAt is NewPeer on another loopback address (127.0.0.2 and so on):
+// a second source address, as vnum tells callers apart by address.
+func NewPeerAt(ip netip.Addr, name string, log *slog.Logger) (*Peer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp", netip.AddrPortFrom(ip, 0).String())
 	if err != nil {
 		return nil, err
 	}
@@ -78,14 +84,14 @@ func NewPeer(name string, log *slog.Logger) (*Peer, error) {
 	if p.Server, err = sipgo.NewServer(p.UA, sipgo.WithServerLogger(log)); err != nil {
 		return fail(err)
 	}
-	if p.Client, err = sipgo.NewClient(p.UA, sipgo.WithClientHostname("127.0.0.1"),
+	if p.Client, err = sipgo.NewClient(p.UA, sipgo.WithClientHostname(ip.String()),
 		sipgo.WithClientConnectionAddr(addr.String()), sipgo.WithClientLogger(log)); err != nil {
 		return fail(err)
 	}
-	if p.RTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+	if p.RTP, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))); err != nil {
 		return fail(err)
 	}
-	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: name, Host: "127.0.0.1", Port: int(addr.Port())}}
+	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: name, Host: ip.String(), Port: int(addr.Port())}}
 	return p, nil
 }
 
@@ -131,7 +137,7 @@ func (p *Peer) SDP(codecs ...media.Codec) []byte {
 	if len(codecs) == 0 {
 		codecs = all
 	}
-	return media.Offer(netip.MustParseAddr("127.0.0.1"), p.RTPPort(), 4242, codecs, dtmf)
+	return media.Offer(p.Addr.Addr(), p.RTPPort(), 4242, codecs, dtmf)
 }
 
 // PCMU is the codec the simulated phones answer with.
@@ -250,7 +256,12 @@ type Incoming struct {
 
 // NewSoftphone starts a softphone for the account user.
 func NewSoftphone(user, password string, log *slog.Logger) (*Softphone, error) {
-	p, err := NewPeer(user, log)
+	return NewSoftphoneAt(netip.AddrFrom4([4]byte{127, 0, 0, 1}), user, password, log)
+}
+
+// NewSoftphoneAt is NewSoftphone on another loopback address (NewPeerAt).
+func NewSoftphoneAt(ip netip.Addr, user, password string, log *slog.Logger) (*Softphone, error) {
+	p, err := NewPeerAt(ip, user, log)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +291,7 @@ func (s *Softphone) Invite(ctx context.Context, vnum netip.AddrPort, dialled str
 		uri.UriParams = sip.NewParams()
 		uri.UriParams.Add("transport", s.Transport)
 	}
-	from := &sip.FromHeader{DisplayName: "Merchant " + s.User, Address: sip.Uri{Scheme: "sip", User: s.User, Host: "127.0.0.1"}, Params: sip.NewParams()}
+	from := &sip.FromHeader{DisplayName: "Merchant " + s.User, Address: sip.Uri{Scheme: "sip", User: s.User, Host: s.Addr.Addr().String()}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(12))
 	return s.dialogs.Invite(ctx, uri, s.SDP(s.Codecs...), from,
 		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("User-Agent", "vnum-softphone/"+s.User))
