@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/sip/sipua"
@@ -37,10 +38,15 @@ const (
 	// pstnCaller is the calling number of the trunk calls: a valid phone
 	// number that is not the consignee's (that would be a callback).
 	pstnCaller = "13900139000"
-	// dsPing is the dispatcher's probe interval in seconds, and fsTimer
+	// dsPing is the dispatcher's probe interval in seconds, and frTimer
 	// how long (ms) Kamailio waits for any reply before a branch fails.
 	dsPing  = 1
 	frTimer = 2000
+	// trunkNets are the sources the proxy takes calls from (a list, as an
+	// operator would write it; the callers are 127.0.0.1).
+	trunkNets = "192.0.2.0/24,127.0.0.1/32"
+	// outsider is a loopback source outside trunkNets.
+	outsider = "127.0.0.2"
 	// downWithin bounds the wait for the proxy to take a dead node out:
 	// a probe interval, a probe's transaction timeout, and slack for two
 	// busy cores.
@@ -90,6 +96,9 @@ func newClusterNode(t *testing.T, id, driver, dsn string, carrierPort int) *clus
 		fmt.Sprintf("  driver: %s\n  dsn: %q\n", driver, dsn))
 	// The calls carry no RTP; the open ones must outlive the media timeout.
 	e.setYAML("  timeout: 20s", "  timeout: 120s")
+	// A draining node stays up while its open call does (the test hangs
+	// it up), answering new INVITEs 503.
+	e.setYAML("  drain_timeout: 2s", "  drain_timeout: 30s")
 	// Bills are cut in UTC, so that the month of a call is the month of
 	// its started_at as printed.
 	e.setYAML("calls:\n", "billing:\n  timezone: UTC\ncalls:\n")
@@ -127,7 +136,8 @@ func startKamailio(t *testing.T, bin string, nodes ...*clusterNode) *kamailio {
 		"-A", fmt.Sprintf("LISTEN=udp:127.0.0.1:%d", k.port),
 		"-A", fmt.Sprintf("DS_LIST=%q", listPath),
 		"-A", fmt.Sprintf("DS_PING=%d", dsPing),
-		"-A", fmt.Sprintf("FR_TIMER=%d", frTimer))
+		"-A", fmt.Sprintf("FR_TIMER=%d", frTimer),
+		"-A", fmt.Sprintf("TRUNK_NETS=%q", trunkNets))
 	deadline := time.Now().Add(10 * time.Second)
 	for portFree(k.port, false) {
 		if k.p.exited() || time.Now().After(deadline) {
@@ -196,6 +206,28 @@ func startCallers(t *testing.T, stage, tag string, target, calls int, dial strin
 		}
 	})
 	return s
+}
+
+// requireRefused sends an INVITE to the proxy from outsider, a source
+// outside TRUNK_NETS, and requires the proxy's own 403: the nodes would
+// take anything relayed as a trunk call, without digest.
+func (k *kamailio) requireRefused(t *testing.T, dial string) {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("vnum-itest-outsider"))
+	require.NoError(t, err)
+	defer ua.Close()
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(outsider),
+		sipgo.WithClientConnectionAddr(fmt.Sprintf("%s:%d", outsider, freePort(t))))
+	require.NoError(t, err)
+	defer client.Close()
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: dial, Host: "127.0.0.1", Port: k.port})
+	req.SetTransport("UDP")
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: pstnCaller, Host: outsider}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := client.Do(ctx, req)
+	require.NoError(t, err, "INVITE from %s to the proxy", outsider)
+	require.Equal(t, 403, res.StatusCode, "INVITE from %s, outside TRUNK_NETS: %s", outsider, res.StartLine())
 }
 
 // clusterCDR is the part of a CDR (`vnum cdr list --format json`) the
@@ -369,6 +401,9 @@ func TestCluster(t *testing.T) {
 	direct.requireSuccess(30 * time.Second)
 	requireAnsweredOn(t, waitEnded(t, n2, "direct-", 1, 10*time.Second), n2.id)
 
+	// Only the carrier may start calls through the proxy.
+	proxy.requireRefused(t, dial)
+
 	// Calls through the proxy spread over both nodes.
 	spread := startCallers(t, stage, "spread", proxy.port, 6, dial)
 	spread.requireSuccess(40 * time.Second)
@@ -421,6 +456,24 @@ func TestCluster(t *testing.T) {
 	defer cancel()
 	require.NoError(t, d2.Bye(ctx), "hanging up node 2's open call")
 	requireAnsweredOn(t, waitEnded(t, n2, open2.CallID, 1, 10*time.Second), n2.id)
+
+	// SIGTERM to node 1 while it has a call: it drains, still answering
+	// the probes, and refuses new INVITEs with 503; the proxy takes each
+	// refused call to node 2 at once. Of two calls in a row, round robin
+	// sends one to node 1 first.
+	d1, draining := openCall(t, n1, ext)
+	require.NoError(t, n1.serve.cmd.Process.Signal(syscall.SIGTERM))
+	n1.waitAdmin("/readyz", 10*time.Second, func(status int, _ string) bool { return status != http.StatusOK },
+		"node 1 draining (readyz not ready)")
+	drain := startCallers(t, stage, "drain", proxy.port, 2, dial)
+	drain.requireSuccess(30 * time.Second)
+	requireAnsweredOn(t, waitEnded(t, n2, "drain-", 2, 10*time.Second), n2.id)
+	proxy.waitLog(5*time.Second, "a refused call failed over", "failover of INVITE (drain-")
+	require.NoError(t, d1.Bye(ctx), "hanging up node 1's last call")
+	requireAnsweredOn(t, waitEnded(t, n2, draining.CallID, 1, 10*time.Second), n1.id)
+	code, err := n1.serve.wait(10 * time.Second)
+	require.NoError(t, err)
+	require.Zero(t, code, "node 1 after its drain")
 
 	// One bill, every node's calls: each billed call is counted once in the
 	// bill of the month it started in.
