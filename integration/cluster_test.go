@@ -358,12 +358,13 @@ func createBinding(t *testing.T, n *clusterNode) binding {
 }
 
 // TestCluster runs two vnum nodes on one shared store behind Kamailio's
-// dispatcher: calls spread over both; a binding made on node 1 is
-// callable on node 2; after a kill -9 of node 1 every new call is taken by
-// node 2 (failover on the proxy, then the node marked down by its probes);
-// node 1, started again, closes only its own open CDR as interrupted and
-// is probed back into the rotation; and one bill counts every node's
-// calls.
+// dispatcher: a binding made on node 1 is callable on node 2; the proxy
+// refuses a source outside TRUNK_NETS; calls spread over both nodes;
+// after a kill -9 of node 1 every new call is taken by node 2 (failover on
+// the proxy, then the node marked down by its probes); node 1, started
+// again, closes only its own open CDR as interrupted and is probed back
+// into the rotation; a draining node's 503 sends the call to the other
+// node; and one bill counts every node's calls.
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	kam := requireKamailio(t)
@@ -470,18 +471,30 @@ func TestCluster(t *testing.T) {
 	requireAnsweredOn(t, waitEnded(t, n2, "drain-", 2, 10*time.Second), n2.id)
 	proxy.waitLog(5*time.Second, "a refused call failed over", "failover of INVITE (drain-")
 	require.NoError(t, d1.Bye(ctx), "hanging up node 1's last call")
-	requireAnsweredOn(t, waitEnded(t, n2, draining.CallID, 1, 10*time.Second), n1.id)
+	requireAnsweredOn(t, waitEnded(t, n1, draining.CallID, 1, 10*time.Second), n1.id)
 	code, err := n1.serve.wait(10 * time.Second)
 	require.NoError(t, err)
 	require.Zero(t, code, "node 1 after its drain")
 
-	// One bill, every node's calls: each billed call is counted once in the
-	// bill of the month it started in.
+	// Every call placed was answered, except node 1's call cut by the kill.
 	all, raw = clusterCDRs(t, n2)
+	answered := 0
+	for _, r := range all {
+		if r.Disposition == "answered" {
+			answered++
+		}
+	}
+	require.Equal(t, 1+6+4+4+1+2+1, answered, "direct, spread, during, after, node 2's open call, drain and node 1's last call: %s", raw)
+	require.Len(t, all, answered+1, "and the interrupted one: %s", raw)
+
+	// One bill, every node's calls: each billed call is counted once, in
+	// the bill of the month it started in (billing.timezone UTC; the test
+	// may run across a month's end).
 	months := map[string][]clusterCDR{}
 	for _, r := range all {
 		require.NotNil(t, r.StartedAt, "cdr list: %s", raw)
-		months[(*r.StartedAt)[:7]] = append(months[(*r.StartedAt)[:7]], r)
+		month := parseTime(t, *r.StartedAt).UTC().Format("2006-01")
+		months[month] = append(months[month], r)
 	}
 	billedNodes := map[string]bool{}
 	for month, rows := range months {
