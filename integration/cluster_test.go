@@ -96,9 +96,9 @@ func newClusterNode(t *testing.T, id, driver, dsn string, carrierPort int) *clus
 		fmt.Sprintf("  driver: %s\n  dsn: %q\n", driver, dsn))
 	// The calls carry no RTP; the open ones must outlive the media timeout.
 	e.setYAML("  timeout: 20s", "  timeout: 120s")
-	// A draining node stays up while its open call does (the test hangs
-	// it up), answering new INVITEs 503.
-	e.setYAML("  drain_timeout: 2s", "  drain_timeout: 30s")
+	// A draining node answers new INVITEs 503 for this long before it
+	// hangs up its calls: time for two calls through the proxy.
+	e.setYAML("  drain_timeout: 2s", "  drain_timeout: 5s")
 	// Bills are cut in UTC, so that the month of a call is the month of
 	// its started_at as printed.
 	e.setYAML("calls:\n", "billing:\n  timezone: UTC\ncalls:\n")
@@ -312,31 +312,62 @@ func requireAnsweredOn(t *testing.T, rows []clusterCDR, node string) {
 	}
 }
 
-// openCall places a trunk call straight to node with a sipgo UA and waits
-// until its CDR shows it answered and still open; the caller hangs up
-// with the returned dialog.
-func openCall(t *testing.T, n *clusterNode, extension string) (*sipgo.DialogClientSession, clusterCDR) {
+// openCall places a trunk call to addr (a node, or the proxy) with a
+// sipgo UA and waits until its CDR shows it answered and still open; the
+// caller hangs up with the returned dialog. cli reads the shared store.
+func openCall(t *testing.T, cli *clusterNode, addr netip.AddrPort, extension string) (*sipua.Softphone, *sipgo.DialogClientSession, clusterCDR) {
 	t.Helper()
 	phone, err := sipua.NewSoftphone(pstnCaller, "not-used-on-the-trunk", nil)
 	require.NoError(t, err)
 	t.Cleanup(phone.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := phone.Call(ctx, n.sipAddr(), hostNumber+"-"+extension)
-	require.NoError(t, err, "a trunk call straight to %s", n.id)
+	d, err := phone.Call(ctx, addr, hostNumber+"-"+extension)
+	require.NoError(t, err, "a trunk call to %s", addr)
 	callID := d.InviteRequest.CallID().Value()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		rows, raw := clusterCDRs(t, n)
+		rows, raw := clusterCDRs(t, cli)
 		if got := withPrefix(rows, callID); len(got) == 1 && got[0].AnsweredAt != nil && !got[0].ended() {
-			require.Equal(t, n.id, got[0].Node, "cdr list: %s", raw)
-			return d, got[0]
+			return phone, d, got[0]
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no open, answered CDR for the call %s to %s:\n%s", callID, n.id, raw)
+			t.Fatalf("no open, answered CDR for the call %s to %s:\n%s", callID, addr, raw)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitBye waits until phone has received a BYE and returns it.
+func waitBye(t *testing.T, phone *sipua.Softphone, within time.Duration) *sip.Request {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		for _, m := range phone.Received() {
+			if !strings.HasPrefix(m, "BYE ") {
+				continue
+			}
+			msg, err := sip.ParseMessage([]byte(m))
+			require.NoError(t, err, "the BYE the caller received:\n%s", m)
+			req, ok := msg.(*sip.Request)
+			require.True(t, ok, "the BYE the caller received:\n%s", m)
+			return req
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the caller received no BYE within %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// viaHas reports whether one of req's Via hops is 127.0.0.1:port.
+func viaHas(req *sip.Request, port int) bool {
+	for _, h := range req.GetHeaders("Via") {
+		if v, ok := h.(*sip.ViaHeader); ok && v.Host == "127.0.0.1" && v.Port == port {
+			return true
+		}
+	}
+	return false
 }
 
 // createBinding creates the order's binding through a node's admin API.
@@ -416,8 +447,10 @@ func TestCluster(t *testing.T) {
 	require.Positive(t, count[n2.id], "node 2 took none of the calls through the proxy: %v", count)
 
 	// One call open on each node, then kill -9 of node 1.
-	_, open1 := openCall(t, n1, ext)
-	d2, open2 := openCall(t, n2, ext)
+	_, _, open1 := openCall(t, n1, n1.sipAddr(), ext)
+	require.Equal(t, n1.id, open1.Node)
+	_, d2, open2 := openCall(t, n2, n2.sipAddr(), ext)
+	require.Equal(t, n2.id, open2.Node)
 	pid := n1.serve.cmd.Process.Pid
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	_, err = n1.serve.wait(10 * time.Second)
@@ -458,23 +491,34 @@ func TestCluster(t *testing.T) {
 	require.NoError(t, d2.Bye(ctx), "hanging up node 2's open call")
 	requireAnsweredOn(t, waitEnded(t, n2, open2.CallID, 1, 10*time.Second), n2.id)
 
-	// SIGTERM to node 1 while it has a call: it drains, still answering
-	// the probes, and refuses new INVITEs with 503; the proxy takes each
-	// refused call to node 2 at once. Of two calls in a row, round robin
-	// sends one to node 1 first.
-	d1, draining := openCall(t, n1, ext)
-	require.NoError(t, n1.serve.cmd.Process.Signal(syscall.SIGTERM))
-	n1.waitAdmin("/readyz", 10*time.Second, func(status int, _ string) bool { return status != http.StatusOK },
-		"node 1 draining (readyz not ready)")
+	// SIGTERM to the node that took a call through the proxy: it drains,
+	// still answering the probes, and refuses new INVITEs with 503, which
+	// the proxy takes to the other node at once (of two calls in a row,
+	// round robin sends one to the draining node first). At the end of
+	// calls.drain_timeout the node hangs the call up: its BYE reaches the
+	// caller through the proxy.
+	proxyAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy.port))
+	phone, _, draining := openCall(t, n1, proxyAddr, ext)
+	drainer, other := n1, n2
+	if draining.Node == n2.id {
+		drainer, other = n2, n1
+	}
+	require.Equal(t, drainer.id, draining.Node, "the call through the proxy: %+v", draining)
+	require.NoError(t, drainer.serve.cmd.Process.Signal(syscall.SIGTERM))
+	drainer.waitAdmin("/readyz", 10*time.Second, func(status int, _ string) bool { return status != http.StatusOK },
+		drainer.id+" draining (readyz not ready)")
 	drain := startCallers(t, stage, "drain", proxy.port, 2, dial)
 	drain.requireSuccess(30 * time.Second)
-	requireAnsweredOn(t, waitEnded(t, n2, "drain-", 2, 10*time.Second), n2.id)
+	requireAnsweredOn(t, waitEnded(t, other, "drain-", 2, 10*time.Second), other.id)
 	proxy.waitLog(5*time.Second, "a refused call failed over", "failover of INVITE (drain-")
-	require.NoError(t, d1.Bye(ctx), "hanging up node 1's last call")
-	requireAnsweredOn(t, waitEnded(t, n1, draining.CallID, 1, 10*time.Second), n1.id)
-	code, err := n1.serve.wait(10 * time.Second)
+	bye := waitBye(t, phone, 20*time.Second)
+	require.True(t, viaHas(bye, proxy.port), "%s's BYE did not come through the proxy:\n%s", drainer.id, bye)
+	ended := waitEnded(t, other, draining.CallID, 1, 10*time.Second)
+	requireAnsweredOn(t, ended, drainer.id)
+	require.Equal(t, "system", ended[0].HangupBy, "the call the drain ended: %+v", ended[0])
+	code, err := drainer.serve.wait(10 * time.Second)
 	require.NoError(t, err)
-	require.Zero(t, code, "node 1 after its drain")
+	require.Zero(t, code, "%s after its drain", drainer.id)
 
 	// Every call placed was answered, except node 1's call cut by the kill.
 	all, raw = clusterCDRs(t, n2)
@@ -484,7 +528,7 @@ func TestCluster(t *testing.T) {
 			answered++
 		}
 	}
-	require.Equal(t, 1+6+4+4+1+2+1, answered, "direct, spread, during, after, node 2's open call, drain and node 1's last call: %s", raw)
+	require.Equal(t, 1+6+4+4+1+2+1, answered, "direct, spread, during, after, node 2's open call, drain and the call the drain ended: %s", raw)
 	require.Len(t, all, answered+1, "and the interrupted one: %s", raw)
 
 	// One bill, every node's calls: each billed call is counted once, in
