@@ -10,11 +10,12 @@
 # places calls through the proxy, dialling X-E as the carrier's trunk would:
 #
 #   1. DEMO_CALLS calls with both nodes up: they alternate between them;
-#   2. node-1 is killed (SIGKILL), DEMO_CALLS more calls: node-2 takes them
-#      all (the first one to reach node-1 waits for the proxy's timeout and
+#   2. a call is put straight to node-1 and left up; node-1 is killed
+#      (SIGKILL) during it; DEMO_CALLS more calls: node-2 takes them all
+#      (the first one to reach node-1 waits for the proxy's timeout and
 #      fails over), and the proxy marks node-1 down;
-#   3. node-1 is started again: it closes its own open CDRs as interrupted
-#      (it had none here) and the proxy's probe puts it back.
+#   3. node-1 is started again: it closes its own open CDR (the call cut by
+#      the kill) as interrupted, and the proxy's probe puts it back.
 #
 # After each step it prints which node took each call (the CDRs' node
 # column), and at the end the month's one bill covering both nodes. It
@@ -154,6 +155,8 @@ CARRIER_PORT=$(free_ports 1)
 CARRIER_MEDIA=$(free_ports 4)
 CALLER_PORT=$(free_ports 1)
 CALLER_MEDIA=$(free_ports 4)
+CUT_PORT=$(free_ports 1)
+CUT_MEDIA=$(free_ports 4)
 declare -A SIP ADMIN CONFIG PID
 for n in 1 2; do
 	SIP[$n]=$(free_ports 1)
@@ -258,10 +261,15 @@ show() {
 			END { exit !(n >= want) }' "$WORK/cdrs.csv" && break
 		sleep 0.2
 	done
-	awk -F, -v tag="$tag-" '
+	show_rows "$tag"
+}
+# show_rows TAG: the rows of TAG in cdrs.csv.
+show_rows() {
+	awk -F, -v tag="$1-" '
 		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 		index($col["call_id"], tag) == 1 {
-			printf "  %-28s %-7s %-11s talk %ss\n", $col["call_id"], $col["node"], $col["disposition"], $col["talk_seconds"]
+			d = $col["disposition"]; if (d == "") d = "(open)"
+			printf "  %-28s %-7s %-11s talk %ss\n", $col["call_id"], $col["node"], d, $col["talk_seconds"]
 		}' "$WORK/cdrs.csv"
 }
 
@@ -271,9 +279,25 @@ calls both
 show both
 
 echo
-echo "== node-1 killed (SIGKILL, pid ${PID[1]}); $CALLS more calls"
+echo "== a call straight to node-1, left up; node-1 killed (SIGKILL, pid ${PID[1]}) during it; $CALLS more calls"
+# This caller's BYE will go unanswered: it is stopped once node-1 is gone.
+sipp -sf "$WORK/uac_trunk.xml" "127.0.0.1:${SIP[1]}" \
+	-i 127.0.0.1 -p "$CUT_PORT" -mi 127.0.0.1 -mp "$CUT_MEDIA" \
+	-s "$HOST-$EXT" -key caller 13900139000 -cid_str "cut-%u-%p@%s" \
+	-d 600000 -m 1 -timeout 120s -nostdin >"$WORK/cut_screen.log" 2>&1 &
+CUT_PID=$!
+PIDS+=($CUT_PID)
+for _ in $(seq 1 100); do
+	vnum cdr list --format csv >"$WORK/cdrs.csv"
+	awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+		index($col["call_id"], "cut-") == 1 && $col["answered_at"] != "" && $col["ended_at"] == "" { found = 1 }
+		END { exit !found }' "$WORK/cdrs.csv" && break
+	sleep 0.1
+done
+show_rows cut
 kill -KILL "${PID[1]}"
 wait "${PID[1]}" 2>/dev/null || true
+stop "$CUT_PID"
 calls failover
 show failover
 grep -h 'vnum-dispatcher: \(node down\|.*did not answer\|failover\)' "$WORK/kamailio.log" | sed 's/^.*vnum-dispatcher: /  kamailio: /' || true
@@ -286,6 +310,9 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 grep -h 'vnum-dispatcher: node up' "$WORK/kamailio.log" | sed 's/^.*vnum-dispatcher: /  kamailio: /' || echo "  kamailio has not probed node-1 back yet"
+echo "  the call cut by the kill, closed by node-1 as it started:"
+vnum cdr list --format csv >"$WORK/cdrs.csv"
+show_rows cut
 calls again
 show again
 
