@@ -3,6 +3,9 @@
 #   make build   build bin/vnum (the default)
 #   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make demo    build and run `vnum demo`: the whole call path on loopback
+#   make demo-cluster  two vnum nodes on one store behind Kamailio's
+#                dispatcher, calls through it, a node killed and restarted
+#                (scripts/demo-cluster.sh; needs kamailio and sipp)
 #   make test    every test (unit, in-process end to end, SIPp and baresip)
 #   make bench   Go benchmarks, then SIPp load through the built binary
 #                (direct and IVR ramps, an overload burst; scripts/bench.sh)
@@ -25,7 +28,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .DEFAULT_GOAL := build
 
-.PHONY: build install test race demo bench bench-go bench-sipp bench-smoke fuzz vet clean
+.PHONY: build install test race demo demo-cluster bench bench-go bench-sipp bench-smoke fuzz vet clean
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
@@ -36,6 +39,10 @@ install: build
 
 demo: build
 	./$(BIN) demo
+
+# DEMO_STORE, DEMO_CALLS and the other knobs of the script pass through.
+demo-cluster: build
+	VNUM_BIN=$(CURDIR)/$(BIN) ./scripts/demo-cluster.sh
 
 vet:
 	$(GO) vet ./...
