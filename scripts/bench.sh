@@ -50,13 +50,15 @@
 #             and vnum's RSS above its idle RSS, per call
 # compare and media configure vnum with a trunk source (127.0.0.1/32 in
 # trunk.inbound_cidrs), which the softphone's digest calls of direct, ivr
-# and overload cannot share: run them in a separate run.
+# and overload cannot share: asked for together, the script runs itself
+# twice, on two vnums, the second run appending to the same results.
 # BENCH_STRICT=1 makes any failed call (direct: at any rate tried;
 # overload: any attempt neither completed nor refused) exit 1 (make
 # bench-smoke in CI; compare: a failed call on either system).
 #
 # Knobs (environment):
-#   BENCH_MODE          direct, ivr, overload, or several (direct)
+#   BENCH_MODE          direct, ivr, overload, compare, media, or several
+#                       (direct)
 #   BENCH_IVR_WAIT_MS   ivr: from the answer to the first key (1000)
 #   BENCH_STRICT        exit 1 on a failed call          (0)
 #   BENCH_OUT           write results.csv and results.svg (calls
@@ -64,7 +66,8 @@
 #   BENCH_OVERLOAD_RATE offered calls/s of the burst     (3000)
 #   BENCH_OVERLOAD_SECS seconds of offered load          (8)
 #   BENCH_OVERLOAD_CALL_MS talk time of each call, ms    (1000)
-#   BENCH_MAX_ACTIVE    vnum's calls.max_active          (unset: vnum's default)
+#   BENCH_MAX_ACTIVE    vnum's calls.max_active          (unset: vnum's default;
+#                       with compare or media asked for too, not theirs)
 #   BENCH_RATES         call rates to try, calls/s      (10 20 50 100 200)
 #   BENCH_CALLS_FACTOR  calls per rate = rate x this    (10)
 #   BENCH_CALL_MS       talk time of each call, ms      (3000; compare 1000)
@@ -82,6 +85,8 @@
 #                       (50 100 200 400)
 #   BENCH_MEDIA_RATE    media: new calls/s while a level fills (50)
 #   BENCH_MEDIA_HOLD_S  media: seconds all calls of a level are up (10)
+#   BENCH_APPEND        1: add to BENCH_OUT/results.csv, do not start it
+#                       afresh (the second of two runs, above) (0)
 #   VNUM_BIN            use this vnum binary instead of building one
 #   VNUM_SIPP_PCAPS     folder of sip-tester's pcaps     (/usr/share/sip-tester)
 set -euo pipefail
@@ -119,18 +124,26 @@ OVL_RATE=${BENCH_OVERLOAD_RATE:-3000}
 OVL_SECS=${BENCH_OVERLOAD_SECS:-8}
 OVL_CALL_MS=${BENCH_OVERLOAD_CALL_MS:-1000}
 MAX_ACTIVE=${BENCH_MAX_ACTIVE:-}
+SOFT_MODES="" TRUNK_MODES=""
 for m in $MODES; do
 	case "$m" in
-	direct | ivr | overload)
-		if [ "$TRUNK" = 1 ]; then
-			echo "bench: BENCH_MODE $m cannot run with compare or media (a trunk source has no digest): run them apart" >&2
-			exit 2
-		fi
-		;;
-	compare | media) ;;
+	direct | ivr | overload) SOFT_MODES="$SOFT_MODES${SOFT_MODES:+ }$m" ;;
+	compare | media) TRUNK_MODES="$TRUNK_MODES${TRUNK_MODES:+ }$m" ;;
 	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media)" >&2; exit 2 ;;
 	esac
 done
+# The softphone's digest calls and a trunk source on the same address do
+# not mix on one vnum: both kinds asked for, this script runs itself once
+# for each, the second appending to the first's results.
+if [ -n "$SOFT_MODES" ] && [ -n "$TRUNK_MODES" ]; then
+	SELF="${BASH_SOURCE[0]}"
+	rc=0
+	BENCH_MODE="$SOFT_MODES" "$SELF" || rc=$?
+	# calls.max_active is the overload burst's knob: the trunk calls get
+	# vnum's default
+	BENCH_MODE="$TRUNK_MODES" BENCH_APPEND=1 BENCH_MAX_ACTIVE="" "$SELF" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
+	exit "$rc"
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCEN="$ROOT/testdata/sipp"
@@ -909,8 +922,11 @@ RAMP_FAILED=0
 OVERLOAD_FAILED=0
 COMPARE_FAILED=0
 MEDIA_FAILED=0
+CSV_HEADER="mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs,cpu_s,concurrent,relayed_pct,rss_kib_per_call"
 if [ -n "$OUT" ]; then
-	echo "mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs,cpu_s,concurrent,relayed_pct,rss_kib_per_call" >"$OUT/results.csv"
+	if [ "${BENCH_APPEND:-0}" != 1 ] || [ "$(head -1 "$OUT/results.csv" 2>/dev/null)" != "$CSV_HEADER" ]; then
+		echo "$CSV_HEADER" >"$OUT/results.csv"
+	fi
 fi
 for m in $MODES; do
 	case "$m" in
@@ -922,32 +938,68 @@ for m in $MODES; do
 	esac
 	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 done
-# svg: results.svg from results.csv, one stacked bar per run (mode and
-# offered rate): the share of its calls completed, refused with 503, failed.
+# svg: results.svg from results.csv: one stacked bar per run (mode and
+# offered rate): the share of its calls completed, refused with 503,
+# failed; below them, for media runs, the share of RTP relayed and vnum's
+# RSS per call against the calls up at once.
 svg() {
 	awk -F, '
+		# chart Y0 TITLE N XS YS YMAX UNIT: a line chart of YS over XS, its
+		# top at Y0, 200 high.
+		function chart(y0, title, n, xs, ys, ymax, unit,    i, x0, w0, h0, xmax, px, py, pts) {
+			x0 = 80; w0 = 580; h0 = 140; xmax = 0
+			for (i = 1; i <= n; i++) if (xs[i] > xmax) xmax = xs[i]
+			if (xmax == 0) xmax = 1
+			if (ymax <= 0) ymax = 1
+			printf "<text x=\"10\" y=\"%d\" font-size=\"14\">%s</text>\n", y0 + 16, title
+			printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", x0, y0 + 30, x0, y0 + 30 + h0
+			printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", x0, y0 + 30 + h0, x0 + w0, y0 + 30 + h0
+			printf "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%g %s</text>\n", x0 - 6, y0 + 34, ymax, unit
+			printf "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>\n", x0 - 6, y0 + 34 + h0
+			printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">calls up at once</text>\n", x0 + w0 / 2, y0 + 30 + h0 + 30
+			pts = ""
+			for (i = 1; i <= n; i++) {
+				px = x0 + w0 * xs[i] / xmax; py = y0 + 30 + h0 - h0 * ys[i] / ymax
+				pts = pts sprintf("%.1f,%.1f ", px, py)
+				printf "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1565c0\"/>\n", px, py
+				printf "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", px, py - 6, ys[i]
+				printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", px, y0 + 30 + h0 + 14, xs[i]
+			}
+			printf "<polyline points=\"%s\" fill=\"none\" stroke=\"#1565c0\"/>\n", pts
+		}
 		NR == 1 { next }
+		$1 == "media" { m++; conc[m] = $12 + 0; pct[m] = $13 + 0; rss[m] = $14 + 0; next }
 		{ n++; label[n] = $1 " " $2 "/s" ($3 != $2 ? " (sent " $3 "/s)" : ""); calls[n] = $4
 		  c[n] = $5; r[n] = $6; f[n] = $7 }
 		END {
-			w = 720; left = 220; bw = w - left - 20; h = 40 + 26 * n + 40
+			w = 720; left = 220; bw = w - left - 20
+			hb = n ? 40 + 26 * n + 40 : 0
+			h = hb + (m ? 2 * 210 : 0) + 10
 			printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", w, h
-			printf "<text x=\"10\" y=\"20\" font-size=\"14\">vnum make bench: share of calls completed / refused (503) / failed</text>\n"
-			for (i = 1; i <= n; i++) {
-				y = 36 + 26 * (i - 1); t = calls[i] ? calls[i] : 1; x = left
-				printf "<text x=\"10\" y=\"%d\">%s</text>\n", y + 14, label[i]
-				split("#2e7d32 #f9a825 #c62828", col, " ")
-				v[1] = c[i]; v[2] = r[i]; v[3] = f[i]
-				for (k = 1; k <= 3; k++) {
-					bwid = bw * v[k] / t
-					if (bwid > 0) printf "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"%s\"><title>%d</title></rect>\n", x, y, bwid, col[k], v[k]
-					x += bwid
+			if (n) {
+				printf "<text x=\"10\" y=\"20\" font-size=\"14\">vnum make bench: share of calls completed / refused (503) / failed</text>\n"
+				for (i = 1; i <= n; i++) {
+					y = 36 + 26 * (i - 1); t = calls[i] ? calls[i] : 1; x = left
+					printf "<text x=\"10\" y=\"%d\">%s</text>\n", y + 14, label[i]
+					split("#2e7d32 #f9a825 #c62828", col, " ")
+					v[1] = c[i]; v[2] = r[i]; v[3] = f[i]
+					for (k = 1; k <= 3; k++) {
+						bwid = bw * v[k] / t
+						if (bwid > 0) printf "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"%s\"><title>%d</title></rect>\n", x, y, bwid, col[k], v[k]
+						x += bwid
+					}
 				}
+				y = 36 + 26 * n + 10
+				printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#2e7d32\"/><text x=\"%d\" y=\"%d\">completed</text>\n", left, y, left + 16, y + 11
+				printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#f9a825\"/><text x=\"%d\" y=\"%d\">refused (503)</text>\n", left + 100, y, left + 116, y + 11
+				printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#c62828\"/><text x=\"%d\" y=\"%d\">failed</text>\n", left + 220, y, left + 236, y + 11
 			}
-			y = 36 + 26 * n + 10
-			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#2e7d32\"/><text x=\"%d\" y=\"%d\">completed</text>\n", left, y, left + 16, y + 11
-			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#f9a825\"/><text x=\"%d\" y=\"%d\">refused (503)</text>\n", left + 100, y, left + 116, y + 11
-			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#c62828\"/><text x=\"%d\" y=\"%d\">failed</text>\n", left + 220, y, left + 236, y + 11
+			if (m) {
+				ymax = 0
+				for (i = 1; i <= m; i++) if (rss[i] > ymax) ymax = rss[i]
+				chart(hb, "vnum make bench media: RTP relayed (caller to carrier), %", m, conc, pct, 100, "%")
+				chart(hb + 210, "vnum make bench media: vnum RSS above idle per call, KiB", m, conc, rss, ymax > 0 ? int(ymax * 1.2 + 1) : 1, "KiB")
+			}
 			print "</svg>"
 		}' "$OUT/results.csv" >"$OUT/results.svg"
 }
