@@ -334,6 +334,8 @@ for _ in $(seq 1 100); do
 done
 port_free "$SIP_PORT" && die "vnum serve is not listening on udp/$SIP_PORT"
 sleep 0.5
+# vnum's resident set before any call, KiB (media's baseline)
+IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status")
 
 # start_carrier NAME: the sipp carrier (CARRIER_PID), its screen in
 # $WORK/carrier_NAME_screen.log (SIPp writes its last screen there on
@@ -855,7 +857,10 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status" 2>/dev/null ||
 # restarted per level so that its echo count is the level's: relayed = the
 # packets it echoed / the packets the completed calls sent (one direction,
 # caller -> vnum -> carrier). RSS per call = (vnum's highest VmRSS during
-# the level - its VmRSS before) / calls.
+# the level - its VmRSS idle, before the run's first call) / calls: Go
+# keeps the heap of a level for the next, so the RSS before each level
+# would be no baseline; for the same reason media before compare in one
+# run gives the cleaner figures.
 media() {
 	local level pkts loops fill limit budget stats code start secs_ att ok ko idle peak rss pid
 	local sent echoed pct per cpu0 cpu1 done_
@@ -876,8 +881,8 @@ media() {
 		stop_carrier
 		start_carrier "media_$level"
 		cdrs_closed || true
-		idle=$(rss_kib)
-		peak=$idle
+		idle=$IDLE_RSS
+		peak=$(rss_kib)
 		read -r cpu0 _ < <(cpu_ticks vnum)
 		start=$(date +%s)
 		trunk_uac "$WORK/uac_trunk_long.xml" "$SIP_PORT" "$level" "$MEDIA_RATE" "$limit" "$budget" "$stats" \
