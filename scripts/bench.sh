@@ -54,7 +54,8 @@
 # twice, on two vnums, the second run appending to the same results.
 # BENCH_STRICT=1 makes any failed call (direct: at any rate tried;
 # overload: any attempt neither completed nor refused) exit 1 (make
-# bench-smoke in CI; compare: a failed call on either system).
+# bench-smoke in CI; compare: a failed call on either system; media: a
+# failed call at any level).
 #
 # Knobs (environment):
 #   BENCH_MODE          direct, ivr, overload, compare, media, or several
@@ -241,6 +242,9 @@ else
 fi
 
 CONFIG="$WORK/vnum.yaml"
+# compare and media: the SIPp trunk caller's address is a trunk source.
+TRUNK_CIDRS=""
+[ "$TRUNK" = 1 ] && TRUNK_CIDRS=127.0.0.1/32
 cat >"$CONFIG" <<EOF
 # written by scripts/bench.sh
 sip:
@@ -250,7 +254,7 @@ media:
   rtp_ports: "$RTP_PORTS"
 trunk:
   outbound: "sip:127.0.0.1:$CARRIER_PORT;transport=udp"
-  inbound_cidrs: [$([ "$TRUNK" = 1 ] && echo 127.0.0.1/32)]
+  inbound_cidrs: [$TRUNK_CIDRS]
   number_format: national
 security:
   # One SIPp softphone on one address places every call, and each call is
