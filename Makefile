@@ -8,8 +8,11 @@
 #                (scripts/demo-cluster.sh; needs kamailio and sipp)
 #   make test    every test (unit, in-process end to end, SIPp and baresip)
 #   make bench   Go benchmarks, then SIPp load through the built binary
-#                (direct and IVR ramps, an overload burst; scripts/bench.sh)
-#   make bench-smoke  one low rate of each and a tiny overload burst;
+#                (direct and IVR ramps, an overload burst, a concurrent-media
+#                ramp and, where Kamailio and rtpengine are installed, the
+#                trunk ramp against vnum and against them; scripts/bench.sh)
+#   make bench-smoke  one low rate of each and a tiny overload burst (and one
+#                compare step where Kamailio and rtpengine are installed);
 #                fails on any failed call (CI)
 #   make fuzz    a short run of every fuzz target
 #   make prompts regenerate the IVR prompts (espeak-ng + sox; the WAVs are committed)
@@ -58,8 +61,11 @@ bench: bench-go bench-sipp
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./media/ ./sip/... ./binding/...
 
+# compare needs Kamailio and rtpengine (Debian: kamailio, rtpengine-daemon).
+HAVE_KAMAILIO := $(shell command -v kamailio >/dev/null 2>&1 && command -v rtpengine >/dev/null 2>&1 && echo 1)
+COMPARE_MODE  := $(if $(HAVE_KAMAILIO),compare)
 # BENCH_MODE and the other knobs of scripts/bench.sh pass through.
-BENCH_MODE ?= direct ivr overload
+BENCH_MODE ?= direct ivr overload media $(COMPARE_MODE)
 # results.csv and results.svg go to bin/bench.
 bench-sipp: build
 	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
@@ -67,9 +73,11 @@ bench-sipp: build
 # A smoke run of the load test for CI (well under a minute): 10 calls/s
 # for 2 s with media, direct and IVR, then 200 calls/s for 2 s against
 # calls.max_active 20, where every attempt must complete or be refused
-# with 503 (and some must be refused).
+# with 503 (and some must be refused); where Kamailio and rtpengine are
+# installed, 10 trunk calls/s for 2 s against vnum and against them.
 bench-smoke: build
-	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload" BENCH_STRICT=1 \
+	@[ -n "$(HAVE_KAMAILIO)" ] || echo "bench-smoke: kamailio or rtpengine not installed: the compare step is skipped"
+	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload $(COMPARE_MODE)" BENCH_STRICT=1 \
 		BENCH_RATES=10 BENCH_CALLS_FACTOR=2 BENCH_CALL_MS=1000 \
 		BENCH_OVERLOAD_RATE=200 BENCH_OVERLOAD_SECS=2 BENCH_MAX_ACTIVE=20 \
 		./scripts/bench.sh

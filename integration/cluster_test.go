@@ -172,7 +172,7 @@ func (k *kamailio) waitLog(within time.Duration, what string, needles ...string)
 	}
 }
 
-// startCallers runs a SIPp PSTN caller (testdata/sipp/uac_trunk.xml)
+// startCallers runs a SIPp PSTN caller (testdata/sipp/uac_trunk_nomedia.xml)
 // placing calls to dial one after another at target (a node or the
 // proxy), each up for a moment; Call-IDs begin with tag, so that the test
 // finds their CDRs.
@@ -184,7 +184,7 @@ func startCallers(t *testing.T, stage, tag string, target, calls int, dial strin
 		errLog: filepath.Join(stage, tag+"_errors.log"),
 		port:   port, mediaPort: freePorts(t, 4)}
 	argv := []string{requireTool(t, "sipp"),
-		"-sf", filepath.Join(stage, "uac_trunk.xml"),
+		"-sf", filepath.Join(stage, "uac_trunk_nomedia.xml"),
 		"-i", "127.0.0.1", "-p", fmt.Sprint(port),
 		"-mi", "127.0.0.1", "-mp", fmt.Sprint(s.mediaPort),
 		"-m", fmt.Sprint(calls), "-l", "1", "-r", "20",
@@ -414,9 +414,9 @@ func TestCluster(t *testing.T) {
 	stage := filepath.Join(t.TempDir(), "sipp")
 	require.NoError(t, os.MkdirAll(stage, 0o755))
 	keepArtifacts(t, stage)
-	data, err := os.ReadFile(scenarioPath(t, "uac_trunk.xml"))
+	data, err := os.ReadFile(scenarioPath(t, "uac_trunk_nomedia.xml"))
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(stage, "uac_trunk.xml"), data, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(stage, "uac_trunk_nomedia.xml"), data, 0o644))
 	carrier := &sippPeer{t: t, name: "carrier", port: carrierPort, mediaPort: freePorts(t, 4)}
 	carrier.p = startProc(t, "sipp carrier", stage, filepath.Join(stage, "carrier_screen.log"), os.Environ(),
 		requireTool(t, "sipp"), "-sf", scenarioPath(t, "uas_answer.xml"),

@@ -27,12 +27,39 @@
 #             is answered), refused (503 + Retry-After, SPEC §8) or failed
 #             (anything else), with the p95 of the time to the 503 and
 #             vnum_calls_refused_total by reason from the admin /metrics
+#   compare   vnum side by side with Kamailio + rtpengine, the proxy and
+#             media relay a telecom engineer would build instead
+#             (testdata/kamailio/vn-proxy.cfg: X-E looked up in a table of
+#             the same bindings, R-URI rewritten to B at the carrier,
+#             topology hiding, media anchored in rtpengine). Calls come
+#             from a trunk source, no digest (testdata/sipp/uac_trunk.xml),
+#             over BENCH_BINDINGS bindings, 1 s long by default, PCMA from
+#             the pcap echoed by the same carrier. At each rate the step
+#             runs against both, in alternating order, and prints calls
+#             offered, completed, failed and the CPU seconds each system
+#             used (vnum; Kamailio's processes + rtpengine, from
+#             /proc/PID/stat before and after the step), CPU per call and
+#             its ratio vnum/Kamailio; at the end the highest rate each
+#             held with 0 failed calls
+#   media     concurrent long calls with media: at each of
+#             BENCH_MEDIA_LEVELS, that many trunk calls up at once
+#             (testdata/sipp/uac_trunk_long.xml: g711a.pcap played in a
+#             loop), the carrier echoing; prints the share of the callers'
+#             RTP packets that reached the carrier through vnum's relay
+#             (SIPp's echo count; vnum's /metrics has no relay counters)
+#             and vnum's RSS above its idle RSS, per call
+# compare and media configure vnum with a trunk source (127.0.0.1/32 in
+# trunk.inbound_cidrs), which the softphone's digest calls of direct, ivr
+# and overload cannot share: asked for together, the script runs itself
+# twice, on two vnums, the second run appending to the same results.
 # BENCH_STRICT=1 makes any failed call (direct: at any rate tried;
 # overload: any attempt neither completed nor refused) exit 1 (make
-# bench-smoke in CI).
+# bench-smoke in CI; compare: a failed call on either system; media: a
+# failed call at any level).
 #
 # Knobs (environment):
-#   BENCH_MODE          direct, ivr, overload, or several (direct)
+#   BENCH_MODE          direct, ivr, overload, compare, media, or several
+#                       (direct)
 #   BENCH_IVR_WAIT_MS   ivr: from the answer to the first key (1000)
 #   BENCH_STRICT        exit 1 on a failed call          (0)
 #   BENCH_OUT           write results.csv and results.svg (calls
@@ -40,10 +67,11 @@
 #   BENCH_OVERLOAD_RATE offered calls/s of the burst     (3000)
 #   BENCH_OVERLOAD_SECS seconds of offered load          (8)
 #   BENCH_OVERLOAD_CALL_MS talk time of each call, ms    (1000)
-#   BENCH_MAX_ACTIVE    vnum's calls.max_active          (unset: vnum's default)
+#   BENCH_MAX_ACTIVE    vnum's calls.max_active          (unset: vnum's default;
+#                       with compare or media asked for too, not theirs)
 #   BENCH_RATES         call rates to try, calls/s      (10 20 50 100 200)
 #   BENCH_CALLS_FACTOR  calls per rate = rate x this    (10)
-#   BENCH_CALL_MS       talk time of each call, ms      (3000)
+#   BENCH_CALL_MS       talk time of each call, ms      (3000; compare 1000)
 #   BENCH_STOP_ON_FAIL  stop after the first failing rate (1)
 #   BENCH_KEEP          keep the work folder and its logs (0)
 #   BENCH_PROFILE       seconds of CPU profile to take from vnum (admin.pprof)
@@ -52,13 +80,34 @@
 #   BENCH_RTP_PORTS     vnum's media.rtp_ports           (40000-49999)
 #   BENCH_MEDIA         1: callers send PCMA and the carrier echoes it;
 #                       0: no RTP (signalling and store only) (1)
+#   BENCH_BINDINGS      compare, media: bindings the calls spread over (10)
+#   BENCH_RTPENGINE_PORTS compare: rtpengine's RTP ports  (50000-51999)
+#   BENCH_MEDIA_LEVELS  media: calls up at once, one level a step
+#                       (50 100 200 400)
+#   BENCH_MEDIA_RATE    media: new calls/s while a level fills (50)
+#   BENCH_MEDIA_HOLD_S  media: seconds all calls of a level are up (10)
+#   BENCH_APPEND        1: add to BENCH_OUT/results.csv, do not start it
+#                       afresh (the second of two runs, above) (0)
 #   VNUM_BIN            use this vnum binary instead of building one
 #   VNUM_SIPP_PCAPS     folder of sip-tester's pcaps     (/usr/share/sip-tester)
 set -euo pipefail
 
 RATES=${BENCH_RATES:-10 20 50 100 200}
 FACTOR=${BENCH_CALLS_FACTOR:-10}
-CALL_MS=${BENCH_CALL_MS:-3000}
+MODES=${BENCH_MODE:-direct}
+# TRUNK: the run's calls come from a trunk source (compare, media).
+TRUNK=0
+case " $MODES " in *" compare "* | *" media "*) TRUNK=1 ;; esac
+if [ "$TRUNK" = 1 ]; then
+	CALL_MS=${BENCH_CALL_MS:-1000}
+else
+	CALL_MS=${BENCH_CALL_MS:-3000}
+fi
+BINDINGS=${BENCH_BINDINGS:-10}
+RTPE_PORTS=${BENCH_RTPENGINE_PORTS:-50000-51999}
+MEDIA_LEVELS=${BENCH_MEDIA_LEVELS:-50 100 200 400}
+MEDIA_RATE=${BENCH_MEDIA_RATE:-50}
+MEDIA_HOLD_S=${BENCH_MEDIA_HOLD_S:-10}
 STOP_ON_FAIL=${BENCH_STOP_ON_FAIL:-1}
 KEEP=${BENCH_KEEP:-0}
 PROFILE=${BENCH_PROFILE:-}
@@ -66,7 +115,6 @@ PPROF=false
 if [ -n "$PROFILE" ]; then KEEP=1 PPROF=true; fi
 PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
 MEDIA=${BENCH_MEDIA:-1}
-MODES=${BENCH_MODE:-direct}
 OUT=${BENCH_OUT:-}
 if [ -n "$OUT" ]; then
 	mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
@@ -77,9 +125,26 @@ OVL_RATE=${BENCH_OVERLOAD_RATE:-3000}
 OVL_SECS=${BENCH_OVERLOAD_SECS:-8}
 OVL_CALL_MS=${BENCH_OVERLOAD_CALL_MS:-1000}
 MAX_ACTIVE=${BENCH_MAX_ACTIVE:-}
+SOFT_MODES="" TRUNK_MODES=""
 for m in $MODES; do
-	case "$m" in direct | ivr | overload) ;; *) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload)" >&2; exit 2 ;; esac
+	case "$m" in
+	direct | ivr | overload) SOFT_MODES="$SOFT_MODES${SOFT_MODES:+ }$m" ;;
+	compare | media) TRUNK_MODES="$TRUNK_MODES${TRUNK_MODES:+ }$m" ;;
+	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media)" >&2; exit 2 ;;
+	esac
 done
+# The softphone's digest calls and a trunk source on the same address do
+# not mix on one vnum: both kinds asked for, this script runs itself once
+# for each, the second appending to the first's results.
+if [ -n "$SOFT_MODES" ] && [ -n "$TRUNK_MODES" ]; then
+	SELF="${BASH_SOURCE[0]}"
+	rc=0
+	BENCH_MODE="$SOFT_MODES" "$SELF" || rc=$?
+	# calls.max_active is the overload burst's knob: the trunk calls get
+	# vnum's default
+	BENCH_MODE="$TRUNK_MODES" BENCH_APPEND=1 BENCH_MAX_ACTIVE="" "$SELF" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
+	exit "$rc"
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCEN="$ROOT/testdata/sipp"
@@ -89,6 +154,11 @@ die() { echo "bench: $*" >&2; exit 1; }
 command -v sipp >/dev/null || die "sipp is not on PATH (apt-get install sip-tester)"
 command -v timeout >/dev/null || die "timeout (coreutils) is not on PATH"
 [ -r "$PCAPS/g711a.pcap" ] || die "no g711a.pcap in $PCAPS (set VNUM_SIPP_PCAPS)"
+case " $MODES " in *" compare "*)
+	command -v kamailio >/dev/null || die "compare: kamailio is not on PATH (apt-get install kamailio)"
+	command -v rtpengine >/dev/null || die "compare: rtpengine is not on PATH (apt-get install rtpengine-daemon)"
+	;;
+esac
 if [ "$(id -u)" != 0 ]; then
 	echo "bench: not root: sipp's play_pcap_audio needs CAP_NET_RAW, calls may fail" >&2
 fi
@@ -172,6 +242,9 @@ else
 fi
 
 CONFIG="$WORK/vnum.yaml"
+# compare and media: the SIPp trunk caller's address is a trunk source.
+TRUNK_CIDRS=""
+[ "$TRUNK" = 1 ] && TRUNK_CIDRS=127.0.0.1/32
 cat >"$CONFIG" <<EOF
 # written by scripts/bench.sh
 sip:
@@ -181,7 +254,7 @@ media:
   rtp_ports: "$RTP_PORTS"
 trunk:
   outbound: "sip:127.0.0.1:$CARRIER_PORT;transport=udp"
-  inbound_cidrs: []
+  inbound_cidrs: [$TRUNK_CIDRS]
   number_format: national
 security:
   # One SIPp softphone on one address places every call, and each call is
@@ -213,13 +286,34 @@ EXT=$(printf '%s' "$BINDING" | grep -o '"extension": *"[0-9]*"' | grep -o '[0-9]
 [ -n "$EXT" ] || die "no extension in: $BINDING"
 DIAL="$HOST-$EXT"
 
+# The trunk modes spread their calls over BINDINGS bindings: dial.csv is
+# SIPp's injection file (one X-E a call, in turn), kamailio/vnbind the
+# same bindings as the db_text table vn-proxy.cfg loads (X-E -> B).
+if [ "$TRUNK" = 1 ]; then
+	mkdir -p "$WORK/kamailio"
+	printf 'SEQUENTIAL\n%s;\n' "$DIAL" >"$WORK/dial.csv"
+	printf 'key_name(string) key_type(int) value_type(int) key_value(string) expires(int)\n%s:0:0:%s:0\n' \
+		"$DIAL" 13800138000 >"$WORK/kamailio/vnbind"
+	for i in $(seq 2 "$BINDINGS"); do
+		b=$(printf '138001380%02d' $((i - 1)))
+		json=$(vnum binding create --merchant m1 --order "bench$i" --consignee "$b" \
+			--order-status shipped --format json)
+		x=$(printf '%s' "$json" | grep -o '"host": *"[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"')
+		e=$(printf '%s' "$json" | grep -o '"extension": *"[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"')
+		[ -n "$x" ] && [ -n "$e" ] || die "no host or extension in: $json"
+		echo "$x-$e;" >>"$WORK/dial.csv"
+		echo "$x-$e:0:0:$b:0" >>"$WORK/kamailio/vnbind"
+	done
+fi
+
 # sipp looks for play_pcap_audio files next to the scenario.
 cd "$WORK"
 ln -s "$PCAPS/g711a.pcap" g711a.pcap
-cp "$SCEN/uas_answer.xml" "$SCEN/uac_direct.xml" "$SCEN/uac_direct_nomedia.xml" "$SCEN/uac_overload.xml" "$WORK/"
+cp "$SCEN/uas_answer.xml" "$SCEN/uac_direct.xml" "$SCEN/uac_direct_nomedia.xml" "$SCEN/uac_overload.xml" \
+	"$SCEN/uac_trunk.xml" "$SCEN/uac_trunk_long.xml" "$WORK/"
 if [ "$MEDIA" = 0 ]; then
-	# the overload softphone without RTP: drop its play_pcap_audio
-	sed -i '/play_pcap_audio/d' "$WORK/uac_overload.xml"
+	# the overload and trunk callers without RTP: drop their play_pcap_audio
+	sed -i '/play_pcap_audio/d' "$WORK/uac_overload.xml" "$WORK/uac_trunk.xml"
 fi
 if [ "$MEDIA" = 1 ]; then
 	UAC_SCENARIO="$WORK/uac_direct.xml"
@@ -244,12 +338,30 @@ for _ in $(seq 1 100); do
 done
 port_free "$SIP_PORT" && die "vnum serve is not listening on udp/$SIP_PORT"
 sleep 0.5
+# vnum's resident set before any call, KiB (media's baseline)
+IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status")
 
-sipp -sf "$WORK/uas_answer.xml" -i 127.0.0.1 -p "$CARRIER_PORT" \
-	-mi 127.0.0.1 -mp "$CARRIER_MEDIA" -rtp_echo -nostdin \
-	-trace_err -error_file "$WORK/carrier_errors.log" >"$WORK/carrier_screen.log" 2>&1 &
-PIDS+=($!)
-sleep 0.5
+# start_carrier NAME: the sipp carrier (CARRIER_PID), its screen in
+# $WORK/carrier_NAME_screen.log (SIPp writes its last screen there on
+# exit, the RTP it echoed included). stop_carrier ends it.
+start_carrier() {
+	sipp -sf "$WORK/uas_answer.xml" -i 127.0.0.1 -p "$CARRIER_PORT" \
+		-mi 127.0.0.1 -mp "$CARRIER_MEDIA" -rtp_echo -nostdin \
+		-trace_err -error_file "$WORK/carrier_$1_errors.log" >"$WORK/carrier_$1_screen.log" 2>&1 &
+	CARRIER_PID=$!
+	PIDS+=("$CARRIER_PID")
+	sleep 0.5
+}
+stop_carrier() {
+	local pid kept=()
+	kill -TERM "$CARRIER_PID" 2>/dev/null || true
+	wait "$CARRIER_PID" 2>/dev/null || true
+	for pid in "${PIDS[@]}"; do
+		[ "$pid" = "$CARRIER_PID" ] || kept+=("$pid")
+	done
+	PIDS=("${kept[@]}")
+}
+start_carrier main
 
 echo "bench: vnum on udp/$SIP_PORT, carrier on udp/$CARRIER_PORT, dialling $DIAL, ${CALL_MS} ms per call, media $MEDIA"
 # cdr_counts: prints "rows answered open" over all CDRs so far.
@@ -262,12 +374,16 @@ cdr_counts() {
 	echo "$total $answered $open"
 }
 
-# csv MODE OFFERED SENT CALLS COMPLETED REFUSED FAILED P95 EXIT SECS: one
-# line of BENCH_OUT/results.csv (when BENCH_OUT is set).
+# csv MODE OFFERED SENT CALLS COMPLETED REFUSED FAILED P95 EXIT SECS
+# [CPU_S CONCURRENT RELAYED_PCT RSS_KIB_PER_CALL]: one line of
+# BENCH_OUT/results.csv (when BENCH_OUT is set), the columns a mode does
+# not measure left empty.
 csv() {
 	[ -n "$OUT" ] || return 0
+	local f=("$@")
+	while [ "${#f[@]}" -lt 14 ]; do f+=(""); done
 	local IFS=,
-	echo "$*" >>"$OUT/results.csv"
+	echo "${f[*]}" >>"$OUT/results.csv"
 }
 
 # uac SCENARIO USER CALL_MS RATE CALLS LIMIT BUDGET STATS LOG [SIPP ARGS...]:
@@ -507,45 +623,392 @@ render_ivr() {
 	fi
 }
 
+# --- compare and media: trunk calls ---------------------------------------
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# listening PORT: something listens on 127.0.0.1:PORT (UDP).
+listening() { [ -n "$(ss -Hlnu "sport = :$1" 2>/dev/null)" ]; }
+
+# ticks PID: the CPU time (user + system, clock ticks) PID has used, its
+# threads' and its reaped children's included; 0 once it is gone.
+# /proc/PID/stat's second field (comm) may hold spaces: the fields are
+# counted after its closing parenthesis (utime is field 14).
+ticks() {
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# cpu_ticks SYSTEM: the ticks vnum (vnum) or Kamailio's main process, its
+# workers and rtpengine (kamailio) have used so far, "sip media" for
+# kamailio (media 0 for vnum, which does both in one process).
+cpu_ticks() {
+	local pid sip=0
+	if [ "$1" = vnum ]; then
+		echo "$(ticks "$VNUM_PID") 0"
+		return
+	fi
+	sip=$(ticks "$KAM_PID")
+	for pid in $(ps -o pid= --ppid "$KAM_PID" 2>/dev/null); do
+		sip=$((sip + $(ticks "$pid")))
+	done
+	echo "$sip $(ticks "$RTPE_PID")"
+}
+
+# secs TICKS: TICKS as seconds, two decimals.
+secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'; }
+
+# start_kamailio: rtpengine (userspace, its own ports, ng on loopback),
+# then Kamailio with testdata/kamailio/vn-proxy.cfg and the bindings of
+# $WORK/kamailio/vnbind, both in the foreground of the script, stopped by
+# PID at exit. Sets KAM_PORT, KAM_PID and RTPE_PID.
+start_kamailio() {
+	local ng
+	KAM_PORT=$(free_ports 1); take "$KAM_PORT" 1
+	ng=$(free_ports 1); take "$ng" 1
+	rtpengine --config-file=none --interface=127.0.0.1 --listen-ng="127.0.0.1:$ng" \
+		--port-min="${RTPE_PORTS%-*}" --port-max="${RTPE_PORTS#*-}" \
+		--table=-1 --delete-delay=0 --foreground --log-stderr --log-level=4 \
+		>"$WORK/rtpengine.log" 2>&1 &
+	RTPE_PID=$!
+	PIDS+=("$RTPE_PID")
+	for _ in $(seq 1 50); do
+		kill -0 "$RTPE_PID" 2>/dev/null || { tail -20 "$WORK/rtpengine.log" >&2; die "rtpengine exited"; }
+		listening "$ng" && break
+		sleep 0.1
+	done
+	listening "$ng" || die "rtpengine is not listening on udp/$ng"
+	# -DD: Kamailio's main process stays this script's child (no daemon),
+	# its workers are its children.
+	kamailio -f "$ROOT/testdata/kamailio/vn-proxy.cfg" -DD -E -m 64 -M 8 \
+		-Y "$WORK/kamailio" -w "$WORK/kamailio" \
+		-A "SIP_PORT=$KAM_PORT" -A "CARRIER_PORT=$CARRIER_PORT" \
+		-A "RTPENGINE_NG=\"udp:127.0.0.1:$ng\"" -A "BIND_DIR=\"text://$WORK/kamailio\"" \
+		>"$WORK/kamailio.log" 2>&1 &
+	KAM_PID=$!
+	PIDS+=("$KAM_PID")
+	for _ in $(seq 1 100); do
+		kill -0 "$KAM_PID" 2>/dev/null || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio exited"; }
+		listening "$KAM_PORT" && break
+		sleep 0.1
+	done
+	listening "$KAM_PORT" || die "kamailio is not listening on udp/$KAM_PORT"
+	sleep 0.5
+}
+
+# trunk_uac SCENARIO PORT CALLS RATE LIMIT BUDGET STATS LOG [SIPP ARGS...]:
+# the SIPp trunk caller sends CALLS calls at RATE per second (at most
+# LIMIT at once) to 127.0.0.1:PORT, dialling dial.csv's X-E in turn,
+# within BUDGET seconds; as uac otherwise.
+trunk_uac() {
+	local scen=$1 port=$2 calls=$3 rate=$4 limit=$5 budget=$6 stats=$7 log=$8
+	shift 8
+	timeout --kill-after=10 $((budget + 15)) \
+		sipp -sf "$scen" "127.0.0.1:$port" \
+		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
+		-inf "$WORK/dial.csv" -cid_str "trunk-%u-%p@%s" \
+		-r "$rate" -m "$calls" -l "$limit" \
+		-timeout "${budget}s" -timeout_error \
+		-trace_stat -stf "$stats" -fd 1 "$@" \
+		-trace_err -error_file "$WORK/${log}_errors.log" \
+		-nostdin >"$WORK/${log}_screen.log" 2>&1
+}
+
+# sipp_counts STATS: "attempted ok failed" from the last line of a SIPp
+# -trace_stat CSV; calls it never finished count as failed.
+sipp_counts() {
+	local a o f
+	read -r a o f < <(awk -F';' '
+		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+		{ last = $0 }
+		END {
+			split(last, v, ";")
+			print v[col["OutgoingCall(C)"]] + 0, v[col["SuccessfulCall(C)"]] + 0, v[col["FailedCall(C)"]] + 0
+		}' "$1" 2>/dev/null || echo "0 0 0")
+	a=${a:-0}; o=${o:-0}; f=${f:-0}
+	[ $((a - o - f)) -gt 0 ] && f=$((a - o))
+	echo "$a $o $f"
+}
+
+# cdrs_closed: wait (30 s at most) until vnum has closed every CDR.
+cdrs_closed() {
+	local open
+	for _ in $(seq 1 60); do
+		read -r _ _ open < <(cdr_counts)
+		[ "$open" = 0 ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+
+# step SYSTEM RATE: one compare step, RATE x FACTOR trunk calls against
+# SYSTEM (vnum or kamailio). Sets S_CALLS S_DONE S_FAILED S_CPU (ticks)
+# S_MEDIA (ticks of rtpengine) S_CODE S_SECS. For vnum a call completed
+# when SIPp completed it and the run's CDRs are answered, as in the ramps;
+# Kamailio keeps no CDRs, SIPp's word is all there is.
+step() {
+	local sys=$1 rate=$2 port limit budget stats start sip0 media0 sip1 media1 att ok ko rows0 ans0 rows ans
+	S_CALLS=$((rate * FACTOR))
+	limit=$((rate * (CALL_MS / 1000 + 4) + 10))
+	budget=$((S_CALLS / rate + CALL_MS / 1000 + 60))
+	stats="$WORK/compare_${sys}_${rate}.csv"
+	port=$SIP_PORT
+	[ "$sys" = kamailio ] && port=$KAM_PORT
+	[ "$sys" = vnum ] && read -r rows0 ans0 _ < <(cdr_counts)
+	read -r sip0 media0 < <(cpu_ticks "$sys")
+	start=$(date +%s)
+	set +e
+	trunk_uac "$WORK/uac_trunk.xml" "$port" "$S_CALLS" "$rate" "$limit" "$budget" "$stats" \
+		"compare_${sys}_${rate}" -d "$CALL_MS"
+	S_CODE=$?
+	set -e
+	S_SECS=$(($(date +%s) - start))
+	read -r att ok ko < <(sipp_counts "$stats")
+	S_DONE=$ok
+	if [ "$sys" = vnum ]; then
+		# the CDR writes of the step are vnum's work: counted in its CPU
+		cdrs_closed || true
+		read -r rows ans _ < <(cdr_counts)
+		[ $((ans - ans0)) -lt "$S_DONE" ] && S_DONE=$((ans - ans0))
+	fi
+	# the same second of quiet in both windows, for timers and late BYEs
+	sleep 1
+	read -r sip1 media1 < <(cpu_ticks "$sys")
+	S_CPU=$((sip1 - sip0 + media1 - media0))
+	S_MEDIA=$((media1 - media0))
+	S_FAILED=$((S_CALLS - S_DONE))
+	if [ "$S_FAILED" -gt 0 ] || [ "$S_CODE" != 0 ]; then
+		echo "bench: $sys failed calls at $rate calls/s (sipp: attempted $att, ok $ok, failed $ko); sipp's first unexpected messages:" >&2
+		head -20 "$WORK/compare_${sys}_${rate}_errors.log" >&2 2>/dev/null || true
+	fi
+}
+
+# compare: at each of RATES the same step against vnum and Kamailio +
+# rtpengine, the one that goes first alternating, so that noise from the
+# shared machine falls on both.
+compare() {
+	local rate order sys n=0 vbest=0 kbest=0 vdone=0 kdone=0 ratio
+	local vcpu_all=0 vcalls_all=0 kcpu_all=0 kcalls_all=0 vcpu vcalls kcpu kcalls vok kok
+	start_kamailio
+	echo "== compare: trunk X-E calls over $BINDINGS bindings, ${CALL_MS} ms each, media $MEDIA:" \
+		"vnum (udp/$SIP_PORT) vs Kamailio + rtpengine (udp/$KAM_PORT)"
+	printf '%8s  %-9s %8s %10s %7s %8s %9s %12s %5s %5s\n' "calls/s" "system" "offered" "completed" "failed" \
+		"cpu s" "media s" "cpu ms/call" "exit" "secs"
+	for rate in $RATES; do
+		n=$((n + 1))
+		order="vnum kamailio"
+		[ $((n % 2)) = 0 ] && order="kamailio vnum"
+		vok=0 kok=0
+		for sys in $order; do
+			if [ "$sys" = vnum ] && [ "$vdone" = 1 ]; then continue; fi
+			if [ "$sys" = kamailio ] && [ "$kdone" = 1 ]; then continue; fi
+			step "$sys" "$rate"
+			printf '%8s  %-9s %8s %10s %7s %8s %9s %12s %5s %5s\n' "$rate" "$sys" "$S_CALLS" "$S_DONE" "$S_FAILED" \
+				"$(secs "$S_CPU")" "$([ "$sys" = vnum ] && echo - || secs "$S_MEDIA")" \
+				"$(awk -v t="$S_CPU" -v hz="$CLK_TCK" -v c="$S_DONE" 'BEGIN { printf "%.2f", c ? 1000 * t / hz / c : 0 }')" \
+				"$S_CODE" "$S_SECS"
+			csv "compare-$sys" "$rate" "$rate" "$S_CALLS" "$S_DONE" 0 "$S_FAILED" - "$S_CODE" "$S_SECS" "$(secs "$S_CPU")"
+			if [ "$S_FAILED" = 0 ] && [ "$S_CODE" = 0 ]; then
+				if [ "$sys" = vnum ]; then vbest=$rate vok=1 vcpu=$S_CPU vcalls=$S_DONE; else kbest=$rate kok=1 kcpu=$S_CPU kcalls=$S_DONE; fi
+			else
+				COMPARE_FAILED=1
+				if [ "$STOP_ON_FAIL" = 1 ]; then
+					if [ "$sys" = vnum ]; then vdone=1; else kdone=1; fi
+				fi
+			fi
+			kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+			kill -0 "$KAM_PID" 2>/dev/null || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio died"; }
+			kill -0 "$RTPE_PID" 2>/dev/null || { tail -20 "$WORK/rtpengine.log" >&2; die "rtpengine died"; }
+			sleep 1
+		done
+		if [ "$vok$kok" = 11 ]; then
+			vcpu_all=$((vcpu_all + vcpu)) vcalls_all=$((vcalls_all + vcalls))
+			kcpu_all=$((kcpu_all + kcpu)) kcalls_all=$((kcalls_all + kcalls))
+			ratio=$(awk -v a="$vcpu" -v b="$vcalls" -v c="$kcpu" -v d="$kcalls" \
+				'BEGIN { if (b && d && c) printf "%.2f", (a / b) / (c / d); else print "-" }')
+			printf '%8s  %-9s CPU per call vnum/kamailio: %s\n' "$rate" "ratio" "$ratio"
+		fi
+		[ "$vdone$kdone" = 11 ] && break
+	done
+	echo "highest rate with 0 failed calls: vnum $vbest calls/s, kamailio+rtpengine $kbest calls/s" \
+		"(vnum/kamailio $(awk -v a="$vbest" -v b="$kbest" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }'))"
+	echo "CPU per call over the rates both held, vnum/kamailio: $(awk -v a="$vcpu_all" -v b="$vcalls_all" \
+		-v c="$kcpu_all" -v d="$kcalls_all" -v hz="$CLK_TCK" 'BEGIN {
+			if (b && d && c) printf "%.2f (vnum %.2f ms, kamailio+rtpengine %.2f ms)", (a / b) / (c / d), 1000 * a / b / hz, 1000 * c / d / hz
+			else print "-"
+		}')"
+}
+
+# pcap_packets FILE: the records in a pcap file (24-byte file header, then
+# a 16-byte header a record with its captured length at offset 8, little
+# endian as sip-tester's captures are).
+pcap_packets() {
+	local off=24 n=0 size len
+	size=$(stat -L -c %s "$1")
+	while [ $((off + 16)) -le "$size" ]; do
+		len=$(od -An -tu4 -j $((off + 8)) -N4 "$1" | tr -d ' ')
+		off=$((off + 16 + len))
+		n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# rss_kib: vnum's resident set (VmRSS), KiB.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status" 2>/dev/null || echo 0; }
+
+# media: at each of MEDIA_LEVELS, that many long calls up at once (filled
+# at MEDIA_RATE calls/s, then all up for MEDIA_HOLD_S), each playing
+# g711a.pcap in a loop toward vnum, the carrier echoing. The carrier is
+# restarted per level so that its echo count is the level's: relayed = the
+# packets it echoed / the packets the completed calls sent (one direction,
+# caller -> vnum -> carrier). RSS per call = (vnum's highest VmRSS during
+# the level - its VmRSS idle, before the run's first call) / calls: Go
+# keeps the heap of a level for the next, so the RSS before each level
+# would be no baseline; for the same reason media before compare in one
+# run gives the cleaner figures.
+media() {
+	local level pkts loops fill limit budget stats code start secs_ att ok ko idle peak rss pid
+	local sent echoed pct per cpu0 cpu1 done_
+	pkts=$(pcap_packets "$WORK/g711a.pcap")
+	echo "== media: concurrent trunk calls, g711a.pcap ($pkts packets, 7.05 s) in a loop, echoed by the carrier"
+	echo "   (relayed: caller -> vnum -> carrier packets, SIPp's count; vnum's /metrics has no relay counters)"
+	printf '%10s %6s %10s %7s %10s %10s %9s %9s %9s %11s %7s %5s %5s\n' "concurrent" "loops" "completed" "failed" \
+		"rtp sent" "rtp echoed" "relayed %" "idle MiB" "peak MiB" "KiB/call" "cpu s" "exit" "secs"
+	for level in $MEDIA_LEVELS; do
+		fill=$(((level + MEDIA_RATE - 1) / MEDIA_RATE))
+		# each call lasts loops x 7.1 s: long enough for all to be up
+		# together for MEDIA_HOLD_S once the level has filled
+		loops=$(((fill + MEDIA_HOLD_S) * 10 / 71 + 1))
+		[ "$loops" -lt 2 ] && loops=2
+		limit=$level
+		budget=$((fill + loops * 8 + 60))
+		stats="$WORK/media_${level}.csv"
+		stop_carrier
+		start_carrier "media_$level"
+		cdrs_closed || true
+		idle=$IDLE_RSS
+		peak=$(rss_kib)
+		read -r cpu0 _ < <(cpu_ticks vnum)
+		start=$(date +%s)
+		trunk_uac "$WORK/uac_trunk_long.xml" "$SIP_PORT" "$level" "$MEDIA_RATE" "$limit" "$budget" "$stats" \
+			"media_$level" -set loops "$loops" &
+		pid=$!
+		while kill -0 "$pid" 2>/dev/null; do
+			rss=$(rss_kib)
+			[ "$rss" -gt "$peak" ] && peak=$rss
+			sleep 0.5
+		done
+		set +e
+		wait "$pid"
+		code=$?
+		set -e
+		secs_=$(($(date +%s) - start))
+		cdrs_closed || true
+		read -r cpu1 _ < <(cpu_ticks vnum)
+		read -r att ok ko < <(sipp_counts "$stats")
+		done_=$ok
+		stop_carrier
+		echoed=$(awk '/Total echo RTP pckts 1st stream/ { n = $1 } END { print n + 0 }' \
+			"$WORK/carrier_media_${level}_screen.log")
+		sent=$((ok * loops * pkts))
+		pct=$(awk -v e="$echoed" -v s="$sent" 'BEGIN { if (s) printf "%.1f", 100 * e / s; else print "-" }')
+		per=$(awk -v p="$peak" -v i="$idle" -v n="$level" 'BEGIN { printf "%.0f", (p - i) / n }')
+		printf '%10s %6s %10s %7s %10s %10s %9s %9s %9s %11s %7s %5s %5s\n' "$level" "$loops" "$done_" "$((level - done_))" \
+			"$sent" "$echoed" "$pct" "$((idle / 1024))" "$((peak / 1024))" "$per" "$(secs $((cpu1 - cpu0)))" "$code" "$secs_"
+		csv media "$MEDIA_RATE" "$MEDIA_RATE" "$level" "$done_" 0 "$((level - done_))" - "$code" "$secs_" \
+			"$(secs $((cpu1 - cpu0)))" "$level" "$pct" "$per"
+		if [ "$done_" != "$level" ] || [ "$code" != 0 ]; then
+			MEDIA_FAILED=1
+			echo "bench: failed media calls at $level concurrent; sipp's first unexpected messages:" >&2
+			head -20 "$WORK/media_${level}_errors.log" >&2 2>/dev/null || true
+			[ "$STOP_ON_FAIL" = 1 ] && break
+		fi
+		kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+	done
+	start_carrier main
+}
+
 RAMP_FAILED=0
 OVERLOAD_FAILED=0
+COMPARE_FAILED=0
+MEDIA_FAILED=0
+CSV_HEADER="mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs,cpu_s,concurrent,relayed_pct,rss_kib_per_call"
 if [ -n "$OUT" ]; then
-	echo "mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs" >"$OUT/results.csv"
+	if [ "${BENCH_APPEND:-0}" != 1 ] || [ "$(head -1 "$OUT/results.csv" 2>/dev/null)" != "$CSV_HEADER" ]; then
+		echo "$CSV_HEADER" >"$OUT/results.csv"
+	fi
 fi
 for m in $MODES; do
 	case "$m" in
 	direct) EXTRA_SECS=0 ramp direct "$UAC_SCENARIO" "$DIAL" ;;
 	ivr) render_ivr; EXTRA_SECS=$(((IVR_WAIT_MS + 300 * ${#EXT} + 999) / 1000)) ramp ivr "$WORK/uac_dtmf.xml" "$HOST" ;;
 	overload) overload ;;
+	compare) compare ;;
+	media) media ;;
 	esac
 	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 done
-# svg: results.svg from results.csv, one stacked bar per run (mode and
-# offered rate): the share of its calls completed, refused with 503, failed.
+# svg: results.svg from results.csv: one stacked bar per run (mode and
+# offered rate): the share of its calls completed, refused with 503,
+# failed; below them, for media runs, the share of RTP relayed and vnum's
+# RSS per call against the calls up at once.
 svg() {
 	awk -F, '
+		# chart Y0 TITLE N XS YS YMAX UNIT: a line chart of YS over XS, its
+		# top at Y0, 200 high.
+		function chart(y0, title, n, xs, ys, ymax, unit,    i, x0, w0, h0, xmax, px, py, pts) {
+			x0 = 80; w0 = 580; h0 = 140; xmax = 0
+			for (i = 1; i <= n; i++) if (xs[i] > xmax) xmax = xs[i]
+			if (xmax == 0) xmax = 1
+			if (ymax <= 0) ymax = 1
+			printf "<text x=\"10\" y=\"%d\" font-size=\"14\">%s</text>\n", y0 + 16, title
+			printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", x0, y0 + 30, x0, y0 + 30 + h0
+			printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", x0, y0 + 30 + h0, x0 + w0, y0 + 30 + h0
+			printf "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%g %s</text>\n", x0 - 6, y0 + 34, ymax, unit
+			printf "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>\n", x0 - 6, y0 + 34 + h0
+			printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">calls up at once</text>\n", x0 + w0 / 2, y0 + 30 + h0 + 30
+			pts = ""
+			for (i = 1; i <= n; i++) {
+				px = x0 + w0 * xs[i] / xmax; py = y0 + 30 + h0 - h0 * ys[i] / ymax
+				pts = pts sprintf("%.1f,%.1f ", px, py)
+				printf "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1565c0\"/>\n", px, py
+				printf "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", px, py - 6, ys[i]
+				printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", px, y0 + 30 + h0 + 14, xs[i]
+			}
+			printf "<polyline points=\"%s\" fill=\"none\" stroke=\"#1565c0\"/>\n", pts
+		}
 		NR == 1 { next }
+		$1 == "media" { m++; conc[m] = $12 + 0; pct[m] = $13 + 0; rss[m] = $14 + 0; next }
 		{ n++; label[n] = $1 " " $2 "/s" ($3 != $2 ? " (sent " $3 "/s)" : ""); calls[n] = $4
 		  c[n] = $5; r[n] = $6; f[n] = $7 }
 		END {
-			w = 720; left = 220; bw = w - left - 20; h = 40 + 26 * n + 40
+			w = 720; left = 220; bw = w - left - 20
+			hb = n ? 40 + 26 * n + 40 : 0
+			h = hb + (m ? 2 * 210 : 0) + 10
 			printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", w, h
-			printf "<text x=\"10\" y=\"20\" font-size=\"14\">vnum make bench: share of calls completed / refused (503) / failed</text>\n"
-			for (i = 1; i <= n; i++) {
-				y = 36 + 26 * (i - 1); t = calls[i] ? calls[i] : 1; x = left
-				printf "<text x=\"10\" y=\"%d\">%s</text>\n", y + 14, label[i]
-				split("#2e7d32 #f9a825 #c62828", col, " ")
-				v[1] = c[i]; v[2] = r[i]; v[3] = f[i]
-				for (k = 1; k <= 3; k++) {
-					bwid = bw * v[k] / t
-					if (bwid > 0) printf "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"%s\"><title>%d</title></rect>\n", x, y, bwid, col[k], v[k]
-					x += bwid
+			if (n) {
+				printf "<text x=\"10\" y=\"20\" font-size=\"14\">vnum make bench: share of calls completed / refused (503) / failed</text>\n"
+				for (i = 1; i <= n; i++) {
+					y = 36 + 26 * (i - 1); t = calls[i] ? calls[i] : 1; x = left
+					printf "<text x=\"10\" y=\"%d\">%s</text>\n", y + 14, label[i]
+					split("#2e7d32 #f9a825 #c62828", col, " ")
+					v[1] = c[i]; v[2] = r[i]; v[3] = f[i]
+					for (k = 1; k <= 3; k++) {
+						bwid = bw * v[k] / t
+						if (bwid > 0) printf "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"%s\"><title>%d</title></rect>\n", x, y, bwid, col[k], v[k]
+						x += bwid
+					}
 				}
+				y = 36 + 26 * n + 10
+				printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#2e7d32\"/><text x=\"%d\" y=\"%d\">completed</text>\n", left, y, left + 16, y + 11
+				printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#f9a825\"/><text x=\"%d\" y=\"%d\">refused (503)</text>\n", left + 100, y, left + 116, y + 11
+				printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#c62828\"/><text x=\"%d\" y=\"%d\">failed</text>\n", left + 220, y, left + 236, y + 11
 			}
-			y = 36 + 26 * n + 10
-			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#2e7d32\"/><text x=\"%d\" y=\"%d\">completed</text>\n", left, y, left + 16, y + 11
-			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#f9a825\"/><text x=\"%d\" y=\"%d\">refused (503)</text>\n", left + 100, y, left + 116, y + 11
-			printf "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#c62828\"/><text x=\"%d\" y=\"%d\">failed</text>\n", left + 220, y, left + 236, y + 11
+			if (m) {
+				ymax = 0
+				for (i = 1; i <= m; i++) if (rss[i] > ymax) ymax = rss[i]
+				chart(hb, "vnum make bench media: RTP relayed (caller to carrier), %", m, conc, pct, 100, "%")
+				chart(hb + 210, "vnum make bench media: vnum RSS above idle per call, KiB", m, conc, rss, ymax > 0 ? int(ymax * 1.2 + 1) : 1, "KiB")
+			}
 			print "</svg>"
 		}' "$OUT/results.csv" >"$OUT/results.svg"
 }
@@ -554,7 +1017,7 @@ if [ -n "$OUT" ]; then
 	echo "bench: results in $OUT/results.csv and $OUT/results.svg"
 fi
 
-if [ "$STRICT" = 1 ] && [ "$RAMP_FAILED$OVERLOAD_FAILED" != 00 ]; then
+if [ "$STRICT" = 1 ] && [ "$RAMP_FAILED$OVERLOAD_FAILED$COMPARE_FAILED$MEDIA_FAILED" != 0000 ]; then
 	echo "bench: failed (BENCH_STRICT=1): see above" >&2
 	exit 1
 fi

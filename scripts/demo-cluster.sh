@@ -6,7 +6,7 @@
 # `vnum serve` nodes (node-1, node-2: their own SIP, RTP and admin ports),
 # Kamailio with testdata/kamailio/dispatcher.cfg in front of them (round
 # robin, failover, OPTIONS probes every second) and a SIPp carrier that
-# answers every call. Then a SIPp PSTN caller (testdata/sipp/uac_trunk.xml)
+# answers every call. Then a SIPp PSTN caller (testdata/sipp/uac_trunk_nomedia.xml)
 # places calls through the proxy, dialling X-E as the carrier's trunk would:
 #
 #   1. DEMO_CALLS calls with both nodes up: they alternate between them;
@@ -219,7 +219,7 @@ KAM_PID=$!
 PIDS+=($KAM_PID)
 wait_listening "$PROXY_PORT" "$KAM_PID" kamailio "$WORK/kamailio.log"
 
-cp "$SCEN/uas_answer.xml" "$SCEN/uac_trunk.xml" "$WORK/"
+cp "$SCEN/uas_answer.xml" "$SCEN/uac_trunk_nomedia.xml" "$WORK/"
 sipp -sf "$WORK/uas_answer.xml" -i 127.0.0.1 -p "$CARRIER_PORT" \
 	-mi 127.0.0.1 -mp "$CARRIER_MEDIA" -nostdin \
 	-trace_err -error_file "$WORK/carrier_errors.log" >"$WORK/carrier_screen.log" 2>&1 &
@@ -237,7 +237,7 @@ calls() {
 	local tag=$1 code
 	set +e
 	timeout --kill-after=10 $((CALLS * (HOLD_MS / 1000 + 5) + 30)) \
-		sipp -sf "$WORK/uac_trunk.xml" "127.0.0.1:$PROXY_PORT" \
+		sipp -sf "$WORK/uac_trunk_nomedia.xml" "127.0.0.1:$PROXY_PORT" \
 		-i 127.0.0.1 -p "$CALLER_PORT" -mi 127.0.0.1 -mp "$CALLER_MEDIA" \
 		-s "$HOST-$EXT" -key caller 13900139000 -cid_str "$tag-%u-%p@%s" \
 		-d "$HOLD_MS" -m "$CALLS" -l 1 -r 10 -timeout 60s -timeout_error \
@@ -281,7 +281,7 @@ show both
 echo
 echo "== a call straight to node-1, left up; node-1 killed (SIGKILL, pid ${PID[1]}) during it; $CALLS more calls"
 # This caller's BYE will go unanswered: it is stopped once node-1 is gone.
-sipp -sf "$WORK/uac_trunk.xml" "127.0.0.1:${SIP[1]}" \
+sipp -sf "$WORK/uac_trunk_nomedia.xml" "127.0.0.1:${SIP[1]}" \
 	-i 127.0.0.1 -p "$CUT_PORT" -mi 127.0.0.1 -mp "$CUT_MEDIA" \
 	-s "$HOST-$EXT" -key caller 13900139000 -cid_str "cut-%u-%p@%s" \
 	-d 600000 -m 1 -timeout 120s -nostdin >"$WORK/cut_screen.log" 2>&1 &
