@@ -232,13 +232,49 @@ func openPostgres(ctx context.Context, dsn string, o options) (*Store, bool, err
 	var schemas int
 	if err := sqldb.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables
 		WHERE table_schema = current_schema() AND table_name = 'schema_migrations'`).Scan(&schemas); err != nil {
-		return nil, false, closeAfter(sqldb, fmt.Errorf("cannot reach postgres %s: %w", shown, err))
+		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("cannot reach postgres %s: %w", shown, err)))
 	}
 	s := &Store{db: &db{DB: sqldb, dialect: postgresDialect}, policy: o.policy, clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {
-		return nil, false, closeAfter(sqldb, fmt.Errorf("postgres %s: %w", shown, err))
+		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
 	}
 	return s, schemas == 0, nil
+}
+
+// oneLineError is an error whose message is kept on one line; it wraps
+// the original error for errors.Is and errors.As.
+type oneLineError struct {
+	msg string
+	err error
+}
+
+func (e *oneLineError) Error() string { return e.msg }
+func (e *oneLineError) Unwrap() error { return e.err }
+
+// oneLine joins the lines of err's message with "; " (a space after a
+// colon): pgx lists each
+// address it tried on a line of its own, and a command that cannot open
+// its store says so in one line (SPEC §2).
+func oneLine(err error) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "\n") {
+		return err
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			if strings.HasSuffix(b.String(), ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(l)
+	}
+	return &oneLineError{msg: b.String(), err: err}
 }
 
 func closeAfter(db *sql.DB, err error) error {

@@ -173,6 +173,9 @@ func TestOpenPostgresErrorsMaskPassword(t *testing.T) {
 	require.ErrorContains(t, err, fmt.Sprintf("postgres://vnum:***@127.0.0.1:%d/vnum", port))
 	require.ErrorContains(t, err, "connection refused")
 	require.NotContains(t, err.Error(), "s3cr3t-pw")
+	require.NotContains(t, err.Error(), "\n", "one line")
+	var opErr *net.OpError
+	require.ErrorAs(t, err, &opErr, "the cause stays in the chain")
 
 	_, err = Open(ctx, DriverPostgres, "postgres://vnum:s3cr3t-pw@db:notaport/vnum")
 	require.ErrorIs(t, err, ErrInvalid)

@@ -83,6 +83,27 @@ func Shared(t testing.TB) *Server {
 	return shared
 }
 
+// Start starts a server of t's own, stopped and removed when the test
+// ends, for a package without a TestMain calling Main (or a test that
+// must not share its server). Like Shared, it skips when PostgreSQL is not
+// installed.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s, err := New()
+	if errors.Is(err, ErrNoPostgres) {
+		SkipOrFail(t, err)
+	}
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return s
+}
+
 // DSN returns the DSN of a fresh, empty database on the shared server,
 // dropped when the test ends.
 func DSN(t testing.TB) string {
