@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/callrec"
 )
 
 // The environment of a racing process (see raceChild).
@@ -195,6 +197,115 @@ func TestRacingCreates(t *testing.T) {
 				require.GreaterOrEqual(t, hamming(a.Extension, b.Extension), 2,
 					"on %s, %s and %s are one digit apart", a.Host, a.Extension, b.Extension)
 			}
+		}
+	})
+}
+
+// TestRacingRenewAndRelease: renewals and releases of one binding sent at
+// once to two nodes (two Stores on one database) act once: one renewal
+// gives the order its new binding and the others are refused as
+// ErrExists; one release ends a binding and the others get ErrEnded. The
+// order never has two active bindings.
+func TestRacingRenewAndRelease(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		const n = 6
+		ctx := context.Background()
+		a, dsn := be.open(t)
+		seed(t, a, "17000000001", "17000000002")
+		b, err := Open(ctx, be.driver, dsn)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, b.Close()) })
+		old, err := a.CreateBinding(ctx, shipped("o-1"), t0)
+		require.NoError(t, err)
+
+		at := t0.Add(time.Hour)
+		renewed := make([]*Binding, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			s := []*Store{a, b}[i%2]
+			wg.Go(func() { renewed[i], errs[i] = s.Renew(ctx, old.ID, 0, at) })
+		}
+		wg.Wait()
+		var fresh *Binding
+		for i := range n {
+			if errs[i] == nil {
+				require.Nil(t, fresh, "two renewals succeeded")
+				fresh = renewed[i]
+				continue
+			}
+			require.ErrorIs(t, errs[i], ErrExists)
+		}
+		require.NotNil(t, fresh, "one renewal succeeded")
+		all, err := a.ListBindings(ctx, "m1", "o-1")
+		require.NoError(t, err)
+		require.Len(t, all, 2, "the old binding and one new one")
+		got, err := a.GetBinding(ctx, old.ID)
+		require.NoError(t, err)
+		require.Equal(t, StatusReleased, got.StatusAt(at))
+
+		for i := range n {
+			s := []*Store{a, b}[i%2]
+			wg.Go(func() { _, errs[i] = s.Release(ctx, fresh.ID, at.Add(time.Minute)) })
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			if err == nil {
+				ok++
+				continue
+			}
+			require.ErrorIs(t, err, ErrEnded)
+		}
+		require.Equal(t, 1, ok, "one release acted")
+	})
+}
+
+// TestRacingCDRClose: a call's end written by two nodes at once, while a
+// restarting node closes its interrupted rows, closes the row once: one
+// FinishCDR or the recovery, never both, and the row keeps the first
+// close.
+func TestRacingCDRClose(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		const rounds, finishers = 5, 4
+		ctx := context.Background()
+		a, dsn := be.open(t, WithNode("vnum-a"), WithoutRecovery())
+		seed(t, a)
+		b, err := Open(ctx, be.driver, dsn, WithNode("vnum-a"), WithoutRecovery())
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, b.Close()) })
+		rates := Rates{PerMinute: 20000}
+		for round := range rounds {
+			c := &callrec.Record{CallID: fmt.Sprintf("call-%d", round), Merchant: "m1", StartedAt: t0,
+				AnsweredAt: t0.Add(time.Second)}
+			require.NoError(t, a.StartCDR(ctx, c))
+			var wg sync.WaitGroup
+			errs := make([]error, finishers)
+			var recovered int64
+			var recoverErr error
+			for i := range finishers {
+				s := []*Store{a, b}[i%2]
+				end := *c
+				end.EndedAt = t0.Add(time.Duration(i+1) * time.Minute)
+				wg.Go(func() { errs[i] = s.FinishCDR(ctx, &end, rates) })
+			}
+			wg.Go(func() { recovered, recoverErr = b.RecoverInterrupted(ctx) })
+			wg.Wait()
+			require.NoError(t, recoverErr)
+			closed := int(recovered)
+			for _, err := range errs {
+				if err == nil {
+					closed++
+					continue
+				}
+				require.ErrorIs(t, err, ErrCDRFinished)
+			}
+			require.Equal(t, 1, closed, "round %d: the row was closed once", round)
+			got, err := a.GetCDR(ctx, c.ID)
+			require.NoError(t, err)
+			require.False(t, got.EndedAt.IsZero())
 		}
 	})
 }
