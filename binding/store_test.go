@@ -359,3 +359,40 @@ func TestLockedFileFailsWithinBusyTimeout(t *testing.T) {
 	require.NoError(t, lock.Close())
 	require.NoError(t, s.AddMerchant(ctx, "m3", "Shop Three"), "the store recovers by itself")
 }
+
+// TestPostgresLockWaitIsBounded: while another node holds the allocation
+// lock (a stuck transaction), a create on PostgreSQL fails after the
+// store's busy timeout (store.timeout for a server) or the caller's
+// deadline, whichever comes first, instead of waiting for ever; it stores
+// nothing, and creates work again once the lock is gone.
+func TestPostgresLockWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, dsn := postgresBackend.open(t, WithBusyTimeout(200*time.Millisecond))
+	seed(t, s, "17000000001")
+	other, err := Open(ctx, DriverPostgres, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, other.Close()) })
+	stuck, err := other.db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = stuck.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, allocLock)
+	require.NoError(t, err)
+
+	start := time.Now()
+	_, err = s.CreateBinding(ctx, shipped("o-1"), t0)
+	require.ErrorContains(t, err, "lock timeout")
+	require.Less(t, time.Since(start), 5*time.Second, "the create gave up after the busy timeout")
+
+	deadline, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	longer, err := Open(ctx, DriverPostgres, dsn, WithBusyTimeout(time.Hour))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, longer.Close()) })
+	_, err = longer.CreateBinding(deadline, shipped("o-1"), t0)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the caller's deadline ends the wait")
+
+	require.Zero(t, countBindings(t, s), "the failed creates stored nothing")
+	require.NoError(t, stuck.Rollback())
+	_, err = s.CreateBinding(ctx, shipped("o-1"), t0)
+	require.NoError(t, err, "the store recovers by itself")
+}

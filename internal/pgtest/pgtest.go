@@ -171,6 +171,10 @@ func New() (*Server, error) {
 	return s, nil
 }
 
+// debianBins is where Debian's postgresql packages put the server
+// programs, one directory per major version.
+var debianBins = "/usr/lib/postgresql/*/bin"
+
 // findBin returns the directory that holds initdb and postgres: PATH's,
 // else the newest /usr/lib/postgresql/<version>/bin.
 func findBin() (string, error) {
@@ -183,7 +187,7 @@ func findBin() (string, error) {
 			return dir, nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(debianBins)
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 	for _, dir := range dirs {
 		_, ierr := os.Stat(filepath.Join(dir, "initdb"))

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"database/sql"
+	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -57,4 +58,29 @@ func TestRestartKeepsData(t *testing.T) {
 	require.NoError(t, s.Restart())
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT v FROM x`).Scan(&v))
 	require.Equal(t, 42, v)
+}
+
+// TestFindBin: the programs are found outside PATH where Debian puts
+// them, and their absence is ErrNoPostgres naming the package to install.
+func TestFindBin(t *testing.T) {
+	// Not parallel: it changes PATH and the search directory.
+	dir, err := findBin()
+	if err != nil {
+		SkipOrFail(t, err)
+	}
+	require.FileExists(t, filepath.Join(dir, "initdb"))
+	saved := debianBins
+	t.Cleanup(func() { debianBins = saved })
+	t.Setenv("PATH", t.TempDir())
+
+	if debs, _ := filepath.Glob(debianBins); len(debs) > 0 {
+		got, err := findBin()
+		require.NoError(t, err, "found outside PATH")
+		require.FileExists(t, filepath.Join(got, "postgres"))
+	}
+
+	debianBins = filepath.Join(t.TempDir(), "*", "bin")
+	_, err = New()
+	require.ErrorIs(t, err, ErrNoPostgres)
+	require.ErrorContains(t, err, "install Debian's package postgresql")
 }
