@@ -98,10 +98,11 @@ func WithBusyTimeout(d time.Duration) Option { return func(o *options) { o.busy 
 // the rows of its calls in progress are not left over from a crash.
 func WithoutRecovery() Option { return func(o *options) { o.recover = false } }
 
-// Store is vnum's database: merchants, accounts, the number pool, bindings
-// and CDRs. It keeps no cached copy of any row, so changes made by another
-// process on the same database (the CLI while `vnum serve` runs) take effect
-// at once. A Store is safe for concurrent use.
+// Store is vnum's database: merchants, accounts, the number pool, bindings,
+// CDRs and registrations. It keeps no cached copy of any row, so changes
+// made by another process on the same database (the CLI while `vnum serve`
+// runs, another node on a shared PostgreSQL) take effect at once. A Store
+// is safe for concurrent use.
 type Store struct {
 	db     *db
 	policy Policy
