@@ -121,7 +121,7 @@ func (s *Store) AddAccount(ctx context.Context, merchant, user, password string)
 		return err
 	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO accounts (user, merchant, ha1_md5, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?)`,
+		`INSERT INTO accounts ("user", merchant, ha1_md5, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?)`,
 		user, merchant, HA1("MD5", user, Realm, password), HA1("SHA-256", user, Realm, password), s.Now().UnixNano())
 	if isUnique(err) {
 		return fmt.Errorf("account %s: %w", user, ErrExists)
@@ -136,7 +136,7 @@ func (s *Store) AddAccount(ctx context.Context, merchant, user, password string)
 // itself is never stored, only its digests.
 func (s *Store) Account(ctx context.Context, user string) (callrec.Account, error) {
 	var a callrec.Account
-	err := s.db.QueryRowContext(ctx, `SELECT user, merchant, ha1_md5, ha1_sha256 FROM accounts WHERE user = ?`, user).
+	err := s.db.QueryRowContext(ctx, `SELECT "user", merchant, ha1_md5, ha1_sha256 FROM accounts WHERE "user" = ?`, user).
 		Scan(&a.User, &a.Merchant, &a.HA1MD5, &a.HA1SHA256)
 	if errors.Is(err, sql.ErrNoRows) {
 		return callrec.Account{}, fmt.Errorf("account %s: %w", user, ErrNotFound)
@@ -163,7 +163,7 @@ func (s *Store) AddNumbers(ctx context.Context, xs ...string) error {
 		hosts = append(hosts, h)
 	}
 	now := s.Now().UnixNano()
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		for _, h := range hosts {
 			check, err := rand.Int(rand.Reader, big.NewInt(10))
 			if err != nil {

@@ -3,7 +3,6 @@ package binding
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"fmt"
 	"math/big"
 	"sort"
@@ -23,7 +22,9 @@ type hostLoad struct {
 }
 
 // allocate picks (X, E) for a new binding inside tx, which holds the write
-// lock (BEGIN IMMEDIATE), so concurrent creates cannot pick the same pair.
+// lock (BEGIN IMMEDIATE on SQLite, the allocation lock on PostgreSQL, see
+// allocTx), so concurrent creates, in this process or on other nodes,
+// cannot pick the same pair or two pairs one digit apart.
 //
 // Extensions on a host are drawn from the code of words whose digit sum is
 // the host's ext_check modulo 10. Any two words of such a code differ in at
@@ -32,7 +33,7 @@ type hostLoad struct {
 // only full when all 1,000 four-digit words are taken. Every candidate is
 // still checked against the extensions in use, which keeps the rule even
 // for rows written under another extension length or check digit.
-func (s *Store) allocate(ctx context.Context, tx *sql.Tx, now time.Time) (string, string, error) {
+func (s *Store) allocate(ctx context.Context, tx *txn, now time.Time) (string, string, error) {
 	digits := s.policy.ExtensionDigits
 	cutoff := now.Add(-s.policy.Quarantine).UnixNano()
 	// Ended bindings whose quarantine has passed give their (X, E) back.
@@ -66,7 +67,7 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, now time.Time) (string
 
 // hostLoads returns the pool, least used hosts first, in random order
 // among equals so that load spreads over the pool.
-func hostLoads(ctx context.Context, tx *sql.Tx) ([]hostLoad, error) {
+func hostLoads(ctx context.Context, tx *txn) ([]hostLoad, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT n.host, n.ext_check,
 		(SELECT COUNT(*) FROM bindings b WHERE b.host = n.host AND b.retired = 0) FROM numbers n`)
 	if err != nil {
@@ -97,7 +98,7 @@ func hostLoads(ctx context.Context, tx *sql.Tx) ([]hostLoad, error) {
 
 // usedExtensions returns the extensions of host that are active or in
 // quarantine.
-func usedExtensions(ctx context.Context, tx *sql.Tx, host string) ([]string, error) {
+func usedExtensions(ctx context.Context, tx *txn, host string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT extension FROM bindings WHERE host = ? AND retired = 0`, host)
 	if err != nil {
 		return nil, err

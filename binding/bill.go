@@ -114,7 +114,7 @@ func (s *Store) Bill(ctx context.Context, merchant, month string, loc *time.Loca
 		return Bill{}, fmt.Errorf("bill: %w", err)
 	}
 	var fee int64
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(billed_minutes), 0), COALESCE(SUM(fee), 0)
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), CAST(COALESCE(SUM(billed_minutes), 0) AS BIGINT), CAST(COALESCE(SUM(fee), 0) AS BIGINT)
 		FROM cdrs WHERE merchant = ? AND started_at >= ? AND started_at < ? AND billed_minutes > 0`,
 		merchant, from.UnixNano(), to.UnixNano()).Scan(&b.Calls, &b.Minutes, &fee); err != nil {
 		return Bill{}, fmt.Errorf("bill: %w", err)

@@ -158,7 +158,7 @@ func (s *Store) CreateBinding(ctx context.Context, req CreateRequest, now time.T
 	if err != nil {
 		return nil, err
 	}
-	if err := s.tx(ctx, func(tx *sql.Tx) error { return s.insertBinding(ctx, tx, b) }); err != nil {
+	if err := s.allocTx(ctx, func(tx *txn) error { return s.insertBinding(ctx, tx, b) }); err != nil {
 		if isSentinel(err) {
 			return nil, err
 		}
@@ -213,9 +213,24 @@ func ValidTTL(ttl time.Duration) error {
 	return nil
 }
 
+// allocTx runs fn, which allocates (X, E), in a write transaction that
+// first takes the allocation lock: on PostgreSQL, where several nodes
+// write at once, creates are serialised across all of them, and each sees
+// the bindings the one before it committed. The lock comes before any
+// other statement, so a transaction never holds a row while it waits for
+// it (no deadlock with a create of the same order elsewhere).
+func (s *Store) allocTx(ctx context.Context, fn func(*txn) error) error {
+	return s.tx(ctx, func(tx *txn) error {
+		if err := tx.dialect.lock(ctx, tx, allocLock); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 // insertBinding checks the merchant and the one-active-binding-per-order
 // rule, allocates (X, E) and inserts b, all inside tx.
-func (s *Store) insertBinding(ctx context.Context, tx *sql.Tx, b *Binding) error {
+func (s *Store) insertBinding(ctx context.Context, tx *txn, b *Binding) error {
 	now := b.CreatedAt
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM merchants WHERE id = ?`, b.Merchant).Scan(&n); err != nil {
@@ -372,7 +387,7 @@ func (b *Binding) endAt() time.Time {
 // binding; new calls to it get the expired prompt during the quarantine.
 // It returns ErrNotFound, or ErrEnded when the binding already ended.
 func (s *Store) Release(ctx context.Context, id string, now time.Time) (*Binding, error) {
-	if err := s.tx(ctx, func(tx *sql.Tx) error { return release(ctx, tx, id, now) }); err != nil {
+	if err := s.tx(ctx, func(tx *txn) error { return release(ctx, tx, id, now) }); err != nil {
 		if isSentinel(err) {
 			return nil, err
 		}
@@ -381,7 +396,7 @@ func (s *Store) Release(ctx context.Context, id string, now time.Time) (*Binding
 	return s.GetBinding(ctx, id)
 }
 
-func release(ctx context.Context, tx *sql.Tx, id string, now time.Time) error {
+func release(ctx context.Context, tx *txn, id string, now time.Time) error {
 	t := now.UnixNano()
 	res, err := tx.ExecContext(ctx, `UPDATE bindings SET released_at = ?, end_at = ?, closed = 1
 		WHERE id = ? AND released_at IS NULL AND end_at > ?`, t, t, id, t)
@@ -417,7 +432,7 @@ func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, now tim
 	if err != nil {
 		return nil, err
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.allocTx(ctx, func(tx *txn) error {
 		if err := release(ctx, tx, id, b.CreatedAt); err != nil && !errors.Is(err, ErrEnded) {
 			return err
 		}

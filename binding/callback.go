@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/vnum/vnum/callrec"
@@ -30,7 +32,7 @@ func (s *Store) ResolveCallback(ctx context.Context, x, caller string, now time.
 	t := now.UnixNano()
 	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings b
 		WHERE host = ? AND consignee = ? AND released_at IS NULL AND end_at > ? AND created_at <= ?
-		ORDER BY (SELECT MAX(c.started_at) FROM cdrs c WHERE c.binding_id = b.id) DESC, created_at DESC
+		ORDER BY (SELECT MAX(c.started_at) FROM cdrs c WHERE c.binding_id = b.id) DESC NULLS LAST, created_at DESC
 		LIMIT 1`, host, consignee, t, t), now)
 	if errors.Is(err, sql.ErrNoRows) {
 		return callrec.Callback{}, ErrNoBinding
@@ -100,10 +102,21 @@ func (s *Store) lastCaller(ctx context.Context, id string) (string, callrec.Call
 	return "", callrec.CallerUnknown, rows.Err()
 }
 
-// MerchantAccounts returns the SIP logins of a merchant, by user name.
+// MerchantAccounts returns the SIP logins of a merchant, by user name
+// (byte order, the same on every database: PostgreSQL's ORDER BY follows
+// the database's locale, where "bob" may come before "Carol").
 func (s *Store) MerchantAccounts(ctx context.Context, merchant string) ([]callrec.Account, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT user, merchant, ha1_md5, ha1_sha256 FROM accounts
-		WHERE merchant = ? ORDER BY user`, merchant)
+	out, err := s.merchantAccounts(ctx, merchant)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b callrec.Account) int { return strings.Compare(a.User, b.User) })
+	return out, nil
+}
+
+func (s *Store) merchantAccounts(ctx context.Context, merchant string) ([]callrec.Account, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT "user", merchant, ha1_md5, ha1_sha256 FROM accounts
+		WHERE merchant = ?`, merchant)
 	if err != nil {
 		return nil, fmt.Errorf("merchant accounts: %w", err)
 	}

@@ -3,7 +3,6 @@ package binding
 import (
 	"context"
 	"database/sql"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,9 +21,9 @@ func answered(t *testing.T, s *Store, id, callID, caller string, kind callrec.Ca
 
 // callbackStore opens a store with users as merchant m1's accounts and a
 // binding of order o-1 to consignee 13800138000 made at t0.
-func callbackStore(t *testing.T, users ...string) (*Store, *Binding) {
+func callbackStore(t *testing.T, be backend, users ...string) (*Store, *Binding) {
 	t.Helper()
-	s, _ := openTest(t)
+	s, _ := be.open(t)
 	seed(t, s, "17000000001")
 	ctx := context.Background()
 	for _, u := range users {
@@ -37,30 +36,32 @@ func callbackStore(t *testing.T, users ...string) (*Store, *Binding) {
 
 func TestResolveCallback(t *testing.T) {
 	t.Parallel()
-	s, b := callbackStore(t, "alice", "bob")
-	ctx := context.Background()
-	now := t0.Add(time.Hour)
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, b := callbackStore(t, be, "alice", "bob")
+		ctx := context.Background()
+		now := t0.Add(time.Hour)
 
-	cb, err := s.ResolveCallback(ctx, b.Host, "013800138000"[1:], now)
-	require.NoError(t, err)
-	require.Equal(t, b.Target(), cb.Target)
-	require.Equal(t, callrec.Callback{Target: b.Target(), Accounts: []string{"alice", "bob"}}, cb,
-		"nobody called yet: the merchant's accounts ring")
+		cb, err := s.ResolveCallback(ctx, b.Host, "013800138000"[1:], now)
+		require.NoError(t, err)
+		require.Equal(t, b.Target(), cb.Target)
+		require.Equal(t, callrec.Callback{Target: b.Target(), Accounts: []string{"alice", "bob"}}, cb,
+			"nobody called yet: the merchant's accounts ring")
 
-	answered(t, s, b.ID, "x", "alice", callrec.CallerAccount, now)
-	cb, err = s.ResolveCallback(ctx, "+86"+b.Host, "+8613800138000", now.Add(time.Minute))
-	require.NoError(t, err)
-	require.Equal(t, callrec.Callback{Target: b.Target(), Account: "alice"}, cb)
+		answered(t, s, b.ID, "x", "alice", callrec.CallerAccount, now)
+		cb, err = s.ResolveCallback(ctx, "+86"+b.Host, "+8613800138000", now.Add(time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, callrec.Callback{Target: b.Target(), Account: "alice"}, cb)
 
-	answered(t, s, b.ID, "y", "+8613700137000", callrec.CallerNumber, now.Add(2*time.Minute))
-	cb, err = s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(3*time.Minute))
-	require.NoError(t, err)
-	require.Equal(t, callrec.Callback{Target: b.Target(), Number: "+8613700137000"}, cb)
+		answered(t, s, b.ID, "y", "+8613700137000", callrec.CallerNumber, now.Add(2*time.Minute))
+		cb, err = s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(3*time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, callrec.Callback{Target: b.Target(), Number: "+8613700137000"}, cb)
 
-	_, err = s.ResolveCallback(ctx, b.Host, "13900139000", now)
-	require.ErrorIs(t, err, ErrNoBinding)
-	_, err = s.ResolveCallback(ctx, b.Host, "13800138000", b.ExpiresAt)
-	require.ErrorIs(t, err, ErrNoBinding)
+		_, err = s.ResolveCallback(ctx, b.Host, "13900139000", now)
+		require.ErrorIs(t, err, ErrNoBinding)
+		_, err = s.ResolveCallback(ctx, b.Host, "13800138000", b.ExpiresAt)
+		require.ErrorIs(t, err, ErrNoBinding)
+	})
 }
 
 // TestCallbackByStoredKind: the call back reaches the last caller as what
@@ -70,32 +71,34 @@ func TestResolveCallback(t *testing.T) {
 // is rung as an account.
 func TestCallbackByStoredKind(t *testing.T) {
 	t.Parallel()
-	s, b := callbackStore(t, "+8613700137000", "13600136000")
-	ctx := context.Background()
-	now := t0.Add(time.Hour)
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, b := callbackStore(t, be, "+8613700137000", "13600136000")
+		ctx := context.Background()
+		now := t0.Add(time.Hour)
 
-	answered(t, s, b.ID, "pstn", "+8613700137000", callrec.CallerNumber, now)
-	cb, err := s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(time.Minute))
-	require.NoError(t, err)
-	require.Equal(t, "+8613700137000", cb.Number, "the PSTN caller is dialled on the trunk")
-	require.Empty(t, cb.Account, "not the account of the same name")
+		answered(t, s, b.ID, "pstn", "+8613700137000", callrec.CallerNumber, now)
+		cb, err := s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, "+8613700137000", cb.Number, "the PSTN caller is dialled on the trunk")
+		require.Empty(t, cb.Account, "not the account of the same name")
 
-	answered(t, s, b.ID, "acct", "13600136000", callrec.CallerAccount, now.Add(2*time.Minute))
-	cb, err = s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(3*time.Minute))
-	require.NoError(t, err)
-	require.Equal(t, "13600136000", cb.Account, "the account is rung where it registered")
-	require.Empty(t, cb.Number)
+		answered(t, s, b.ID, "acct", "13600136000", callrec.CallerAccount, now.Add(2*time.Minute))
+		cb, err = s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(3*time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, "13600136000", cb.Account, "the account is rung where it registered")
+		require.Empty(t, cb.Number)
 
-	got, err := s.GetCDR(ctx, mustCDRID(t, s, "acct"))
-	require.NoError(t, err)
-	require.Equal(t, callrec.CallerAccount, got.CallerKind, "the kind is stored with the row")
+		got, err := s.GetCDR(ctx, mustCDRID(t, s, "acct"))
+		require.NoError(t, err)
+		require.Equal(t, callrec.CallerAccount, got.CallerKind, "the kind is stored with the row")
+	})
 }
 
 // mustCDRID returns the id of the CDR with the given Call-ID.
 func mustCDRID(t *testing.T, s *Store, callID string) string {
 	t.Helper()
 	var id string
-	require.NoError(t, s.db.QueryRow(`SELECT id FROM cdrs WHERE call_id = ?`, callID).Scan(&id))
+	require.NoError(t, s.db.QueryRowContext(context.Background(), `SELECT id FROM cdrs WHERE call_id = ?`, callID).Scan(&id))
 	return id
 }
 
@@ -105,26 +108,28 @@ func mustCDRID(t *testing.T, s *Store, callID string) string {
 // passed over.
 func TestLastCallerIsDialable(t *testing.T) {
 	t.Parallel()
-	s, b := callbackStore(t)
-	ctx := context.Background()
-	now := t0.Add(time.Hour)
-	rows := []struct {
-		caller string
-		kind   callrec.CallerKind
-	}{
-		{"+8613700137000", callrec.CallerNumber},
-		{"13900000002;x=1?X-Injected=evil", callrec.CallerNumber},
-		{"a\r\nb", callrec.CallerAccount},
-		{"", callrec.CallerNumber},
-		{"+8613900139000", callrec.CallerUnknown},
-		{"consignee", callrec.CallerConsignee},
-	}
-	for i, r := range rows {
-		answered(t, s, b.ID, "c"+string(rune('0'+i)), r.caller, r.kind, now.Add(time.Duration(i)*time.Minute))
-	}
-	cb, err := s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(time.Hour))
-	require.NoError(t, err)
-	require.Equal(t, "+8613700137000", cb.Number, "the latest caller that can be dialled")
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, b := callbackStore(t, be)
+		ctx := context.Background()
+		now := t0.Add(time.Hour)
+		rows := []struct {
+			caller string
+			kind   callrec.CallerKind
+		}{
+			{"+8613700137000", callrec.CallerNumber},
+			{"13900000002;x=1?X-Injected=evil", callrec.CallerNumber},
+			{"a\r\nb", callrec.CallerAccount},
+			{"", callrec.CallerNumber},
+			{"+8613900139000", callrec.CallerUnknown},
+			{"consignee", callrec.CallerConsignee},
+		}
+		for i, r := range rows {
+			answered(t, s, b.ID, "c"+string(rune('0'+i)), r.caller, r.kind, now.Add(time.Duration(i)*time.Minute))
+		}
+		cb, err := s.ResolveCallback(ctx, b.Host, "13800138000", now.Add(time.Hour))
+		require.NoError(t, err)
+		require.Equal(t, "+8613700137000", cb.Number, "the latest caller that can be dialled")
+	})
 }
 
 // TestCallerKindMigration: rows written before the kind was stored get it
@@ -133,15 +138,24 @@ func TestLastCallerIsDialable(t *testing.T) {
 // anything else no kind, which a call back never dials.
 func TestCallerKindMigration(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) { callerKindMigration(t, be) })
+}
+
+func callerKindMigration(t *testing.T, be backend) {
 	ctx := context.Background()
-	dsn := filepath.Join(t.TempDir(), "vnum.db")
-	db, err := sql.Open("sqlite3", dsn)
+	dsn := be.newDSN(t)
+	d, sqlDriver := sqliteDialect, "sqlite3"
+	if be.driver == DriverPostgres {
+		d, sqlDriver = postgresDialect, "pgx"
+	}
+	raw, err := sql.Open(sqlDriver, dsn)
 	require.NoError(t, err)
+	db := &db{DB: raw, dialect: d}
 	_, err = db.ExecContext(ctx, `CREATE TABLE schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`)
 	require.NoError(t, err)
 	for i, name := range []string{"0001_init.sql", "0002_cdr_alive.sql"} {
-		body, err := migrations.ReadFile("migrations/" + name)
+		body, err := migrations.ReadFile(d.migrationDir() + "/" + name)
 		require.NoError(t, err)
 		_, err = db.ExecContext(ctx, string(body))
 		require.NoError(t, err)
@@ -172,7 +186,7 @@ func TestCallerKindMigration(t *testing.T) {
 	}
 	require.NoError(t, db.Close())
 
-	s, err := Open(ctx, DriverSQLite, dsn, WithoutRecovery())
+	s, err := Open(ctx, be.driver, dsn, WithoutRecovery())
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	for id, r := range old {

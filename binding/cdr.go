@@ -92,7 +92,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 			c.Disposition = callrec.DispositionAnswered
 		}
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
 			host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
 			ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
@@ -120,7 +120,7 @@ func (s *Store) RefreshCDR(ctx context.Context, c *callrec.Record, alive time.Ti
 		return fmt.Errorf("%w cdr %s: refreshed before it was answered", ErrInvalid, c.ID)
 	}
 	talk, minutes, fee := Rate(alive.Sub(c.AnsweredAt), r.PerMinute)
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET answered_at = ?, alive_at = ?,
 			talk_seconds = ?, billed_minutes = ?, fee = ? WHERE id = ? AND ended_at IS NULL`,
 			c.AnsweredAt.UnixNano(), alive.UnixNano(), talk, minutes, int64(fee), c.ID)
@@ -133,7 +133,7 @@ func (s *Store) RefreshCDR(ctx context.Context, c *callrec.Record, alive time.Ti
 
 // affectedOne turns an UPDATE of an open CDR row that changed nothing into
 // ErrNotFound or ErrCDRFinished.
-func affectedOne(ctx context.Context, tx *sql.Tx, res sql.Result, id string) error {
+func affectedOne(ctx context.Context, tx *txn, res sql.Result, id string) error {
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return err
 	}

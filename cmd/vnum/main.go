@@ -265,7 +265,8 @@ func openConfigured(ctx context.Context, c *config.Config, announce func(dsn str
 		return nil, fmt.Errorf("store.dsn: %w", err)
 	}
 	if created && announce != nil {
-		announce(c.Store.DSN)
+		// A postgres DSN may hold the password (SPEC §3 masks it).
+		announce(config.MaskURL(c.Store.DSN))
 	}
 	return s, nil
 }

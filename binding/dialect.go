@@ -1,0 +1,153 @@
+package binding
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/mattn/go-sqlite3"
+)
+
+// dialect is the SQL flavour of a store's database. The queries are
+// written once, in the SQL both databases share, with ? placeholders; the
+// dialect says how they are sent and how the database is locked.
+type dialect int
+
+const (
+	sqliteDialect dialect = iota
+	postgresDialect
+)
+
+// Advisory lock keys (PostgreSQL): any constant the application owns. The
+// digits spell "vnum" on a phone keypad.
+const (
+	// migrateLock is held by the transaction that applies migrations, so
+	// that nodes starting together against an empty database do not both
+	// create the schema.
+	migrateLock int64 = 8686_0001
+	// allocLock is held by every transaction that allocates (X, E), so that
+	// creates on several nodes see each other's bindings (SPEC §5: distance
+	// two between live extensions of a host).
+	allocLock int64 = 8686_0002
+)
+
+// rebound caches the PostgreSQL form of each query, which is built once.
+var rebound sync.Map // string -> string
+
+// rebind returns query with its ? placeholders in the dialect's form:
+// unchanged for SQLite, $1..$n for PostgreSQL. A ? inside a quoted string
+// or identifier is left alone; vnum's queries hold no other ? (no SQL
+// parser is needed for them).
+func (d dialect) rebind(query string) string {
+	if d != postgresDialect || !strings.Contains(query, "?") {
+		return query
+	}
+	if q, ok := rebound.Load(query); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	n := 0
+	var quote byte
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '?':
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	q := b.String()
+	rebound.Store(query, q)
+	return q
+}
+
+// lock makes tx wait for the named lock until it ends. On SQLite every
+// write transaction already holds the database's one write lock from its
+// first statement (BEGIN IMMEDIATE), which serialises them the same way.
+func (d dialect) lock(ctx context.Context, tx *txn, key int64) error {
+	if d != postgresDialect {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, key)
+	return err
+}
+
+// db is the store's connection pool; its queries are written with ?
+// placeholders and rebound for the dialect.
+type db struct {
+	*sql.DB
+	dialect dialect
+}
+
+// ExecContext runs a statement written with ? placeholders.
+func (d *db) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return d.DB.ExecContext(ctx, d.dialect.rebind(query), args...)
+}
+
+// QueryContext runs a query written with ? placeholders.
+func (d *db) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return d.DB.QueryContext(ctx, d.dialect.rebind(query), args...)
+}
+
+// QueryRowContext runs a one-row query written with ? placeholders.
+func (d *db) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return d.DB.QueryRowContext(ctx, d.dialect.rebind(query), args...)
+}
+
+// begin starts a write transaction.
+func (d *db) begin(ctx context.Context) (*txn, error) {
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &txn{Tx: tx, dialect: d.dialect}, nil
+}
+
+// txn is a transaction whose queries are written with ? placeholders.
+type txn struct {
+	*sql.Tx
+	dialect dialect
+}
+
+// ExecContext runs a statement written with ? placeholders.
+func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.Tx.ExecContext(ctx, t.dialect.rebind(query), args...)
+}
+
+// QueryContext runs a query written with ? placeholders.
+func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.Tx.QueryContext(ctx, t.dialect.rebind(query), args...)
+}
+
+// QueryRowContext runs a one-row query written with ? placeholders.
+func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.Tx.QueryRowContext(ctx, t.dialect.rebind(query), args...)
+}
+
+// pgUniqueViolation is PostgreSQL's SQLSTATE unique_violation.
+const pgUniqueViolation = "23505"
+
+// isUnique reports whether err is a UNIQUE or PRIMARY KEY violation, in
+// either database.
+func isUnique(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == pgUniqueViolation
+}
