@@ -33,6 +33,7 @@ type fakeRouter struct {
 	ended     chan CDR
 	refreshed chan refreshedCDR   // RefreshCall, in refresh_test.go
 	callbacks map[string]Callback // "X/caller" → callback
+	regs      map[string]Registration
 	// remember makes Callback work as the store does: the consignee of a
 	// binding calling back reaches the caller of its latest answered call.
 	remember bool
@@ -52,7 +53,32 @@ func newFakeRouter() *fakeRouter {
 		ended:     make(chan CDR, 16),
 		refreshed: make(chan refreshedCDR, 64),
 		callbacks: map[string]Callback{},
+		regs:      map[string]Registration{},
 	}
+}
+
+func (r *fakeRouter) SaveRegistration(_ context.Context, reg Registration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.regs[reg.User] = reg
+	return nil
+}
+
+func (r *fakeRouter) DeleteRegistration(_ context.Context, user string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.regs, user)
+	return nil
+}
+
+func (r *fakeRouter) LookupRegistration(_ context.Context, user string, now time.Time) (Registration, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reg, ok := r.regs[user]
+	if !ok || !now.Before(reg.Expires) {
+		return Registration{}, false, nil
+	}
+	return reg, true, nil
 }
 
 func (r *fakeRouter) addAccount(merchant, user, password string) {

@@ -329,7 +329,7 @@ func (c *call) callbackTargets(cb Callback) []legBTarget {
 	var targets []legBTarget
 	switch {
 	case cb.Account != "":
-		if reg, ok := c.s.regs.lookup(cb.Account); ok {
+		if reg, ok := c.s.lookupRegistration(c.ctx, cb.Account); ok {
 			targets = append(targets, contactTarget(cb.Account, reg))
 		}
 	case cb.Number != "":
@@ -345,7 +345,7 @@ func (c *call) callbackTargets(cb Callback) []legBTarget {
 		}
 	default:
 		for _, user := range cb.Accounts {
-			if reg, ok := c.s.regs.lookup(user); ok {
+			if reg, ok := c.s.lookupRegistration(c.ctx, user); ok {
 				targets = append(targets, contactTarget(user, reg))
 			}
 		}

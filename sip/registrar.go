@@ -1,70 +1,56 @@
 package sip
 
 import (
+	"context"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/callrec"
 )
 
-// registrar keeps where each account's softphone registered (vnum is its
-// registrar), so that calls can reach it.
-type registrar struct {
-	mu      sync.Mutex
-	regs    map[string]registration
-	sweptAt time.Time
-}
+// Registration is where an account's softphone registered.
+type Registration = callrec.Registration
 
+// registration is a stored Registration as signalling uses it: the
+// Contact parsed back into a URI.
 type registration struct {
 	contact sip.Uri
 	// source is where the REGISTER came from: requests go there, so that a
 	// softphone behind NAT is reached (its Contact may be a private address).
-	source  string
-	expires time.Time
+	source string
 }
 
-func newRegistrar() *registrar {
-	return &registrar{regs: make(map[string]registration)}
-}
-
-func (r *registrar) add(user string, contact sip.Uri, source string, ttl time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	// Expired registrations go at most once a minute, not on every REGISTER.
-	if now.Sub(r.sweptAt) > time.Minute {
-		r.sweptAt = now
-		for u, reg := range r.regs {
-			if now.After(reg.expires) {
-				delete(r.regs, u)
-			}
-		}
-	}
-	r.regs[user] = registration{contact: *contact.Clone(), source: source, expires: now.Add(ttl)}
-}
-
-func (r *registrar) remove(user string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.regs, user)
-}
-
-// lookup returns the registration of an account, if still valid.
-func (r *registrar) lookup(user string) (registration, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	reg, ok := r.regs[user]
-	if !ok || time.Now().After(reg.expires) {
+// lookupRegistration returns the registration of an account, if still
+// valid. The store holds it (SPEC §3: every node reaches a softphone
+// registered with any of them); a store that fails or does not answer
+// within store.timeout counts as no registration, logged, so that a call
+// back goes on to its other targets or its prompt.
+func (s *Server) lookupRegistration(ctx context.Context, user string) (registration, bool) {
+	ctx, cancel := s.storeCtx(ctx)
+	defer cancel()
+	r, ok, err := s.router.LookupRegistration(ctx, user, s.now())
+	if err != nil {
+		s.log.Error("looking up a registration", "error", err)
 		return registration{}, false
 	}
+	if !ok {
+		return registration{}, false
+	}
+	var reg registration
+	if err := sip.ParseUri(r.Contact, &reg.contact); err != nil {
+		s.log.Warn("stored registration has a bad Contact", "error", err)
+		return registration{}, false
+	}
+	reg.source = r.Source
 	return reg, true
 }
 
 // Registered reports whether an account has a valid registration.
 func (s *Server) Registered(user string) bool {
-	_, ok := s.regs.lookup(user)
+	_, ok := s.lookupRegistration(context.Background(), user)
 	return ok
 }
 
@@ -106,21 +92,31 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	ctx, cancel := s.storeCtx(context.Background())
+	defer cancel()
 	switch {
 	case c == nil:
 		// A query: answer with the current binding.
-		if reg, ok := s.regs.lookup(acct.User); ok {
+		if reg, ok := s.lookupRegistration(ctx, acct.User); ok {
 			res.AppendHeader(&sip.ContactHeader{Address: reg.contact})
 		}
 	case strings.TrimSpace(c.Value()) == "*" || expires == 0:
-		s.regs.remove(acct.User)
+		if err := s.router.DeleteRegistration(ctx, acct.User); err != nil {
+			s.refuseStoreError(req, tx, "removing a registration", err)
+			return
+		}
 		res.AppendHeader(sip.NewHeader("Expires", "0"))
 	case expires < minExpires:
 		s.respond(req, tx, 423, "Interval Too Brief", sip.NewHeader("Min-Expires", strconv.Itoa(minExpires)))
 		return
 	default:
 		expires = min(expires, maxExpires)
-		s.regs.add(acct.User, c.Address, req.Source(), time.Duration(expires)*time.Second)
+		reg := Registration{User: acct.User, Contact: c.Address.String(), Source: req.Source(),
+			Transport: strings.ToLower(req.Transport()), Expires: s.now().Add(time.Duration(expires) * time.Second)}
+		if err := s.router.SaveRegistration(ctx, reg); err != nil {
+			s.refuseStoreError(req, tx, "saving a registration", err)
+			return
+		}
 		ch := c.Clone()
 		ch.Params = sip.NewParams()
 		ch.Params.Add("expires", strconv.Itoa(expires))
@@ -130,4 +126,12 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("register respond", "error", err)
 	}
+}
+
+// now is the server's clock (Options.Now, else time.Now).
+func (s *Server) now() time.Time {
+	if s.opts.Now != nil {
+		return s.opts.Now()
+	}
+	return time.Now()
 }

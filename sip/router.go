@@ -8,10 +8,11 @@ import (
 	"github.com/vnum/vnum/callrec"
 )
 
-// What signalling needs from the rest of vnum comes in three roles, so
+// What signalling needs from the rest of vnum comes in four roles, so
 // that each part of sip depends on the one it uses only: digest
-// authentication on Accounts, routing a new call on Directory, and the
-// call's record on Recorder. The binding package implements them all;
+// authentication on Accounts, routing a new call on Directory, the
+// call's record on Recorder, and the registrar's bindings on
+// Registrations. The binding package implements them all;
 // cmd/vnum wires it in as a Router. Every method takes a context that
 // carries the caller's deadline: a store that does not answer in time
 // must return the context's error rather than hold the call.
@@ -64,11 +65,25 @@ type Recorder interface {
 	EndCall(ctx context.Context, cdr *CDR) error
 }
 
-// Router is all three roles together, what a Server is built with.
+// Registrations is the role of vnum's registrar (RFC 3261 §10): where
+// each account's softphone registered, kept in the store so that a call
+// back reaches it whichever node takes the call (SPEC §3).
+type Registrations interface {
+	// SaveRegistration records or renews a registration.
+	SaveRegistration(ctx context.Context, r Registration) error
+	// DeleteRegistration removes an account's registration, if any.
+	DeleteRegistration(ctx context.Context, user string) error
+	// LookupRegistration returns an account's registration unless it is
+	// missing or expired at now.
+	LookupRegistration(ctx context.Context, user string, now time.Time) (Registration, bool, error)
+}
+
+// Router is all four roles together, what a Server is built with.
 type Router interface {
 	Accounts
 	Directory
 	Recorder
+	Registrations
 }
 
 // Account is a merchant's SIP login as digest authentication needs it.

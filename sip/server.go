@@ -139,7 +139,6 @@ type Server struct {
 	live *registry // the calls in progress
 	// backlog writes the CDR ends the store refused once it is back.
 	backlog *cdrBacklog
-	regs    *registrar
 	walks   *walkLimit // security.invalid_extensions
 	// admission refuses new calls vnum cannot take well (SPEC §8).
 	admission *admission
@@ -180,7 +179,6 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		log:    opts.Logger,
 		auth:   auth,
 		live:   newRegistry(),
-		regs:   newRegistrar(),
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 
 		admission: newAdmission(opts),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -95,13 +96,24 @@ func TestCallThroughServe(t *testing.T) {
 // with the CLI) with a simulated carrier as its trunk.
 func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carrier, netip.AddrPort) {
 	t.Helper()
-	dsn := useTempStore(t)
+	useTempStore(t)
+	return startTestNodeOnStore(t, tweak)
+}
+
+// startTestNodeOnStore runs a node on the store VNUM_STORE_DRIVER and
+// VNUM_STORE_DSN name (the CLI's too), with a simulated carrier of its
+// own as its trunk.
+func startTestNodeOnStore(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carrier, netip.AddrPort) {
+	t.Helper()
 	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
 	require.NoError(t, err)
 	t.Cleanup(carrier.Close)
 	c := config.Default()
 	c.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
-	c.Store.DSN = dsn
+	c.Store.DSN = os.Getenv("VNUM_STORE_DSN")
+	if d := os.Getenv("VNUM_STORE_DRIVER"); d != "" {
+		c.Store.Driver = d
+	}
 	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
 	c.IVR.Language = "en"
 	if tweak != nil {

@@ -83,3 +83,15 @@ func (r *router) EndCall(ctx context.Context, c *callrec.Record) error {
 	}
 	return err
 }
+
+func (r *router) SaveRegistration(ctx context.Context, reg callrec.Registration) error {
+	return r.store.SaveRegistration(ctx, reg)
+}
+
+func (r *router) DeleteRegistration(ctx context.Context, user string) error {
+	return r.store.DeleteRegistration(ctx, user)
+}
+
+func (r *router) LookupRegistration(ctx context.Context, user string, now time.Time) (callrec.Registration, bool, error) {
+	return r.store.LookupRegistration(ctx, user, now)
+}
