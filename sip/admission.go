@@ -62,6 +62,13 @@ type admission struct {
 	rate    *inviteRate
 	load    *sourceLoad
 	refused map[string]*atomic.Int64 // fixed keys (refusedReasons)
+	// inflight holds the Call-IDs of admitted INVITEs until their ticket
+	// is released: a retransmission of one of them is never refused at the
+	// socket (shedAtRead), whatever the load.
+	inflight sync.Map
+	// countedAtRead is set when every UDP socket counts new INVITEs per
+	// source as it reads them (shedAtRead): admit then only asks.
+	countedAtRead bool
 }
 
 func newAdmission(o Options) *admission {
@@ -102,6 +109,7 @@ func (a *admission) count(reason string) {
 type ticket struct {
 	a               *admission
 	inSetup, placed bool
+	callID          string // in a.inflight while placed
 }
 
 func (t *ticket) setupDone() {
@@ -116,6 +124,7 @@ func (t *ticket) release() {
 	if t.placed {
 		t.placed = false
 		t.a.admitted.Add(-1)
+		t.a.inflight.Delete(t.callID)
 	}
 }
 
@@ -139,7 +148,14 @@ func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, boo
 			return nil, false
 		}
 	}
-	light := srcErr == nil && a.load.light(src)
+	var light bool
+	switch {
+	case srcErr != nil:
+	case a.countedAtRead && req.Transport() == "UDP":
+		light = a.load.isLight(src) // counted as the socket read it
+	default:
+		light = a.load.light(src)
+	}
 	t := &ticket{a: a, placed: true, inSetup: true}
 	n := a.admitted.Add(1)
 	inSetup := a.setup.Add(1)
@@ -159,6 +175,10 @@ func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, boo
 		t.release()
 		s.refuse(req, tx, err)
 		return nil, false
+	}
+	if id := req.CallID(); id != nil {
+		t.callID = id.Value()
+		a.inflight.Store(t.callID, struct{}{})
 	}
 	return t, true
 }
@@ -275,7 +295,12 @@ func newSourceLoad(now func() time.Time) *sourceLoad {
 // than half the mean of the sources seen in the last two seconds. A lone
 // source is never light; nor, past maxRateSources sources in a second, is
 // one not yet counted (a flood from spoofed addresses grows no memory).
-func (l *sourceLoad) light(src netip.Addr) bool {
+func (l *sourceLoad) light(src netip.Addr) bool { return l.judge(src, true) }
+
+// isLight is light for an INVITE already counted.
+func (l *sourceLoad) isLight(src netip.Addr) bool { return l.judge(src, false) }
+
+func (l *sourceLoad) judge(src netip.Addr, count bool) bool {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -289,11 +314,17 @@ func (l *sourceLoad) light(src netip.Addr) bool {
 		}
 		l.start = now
 	}
-	if _, ok := l.cur[src]; !ok && len(l.cur) >= maxRateSources {
-		return false
+	if !count {
+		if l.cur[src]+l.prev[src] == 0 {
+			return false // not seen: no share to judge by
+		}
+	} else {
+		if _, ok := l.cur[src]; !ok && len(l.cur) >= maxRateSources {
+			return false
+		}
+		l.cur[src]++
+		l.curN++
 	}
-	l.cur[src]++
-	l.curN++
 	mine, total := l.cur[src]+l.prev[src], l.curN+l.prevN
 	sources := max(len(l.cur), len(l.prev))
 	return 2*mine*sources < total

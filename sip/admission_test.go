@@ -1,9 +1,11 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -426,4 +428,69 @@ func TestSourceLoadLight(t *testing.T) {
 	now = now.Add(3 * time.Second) // after a quiet second the past is gone
 	require.False(t, l.light(phone), "alone again")
 	require.Equal(t, 1, l.curN+l.prevN)
+}
+
+// TestShedAtRead: what a saturated vnum answers on the socket's own
+// goroutine (stateless 503 with Retry-After, RFC 3261 §8.2.7) and what it
+// leaves to sipgo: a re-INVITE, a retransmission of an admitted INVITE,
+// anything that does not parse, and every INVITE while vnum keeps up.
+func TestShedAtRead(t *testing.T) {
+	t.Parallel()
+	var ahead atomic.Int64
+	e, _ := newCountingEnv(t, func(o *Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	}, false)
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	caller, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = caller.Close() })
+	from := caller.LocalAddr().(*net.UDPAddr)
+
+	invite := func(callID, toTag string) []byte {
+		to := "<sip:17000000001-1234@127.0.0.1>"
+		if toTag != "" {
+			to += ";tag=" + toTag
+		}
+		return []byte("INVITE sip:17000000001-1234@127.0.0.1 SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP " + from.String() + ";branch=z9hG4bK-" + callID + "\r\n" +
+			"From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: " + to + "\r\nCall-ID: " + callID + "\r\n" +
+			"CSeq: 1 INVITE\r\nContact: <sip:alice@" + from.String() + ">\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+	}
+	answered := func() *sip.Response {
+		t.Helper()
+		buf := make([]byte, 4096)
+		require.NoError(t, caller.SetReadDeadline(time.Now().Add(5*time.Second)))
+		n, err := caller.Read(buf)
+		require.NoError(t, err)
+		msg, err := sip.ParseMessage(buf[:n])
+		require.NoError(t, err)
+		res, ok := msg.(*sip.Response)
+		require.True(t, ok)
+		return res
+	}
+
+	require.False(t, e.srv.shedAtRead(conn, invite("c1", ""), from), "vnum keeps up: sipgo takes it")
+
+	ahead.Store(int64(time.Second))
+	standingQueue(t, e)
+	require.True(t, e.srv.shedAtRead(conn, invite("c2", ""), from), "saturated: refused at the socket")
+	res := answered()
+	requireOverload(t, res)
+	tag, _ := res.To().Params.Get("tag")
+	require.True(t, strings.HasPrefix(tag, shedTagPrefix), tag)
+	require.Equal(t, "c2", res.CallID().Value())
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
+
+	ack := []byte("ACK sip:17000000001-1234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + from.String() + ";branch=z9hG4bK-c2\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:17000000001-1234@127.0.0.1>;tag=" + tag + "\r\nCall-ID: c2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
+	require.True(t, e.srv.shedAtRead(conn, ack, from), "the ACK of a shed 503 is dropped")
+	require.False(t, e.srv.shedAtRead(conn, bytes.Replace(ack, []byte(shedTagPrefix), []byte("other-"), 1), from), "other ACKs go on")
+
+	require.False(t, e.srv.shedAtRead(conn, invite("c3", "b1"), from), "a re-INVITE is never shed")
+	e.srv.admission.inflight.Store("c4", struct{}{})
+	require.False(t, e.srv.shedAtRead(conn, invite("c4", ""), from), "a retransmission of an admitted INVITE")
+	require.False(t, e.srv.shedAtRead(conn, []byte("INVITE garbage\r\n\r\n"), from), "what does not parse is sipgo's to answer")
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
 }

@@ -1,10 +1,13 @@
 package sip
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // DefaultMaxQueueDelay is Options.MaxQueueDelay's default: a fifth of
@@ -74,23 +77,92 @@ func (q *queueDelay) latest() time.Duration { return time.Duration(q.standing.Lo
 func (s *Server) QueueDelay() time.Duration { return s.queue.latest() }
 
 // stampedConn is a SIP UDP socket that stamps each datagram it reads with
-// the time it waited (queueDelay). sipgo reads it from one goroutine per
-// socket, so the control-message buffer is not shared.
+// the time it waited (queueDelay), and may answer some itself (shed)
+// before sipgo sees them. sipgo reads it from one goroutine per socket, so
+// the control-message buffer is not shared.
 type stampedConn struct {
 	*net.UDPConn
 	oob   []byte
 	delay *queueDelay
+	// shed, when set, is given each datagram after its stamp; true means
+	// it was answered (or is to be dropped) and sipgo never sees it.
+	shed func(data []byte, from *net.UDPAddr) bool
 }
 
 // ReadFrom reads one datagram as net.PacketConn's ReadFrom does, and
 // records how long it waited in the socket.
 func (c *stampedConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, oobn, _, addr, err := c.ReadMsgUDP(b, c.oob)
+	for {
+		n, oobn, _, addr, err := c.ReadMsgUDP(b, c.oob)
+		if err != nil {
+			return n, nil, err
+		}
+		if at, ok := receiveStamp(c.oob[:oobn]); ok {
+			c.delay.observe(at)
+		}
+		if c.shed != nil && c.shed(b[:n], addr) {
+			continue
+		}
+		return n, addr, nil
+	}
+}
+
+// shedTagPrefix starts the To tag of the 503s shedAtRead sends, so that
+// their ACKs are known at the socket too.
+const shedTagPrefix = "vnum-ol-"
+
+var (
+	inviteLine = []byte("INVITE ")
+	ackLine    = []byte("ACK ")
+	shedTag    = []byte("tag=" + shedTagPrefix)
+)
+
+// shedAtRead answers a new INVITE with 503 and Retry-After on the
+// socket's own goroutine, statelessly (RFC 3261 §8.2.7), while vnum is
+// saturated and the INVITE's source is not light (sourceLoad): no
+// transaction, goroutine or timer is made for it, so the refusals of a
+// flood cost the reader little and leave the process to the calls it
+// has. The ACKs of those 503s are dropped here too. Every new INVITE read
+// is counted per source here, saturated or not. Anything else, an INVITE
+// that does not parse, a re-INVITE (To tag) or a retransmission of an
+// admitted INVITE (its Call-ID in flight) goes on to sipgo as before.
+func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
+	if bytes.HasPrefix(data, ackLine) {
+		return bytes.Contains(data, shedTag)
+	}
+	if !bytes.HasPrefix(data, inviteLine) {
+		return false
+	}
+	a := s.admission
+	light := a.load.light(from.AddrPort().Addr().Unmap())
+	if light || a.maxQueue <= 0 || s.queue.latest() <= a.maxQueue {
+		return false
+	}
+	msg, err := s.parser.ParseSIP(data)
 	if err != nil {
-		return n, nil, err
+		return false
 	}
-	if at, ok := receiveStamp(c.oob[:oobn]); ok {
-		c.delay.observe(at)
+	req, ok := msg.(*sip.Request)
+	if !ok || req.CallID() == nil || req.To() == nil || req.From() == nil || req.CSeq() == nil || req.Via() == nil ||
+		req.To().Params.Has("tag") {
+		return false
 	}
-	return n, addr, nil
+	if _, admitted := a.inflight.Load(req.CallID().Value()); admitted {
+		return false
+	}
+	res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable", nil)
+	if to := res.To(); to != nil {
+		if to.Params == nil {
+			to.Params = sip.NewParams()
+		}
+		to.Params.Add("tag", shedTagPrefix+sip.GenerateTagN(10))
+	}
+	for _, h := range s.retryAfter(sip.StatusServiceUnavailable, reasonInternal) {
+		res.AppendHeader(h)
+	}
+	a.count(refusedSaturated)
+	if _, err := conn.WriteToUDP([]byte(res.String()), from); err != nil {
+		s.log.Debug("stateless 503", "error", err)
+	}
+	return true
 }

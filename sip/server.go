@@ -143,6 +143,8 @@ type Server struct {
 	// admission refuses new calls vnum cannot take well (SPEC §8).
 	admission *admission
 	queue     *queueDelay // how long SIP datagrams wait before vnum reads them
+	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
+	parser    *sip.Parser // for the INVITEs shedAtRead answers
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -183,6 +185,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 
 		admission: newAdmission(opts),
 		queue:     newQueueDelay(opts.Now),
+		parser:    lwsTolerantParser(),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
 	if opts.TrunkOutbound != "" {
@@ -360,6 +363,13 @@ func (s *Server) listen(raw string) error {
 		pc, err := stampReads(conn, s.queue)
 		if err != nil {
 			s.log.Warn("no receive stamps on the SIP UDP socket: saturation is seen later", "error", err)
+		}
+		if sc, ok := pc.(*stampedConn); ok && !s.unstamped {
+			sc.shed = func(data []byte, from *net.UDPAddr) bool { return s.shedAtRead(conn, data, from) }
+			s.admission.countedAtRead = true
+		} else {
+			// INVITEs read here are not counted at the socket: admit counts.
+			s.unstamped, s.admission.countedAtRead = true, false
 		}
 		s.listeners = append(s.listeners, listener{"udp", conn.LocalAddr(), pc})
 	case "tcp":
