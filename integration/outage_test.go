@@ -179,9 +179,10 @@ func runStoreOutage(t *testing.T, o storeOutage) {
 	}
 	waitMetric(t, e, "vnum_cdrs_pending", 15*time.Second, func(v float64) bool { return v >= 1 },
 		"the end of the call's record waits for the store")
-	require.Less(t, time.Since(downAt), outageFor, "the outage ended before the test could look at it")
 
-	time.Sleep(time.Until(downAt.Add(outageFor))) // the outage itself
+	// The outage itself lasts outageFor, or until now when what came
+	// before took longer.
+	time.Sleep(time.Until(downAt.Add(outageFor)))
 	o.up()
 	t.Logf("the store is back after %s", time.Since(downAt).Round(time.Millisecond))
 
