@@ -3,9 +3,10 @@
 #   make build   build bin/vnum (the default)
 #   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make demo    build and run `vnum demo`: the whole call path on loopback
-#   make demo-cluster  two vnum nodes on one store behind Kamailio's
-#                dispatcher, calls through it, a node killed and restarted
-#                (scripts/demo-cluster.sh; needs kamailio and sipp)
+#   make demo-cluster  two vnum nodes on one store (PostgreSQL; DEMO_STORE=sqlite)
+#                behind Kamailio's dispatcher, calls through it, a node
+#                killed and restarted (scripts/demo-cluster.sh; needs
+#                kamailio, sipp and postgresql)
 #   make test    every test (unit, in-process end to end, SIPp and baresip)
 #   make bench   Go benchmarks, then SIPp load through the built binary
 #                (direct and IVR ramps, an overload burst, a concurrent-media

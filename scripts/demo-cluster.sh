@@ -2,7 +2,8 @@
 # scripts/demo-cluster.sh - two vnum nodes behind Kamailio's dispatcher, on
 # loopback, for a person to watch (make demo-cluster).
 #
-# Starts, in a temporary folder: one store both nodes share, two
+# Starts, in a temporary folder: one store both nodes share (a PostgreSQL
+# server of its own, from scripts/lib/pg.sh, or a SQLite file), two
 # `vnum serve` nodes (node-1, node-2: their own SIP, RTP and admin ports),
 # Kamailio with testdata/kamailio/dispatcher.cfg in front of them (round
 # robin, failover, OPTIONS probes every second) and a SIPp carrier that
@@ -23,24 +24,29 @@
 # by PID; the folder is removed unless DEMO_KEEP=1.
 #
 # Knobs (environment):
-#   DEMO_STORE   the shared store: sqlite (one SQLite file in WAL mode,
-#                which several processes on one machine can share) (sqlite)
+#   DEMO_STORE   the shared store: postgres (a throwaway server in the
+#                folder, on 127.0.0.1, as several machines would share
+#                one) or sqlite (one SQLite file in WAL mode, which
+#                several processes on one machine can share)  (postgres)
 #   DEMO_CALLS   calls per step                            (4)
 #   DEMO_HOLD_MS how long each call stays up, ms           (1000)
 #   DEMO_KEEP    keep the folder and its logs              (0)
 #   VNUM_BIN     use this vnum binary instead of building one
 #
-# Needs kamailio (Debian package kamailio) and sipp (sip-tester); it
+# Needs kamailio (Debian package kamailio), sipp (sip-tester) and, for
+# DEMO_STORE=postgres, PostgreSQL's server programs (postgresql); it
 # installs nothing and says what is missing.
 set -euo pipefail
 
-STORE=${DEMO_STORE:-sqlite}
+STORE=${DEMO_STORE:-postgres}
 CALLS=${DEMO_CALLS:-4}
 HOLD_MS=${DEMO_HOLD_MS:-1000}
 KEEP=${DEMO_KEEP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCEN="$ROOT/testdata/sipp"
+# shellcheck source=lib/pg.sh
+. "$ROOT/scripts/lib/pg.sh"
 KAMCFG="$ROOT/testdata/kamailio/dispatcher.cfg"
 
 die() { echo "demo-cluster: $*" >&2; exit 1; }
@@ -57,8 +63,9 @@ need ss iproute2
 need timeout coreutils
 [ -n "${VNUM_BIN:-}" ] || need go golang-go
 case "$STORE" in
+postgres) pg_find 2>/dev/null || { MISSING+=(initdb/pg_ctl/postgres); PACKAGES+=(postgresql); } ;;
 sqlite) ;;
-*) die "unknown DEMO_STORE '$STORE' (sqlite)" ;;
+*) die "unknown DEMO_STORE '$STORE' (postgres or sqlite)" ;;
 esac
 if [ ${#MISSING[@]} -gt 0 ]; then
 	echo "demo-cluster: missing ${MISSING[*]}; on Debian: apt-get install ${PACKAGES[*]}" >&2
@@ -83,6 +90,8 @@ stop() {
 cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do stop "$pid"; done
+	# The store last, once no node uses it.
+	pg_stop || true
 	if [ "$KEEP" = 1 ]; then
 		echo "demo-cluster: logs kept in $WORK"
 	else
@@ -128,6 +137,12 @@ wait_listening() {
 # store_setup: STORE_DRIVER and STORE_DSN, the store both nodes share.
 store_setup() {
 	case "$STORE" in
+	postgres)
+		echo "demo-cluster: starting PostgreSQL ($PG_BIN)"
+		pg_start "$WORK/pg" || die "PostgreSQL did not start (its log: $WORK/pg/postgres.log)"
+		STORE_DRIVER=postgres
+		STORE_DSN=$PG_DSN
+		;;
 	sqlite)
 		STORE_DRIVER=sqlite
 		STORE_DSN="$WORK/cluster.db"
@@ -227,7 +242,7 @@ CARRIER_PID=$!
 PIDS+=($CARRIER_PID)
 wait_listening "$CARRIER_PORT" "$CARRIER_PID" "the sipp carrier" "$WORK/carrier_screen.log"
 
-echo "demo-cluster: store $STORE_DRIVER, node-1 on udp/${SIP[1]}, node-2 on udp/${SIP[2]},"
+echo "demo-cluster: store $STORE_DRIVER ($STORE_DSN), node-1 on udp/${SIP[1]}, node-2 on udp/${SIP[2]},"
 echo "  Kamailio's dispatcher on udp/$PROXY_PORT, carrier on udp/$CARRIER_PORT; calls dial $HOST-$EXT"
 
 FAILED=0
