@@ -287,8 +287,9 @@ func requirePrivacy(t *testing.T, caller, carrier *sippPeer) {
 
 // TestScenarioSelfCheck runs the scenarios against sipp stand-ins, without
 // vnum: it proves the softphone's digest answer, its DTMF captures (one
-// RFC 4733 event per key, repeated keys included) and the carrier's checks,
-// so that a failure against vnum is vnum's.
+// RFC 4733 event per key, repeated keys included), the carrier's checks
+// and the bench's trunk callers (no digest, X-E, the RTP each plays), so
+// that a failure against vnum is vnum's.
 func TestScenarioSelfCheck(t *testing.T) {
 	t.Parallel()
 	pcaps := sippPrereqs(t)
@@ -318,6 +319,52 @@ func TestScenarioSelfCheck(t *testing.T) {
 			fmt.Sprintf("127.0.0.1:%d", carrier.port))
 		requireBothSucceed(legB, carrier, 20*time.Second, 10*time.Second)
 	})
+
+	// The trunk callers of the bench against a stand-in that takes a trunk
+	// call (no digest, X-E dialled) and answers with the sink's RTP port:
+	// each call ends cleanly, and the sink gets the RTP each caller plays.
+	capture, err := readPcap(filepath.Join(pcaps, "g711a.pcap"))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, scenario string
+		args           []string
+		// pcmaPackets: 0 for none at all, -1 for some, else exactly.
+		pcmaPackets int
+	}{
+		{"trunk caller", "uac_trunk.xml", []string{"-inf", "dial.csv", "-d", "1000"}, -1},
+		{"trunk caller, long call", "uac_trunk_long.xml", []string{"-inf", "dial.csv", "-set", "loops", "2"},
+			2 * len(capture.packets)},
+		{"trunk caller without media", "uac_trunk_nomedia.xml",
+			[]string{"-s", hostNumber + "-2468", "-key", "caller", "13900139000", "-d", "500"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			stage := newStage(t, pcaps)
+			require.NoError(t, os.WriteFile(filepath.Join(stage, "dial.csv"),
+				[]byte("SEQUENTIAL\n"+hostNumber+"-2468;\n"), 0o644))
+			sinkPort := freePorts(t, 2)
+			sink := newRTPSink(t, sinkPort, nil)
+			vnum := startSipp(t, stage, "standin_trunk", scenarioPath(t, "selftest_trunk_uas.xml"), 0, 60*time.Second,
+				"-key", "sink", fmt.Sprint(sinkPort))
+			vnum.waitListening()
+			caller := startSipp(t, stage, "trunk_caller", scenarioPath(t, tc.scenario), 0, 60*time.Second,
+				append(tc.args, fmt.Sprintf("127.0.0.1:%d", vnum.port))...)
+			requireBothSucceed(caller, vnum, 60*time.Second, 10*time.Second)
+			// The caller's BYE follows its last packet: every packet is
+			// in the sink's socket, if not yet read.
+			pcma := func() int { byPT, _, _ := sink.summary(); return byPT[8] }
+			switch tc.pcmaPackets {
+			case 0:
+				byPT, _, _ := sink.summary()
+				require.Empty(t, byPT, "RTP from a caller without media")
+			case -1:
+				require.Eventually(t, func() bool { return pcma() > 0 }, 2*time.Second, 10*time.Millisecond, "PCMA from the caller")
+			default:
+				require.Eventually(t, func() bool { return pcma() >= tc.pcmaPackets }, 2*time.Second, 10*time.Millisecond)
+				require.Equal(t, tc.pcmaPackets, pcma(), "PCMA packets: g711a.pcap played -set loops times")
+			}
+		})
+	}
 
 	for name, args := range map[string][]string{
 		"carrier rejects the account name": {"-s", consignee, "-key", "from", hostNumber, "-key", "extra", "X-Leak: " + account},

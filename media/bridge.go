@@ -48,16 +48,21 @@ func newRoute(from, to *Stream) *route {
 }
 
 // relayRTP sends one RTP packet, read into buf and parsed as pkt, from the
-// other stream's socket to its remote, rewriting the payload type in place.
-func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) {
+// other stream's socket to its remote, rewriting the payload type in place,
+// and says whether it went.
+func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) outcome {
 	r.rewrite(buf, pkt)
 	dst := r.to.Remote()
 	if !sendable(dst) {
-		return
+		return dropped(DropNoRemote)
 	}
-	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil && !errors.Is(err, net.ErrClosed) {
-		r.to.log.Debug("rtp relay", "error", err, "to", dst)
+	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil {
+		if !errors.Is(err, net.ErrClosed) {
+			r.to.log.Debug("rtp relay", "error", err, "to", dst)
+		}
+		return dropped(DropSendError)
 	}
+	return relayed
 }
 
 // rewrite converts the packet in buf, parsed as pkt, for the other leg: its

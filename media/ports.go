@@ -24,6 +24,7 @@ type Ports struct {
 	drain     time.Duration
 	now       func() time.Time
 	listen    func(netip.AddrPort) (*net.UDPConn, error) // listenUDP; tests choose the kernel's answer
+	relay     relayCounters                              // the RTP packets of its streams (RelayCounts)
 
 	mu       sync.Mutex
 	next     int               // where the next search starts, so ports rotate

@@ -49,6 +49,10 @@ type Stream struct {
 
 	lastRTP atomic.Int64 // unix nanoseconds
 
+	// counts are the relay counters of the Ports the socket came from,
+	// shared by all its streams.
+	counts *relayCounters
+
 	mu          sync.Mutex // guards the remote addresses
 	remote      netip.AddrPort
 	rtcpRemote  netip.AddrPort
@@ -111,6 +115,10 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		ts:     rand.Uint32(),
 	}
 	s.relatch = RelatchAfter
+	s.counts = &relayCounters{}
+	if sock.pool != nil {
+		s.counts = &sock.pool.relay
+	}
 	s.lastRTP.Store(time.Now().UnixNano())
 	s.formats.Store(newFormats(audio, dtmf))
 	s.setRemote(remote)
@@ -321,9 +329,10 @@ func (s *Stream) readRTP() {
 // readRTPUntilPanic reads RTP until the socket closes (true), or until
 // handling one packet panics (false): that packet is dropped and logged
 // with its stack, and the reader goes on, so that a packet vnum mishandles
-// costs one packet, never the process and every call in it.
+// costs one packet, never the process and every call in it. Each datagram
+// read is counted once, by what became of it (see RelayCounts).
 func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
-	defer s.recoverPacket("rtp")
+	defer s.recoverPacket("rtp", s.counts)
 	for {
 		n, src, err := s.sock.RTP.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -333,32 +342,37 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			continue
 		}
 		if pkt.Unmarshal(buf[:n]) != nil || pkt.Version != 2 {
+			s.counts.add(dropped(DropNotRTP))
 			continue
 		}
 		now := time.Now()
 		s.lastRTP.Store(now.UnixNano())
 		s.latch(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
-		s.handleRTP(buf[:n], pkt)
+		s.counts.add(s.handleRTP(buf[:n], pkt))
 	}
 }
 
 // handleRTP relays a packet to the bridged peer, or detects digits in it
-// before the bridge. The deferred unlock keeps the bridge lock right even
-// when handling panics.
-func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet) {
+// before the bridge, and says what became of it. The deferred unlock keeps
+// the bridge lock right even when handling panics.
+func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet) outcome {
 	s.bridgeMu.RLock()
 	defer s.bridgeMu.RUnlock()
 	if r := s.peer; r != nil {
-		r.relayRTP(raw, pkt)
-		return
+		return r.relayRTP(raw, pkt)
 	}
 	s.detect(pkt)
+	return dropped(DropNoBridge)
 }
 
 // recoverPacket, deferred in a reader, turns a panic while handling one
-// packet into an error log line with the stack.
-func (s *Stream) recoverPacket(kind string) {
+// packet into an error log line with the stack, and counts the packet as
+// dropped in counts (nil for RTCP, which is not counted).
+func (s *Stream) recoverPacket(kind string, counts *relayCounters) {
 	if v := recover(); v != nil {
+		if counts != nil {
+			counts.add(dropped(DropPanic))
+		}
 		s.log.Error("packet handling panicked; packet dropped", "kind", kind,
 			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	}
@@ -373,7 +387,7 @@ func (s *Stream) readRTCP() {
 
 // readRTCPUntilPanic is readRTPUntilPanic for the RTCP socket.
 func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
-	defer s.recoverPacket("rtcp")
+	defer s.recoverPacket("rtcp", nil)
 	for {
 		n, src, err := s.sock.RTCP.ReadFromUDPAddrPort(buf)
 		if err != nil {

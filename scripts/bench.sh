@@ -26,7 +26,12 @@
 #             attempt is counted as completed (sipp finished it and its CDR
 #             is answered), refused (503 + Retry-After, SPEC §8) or failed
 #             (anything else), with the p95 of the time to the 503 and
-#             vnum_calls_refused_total by reason from the admin /metrics
+#             vnum_calls_refused_total by reason from the admin /metrics;
+#             at the same time a second SIPp places BENCH_OVERLOAD_STREAM_RATE
+#             calls/s for as long from 127.0.0.2 (the same softphone
+#             account on another address: a light source beside the
+#             flood, which a saturated vnum still takes, SPEC §8), counted
+#             apart
 #   compare   vnum side by side with Kamailio + rtpengine, the proxy and
 #             media relay a telecom engineer would build instead
 #             (testdata/kamailio/vn-proxy.cfg: X-E looked up in a table of
@@ -44,16 +49,21 @@
 #   media     concurrent long calls with media: at each of
 #             BENCH_MEDIA_LEVELS, that many trunk calls up at once
 #             (testdata/sipp/uac_trunk_long.xml: g711a.pcap played in a
-#             loop), the carrier echoing; prints the share of the callers'
-#             RTP packets that reached the carrier through vnum's relay
-#             (SIPp's echo count; vnum's /metrics has no relay counters)
-#             and vnum's RSS above its idle RSS, per call
+#             loop), the carrier echoing; prints the share of the RTP
+#             packets vnum read that it relayed to the other leg, both
+#             directions (vnum_rtp_packets_received_total and
+#             _relayed_total from the admin /metrics, after the level less
+#             before, with the drops by reason), next to SIPp's count
+#             (the callers' packets the carrier echoed), and vnum's RSS
+#             above its idle RSS, per call
 # compare and media configure vnum with a trunk source (127.0.0.1/32 in
 # trunk.inbound_cidrs), which the softphone's digest calls of direct, ivr
 # and overload cannot share: asked for together, the script runs itself
 # twice, on two vnums, the second run appending to the same results.
 # BENCH_STRICT=1 makes any failed call (direct: at any rate tried;
-# overload: any attempt neither completed nor refused) exit 1 (make
+# overload: any attempt neither completed nor refused, and any call of
+# the second stream not completed, refusals included unless
+# BENCH_MAX_ACTIVE is set, which refuses every source alike) exit 1 (make
 # bench-smoke in CI; compare: a failed call on either system; media: a
 # failed call at any level).
 #
@@ -67,6 +77,8 @@
 #   BENCH_OVERLOAD_RATE offered calls/s of the burst     (3000)
 #   BENCH_OVERLOAD_SECS seconds of offered load          (8)
 #   BENCH_OVERLOAD_CALL_MS talk time of each call, ms    (1000)
+#   BENCH_OVERLOAD_STREAM_RATE overload: calls/s of the second stream,
+#                       from 127.0.0.2 (20; 0: none)
 #   BENCH_MAX_ACTIVE    vnum's calls.max_active          (unset: vnum's default;
 #                       with compare or media asked for too, not theirs)
 #   BENCH_RATES         call rates to try, calls/s      (10 20 50 100 200)
@@ -124,6 +136,8 @@ STRICT=${BENCH_STRICT:-0}
 OVL_RATE=${BENCH_OVERLOAD_RATE:-3000}
 OVL_SECS=${BENCH_OVERLOAD_SECS:-8}
 OVL_CALL_MS=${BENCH_OVERLOAD_CALL_MS:-1000}
+OVL_STREAM_RATE=${BENCH_OVERLOAD_STREAM_RATE:-20}
+OVL_STREAM_IP=127.0.0.2
 MAX_ACTIVE=${BENCH_MAX_ACTIVE:-}
 SOFT_MODES="" TRUNK_MODES=""
 for m in $MODES; do
@@ -218,8 +232,13 @@ SIP_PORT=$(free_ports 1); take "$SIP_PORT" 1
 CARRIER_PORT=$(free_ports 1); take "$CARRIER_PORT" 1
 ADMIN_PORT=$(free_ports 1); take "$ADMIN_PORT" 1
 CARRIER_MEDIA=$(free_ports 4); take "$CARRIER_MEDIA" 4
+UAC_IP=127.0.0.1
 UAC_PORT=$(free_ports 1); take "$UAC_PORT" 1
 UAC_MEDIA=$(free_ports 4); take "$UAC_MEDIA" 4
+# overload's second stream, on another loopback address (Linux routes all
+# of 127.0.0.0/8 to lo, so vnum's answers reach it)
+UAC2_PORT=$(free_ports 1); take "$UAC2_PORT" 1
+UAC2_MEDIA=$(free_ports 4); take "$UAC2_MEDIA" 4
 # vnum's relay: two ports (RTP, RTCP) per leg, two legs per call.
 RTP_PORTS=${BENCH_RTP_PORTS:-40000-49999}
 
@@ -315,6 +334,9 @@ if [ "$MEDIA" = 0 ]; then
 	# the overload and trunk callers without RTP: drop their play_pcap_audio
 	sed -i '/play_pcap_audio/d' "$WORK/uac_overload.xml" "$WORK/uac_trunk.xml"
 fi
+# overload's second stream: the same scenario under its own name, so that
+# its -trace_rtt file (named after the scenario) is its own
+cp "$WORK/uac_overload.xml" "$WORK/uac_overload2.xml"
 if [ "$MEDIA" = 1 ]; then
 	UAC_SCENARIO="$WORK/uac_direct.xml"
 else
@@ -375,13 +397,13 @@ cdr_counts() {
 }
 
 # csv MODE OFFERED SENT CALLS COMPLETED REFUSED FAILED P95 EXIT SECS
-# [CPU_S CONCURRENT RELAYED_PCT RSS_KIB_PER_CALL]: one line of
+# [CPU_S CONCURRENT RELAYED_PCT RSS_KIB_PER_CALL ECHOED_PCT]: one line of
 # BENCH_OUT/results.csv (when BENCH_OUT is set), the columns a mode does
 # not measure left empty.
 csv() {
 	[ -n "$OUT" ] || return 0
 	local f=("$@")
-	while [ "${#f[@]}" -lt 14 ]; do f+=(""); done
+	while [ "${#f[@]}" -lt 15 ]; do f+=(""); done
 	local IFS=,
 	echo "${f[*]}" >>"$OUT/results.csv"
 }
@@ -390,13 +412,14 @@ csv() {
 # the SIPp softphone account dials USER with SCENARIO, CALLS calls at RATE
 # per second (at most LIMIT at once), each CALL_MS long, within BUDGET
 # seconds; its statistics go to STATS, its errors and screen to
-# $WORK/LOG_errors.log and $WORK/LOG_screen.log. Returns SIPp's exit code.
+# $WORK/LOG_errors.log and $WORK/LOG_screen.log. It binds UAC_IP:UAC_PORT
+# (SIP) and UAC_IP:UAC_MEDIA (RTP). Returns SIPp's exit code.
 uac() {
 	local scen=$1 user=$2 call_ms=$3 rate=$4 calls=$5 limit=$6 budget=$7 stats=$8 log=$9
 	shift 9
 	timeout --kill-after=10 $((budget + 15)) \
 		sipp -sf "$scen" "127.0.0.1:$SIP_PORT" \
-		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
+		-i "$UAC_IP" -p "$UAC_PORT" -mi "$UAC_IP" -mp "$UAC_MEDIA" \
 		-s "$user" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
 		-auth_uri "$user@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
 		-d "$call_ms" -r "$rate" -m "$calls" -l "$limit" \
@@ -489,33 +512,35 @@ scrape_refused() {
 		grep '^vnum_calls_refused_total' || true
 }
 
-# overload: one burst of OVL_RATE calls/s for OVL_SECS. sipp ends a call
-# vnum refused (503) as a success of its own, after measuring the time to
-# the 503 (rtd "refused", one -trace_rtt line per refused call); so
-# refused = those lines, completed = sipp's successes that are not refused
-# and whose CDR is answered, failed = every other attempt.
-overload() {
-	local calls=$((OVL_RATE * OVL_SECS)) limit budget stats rtt code secs start
-	local attempted ok failed refused completed failed_all p95 rows ans open metrics
-	echo "== overload: $OVL_RATE calls/s offered for $OVL_SECS s ($calls calls, ${OVL_CALL_MS} ms each)"
-	limit=$((OVL_RATE * (OVL_CALL_MS / 1000 + 4) + 10))
-	budget=$((OVL_SECS + OVL_CALL_MS / 1000 + 60))
-	stats="$WORK/overload.csv"
-	read -r ROWS0 ANS0 _ < <(cdr_counts)
-	scrape_refused >"$WORK/refused_before.txt"
-	start=$(date +%s)
-	rm -f "$WORK"/uac_overload_*_rtt.csv
-	set +e
-	uac "$WORK/uac_overload.xml" "$DIAL" "$OVL_CALL_MS" "$OVL_RATE" "$calls" "$limit" "$budget" "$stats" overload \
-		-trace_rtt -rtt_freq 1
-	code=$?
-	set -e
-	secs=$(( $(date +%s) - start ))
-	# sent/s: what sipp really offered, its new calls over the seconds
-	# (-fd 1 periods) in which it placed any: on two shared cores sipp may
-	# not reach OVL_RATE.
-	local sent
-	read -r attempted ok failed sent < <(awk -F';' '
+# cdr_answered_from IP: the answered CDRs of calls whose leg A Call-ID
+# SIPp made on IP (uac's -cid_str uacleg-%u-%p@%s: %s is its -i address).
+# cdr list's JSON has each record's call_id before its disposition.
+cdr_answered_from() {
+	vnum cdr list --format json 2>/dev/null | awk -v ip="@$1\"" '
+		/"call_id":/ { from = index($0, ip) > 0 }
+		/"disposition": *"answered"/ && from { n++ }
+		END { print n + 0 }' || echo 0
+}
+
+# cdr_dispositions_from IP: how the calls from IP (as cdr_answered_from)
+# ended, "disposition count, ..." ("open" for those not ended).
+cdr_dispositions_from() {
+	vnum cdr list --format json 2>/dev/null | awk -v ip="@$1\"" '
+		/"call_id":/ { from = index($0, ip) > 0 }
+		/"ended_at": *null/ && from { n["open"]++ }
+		/"disposition": *"[a-z_]+"/ && from { match($0, /"[a-z_]+",?$/); n[substr($0, RSTART + 1, RLENGTH - 2 - ($0 ~ /,$/))]++ }
+		END { for (d in n) s = s (s ? ", " : "") d " " n[d]; print (s ? s : "none") }' || echo "none"
+}
+
+# ovl_sipp STATS RTT: "attempted ok failed sent refused p95" of one
+# overload caller: SIPp's cumulative counters from its -trace_stat CSV
+# STATS, sent/s (its new calls over the -fd 1 periods in which it placed
+# any: on two shared cores sipp may not reach its rate), and from its
+# -trace_rtt file RTT ("date_ms;response_time_ms;rtd" a measure) the
+# refused calls and the p95 of their time to the 503 (- without any).
+ovl_sipp() {
+	local stats=$1 rtt=$2 att ok ko sent refused=0 p95=-
+	read -r att ok ko sent < <(awk -F';' '
 		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 		{ last = $0; split($0, f, ";"); if (f[col["OutgoingCall(P)"]] + 0 > 0) busy++ }
 		END {
@@ -523,51 +548,129 @@ overload() {
 			print f[col["OutgoingCall(C)"]] + 0, f[col["SuccessfulCall(C)"]] + 0, f[col["FailedCall(C)"]] + 0,
 				(busy ? int(f[col["OutgoingCall(C)"]] / busy + 0.5) : 0)
 		}' "$stats" 2>/dev/null || echo "0 0 0 0")
-	attempted=${attempted:-0}; ok=${ok:-0}
-	# -trace_rtt: "date_ms;response_time_ms;rtd" per measure.
-	rtt=$(ls "$WORK"/uac_overload_*_rtt.csv 2>/dev/null | head -1 || true)
-	refused=0; p95=-
-	if [ -n "$rtt" ]; then
+	if [ -n "$rtt" ] && [ -r "$rtt" ]; then
 		refused=$(awk -F';' '$3 ~ /refused/ { n++ } END { print n + 0 }' "$rtt")
 		if [ "$refused" -gt 0 ]; then
 			p95=$(awk -F';' '$3 ~ /refused/ { print $2 + 0 }' "$rtt" | sort -n |
 				awk '{ v[NR] = $1 } END { i = int(NR * 0.95 + 0.999999); if (i < 1) i = 1; printf "%d", v[i] }')
 		fi
 	fi
+	echo "${att:-0} ${ok:-0} ${ko:-0} ${sent:-0} $refused $p95"
+}
+
+# overload: one burst of OVL_RATE calls/s for OVL_SECS from the softphone
+# on 127.0.0.1 and, at the same time and for as long, a second stream of
+# OVL_STREAM_RATE calls/s (0: none) from the same account on another
+# address, 127.0.0.2 (its own SIPp, uac_overload2.xml, a copy of the
+# scenario so that its -trace_rtt file is its own): a light source beside
+# a flood, which a saturated vnum still takes (SPEC §8). sipp ends a call
+# vnum refused (503) as a success of its own, after measuring the time to
+# the 503 (rtd "refused", one -trace_rtt line per refused call); so per
+# stream refused = those lines, completed = sipp's successes that are not
+# refused and whose CDR is answered (the CDR's Call-ID names the stream's
+# address), failed = every other attempt.
+overload() {
+	local calls=$((OVL_RATE * OVL_SECS)) limit budget code secs start
+	local attempted ok failed sent refused completed failed_all p95 open metrics rtt
+	local calls2=$((OVL_STREAM_RATE * OVL_SECS)) limit2 pid1 pid2= code2=0 rtt2
+	local attempted2=0 ok2=0 failed2=0 sent2=0 refused2=0 p95_2=- completed2=0 failed_all2=0
+	local ans1_0 ans2_0 ans1 ans2
+	echo "== overload: $OVL_RATE calls/s offered for $OVL_SECS s ($calls calls, ${OVL_CALL_MS} ms each)" \
+		"$([ "$calls2" -gt 0 ] && echo "and $OVL_STREAM_RATE calls/s from $OVL_STREAM_IP ($calls2 calls)")"
+	limit=$((OVL_RATE * (OVL_CALL_MS / 1000 + 4) + 10))
+	limit2=$((OVL_STREAM_RATE * (OVL_CALL_MS / 1000 + 4) + 10))
+	budget=$((OVL_SECS + OVL_CALL_MS / 1000 + 60))
+	ans1_0=$(cdr_answered_from 127.0.0.1)
+	ans2_0=$(cdr_answered_from "$OVL_STREAM_IP")
+	scrape_refused >"$WORK/refused_before.txt"
+	start=$(date +%s)
+	rm -f "$WORK"/uac_overload_*_rtt.csv "$WORK"/uac_overload2_*_rtt.csv
+	set +e
+	uac "$WORK/uac_overload.xml" "$DIAL" "$OVL_CALL_MS" "$OVL_RATE" "$calls" "$limit" "$budget" \
+		"$WORK/overload.csv" overload -trace_rtt -rtt_freq 1 &
+	pid1=$!
+	if [ "$calls2" -gt 0 ]; then
+		UAC_IP=$OVL_STREAM_IP UAC_PORT=$UAC2_PORT UAC_MEDIA=$UAC2_MEDIA \
+			uac "$WORK/uac_overload2.xml" "$DIAL" "$OVL_CALL_MS" "$OVL_STREAM_RATE" "$calls2" "$limit2" "$budget" \
+			"$WORK/overload2.csv" overload2 -trace_rtt -rtt_freq 1 &
+		pid2=$!
+	fi
+	wait "$pid1"
+	code=$?
+	if [ -n "$pid2" ]; then
+		wait "$pid2"
+		code2=$?
+	fi
+	set -e
+	secs=$(( $(date +%s) - start ))
+	rtt=$(ls "$WORK"/uac_overload_*_rtt.csv 2>/dev/null | head -1 || true)
+	read -r attempted ok failed sent refused p95 < <(ovl_sipp "$WORK/overload.csv" "$rtt")
+	if [ "$calls2" -gt 0 ]; then
+		rtt2=$(ls "$WORK"/uac_overload2_*_rtt.csv 2>/dev/null | head -1 || true)
+		read -r attempted2 ok2 failed2 sent2 refused2 p95_2 < <(ovl_sipp "$WORK/overload2.csv" "$rtt2")
+	fi
 	for _ in $(seq 1 60); do
-		read -r rows ans open < <(cdr_counts)
+		read -r _ _ open < <(cdr_counts)
 		[ "$open" = 0 ] && break
 		sleep 0.5
 	done
-	local cdr_ans=$((ans - ANS0))
-	local sipp_done=$((ok - refused))
-	completed=$(( cdr_ans < sipp_done ? cdr_ans : sipp_done ))
+	ans1=$(( $(cdr_answered_from 127.0.0.1) - ans1_0 ))
+	ans2=$(( $(cdr_answered_from "$OVL_STREAM_IP") - ans2_0 ))
+	completed=$(( ans1 < ok - refused ? ans1 : ok - refused ))
 	[ "$completed" -lt 0 ] && completed=0
 	failed_all=$((calls - completed - refused))
+	if [ "$calls2" -gt 0 ]; then
+		completed2=$(( ans2 < ok2 - refused2 ? ans2 : ok2 - refused2 ))
+		[ "$completed2" -lt 0 ] && completed2=0
+		failed_all2=$((calls2 - completed2 - refused2))
+	fi
 	# this burst's refusals: the counters after it less those before
 	scrape_refused >"$WORK/refused_after.txt"
 	metrics=$(awk 'NR == FNR { before[$1] = $2; next } { printf "%s %d\n", $1, $2 - before[$1] }' \
 		"$WORK/refused_before.txt" "$WORK/refused_after.txt")
 	local goodput
 	goodput=$(awk -v c="$completed" -v a="$attempted" -v r="${sent:-0}" 'BEGIN { printf "%.0f", (a ? c * r / a : 0) }')
-	printf '%8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "offered" "sent/s" "calls" "completed" "refused" "failed" \
-		"p95 503 ms" "goodput/s" "exit" "secs"
-	printf '%8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "$OVL_RATE" "${sent:-0}" "$calls" "$completed" "$refused" \
-		"$failed_all" "$p95" "$goodput" "$code" "$secs"
+	printf '%-10s %8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "stream" "offered" "sent/s" "calls" "completed" "refused" \
+		"failed" "p95 503 ms" "goodput/s" "exit" "secs"
+	printf '%-10s %8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "127.0.0.1" "$OVL_RATE" "${sent:-0}" "$calls" "$completed" \
+		"$refused" "$failed_all" "$p95" "$goodput" "$code" "$secs"
 	csv overload "$OVL_RATE" "${sent:-0}" "$calls" "$completed" "$refused" "$failed_all" "$p95" "$code" "$secs"
-	echo "sipp: attempted $attempted, successful $ok (refusals included), failed ${failed:-0}; cdr answered $cdr_ans, open $open"
-	echo "vnum_calls_refused_total during the burst (/metrics after less before):"
-	printf '%s\n' "${metrics:-  (no /metrics)}" | sed 's/^/  /'
-	if [ "$failed_all" -gt 0 ]; then
-		OVERLOAD_FAILED=1
-		# sipp's log of unexpected messages, without the 503s vnum
-		# retransmitted after sipp's ACK-and-end (RFC 3261 17.2.1)
-		awk '/^.?[0-9]{4}-[0-9][0-9]-[0-9][0-9]\t/ { keep = ($0 !~ /Dead call/) } keep' \
-			"$WORK/overload_errors.log" 2>/dev/null | head -30 >&2 || true
+	echo "sipp 127.0.0.1: attempted $attempted, successful $ok (refusals included), failed ${failed:-0}; cdr answered $ans1"
+	if [ "$calls2" -gt 0 ]; then
+		printf '%-10s %8s %8s %8s %10s %10s %8s %12s %10s %5s %6s\n' "$OVL_STREAM_IP" "$OVL_STREAM_RATE" "$sent2" "$calls2" \
+			"$completed2" "$refused2" "$failed_all2" "$p95_2" "-" "$code2" "$secs"
+		csv overload-stream2 "$OVL_STREAM_RATE" "$sent2" "$calls2" "$completed2" "$refused2" "$failed_all2" "$p95_2" "$code2" "$secs"
+		echo "sipp $OVL_STREAM_IP: attempted $attempted2, successful $ok2 (refusals included), failed $failed2; cdr answered $ans2"
+		echo "cdr of this vnum's calls from $OVL_STREAM_IP: $(cdr_dispositions_from "$OVL_STREAM_IP")"
 	fi
+	echo "cdr open after the burst: $open"
+	echo "vnum_calls_refused_total during the burst (/metrics after less before, both streams):"
+	printf '%s\n' "${metrics:-  (no /metrics)}" | sed 's/^/  /'
+	local log
+	for log in overload overload2; do
+		if { [ "$log" = overload ] && [ "$failed_all" -gt 0 ]; } || { [ "$log" = overload2 ] && [ "$failed_all2" -gt 0 ]; }; then
+			OVERLOAD_FAILED=1
+			echo "bench: $log: failed calls; sipp's first unexpected messages:" >&2
+			# sipp's log of unexpected messages, without the 503s vnum
+			# retransmitted after sipp's ACK-and-end (RFC 3261 17.2.1)
+			awk '/^.?[0-9]{4}-[0-9][0-9]-[0-9][0-9]\t/ { keep = ($0 !~ /Dead call/) } keep' \
+				"$WORK/${log}_errors.log" 2>/dev/null | head -30 >&2 || true
+		fi
+	done
 	if [ "$STRICT" = 1 ] && [ "$refused" = 0 ]; then
 		echo "bench: the burst was never refused: the 503 path went untested (raise BENCH_OVERLOAD_RATE or set BENCH_MAX_ACTIVE)" >&2
 		OVERLOAD_FAILED=1
+	fi
+	# The second stream is light: a saturated vnum must take every one of
+	# its calls. calls.max_active refuses every source alike (SPEC §8):
+	# with BENCH_MAX_ACTIVE set its refusals are reported, not failed.
+	if [ "$STRICT" = 1 ] && [ "$calls2" -gt 0 ] && [ "$completed2" != "$calls2" ]; then
+		if [ -n "$MAX_ACTIVE" ] && [ "$failed_all2" = 0 ]; then
+			echo "bench: $OVL_STREAM_IP: $refused2 of $calls2 calls refused, as calls.max_active $MAX_ACTIVE refuses every source" >&2
+		else
+			echo "bench: $OVL_STREAM_IP: $((calls2 - completed2)) of its $calls2 calls not completed ($refused2 refused, $failed_all2 failed): the light source beside the burst must get through" >&2
+			OVERLOAD_FAILED=1
+		fi
 	fi
 }
 
@@ -855,24 +958,45 @@ pcap_packets() {
 # rss_kib: vnum's resident set (VmRSS), KiB.
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status" 2>/dev/null || echo 0; }
 
+# scrape_rtp prints vnum's relay counters from the admin /metrics:
+# "received relayed not_rtp no_bridge no_remote send_error panic" (the
+# last five the drops by reason), zeros without /metrics.
+scrape_rtp() {
+	local out
+	out=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null | awk '
+		/^vnum_rtp_packets_received_total / { r = $2 }
+		/^vnum_rtp_packets_relayed_total / { l = $2 }
+		/^vnum_rtp_packets_dropped_total\{/ {
+			if (match($0, /reason="[a-z_]+"/)) d[substr($0, RSTART + 8, RLENGTH - 9)] = $2
+		}
+		END { printf "%d %d %d %d %d %d %d\n", r, l, d["not_rtp"], d["no_bridge"], d["no_remote"], d["send_error"], d["panic"] }')
+	echo "${out:-0 0 0 0 0 0 0}"
+}
+
 # media: at each of MEDIA_LEVELS, that many long calls up at once (filled
 # at MEDIA_RATE calls/s, then all up for MEDIA_HOLD_S), each playing
-# g711a.pcap in a loop toward vnum, the carrier echoing. The carrier is
-# restarted per level so that its echo count is the level's: relayed = the
-# packets it echoed / the packets the completed calls sent (one direction,
-# caller -> vnum -> carrier). RSS per call = (vnum's highest VmRSS during
+# g711a.pcap in a loop toward vnum, the carrier echoing. relayed % is
+# vnum's own count, both directions: the RTP packets its relay sent on to
+# the other leg / the packets it read, from /metrics after the level less
+# before (the drops, by reason, are printed below the level when there are
+# any: no_bridge and no_remote are the caller's packets before leg B's
+# relay is up). echoed % is SIPp's view of one direction: the packets the
+# carrier echoed / the packets the completed calls sent (caller -> vnum ->
+# carrier); the carrier is restarted per level so that its echo count is
+# the level's. RSS per call = (vnum's highest VmRSS during
 # the level - its VmRSS idle, before the run's first call) / calls: Go
 # keeps the heap of a level for the next, so the RSS before each level
 # would be no baseline; for the same reason media before compare in one
 # run gives the cleaner figures.
 media() {
 	local level pkts loops fill limit budget stats code start secs_ att ok ko idle peak rss pid
-	local sent echoed pct per cpu0 cpu1 done_
+	local sent echoed pct epct per cpu0 cpu1 done_ rtp0 rtp1 rcvd rel drops
 	pkts=$(pcap_packets "$WORK/g711a.pcap")
 	echo "== media: concurrent trunk calls, g711a.pcap ($pkts packets, 7.05 s) in a loop, echoed by the carrier"
-	echo "   (relayed: caller -> vnum -> carrier packets, SIPp's count; vnum's /metrics has no relay counters)"
-	printf '%10s %6s %10s %7s %10s %10s %9s %9s %9s %11s %7s %5s %5s\n' "concurrent" "loops" "completed" "failed" \
-		"rtp sent" "rtp echoed" "relayed %" "idle MiB" "peak MiB" "KiB/call" "cpu s" "exit" "secs"
+	echo "   (vnum rcvd / relayed: RTP packets vnum's relay read / sent on, both directions, from /metrics;"
+	echo "    rtp sent / echoed: the callers' packets and those the carrier echoed, SIPp's count, one direction)"
+	printf '%10s %6s %10s %7s %10s %10s %9s %10s %10s %9s %9s %9s %11s %7s %5s %5s\n' "concurrent" "loops" "completed" "failed" \
+		"vnum rcvd" "relayed" "relayed %" "rtp sent" "rtp echoed" "echoed %" "idle MiB" "peak MiB" "KiB/call" "cpu s" "exit" "secs"
 	for level in $MEDIA_LEVELS; do
 		fill=$(((level + MEDIA_RATE - 1) / MEDIA_RATE))
 		# each call lasts loops x 7.1 s: long enough for all to be up
@@ -888,6 +1012,7 @@ media() {
 		idle=$IDLE_RSS
 		peak=$(rss_kib)
 		read -r cpu0 _ < <(cpu_ticks vnum)
+		read -r -a rtp0 < <(scrape_rtp)
 		start=$(date +%s)
 		trunk_uac "$WORK/uac_trunk_long.xml" "$SIP_PORT" "$level" "$MEDIA_RATE" "$limit" "$budget" "$stats" \
 			"media_$level" -set loops "$loops" &
@@ -904,18 +1029,27 @@ media() {
 		secs_=$(($(date +%s) - start))
 		cdrs_closed || true
 		read -r cpu1 _ < <(cpu_ticks vnum)
+		read -r -a rtp1 < <(scrape_rtp)
 		read -r att ok ko < <(sipp_counts "$stats")
 		done_=$ok
 		stop_carrier
 		echoed=$(awk '/Total echo RTP pckts 1st stream/ { n = $1 } END { print n + 0 }' \
 			"$WORK/carrier_media_${level}_screen.log")
 		sent=$((ok * loops * pkts))
-		pct=$(awk -v e="$echoed" -v s="$sent" 'BEGIN { if (s) printf "%.1f", 100 * e / s; else print "-" }')
+		epct=$(awk -v e="$echoed" -v s="$sent" 'BEGIN { if (s) printf "%.1f", 100 * e / s; else print "-" }')
+		rcvd=$((rtp1[0] - rtp0[0]))
+		rel=$((rtp1[1] - rtp0[1]))
+		pct=$(awk -v r="$rel" -v n="$rcvd" 'BEGIN { if (n) printf "%.1f", 100 * r / n; else print "-" }')
 		per=$(awk -v p="$peak" -v i="$idle" -v n="$level" 'BEGIN { printf "%.0f", (p - i) / n }')
-		printf '%10s %6s %10s %7s %10s %10s %9s %9s %9s %11s %7s %5s %5s\n' "$level" "$loops" "$done_" "$((level - done_))" \
-			"$sent" "$echoed" "$pct" "$((idle / 1024))" "$((peak / 1024))" "$per" "$(secs $((cpu1 - cpu0)))" "$code" "$secs_"
+		printf '%10s %6s %10s %7s %10s %10s %9s %10s %10s %9s %9s %9s %11s %7s %5s %5s\n' "$level" "$loops" "$done_" "$((level - done_))" \
+			"$rcvd" "$rel" "$pct" "$sent" "$echoed" "$epct" "$((idle / 1024))" "$((peak / 1024))" "$per" "$(secs $((cpu1 - cpu0)))" "$code" "$secs_"
+		drops=$(awk -v a="${rtp0[*]}" -v b="${rtp1[*]}" 'BEGIN {
+			split(a, x, " "); split(b, y, " "); split("not_rtp no_bridge no_remote send_error panic", name, " ")
+			for (i = 1; i <= 5; i++) if (y[i + 2] - x[i + 2] > 0) s = s sprintf(" %s %d", name[i], y[i + 2] - x[i + 2])
+			print s }')
+		[ -n "$drops" ] && echo "           vnum dropped:$drops"
 		csv media "$MEDIA_RATE" "$MEDIA_RATE" "$level" "$done_" 0 "$((level - done_))" - "$code" "$secs_" \
-			"$(secs $((cpu1 - cpu0)))" "$level" "$pct" "$per"
+			"$(secs $((cpu1 - cpu0)))" "$level" "$pct" "$per" "$epct"
 		if [ "$done_" != "$level" ] || [ "$code" != 0 ]; then
 			MEDIA_FAILED=1
 			echo "bench: failed media calls at $level concurrent; sipp's first unexpected messages:" >&2
@@ -931,7 +1065,7 @@ RAMP_FAILED=0
 OVERLOAD_FAILED=0
 COMPARE_FAILED=0
 MEDIA_FAILED=0
-CSV_HEADER="mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs,cpu_s,concurrent,relayed_pct,rss_kib_per_call"
+CSV_HEADER="mode,offered_per_s,sent_per_s,calls,completed,refused,failed,p95_refusal_ms,sipp_exit,secs,cpu_s,concurrent,relayed_pct,rss_kib_per_call,sipp_echoed_pct"
 if [ -n "$OUT" ]; then
 	if [ "${BENCH_APPEND:-0}" != 1 ] || [ "$(head -1 "$OUT/results.csv" 2>/dev/null)" != "$CSV_HEADER" ]; then
 		echo "$CSV_HEADER" >"$OUT/results.csv"
@@ -949,8 +1083,8 @@ for m in $MODES; do
 done
 # svg: results.svg from results.csv: one stacked bar per run (mode and
 # offered rate): the share of its calls completed, refused with 503,
-# failed; below them, for media runs, the share of RTP relayed and vnum's
-# RSS per call against the calls up at once.
+# failed; below them, for media runs, the share of the RTP vnum read that
+# it relayed and vnum's RSS per call against the calls up at once.
 svg() {
 	awk -F, '
 		# chart Y0 TITLE N XS YS YMAX UNIT: a line chart of YS over XS, its
@@ -1006,7 +1140,7 @@ svg() {
 			if (m) {
 				ymax = 0
 				for (i = 1; i <= m; i++) if (rss[i] > ymax) ymax = rss[i]
-				chart(hb, "vnum make bench media: RTP relayed (caller to carrier), %", m, conc, pct, 100, "%")
+				chart(hb, "vnum make bench media: RTP packets read that vnum relayed (both directions, /metrics), %", m, conc, pct, 100, "%")
 				chart(hb + 210, "vnum make bench media: vnum RSS above idle per call, KiB", m, conc, rss, ymax > 0 ? int(ymax * 1.2 + 1) : 1, "KiB")
 			}
 			print "</svg>"

@@ -283,6 +283,7 @@ func TestQueueDelayRefusesAsSaturated(t *testing.T) {
 	var ahead atomic.Int64
 	e, cr := newCountingEnv(t, func(o *Options) {
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		o.MaxQueueDelay = DefaultMaxQueueDelay
 	}, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -385,6 +386,7 @@ func TestSaturationSparesLightSource(t *testing.T) {
 	var ahead atomic.Int64
 	e, _ := newCountingEnv(t, func(o *Options) {
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		o.MaxQueueDelay = DefaultMaxQueueDelay
 	}, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -439,6 +441,7 @@ func TestShedAtRead(t *testing.T) {
 	var ahead atomic.Int64
 	e, _ := newCountingEnv(t, func(o *Options) {
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		o.MaxQueueDelay = DefaultMaxQueueDelay
 	}, false)
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)

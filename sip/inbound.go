@@ -161,12 +161,10 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 	err = s.router.StartCall(startCtx, &c.cdr)
 	cancelStart()
 	if err != nil {
-		// No record, no call: an overloaded or broken store turns calls
-		// away rather than losing their bills.
+		// No record, no call: an overloaded or unreachable store turns
+		// calls away rather than losing their bills (SPEC §8: store_slow).
 		c.log.Error("starting CDR", "error", err)
-		if errors.Is(err, context.DeadlineExceeded) {
-			s.admission.count(refusedStoreSlow)
-		}
+		s.admission.count(refusedStoreSlow)
 		if rerr := a.Respond(sip.StatusServiceUnavailable, "Service Unavailable", nil, s.retryAfter(sip.StatusServiceUnavailable, reasonInternal)...); rerr != nil {
 			c.log.Debug("refusing call", "error", rerr)
 		}
@@ -379,14 +377,11 @@ func (c *call) resolve(ext string) (Target, endReason) {
 			return Target{}, r
 		}
 		return Target{}, reasonExpired
-	case errors.Is(err, context.DeadlineExceeded):
-		// A passing shortage: a caller not yet answered (early mode) hears
-		// 503 with Retry-After, not 500.
-		c.log.Warn("binding lookup: store too slow", "error", err)
-		return Target{}, reasonStoreSlow
 	default:
-		c.log.Error("binding lookup", "error", err)
-		return Target{}, reasonInternal
+		// A store too slow or unreachable is a passing shortage: a caller
+		// not yet answered (early mode) hears 503 with Retry-After, not 500.
+		c.log.Warn("binding lookup: store unavailable", "error", err)
+		return Target{}, reasonStoreSlow
 	}
 }
 

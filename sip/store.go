@@ -29,14 +29,16 @@ func (s *Server) storeCtx(parent context.Context) (context.Context, context.Canc
 }
 
 // refuseStoreError answers a request whose store lookup failed: 503 with
-// Retry-After when the store did not answer within store.timeout (a
-// passing shortage), 500 otherwise.
+// Retry-After, counted as store_slow (SPEC §8). A store that did not
+// answer within store.timeout and one that cannot be reached at all (a
+// restarting PostgreSQL, a locked SQLite file) are the same passing
+// shortage to a caller, who should try again later, not a fault of the
+// request.
 func (s *Server) refuseStoreError(req *sip.Request, tx sip.ServerTransaction, what string, err error) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn(what+": store too slow", "error", err, "store_timeout_ms", s.storeTimeout().Milliseconds())
-		s.refuse(req, tx, fmt.Errorf("%w: %w", ErrStoreSlow, err))
-		return
+	} else {
+		s.log.Error(what+": store unavailable", "error", err)
 	}
-	s.log.Error(what, "error", err)
-	s.refuse(req, tx, err)
+	s.refuse(req, tx, fmt.Errorf("%w: %w", ErrStoreSlow, err))
 }

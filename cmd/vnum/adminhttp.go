@@ -17,6 +17,7 @@ import (
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/binding/api"
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/media"
 )
 
 // Timeouts of the admin HTTP server: a slow or stalled client cannot hold
@@ -49,6 +50,9 @@ type callStats struct {
 	// queueDelay returns how long the SIP datagrams read last had waited
 	// in their socket (the least of the last few).
 	queueDelay func() time.Duration
+	// relay returns the RTP packets the media relay has read, relayed and
+	// dropped by reason.
+	relay func() media.RelayCounts
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -102,6 +106,9 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			counts: stats.refused,
 		})
 	}
+	if stats.relay != nil {
+		cs = append(cs, newRelayCollector(stats.relay))
+	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -123,6 +130,43 @@ func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range c.counts() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), reason)
+	}
+}
+
+// relayCollector reads the vnum_rtp_packets_* counters from the media
+// relay's counts, once per scrape, so that within one scrape received is
+// exactly relayed plus every dropped reason.
+type relayCollector struct {
+	received, relayed, dropped *prometheus.Desc
+	counts                     func() media.RelayCounts
+}
+
+func newRelayCollector(counts func() media.RelayCounts) relayCollector {
+	return relayCollector{
+		received: prometheus.NewDesc("vnum_rtp_packets_received_total",
+			"RTP datagrams read on the media sockets of every call, both directions.", nil, nil),
+		relayed: prometheus.NewDesc("vnum_rtp_packets_relayed_total",
+			"RTP packets sent on to the other leg of their call.", nil, nil),
+		dropped: prometheus.NewDesc("vnum_rtp_packets_dropped_total",
+			"RTP datagrams read but not relayed, by reason: not_rtp (not RTP version 2), no_bridge (the leg relays to no other yet: IVR digits), "+
+				"no_remote (the other leg has no address, or is on hold), send_error, panic.",
+			[]string{"reason"}, nil),
+		counts: counts,
+	}
+}
+
+func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.received
+	ch <- c.relayed
+	ch <- c.dropped
+}
+
+func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
+	rc := c.counts()
+	ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(rc.Received))
+	ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(rc.Relayed))
+	for reason, n := range rc.Dropped {
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason.String())
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/media"
 )
 
 const adminToken = "admin-token-for-tests-0123456789"
@@ -135,11 +136,19 @@ func TestAdminMetrics(t *testing.T) {
 		panics:          func() int64 { return 2 },
 		pendingCDRs:     func() int { return 4 },
 		queueDelay:      func() time.Duration { return 250 * time.Millisecond },
+		relay: func() media.RelayCounts {
+			return media.RelayCounts{Received: 17, Relayed: 10, Dropped: map[media.DropReason]uint64{
+				media.DropNotRTP: 1, media.DropNoBridge: 2, media.DropNoRemote: 3, media.DropSendError: 1, media.DropPanic: 0}}
+		},
 	})
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
 	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7", "vnum_sip_panics_total 2", "vnum_cdrs_pending 4",
-		"vnum_sip_queue_delay_seconds 0.25", "go_goroutines ", "process_start_time_seconds "} {
+		"vnum_sip_queue_delay_seconds 0.25", "go_goroutines ", "process_start_time_seconds ",
+		"vnum_rtp_packets_received_total 17", "vnum_rtp_packets_relayed_total 10",
+		`vnum_rtp_packets_dropped_total{reason="not_rtp"} 1`, `vnum_rtp_packets_dropped_total{reason="no_bridge"} 2`,
+		`vnum_rtp_packets_dropped_total{reason="no_remote"} 3`, `vnum_rtp_packets_dropped_total{reason="send_error"} 1`,
+		`vnum_rtp_packets_dropped_total{reason="panic"} 0`} {
 		require.Contains(t, body, want)
 	}
 	status, body = get(t, url+"/healthz", "")

@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/config"
@@ -244,5 +247,84 @@ func TestOverloadMetricsThroughServe(t *testing.T) {
 	for _, reason := range []string{"rtp_ports", "invite_rate", "saturated", "store_slow", "draining"} {
 		require.Contains(t, body, `vnum_calls_refused_total{reason="`+reason+`"} 0`)
 	}
+	require.NoError(t, d.Bye(ctx))
+}
+
+// TestRelayMetricsThroughServe: a trunk caller's RTP through a served node
+// shows in /metrics: every packet it sent is counted as received, as many
+// as reached the carrier are counted as relayed, and received is relayed
+// plus the drops.
+func TestRelayMetricsThroughServe(t *testing.T) {
+	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"} })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "number", "add", "17000000001")
+	var b struct{ Host, Extension string }
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
+		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+
+	c := config.Default()
+	c.Admin.Listen = "127.0.0.1:0"
+	url := startTestAdmin(t, c, n.store, n.stats())
+	_, body := get(t, url+"/metrics", "")
+	require.Contains(t, body, "vnum_rtp_packets_received_total 0")
+
+	courier, err := sipua.NewSoftphone("13700137000", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	d, err := courier.Call(ctx, vnum, b.Host+"-"+b.Extension)
+	require.NoError(t, err)
+	to, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	_, err = carrier.NextSession(15 * time.Second)
+	require.NoError(t, err)
+
+	// Send until 20 packets reached the carrier: the first may still find
+	// leg B without its relay for an instant after its 200.
+	const ssrc = 0x5EED
+	sent, relayed := 0, 0
+	buf := make([]byte, 1500)
+	for relayed < 20 && sent < 200 {
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(sent), SSRC: ssrc},
+			Payload: make([]byte, 160)}
+		raw, err := pkt.Marshal()
+		require.NoError(t, err)
+		_, err = courier.RTP.WriteToUDPAddrPort(raw, to)
+		require.NoError(t, err)
+		sent++
+		require.NoError(t, carrier.RTP.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+		for {
+			k, _, err := carrier.RTP.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			var got rtp.Packet
+			if got.Unmarshal(buf[:k]) == nil && got.SSRC == ssrc {
+				relayed++
+				break
+			}
+		}
+	}
+	require.Equal(t, 20, relayed, "packets that reached the carrier")
+
+	metric := func(body, name string) float64 {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
+		require.NotNil(t, m, "no %s in /metrics", name)
+		v, err := strconv.ParseFloat(m[1], 64)
+		require.NoError(t, err)
+		return v
+	}
+	// The reader counts a packet just after relaying it: wait for the last.
+	require.Eventually(t, func() bool {
+		_, body = get(t, url+"/metrics", "")
+		return metric(body, "vnum_rtp_packets_received_total") == float64(sent)
+	}, 5*time.Second, 10*time.Millisecond, "every packet sent is counted as received")
+	require.Equal(t, float64(relayed), metric(body, "vnum_rtp_packets_relayed_total"))
+	drops := 0.0
+	for _, reason := range []string{"not_rtp", "no_bridge", "no_remote", "send_error", "panic"} {
+		drops += metric(body, `vnum_rtp_packets_dropped_total{reason="`+reason+`"}`)
+	}
+	require.Equal(t, float64(sent-relayed), drops, "received = relayed + dropped")
 	require.NoError(t, d.Bye(ctx))
 }

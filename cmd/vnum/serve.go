@@ -104,11 +104,12 @@ func checkMediaIP(m config.Media) error {
 	return conn.Close()
 }
 
-// stats are the SIP server's counters /metrics reads.
+// stats are the SIP server's and the media relay's counters /metrics
+// reads.
 func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
-		queueDelay: n.sip.QueueDelay}
+		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts}
 }
 
 // stop drains the calls in progress (SPEC §8) and closes the store.

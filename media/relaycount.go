@@ -1,0 +1,104 @@
+package media
+
+import "sync/atomic"
+
+// DropReason says why an RTP packet read on a stream's socket was not
+// relayed to the other leg.
+type DropReason int
+
+// The reasons a received RTP packet is not relayed. Packets from a source
+// other than the latched one are relayed (the stream only refuses to move
+// its remote to them, see RelatchAfter), so they are no reason of their own.
+const (
+	// DropNotRTP: the datagram is not an RTP version 2 packet (RFC 3550
+	// §5.1): it does not parse, or its version is another.
+	DropNotRTP DropReason = iota
+	// DropNoBridge: the stream relays to no other leg (yet, or any more):
+	// the packet is the stream's own, fed to its DTMF detectors while the
+	// caller keys an extension, or dropped after the bridge ends.
+	DropNoBridge
+	// DropNoRemote: the other leg has no address to send to: not known yet,
+	// or 0.0.0.0 for a call on hold (RFC 3264 §8.4).
+	DropNoRemote
+	// DropSendError: writing the packet to the other leg failed (its socket
+	// closed, or the kernel refused the datagram).
+	DropSendError
+	// DropPanic: handling the packet panicked; the reader recovered and
+	// went on.
+	DropPanic
+
+	numDropReasons = iota
+)
+
+// dropReasonNames are the DropReasons' String values, also the reason
+// label of vnum_rtp_packets_dropped_total.
+var dropReasonNames = [numDropReasons]string{
+	DropNotRTP:    "not_rtp",
+	DropNoBridge:  "no_bridge",
+	DropNoRemote:  "no_remote",
+	DropSendError: "send_error",
+	DropPanic:     "panic",
+}
+
+// String returns the reason as a metric label value: not_rtp, no_bridge,
+// no_remote, send_error or panic.
+func (r DropReason) String() string {
+	if r < 0 || int(r) >= numDropReasons {
+		return "unknown"
+	}
+	return dropReasonNames[r]
+}
+
+// RelayCounts are the RTP packets the streams of one Ports have read since
+// it was made, and what became of them. Every packet read is either
+// relayed or dropped for one reason, so Received is their sum.
+type RelayCounts struct {
+	// Received is the RTP socket datagrams read on every stream.
+	Received uint64
+	// Relayed is the packets sent on to the other leg.
+	Relayed uint64
+	// Dropped is the packets not relayed, by reason (every reason listed,
+	// zeros included).
+	Dropped map[DropReason]uint64
+}
+
+// outcome is what became of one packet read: relayed, or the reason it
+// was dropped (outcome = reason + 1).
+type outcome int
+
+const (
+	relayed    outcome = 0
+	numOutcome         = numDropReasons + 1
+)
+
+func dropped(r DropReason) outcome { return outcome(r) + 1 }
+
+// relayCounters count the outcomes of the packets read on a Ports'
+// streams: one atomic add per packet, no lock. Received is not counted of
+// its own but summed at a snapshot, so a snapshot always adds up.
+type relayCounters struct {
+	n [numOutcome]atomic.Uint64
+}
+
+func (c *relayCounters) add(o outcome) {
+	c.n[o].Add(1)
+}
+
+func (c *relayCounters) snapshot() RelayCounts {
+	rc := RelayCounts{Dropped: make(map[DropReason]uint64, numDropReasons)}
+	rc.Relayed = c.n[relayed].Load()
+	rc.Received = rc.Relayed
+	for r := range DropReason(numDropReasons) {
+		v := c.n[dropped(r)].Load()
+		rc.Dropped[r] = v
+		rc.Received += v
+	}
+	return rc
+}
+
+// RelayCounts returns the RTP packets read on the streams of p's sockets
+// so far, relayed and dropped by reason (see RelayCounts). It is cheap
+// enough for every metrics scrape.
+func (p *Ports) RelayCounts() RelayCounts {
+	return p.relay.snapshot()
+}
