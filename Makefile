@@ -65,8 +65,12 @@ bench-go:
 # compare needs Kamailio and rtpengine (Debian: kamailio, rtpengine-daemon).
 HAVE_KAMAILIO := $(shell command -v kamailio >/dev/null 2>&1 && command -v rtpengine >/dev/null 2>&1 && echo 1)
 COMPARE_MODE  := $(if $(HAVE_KAMAILIO),compare)
+# stores needs PostgreSQL's server programs (Debian: postgresql; they live
+# outside PATH, in /usr/lib/postgresql/VERSION/bin).
+HAVE_POSTGRES := $(shell { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 && echo 1)
+STORES_MODE   := $(if $(HAVE_POSTGRES),stores)
 # BENCH_MODE and the other knobs of scripts/bench.sh pass through.
-BENCH_MODE ?= direct ivr overload media $(COMPARE_MODE)
+BENCH_MODE ?= $(STORES_MODE) direct ivr overload media $(COMPARE_MODE)
 # results.csv and results.svg go to bin/bench.
 bench-sipp: build
 	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh

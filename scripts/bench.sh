@@ -56,6 +56,13 @@
 #             before, with the drops by reason), next to SIPp's count
 #             (the callers' packets the carrier echoed), and vnum's RSS
 #             above its idle RSS, per call
+#   stores    the direct ramp on SQLite and on PostgreSQL in one run: for
+#             each rate, one vnum on a SQLite file and one on a throwaway
+#             PostgreSQL (scripts/lib/pg.sh: initdb in the work folder,
+#             127.0.0.1 only), in alternating order; prints the calls
+#             each completed and failed per rate, the highest rate each
+#             held with 0 failed calls, and their ratio (needs Debian's
+#             postgresql package)
 # compare and media configure vnum with a trunk source (127.0.0.1/32 in
 # trunk.inbound_cidrs), which the softphone's digest calls of direct, ivr
 # and overload cannot share: asked for together, the script runs itself
@@ -68,8 +75,10 @@
 # failed call at any level).
 #
 # Knobs (environment):
-#   BENCH_MODE          direct, ivr, overload, compare, media, or several
-#                       (direct)
+#   BENCH_MODE          direct, ivr, overload, compare, media, stores, or
+#                       several (direct)
+#   BENCH_STORE         vnum's store: sqlite, or postgres (a throwaway
+#                       server in the work folder, scripts/lib/pg.sh) (sqlite)
 #   BENCH_IVR_WAIT_MS   ivr: from the answer to the first key (1000)
 #   BENCH_STRICT        exit 1 on a failed call          (0)
 #   BENCH_OUT           write results.csv and results.svg (calls
@@ -144,9 +153,59 @@ for m in $MODES; do
 	case "$m" in
 	direct | ivr | overload) SOFT_MODES="$SOFT_MODES${SOFT_MODES:+ }$m" ;;
 	compare | media) TRUNK_MODES="$TRUNK_MODES${TRUNK_MODES:+ }$m" ;;
-	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media)" >&2; exit 2 ;;
+	stores) STORES_MODE=1 ;;
+	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media, stores)" >&2; exit 2 ;;
 	esac
 done
+STORE=${BENCH_STORE:-sqlite}
+case "$STORE" in sqlite | postgres) ;; *) echo "bench: BENCH_STORE must be sqlite or postgres, got $STORE" >&2; exit 2 ;; esac
+
+# stores: the direct ramp once per store and rate, the order alternating
+# so that the machine's noise hits both, each on a vnum of its own; then
+# the two side by side. The other modes asked for run after it.
+if [ "${STORES_MODE:-0}" = 1 ]; then
+	SELF="${BASH_SOURCE[0]}"
+	rc=0 i=0 rows=""
+	echo "== stores: the direct ramp on SQLite and on PostgreSQL, alternating per rate"
+	if [ -n "${BENCH_OUT:-}" ] && [ "${BENCH_APPEND:-0}" != 1 ]; then
+		rm -f "$BENCH_OUT/results.csv" # every run below appends to it
+	fi
+	for rate in $RATES; do
+		order="sqlite postgres"
+		[ $((i % 2)) = 1 ] && order="postgres sqlite"
+		i=$((i + 1))
+		for st in $order; do
+			out=$(BENCH_MODE=direct BENCH_STORE=$st BENCH_RATES=$rate BENCH_STOP_ON_FAIL=0 BENCH_STRICT=0 \
+				BENCH_APPEND=${BENCH_OUT:+1} "$SELF" 2>&1) || rc=$?
+			# the ramp's row: "rate attempted ok ko | cdr... | succeeded failed exit secs"
+			row=$(printf '%s\n' "$out" | awk -v r="$rate" '$1 == r && $5 == "|" { print $(NF - 3), $(NF - 2) }' | tail -1)
+			[ -n "$row" ] || { printf '%s\n' "$out" | tail -5 >&2; row="0 $((rate * FACTOR))"; rc=1; }
+			rows="$rows$st $rate $row
+"
+			echo "   $st at $rate calls/s: succeeded failed = $row"
+		done
+	done
+	printf '%s' "$rows" | awk '
+		{ ok[$1, $2] = $3; ko[$1, $2] = $4; if (!seen[$2]++) rates[++n] = $2 }
+		END {
+			printf "%8s | %10s %8s | %10s %8s\n", "calls/s", "sqlite ok", "failed", "postgres ok", "failed"
+			for (k = 1; k <= n; k++) {
+				r = rates[k]
+				printf "%8s | %10d %8d | %10d %8d\n", r, ok["sqlite", r], ko["sqlite", r], ok["postgres", r], ko["postgres", r]
+				if (ko["sqlite", r] == 0 && ok["sqlite", r] > 0) hs = r
+				if (ko["postgres", r] == 0 && ok["postgres", r] > 0) hp = r
+			}
+			printf "highest rate with 0 failed calls: sqlite %d calls/s, postgres %d calls/s", hs, hp
+			if (hs > 0) printf " (postgres/sqlite %.2f)", hp / hs
+			printf "\n"
+		}'
+	rest=""
+	for m in $MODES; do [ "$m" = stores ] || rest="$rest${rest:+ }$m"; done
+	if [ -n "$rest" ]; then
+		BENCH_MODE="$rest" BENCH_APPEND=${BENCH_OUT:+1} "$SELF" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
+	fi
+	exit "$rc"
+fi
 # The softphone's digest calls and a trunk source on the same address do
 # not mix on one vnum: both kinds asked for, this script runs itself once
 # for each, the second appending to the first's results.
@@ -193,6 +252,9 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
+	if [ -n "${PG_PID:-}" ]; then
+		pg_stop || true
+	fi
 	if [ "$KEEP" = 1 ]; then
 		echo "bench: logs kept in $WORK"
 	else
@@ -260,6 +322,15 @@ else
 	VNUM="$WORK/vnum"
 fi
 
+STORE_DRIVER=sqlite STORE_DSN="$WORK/vnum.db"
+if [ "$STORE" = postgres ]; then
+	. "$ROOT/scripts/lib/pg.sh"
+	pg_find || die "BENCH_STORE=postgres: no PostgreSQL server programs (apt-get install postgresql)"
+	pg_start "$WORK/pg" || die "BENCH_STORE=postgres: the PostgreSQL server did not start (see $WORK/pg)"
+	STORE_DRIVER=postgres STORE_DSN=$PG_DSN
+	echo "bench: store on PostgreSQL at 127.0.0.1:$PG_PORT"
+fi
+
 CONFIG="$WORK/vnum.yaml"
 # compare and media: the SIPp trunk caller's address is a trunk source.
 TRUNK_CIDRS=""
@@ -284,8 +355,8 @@ calls:
   drain_timeout: 5s
 ${MAX_ACTIVE:+  max_active: $MAX_ACTIVE}
 store:
-  driver: sqlite
-  dsn: $WORK/vnum.db
+  driver: $STORE_DRIVER
+  dsn: "$STORE_DSN"
 admin:
   listen: 127.0.0.1:$ADMIN_PORT
   pprof: $PPROF
@@ -403,6 +474,8 @@ cdr_counts() {
 csv() {
 	[ -n "$OUT" ] || return 0
 	local f=("$@")
+	# a run on PostgreSQL names its rows so (direct-postgres)
+	[ "$STORE" = sqlite ] || f[0]="${f[0]}-$STORE"
 	while [ "${#f[@]}" -lt 15 ]; do f+=(""); done
 	local IFS=,
 	echo "${f[*]}" >>"$OUT/results.csv"
