@@ -121,3 +121,26 @@ func TestPreparedAfterRestart(t *testing.T) {
 	require.NoError(t, err)
 	callPath(t, s, b)
 }
+
+// TestPreparedInTransaction: a prepared statement run inside a
+// transaction runs in it (Tx.StmtContext), on its connection: it sees the
+// transaction's own uncommitted rows, which a statement on another
+// connection of the pool would not.
+func TestPreparedInTransaction(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, _ := be.open(t)
+		ctx := context.Background()
+		require.NotNil(t, s.db.prepared[isHostQuery])
+		var n int
+		err := s.tx(ctx, func(tx *txn) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO numbers (host, ext_check, created_at) VALUES (?, ?, ?)`,
+				"17000000009", 3, t0.UnixNano()); err != nil {
+				return err
+			}
+			return tx.QueryRowContext(ctx, isHostQuery, "17000000009").Scan(&n)
+		})
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "the statement ran outside the transaction")
+	})
+}
