@@ -94,7 +94,7 @@ func (d dialect) lock(ctx context.Context, tx *txn, key int64) error {
 // much of a call's store time in sqlite3_prepare.
 var hotQueries = []string{
 	isHostQuery, accountQuery, resolveQuery,
-	startCDRQuery, updateCDRQuery, refreshCDRQuery, finishCDRQuery, cdrExistsQuery,
+	startCDRQuery, updateCDRQuery, refreshCDRQuery, finishCDRQuery, cdrEndedQuery,
 }
 
 // db is the store's connection pool; its queries are written with ?
