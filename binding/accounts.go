@@ -132,12 +132,14 @@ func (s *Store) AddAccount(ctx context.Context, merchant, user, password string)
 	return nil
 }
 
+// accountQuery is Account's lookup, run by every authenticated request.
+const accountQuery = `SELECT "user", merchant, ha1_md5, ha1_sha256 FROM accounts WHERE "user" = ?`
+
 // Account returns a SIP login by user name, or ErrNotFound. The password
 // itself is never stored, only its digests.
 func (s *Store) Account(ctx context.Context, user string) (callrec.Account, error) {
 	var a callrec.Account
-	err := s.db.QueryRowContext(ctx, `SELECT "user", merchant, ha1_md5, ha1_sha256 FROM accounts WHERE "user" = ?`, user).
-		Scan(&a.User, &a.Merchant, &a.HA1MD5, &a.HA1SHA256)
+	err := s.db.QueryRowContext(ctx, accountQuery, user).Scan(&a.User, &a.Merchant, &a.HA1MD5, &a.HA1SHA256)
 	if errors.Is(err, sql.ErrNoRows) {
 		return callrec.Account{}, fmt.Errorf("account %s: %w", user, ErrNotFound)
 	}
@@ -204,6 +206,9 @@ func (s *Store) ListNumbers(ctx context.Context) ([]Number, error) {
 	return out, rows.Err()
 }
 
+// isHostQuery is IsHostNumber's lookup, run by every INVITE.
+const isHostQuery = `SELECT COUNT(*) FROM numbers WHERE host = ?`
+
 // IsHostNumber reports whether x (11 digits, +86 or 86 prefix allowed) is
 // in the pool.
 func (s *Store) IsHostNumber(ctx context.Context, x string) (bool, error) {
@@ -212,7 +217,7 @@ func (s *Store) IsHostNumber(ctx context.Context, x string) (bool, error) {
 		return false, nil
 	}
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM numbers WHERE host = ?`, h).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, isHostQuery, h).Scan(&n); err != nil {
 		return false, fmt.Errorf("is host number: %w", err)
 	}
 	return n > 0, nil

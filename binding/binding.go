@@ -344,6 +344,10 @@ func (s *Store) knownMerchant(ctx context.Context, merchant string) error {
 	return err
 }
 
+// resolveQuery is Resolve's lookup of the one not retired row of (X, E):
+// an equality on the bindings_live_slot index.
+const resolveQuery = `SELECT ` + bindingCols + ` FROM bindings WHERE host = ? AND extension = ? AND retired = 0`
+
 // Resolve finds the binding a caller reaches by dialling x then ext. The
 // binding must be active at now and, when merchant is non-empty, belong to
 // that merchant. A wrong, unknown or foreign extension is ErrNoBinding; an
@@ -355,8 +359,7 @@ func (s *Store) Resolve(ctx context.Context, x, ext, merchant string, now time.T
 	}
 	// At most one row per (host, extension) is not retired (unique index);
 	// retirement is lazy, so the quarantine is checked here again.
-	b, err := scanBinding(s.db.QueryRowContext(ctx, `SELECT `+bindingCols+` FROM bindings
-		WHERE host = ? AND extension = ? AND retired = 0`, host, ext), now)
+	b, err := scanBinding(s.db.QueryRowContext(ctx, resolveQuery, host, ext), now)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoBinding
 	}

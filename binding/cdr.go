@@ -23,6 +23,25 @@ func Rate(talk time.Duration, perMinute Micros) (talkSeconds, billedMinutes int,
 	return talkSeconds, billedMinutes, Micros(billedMinutes) * perMinute
 }
 
+// The statements of a call's record, prepared once per store (see
+// hotQueries): StartCDR's, UpdateCDR's, RefreshCDR's, FinishCDR's, and
+// cdrEnded's check when an update changed no row.
+const (
+	startCDRQuery = `INSERT INTO cdrs (id, call_id, node, merchant, binding_id, order_id, host, extension,
+		direction, caller, caller_kind, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	updateCDRQuery = `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
+		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
+		disposition = ?, hangup_by = ?, sip_status = ? WHERE id = ?`
+	refreshCDRQuery = `UPDATE cdrs SET answered_at = ?, alive_at = ?,
+		talk_seconds = ?, billed_minutes = ?, fee = ? WHERE id = ? AND ended_at IS NULL`
+	finishCDRQuery = `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
+		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
+		ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
+		WHERE id = ? AND ended_at IS NULL`
+	cdrEndedQuery = `SELECT COUNT(*) FROM cdrs WHERE id = ? AND ended_at IS NOT NULL`
+)
+
 // StartCDR writes the row of a call that has just started. It fills ID
 // ("c_" and 16 hex digits) and StartedAt (now) when they are empty.
 func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
@@ -40,9 +59,7 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 	if c.Node == "" {
 		c.Node = s.node
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO cdrs (id, call_id, node, merchant, binding_id, order_id, host, extension,
-		direction, caller, caller_kind, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.db.ExecContext(ctx, startCDRQuery,
 		c.ID, c.CallID, c.Node, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		c.StartedAt.UnixNano(), ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus)
 	if isUnique(err) {
@@ -57,9 +74,7 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 // UpdateCDR records a call's progress: the resolved binding, ringing and
 // answer times, and the disposition so far. It does not end the call.
 func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
-		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
-		disposition = ?, hangup_by = ?, sip_status = ? WHERE id = ?`,
+	res, err := s.db.ExecContext(ctx, updateCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
 	if err != nil {
@@ -92,19 +107,17 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 			c.Disposition = callrec.DispositionAnswered
 		}
 	}
-	return s.tx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
-			host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
-			ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
-			WHERE id = ? AND ended_at IS NULL`,
-			c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
-			ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
-			c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
-		if err != nil {
-			return fmt.Errorf("finish cdr: %w", err)
-		}
-		return affectedOne(ctx, tx, res, c.ID)
-	})
+	// One statement, committed on its own like any transaction: the
+	// condition on ended_at makes the row end once, whoever else ends
+	// it at the same time (another node, RecoverInterrupted).
+	res, err := s.db.ExecContext(ctx, finishCDRQuery,
+		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
+		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
+		c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
+	if err != nil {
+		return fmt.Errorf("finish cdr: %w", err)
+	}
+	return s.updatedOpen(ctx, res, c.ID)
 }
 
 // RefreshCDR keeps the row of an answered call that goes on current
@@ -120,28 +133,30 @@ func (s *Store) RefreshCDR(ctx context.Context, c *callrec.Record, alive time.Ti
 		return fmt.Errorf("%w cdr %s: refreshed before it was answered", ErrInvalid, c.ID)
 	}
 	talk, minutes, fee := Rate(alive.Sub(c.AnsweredAt), r.PerMinute)
-	return s.tx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET answered_at = ?, alive_at = ?,
-			talk_seconds = ?, billed_minutes = ?, fee = ? WHERE id = ? AND ended_at IS NULL`,
-			c.AnsweredAt.UnixNano(), alive.UnixNano(), talk, minutes, int64(fee), c.ID)
-		if err != nil {
-			return fmt.Errorf("refresh cdr: %w", err)
-		}
-		return affectedOne(ctx, tx, res, c.ID)
-	})
+	res, err := s.db.ExecContext(ctx, refreshCDRQuery,
+		c.AnsweredAt.UnixNano(), alive.UnixNano(), talk, minutes, int64(fee), c.ID)
+	if err != nil {
+		return fmt.Errorf("refresh cdr: %w", err)
+	}
+	return s.updatedOpen(ctx, res, c.ID)
 }
 
-// affectedOne turns an UPDATE of an open CDR row that changed nothing into
-// ErrNotFound or ErrCDRFinished.
-func affectedOne(ctx context.Context, tx *txn, res sql.Result, id string) error {
+// updatedOpen turns an UPDATE of the open CDR row id that changed nothing
+// into ErrCDRFinished, when the row has ended, or ErrNotFound. The update
+// and this check are two statements, not one transaction, and need not
+// be one: an ended row never opens again, so a row found ended here was
+// ended when the update ran or has been since (either way its end is
+// written already); a row absent, or open because it was written after
+// the update, was not there when the update ran.
+func (s *Store) updatedOpen(ctx context.Context, res sql.Result, id string) error {
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return err
 	}
-	var exists int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cdrs WHERE id = ?`, id).Scan(&exists); err != nil {
+	var ended int
+	if err := s.db.QueryRowContext(ctx, cdrEndedQuery, id).Scan(&ended); err != nil {
 		return fmt.Errorf("cdr %s: %w", id, err)
 	}
-	if exists == 0 {
+	if ended == 0 {
 		return fmt.Errorf("cdr %s: %w", id, ErrNotFound)
 	}
 	return fmt.Errorf("cdr %s: %w", id, ErrCDRFinished)

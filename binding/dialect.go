@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,25 +87,73 @@ func (d dialect) lock(ctx context.Context, tx *txn, key int64) error {
 	return err
 }
 
+// hotQueries are the statements a call runs (SPEC §4, §7): the lookups of
+// an INVITE and of its caller's account, and the writes of its record.
+// Open prepares them once per store; without that, database/sql has the
+// driver prepare every statement on every Exec or Query, and SQLite spent
+// much of a call's store time in sqlite3_prepare.
+var hotQueries = []string{
+	isHostQuery, accountQuery, resolveQuery,
+	startCDRQuery, updateCDRQuery, refreshCDRQuery, finishCDRQuery, cdrEndedQuery,
+}
+
 // db is the store's connection pool; its queries are written with ?
-// placeholders and rebound for the dialect.
+// placeholders and rebound for the dialect. The queries it has prepared
+// run as prepared statements, others are prepared by the driver for each
+// use.
 type db struct {
 	*sql.DB
 	dialect dialect
+	// prepared holds the prepared statements by their text as written.
+	// It is filled by prepare at Open and not changed afterwards, so it
+	// is read without a lock. database/sql prepares each statement again,
+	// once, on every connection that runs it and keeps it there.
+	prepared map[string]*sql.Stmt
+}
+
+// prepare prepares queries for the life of the pool.
+func (d *db) prepare(ctx context.Context, queries []string) error {
+	d.prepared = make(map[string]*sql.Stmt, len(queries))
+	for _, q := range queries {
+		st, err := d.DB.PrepareContext(ctx, d.dialect.rebind(q))
+		if err != nil {
+			return fmt.Errorf("store: prepare %q: %w", strings.Join(strings.Fields(q), " "), err)
+		}
+		d.prepared[q] = st
+	}
+	return nil
+}
+
+// close closes the prepared statements, then the pool.
+func (d *db) close() error {
+	var errs []error
+	for _, st := range d.prepared {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(append(errs, d.DB.Close())...)
 }
 
 // ExecContext runs a statement written with ? placeholders.
 func (d *db) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := d.prepared[query]; st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return d.DB.ExecContext(ctx, d.dialect.rebind(query), args...)
 }
 
 // QueryContext runs a query written with ? placeholders.
 func (d *db) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := d.prepared[query]; st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return d.DB.QueryContext(ctx, d.dialect.rebind(query), args...)
 }
 
 // QueryRowContext runs a one-row query written with ? placeholders.
 func (d *db) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := d.prepared[query]; st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return d.DB.QueryRowContext(ctx, d.dialect.rebind(query), args...)
 }
 
@@ -114,27 +163,39 @@ func (d *db) begin(ctx context.Context) (*txn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &txn{Tx: tx, dialect: d.dialect}, nil
+	return &txn{Tx: tx, dialect: d.dialect, prepared: d.prepared}, nil
 }
 
-// txn is a transaction whose queries are written with ? placeholders.
+// txn is a transaction whose queries are written with ? placeholders. The
+// pool's prepared statements run in it through Tx.StmtContext, which
+// reuses the statement already prepared on the transaction's connection.
 type txn struct {
 	*sql.Tx
-	dialect dialect
+	dialect  dialect
+	prepared map[string]*sql.Stmt
 }
 
 // ExecContext runs a statement written with ? placeholders.
 func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.prepared[query]; st != nil {
+		return t.Tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
 	return t.Tx.ExecContext(ctx, t.dialect.rebind(query), args...)
 }
 
 // QueryContext runs a query written with ? placeholders.
 func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.prepared[query]; st != nil {
+		return t.Tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
 	return t.Tx.QueryContext(ctx, t.dialect.rebind(query), args...)
 }
 
 // QueryRowContext runs a one-row query written with ? placeholders.
 func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.prepared[query]; st != nil {
+		return t.Tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
 	return t.Tx.QueryRowContext(ctx, t.dialect.rebind(query), args...)
 }
 

@@ -194,6 +194,9 @@ func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error
 	if err := s.migrate(ctx); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
+	if err := s.db.prepare(ctx, hotQueries); err != nil {
+		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
+	}
 	return s, schemas == 0 && !memory, nil
 }
 
@@ -237,6 +240,9 @@ func openPostgres(ctx context.Context, dsn string, o options) (*Store, bool, err
 	}
 	s := &Store{db: &db{DB: sqldb, dialect: postgresDialect}, policy: o.policy, clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {
+		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
+	}
+	if err := s.db.prepare(ctx, hotQueries); err != nil {
 		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
 	}
 	return s, schemas == 0, nil
@@ -334,7 +340,7 @@ func (s *Store) Now() time.Time {
 func (s *Store) Policy() Policy { return s.policy }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.DB.Close() }
+func (s *Store) Close() error { return s.db.close() }
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
