@@ -78,8 +78,8 @@ func (s *Server) QueueDelay() time.Duration { return s.queue.latest() }
 
 // stampedConn is a SIP UDP socket that stamps each datagram it reads with
 // the time it waited (queueDelay), and may answer some itself (shed)
-// before sipgo sees them. sipgo reads it from one goroutine per socket, so
-// the control-message buffer is not shared.
+// before sipgo sees them (docs/sipgo.md §17). sipgo reads it from one
+// goroutine per socket, so the control-message buffer is not shared.
 type stampedConn struct {
 	*net.UDPConn
 	oob   []byte
