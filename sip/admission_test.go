@@ -272,6 +272,19 @@ func TestSaturatedRefusesAtOnce(t *testing.T) {
 	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
 }
 
+// newLateEnv is a counting test server with the queue-delay check on and
+// a clock that runs ahead of the kernel's by what ahead holds: set to a
+// second, every datagram vnum reads looks a second old.
+func newLateEnv(t *testing.T) (*testEnv, *countingRouter, *atomic.Int64) {
+	t.Helper()
+	ahead := new(atomic.Int64)
+	e, cr := newCountingEnv(t, func(o *Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		o.MaxQueueDelay = DefaultMaxQueueDelay
+	}, false)
+	return e, cr, ahead
+}
+
 // TestQueueDelayRefusesAsSaturated: when the SIP datagrams vnum reads
 // have waited in the socket longer than Options.MaxQueueDelay (here a
 // server clock ahead of the kernel's by a second: every datagram looks a
@@ -280,11 +293,7 @@ func TestSaturatedRefusesAtOnce(t *testing.T) {
 // are taken as before.
 func TestQueueDelayRefusesAsSaturated(t *testing.T) {
 	t.Parallel()
-	var ahead atomic.Int64
-	e, cr := newCountingEnv(t, func(o *Options) {
-		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
-		o.MaxQueueDelay = DefaultMaxQueueDelay
-	}, false)
+	e, cr, ahead := newLateEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -383,11 +392,7 @@ func TestStampedConnMeasuresWait(t *testing.T) {
 // collapsing, and not at the expense of every other caller).
 func TestSaturationSparesLightSource(t *testing.T) {
 	t.Parallel()
-	var ahead atomic.Int64
-	e, _ := newCountingEnv(t, func(o *Options) {
-		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
-		o.MaxQueueDelay = DefaultMaxQueueDelay
-	}, false)
+	e, _, ahead := newLateEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ahead.Store(int64(time.Second)) // every datagram read a second late
@@ -438,11 +443,7 @@ func TestSourceLoadLight(t *testing.T) {
 // anything that does not parse, and every INVITE while vnum keeps up.
 func TestShedAtRead(t *testing.T) {
 	t.Parallel()
-	var ahead atomic.Int64
-	e, _ := newCountingEnv(t, func(o *Options) {
-		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
-		o.MaxQueueDelay = DefaultMaxQueueDelay
-	}, false)
+	e, _, ahead := newLateEnv(t)
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
