@@ -264,31 +264,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# port_free PORT: nothing listens on 127.0.0.1:PORT (UDP or TCP), and this
-# script has not handed it out yet.
-TAKEN=" "
-port_free() {
-	case "$TAKEN" in *" $1 "*) return 1 ;; esac
-	if command -v ss >/dev/null; then
-		[ -z "$(ss -Hlnut "sport = :$1" 2>/dev/null)" ]
-	fi
-}
-
-# free_ports N: prints the first of N consecutive free ports (even) and
-# marks them taken.
-free_ports() {
-	local n=$1 base i ok
-	for _ in $(seq 1 200); do
-		base=$((20000 + 2 * (RANDOM % 9000)))
-		ok=1
-		for i in $(seq 0 $((n - 1))); do
-			if ! port_free $((base + i)); then ok=0; break; fi
-		done
-		if [ $ok = 1 ]; then echo "$base"; return 0; fi
-	done
-	die "no $n free consecutive ports"
-}
-take() { local i; for i in $(seq 0 $(($2 - 1))); do TAKEN="$TAKEN$(($1 + i)) "; done; }
+. "$ROOT/scripts/lib/ports.sh"
 
 SIP_PORT=$(free_ports 1); take "$SIP_PORT" 1
 CARRIER_PORT=$(free_ports 1); take "$CARRIER_PORT" 1

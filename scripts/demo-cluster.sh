@@ -101,29 +101,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Ports: free on 127.0.0.1 (UDP and TCP) and not handed out yet.
-TAKEN=" "
-port_free() {
-	case "$TAKEN" in *" $1 "*) return 1 ;; esac
-	[ -z "$(ss -Hlnut "sport = :$1" 2>/dev/null)" ]
-}
-# free_ports N: the first of N consecutive free ports, marked taken.
-free_ports() {
-	local n=$1 base i ok
-	for _ in $(seq 1 200); do
-		base=$((20000 + 2 * (RANDOM % 9000)))
-		ok=1
-		for i in $(seq 0 $((n - 1))); do
-			port_free $((base + i)) || { ok=0; break; }
-		done
-		if [ $ok = 1 ]; then
-			for i in $(seq 0 $((n - 1))); do TAKEN="$TAKEN$((base + i)) "; done
-			echo "$base"
-			return 0
-		fi
-	done
-	die "no $n free consecutive ports"
-}
+. "$ROOT/scripts/lib/ports.sh"
 # wait_listening PORT PID NAME LOG: until something listens on udp/PORT.
 wait_listening() {
 	for _ in $(seq 1 100); do
@@ -165,18 +143,18 @@ for v in $(compgen -e); do
 	case "$v" in VNUM_*) NOVNUM+=(-u "$v") ;; esac
 done
 
-PROXY_PORT=$(free_ports 1)
-CARRIER_PORT=$(free_ports 1)
-CARRIER_MEDIA=$(free_ports 4)
-CALLER_PORT=$(free_ports 1)
-CALLER_MEDIA=$(free_ports 4)
-CUT_PORT=$(free_ports 1)
-CUT_MEDIA=$(free_ports 4)
+PROXY_PORT=$(free_ports 1); take "$PROXY_PORT" 1
+CARRIER_PORT=$(free_ports 1); take "$CARRIER_PORT" 1
+CARRIER_MEDIA=$(free_ports 4); take "$CARRIER_MEDIA" 4
+CALLER_PORT=$(free_ports 1); take "$CALLER_PORT" 1
+CALLER_MEDIA=$(free_ports 4); take "$CALLER_MEDIA" 4
+CUT_PORT=$(free_ports 1); take "$CUT_PORT" 1
+CUT_MEDIA=$(free_ports 4); take "$CUT_MEDIA" 4
 declare -A SIP ADMIN CONFIG PID
 for n in 1 2; do
-	SIP[$n]=$(free_ports 1)
-	ADMIN[$n]=$(free_ports 1)
-	RTP=$(free_ports 200)
+	SIP[$n]=$(free_ports 1); take "${SIP[$n]}" 1
+	ADMIN[$n]=$(free_ports 1); take "${ADMIN[$n]}" 1
+	RTP=$(free_ports 200); take "$RTP" 200
 	CONFIG[$n]="$WORK/node-$n.yaml"
 	# Each node: its own node.id, SIP, RTP and admin ports; the same store;
 	# the proxy's address (127.0.0.1) as the trunk's source.
