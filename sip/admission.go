@@ -62,10 +62,13 @@ type admission struct {
 	rate    *inviteRate
 	load    *sourceLoad
 	refused map[string]*atomic.Int64 // fixed keys (refusedReasons)
-	// inflight holds the Call-IDs of admitted INVITEs until their ticket
-	// is released: a retransmission of one of them is never refused at the
-	// socket (shedAtRead), whatever the load.
+	// inflight holds the Call-IDs of the INVITEs passed on to sipgo (the
+	// Unix nanoseconds they were read or admitted at) until their ticket is
+	// released, admit refuses them, or inflightFor has passed: a
+	// retransmission of one of them is never refused at the socket
+	// (shedAtRead), whatever the load.
 	inflight sync.Map
+	sweptAt  atomic.Int64 // Unix nanoseconds of the last sweep of inflight
 	// countedAtRead is set when every UDP socket counts new INVITEs per
 	// source as it reads them (shedAtRead): admit then only asks.
 	countedAtRead bool
@@ -171,16 +174,37 @@ func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, boo
 	case inSetup > a.maxSetup, a.maxQueue > 0 && s.queue.latest() > a.maxQueue:
 		err = ErrSaturated
 	}
+	if id := req.CallID(); id != nil {
+		t.callID = id.Value()
+	}
 	if err != nil {
-		t.release()
+		t.release() // and forgets the Call-ID: a retransmission is refused again
 		s.refuse(req, tx, err)
 		return nil, false
 	}
-	if id := req.CallID(); id != nil {
-		t.callID = id.Value()
-		a.inflight.Store(t.callID, struct{}{})
-	}
+	a.inflight.Store(t.callID, s.now().UnixNano())
 	return t, true
+}
+
+// inflightFor is how long a Call-ID passed on stays in inflight at most:
+// Timer B (64·T1, RFC 3261 §17.1.1.2), after which its caller sends no
+// retransmission of that INVITE.
+const inflightFor = 64 * 500 * time.Millisecond
+
+// sweepInflight forgets, at most once a second, the Call-IDs passed on
+// longer than inflightFor ago (INVITEs whose handler never reached admit).
+func (a *admission) sweepInflight(now time.Time) {
+	last := a.sweptAt.Load()
+	if now.UnixNano()-last < int64(time.Second) || !a.sweptAt.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	old := now.Add(-inflightFor).UnixNano()
+	a.inflight.Range(func(k, v any) bool {
+		if at, ok := v.(int64); ok && at < old {
+			a.inflight.Delete(k)
+		}
+		return true
+	})
 }
 
 // RefusedCalls returns the new INVITEs refused because vnum could not

@@ -487,6 +487,13 @@ func TestShedAtRead(t *testing.T) {
 	require.Equal(t, "c2", res.CallID().Value())
 	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
 
+	require.True(t, e.srv.shedAtRead(conn, invite("c2", ""), from), "its retransmission, shed again")
+	again := answered()
+	tag2, _ := again.To().Params.Get("tag")
+	require.Equal(t, tag, tag2, "with the same To tag (RFC 3261 §8.2.7)")
+	require.False(t, e.srv.shedAtRead(conn, invite("c1", ""), from),
+		"a retransmission of an INVITE passed on before the saturation, its handler maybe not yet run")
+
 	ack := []byte("ACK sip:17000000001-1234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + from.String() + ";branch=z9hG4bK-c2\r\n" +
 		"From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:17000000001-1234@127.0.0.1>;tag=" + tag + "\r\nCall-ID: c2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
 	require.True(t, e.srv.shedAtRead(conn, ack, from), "the ACK of a shed 503 is dropped")
@@ -496,5 +503,21 @@ func TestShedAtRead(t *testing.T) {
 	e.srv.admission.inflight.Store("c4", struct{}{})
 	require.False(t, e.srv.shedAtRead(conn, invite("c4", ""), from), "a retransmission of an admitted INVITE")
 	require.False(t, e.srv.shedAtRead(conn, []byte("INVITE garbage\r\n\r\n"), from), "what does not parse is sipgo's to answer")
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
+	require.EqualValues(t, 2, e.srv.RefusedCalls()[refusedSaturated])
+}
+
+// TestInflightForgetsAfterTimerB: a Call-ID passed on whose INVITE never
+// reached admission is forgotten once its caller can no longer
+// retransmit (Timer B), and not before.
+func TestInflightForgetsAfterTimerB(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(Options{})
+	now := time.Unix(1_700_000_000, 0)
+	a.inflight.Store("old", now.Add(-inflightFor-time.Second).UnixNano())
+	a.inflight.Store("recent", now.Add(-time.Second).UnixNano())
+	a.sweepInflight(now)
+	_, old := a.inflight.Load("old")
+	_, recent := a.inflight.Load("recent")
+	require.False(t, old)
+	require.True(t, recent)
 }

@@ -162,10 +162,15 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 	cancelStart()
 	if err != nil {
 		// No record, no call: an overloaded or unreachable store turns
-		// calls away rather than losing their bills (SPEC §8: store_slow).
+		// calls away (503, SPEC §8: store_slow) rather than losing their
+		// bills; a broken one gets 500.
 		c.log.Error("starting CDR", "error", err)
-		s.admission.count(refusedStoreSlow)
-		if rerr := a.Respond(sip.StatusServiceUnavailable, "Service Unavailable", nil, s.retryAfter(sip.StatusServiceUnavailable, reasonInternal)...); rerr != nil {
+		code := sip.StatusInternalServerError
+		if storeShortage(err) {
+			code = sip.StatusServiceUnavailable
+			s.admission.count(refusedStoreSlow)
+		}
+		if rerr := a.Respond(code, reasonPhrase(code), nil, s.retryAfter(code, reasonInternal)...); rerr != nil {
 			c.log.Debug("refusing call", "error", rerr)
 		}
 		return
@@ -377,11 +382,14 @@ func (c *call) resolve(ext string) (Target, endReason) {
 			return Target{}, r
 		}
 		return Target{}, reasonExpired
-	default:
-		// A store too slow or unreachable is a passing shortage: a caller
-		// not yet answered (early mode) hears 503 with Retry-After, not 500.
-		c.log.Warn("binding lookup: store unavailable", "error", err)
+	case storeShortage(err):
+		// A passing shortage: a caller not yet answered (early mode)
+		// hears 503 with Retry-After, not 500.
+		c.log.Warn("binding lookup: store too slow or unavailable", "error", err)
 		return Target{}, reasonStoreSlow
+	default:
+		c.log.Error("binding lookup", "error", err)
+		return Target{}, reasonInternal
 	}
 }
 

@@ -2,7 +2,9 @@ package sip
 
 import (
 	"bytes"
+	"hash/fnv"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,20 +125,19 @@ var (
 // transaction, goroutine or timer is made for it, so the refusals of a
 // flood cost the reader little and leave the process to the calls it
 // has. The ACKs of those 503s are dropped here too. Every new INVITE read
-// is counted per source here, saturated or not. Anything else, an INVITE
-// that does not parse, a re-INVITE (To tag) or a retransmission of an
-// admitted INVITE (its Call-ID in flight) goes on to sipgo as before.
+// is counted per source here, saturated or not, and each one passed on to
+// sipgo is remembered by its Call-ID (admission.inflight) until admitted
+// and done with, refused, or past Timer B: a retransmission of it, which
+// may arrive before its handler has even run, is never shed. Anything
+// else, an INVITE that does not parse or a re-INVITE (To tag), goes on to
+// sipgo uncounted.
 func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
 	if bytes.HasPrefix(data, ackLine) {
-		return bytes.Contains(data, shedTag)
+		head, _, _ := bytes.Cut(data, []byte("\r\n\r\n"))
+		return bytes.Contains(head, shedTag)
 	}
-	if !bytes.HasPrefix(data, inviteLine) {
-		return false
-	}
-	a := s.admission
-	light := a.load.light(from.AddrPort().Addr().Unmap())
-	if light || a.maxQueue <= 0 || s.queue.latest() <= a.maxQueue {
-		return false
+	if s.unstamped || !bytes.HasPrefix(data, inviteLine) {
+		return false // an unstamped socket elsewhere: admit counts every INVITE
 	}
 	msg, err := s.parser.ParseSIP(data)
 	if err != nil {
@@ -147,7 +148,16 @@ func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) b
 		req.To().Params.Has("tag") {
 		return false
 	}
-	if _, admitted := a.inflight.Load(req.CallID().Value()); admitted {
+	a := s.admission
+	now := s.now()
+	a.sweepInflight(now)
+	callID := req.CallID().Value()
+	if _, known := a.inflight.Load(callID); known {
+		return false // a retransmission of an INVITE passed on
+	}
+	light := a.load.light(from.AddrPort().Addr().Unmap())
+	if light || a.maxQueue <= 0 || s.queue.latest() <= a.maxQueue {
+		a.inflight.Store(callID, now.UnixNano())
 		return false
 	}
 	res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable", nil)
@@ -155,7 +165,7 @@ func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) b
 		if to.Params == nil {
 			to.Params = sip.NewParams()
 		}
-		to.Params.Add("tag", shedTagPrefix+sip.GenerateTagN(10))
+		to.Params.Add("tag", shedToTag(req))
 	}
 	for _, h := range s.retryAfter(sip.StatusServiceUnavailable, reasonInternal) {
 		res.AppendHeader(h)
@@ -165,4 +175,21 @@ func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) b
 		s.log.Debug("stateless 503", "error", err)
 	}
 	return true
+}
+
+// shedToTag is the To tag of a stateless 503: the same for every
+// retransmission of one request, as RFC 3261 §8.2.7 asks of a stateless
+// UAS, from the Call-ID, the From tag and the top Via branch.
+func shedToTag(req *sip.Request) string {
+	h := fnv.New64a()
+	h.Write([]byte(req.CallID().Value()))
+	if tag, ok := req.From().Params.Get("tag"); ok {
+		h.Write([]byte{0})
+		h.Write([]byte(tag))
+	}
+	if branch, ok := req.Via().Params.Get("branch"); ok {
+		h.Write([]byte{0})
+		h.Write([]byte(branch))
+	}
+	return shedTagPrefix + strconv.FormatUint(h.Sum64(), 36)
 }

@@ -28,17 +28,28 @@ func (s *Server) storeCtx(parent context.Context) (context.Context, context.Canc
 	return context.WithTimeout(parent, s.storeTimeout())
 }
 
+// storeShortage reports whether a store error means the store could not
+// answer now: store.timeout passed, or the router marked it ErrStoreSlow
+// (a restarting or unreachable PostgreSQL, a locked SQLite file). Such a
+// store is a passing shortage to a caller, who should try again later;
+// any other store error is a fault.
+func storeShortage(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStoreSlow)
+}
+
 // refuseStoreError answers a request whose store lookup failed: 503 with
-// Retry-After, counted as store_slow (SPEC §8). A store that did not
-// answer within store.timeout and one that cannot be reached at all (a
-// restarting PostgreSQL, a locked SQLite file) are the same passing
-// shortage to a caller, who should try again later, not a fault of the
-// request.
+// Retry-After, counted as store_slow (SPEC §8), when the store is short
+// (storeShortage); 500 for a fault of the store (a missing table, a
+// broken query), logged as an error.
 func (s *Server) refuseStoreError(req *sip.Request, tx sip.ServerTransaction, what string, err error) {
-	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn(what+": store too slow", "error", err, "store_timeout_ms", s.storeTimeout().Milliseconds())
-	} else {
-		s.log.Error(what+": store unavailable", "error", err)
+	if !storeShortage(err) {
+		s.log.Error(what, "error", err)
+		s.refuse(req, tx, err)
+		return
 	}
-	s.refuse(req, tx, fmt.Errorf("%w: %w", ErrStoreSlow, err))
+	s.log.Warn(what+": store too slow or unavailable", "error", err, "store_timeout_ms", s.storeTimeout().Milliseconds())
+	if !errors.Is(err, ErrStoreSlow) {
+		err = fmt.Errorf("%w: %w", ErrStoreSlow, err)
+	}
+	s.refuse(req, tx, err)
 }

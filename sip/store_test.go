@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -153,4 +154,44 @@ func TestStoreStallDuringEarlyIVR(t *testing.T) {
 	require.Equal(t, "failed", string(cdr.Disposition))
 	require.Equal(t, 503, cdr.SIPStatus)
 	e.waitNoCalls()
+}
+
+// failingHostRouter answers IsHostNumber with err.
+type failingHostRouter struct {
+	*fakeRouter
+	err error
+}
+
+func (r *failingHostRouter) IsHostNumber(context.Context, string) (bool, error) { return false, r.err }
+
+// TestStoreErrorsByKind: a store that cannot answer now (the router marks
+// it ErrStoreSlow: PostgreSQL restarting, a locked SQLite file) gets a new
+// call 503 with Retry-After, counted as store_slow; a broken store (a
+// missing table) gets 500, counted under no overload reason: an operator's
+// alert for "store slow" must not hide a broken deployment.
+func TestStoreErrorsByKind(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		err     error
+		code    int
+		counted int64
+	}{
+		"unavailable": {fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connection refused", ErrStoreSlow), 503, 1},
+		"broken":      {errors.New(`relation "numbers" does not exist`), 500, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"}, trunkFromLoopback,
+				func(r *fakeRouter) Router { return &failingHostRouter{fakeRouter: r, err: tc.err} })
+			courier, err := sipua.NewSoftphone(testNational, "", nil)
+			require.NoError(t, err)
+			t.Cleanup(courier.Close)
+			res := invite(t, e, courier, testHost+"-"+testExt)
+			require.Equal(t, tc.code, res.StatusCode, res.StartLine())
+			if tc.code == 503 {
+				require.NotNil(t, res.GetHeader("Retry-After"))
+			}
+			require.Equal(t, tc.counted, e.srv.RefusedCalls()[refusedStoreSlow])
+		})
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/vnum/vnum/binding"
@@ -27,11 +28,12 @@ func (r *router) Account(ctx context.Context, user string) (callrec.Account, err
 	if errors.Is(err, binding.ErrNotFound) {
 		return callrec.Account{}, sip.ErrUnknownAccount
 	}
-	return a, err
+	return a, shortage(err)
 }
 
 func (r *router) IsHostNumber(ctx context.Context, x string) (bool, error) {
-	return r.store.IsHostNumber(ctx, x)
+	ok, err := r.store.IsHostNumber(ctx, x)
+	return ok, shortage(err)
 }
 
 func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (callrec.Target, error) {
@@ -42,7 +44,7 @@ func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (callrec.
 	case errors.Is(err, binding.ErrExpired):
 		return callrec.Target{}, sip.ErrExpired
 	case err != nil:
-		return callrec.Target{}, err
+		return callrec.Target{}, shortage(err)
 	}
 	return b.Target(), nil
 }
@@ -52,7 +54,7 @@ func (r *router) Callback(ctx context.Context, x, caller string) (callrec.Callba
 	if errors.Is(err, binding.ErrNoBinding) {
 		return callrec.Callback{}, sip.ErrInvalidExtension
 	}
-	return cb, err
+	return cb, shortage(err)
 }
 
 func (r *router) PhoneNumber(raw string) (string, error) { return binding.NormaliseConsignee(raw) }
@@ -63,15 +65,15 @@ func (r *router) PhoneNumber(raw string) (string, error) { return binding.Normal
 
 func (r *router) StartCall(ctx context.Context, c *callrec.Record) error {
 	rec := *c
-	return r.store.StartCDR(ctx, &rec)
+	return shortage(r.store.StartCDR(ctx, &rec))
 }
 
 func (r *router) UpdateCall(ctx context.Context, c *callrec.Record) error {
-	return r.store.UpdateCDR(ctx, c)
+	return shortage(r.store.UpdateCDR(ctx, c))
 }
 
 func (r *router) RefreshCall(ctx context.Context, c *callrec.Record, alive time.Time) error {
-	return r.store.RefreshCDR(ctx, c, alive, r.rates)
+	return shortage(r.store.RefreshCDR(ctx, c, alive, r.rates))
 }
 
 func (r *router) EndCall(ctx context.Context, c *callrec.Record) error {
@@ -81,17 +83,30 @@ func (r *router) EndCall(ctx context.Context, c *callrec.Record) error {
 		// A retry after a write that did land.
 		return nil
 	}
-	return err
+	return shortage(err)
 }
 
 func (r *router) SaveRegistration(ctx context.Context, reg callrec.Registration) error {
-	return r.store.SaveRegistration(ctx, reg)
+	return shortage(r.store.SaveRegistration(ctx, reg))
 }
 
 func (r *router) DeleteRegistration(ctx context.Context, user string) error {
-	return r.store.DeleteRegistration(ctx, user)
+	return shortage(r.store.DeleteRegistration(ctx, user))
 }
 
 func (r *router) LookupRegistration(ctx context.Context, user string, now time.Time) (callrec.Registration, bool, error) {
-	return r.store.LookupRegistration(ctx, user, now)
+	reg, ok, err := r.store.LookupRegistration(ctx, user, now)
+	return reg, ok, shortage(err)
+}
+
+// shortage marks a store error that means the store cannot answer now
+// (binding.Unavailable: a deadline, a lost or refused connection, a lock
+// not had in time) as sip.ErrStoreSlow, which signalling answers with 503
+// and Retry-After and counts as store_slow (SPEC §8); other store errors
+// stay faults (500, logged).
+func shortage(err error) error {
+	if err != nil && binding.Unavailable(err) && !errors.Is(err, sip.ErrStoreSlow) {
+		return fmt.Errorf("%w: %w", sip.ErrStoreSlow, err)
+	}
+	return err
 }

@@ -1,0 +1,57 @@
+package binding
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/mattn/go-sqlite3"
+)
+
+// Unavailable reports whether err means the store could not answer now,
+// rather than that the request was wrong or the store is broken: a
+// deadline passed, the connection to PostgreSQL was refused, lost or is
+// being shut down, the server is out of resources, a lock was not had in
+// time (PostgreSQL's lock_timeout, SQLite's busy timeout), or a
+// transaction lost a serialisation race. A caller may try again later
+// (SPEC §8: such a store gets new calls 503 with Retry-After); any other
+// store error is a fault to log and look into.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			strings.HasPrefix(pe.Code, "53"),                           // insufficient resources
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, crash, cannot connect now
+			pe.Code == "55P03",                     // lock not available (lock_timeout)
+			pe.Code == "40001", pe.Code == "40P01": // serialisation failure, deadlock
+			return true
+		}
+		return false
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return false
+}
