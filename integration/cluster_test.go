@@ -239,37 +239,16 @@ func (k *kamailio) requireRefused(t *testing.T, dial string) {
 	require.Equal(t, 403, res.StatusCode, "INVITE from %s, outside TRUNK_NETS: %s", outsider, res.StartLine())
 }
 
-// clusterCDR is the part of a CDR (`vnum cdr list --format json`) the
-// cluster test reads.
-type clusterCDR struct {
-	CallID        string      `json:"call_id"`
-	Node          string      `json:"node"`
-	Merchant      string      `json:"merchant"`
-	Caller        string      `json:"caller"`
-	StartedAt     *string     `json:"started_at"`
-	AnsweredAt    *string     `json:"answered_at"`
-	EndedAt       *string     `json:"ended_at"`
-	BilledMinutes json.Number `json:"billed_minutes"`
-	Disposition   string      `json:"disposition"`
-	HangupBy      string      `json:"hangup_by"`
-}
-
-func (c clusterCDR) ended() bool { return c.EndedAt != nil && *c.EndedAt != "" }
-
 // clusterCDRs lists every CDR of the shared store.
-func clusterCDRs(t *testing.T, n *clusterNode) ([]clusterCDR, string) {
+func clusterCDRs(t *testing.T, n *clusterNode) ([]cdr, string) {
 	t.Helper()
 	raw := n.run("cdr", "list", "--format", "json")
-	var rows []clusterCDR
-	if s := strings.TrimSpace(raw); s != "" && s != "null" {
-		require.NoError(t, json.Unmarshal([]byte(s), &rows), "cdr list: %s", raw)
-	}
-	return rows, raw
+	return parseCDRs(t, raw), raw
 }
 
 // withPrefix keeps the rows whose Call-ID begins with prefix.
-func withPrefix(rows []clusterCDR, prefix string) []clusterCDR {
-	var out []clusterCDR
+func withPrefix(rows []cdr, prefix string) []cdr {
+	var out []cdr
 	for _, r := range rows {
 		if strings.HasPrefix(r.CallID, prefix) {
 			out = append(out, r)
@@ -280,17 +259,12 @@ func withPrefix(rows []clusterCDR, prefix string) []clusterCDR {
 
 // waitEnded polls until want rows with Call-IDs beginning with prefix
 // have ended, and returns them.
-func waitEnded(t *testing.T, n *clusterNode, prefix string, want int, within time.Duration) []clusterCDR {
+func waitEnded(t *testing.T, n *clusterNode, prefix string, want int, within time.Duration) []cdr {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		rows, raw := clusterCDRs(t, n)
-		got := withPrefix(rows, prefix)
-		done := len(got) == want
-		for _, r := range got {
-			done = done && r.ended()
-		}
-		if done {
+		if got := withPrefix(rows, prefix); allEnded(got, want) {
 			return got
 		}
 		if time.Now().After(deadline) {
@@ -301,7 +275,7 @@ func waitEnded(t *testing.T, n *clusterNode, prefix string, want int, within tim
 }
 
 // byNode counts rows per node.
-func byNode(rows []clusterCDR) map[string]int {
+func byNode(rows []cdr) map[string]int {
 	out := map[string]int{}
 	for _, r := range rows {
 		out[r.Node]++
@@ -310,7 +284,7 @@ func byNode(rows []clusterCDR) map[string]int {
 }
 
 // requireAnsweredOn requires every row answered, on node when it is set.
-func requireAnsweredOn(t *testing.T, rows []clusterCDR, node string) {
+func requireAnsweredOn(t *testing.T, rows []cdr, node string) {
 	t.Helper()
 	for _, r := range rows {
 		require.Equal(t, "answered", r.Disposition, "CDR %+v", r)
@@ -324,7 +298,7 @@ func requireAnsweredOn(t *testing.T, rows []clusterCDR, node string) {
 // openCall places a trunk call to addr (a node, or the proxy) with a
 // sipgo UA and waits until its CDR shows it answered and still open; the
 // caller hangs up with the returned dialog. cli reads the shared store.
-func openCall(t *testing.T, cli *clusterNode, addr netip.AddrPort, extension string) (*sipua.Softphone, *sipgo.DialogClientSession, clusterCDR) {
+func openCall(t *testing.T, cli *clusterNode, addr netip.AddrPort, extension string) (*sipua.Softphone, *sipgo.DialogClientSession, cdr) {
 	t.Helper()
 	phone, err := sipua.NewSoftphone(pstnCaller, "not-used-on-the-trunk", nil)
 	require.NoError(t, err)
@@ -554,7 +528,7 @@ func testCluster(t *testing.T, driver string) {
 	// One bill, every node's calls: each billed call is counted once, in
 	// the bill of the month it started in (billing.timezone UTC; the test
 	// may run across a month's end).
-	months := map[string][]clusterCDR{}
+	months := map[string][]cdr{}
 	for _, r := range all {
 		require.NotNil(t, r.StartedAt, "cdr list: %s", raw)
 		month := parseTime(t, *r.StartedAt).UTC().Format("2006-01")

@@ -392,6 +392,7 @@ func (e *env) seed() binding {
 type cdr struct {
 	ID            json.RawMessage `json:"id"`
 	CallID        string          `json:"call_id"`
+	Node          string          `json:"node"`
 	Merchant      string          `json:"merchant"`
 	Binding       json.RawMessage `json:"binding"`
 	Order         string          `json:"order"`
@@ -417,12 +418,32 @@ func (c cdr) ended() bool { return c.EndedAt != nil && *c.EndedAt != "" }
 func (e *env) cdrs() (rows []cdr, raw string) {
 	e.t.Helper()
 	raw = e.run("cdr", "list", "--format", "json")
+	return parseCDRs(e.t, raw), raw
+}
+
+// parseCDRs reads the output of `vnum cdr list --format json`.
+func parseCDRs(t *testing.T, raw string) []cdr {
+	t.Helper()
 	trimmed := strings.TrimSpace(raw)
 	if trimmed == "" || trimmed == "null" {
-		return nil, raw
+		return nil
 	}
-	require.NoError(e.t, json.Unmarshal([]byte(trimmed), &rows), "cdr list output: %s", raw)
-	return rows, raw
+	var rows []cdr
+	require.NoError(t, json.Unmarshal([]byte(trimmed), &rows), "cdr list output: %s", raw)
+	return rows
+}
+
+// allEnded reports whether there are want rows and every one has ended.
+func allEnded(rows []cdr, want int) bool {
+	if len(rows) != want {
+		return false
+	}
+	for _, r := range rows {
+		if !r.ended() {
+			return false
+		}
+	}
+	return true
 }
 
 // waitCDRs polls until n CDRs exist and all have ended (a CDR is completed
@@ -430,15 +451,9 @@ func (e *env) cdrs() (rows []cdr, raw string) {
 func (e *env) waitCDRs(n int, within time.Duration) []cdr {
 	e.t.Helper()
 	deadline := time.Now().Add(within)
-	var rows []cdr
-	var raw string
 	for {
-		rows, raw = e.cdrs()
-		done := len(rows) == n
-		for _, r := range rows {
-			done = done && r.ended()
-		}
-		if done {
+		rows, raw := e.cdrs()
+		if allEnded(rows, n) {
 			return rows
 		}
 		if time.Now().After(deadline) {
