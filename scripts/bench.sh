@@ -779,8 +779,6 @@ render_ivr() {
 
 CLK_TCK=$(getconf CLK_TCK)
 
-# listening PORT: something listens on 127.0.0.1:PORT (UDP).
-listening() { [ -n "$(ss -Hlnu "sport = :$1" 2>/dev/null)" ]; }
 
 # ticks PID: the CPU time (user + system, clock ticks) PID has used, its
 # threads' and its reaped children's included; 0 once it is gone.
@@ -823,12 +821,7 @@ start_kamailio() {
 		>"$WORK/rtpengine.log" 2>&1 &
 	RTPE_PID=$!
 	PIDS+=("$RTPE_PID")
-	for _ in $(seq 1 50); do
-		kill -0 "$RTPE_PID" 2>/dev/null || { tail -20 "$WORK/rtpengine.log" >&2; die "rtpengine exited"; }
-		listening "$ng" && break
-		sleep 0.1
-	done
-	listening "$ng" || die "rtpengine is not listening on udp/$ng"
+	wait_listening "$ng" "$RTPE_PID" rtpengine "$WORK/rtpengine.log"
 	# -DD: Kamailio's main process stays this script's child (no daemon),
 	# its workers are its children.
 	kamailio -f "$ROOT/testdata/kamailio/vn-proxy.cfg" -DD -E -m 64 -M 8 \
@@ -838,12 +831,7 @@ start_kamailio() {
 		>"$WORK/kamailio.log" 2>&1 &
 	KAM_PID=$!
 	PIDS+=("$KAM_PID")
-	for _ in $(seq 1 100); do
-		kill -0 "$KAM_PID" 2>/dev/null || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio exited"; }
-		listening "$KAM_PORT" && break
-		sleep 0.1
-	done
-	listening "$KAM_PORT" || die "kamailio is not listening on udp/$KAM_PORT"
+	wait_listening "$KAM_PORT" "$KAM_PID" kamailio "$WORK/kamailio.log"
 	sleep 0.5
 }
 

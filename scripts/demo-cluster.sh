@@ -102,16 +102,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 . "$ROOT/scripts/lib/ports.sh"
-# wait_listening PORT PID NAME LOG: until something listens on udp/PORT.
-wait_listening() {
-	for _ in $(seq 1 100); do
-		kill -0 "$2" 2>/dev/null || { tail -20 "$4" >&2; die "$3 exited"; }
-		[ -n "$(ss -Hlnu "sport = :$1" 2>/dev/null)" ] && return 0
-		sleep 0.1
-	done
-	die "$3 is not listening on udp/$1 (log: $4)"
-}
-
 # store_setup: STORE_DRIVER and STORE_DSN, the store both nodes share.
 store_setup() {
 	case "$STORE" in

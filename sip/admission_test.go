@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,40 +164,22 @@ func TestNoFreePortsRefusedUpFront(t *testing.T) {
 	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedRTPPorts])
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // TestInviteRatePerSource: with security.invite_rate 2, the third new
 // INVITE within a second from one source gets 503 with Retry-After
 // before it is challenged; a second later the source may call again.
 // The trunk's sources are not limited.
 func TestInviteRatePerSource(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := newTestClock()
 	e, cr := newCountingEnv(t, func(o *Options) { o.InviteRate, o.Now = 2, clock.Now }, false)
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
 	requireOverload(t, invite(t, e, e.phone, testHost))
 	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedInviteRate])
-	clock.advance(500 * time.Millisecond)
+	clock.Advance(500 * time.Millisecond)
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode, "half a second refills one INVITE")
 	requireOverload(t, invite(t, e, e.phone, testHost))
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
 	require.Zero(t, cr.calls.Load(), "no store call for a challenge or a refusal")
 
@@ -220,14 +201,14 @@ func TestInviteRatePerSource(t *testing.T) {
 // sources seen within the last second.
 func TestInviteRateForgetsIdleSources(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := newTestClock()
 	l := newInviteRate(1, clock.Now)
 	for i := range 100 {
 		require.True(t, l.take(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})))
 	}
 	require.Equal(t, 100, l.sources())
 	require.False(t, l.take(netip.AddrFrom4([4]byte{192, 0, 2, 0})))
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	require.True(t, l.take(netip.AddrFrom4([4]byte{198, 51, 100, 1})))
 	require.Equal(t, 1, l.sources(), "sources idle for a second are swept")
 }

@@ -35,3 +35,18 @@ free_ports() {
 
 # take FIRST N: marks FIRST..FIRST+N-1 as taken.
 take() { local i; for i in $(seq 0 $(($2 - 1))); do TAKEN="$TAKEN$(($1 + i)) "; done; }
+
+# listening PORT: something listens on 127.0.0.1:PORT (UDP).
+listening() { [ -n "$(ss -Hlnu "sport = :$1" 2>/dev/null)" ]; }
+
+# wait_listening PORT PID NAME LOG: waits up to 10 s until something
+# listens on udp/PORT; dies, with LOG's tail, if PID exits first or
+# nothing listens by then.
+wait_listening() {
+	for _ in $(seq 1 100); do
+		kill -0 "$2" 2>/dev/null || { tail -20 "$4" >&2; die "$3 exited"; }
+		listening "$1" && return 0
+		sleep 0.1
+	done
+	die "$3 is not listening on udp/$1 (log: $4)"
+}
