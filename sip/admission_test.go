@@ -502,3 +502,39 @@ func TestInflightForgetsAfterTimerB(t *testing.T) {
 	require.False(t, old)
 	require.True(t, recent)
 }
+
+// recordingTx is a server transaction that notes how many INVITEs were
+// admitted when a response was sent on it.
+type recordingTx struct {
+	sip.ServerTransaction
+	a        *admission
+	admitted int64
+}
+
+func (r *recordingTx) Respond(*sip.Response) error {
+	r.admitted = r.a.admitted.Load()
+	return nil
+}
+
+// TestChallengeGivesPlaceBackFirst: the 407 (or any final response)
+// to an INVITE not yet a call goes out after its admission place is
+// given back, so that the caller's signed INVITE, sent the moment the 407
+// arrives, is not refused by calls.max_active for a place its own
+// challenged INVITE still held.
+func TestChallengeGivesPlaceBackFirst(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(Options{MaxActive: 1})
+	a.admitted.Add(1)
+	tk := &ticket{a: a, placed: true, inSetup: true, callID: "c1"}
+	a.setup.Add(1)
+	rec := &recordingTx{a: a}
+	res := sip.NewResponse(407, "Proxy Authentication Required")
+	require.NoError(t, refusing{ServerTransaction: rec, t: tk}.Respond(res))
+	require.Zero(t, rec.admitted, "the place was free when the 407 left")
+	require.Zero(t, a.setup.Load())
+
+	a.admitted.Add(1)
+	tk = &ticket{a: a, placed: true, inSetup: true}
+	require.NoError(t, refusing{ServerTransaction: rec, t: tk}.Respond(sip.NewResponse(100, "Trying")))
+	require.EqualValues(t, 1, rec.admitted, "a provisional response keeps the place")
+}

@@ -37,6 +37,8 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	defer t.release()
+	call := tx // the call's own transaction, from runCall on
+	tx = refusing{ServerTransaction: tx, t: t}
 	// sipgo hands over requests with only Via and CSeq checked.
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.Contact() == nil {
 		s.refuse(req, tx, ErrBadRequest, sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
@@ -67,7 +69,25 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
-	s.runCall(req, tx, t, acct, trunk, number, d, offer, cb)
+	s.runCall(req, call, t, acct, trunk, number, d, offer, cb)
+}
+
+// refusing is a new INVITE's transaction until its call starts: a final
+// response on it (a challenge, a refusal) first gives back the INVITE's
+// place among those admitted. Else a caller's next INVITE, the signed one
+// after a 407, could arrive before the handler of the challenged one has
+// returned and find its own last place still taken (calls.max_active).
+type refusing struct {
+	sip.ServerTransaction
+	t *ticket
+}
+
+// Respond releases the ticket before a final response, then sends it.
+func (r refusing) Respond(res *sip.Response) error {
+	if res.StatusCode >= 200 {
+		r.t.release()
+	}
+	return r.ServerTransaction.Respond(res)
 }
 
 // admitDialled checks what a new INVITE dials and offers: a host number
