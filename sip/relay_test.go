@@ -199,7 +199,7 @@ func TestRelayLosesNoPacketAfterAnswer(t *testing.T) {
 			}
 			gotA := countFrom(t, e.carrier.RTP, 0xA11CE, uint16(fromA), uint16(fromA)+100)
 			close(stopA)
-			require.Equal(t, 100, gotA, "every packet of the caller after the answer reaches the carrier")
+			require.Equal(t, 100, gotA, "every packet of the caller after the answer reaches the carrier (vnum's relay: %+v)", e.ports.RelayCounts())
 			require.Equal(t, 100, countFrom(t, e.phone.RTP, 0xB0B, 0, 100), "every packet of the carrier reaches the caller")
 			free()
 
