@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -216,11 +217,16 @@ func portFree(port int, tcp bool) bool {
 }
 
 // freePorts returns n consecutive ports, free on 127.0.0.1 for UDP and TCP,
-// starting at an even number (RTP/RTCP pairs, sipp's -mp and -mp+2).
+// starting at an even number (RTP/RTCP pairs, sipp's -mp and -mp+2). They
+// are taken below the kernel's ephemeral range (ephemeralLow): a port the
+// kernel may hand to any socket bound to port 0 meanwhile (a vnum's RTP
+// pairs, a client's connection, another test's process) could be gone
+// again by the time sipp binds it.
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
+	low := ephemeralLow()
 	for range 200 {
-		base := 20000 + 2*rand.IntN(20000)
+		base := 10000 + 2*rand.IntN((low-10000-n)/2)
 		ok := true
 		ports := make([]int, n)
 		for i := range n {
@@ -239,20 +245,24 @@ func freePorts(t *testing.T, n int) int {
 }
 
 // freePort returns one port free on 127.0.0.1 for both UDP and TCP (SIP
-// listens on both with the same number).
+// listens on both with the same number), below the ephemeral range too.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 200 {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if portFree(port, true) && claim(port) {
-			return port
+	return freePorts(t, 1)
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), 32768 where it cannot be read.
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				low = v
+			}
 		}
 	}
-	t.Fatal("no free port on 127.0.0.1")
-	return 0
+	return low
 }
 
 // env is one vnum deployment: a config, a store, ports, and the peers'

@@ -23,7 +23,7 @@ port_free() {
 free_ports() {
 	local n=$1 base i ok
 	for _ in $(seq 1 200); do
-		base=$((20000 + 2 * (RANDOM % 9000)))
+		base=$((20000 + 2 * (RANDOM % 6000))) # below the ephemeral ports (32768 on)
 		ok=1
 		for i in $(seq 0 $((n - 1))); do
 			if ! port_free $((base + i)); then ok=0; break; fi
