@@ -17,12 +17,15 @@ var promptFS embed.FS
 const (
 	PromptEnterExtension = "enter_extension"
 	PromptInvalid        = "invalid"
-	PromptExpired        = "expired"
-	PromptGoodbye        = "goodbye"
-	PromptConnecting     = "connecting"
-	PromptBusy           = "busy"
-	PromptNoAnswer       = "no_answer"
-	PromptUnavailable    = "unavailable"
+	// PromptNotValid ends a direct dial whose extension is wrong: the
+	// caller is not in the IVR and cannot try again in the same call.
+	PromptNotValid    = "not_valid"
+	PromptExpired     = "expired"
+	PromptGoodbye     = "goodbye"
+	PromptConnecting  = "connecting"
+	PromptBusy        = "busy"
+	PromptNoAnswer    = "no_answer"
+	PromptUnavailable = "unavailable"
 )
 
 // Prompt returns the samples (8 kHz mono) of the named prompt in language

@@ -311,3 +311,13 @@ func HA1(alg, user, password string) string {
 	}
 	return hexHash(md5.New, user+":"+Realm+":"+password)
 }
+
+// digestUser is the user name an Authorization header claims, as a log
+// line names it ("" when the header does not parse).
+func digestUser(header string) string {
+	cr, err := digest.ParseCredentials(header)
+	if err != nil {
+		return ""
+	}
+	return logValue(cr.Username)
+}

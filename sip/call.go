@@ -319,6 +319,10 @@ func (c *call) play(name string) endReason {
 	if c.a.stream == nil {
 		return reasonNone
 	}
+	// A caller not yet answered hears it as early media.
+	if r := c.earlyMedia(); r != reasonNone {
+		return r
+	}
 	pcm, err := media.Prompt(c.s.opts.Language, name)
 	if err != nil {
 		c.log.Error("prompt", "name", name, "error", err)
@@ -436,7 +440,12 @@ func (c *call) refuseCaller(r endReason, status int) {
 	if r == reasonInternal && status >= 300 {
 		code, phrase = status, reasonPhrase(status)
 	}
-	if err := c.a.d.Respond(code, phrase, nil, c.s.retryAfter(code, r)...); err != nil {
+	hdrs := c.s.retryAfter(code, r)
+	if cause, ok := causeFor(r, status); ok {
+		// RFC 3326: why B could not be reached, as the PSTN says it.
+		hdrs = append(hdrs, cause.header())
+	}
+	if err := c.a.d.Respond(code, phrase, nil, hdrs...); err != nil {
 		c.log.Debug("final response to caller", "error", err)
 	}
 }

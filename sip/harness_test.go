@@ -444,3 +444,21 @@ func assertPrivate(t *testing.T, phone *sipua.Softphone, car *sipua.Carrier, cal
 		}
 	}
 }
+
+// requireRefusedUnanswered is answer supervision seen by a caller whose
+// call could not reach B: err is the INVITE's final status code, and the
+// caller never had a 2xx for it (received holds what the caller's phone
+// got). It returns the final response.
+func requireRefusedUnanswered(t testing.TB, err error, code int, received []string) *sip.Response {
+	t.Helper()
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr, "want a final %d, not an answer", code)
+	require.Equal(t, code, dr.Res.StatusCode)
+	callID := dr.Res.CallID().Value()
+	for _, m := range received {
+		if strings.HasPrefix(m, "SIP/2.0 200") && strings.Contains(m, callID) && strings.Contains(m, "INVITE") {
+			t.Fatalf("the caller got a 200 for a call B never answered:\n%s", m)
+		}
+	}
+	return dr.Res
+}

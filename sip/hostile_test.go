@@ -59,12 +59,13 @@ func TestCallbackDialsOnlyPhoneNumbers(t *testing.T) {
 			// The consignee calls X back.
 			b := newConsigneePhone(t)
 			d, err = b.Call(ctx, e.vnum, testHost)
-			require.NoError(t, err)
 			if tc.wantRURI == "" {
-				// Nobody to ring: the "unavailable" prompt, then vnum hangs up.
-				require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 10*time.Millisecond)
+				// Nobody to ring: the "unavailable" prompt as early
+				// media, then 480; never an answer.
+				requireRefusedUnanswered(t, err, 480, b.Received())
 				require.Zero(t, e.carrier.Pending(), "the carrier is not asked to dial anything")
 			} else {
+				require.NoError(t, err)
 				inv := nextInvite(t, e.carrier)
 				require.Equal(t, tc.wantRURI, inv.Recipient.User)
 				require.Equal(t, tc.wantRURI, inv.To().Address.User)
@@ -95,9 +96,9 @@ func TestCallbackRechecksStoredNumber(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := newConsigneePhone(t).Call(ctx, e.vnum, testHost)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 10*time.Millisecond)
+	b := newConsigneePhone(t)
+	_, err := b.Call(ctx, e.vnum, testHost)
+	requireRefusedUnanswered(t, err, 480, b.Received())
 	require.Equal(t, "no_answer", string(e.router.waitEnded(t).Disposition))
 	require.Zero(t, e.carrier.Pending())
 	require.Empty(t, e.carrier.Received(), "nothing reaches the carrier")

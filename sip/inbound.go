@@ -44,6 +44,11 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, ErrBadRequest, sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
 		return
 	}
+	// RFC 3261 §17.2.1: 100 Trying at once, before anything that may
+	// take time (credentials and bindings in the store, leg B), so that
+	// the caller, or a proxy in front, stops retransmitting and knows this
+	// node took the INVITE. Nothing else is said before B answers.
+	s.respond(req, tx, sip.StatusTrying, "Trying")
 	acct, trunk, ok := s.authorize(req, tx, true, true)
 	if !ok {
 		return
@@ -214,16 +219,21 @@ func (s *Server) newCall(req *sip.Request, acct Account, trunk bool, number stri
 		caller, kind, direction = "consignee", callrec.CallerConsignee, callrec.DirectionCallback
 	}
 	c := &call{
-		s:       s,
-		id:      id,
-		log:     s.log.With("call", id, "host", d.Host),
+		s:  s,
+		id: id,
+		// Every line of the call names it three ways: vnum's call id (also
+		// leg B's Call-ID, see legBCallID), and leg A's Call-ID, which
+		// the caller's carrier quotes.
+		log:     s.log.With("call", id, "a_call_id", logValue(req.CallID().Value()), "host", d.Host),
 		invite:  req,
 		account: acct,
 		trunk:   trunk,
 		dialled: d,
 		events:  make(chan event, eventQueue),
 		closing: make(chan struct{}),
-		a:       callerLeg{offer: offer},
+		// Only an IVR call in answer mode is answered before B: its
+		// caller must key E (answer supervision, see answer).
+		a: callerLeg{offer: offer, waitsForB: d.Extension != "" || cb != nil || s.opts.AnswerMode == "early"},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cdr = CDR{
@@ -275,21 +285,26 @@ func (c *call) collect() (Target, endReason) {
 	limit := time.Duration(o.Attempts) * (o.FirstDigitTimeout + time.Duration(o.ExtensionDigits)*o.InterDigitTimeout + ivrPromptAllowance)
 	t := time.AfterFunc(limit, func() { c.post(ivrTimeoutEvent{}) })
 	defer t.Stop()
-	attempts := o.Attempts
-	prompt := "enter_extension"
 	if ext := c.dialled.Extension; ext != "" {
-		attempts--
-		prompt = "invalid"
-		if t, r, again := c.tryExtension(ext, attempts); !again {
+		// A direct dial has one attempt: its caller is not in the IVR
+		// (not answered), and a wrong extension ends the call with 404
+		// after the prompt, as early media.
+		t, r, again := c.tryExtension(ext, 0)
+		if !again {
 			return t, r
 		}
+		if r := c.play(media.PromptNotValid); r != reasonNone {
+			return Target{}, r
+		}
+		return Target{}, reasonInvalidExtension
 	}
-	for ; attempts > 0; attempts-- {
+	prompt := media.PromptEnterExtension
+	for attempts := o.Attempts; attempts > 0; attempts-- {
 		ext, r := c.readExtension(prompt)
 		if r != reasonNone {
 			return Target{}, r
 		}
-		prompt = "invalid"
+		prompt = media.PromptInvalid
 		if ext == "" {
 			c.log.Info("no extension keyed", "attempts_left", attempts-1)
 			continue
@@ -417,6 +432,10 @@ func (c *call) resolve(ext string) (Target, endReason) {
 // prompt, '#' ends the entry early, '*' starts it again; the first-digit
 // timer starts when the prompt ends, the inter-digit timer after each digit.
 func (c *call) readExtension(prompt string) (string, endReason) {
+	// In early mode the caller keys E in the early session (183).
+	if r := c.earlyMedia(); r != reasonNone {
+		return "", r
+	}
 	played, stopPlay := c.startPrompt(prompt)
 	defer stopPlay()
 	var digits []rune
@@ -551,7 +570,10 @@ const retryAfterBusy = "5"
 // timeout's when the server is shutting down, a short one otherwise.
 func (s *Server) retryAfter(code int, r endReason) []sip.Header {
 	switch {
-	case code != 503:
+	case code != 503, r == reasonTrunkFailed:
+		// B out of reach is not vnum out of service: a Retry-After would
+		// make a proxy in front keep every call away from this node
+		// (RFC 3261 §21.5.4).
 		return nil
 	case r == reasonShutdown || s.live.isDraining():
 		return []sip.Header{s.drainRetryAfter()}

@@ -19,16 +19,21 @@ import (
 // dialog, which has its own locks); it is set before the call is
 // registered and never changes.
 type callerLeg struct {
-	d        *sipgo.DialogServerSession
-	offer    *media.Desc
-	answered bool // our 2xx went out
-	acked    bool // the caller acknowledged it (ACK, or a BYE in the dialog)
-	gone     bool // the caller's dialog ended (BYE, CANCEL)
-	sdp      sdpSession
-	sock     *media.Socket
-	stream   *media.Stream
-	audio    media.Codec
-	media    mediaWatch
+	d     *sipgo.DialogServerSession
+	offer *media.Desc
+	// waitsForB says the caller is answered only when B answers: a
+	// direct dial, a callback, or the IVR in early mode.
+	waitsForB bool
+	early     bool // our 183 with SDP went out: the caller hears our media
+	ringing   bool // our 180 went out
+	answered  bool // our 2xx went out
+	acked     bool // the caller acknowledged it (ACK, or a BYE in the dialog)
+	gone      bool // the caller's dialog ended (BYE, CANCEL)
+	sdp       sdpSession
+	sock      *media.Socket
+	stream    *media.Stream
+	audio     media.Codec
+	media     mediaWatch
 }
 
 // mediaWatch is a leg's media timeout: quiet fires when the leg sent no
@@ -62,9 +67,12 @@ func (a *callerLeg) cancelled() bool {
 	return errors.Is(context.Cause(a.d.Context()), sip.ErrTransactionCanceled)
 }
 
-// answer opens leg A's media, answers with SDP (200, or 183 in early mode)
-// and starts listening for digits at once, so a caller may key E before
-// or over the prompt.
+// answer opens leg A's media and starts listening for digits at once, so
+// that a caller may key E before or over the prompt. Only an IVR call in
+// answer mode is answered here (200): its caller must key E. Every other
+// call (a direct dial, a callback, the IVR in early mode) is answered only
+// when B answers (answered), never for a party who has not: until then the
+// caller hears ringing (180), B's early media or vnum's prompts (183).
 func (c *call) answer() (endReason, int) {
 	sock, err := c.s.opts.Ports.Open()
 	if err != nil {
@@ -84,10 +92,7 @@ func (c *call) answer() (endReason, int) {
 	c.a.stream = media.NewStream(sock, c.a.offer.RemoteAddr(), audio, dtmf, c.log)
 	c.a.stream.Start()
 	c.setState(StateIVR)
-	if c.s.opts.AnswerMode == "early" {
-		if err := c.a.d.Respond(sip.StatusSessionInProgress, "Session Progress", sdp, sip.NewHeader("Content-Type", "application/sdp")); err != nil {
-			return reasonCancelled, sip.StatusRequestTerminated
-		}
+	if c.a.waitsForB {
 		return c.takeQueued(), 0
 	}
 	if _, r := c.answerA(); r != reasonNone {
@@ -95,6 +100,45 @@ func (c *call) answer() (endReason, int) {
 	}
 	return reasonNone, 0
 }
+
+// earlyMedia opens an early session with a caller not yet answered: 183
+// Session Progress with our SDP (RFC 3960), so that the caller hears what
+// vnum plays (prompts, ringback) or relays (B's early media) before the
+// call is answered. It is sent once; the 200 that may follow carries the
+// same SDP.
+func (c *call) earlyMedia() endReason {
+	if c.a.answered || c.a.early {
+		return reasonNone
+	}
+	if err := c.a.d.Respond(sip.StatusSessionInProgress, "Session Progress", c.a.sdp.body, contentTypeSDP()); err != nil {
+		if c.a.cancelled() {
+			return reasonCancelled
+		}
+		c.log.Info("183 to caller failed", "error", err)
+		return reasonInternal
+	}
+	c.a.early = true
+	return reasonNone
+}
+
+// ringing tells a caller not yet answered that B rings: 180 once, and the
+// caller's phone makes its own ringback. A caller already in an early
+// session (183) hears vnum's ringback tone instead.
+func (c *call) ringing() {
+	switch {
+	case c.a.answered || c.a.early:
+		c.b.rb.start(c)
+	case !c.a.ringing:
+		if err := c.a.d.Respond(sip.StatusRinging, "Ringing", nil); err != nil {
+			c.log.Debug("180 to caller", "error", err)
+			return
+		}
+		c.a.ringing = true
+	}
+}
+
+// contentTypeSDP is the Content-Type of a message carrying SDP.
+func contentTypeSDP() sip.Header { return sip.NewHeader("Content-Type", "application/sdp") }
 
 // answerA sends leg A our 2xx and waits for its ACK, and reports whether
 // the caller took the call, and the reason to end it if one came. The ACK,

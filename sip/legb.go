@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -77,8 +79,8 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 	defer cancelRing()
 	c.b.results = make(chan fork, len(targets))
 	c.b.pending = len(targets)
-	for _, t := range targets {
-		c.sendFork(ringCtx, x, t)
+	for i, t := range targets {
+		c.sendFork(ringCtx, x, t, c.legBCallID(i))
 	}
 	var failed []fork
 	for c.b.pending > 0 {
@@ -117,14 +119,28 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 	return c.legBFailed(chosen, ringCtx)
 }
 
+// legBCallID is the Call-ID of leg B's i-th INVITE: vnum's call id, so
+// that a carrier's ticket quoting its Call-ID finds the call's log lines
+// and CDR at once (the call id is a fresh UUID: it tells nothing of leg
+// A); a callback ringing several phones numbers the others.
+func (c *call) legBCallID(i int) string {
+	if i == 0 {
+		return c.id
+	}
+	return c.id + "-" + strconv.Itoa(i+1)
+}
+
 // sendFork sends one INVITE of leg B; its outcome comes on c.b.results.
-func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget) {
+func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID string) {
 	if t.trunk && !dialable(t.uri.User) {
 		c.log.Error("leg B: not a phone number, not dialled")
 		c.b.results <- fork{err: fmt.Errorf("%w: not a phone number", ErrTrunkFailed)}
 		return
 	}
-	req := c.legBRequest(x, t)
+	req := c.legBRequest(x, t, callID)
+	if callID != c.id {
+		c.log.Info("leg B fork", "b_call_id", callID)
+	}
 	b, err := c.s.dialog.WriteInvite(c.ctx, req)
 	if err != nil {
 		// sipgo's error quotes the request, B's number with it: the
@@ -135,7 +151,9 @@ func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget) {
 		return
 	}
 	c.s.live.addFork(c, b)
+	var heard atomic.Bool // any response, 100 Trying included
 	opts := sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+		heard.Store(true)
 		// On the fork's goroutine: the call takes it as an event.
 		if res.StatusCode >= sip.StatusRinging && res.StatusCode < sip.StatusOK {
 			c.post(progressEvent{res})
@@ -145,9 +163,23 @@ func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget) {
 	if t.trunk {
 		opts.Username, opts.Password = c.s.opts.TrunkUsername, c.s.opts.TrunkPassword
 	}
+	// A CANCEL may only follow a provisional response (RFC 3261 §9.1), so
+	// sipgo waits out Timer B (32 s) for an INVITE nobody answered at all.
+	// When the ringing ends before anything was heard, the fork gives up
+	// at once instead: there is nothing to cancel.
+	waitCtx, stopWait := context.WithCancelCause(context.WithoutCancel(ringCtx))
+	stopAfter := context.AfterFunc(ringCtx, func() {
+		if heard.Load() {
+			stopWait(context.Cause(ringCtx))
+		} else {
+			stopWait(sipgo.WaitAnswerForceCancelErr)
+		}
+	})
 	results := c.b.results
 	go func() {
-		results <- fork{b: b, err: c.safely("fork", func() error { return b.WaitAnswer(ringCtx, opts) })}
+		defer stopWait(nil)
+		defer stopAfter()
+		results <- fork{b: b, err: c.safely("fork", func() error { return b.WaitAnswer(waitCtx, opts) })}
 	}()
 }
 
@@ -186,6 +218,9 @@ func (c *call) progress(res *sip.Response) {
 				// Early media replaces our ringback (RFC 3960). It
 				// flows to the caller only: until B answers, what the
 				// caller sends is IVR audio, not for B.
+				if r := c.earlyMedia(); r != reasonNone {
+					return // the caller is gone: its event ends the call
+				}
 				c.b.stopRingback()
 				c.b.early = true
 				c.b.stream.SetCodecs(audio, dtmf)
@@ -197,7 +232,7 @@ func (c *call) progress(res *sip.Response) {
 			}
 		}
 	}
-	c.b.rb.start(c)
+	c.ringing()
 }
 
 // answered takes the leg B that answered: ACK, media to its address in
@@ -311,6 +346,10 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	case errors.As(err, &dr):
 		status = dr.Res.StatusCode
 		r = legBReason(status)
+	case errors.Is(ringCtx.Err(), context.DeadlineExceeded) && c.cdr.RingingAt.IsZero():
+		// Nothing rang within calls.ring_timeout: the trunk (or the
+		// phone rung back) did not take the call, B was never alerted.
+		r, status = reasonTrunkFailed, sip.StatusRequestTimeout
 	case errors.Is(ringCtx.Err(), context.DeadlineExceeded):
 		r, status = reasonNoAnswer, sip.StatusRequestTimeout
 	case errors.Is(err, ErrTrunkFailed):

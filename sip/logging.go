@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"regexp"
+	"strings"
 )
 
 // longDigits matches what may be a phone number: seven digits or more.
@@ -64,4 +65,18 @@ func (h numberMasker) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h numberMasker) WithGroup(name string) slog.Handler {
 	return numberMasker{h.Handler.WithGroup(name)}
+}
+
+// maxLogValue bounds what vnum logs of a value taken from a message.
+const maxLogValue = 96
+
+// logValue is a value from a message (leg A's Call-ID) as a call's log
+// lines carry it: cut to maxLogValue bytes, with anything that may be a
+// phone number masked, since a carrier may build its Call-IDs from the
+// calling number, and on a callback that number is the consignee's.
+func logValue(s string) string {
+	if len(s) > maxLogValue {
+		s = strings.ToValidUTF8(s[:maxLogValue], "") + "…"
+	}
+	return maskNumbers(s)
 }

@@ -118,7 +118,7 @@ func validHost(h string) bool {
 
 // legBRequest builds a fresh INVITE showing X as the caller: nothing of
 // leg A is in it (SPEC §4).
-func (c *call) legBRequest(x string, t legBTarget) *sip.Request {
+func (c *call) legBRequest(x string, t legBTarget, callID string) *sip.Request {
 	s := c.s
 	x = sanitizeHeaderValue(x)
 	req := sip.NewRequest(sip.INVITE, *t.uri.Clone())
@@ -134,6 +134,8 @@ func (c *call) legBRequest(x string, t legBTarget) *sip.Request {
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: t.to, Params: sip.NewParams()})
+	cid := sip.CallIDHeader(callID)
+	req.AppendHeader(&cid)
 	req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+x+"@"+s.host+">"))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.AppendHeader(sip.NewHeader("Allow", allowed))

@@ -619,7 +619,7 @@ func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, tr
 		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
 	case errors.Is(err, ErrBadCredentials):
 		blocked := !trunk && s.auth.fail(src)
-		s.log.Info("authentication failed", "source", src, "method", string(req.Method), "error", err, "blocked", blocked)
+		s.log.Info("authentication failed", "source", src, "user", digestUser(val), "method", string(req.Method), "error", err, "blocked", blocked)
 		s.refuse(req, tx, err)
 	default:
 		s.refuseStoreError(req, tx, "authentication lookup failed", err)

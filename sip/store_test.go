@@ -113,12 +113,22 @@ func TestStoreStallDuringIVR(t *testing.T) {
 		})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
-	require.NoError(t, err)
+	e.dialAndKey(ctx, testHost, testExt)
 	cdr := e.router.waitEnded(t)
 	require.Equal(t, "failed", string(cdr.Disposition))
 	require.Equal(t, "system", string(cdr.HangupBy))
 	left := <-sr.deadlines
+	require.Positive(t, left)
+	require.LessOrEqual(t, left, timeout)
+	e.waitNoCalls()
+
+	// A direct dial is not answered before B: the stalled lookup is a 503
+	// with Retry-After, never an answer.
+	_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+	res := requireRefusedUnanswered(t, err, 503, e.phone.Received())
+	require.NotNil(t, res.GetHeader("Retry-After"))
+	require.Equal(t, "failed", string(e.router.waitEnded(t).Disposition))
+	left = <-sr.deadlines
 	require.Positive(t, left)
 	require.LessOrEqual(t, left, timeout)
 	e.waitNoCalls()

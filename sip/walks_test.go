@@ -85,10 +85,12 @@ func TestExtensionWalkingAccount(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	// One wrong extension dialled directly, two keyed in the IVR, and then
-	// the right one: the call ends at the third wrong one, so the right one
-	// (already sent) is never looked at.
-	d, err := e.phone.Call(ctx, e.vnum, testHost+"-9999")
+	// One wrong extension dialled directly (404), two keyed in the IVR,
+	// and then the right one: the call ends at the third wrong one, so the
+	// right one (already sent) is never looked at.
+	require.Equal(t, 404, refusedWith(t, e.phone, e, testHost+"-9999"))
+	require.Equal(t, "invalid_extension", string(e.router.waitEnded(t).Disposition))
+	d, err := e.phone.Call(ctx, e.vnum, testHost)
 	require.NoError(t, err)
 	to, err := sipua.MediaAddr(d.InviteResponse.Body())
 	require.NoError(t, err)
@@ -129,7 +131,9 @@ func TestExtensionWalkingTrunkCaller(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(walker.Close)
 	for _, ext := range []string{"9999", "8888"} {
-		require.Equal(t, 200, refusedWith(t, walker, e, testHost+"-"+ext))
+		// A wrong direct dial: its prompt as early media, then 404.
+		require.Equal(t, 404, refusedWith(t, walker, e, testHost+"-"+ext))
+		require.Equal(t, "invalid_extension", string(e.router.waitEnded(t).Disposition))
 	}
 	require.Equal(t, 403, refusedWith(t, walker, e, testHost+"-"+testExt))
 	same, err := sipua.NewSoftphone("+8613700137000", "", nil)
