@@ -210,7 +210,13 @@ func (s *Server) Start(ctx context.Context) error {
 		// gets a resolver that refuses every lookup; the trunk's name is
 		// resolved by vnum itself (trunkDest).
 		sipgo.WithUserAgentDNSResolver(noDNS),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
+			// A response that matches no transaction (a retransmission
+			// after the transaction ended) is no news for the operator:
+			// sipgo's default logs it at info on the default logger.
+			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
+				sipLog.Debug("response matches no transaction", "response", r.Short())
+			})),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
 	if err != nil {
 		return err

@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 	"github.com/spf13/cobra"
 
 	"github.com/vnum/vnum/binding"
@@ -27,6 +29,8 @@ const (
 	demoUser      = "alice"
 	demoHost      = "17000000001"
 	demoConsignee = "13800138000"
+	// demoBusyConsignee is a consignee whose phone is busy.
+	demoBusyConsignee = "13700137000"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -115,7 +119,8 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	defer os.RemoveAll(dir)
 	quiet := slog.New(slog.DiscardHandler)
 
-	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer", RingFor: 800 * time.Millisecond}, quiet)
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer", RingFor: 800 * time.Millisecond,
+		Busy: []string{demoBusyConsignee}}, quiet)
 	if err != nil {
 		return fmt.Errorf("simulated carrier: %w", err)
 	}
@@ -134,7 +139,7 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	d := &demo{out: out, cfg: c, carrier: carrier, talk: talk, created: now()}
 	fmt.Fprintln(out, "vnum demo: a merchant calls a consignee through a virtual number, over real SIP and RTP on loopback")
 
-	ext, err := d.seed(ctx)
+	ext, busyExt, err := d.seed(ctx)
 	if err != nil {
 		return err
 	}
@@ -153,6 +158,7 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 
 	d.call(ctx, "dials X and keys the extension over RFC 4733, barging in on the prompt", demoHost, ext, false)
 	d.call(ctx, "dials the direct form "+demoHost+","+ext+" (no prompt); the consignee hangs up", demoHost+","+ext, "", true)
+	d.busy(ctx, demoHost+","+busyExt)
 	d.wrongExtension(ctx, ext)
 	d.privacy()
 	if err := d.report(ctx); err != nil {
@@ -166,36 +172,42 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 }
 
 // seed adds the merchant, account, host number and bindings through the
-// same store the CLI uses, and returns the extension of the shipped order.
-func (d *demo) seed(ctx context.Context) (string, error) {
+// same store the CLI uses, and returns the extensions of the shipped
+// orders: the one whose consignee answers, and the busy one's.
+func (d *demo) seed(ctx context.Context) (string, string, error) {
 	s, err := openCLIStore(ctx, d.cfg, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer s.Close()
 	d.say("store: temporary SQLite file (WAL, migrations applied)")
 	if err := s.AddMerchant(ctx, demoMerchant, "Demo Shop"); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := s.AddAccount(ctx, demoMerchant, demoUser, demoPassword); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := s.AddNumbers(ctx, demoHost); err != nil {
-		return "", err
+		return "", "", err
 	}
 	d.say("merchant %s, SIP account %s (digest secret only), host number %s", demoMerchant, demoUser, demoHost)
 	b, err := s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1001", Consignee: demoConsignee, OrderStatus: "shipped"}, d.created)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	d.say("binding for shipped order A1001: virtual number %s (dial %s), expires %s", b.Display(), b.Dial(), b.ExpiresAt.Format(time.RFC3339))
+	busy, err := s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1003", Consignee: demoBusyConsignee, OrderStatus: "shipped"}, d.created)
+	if err != nil {
+		return "", "", err
+	}
+	d.say("binding for shipped order A1003: virtual number %s; this consignee's phone is busy", busy.Display())
 	_, err = s.CreateBinding(ctx, binding.CreateRequest{Merchant: demoMerchant, Order: "A1002", Consignee: "13900139000", OrderStatus: "unpaid"}, d.created)
 	if err == nil {
 		d.fail("a binding for an unpaid order was accepted")
 	} else {
 		d.say("binding for unpaid order A1002 refused: %v", err)
 	}
-	return b.Extension, nil
+	return b.Extension, busy.Extension, nil
 }
 
 // demoPassword is the demo account's password; the demo's store is
@@ -208,12 +220,20 @@ func (d *demo) call(ctx context.Context, what, dialled, digits string, calleeHan
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	d.say("call: %s %s", demoUser, what)
-	dlg, err := d.phone.Call(ctx, d.vnum, dialled)
+	dlg, heard, err := d.dial(ctx, dialled)
 	if err != nil {
 		d.fail("dialling %s: %v", dialled, err)
 		return
 	}
-	d.detail("vnum answered %d %s (digest auth passed)", dlg.InviteResponse.StatusCode, dlg.InviteResponse.Reason)
+	if digits != "" {
+		d.detail("vnum answered %d %s at once (digest auth passed): the caller must key the extension", dlg.InviteResponse.StatusCode, dlg.InviteResponse.Reason)
+	} else {
+		d.detail("vnum said %s while the consignee's phone rang, and %d %s only when the consignee answered (answer supervision)",
+			strings.Join(heard, ", "), dlg.InviteResponse.StatusCode, dlg.InviteResponse.Reason)
+		if !slices.Contains(heard, "180 Ringing") {
+			d.fail("no 180 Ringing before the answer of a direct dial")
+		}
+	}
 	media, err := sipua.MediaAddr(dlg.InviteResponse.Body())
 	if err != nil {
 		d.fail("answer SDP: %v", err)
@@ -269,6 +289,59 @@ func (d *demo) call(ctx context.Context, what, dialled, digits string, calleeHan
 	}
 	if !waitFor(5*time.Second, func() bool { return d.node.sip.ActiveCalls() == 0 }) {
 		d.fail("the call did not end on both legs")
+	}
+}
+
+// dial sends an INVITE from the demo's softphone, answers the digest
+// challenge and waits for the final response; heard is the provisional
+// responses vnum sent, in order ("100 Trying", "180 Ringing", ...).
+func (d *demo) dial(ctx context.Context, dialled string) (*sipgo.DialogClientSession, []string, error) {
+	dlg, err := d.phone.Invite(ctx, d.vnum, dialled)
+	if err != nil {
+		return nil, nil, err
+	}
+	var heard []string
+	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{Username: demoUser, Password: demoPassword,
+		OnResponse: func(r *sip.Response) error {
+			line := fmt.Sprintf("%d %s", r.StatusCode, r.Reason)
+			if r.IsProvisional() && !slices.Contains(heard, line) {
+				heard = append(heard, line)
+			}
+			return nil
+		}})
+	if err != nil {
+		return dlg, heard, err
+	}
+	return dlg, heard, dlg.Ack(ctx)
+}
+
+// busy dials a consignee whose phone is busy: vnum never answers, the
+// caller hears the "busy" prompt as early media and gets 486 with the
+// Q.850 cause (a 200 and a BYE would bill the caller for nothing).
+func (d *demo) busy(ctx context.Context, dialled string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	d.say("call: %s dials %s, whose consignee is busy", demoUser, dialled)
+	_, heard, err := d.dial(ctx, dialled)
+	var dr *sipgo.ErrDialogResponse
+	if !errors.As(err, &dr) {
+		d.fail("want a final 486 Busy Here, got %v", errText(err))
+		return
+	}
+	reason := ""
+	if h := dr.Res.GetHeader("Reason"); h != nil {
+		reason = h.Value()
+	}
+	d.detail("vnum said %s (the busy prompt as early media), then %s, Reason: %s; never 200 OK",
+		strings.Join(heard, ", "), dr.Res.StartLine(), reason)
+	if dr.Res.StatusCode != sip.StatusBusyHere || !strings.Contains(reason, "cause=17") {
+		d.fail("want 486 with Q.850 cause 17, got %s (Reason %q)", dr.Res.StartLine(), reason)
+	}
+	if _, err := d.carrier.NextInvite(5 * time.Second); err != nil {
+		d.fail("the busy consignee was never rung: %v", err)
+	}
+	if !waitFor(5*time.Second, func() bool { return d.node.sip.ActiveCalls() == 0 }) {
+		d.fail("the busy call did not end")
 	}
 }
 
@@ -374,14 +447,20 @@ func (d *demo) report(ctx context.Context) error {
 			answered++
 		}
 	}
-	invalid := 0
+	invalid, busy := 0, 0
 	for _, c := range all {
-		if c.Disposition == "invalid_extension" {
+		switch c.Disposition {
+		case "invalid_extension":
 			invalid++
+		case "busy":
+			if c.BilledMinutes == 0 {
+				busy++
+			}
 		}
 	}
-	if answered != 2 || invalid != 1 {
-		d.fail("CDRs: want 2 answered calls billed 1 minute and 1 invalid_extension, got %d and %d", answered, invalid)
+	if answered != 2 || invalid != 1 || busy != 1 {
+		d.fail("CDRs: want 2 answered calls billed 1 minute, 1 busy billed nothing and 1 invalid_extension, got %d, %d and %d",
+			answered, busy, invalid)
 	}
 	loc, err := time.LoadLocation(d.cfg.Billing.Timezone)
 	if err != nil {
@@ -399,7 +478,7 @@ func (d *demo) report(ctx context.Context) error {
 	d.say("bill for %s, %s (vnum bill): %d binding-day(s) × %s + %d minute(s) × %s", demoMerchant, month,
 		b.BindingDays, d.cfg.Billing.RentalPerDay, b.Minutes, d.cfg.Billing.PerMinute)
 	fmt.Fprintf(d.out, "      rental %s + calls %s = total %s %s\n", b.Rental, b.CallFee, b.Total, b.Currency)
-	// One binding was created a moment ago: one binding-day has begun
+	// Two bindings were created a moment ago: one binding-day each has begun
 	// (SPEC §7). The calls are the month's answered ones: both, unless the
 	// demo ran across the month's end and they belong to the next bill.
 	from, to, err := binding.MonthRange(month, loc)
@@ -412,8 +491,8 @@ func (d *demo) report(ctx context.Context) error {
 			calls, minutes = calls+1, minutes+c.BilledMinutes
 		}
 	}
-	if b.BindingDays != 1 || b.Calls != calls || b.Minutes != minutes {
-		d.fail("bill: want 1 binding-day and %d call(s) of %d minute(s) in all, got %d binding-day(s), %d call(s), %d minute(s)",
+	if b.BindingDays != 2 || b.Calls != calls || b.Minutes != minutes {
+		d.fail("bill: want 2 binding-days and %d call(s) of %d minute(s) in all, got %d binding-day(s), %d call(s), %d minute(s)",
 			calls, minutes, b.BindingDays, b.Calls, b.Minutes)
 	}
 	return nil

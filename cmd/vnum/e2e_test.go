@@ -77,10 +77,13 @@ func TestCallThroughServe(t *testing.T) {
 	require.Equal(t, "vnum-e2e", row["node"], "the row names the node that took the call (node.id)")
 	require.GreaterOrEqual(t, row["talk_seconds"], float64(1))
 
-	// The released (X, E) is in quarantine: a new call hears "expired".
-	d, err = phone.Call(ctx, vnum, b.Host+"-"+b.Extension)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return d.Context().Err() != nil }, 15*time.Second, 20*time.Millisecond, "vnum hangs up")
+	// The released (X, E) is in quarantine: a new call hears "expired"
+	// as early media and gets 410 Gone, never an answer.
+	_, err = phone.Call(ctx, vnum, b.Host+"-"+b.Extension)
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 410, dr.Res.StatusCode)
+	require.Contains(t, dr.Res.GetHeader("Reason").Value(), "Q.850;cause=22")
 	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 }, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "cdr", "list", "--format", "json")), &cdrs))
 	require.Len(t, cdrs, 2)
@@ -205,9 +208,11 @@ func TestDemo(t *testing.T) {
 	require.Contains(t, s, "demo OK")
 	require.Contains(t, s, "answered")
 	require.Contains(t, s, "invalid_extension")
+	require.Contains(t, s, "486 Busy Here, Reason: Q.850;cause=17", "a busy consignee is refused, never answered")
+	require.Contains(t, s, "only when the consignee answered (answer supervision)")
 	// The demo checks its bill against its CDRs; whatever the date, its
-	// binding has begun exactly one binding-day (SPEC §7).
-	require.Contains(t, s, "1 binding-day(s) × 0.00018")
+	// two bindings have begun exactly one binding-day each.
+	require.Contains(t, s, "2 binding-day(s) × 0.00018")
 }
 
 // TestOverloadMetricsThroughServe: a node with calls.max_active 1 and a

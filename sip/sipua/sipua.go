@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -78,7 +79,14 @@ func NewPeerAt(ip netip.Addr, name string, log *slog.Logger) (*Peer, error) {
 		return nil, err
 	}
 	if p.UA, err = sipgo.NewUA(sipgo.WithUserAgent(name),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(log))); err != nil {
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(log),
+			// A 100 Trying handled after the 407 that followed it (sipgo
+			// hands each message to a goroutine of its own) matches no
+			// transaction: sipgo's default logs that at info on the
+			// process's default logger.
+			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
+				log.Debug("unhandled response", "response", r.Short())
+			}))); err != nil {
 		return fail(err)
 	}
 	if p.Server, err = sipgo.NewServer(p.UA, sipgo.WithServerLogger(log)); err != nil {
@@ -378,6 +386,9 @@ func (s *Softphone) Call(ctx context.Context, vnum netip.AddrPort, dialled strin
 type CarrierOptions struct {
 	// Mode is answer, busy, ring (never answers) or reject.
 	Mode string
+	// Busy lists numbers (the Request-URI's user) whose phones are busy
+	// whatever Mode says.
+	Busy []string
 	// RingFor is how long phones ring before they answer (default 100 ms).
 	RingFor time.Duration
 	// Username and Password, when set, make the carrier challenge every
@@ -442,7 +453,11 @@ func (c *Carrier) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	case c.invites <- req:
 	default:
 	}
-	switch c.opts.Mode {
+	mode := c.opts.Mode
+	if slices.Contains(c.opts.Busy, req.Recipient.User) {
+		mode = "busy"
+	}
+	switch mode {
 	case "busy":
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 486, "Busy Here", nil))
 		return
