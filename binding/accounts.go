@@ -109,13 +109,14 @@ func (s *Store) Merchant(ctx context.Context, id string) (Merchant, error) {
 
 // AddAccount adds a SIP login for a merchant, storing only the digest HA1
 // values for Realm. It returns ErrNotFound for an unknown merchant and
-// ErrExists when the user name is taken.
+// ErrExists when the user name is taken, by this merchant or another (SIP
+// digest user names are global); the error names the merchant that has it.
 func (s *Store) AddAccount(ctx context.Context, merchant, user, password string) error {
 	if !userRe.MatchString(user) {
 		return fmt.Errorf("%w account user %q: want 1-64 of A-Z a-z 0-9 _ . + -", ErrInvalid, user)
 	}
-	if len(password) < 8 {
-		return fmt.Errorf("%w password: want at least 8 characters", ErrInvalid)
+	if err := validPassword(password); err != nil {
+		return err
 	}
 	if _, err := s.Merchant(ctx, merchant); err != nil {
 		return err
@@ -124,7 +125,7 @@ func (s *Store) AddAccount(ctx context.Context, merchant, user, password string)
 		`INSERT INTO accounts ("user", merchant, ha1_md5, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?)`,
 		user, merchant, HA1("MD5", user, Realm, password), HA1("SHA-256", user, Realm, password), s.Now().UnixNano())
 	if isUnique(err) {
-		return fmt.Errorf("account %s: %w", user, ErrExists)
+		return s.accountTaken(ctx, merchant, user)
 	}
 	if err != nil {
 		return fmt.Errorf("add account: %w", err)
@@ -151,7 +152,9 @@ func (s *Store) Account(ctx context.Context, user string) (callrec.Account, erro
 
 // AddNumbers adds host numbers to the pool, all or none. Each X may carry
 // a +86 or 86 prefix and is stored as 11 digits. A number already in the
-// pool (or given twice) is ErrExists.
+// pool (or given twice) is ErrExists. A number removed from the pool
+// (RemoveNumber) comes back: its row, which its old bindings refer to, is
+// kept and put back in the pool.
 func (s *Store) AddNumbers(ctx context.Context, xs ...string) error {
 	if len(xs) == 0 {
 		return fmt.Errorf("%w: no numbers given", ErrInvalid)
@@ -171,13 +174,20 @@ func (s *Store) AddNumbers(ctx context.Context, xs ...string) error {
 			if err != nil {
 				return fmt.Errorf("add numbers: %w", err)
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO numbers (host, ext_check, created_at) VALUES (?, ?, ?)`,
+			res, err := tx.ExecContext(ctx, `INSERT INTO numbers (host, ext_check, created_at) VALUES (?, ?, ?)
+				ON CONFLICT (host) DO UPDATE SET removed_at = NULL, created_at = excluded.created_at
+				WHERE numbers.removed_at IS NOT NULL`,
 				h, check.Int64(), now)
-			if isUnique(err) {
-				return fmt.Errorf("number %s: %w", h, ErrExists)
-			}
 			if err != nil {
 				return fmt.Errorf("add numbers: %w", err)
+			}
+			// A row already in the pool is left alone: no row affected.
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("add numbers: %w", err)
+			}
+			if n == 0 {
+				return fmt.Errorf("number %s: %w", h, ErrExists)
 			}
 		}
 		return nil
@@ -188,7 +198,7 @@ func (s *Store) AddNumbers(ctx context.Context, xs ...string) error {
 func (s *Store) ListNumbers(ctx context.Context) ([]Number, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT n.host, n.created_at,
 		(SELECT COUNT(*) FROM bindings b WHERE b.host = n.host AND b.retired = 0 AND b.end_at > ?)
-		FROM numbers n ORDER BY n.host`, s.Now().UnixNano())
+		FROM numbers n WHERE n.removed_at IS NULL ORDER BY n.host`, s.Now().UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("list numbers: %w", err)
 	}
@@ -207,10 +217,10 @@ func (s *Store) ListNumbers(ctx context.Context) ([]Number, error) {
 }
 
 // isHostQuery is IsHostNumber's lookup, run by every INVITE.
-const isHostQuery = `SELECT COUNT(*) FROM numbers WHERE host = ?`
+const isHostQuery = `SELECT COUNT(*) FROM numbers WHERE host = ? AND removed_at IS NULL`
 
 // IsHostNumber reports whether x (11 digits, +86 or 86 prefix allowed) is
-// in the pool.
+// in the pool; a number removed from it is not.
 func (s *Store) IsHostNumber(ctx context.Context, x string) (bool, error) {
 	h, err := NormaliseHost(x)
 	if err != nil {

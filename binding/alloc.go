@@ -65,11 +65,13 @@ func (s *Store) allocate(ctx context.Context, tx *txn, now time.Time) (string, s
 	return "", "", ErrPoolExhausted
 }
 
-// hostLoads returns the pool, least used hosts first, in random order
+// hostLoads returns the pool (without the numbers removed from it), least
+// used hosts first, in random order
 // among equals so that load spreads over the pool.
 func hostLoads(ctx context.Context, tx *txn) ([]hostLoad, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT n.host, n.ext_check,
-		(SELECT COUNT(*) FROM bindings b WHERE b.host = n.host AND b.retired = 0) FROM numbers n`)
+		(SELECT COUNT(*) FROM bindings b WHERE b.host = n.host AND b.retired = 0) FROM numbers n
+		WHERE n.removed_at IS NULL`)
 	if err != nil {
 		return nil, err
 	}

@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/config"
 )
 
 // Binding statuses, computed from the times of a binding.
@@ -30,8 +32,35 @@ const (
 	MaxTTL = 8760 * time.Hour
 )
 
-// Order statuses for which a binding may be created (SPEC §5).
-var shippedStatuses = map[string]bool{"shipped": true, "delivered": true, "after_sale": true}
+// orderStatuses are the order statuses vnum knows, true for those whose
+// orders have shipped and may get a binding. A status outside this table
+// is a typo or another platform's word, and is refused as unknown rather
+// than as "not shipped", which would mislead.
+var orderStatuses = map[string]bool{
+	"unpaid": false, "paid": false, "cancelled": false, "closed": false,
+	"shipped": true, "delivered": true, "after_sale": true,
+}
+
+// shippedList names the statuses that may get a binding, for errors.
+const shippedList = "shipped, delivered or after_sale"
+
+// checkOrderStatus returns nil for a shipped order's status,
+// ErrNotShipped for a known status before shipping, and ErrInvalid for an
+// unknown one or none.
+func checkOrderStatus(st string) error {
+	shipped, known := orderStatuses[st]
+	switch {
+	case shipped:
+		return nil
+	case st == "":
+		return fmt.Errorf("%w order status: none given; want %s", ErrInvalid, shippedList)
+	case !known:
+		return fmt.Errorf("%w order status %q: unknown; want %s", ErrInvalid, st, shippedList)
+	case st == "closed":
+		return fmt.Errorf("%w order status closed: a closed order gets no binding; want %s", ErrInvalid, shippedList)
+	}
+	return fmt.Errorf("%w: status %s", ErrNotShipped, st)
+}
 
 // Binding maps a virtual number (Host, Extension) to a consignee for one
 // order of one merchant. Its JSON form never contains the consignee; use
@@ -170,12 +199,8 @@ func (s *Store) CreateBinding(ctx context.Context, req CreateRequest, now time.T
 // prepare validates req and returns the binding to insert, without host
 // and extension.
 func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
-	if !shippedStatuses[req.OrderStatus] {
-		st := req.OrderStatus
-		if st == "" {
-			st = "(none)"
-		}
-		return nil, fmt.Errorf("%w: status %s", ErrNotShipped, st)
+	if err := checkOrderStatus(req.OrderStatus); err != nil {
+		return nil, err
 	}
 	if err := validMerchantID(req.Merchant); err != nil {
 		return nil, err
@@ -206,11 +231,36 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 }
 
 // ValidTTL reports ErrInvalid unless ttl lies within [MinTTL, MaxTTL].
+// Where the operator typed the lifetime, ParseTTL reads it and says what
+// was typed when it is out of range.
 func ValidTTL(ttl time.Duration) error {
+	return validTTL(ttl, config.FormatDuration(ttl))
+}
+
+// validTTL is ValidTTL naming the lifetime as shown.
+func validTTL(ttl time.Duration, shown string) error {
 	if ttl < MinTTL || ttl > MaxTTL {
-		return fmt.Errorf("%w ttl %s: must lie between 1h and 8760h (365 days)", ErrInvalid, ttl)
+		return fmt.Errorf("%w ttl %s: must lie between 1h and 8760h (365 days)", ErrInvalid, shown)
 	}
 	return nil
+}
+
+// ParseTTL reads a binding's lifetime as an operator or a client wrote it
+// (--ttl, the API's "ttl"): a duration with a unit such as 720h, within
+// [MinTTL, MaxTTL]. An empty string is 0, the policy's lifetime. Its
+// errors quote s as written ("ttl 9000h: ..."), not as Go prints it.
+func ParseTTL(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if last := s[len(s)-1]; err != nil || ('0' <= last && last <= '9') {
+		// A bare number parses as nothing ("720" is refused by Go) or, for
+		// "0", as no time at all: either way the unit is what is missing.
+		return 0, fmt.Errorf("%w ttl %q: want a duration with a unit between 1h and 8760h, such as 720h", ErrInvalid, s)
+	}
+	return d, validTTL(d, s)
 }
 
 // allocTx runs fn, which allocates (X, E), in a write transaction that
@@ -238,6 +288,9 @@ func (s *Store) insertBinding(ctx context.Context, tx *txn, b *Binding) error {
 	}
 	if n == 0 {
 		return fmt.Errorf("merchant %s: %w", b.Merchant, ErrNotFound)
+	}
+	if err := checkNotHost(ctx, tx, b.Consignee); err != nil {
+		return err
 	}
 	// Bindings of this order that have ended free the order for a new one.
 	if _, err := tx.ExecContext(ctx, `UPDATE bindings SET closed = 1
@@ -268,7 +321,8 @@ func (s *Store) insertBinding(ctx context.Context, tx *txn, b *Binding) error {
 }
 
 func isSentinel(err error) bool {
-	for _, e := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrNotShipped, ErrPoolExhausted, ErrEnded, ErrCDRFinished} {
+	for _, e := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrNotShipped, ErrPoolExhausted, ErrEnded, ErrCDRFinished,
+		ErrInUse} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -71,9 +71,14 @@ const lastCallers = 20
 // by its stored kind, or CallerUnknown when there is none. A call back
 // dials it, so a caller that does not have the shape of its kind (text
 // written before callers were validated) is passed over rather than
-// dialled.
+// dialled. An account that was removed since is CallerUnknown, so that
+// the call goes to the merchant's accounts: its name may even belong to
+// another merchant by now, whose softphone must never ring for this
+// consignee.
 func (s *Store) lastCaller(ctx context.Context, id string) (string, callrec.CallerKind, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT caller, caller_kind FROM cdrs
+	rows, err := s.db.QueryContext(ctx, `SELECT caller, caller_kind,
+			(SELECT COUNT(*) FROM accounts a WHERE a."user" = cdrs.caller AND a.merchant = cdrs.merchant)
+		FROM cdrs
 		WHERE binding_id = ? AND direction = ? AND answered_at IS NOT NULL AND caller <> ''
 			AND caller_kind IN (?, ?)
 		ORDER BY started_at DESC LIMIT ?`,
@@ -85,12 +90,16 @@ func (s *Store) lastCaller(ctx context.Context, id string) (string, callrec.Call
 	for rows.Next() {
 		var caller string
 		var kind callrec.CallerKind
-		if err := rows.Scan(&caller, &kind); err != nil {
+		var live int
+		if err := rows.Scan(&caller, &kind, &live); err != nil {
 			return "", callrec.CallerUnknown, err
 		}
 		switch kind {
 		case callrec.CallerAccount:
 			if userRe.MatchString(caller) {
+				if live == 0 {
+					return "", callrec.CallerUnknown, nil
+				}
 				return caller, kind, nil
 			}
 		case callrec.CallerNumber:

@@ -25,6 +25,9 @@ var (
 	// ErrEnded reports an attempt to release or renew a binding that has
 	// already expired or been released.
 	ErrEnded = errors.New("binding already ended")
+	// ErrInUse reports a host number that cannot leave the pool yet: it
+	// carries bindings that are active or in quarantine.
+	ErrInUse = errors.New("still in use")
 	// ErrUnsupportedDriver reports a store driver this build does not have.
 	ErrUnsupportedDriver = errors.New("driver not built in this version")
 )

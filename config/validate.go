@@ -63,7 +63,7 @@ func (k *keyProblems) bad(key, format string, args ...any) {
 // positive notes key's duration d unless it is positive.
 func (k *keyProblems) positive(key string, d time.Duration) {
 	if d <= 0 {
-		k.bad(key, "must be a positive duration, got %s", d)
+		k.bad(key, "must be a positive duration, got %s", FormatDuration(d))
 	}
 }
 
@@ -166,7 +166,7 @@ func (c *Config) validateTrunk(k *keyProblems) {
 // validateLifetimes checks the binding and calls sections.
 func (c *Config) validateLifetimes(k *keyProblems) {
 	if c.Binding.TTL < time.Hour || c.Binding.TTL > 8760*time.Hour { // SPEC §5; binding.MinTTL, MaxTTL
-		k.bad("binding.ttl", "must lie between 1h and 8760h (365 days), got %s", c.Binding.TTL)
+		k.bad("binding.ttl", "must lie between 1h and 8760h (365 days), got %s", FormatDuration(c.Binding.TTL))
 	}
 	k.positive("binding.quarantine", c.Binding.Quarantine)
 	k.positive("calls.ring_timeout", c.Calls.RingTimeout)

@@ -12,12 +12,18 @@ var netipZero netip.AddrPort
 
 // formatNumber renders B (stored as E.164) for leg B's Request-URI per
 // trunk.number_format: national (13800138000) or e164 (+8613800138000).
+// A mainland fixed line is dialled nationally with its trunk prefix 0
+// before the area code (+861062345678 → 01062345678); mobile numbers,
+// which all start with 1, have none.
 func formatNumber(e164, format string) string {
 	if format == "e164" {
 		return e164
 	}
-	if strings.HasPrefix(e164, "+86") {
-		return e164[3:]
+	if national, ok := strings.CutPrefix(e164, "+86"); ok {
+		if strings.HasPrefix(national, "1") && len(national) == 11 {
+			return national
+		}
+		return "0" + national
 	}
 	return strings.TrimPrefix(e164, "+")
 }

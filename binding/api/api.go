@@ -81,6 +81,13 @@ var routes = []route{
 	{method: http.MethodPost, path: "/v1/merchants/{id}/accounts", handle: (*server).addAccount},
 	{method: http.MethodPost, path: "/v1/numbers", handle: (*server).addNumbers},
 	{method: http.MethodGet, path: "/v1/numbers", handle: (*server).listNumbers},
+	// Day-two administration (admin.go).
+	{method: http.MethodGet, path: "/v1/merchants", handle: (*server).listMerchants},
+	{method: http.MethodGet, path: "/v1/merchants/{id}", handle: (*server).getMerchant},
+	{method: http.MethodGet, path: "/v1/merchants/{id}/accounts", handle: (*server).listAccounts},
+	{method: http.MethodPut, path: "/v1/merchants/{id}/accounts/{user}/password", handle: (*server).setPassword},
+	{method: http.MethodDelete, path: "/v1/merchants/{id}/accounts/{user}", handle: (*server).removeAccount},
+	{method: http.MethodDelete, path: "/v1/numbers/{x}", handle: (*server).removeNumber},
 	{method: http.MethodPost, path: "/v1/bindings", handle: (*server).createBinding},
 	{method: http.MethodGet, path: "/v1/bindings", handle: (*server).listBindings},
 	{method: http.MethodGet, path: "/v1/bindings/{id}", handle: (*server).getBinding},

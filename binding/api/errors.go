@@ -42,7 +42,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, binding.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, binding.ErrExists), errors.Is(err, binding.ErrEnded):
+	case errors.Is(err, binding.ErrExists), errors.Is(err, binding.ErrEnded), errors.Is(err, binding.ErrInUse):
 		return http.StatusConflict
 	case errors.Is(err, binding.ErrInvalid), errors.Is(err, binding.ErrNotShipped):
 		return http.StatusUnprocessableEntity

@@ -101,18 +101,9 @@ func checkQuery(r *http.Request, allowed ...string) error {
 	return nil
 }
 
-// parseTTL reads an optional lifetime such as "720h" or "90m"; its range
-// (binding.ValidTTL) is the store's to check, for the CLI's sake too.
-func parseTTL(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%w ttl %q: want a duration between 1h and 8760h such as 720h", binding.ErrInvalid, s)
-	}
-	return d, nil
-}
+// parseTTL reads an optional lifetime such as "720h" or "90m" and checks
+// its range, quoting it as the client wrote it (binding.ParseTTL).
+func parseTTL(s string) (time.Duration, error) { return binding.ParseTTL(s) }
 
 // wantsCSV reports whether the Accept header prefers text/csv to JSON
 // (RFC 9110 §12.5.1, by q-value; JSON wins ties and is the default).

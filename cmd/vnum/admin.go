@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 )
 
 func newMerchantCmd() *cobra.Command {
@@ -29,42 +31,162 @@ func newMerchantCmd() *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&name, "name", "", "display `NAME` of the merchant")
-	cmd.AddCommand(add)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the merchants with their accounts and active bindings",
+		Args:  cobra.NoArgs,
+	}
+	listFormat := addFormatFlag(list)
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*listFormat); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			ms, err := s.ListMerchants(ctx)
+			if err != nil {
+				return err
+			}
+			return merchantRecords(ms, false).print(cmd.OutOrStdout(), *listFormat)
+		})
+	}
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a merchant with its accounts and active bindings",
+		Args:  cobra.ExactArgs(1),
+	}
+	showFormat := addFormatFlag(show)
+	show.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkFormat(*showFormat); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			m, err := s.MerchantSummary(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return merchantRecords([]binding.MerchantSummary{m}, true).print(cmd.OutOrStdout(), *showFormat)
+		})
+	}
+	cmd.AddCommand(add, list, show)
 	return cmd
 }
 
 func newAccountCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "account", Short: "Manage merchants' SIP accounts"}
-	var password string
-	var fromStdin bool
-	add := &cobra.Command{
+	cmd.AddCommand(newAccountAddCmd(), newAccountListCmd(), newAccountPasswordCmd(), newAccountRemoveCmd())
+	return cmd
+}
+
+func newAccountAddCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "add MERCHANT USER --password P",
 		Short: "Add a SIP login for a merchant (only digest hashes are stored)",
 		Args:  cobra.ExactArgs(2),
+	}
+	password := addPasswordFlags(cmd, "SIP digest password `P`")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		pw, err := password(cmd)
+		if err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			if err := s.AddAccount(ctx, args[0], args[1], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "account %s added for merchant %s (realm %s)\n", args[1], args[0], binding.Realm)
+			return nil
+		})
+	}
+	return cmd
+}
+
+func newAccountListCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list MERCHANT",
+		Short: "List a merchant's SIP logins (never their passwords or hashes)",
+		Args:  cobra.ExactArgs(1),
+	}
+	format := addFormatFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkFormat(*format); err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			as, err := s.ListAccounts(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return accountRecords(as).print(cmd.OutOrStdout(), *format)
+		})
+	}
+	return cmd
+}
+
+func newAccountPasswordCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "password MERCHANT USER --password P",
+		Short: "Change a SIP login's password; its next request needs the new one",
+		Args:  cobra.ExactArgs(2),
+	}
+	password := addPasswordFlags(cmd, "the new SIP digest password `P`")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		pw, err := password(cmd)
+		if err != nil {
+			return err
+		}
+		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			if err := s.SetPassword(ctx, args[0], args[1], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "password of account %s (merchant %s) changed; "+
+				"its softphone must register again with the new one\n", args[1], args[0])
+			return nil
+		})
+	}
+	return cmd
+}
+
+func newAccountRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove MERCHANT USER",
+		Short: "Remove a SIP login; its next request is refused (calls in progress go on)",
+		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if fromStdin {
-				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if err != nil && line == "" {
-					return fmt.Errorf("%w: --password-stdin: no password on standard input", errUsage)
-				}
-				password = strings.TrimRight(line, "\r\n")
-			}
-			if password == "" {
-				return fmt.Errorf("%w: --password or --password-stdin is required", errUsage)
-			}
 			return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-				if err := s.AddAccount(ctx, args[0], args[1], password); err != nil {
+				if err := s.RemoveAccount(ctx, args[0], args[1]); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "account %s added for merchant %s (realm %s)\n", args[1], args[0], binding.Realm)
+				fmt.Fprintf(cmd.OutOrStdout(), "account %s of merchant %s removed\n", args[1], args[0])
 				return nil
 			})
 		},
 	}
-	add.Flags().StringVar(&password, "password", "", "SIP digest password `P`")
-	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
-	cmd.AddCommand(add)
-	return cmd
+}
+
+// addPasswordFlags adds --password and --password-stdin to cmd and
+// returns what reads the password they give. Reading it from standard
+// input keeps it out of the shell's history and the process list.
+func addPasswordFlags(cmd *cobra.Command, usage string) func(*cobra.Command) (string, error) {
+	var password string
+	var fromStdin bool
+	cmd.Flags().StringVar(&password, "password", "", usage)
+	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
+	return func(cmd *cobra.Command) (string, error) {
+		if fromStdin && cmd.Flags().Changed("password") {
+			return "", fmt.Errorf("%w: give --password or --password-stdin, not both", errUsage)
+		}
+		if fromStdin {
+			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+			if err != nil && line == "" {
+				return "", fmt.Errorf("%w: --password-stdin: no password on standard input", errUsage)
+			}
+			password = strings.TrimRight(line, "\r\n")
+		}
+		if password == "" {
+			return "", fmt.Errorf("%w: --password or --password-stdin is required", errUsage)
+		}
+		return password, nil
+	}
 }
 
 func newNumberCmd() *cobra.Command {
@@ -101,6 +223,47 @@ func newNumberCmd() *cobra.Command {
 			return numberRecords(ns).print(cmd.OutOrStdout(), *format)
 		})
 	}
-	cmd.AddCommand(add, list)
+	remove := &cobra.Command{
+		Use:   "remove X",
+		Short: "Take a host number out of the pool once no binding on it is active or in quarantine",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h, err := binding.NormaliseHost(args[0])
+			if err != nil {
+				return err
+			}
+			return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+				if err := s.RemoveNumber(ctx, h); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "number %s removed from the pool\n", h)
+				return nil
+			})
+		},
+	}
+	cmd.AddCommand(add, list, remove)
 	return cmd
+}
+
+// merchantRecords prints merchants with their counts. one selects a JSON
+// object instead of an array.
+func merchantRecords(ms []binding.MerchantSummary, one bool) records {
+	r := records{header: []string{"id", "name", "created_at", "accounts", "active_bindings"}, json: nonNil(ms)}
+	if one && len(ms) == 1 {
+		r.json = ms[0]
+	}
+	for _, m := range ms {
+		r.rows = append(r.rows, []string{m.ID, m.Name, callrec.FormatTime(m.CreatedAt), strconv.Itoa(m.Accounts),
+			strconv.Itoa(m.ActiveBindings)})
+	}
+	return r
+}
+
+// accountRecords prints SIP logins: names and state, never secrets.
+func accountRecords(as []binding.AccountInfo) records {
+	r := records{header: []string{"user", "merchant", "created_at", "registered"}, json: nonNil(as)}
+	for _, a := range as {
+		r.rows = append(r.rows, []string{a.User, a.Merchant, callrec.FormatTime(a.CreatedAt), strconv.FormatBool(a.Registered)})
+	}
+	return r
 }

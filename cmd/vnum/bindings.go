@@ -19,6 +19,7 @@ func newBindingCmd() *cobra.Command {
 
 func newBindingCreateCmd() *cobra.Command {
 	var req binding.CreateRequest
+	var ttl string
 	cmd := &cobra.Command{
 		Use:   "create --merchant M --order O --consignee B --order-status S [--ttl 720h]",
 		Short: "Give a shipped order a virtual number",
@@ -28,7 +29,7 @@ func newBindingCreateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&req.Order, "order", "", "order `O`")
 	cmd.Flags().StringVar(&req.Consignee, "consignee", "", "consignee number `B` (mobile or E.164); never printed")
 	cmd.Flags().StringVar(&req.OrderStatus, "order-status", "", "order status `S`: shipped, delivered or after_sale")
-	cmd.Flags().DurationVar(&req.TTL, "ttl", 0, "lifetime (default binding.ttl)")
+	cmd.Flags().StringVar(&ttl, "ttl", "", "lifetime, 1h to 8760h (default binding.ttl)")
 	for _, f := range []string{"merchant", "order", "consignee", "order-status"} {
 		if err := cmd.MarkFlagRequired(f); err != nil {
 			panic(err) // the flag names above are constants
@@ -39,6 +40,11 @@ func newBindingCreateCmd() *cobra.Command {
 		if err := checkFormat(*format); err != nil {
 			return err
 		}
+		d, err := binding.ParseTTL(ttl)
+		if err != nil {
+			return err
+		}
+		req.TTL = d
 		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
 			b, err := s.CreateBinding(ctx, req, time.Now())
 			if err != nil {
@@ -112,20 +118,24 @@ func newBindingReleaseCmd() *cobra.Command {
 }
 
 func newBindingRenewCmd() *cobra.Command {
-	var ttl time.Duration
+	var ttl string
 	cmd := &cobra.Command{
 		Use:   "renew ID [--ttl 720h]",
 		Short: "Give the binding's order a new virtual number, ending the old one",
 		Args:  cobra.ExactArgs(1),
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default binding.ttl)")
+	cmd.Flags().StringVar(&ttl, "ttl", "", "lifetime, 1h to 8760h (default binding.ttl)")
 	format := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkFormat(*format); err != nil {
 			return err
 		}
+		d, err := binding.ParseTTL(ttl)
+		if err != nil {
+			return err
+		}
 		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			b, err := s.Renew(ctx, args[0], ttl, time.Now())
+			b, err := s.Renew(ctx, args[0], d, time.Now())
 			if err != nil {
 				return err
 			}

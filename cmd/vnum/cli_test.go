@@ -89,7 +89,8 @@ func TestEveryCommandRefusesBadUsage(t *testing.T) {
 	_, err := os.Stat(dsn)
 	require.ErrorIs(t, err, os.ErrNotExist, "a refused command created the store")
 
-	requireOneLineError(t, []string{"merchant", "list"}, `unknown command "list" for "vnum merchant" (want add)`)
+	requireOneLineError(t, []string{"merchant", "lst"}, `unknown command "lst" for "vnum merchant" (did you mean list?)`)
+	requireOneLineError(t, []string{"merchant", "remove", "m1"}, `unknown command "remove" for "vnum merchant" (want add, list, show)`)
 	requireOneLineError(t, []string{"binding", "relase", "b_1"}, "did you mean release?")
 	requireOneLineError(t, nil, `"vnum" needs a subcommand`)
 	requireOneLineError(t, []string{"bill", "--merchant", "m1"}, `bill: required flag(s) "month" not set (usage: vnum bill`)
@@ -210,7 +211,7 @@ func TestServeRefusesMediaIP(t *testing.T) {
 func TestDemoRefusesNonsenseFlags(t *testing.T) {
 	requireOneLineError(t, []string{"demo", "--talk", "-1s"}, "--talk -1s: want a duration from 1s to 10m")
 	requireOneLineError(t, []string{"demo", "--talk", "0s"}, "--talk 0s")
-	requireOneLineError(t, []string{"demo", "--talk", "2h"}, "--talk 2h0m0s")
+	requireOneLineError(t, []string{"demo", "--talk", "2h"}, "--talk 2h: want a duration from 1s to 10m")
 	requireOneLineError(t, []string{"demo", "--lang", "fr"}, `--lang "fr": want zh or en`)
 }
 

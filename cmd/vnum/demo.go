@@ -66,7 +66,7 @@ func checkDemoFlags(lang string, talk time.Duration) error {
 		return fmt.Errorf("%w: --lang %q: want zh or en", errUsage, lang)
 	}
 	if talk < minDemoTalk || talk > maxDemoTalk {
-		return fmt.Errorf("%w: --talk %s: want a duration from %s to %s", errUsage, talk,
+		return fmt.Errorf("%w: --talk %s: want a duration from %s to %s", errUsage, config.FormatDuration(talk),
 			config.FormatDuration(minDemoTalk), config.FormatDuration(maxDemoTalk))
 	}
 	return nil
