@@ -37,6 +37,7 @@ const (
 	DefaultIVRAnswer           = AnswerAnswer
 	DefaultIVRLanguage         = "zh"
 	DefaultTrunkOutbound       = ""
+	DefaultTrunkKeepalive      = 30 * time.Second
 	DefaultTrunkUsername       = ""
 	DefaultTrunkPassword       = ""
 	DefaultTrunkNumberFormat   = NumberFormatNational
@@ -172,6 +173,10 @@ type IVR struct {
 type Trunk struct {
 	// Outbound is the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp.
 	Outbound string `mapstructure:"outbound"`
+	// Keepalive is how often an OPTIONS goes to Outbound; three
+	// unanswered in a row count the trunk down (/readyz, vnum_trunk_up,
+	// a WARN line). Zero sends none.
+	Keepalive time.Duration `mapstructure:"keepalive"`
 	// Username is the digest user if the carrier challenges.
 	Username string `mapstructure:"username"`
 	// Password is the digest password if the carrier challenges; a secret.
@@ -265,6 +270,7 @@ func defaults() map[string]any {
 		"ivr.answer":                  DefaultIVRAnswer,
 		"ivr.language":                DefaultIVRLanguage,
 		"trunk.outbound":              DefaultTrunkOutbound,
+		"trunk.keepalive":             DefaultTrunkKeepalive,
 		"trunk.username":              DefaultTrunkUsername,
 		"trunk.password":              DefaultTrunkPassword,
 		"trunk.inbound_cidrs":         []string{},
@@ -317,6 +323,7 @@ func Default() *Config {
 		},
 		Trunk: Trunk{
 			Outbound:     DefaultTrunkOutbound,
+			Keepalive:    DefaultTrunkKeepalive,
 			Username:     DefaultTrunkUsername,
 			Password:     DefaultTrunkPassword,
 			InboundCIDRs: []string{},

@@ -150,6 +150,9 @@ func (c *Config) validateTrunk(k *keyProblems) {
 	if o := c.Trunk.Outbound; o != "" && !strings.HasPrefix(o, "sip:") && !strings.HasPrefix(o, "sips:") {
 		k.bad("trunk.outbound", "must be a sip: or sips: URI, got %q", o)
 	}
+	if d := c.Trunk.Keepalive; d != 0 && d < time.Second {
+		k.bad("trunk.keepalive", "got %s, want 0 (no keepalives) or at least 1s", FormatDuration(d))
+	}
 	if c.Trunk.Password != "" && c.Trunk.Username == "" {
 		k.bad("trunk.username", "must be set when trunk.password is")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -357,7 +358,12 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	default:
 		r, status = reasonTrunkFailed, sip.StatusRequestTimeout
 	}
-	c.log.Info("leg B failed", "status", status, "reason", r.Error())
+	c.s.legBFailed.add(status)
+	level := slog.LevelInfo // B's own answer: busy, no answer, a refusal
+	if r == reasonTrunkFailed {
+		level = slog.LevelWarn // the carrier failed: the operator's concern
+	}
+	c.log.Log(c.ctx, level, "leg B failed", "status", status, "reason", r.Error())
 	c.log.Debug("leg B failed", "error", err)
 	c.cdr.SIPStatus = status
 	prompt := "unavailable"

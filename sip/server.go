@@ -61,8 +61,12 @@ type Options struct {
 
 	// TrunkOutbound is the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp.
 	TrunkOutbound string
-	TrunkUsername string
-	TrunkPassword string
+	// TrunkKeepalive is how often an OPTIONS goes to TrunkOutbound;
+	// trunkMissesDown unanswered in a row count the trunk down. Zero
+	// sends none.
+	TrunkKeepalive time.Duration
+	TrunkUsername  string
+	TrunkPassword  string
 	// InboundCIDRs are the trunk's source networks: their INVITEs are PSTN calls.
 	InboundCIDRs []netip.Prefix
 	// NumberFormat is "national" or "e164" for B in leg B's Request-URI.
@@ -146,6 +150,10 @@ type Server struct {
 	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
 	parser    *sip.Parser // for the INVITEs shedAtRead answers
 
+	trunkHealth   *trunkWatch // the outbound trunk's keepalives
+	stopKeepalive context.CancelFunc
+	legBFailed    legBFailureCounts // leg B's failures by status
+
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
 	panics          atomic.Int64
@@ -183,9 +191,10 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		live:   newRegistry(),
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 
-		admission: newAdmission(opts),
-		queue:     newQueueDelay(opts.Now),
-		parser:    lwsTolerantParser(),
+		admission:   newAdmission(opts),
+		queue:       newQueueDelay(opts.Now),
+		trunkHealth: newTrunkWatch(),
+		parser:      lwsTolerantParser(),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
 	if opts.TrunkOutbound != "" {
@@ -257,6 +266,11 @@ func (s *Server) Start(ctx context.Context) error {
 	// trunk.outbound's host is looked up now, so that the first call does
 	// not wait for DNS.
 	go s.trunkDest()
+	keepCtx, stopKeep := context.WithCancel(ctx)
+	s.stopKeepalive = stopKeep
+	if s.trunkHost != "" && s.opts.TrunkKeepalive > 0 {
+		go s.keepTrunkAlive(keepCtx, s.opts.TrunkKeepalive)
+	}
 	go func() {
 		<-ctx.Done()
 		s.Close()
@@ -458,6 +472,9 @@ func (s *Server) dialogFor(req *sip.Request) *sipgo.DialogUA {
 // Close stops the listeners and the user agent; calls in progress are not
 // drained (see Shutdown).
 func (s *Server) Close() {
+	if s.stopKeepalive != nil {
+		s.stopKeepalive()
+	}
 	for _, l := range s.listeners {
 		if err := l.closer.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.log.Debug("closing listener", "error", err)

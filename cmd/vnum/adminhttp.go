@@ -53,6 +53,10 @@ type callStats struct {
 	// relay returns the RTP packets the media relay has read, relayed and
 	// dropped by reason.
 	relay func() media.RelayCounts
+	// trunkUp says whether the outbound trunk answers its keepalives.
+	trunkUp func() (bool, string)
+	// legBFailures returns leg B's failed attempts by final status.
+	legBFailures func() map[string]int64
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -109,6 +113,26 @@ func newMetrics(stats callStats) (http.Handler, error) {
 	if stats.relay != nil {
 		cs = append(cs, newRelayCollector(stats.relay))
 	}
+	if stats.trunkUp != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "trunk_up",
+			Help: "1 while the outbound trunk answers its OPTIONS keepalives, 0 after three in a row went unanswered.",
+		}, func() float64 {
+			if up, _ := stats.trunkUp(); up {
+				return 1
+			}
+			return 0
+		}))
+	}
+	if stats.legBFailures != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_leg_b_failures_total",
+				"Calls to the consignee (or a callback's party) that did not connect, by the final status leg B ended with "+
+					"(408: nothing answered within calls.ring_timeout; 503: the trunk could not be reached).",
+				[]string{"status"}, nil),
+			counts: stats.legBFailures,
+		})
+	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -117,9 +141,10 @@ func newMetrics(stats callStats) (http.Handler, error) {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil
 }
 
-// refusedCollector reads vnum_calls_refused_total{reason} from the SIP
-// server's counts at each scrape: the counts live where the refusals
-// happen, and a scrape copies them.
+// refusedCollector reads a counter with one label from the SIP server's
+// counts at each scrape (vnum_calls_refused_total{reason},
+// vnum_leg_b_failures_total{status}): the counts live where they happen,
+// and a scrape copies them.
 type refusedCollector struct {
 	desc   *prometheus.Desc
 	counts func() map[string]int64

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/sipua"
 )
 
 const adminToken = "admin-token-for-tests-0123456789"
@@ -211,12 +213,17 @@ func TestAdminMatchesCLI(t *testing.T) {
 }
 
 // TestServeWithAdmin runs `vnum serve` in process: the admin API comes up
-// with the node, reports it ready, and goes away on shutdown.
+// with the node, reports it ready, not ready while the outbound trunk
+// leaves its keepalives unanswered, and goes away on shutdown.
 func TestServeWithAdmin(t *testing.T) {
 	t.Parallel()
 	c := adminConfig(t)
 	c.SIP.Listen = []string{"udp://127.0.0.1:0"}
-	var err error
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(carrier.Close)
+	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
+	c.Trunk.Keepalive = time.Second
 	require.NoError(t, c.Validate()) // no call is placed: its RTP range is never used
 
 	var logs lockedBuffer
@@ -244,6 +251,19 @@ func TestServeWithAdmin(t *testing.T) {
 	status, body = get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, body, "vnum_calls_active 0")
+	require.Contains(t, body, "vnum_trunk_up 1")
+
+	// The carrier goes away: three keepalives later the node is not ready,
+	// and says why.
+	carrier.Close()
+	require.Eventually(t, func() bool {
+		status, body = get(t, url+"/readyz", "")
+		return status == http.StatusServiceUnavailable
+	}, 30*time.Second, 100*time.Millisecond)
+	require.Contains(t, body, "trunk down")
+	_, body = get(t, url+"/metrics", "")
+	require.Contains(t, body, "vnum_trunk_up 0")
+	require.Contains(t, logs.String(), `"level":"WARN","msg":"trunk down: keepalives unanswered"`)
 
 	cancel()
 	select {
@@ -254,6 +274,15 @@ func TestServeWithAdmin(t *testing.T) {
 	}
 	_, err = http.Get(url + "/healthz")
 	require.Error(t, err, "the admin API stops with serve")
+}
+
+// TestServeNeedsTrunk: serve without trunk.outbound would fail every
+// call at leg B; it refuses to start, with one line naming the key.
+func TestServeNeedsTrunk(t *testing.T) {
+	dsn := useTempStore(t)
+	requireOneLineError(t, []string{"serve"}, "trunk.outbound: empty; serve needs the carrier's SIP URI")
+	_, err := os.Stat(dsn)
+	require.ErrorIs(t, err, os.ErrNotExist, "refused before the store was made")
 }
 
 // logField returns field of the first JSON log line with message msg.

@@ -28,6 +28,9 @@ func newServeCmd() *cobra.Command {
 	}
 }
 
+// errNoTrunk refuses to serve without an outbound trunk.
+var errNoTrunk = errors.New("trunk.outbound: empty; serve needs the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp")
+
 // node is a running vnum: store, media ports and SIP server.
 type node struct {
 	store *binding.Store
@@ -109,7 +112,8 @@ func checkMediaIP(m config.Media) error {
 func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
-		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts}
+		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
+		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures}
 }
 
 // stop drains the calls in progress (SPEC §8) and closes the store.
@@ -128,6 +132,10 @@ func (n *node) close() {
 // serve runs a node until ctx ends (SIGTERM/SIGINT), then drains it.
 // ready, when not nil, is called once the node listens.
 func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*node)) error {
+	if c.Trunk.Outbound == "" {
+		// Every call would fail at leg B: refuse at once, not silently.
+		return errNoTrunk
+	}
 	n, err := startNode(ctx, c, log, false)
 	if err != nil {
 		return err
@@ -140,6 +148,9 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 			if !n.sip.Listening() {
 				return errors.New("sip: not listening")
 			}
+			if up, why := n.sip.TrunkUp(); !up {
+				return fmt.Errorf("trunk down: %s", why)
+			}
 			return nil
 		},
 		n.stats(), log)
@@ -147,7 +158,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		n.stop(context.Background())
 		return err
 	}
-	log.Info("vnum serving", "udp", n.sip.Addr("udp"), "tcp", n.sip.Addr("tcp"), "tls", n.sip.Addr("tls"),
+	log.Info("vnum serving", "version", versionLine(), "node", nodeID(c), "udp", n.sip.Addr("udp"), "tcp", n.sip.Addr("tcp"), "tls", n.sip.Addr("tls"),
 		"media", c.Media.IP, "rtp_ports", c.Media.RTPPorts, "store", c.Store.Driver, "admin", adminAddr)
 	if ready != nil {
 		ready(n)
@@ -190,6 +201,7 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		AnswerMode:        c.IVR.Answer,
 		Language:          c.IVR.Language,
 		TrunkOutbound:     c.Trunk.Outbound,
+		TrunkKeepalive:    c.Trunk.Keepalive,
 		TrunkUsername:     c.Trunk.Username,
 		TrunkPassword:     c.Trunk.Password,
 		InboundCIDRs:      cidrs,

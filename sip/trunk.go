@@ -1,0 +1,173 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// trunkMissesDown is how many keepalives in a row the outbound trunk may
+// leave unanswered before it counts as down.
+const trunkMissesDown = 3
+
+// maxKeepaliveWait bounds how long one keepalive waits for its answer:
+// an OPTIONS over UDP would otherwise retransmit for 32 s (Timer F),
+// longer than the keepalive's period.
+const maxKeepaliveWait = 5 * time.Second
+
+// trunkWatch is the outbound trunk's health as vnum sees it: OPTIONS sent
+// every keepalive period (RFC 3261 §11; any final response, even a
+// refusal, says the carrier is there), and the trunk counted down after
+// trunkMissesDown in a row went unanswered. An operator hears of it three
+// ways: /readyz, the vnum_trunk_up metric, and one WARN line when it goes
+// down and one when it comes back.
+type trunkWatch struct {
+	up atomic.Bool
+
+	mu        sync.Mutex
+	misses    int
+	lastErr   error
+	downSince time.Time
+}
+
+func newTrunkWatch() *trunkWatch {
+	w := &trunkWatch{}
+	w.up.Store(true) // until keepalives say otherwise
+	return w
+}
+
+// answered takes one keepalive's outcome (err nil: a response came) and
+// reports whether the trunk went down or came back with it.
+func (w *trunkWatch) answered(err error, now time.Time) (wentDown, cameBack bool, misses int, downFor time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil {
+		w.misses, w.lastErr = 0, nil
+		if !w.up.Load() {
+			w.up.Store(true)
+			return false, true, 0, now.Sub(w.downSince)
+		}
+		return false, false, 0, 0
+	}
+	w.misses++
+	w.lastErr = err
+	if w.misses >= trunkMissesDown && w.up.Load() {
+		w.up.Store(false)
+		w.downSince = now
+		return true, false, w.misses, 0
+	}
+	return false, false, w.misses, 0
+}
+
+// state says whether the trunk is up and, when it is down, why.
+func (w *trunkWatch) state() (bool, string) {
+	if w.up.Load() {
+		return true, ""
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	why := fmt.Sprintf("%d keepalives in a row unanswered since %s", w.misses, w.downSince.UTC().Format(time.RFC3339))
+	if w.lastErr != nil {
+		why += ": " + w.lastErr.Error()
+	}
+	return false, why
+}
+
+// keepTrunkAlive sends the outbound trunk an OPTIONS every period until
+// ctx ends.
+func (s *Server) keepTrunkAlive(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		err := s.pingTrunk(ctx, min(period, maxKeepaliveWait))
+		if ctx.Err() != nil {
+			return
+		}
+		wentDown, cameBack, misses, downFor := s.trunkHealth.answered(err, time.Now())
+		switch {
+		case wentDown:
+			s.log.Warn("trunk down: keepalives unanswered", "trunk", s.opts.TrunkOutbound, "misses", misses, "error", err)
+		case cameBack:
+			s.log.Warn("trunk up again", "trunk", s.opts.TrunkOutbound, "down_for", downFor.Round(time.Second).String())
+		case err != nil:
+			s.log.Debug("trunk keepalive unanswered", "misses", misses, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// errNoTrunkAnswer is a keepalive that got no response in time.
+var errNoTrunkAnswer = errors.New("no answer to OPTIONS")
+
+// pingTrunk sends one OPTIONS to the outbound trunk and waits up to wait
+// for any final response.
+func (s *Server) pingTrunk(ctx context.Context, wait time.Duration) error {
+	uri := *s.trunk.Clone()
+	uri.User = ""
+	req := sip.NewRequest(sip.OPTIONS, uri)
+	if dest := s.trunkDest(); dest != "" {
+		req.SetDestination(dest)
+	}
+	if tr, ok := s.trunk.UriParams.Get("transport"); ok && tr != "" {
+		req.SetTransport(strings.ToUpper(tr))
+	}
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "vnum", Host: s.host}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(from)
+	req.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	res, err := s.client.Do(ctx, req)
+	switch {
+	case err == nil:
+		s.log.Debug("trunk keepalive", "status", res.StatusCode)
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w within %s", errNoTrunkAnswer, wait)
+	}
+	return err
+}
+
+// TrunkUp reports whether the outbound trunk answers its keepalives
+// (always true when they are off), and why not when it does not.
+func (s *Server) TrunkUp() (bool, string) { return s.trunkHealth.state() }
+
+// legBFailureCounts counts leg B's failures by the status they ended with
+// (vnum_leg_b_failures_total{status}): a carrier's refusals told apart
+// from its outages.
+type legBFailureCounts struct {
+	mu     sync.Mutex
+	counts map[int]int64
+}
+
+func (f *legBFailureCounts) add(status int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.counts == nil {
+		f.counts = make(map[int]int64)
+	}
+	f.counts[status]++
+}
+
+// LegBFailures returns how many leg B attempts failed since the start, by
+// final status as a string ("486", "503", "408" for a ring timeout).
+func (s *Server) LegBFailures() map[string]int64 {
+	s.legBFailed.mu.Lock()
+	defer s.legBFailed.mu.Unlock()
+	out := make(map[string]int64, len(s.legBFailed.counts))
+	for status, n := range s.legBFailed.counts {
+		out[strconv.Itoa(status)] = n
+	}
+	return out
+}
