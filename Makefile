@@ -46,14 +46,14 @@ demo: build
 
 # DEMO_STORE, DEMO_CALLS and the other knobs of the script pass through.
 demo-cluster: build
-	VNUM_BIN=$(CURDIR)/$(BIN) ./scripts/demo-cluster.sh
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) ./scripts/demo-cluster.sh
 
 vet:
 	$(GO) vet ./...
 
 # Unit and end-to-end tests; the packages with concurrency run under the
 # race detector. SIPp and baresip tests skip where the tools are missing,
-# unless VNUM_REQUIRE_SIPP=1 (CI) makes that a failure.
+# unless VNUMTEST_REQUIRE_SIPP=1 (CI) makes that a failure.
 test: vet
 	$(GO) test -race -timeout 15m ./...
 
@@ -73,7 +73,7 @@ STORES_MODE   := $(if $(HAVE_POSTGRES),stores)
 BENCH_MODE ?= $(STORES_MODE) direct ivr overload media $(COMPARE_MODE)
 # results.csv and results.svg go to bin/bench.
 bench-sipp: build
-	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
 
 # A smoke run of the load test for CI (well under a minute): 10 calls/s
 # for 2 s with media, direct and IVR, then 200 calls/s for 2 s against
@@ -82,7 +82,7 @@ bench-sipp: build
 # installed, 10 trunk calls/s for 2 s against vnum and against them.
 bench-smoke: build
 	@[ -n "$(HAVE_KAMAILIO)" ] || echo "bench-smoke: kamailio or rtpengine not installed: the compare step is skipped"
-	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload $(COMPARE_MODE)" BENCH_STRICT=1 \
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload $(COMPARE_MODE)" BENCH_STRICT=1 \
 		BENCH_RATES=10 BENCH_CALLS_FACTOR=2 BENCH_CALL_MS=1000 \
 		BENCH_OVERLOAD_RATE=200 BENCH_OVERLOAD_SECS=2 BENCH_MAX_ACTIVE=20 \
 		./scripts/bench.sh

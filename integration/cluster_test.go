@@ -33,7 +33,7 @@ import (
 // one bill covers them all.
 
 // requireKamailioEnvVar makes a missing Kamailio a failure instead of a skip.
-const requireKamailioEnvVar = "VNUM_REQUIRE_KAMAILIO"
+const requireKamailioEnvVar = "VNUMTEST_REQUIRE_KAMAILIO"
 
 const (
 	// pstnCaller is the calling number of the trunk calls: a valid phone
@@ -72,7 +72,7 @@ func clusterStore(t *testing.T, driver string) (string, string) {
 }
 
 // requireKamailio returns the path of kamailio, or skips the test (fails
-// it when VNUM_REQUIRE_KAMAILIO=1).
+// it when VNUMTEST_REQUIRE_KAMAILIO=1).
 func requireKamailio(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("kamailio")

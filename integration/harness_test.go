@@ -41,7 +41,7 @@ const (
 )
 
 // requireEnvVar makes missing tools a failure instead of a skip.
-const requireEnvVar = "VNUM_REQUIRE_SIPP"
+const requireEnvVar = "VNUMTEST_REQUIRE_SIPP"
 
 var (
 	buildOnce sync.Once
@@ -65,10 +65,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// keepArtifacts copies dir into $VNUM_ITEST_ARTIFACTS/<test name>/ when
+// keepArtifacts copies dir into $VNUMTEST_ARTIFACTS/<test name>/ when
 // the test ends, so that its logs and SIP traces outlive t.TempDir.
 func keepArtifacts(t *testing.T, dir string) {
-	root := os.Getenv("VNUM_ITEST_ARTIFACTS")
+	root := os.Getenv("VNUMTEST_ARTIFACTS")
 	if root == "" {
 		return
 	}
@@ -80,7 +80,7 @@ func keepArtifacts(t *testing.T, dir string) {
 	})
 }
 
-// missing skips the test, or fails it when VNUM_REQUIRE_SIPP=1.
+// missing skips the test, or fails it when VNUMTEST_REQUIRE_SIPP=1.
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
@@ -115,12 +115,12 @@ func requireRawSockets(t *testing.T) {
 // pcapDir is where sip-tester's RTP captures live.
 func pcapDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("VNUM_SIPP_PCAPS")
+	dir := os.Getenv("VNUMTEST_SIPP_PCAPS")
 	if dir == "" {
 		dir = "/usr/share/sip-tester"
 	}
 	if _, err := os.Stat(filepath.Join(dir, "g711a.pcap")); err != nil {
-		missing(t, "sipp's pcaps are not in %s (set VNUM_SIPP_PCAPS): %v", dir, err)
+		missing(t, "sipp's pcaps are not in %s (set VNUMTEST_SIPP_PCAPS): %v", dir, err)
 	}
 	return dir
 }
@@ -143,10 +143,10 @@ func scenarioPath(t *testing.T, name string) string {
 	return p
 }
 
-// vnumBinary builds ./cmd/vnum once per test run (or takes VNUM_BIN).
+// vnumBinary builds ./cmd/vnum once per test run (or takes VNUMTEST_BIN).
 func vnumBinary(t *testing.T) string {
 	t.Helper()
-	if bin := os.Getenv("VNUM_BIN"); bin != "" {
+	if bin := os.Getenv("VNUMTEST_BIN"); bin != "" {
 		abs, err := filepath.Abs(bin)
 		require.NoError(t, err)
 		return abs
