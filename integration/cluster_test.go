@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/internal/pgtest"
+	"github.com/vnum/vnum/internal/testenv"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -32,7 +33,8 @@ import (
 // carrier answering every leg B. SPEC §8: any node can take any call, and
 // one bill covers them all.
 
-// requireKamailioEnvVar makes a missing Kamailio a failure instead of a skip.
+// requireKamailioEnvVar makes a missing Kamailio a failure instead of a
+// skip (testenv.Require also honours the older VNUM_REQUIRE_ name).
 const requireKamailioEnvVar = "VNUMTEST_REQUIRE_KAMAILIO"
 
 const (
@@ -79,7 +81,7 @@ func requireKamailio(t *testing.T) string {
 	if err == nil {
 		return p
 	}
-	if os.Getenv(requireKamailioEnvVar) == "1" {
+	if testenv.Require("KAMAILIO") {
 		t.Fatalf("kamailio is not on PATH (%s=1 makes this a failure; install with apt-get install kamailio)", requireKamailioEnvVar)
 	}
 	t.Skipf("skipping: kamailio is not on PATH (install with apt-get install kamailio; %s=1 turns this skip into a failure)", requireKamailioEnvVar)

@@ -24,6 +24,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/internal/testenv"
 )
 
 // The constants every scenario and test agrees on; uas_carrier.xml
@@ -40,7 +42,8 @@ const (
 	answeredFee = "0.02000"
 )
 
-// requireEnvVar makes missing tools a failure instead of a skip.
+// requireEnvVar makes missing tools a failure instead of a skip
+// (testenv.Require also honours the older VNUM_REQUIRE_ name).
 const requireEnvVar = "VNUMTEST_REQUIRE_SIPP"
 
 var (
@@ -84,7 +87,7 @@ func keepArtifacts(t *testing.T, dir string) {
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(requireEnvVar) == "1" {
+	if testenv.Require("SIPP") {
 		t.Fatalf("%s (%s=1 makes this a failure; CI installs: apt-get install sip-tester baresip)", msg, requireEnvVar)
 	}
 	t.Skipf("skipping: %s (install with apt-get install sip-tester baresip; %s=1 turns this skip into a failure)", msg, requireEnvVar)

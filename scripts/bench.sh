@@ -109,8 +109,8 @@
 #   BENCH_MEDIA_HOLD_S  media: seconds all calls of a level are up (10)
 #   BENCH_APPEND        1: add to BENCH_OUT/results.csv, do not start it
 #                       afresh (the second of two runs, above) (0)
-#   VNUMTEST_BIN            use this vnum binary instead of building one
-#   VNUMTEST_SIPP_PCAPS     folder of sip-tester's pcaps     (/usr/share/sip-tester)
+#   VNUMTEST_BIN        use this vnum binary instead of building one
+#   VNUMTEST_SIPP_PCAPS folder of sip-tester's pcaps     (/usr/share/sip-tester)
 set -euo pipefail
 
 RATES=${BENCH_RATES:-10 20 50 100 200}

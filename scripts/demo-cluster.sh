@@ -31,7 +31,7 @@
 #   DEMO_CALLS   calls per step                            (4)
 #   DEMO_HOLD_MS how long each call stays up, ms           (1000)
 #   DEMO_KEEP    keep the folder and its logs              (0)
-#   VNUMTEST_BIN     use this vnum binary instead of building one
+#   VNUMTEST_BIN use this vnum binary instead of building one
 #
 # Needs kamailio (Debian package kamailio), sipp (sip-tester) and, for
 # DEMO_STORE=postgres, PostgreSQL's server programs (postgresql); it

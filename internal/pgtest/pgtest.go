@@ -31,10 +31,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/vnum/vnum/internal/testenv"
 )
 
 // RequireEnv is the environment variable that turns a missing PostgreSQL
-// into a test failure instead of a skip, when set to "1".
+// into a test failure instead of a skip, when set to "1" (testenv.Require
+// also honours the older VNUM_REQUIRE_ name).
 const RequireEnv = "VNUMTEST_REQUIRE_POSTGRES"
 
 // ErrNoPostgres reports that the PostgreSQL server programs (initdb,
@@ -114,7 +117,7 @@ func DSN(t testing.TB) string {
 // SkipOrFail skips t because of err, or fails it when VNUMTEST_REQUIRE_POSTGRES=1.
 func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv(RequireEnv) == "1" {
+	if testenv.Require("POSTGRES") {
 		t.Fatalf("pgtest: %v (%s=1 requires PostgreSQL)", err, RequireEnv)
 	}
 	t.Skipf("pgtest: %v", err)
