@@ -242,8 +242,7 @@ type Admin struct {
 	PProf bool `mapstructure:"pprof"`
 }
 
-// defaults maps every key to its default; SetDefault on each key is also
-// what lets AutomaticEnv find keys that no file mentions.
+// defaults maps every key to its default.
 func defaults() map[string]any {
 	return map[string]any{
 		"sip.listen":                  DefaultSIPListen(),
@@ -344,16 +343,19 @@ func Default() *Config {
 }
 
 // Load builds the configuration from the defaults, then the YAML file (when
-// file is non-empty), then VNUM_* environment variables. It does not
-// validate; call Validate on the result.
-func Load(file string) (*Config, error) {
+// file is non-empty), then VNUM_* environment variables (the process's,
+// unless WithEnviron gives others). A VNUM_ variable that names no key is
+// refused like an unknown key in the file. Load does not validate; call
+// Validate on the result.
+func Load(file string, opts ...Option) (*Config, error) {
+	o := loadOptions{environ: defaultEnviron}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	v := viper.New()
 	for k, val := range defaults() {
 		v.SetDefault(k, val)
 	}
-	v.SetEnvPrefix(EnvPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
 	if file != "" {
 		if err := checkFile(file); err != nil {
 			return nil, fmt.Errorf("config %s: %w", file, err)
@@ -364,8 +366,13 @@ func Load(file string) (*Config, error) {
 			return nil, fmt.Errorf("config %s: %w", file, err)
 		}
 	}
-	if err := checkEnv(); err != nil {
+	env, err := envValues(o.environ())
+	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	// Set overrides the file and the defaults, as the environment should.
+	for key, val := range env {
+		v.Set(key, val)
 	}
 	var c Config
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
