@@ -54,6 +54,7 @@ const (
 	DefaultStoreDSN            = "vnum.db"
 	DefaultStoreTimeout        = 2 * time.Second
 	DefaultNodeID              = ""
+	DefaultLogLevel            = LogInfo
 	DefaultAdminListen         = "127.0.0.1:8080"
 	DefaultAdminToken          = ""
 	DefaultAdminPProf          = false
@@ -77,6 +78,14 @@ const (
 	DriverSQLite = "sqlite"
 	// DriverPostgres selects the PostgreSQL store.
 	DriverPostgres = "postgres"
+	// LogDebug logs everything, SIP transport details included.
+	LogDebug = "debug"
+	// LogInfo logs calls and the server's life, the default.
+	LogInfo = "info"
+	// LogWarn logs only what needs an operator's eye.
+	LogWarn = "warn"
+	// LogError logs only failures.
+	LogError = "error"
 )
 
 // DefaultSIPListen returns the default sip.listen entries.
@@ -109,6 +118,8 @@ type Config struct {
 	Store Store `mapstructure:"store"`
 	// Node names this node among several sharing one store.
 	Node Node `mapstructure:"node"`
+	// Log configures the process's log.
+	Log Log `mapstructure:"log"`
 	// Admin configures the admin HTTP API.
 	Admin Admin `mapstructure:"admin"`
 }
@@ -232,6 +243,13 @@ type Node struct {
 	ID string `mapstructure:"id"`
 }
 
+// Log is the log section.
+type Log struct {
+	// Level is the least severe level written: "debug", "info", "warn"
+	// or "error"; ParseLogLevel reads it.
+	Level string `mapstructure:"level"`
+}
+
 // Admin is the admin section.
 type Admin struct {
 	// Listen is the admin HTTP API's host:port; empty disables the API.
@@ -282,6 +300,7 @@ func defaults() map[string]any {
 		"store.dsn":                   DefaultStoreDSN,
 		"store.timeout":               DefaultStoreTimeout,
 		"node.id":                     DefaultNodeID,
+		"log.level":                   DefaultLogLevel,
 		"admin.listen":                DefaultAdminListen,
 		"admin.token":                 DefaultAdminToken,
 		"admin.pprof":                 DefaultAdminPProf,
@@ -336,6 +355,7 @@ func Default() *Config {
 		},
 		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN, Timeout: DefaultStoreTimeout},
 		Node:  Node{ID: DefaultNodeID},
+		Log:   Log{Level: DefaultLogLevel},
 		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
 	}
 	c.normalise()

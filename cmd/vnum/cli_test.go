@@ -205,6 +205,7 @@ func TestConfigShowMasksDSNPassword(t *testing.T) {
 		require.Contains(t, out, line)
 	}
 	require.NotContains(t, out, "0m0s")
+	require.Contains(t, out, "\nlog:\n  level: info\n")
 }
 
 // TestServeRefusesMediaIP: an address this host cannot bind is refused at

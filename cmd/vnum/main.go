@@ -46,6 +46,9 @@ func newRootCmd() *cobra.Command {
 			if err := c.Validate(); err != nil {
 				return err
 			}
+			if err := setLogLevel(c.Log.Level); err != nil {
+				return err
+			}
 			cfg = c
 			return nil
 		},
@@ -190,10 +193,28 @@ func oneLine(err error) string {
 	return strings.Join(parts, "; ")
 }
 
+// logLevel is the least severe level the process's log writes (log.level).
+// The handler reads it on every record, so setLogLevel changes it while
+// the server runs, for everything that logs through slog: vnum's own
+// loggers and sipgo's, which are built on the default handler.
+var logLevel slog.LevelVar
+
+// setLogLevel sets the process's log level to level, a value of log.level
+// (debug, info, warn or error).
+func setLogLevel(level string) error {
+	l, err := config.ParseLogLevel(level)
+	if err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	logLevel.Set(l)
+	return nil
+}
+
 // setupLogging makes slog write JSON lines when w is not a terminal (a
-// service manager or a pipe) and text for a person at a terminal.
+// service manager or a pipe) and text for a person at a terminal, at
+// logLevel.
 func setupLogging(w io.Writer) {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if isTerminal(w) {
 		h = slog.NewTextHandler(w, opts)
