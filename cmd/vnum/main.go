@@ -34,10 +34,14 @@ func newRootCmd() *cobra.Command {
 		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// The commands are the ones SPEC §2 lists; a generated completion
-		// command would be one more parent that prints help on a typo.
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		// newCompletionCmd replaces cobra's default completion command, so
+		// that it refuses an unknown shell like every group here.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
+				// The shell asks for completions as the operator types: a
+				// configuration error would be noise on the terminal.
+				return nil
+			}
 			setupLogging(cmd.ErrOrStderr())
 			c, err := config.Load(configFile)
 			if err != nil {
@@ -65,6 +69,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newDemoCmd(),
 		newVersionCmd(),
+		newCompletionCmd(),
 	)
 	root.SetVersionTemplate("vnum {{.Version}}\n")
 	root.SetHelpCommand(newHelpCmd(root))
