@@ -1,7 +1,9 @@
 # vnum — build, test, demo and load-test the virtual-number B2BUA.
 #
 #   make build   build bin/vnum (the default)
-#   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
+#   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local);
+#                it builds only when bin/vnum is missing or older than its
+#                sources, so `make && sudo make install` needs no go for root
 #   make demo    build and run `vnum demo`: the whole call path on loopback
 #   make demo-cluster  two vnum nodes on one store (PostgreSQL; DEMO_STORE=sqlite)
 #                behind Kamailio's dispatcher, calls through it, a node
@@ -32,12 +34,29 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .DEFAULT_GOAL := build
 
+# What bin/vnum is built from: the Go files of the module (tests aside), and
+# the files they embed (migrations, the OpenAPI document, the prompts).
+SOURCES := $(shell find . -path ./bin -prune -o -path ./.git -prune -o -type f \( \
+	-name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \
+	-o -name '*.sql' -o -name openapi.json -o -name '*.wav' \) -print 2>/dev/null)
+
 .PHONY: build install test race demo demo-cluster bench bench-go bench-sipp bench-smoke fuzz vet clean
 
+# go build leaves an up-to-date binary as it is, old time stamp included;
+# the touch tells make it is current.
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
+	@touch $(BIN)
 
-install: build
+$(BIN): $(SOURCES)
+	@command -v $(GO) >/dev/null 2>&1 || { \
+		echo "make: $(BIN) is missing or older than its sources, and $(GO) is not on PATH:" \
+			"run make as the user who builds, then make install" >&2; exit 1; }
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
+	@touch $(BIN)
+
+# Only copies when bin/vnum is current: root's PATH often has no go.
+install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vnum
 
