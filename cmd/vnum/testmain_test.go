@@ -1,7 +1,11 @@
 package main
 
 import (
+	"os"
+	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/internal/pgtest"
 	"github.com/vnum/vnum/internal/testenv"
@@ -14,4 +18,12 @@ import (
 func TestMain(m *testing.M) {
 	testenv.UnsetLegacy()
 	pgtest.Main(m)
+}
+
+// TestNoLegacySwitches: whatever the CI exported, the commands these tests
+// run, and the vnum processes they start, see no VNUM_REQUIRE_ variable.
+func TestNoLegacySwitches(t *testing.T) {
+	for _, kv := range os.Environ() {
+		require.False(t, strings.HasPrefix(kv, "VNUM_REQUIRE_"), "%s is left in the environment", kv)
+	}
 }

@@ -56,23 +56,11 @@ func Require(name string) bool {
 // UnsetLegacy removes every VNUM_REQUIRE_ variable from the process's
 // environment, after this package has read them. A TestMain calls it in a
 // package whose tests load vnum's configuration in process, or start vnum
-// with the test binary's environment.
+// with the test binary's environment (children inherit it as it is then).
 func UnsetLegacy() {
 	for name := range legacy {
 		// Unsetenv fails only on a name the platform cannot hold, which
 		// the environment just gave us.
 		_ = os.Unsetenv(legacyRequirePrefix + name)
 	}
-}
-
-// Environ returns environ without the VNUM_REQUIRE_ variables, for a
-// child vnum process the tests start.
-func Environ(environ []string) []string {
-	out := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, legacyRequirePrefix) {
-			out = append(out, kv)
-		}
-	}
-	return out
 }

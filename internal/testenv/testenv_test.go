@@ -29,11 +29,3 @@ func TestRequire(t *testing.T) {
 	require.False(t, set, "UnsetLegacy leaves %s%s", legacyRequirePrefix, name)
 	require.True(t, Require(name), "read before it was unset")
 }
-
-// TestEnviron: a child's environment loses the older switches only.
-func TestEnviron(t *testing.T) {
-	// The older name is spelt in parts, so that the renaming of the
-	// suite's variables (VNUM_ to VNUMTEST_) can be run again over it.
-	in := []string{"PATH=/bin", legacyRequirePrefix + "SIPP=1", RequireVar("SIPP") + "=1", "VNUM_STORE_DSN=x.db"}
-	require.Equal(t, []string{"PATH=/bin", RequireVar("SIPP") + "=1", "VNUM_STORE_DSN=x.db"}, Environ(in))
-}
