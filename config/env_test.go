@@ -29,10 +29,9 @@ func TestUnknownEnv(t *testing.T) {
 			"config: environment: VNUM_ADMIN_TOKN is not a configuration key (did you mean VNUM_ADMIN_TOKEN?)",
 		},
 		"nothing near": {
-			// A test switch under the old prefix; spelt in parts so
-			// that renaming the suite's variables leaves it alone.
-			[]string{"VNUM_REQUIRE_" + "SIPP=1"},
-			"config: environment: VNUM_REQUIRE_SIPP is not a configuration key (VNUM_ variables set configuration keys only: " +
+			// A test tool's switch under vnum's prefix.
+			[]string{"VNUM_REQUIRE_BARESIP=1"},
+			"config: environment: VNUM_REQUIRE_BARESIP is not a configuration key (VNUM_ variables set configuration keys only: " +
 				"VNUM_ and the key path, e.g. VNUM_STORE_DSN for store.dsn; tools keep theirs under another prefix)",
 		},
 		"a section": {
