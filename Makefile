@@ -1,7 +1,9 @@
 # vnum — build, test, demo and load-test the virtual-number B2BUA.
 #
 #   make build   build bin/vnum (the default)
-#   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
+#   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local);
+#                it builds only when bin/vnum is missing or older than its
+#                sources, so `make && sudo make install` needs no go for root
 #   make demo    build and run `vnum demo`: the whole call path on loopback
 #   make demo-cluster  two vnum nodes on one store (PostgreSQL; DEMO_STORE=sqlite)
 #                behind Kamailio's dispatcher, calls through it, a node
@@ -32,12 +34,29 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .DEFAULT_GOAL := build
 
+# What bin/vnum is built from: the Go files of the module (tests aside), and
+# the files they embed (migrations, the OpenAPI document, the prompts).
+SOURCES := $(shell find . -path ./bin -prune -o -path ./.git -prune -o -type f \( \
+	-name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \
+	-o -name '*.sql' -o -name openapi.json -o -name '*.wav' \) -print 2>/dev/null)
+
 .PHONY: build install test race demo demo-cluster bench bench-go bench-sipp bench-smoke fuzz vet clean
 
+# go build leaves an up-to-date binary as it is, old time stamp included;
+# the touch tells make it is current.
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
+	@touch $(BIN)
 
-install: build
+$(BIN): $(SOURCES)
+	@command -v $(GO) >/dev/null 2>&1 || { \
+		echo "make: $(BIN) is missing or older than its sources, and $(GO) is not on PATH:" \
+			"run make as the user who builds, then make install" >&2; exit 1; }
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vnum
+	@touch $(BIN)
+
+# Only copies when bin/vnum is current: root's PATH often has no go.
+install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vnum
 
@@ -46,14 +65,14 @@ demo: build
 
 # DEMO_STORE, DEMO_CALLS and the other knobs of the script pass through.
 demo-cluster: build
-	VNUM_BIN=$(CURDIR)/$(BIN) ./scripts/demo-cluster.sh
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) ./scripts/demo-cluster.sh
 
 vet:
 	$(GO) vet ./...
 
 # Unit and end-to-end tests; the packages with concurrency run under the
 # race detector. SIPp and baresip tests skip where the tools are missing,
-# unless VNUM_REQUIRE_SIPP=1 (CI) makes that a failure.
+# unless VNUMTEST_REQUIRE_SIPP=1 (CI) makes that a failure.
 test: vet
 	$(GO) test -race -timeout 15m ./...
 
@@ -73,7 +92,7 @@ STORES_MODE   := $(if $(HAVE_POSTGRES),stores)
 BENCH_MODE ?= $(STORES_MODE) direct ivr overload media $(COMPARE_MODE)
 # results.csv and results.svg go to bin/bench.
 bench-sipp: build
-	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
 
 # A smoke run of the load test for CI (well under a minute): 10 calls/s
 # for 2 s with media, direct and IVR, then 200 calls/s for 2 s against
@@ -82,7 +101,7 @@ bench-sipp: build
 # installed, 10 trunk calls/s for 2 s against vnum and against them.
 bench-smoke: build
 	@[ -n "$(HAVE_KAMAILIO)" ] || echo "bench-smoke: kamailio or rtpengine not installed: the compare step is skipped"
-	VNUM_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload $(COMPARE_MODE)" BENCH_STRICT=1 \
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE="direct ivr overload $(COMPARE_MODE)" BENCH_STRICT=1 \
 		BENCH_RATES=10 BENCH_CALLS_FACTOR=2 BENCH_CALL_MS=1000 \
 		BENCH_OVERLOAD_RATE=200 BENCH_OVERLOAD_SECS=2 BENCH_MAX_ACTIVE=20 \
 		./scripts/bench.sh

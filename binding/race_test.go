@@ -21,10 +21,10 @@ import (
 
 // The environment of a racing process (see raceChild).
 const (
-	raceDriverEnv = "VNUM_TEST_RACE_DRIVER"
-	raceDSNEnv    = "VNUM_TEST_RACE_DSN"
-	raceNameEnv   = "VNUM_TEST_RACE_NAME"
-	raceCountEnv  = "VNUM_TEST_RACE_CREATES"
+	raceDriverEnv = "VNUMTEST_RACE_DRIVER"
+	raceDSNEnv    = "VNUMTEST_RACE_DSN"
+	raceNameEnv   = "VNUMTEST_RACE_NAME"
+	raceCountEnv  = "VNUMTEST_RACE_CREATES"
 )
 
 // racePolicy makes a pool of one host small: two-digit extensions, a

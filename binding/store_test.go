@@ -37,7 +37,7 @@ var (
 	sqliteBackend = backend{DriverSQLite, func(t testing.TB) string { return filepath.Join(t.TempDir(), "vnum.db") }}
 	// postgresBackend is a database on the test binary's PostgreSQL
 	// server; without PostgreSQL installed its tests are skipped, unless
-	// VNUM_REQUIRE_POSTGRES=1.
+	// VNUMTEST_REQUIRE_POSTGRES=1.
 	postgresBackend = backend{DriverPostgres, pgtest.DSN}
 )
 

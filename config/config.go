@@ -55,6 +55,7 @@ const (
 	DefaultStoreDSN            = "vnum.db"
 	DefaultStoreTimeout        = 2 * time.Second
 	DefaultNodeID              = ""
+	DefaultLogLevel            = LogInfo
 	DefaultAdminListen         = "127.0.0.1:8080"
 	DefaultAdminToken          = ""
 	DefaultAdminPProf          = false
@@ -78,6 +79,14 @@ const (
 	DriverSQLite = "sqlite"
 	// DriverPostgres selects the PostgreSQL store.
 	DriverPostgres = "postgres"
+	// LogDebug logs everything, SIP transport details included.
+	LogDebug = "debug"
+	// LogInfo logs calls and the server's life, the default.
+	LogInfo = "info"
+	// LogWarn logs only what needs an operator's eye.
+	LogWarn = "warn"
+	// LogError logs only failures.
+	LogError = "error"
 )
 
 // DefaultSIPListen returns the default sip.listen entries.
@@ -110,6 +119,8 @@ type Config struct {
 	Store Store `mapstructure:"store"`
 	// Node names this node among several sharing one store.
 	Node Node `mapstructure:"node"`
+	// Log configures the process's log.
+	Log Log `mapstructure:"log"`
 	// Admin configures the admin HTTP API.
 	Admin Admin `mapstructure:"admin"`
 }
@@ -237,6 +248,13 @@ type Node struct {
 	ID string `mapstructure:"id"`
 }
 
+// Log is the log section.
+type Log struct {
+	// Level is the least severe level written: "debug", "info", "warn"
+	// or "error"; ParseLogLevel reads it.
+	Level string `mapstructure:"level"`
+}
+
 // Admin is the admin section.
 type Admin struct {
 	// Listen is the admin HTTP API's host:port; empty disables the API.
@@ -247,8 +265,7 @@ type Admin struct {
 	PProf bool `mapstructure:"pprof"`
 }
 
-// defaults maps every key to its default; SetDefault on each key is also
-// what lets AutomaticEnv find keys that no file mentions.
+// defaults maps every key to its default.
 func defaults() map[string]any {
 	return map[string]any{
 		"sip.listen":                  DefaultSIPListen(),
@@ -289,6 +306,7 @@ func defaults() map[string]any {
 		"store.dsn":                   DefaultStoreDSN,
 		"store.timeout":               DefaultStoreTimeout,
 		"node.id":                     DefaultNodeID,
+		"log.level":                   DefaultLogLevel,
 		"admin.listen":                DefaultAdminListen,
 		"admin.token":                 DefaultAdminToken,
 		"admin.pprof":                 DefaultAdminPProf,
@@ -344,6 +362,7 @@ func Default() *Config {
 		},
 		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN, Timeout: DefaultStoreTimeout},
 		Node:  Node{ID: DefaultNodeID},
+		Log:   Log{Level: DefaultLogLevel},
 		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
 	}
 	c.normalise()
@@ -351,16 +370,19 @@ func Default() *Config {
 }
 
 // Load builds the configuration from the defaults, then the YAML file (when
-// file is non-empty), then VNUM_* environment variables. It does not
-// validate; call Validate on the result.
-func Load(file string) (*Config, error) {
+// file is non-empty), then VNUM_* environment variables (the process's,
+// unless WithEnviron gives others). A VNUM_ variable that names no key is
+// refused like an unknown key in the file. Load does not validate; call
+// Validate on the result.
+func Load(file string, opts ...Option) (*Config, error) {
+	o := loadOptions{environ: defaultEnviron}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	v := viper.New()
 	for k, val := range defaults() {
 		v.SetDefault(k, val)
 	}
-	v.SetEnvPrefix(EnvPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
 	if file != "" {
 		if err := checkFile(file); err != nil {
 			return nil, fmt.Errorf("config %s: %w", file, err)
@@ -371,8 +393,13 @@ func Load(file string) (*Config, error) {
 			return nil, fmt.Errorf("config %s: %w", file, err)
 		}
 	}
-	if err := checkEnv(); err != nil {
+	env, err := envValues(o.environ())
+	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	// Set overrides the file and the defaults, as the environment should.
+	for key, val := range env {
+		v.Set(key, val)
 	}
 	var c Config
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -47,6 +48,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, "sqlite", c.Store.Driver)
 	require.Equal(t, "vnum.db", c.Store.DSN)
 	require.Equal(t, "127.0.0.1:8080", c.Admin.Listen)
+	require.Equal(t, "info", c.Log.Level)
 }
 
 func TestYAMLFile(t *testing.T) {
@@ -177,6 +179,8 @@ func TestValidateNamesKey(t *testing.T) {
 		"driver":             {func(c *Config) { c.Store.Driver = "mysql" }, "store.driver:"},
 		"dsn":                {func(c *Config) { c.Store.DSN = " " }, "store.dsn:"},
 		"admin listen":       {func(c *Config) { c.Admin.Listen = "8080" }, "admin.listen:"},
+		"log level":          {func(c *Config) { c.Log.Level = "verbose" }, `log.level: want debug, info, warn or error, got "verbose"`},
+		"log level case":     {func(c *Config) { c.Log.Level = "INFO" }, `log.level: want debug, info, warn or error, got "INFO"`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -236,4 +240,32 @@ func TestAdminListenEmptyDisables(t *testing.T) {
 	c := Default()
 	c.Admin.Listen = ""
 	require.NoError(t, c.Validate())
+}
+
+// TestLogLevel: the four levels of log.level, from the file or the
+// environment, map onto slog's; anything else is refused naming the key.
+func TestLogLevel(t *testing.T) {
+	for name, want := range map[string]slog.Level{
+		"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+	} {
+		got, err := ParseLogLevel(name)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+
+		c, err := Load(writeFile(t, "log:\n  level: "+name+"\n"), WithEnviron(nil))
+		require.NoError(t, err)
+		require.NoError(t, c.Validate())
+		require.Equal(t, name, c.Log.Level)
+		require.Equal(t, name, c.Masked()["log"].(map[string]any)["level"])
+	}
+	for _, bad := range []string{"", "warning", "Debug", "info+2", "0"} {
+		_, err := ParseLogLevel(bad)
+		require.ErrorIs(t, err, ErrLogLevel, bad)
+	}
+	c, err := Load("", WithEnviron([]string{"VNUM_LOG_LEVEL=warn"}))
+	require.NoError(t, err)
+	require.Equal(t, "warn", c.Log.Level)
+	c, err = Load("", WithEnviron([]string{"VNUM_LOG_LEVEL=trace"}))
+	require.NoError(t, err)
+	require.EqualError(t, c.Validate(), `log.level: want debug, info, warn or error, got "trace"`)
 }

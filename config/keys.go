@@ -126,22 +126,6 @@ func checkFile(file string) error {
 	return errors.Join(errs...)
 }
 
-// checkEnv checks the VNUM_ variables of known keys like the file's
-// values: a duration must carry a unit (VNUM_MEDIA_TIMEOUT=60 is refused),
-// a number must be a number.
-func checkEnv() error {
-	var errs []error
-	types := keyTypes()
-	for _, key := range Keys() {
-		if v, ok := os.LookupEnv(EnvName(key)); ok {
-			if err := checkValue(key, types[key], v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", EnvName(key), err))
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // checkValue checks that a raw value from YAML or the environment suits a
 // key of type t, and names the key, the value and what is wanted when not.
 func checkValue(key string, t reflect.Type, val any) error {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -73,4 +74,23 @@ func (t Trunk) InboundPrefixes() ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// ErrLogLevel reports a log level that is not one of the four.
+var ErrLogLevel = errors.New("want debug, info, warn or error")
+
+// ParseLogLevel returns the slog level that log.level names: debug, info,
+// warn or error, in lower case as the file writes them.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch s {
+	case LogDebug:
+		return slog.LevelDebug, nil
+	case LogInfo:
+		return slog.LevelInfo, nil
+	case LogWarn:
+		return slog.LevelWarn, nil
+	case LogError:
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%w, got %q", ErrLogLevel, s)
 }

@@ -45,6 +45,9 @@ func (c *Config) Validate() error {
 	c.validateLifetimes(k)
 	c.validateBilling(k)
 	c.validateStore(k)
+	if _, err := ParseLogLevel(c.Log.Level); err != nil {
+		k.bad("log.level", "%v", err)
+	}
 	// admin: an empty listen address disables the admin API.
 	if err := checkHostPort(c.Admin.Listen); c.Admin.Listen != "" && err != nil {
 		k.bad("admin.listen", "%v, got %q", err, c.Admin.Listen)

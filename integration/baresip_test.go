@@ -32,13 +32,13 @@ var baresipModules = []string{"g711.so", "ausine.so", "aubridge.so", "account.so
 
 func baresipModuleDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("VNUM_BARESIP_MODULES")
+	dir := os.Getenv("VNUMTEST_BARESIP_MODULES")
 	if dir == "" {
 		dir = "/usr/lib/baresip/modules"
 	}
 	for _, m := range baresipModules {
 		if _, err := os.Stat(filepath.Join(dir, m)); err != nil {
-			missing(t, "baresip module %s is not in %s (set VNUM_BARESIP_MODULES): %v", m, dir, err)
+			missing(t, "baresip module %s is not in %s (set VNUMTEST_BARESIP_MODULES): %v", m, dir, err)
 		}
 	}
 	return dir

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/internal/pgtest"
+	"github.com/vnum/vnum/internal/testenv"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -32,8 +33,9 @@ import (
 // carrier answering every leg B. SPEC §8: any node can take any call, and
 // one bill covers them all.
 
-// requireKamailioEnvVar makes a missing Kamailio a failure instead of a skip.
-const requireKamailioEnvVar = "VNUM_REQUIRE_KAMAILIO"
+// requireKamailioEnvVar makes a missing Kamailio a failure instead of a
+// skip (testenv.Require also honours the older VNUM_REQUIRE_ name).
+const requireKamailioEnvVar = "VNUMTEST_REQUIRE_KAMAILIO"
 
 const (
 	// pstnCaller is the calling number of the trunk calls: a valid phone
@@ -72,14 +74,14 @@ func clusterStore(t *testing.T, driver string) (string, string) {
 }
 
 // requireKamailio returns the path of kamailio, or skips the test (fails
-// it when VNUM_REQUIRE_KAMAILIO=1).
+// it when VNUMTEST_REQUIRE_KAMAILIO=1).
 func requireKamailio(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("kamailio")
 	if err == nil {
 		return p
 	}
-	if os.Getenv(requireKamailioEnvVar) == "1" {
+	if testenv.Require("KAMAILIO") {
 		t.Fatalf("kamailio is not on PATH (%s=1 makes this a failure; install with apt-get install kamailio)", requireKamailioEnvVar)
 	}
 	t.Skipf("skipping: kamailio is not on PATH (install with apt-get install kamailio; %s=1 turns this skip into a failure)", requireKamailioEnvVar)

@@ -4,15 +4,15 @@
 // tests read the CDRs back through the vnum command line.
 //
 // The tests skip when sipp or baresip is not on PATH, and fail instead when
-// VNUM_REQUIRE_SIPP=1 (CI installs both: apt-get install sip-tester baresip).
-// They build ./cmd/vnum once per run, or use the binary named by VNUM_BIN.
+// VNUMTEST_REQUIRE_SIPP=1 (CI installs both: apt-get install sip-tester baresip).
+// They build ./cmd/vnum once per run, or use the binary named by VNUMTEST_BIN.
 // Everything listens on 127.0.0.1 only, on ports picked free at run time,
 // and every process a test starts is stopped by its PID when the test ends.
 //
 //	go test ./integration -v -count=1
-//	VNUM_REQUIRE_SIPP=1 go test ./integration -count=1
+//	VNUMTEST_REQUIRE_SIPP=1 go test ./integration -count=1
 //
 // SIPp's play_pcap_audio sends RTP through a raw socket, so the tests that
 // play audio or DTMF need root or CAP_NET_RAW; they skip (or fail, with
-// VNUM_REQUIRE_SIPP=1) without it.
+// VNUMTEST_REQUIRE_SIPP=1) without it.
 package integration

@@ -24,6 +24,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/internal/testenv"
 )
 
 // The constants every scenario and test agrees on; uas_carrier.xml
@@ -40,8 +42,9 @@ const (
 	answeredFee = "0.02000"
 )
 
-// requireEnvVar makes missing tools a failure instead of a skip.
-const requireEnvVar = "VNUM_REQUIRE_SIPP"
+// requireEnvVar makes missing tools a failure instead of a skip
+// (testenv.Require also honours the older VNUM_REQUIRE_ name).
+const requireEnvVar = "VNUMTEST_REQUIRE_SIPP"
 
 var (
 	buildOnce sync.Once
@@ -65,10 +68,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// keepArtifacts copies dir into $VNUM_ITEST_ARTIFACTS/<test name>/ when
+// keepArtifacts copies dir into $VNUMTEST_ARTIFACTS/<test name>/ when
 // the test ends, so that its logs and SIP traces outlive t.TempDir.
 func keepArtifacts(t *testing.T, dir string) {
-	root := os.Getenv("VNUM_ITEST_ARTIFACTS")
+	root := os.Getenv("VNUMTEST_ARTIFACTS")
 	if root == "" {
 		return
 	}
@@ -80,11 +83,11 @@ func keepArtifacts(t *testing.T, dir string) {
 	})
 }
 
-// missing skips the test, or fails it when VNUM_REQUIRE_SIPP=1.
+// missing skips the test, or fails it when VNUMTEST_REQUIRE_SIPP=1.
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(requireEnvVar) == "1" {
+	if testenv.Require("SIPP") {
 		t.Fatalf("%s (%s=1 makes this a failure; CI installs: apt-get install sip-tester baresip)", msg, requireEnvVar)
 	}
 	t.Skipf("skipping: %s (install with apt-get install sip-tester baresip; %s=1 turns this skip into a failure)", msg, requireEnvVar)
@@ -115,12 +118,12 @@ func requireRawSockets(t *testing.T) {
 // pcapDir is where sip-tester's RTP captures live.
 func pcapDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("VNUM_SIPP_PCAPS")
+	dir := os.Getenv("VNUMTEST_SIPP_PCAPS")
 	if dir == "" {
 		dir = "/usr/share/sip-tester"
 	}
 	if _, err := os.Stat(filepath.Join(dir, "g711a.pcap")); err != nil {
-		missing(t, "sipp's pcaps are not in %s (set VNUM_SIPP_PCAPS): %v", dir, err)
+		missing(t, "sipp's pcaps are not in %s (set VNUMTEST_SIPP_PCAPS): %v", dir, err)
 	}
 	return dir
 }
@@ -143,10 +146,10 @@ func scenarioPath(t *testing.T, name string) string {
 	return p
 }
 
-// vnumBinary builds ./cmd/vnum once per test run (or takes VNUM_BIN).
+// vnumBinary builds ./cmd/vnum once per test run (or takes VNUMTEST_BIN).
 func vnumBinary(t *testing.T) string {
 	t.Helper()
-	if bin := os.Getenv("VNUM_BIN"); bin != "" {
+	if bin := os.Getenv("VNUMTEST_BIN"); bin != "" {
 		abs, err := filepath.Abs(bin)
 		require.NoError(t, err)
 		return abs

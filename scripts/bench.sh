@@ -109,8 +109,8 @@
 #   BENCH_MEDIA_HOLD_S  media: seconds all calls of a level are up (10)
 #   BENCH_APPEND        1: add to BENCH_OUT/results.csv, do not start it
 #                       afresh (the second of two runs, above) (0)
-#   VNUM_BIN            use this vnum binary instead of building one
-#   VNUM_SIPP_PCAPS     folder of sip-tester's pcaps     (/usr/share/sip-tester)
+#   VNUMTEST_BIN        use this vnum binary instead of building one
+#   VNUMTEST_SIPP_PCAPS folder of sip-tester's pcaps     (/usr/share/sip-tester)
 set -euo pipefail
 
 RATES=${BENCH_RATES:-10 20 50 100 200}
@@ -134,7 +134,7 @@ KEEP=${BENCH_KEEP:-0}
 PROFILE=${BENCH_PROFILE:-}
 PPROF=false
 if [ -n "$PROFILE" ]; then KEEP=1 PPROF=true; fi
-PCAPS=${VNUM_SIPP_PCAPS:-/usr/share/sip-tester}
+PCAPS=${VNUMTEST_SIPP_PCAPS:-/usr/share/sip-tester}
 MEDIA=${BENCH_MEDIA:-1}
 OUT=${BENCH_OUT:-}
 if [ -n "$OUT" ]; then
@@ -226,7 +226,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 
 command -v sipp >/dev/null || die "sipp is not on PATH (apt-get install sip-tester)"
 command -v timeout >/dev/null || die "timeout (coreutils) is not on PATH"
-[ -r "$PCAPS/g711a.pcap" ] || die "no g711a.pcap in $PCAPS (set VNUM_SIPP_PCAPS)"
+[ -r "$PCAPS/g711a.pcap" ] || die "no g711a.pcap in $PCAPS (set VNUMTEST_SIPP_PCAPS)"
 case " $MODES " in *" compare "*)
 	command -v kamailio >/dev/null || die "compare: kamailio is not on PATH (apt-get install kamailio)"
 	command -v rtpengine >/dev/null || die "compare: rtpengine is not on PATH (apt-get install rtpengine-daemon)"
@@ -290,8 +290,8 @@ novnumenv() {
 	env "${unset[@]}" "$@"
 }
 
-if [ -n "${VNUM_BIN:-}" ]; then
-	VNUM=$VNUM_BIN
+if [ -n "${VNUMTEST_BIN:-}" ]; then
+	VNUM=$VNUMTEST_BIN
 else
 	echo "bench: building vnum"
 	(cd "$ROOT" && go build -o "$WORK/vnum" ./cmd/vnum) || die "go build ./cmd/vnum failed"
@@ -399,16 +399,16 @@ for v in $(compgen -e); do
 done
 env "${NOVNUM[@]}" "$VNUM" --config "$CONFIG" serve >"$WORK/vnum-serve.log" 2>&1 &
 PIDS+=($!)
-VNUM_PID=$!
+VNUMTEST_PID=$!
 for _ in $(seq 1 100); do
-	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve exited"; }
+	kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve exited"; }
 	port_free "$SIP_PORT" || break
 	sleep 0.1
 done
 port_free "$SIP_PORT" && die "vnum serve is not listening on udp/$SIP_PORT"
 sleep 0.5
 # vnum's resident set before any call, KiB (media's baseline)
-IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status")
+IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$VNUMTEST_PID/status")
 
 # start_carrier NAME: the sipp carrier (CARRIER_PID), its screen in
 # $WORK/carrier_NAME_screen.log (SIPp writes its last screen there on
@@ -547,7 +547,7 @@ ramp() {
 				break
 			fi
 		fi
-		kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+		kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 		sleep 2
 	done
 	
@@ -794,7 +794,7 @@ ticks() {
 cpu_ticks() {
 	local pid sip=0
 	if [ "$1" = vnum ]; then
-		echo "$(ticks "$VNUM_PID") 0"
+		echo "$(ticks "$VNUMTEST_PID") 0"
 		return
 	fi
 	sip=$(ticks "$KAM_PID")
@@ -955,7 +955,7 @@ compare() {
 					if [ "$sys" = vnum ]; then vdone=1; else kdone=1; fi
 				fi
 			fi
-			kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+			kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 			kill -0 "$KAM_PID" 2>/dev/null || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio died"; }
 			kill -0 "$RTPE_PID" 2>/dev/null || { tail -20 "$WORK/rtpengine.log" >&2; die "rtpengine died"; }
 			sleep 1
@@ -993,7 +993,7 @@ pcap_packets() {
 }
 
 # rss_kib: vnum's resident set (VmRSS), KiB.
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$VNUM_PID/status" 2>/dev/null || echo 0; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$VNUMTEST_PID/status" 2>/dev/null || echo 0; }
 
 # scrape_rtp prints vnum's relay counters from the admin /metrics:
 # "received relayed not_rtp no_bridge no_remote send_error panic" (the
@@ -1093,7 +1093,7 @@ media() {
 			head -20 "$WORK/media_${level}_errors.log" >&2 2>/dev/null || true
 			[ "$STOP_ON_FAIL" = 1 ] && break
 		fi
-		kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+		kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 	done
 	start_carrier main
 }
@@ -1116,7 +1116,7 @@ for m in $MODES; do
 	compare) compare ;;
 	media) media ;;
 	esac
-	kill -0 "$VNUM_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
+	kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 done
 # svg: results.svg from results.csv: one stacked bar per run (mode and
 # offered rate): the share of its calls completed, refused with 503,

@@ -31,7 +31,7 @@
 #   DEMO_CALLS   calls per step                            (4)
 #   DEMO_HOLD_MS how long each call stays up, ms           (1000)
 #   DEMO_KEEP    keep the folder and its logs              (0)
-#   VNUM_BIN     use this vnum binary instead of building one
+#   VNUMTEST_BIN use this vnum binary instead of building one
 #
 # Needs kamailio (Debian package kamailio), sipp (sip-tester) and, for
 # DEMO_STORE=postgres, PostgreSQL's server programs (postgresql); it
@@ -61,7 +61,7 @@ need kamailio kamailio
 need sipp sip-tester
 need ss iproute2
 need timeout coreutils
-[ -n "${VNUM_BIN:-}" ] || need go golang-go
+[ -n "${VNUMTEST_BIN:-}" ] || need go golang-go
 case "$STORE" in
 postgres) pg_find 2>/dev/null || { MISSING+=(initdb/pg_ctl/postgres); PACKAGES+=(postgresql); } ;;
 sqlite) ;;
@@ -119,8 +119,8 @@ store_setup() {
 }
 store_setup
 
-if [ -n "${VNUM_BIN:-}" ]; then
-	VNUM=$VNUM_BIN
+if [ -n "${VNUMTEST_BIN:-}" ]; then
+	VNUM=$VNUMTEST_BIN
 else
 	echo "demo-cluster: building vnum"
 	(cd "$ROOT" && go build -o "$WORK/vnum" ./cmd/vnum) || die "go build ./cmd/vnum failed"

@@ -141,7 +141,7 @@ func FuzzHandlers(f *testing.F) {
 		o.FirstDigitTimeout = 50 * time.Millisecond
 		o.InterDigitTimeout = 50 * time.Millisecond
 		o.RingTimeout = 2 * time.Second
-		if os.Getenv("VNUM_TEST_LOG") == "" {
+		if os.Getenv("VNUMTEST_LOG") == "" {
 			o.Logger = slog.New(slog.DiscardHandler) // the buffer would grow with every call
 		}
 	})

@@ -314,10 +314,10 @@ func newTestEnvRouter(t testing.TB, co sipua.CarrierOptions, tweak func(*Options
 }
 
 // testLogger keeps the server's info-level log in buf (the privacy checks
-// read it), and with VNUM_TEST_LOG set also writes everything to stderr.
+// read it), and with VNUMTEST_LOG set also writes everything to stderr.
 func testLogger(buf *lockedBuffer) *slog.Logger {
 	info := slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo})
-	if os.Getenv("VNUM_TEST_LOG") != "" {
+	if os.Getenv("VNUMTEST_LOG") != "" {
 		return slog.New(teeHandler{info, slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})})
 	}
 	return slog.New(info)

@@ -168,6 +168,29 @@ func TestConfigErrorsThroughCLI(t *testing.T) {
 	requireOneLineError(t, []string{"serve"}, `VNUM_MEDIA_TIMEOUT: media.timeout: got "60", want a duration with a unit, e.g. 60s`)
 }
 
+// TestUnknownVariableRefused: a VNUM_ variable that names no key stops
+// every command that reads the configuration, in one line naming it and
+// the key it was probably meant for; its value is never printed.
+func TestUnknownVariableRefused(t *testing.T) {
+	useTempStore(t)
+	t.Setenv("VNUM_MEDIA_TIMOUT", "30s")
+	for _, cmd := range [][]string{
+		{"config", "show"}, {"serve"}, {"number", "list"}, {"merchant", "add", "m1"},
+		{"binding", "list"}, {"cdr", "list"}, {"bill", "--merchant", "m1", "--month", "2026-11"}, {"demo"},
+	} {
+		requireOneLineError(t, cmd, "vnum: config: environment: VNUM_MEDIA_TIMOUT is not a configuration key (did you mean VNUM_MEDIA_TIMEOUT?)")
+	}
+	t.Setenv("VNUM_ADMIN_TOKN", "s3cret-token")
+	out, errOut, err := runCLI(t, "config", "show")
+	require.Error(t, err)
+	require.Empty(t, out)
+	require.Equal(t, "vnum: config: environment: VNUM_ADMIN_TOKN is not a configuration key (did you mean VNUM_ADMIN_TOKEN?); "+
+		"environment: VNUM_MEDIA_TIMOUT is not a configuration key (did you mean VNUM_MEDIA_TIMEOUT?)\n", errOut)
+
+	// What an operator asks for when reporting a broken set-up still works.
+	require.Contains(t, mustRun(t, "version"), "vnum ")
+}
+
 // TestConfigShowMasksDSNPassword: the password inside a DSN or a URL is
 // masked; durations print as SPEC §3 writes them.
 func TestConfigShowMasksDSNPassword(t *testing.T) {
@@ -183,6 +206,7 @@ func TestConfigShowMasksDSNPassword(t *testing.T) {
 		require.Contains(t, out, line)
 	}
 	require.NotContains(t, out, "0m0s")
+	require.Contains(t, out, "\nlog:\n  level: info\n")
 }
 
 // TestServeRefusesMediaIP: an address this host cannot bind is refused at

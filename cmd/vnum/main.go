@@ -34,16 +34,23 @@ func newRootCmd() *cobra.Command {
 		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// The commands are the ones SPEC §2 lists; a generated completion
-		// command would be one more parent that prints help on a typo.
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		// newCompletionCmd replaces cobra's default completion command, so
+		// that it refuses an unknown shell like every group here.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
+				// The shell asks for completions as the operator types: a
+				// configuration error would be noise on the terminal.
+				return nil
+			}
 			setupLogging(cmd.ErrOrStderr())
 			c, err := config.Load(configFile)
 			if err != nil {
 				return err
 			}
 			if err := c.Validate(); err != nil {
+				return err
+			}
+			if err := setLogLevel(c.Log.Level); err != nil {
 				return err
 			}
 			cfg = c
@@ -62,6 +69,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newDemoCmd(),
 		newVersionCmd(),
+		newCompletionCmd(),
 	)
 	root.SetVersionTemplate("vnum {{.Version}}\n")
 	root.SetHelpCommand(newHelpCmd(root))
@@ -190,10 +198,28 @@ func oneLine(err error) string {
 	return strings.Join(parts, "; ")
 }
 
+// logLevel is the least severe level the process's log writes (log.level).
+// The handler reads it on every record, so setLogLevel changes it while
+// the server runs, for everything that logs through slog: vnum's own
+// loggers and sipgo's, which are built on the default handler.
+var logLevel slog.LevelVar
+
+// setLogLevel sets the process's log level to level, a value of log.level
+// (debug, info, warn or error).
+func setLogLevel(level string) error {
+	l, err := config.ParseLogLevel(level)
+	if err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	logLevel.Set(l)
+	return nil
+}
+
 // setupLogging makes slog write JSON lines when w is not a terminal (a
-// service manager or a pipe) and text for a person at a terminal.
+// service manager or a pipe) and text for a person at a terminal, at
+// logLevel.
 func setupLogging(w io.Writer) {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if isTerminal(w) {
 		h = slog.NewTextHandler(w, opts)

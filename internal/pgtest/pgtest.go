@@ -7,7 +7,7 @@
 // The server's programs come from PATH or from /usr/lib/postgresql/*/bin,
 // where Debian's package postgresql installs them without putting them in
 // PATH. Without them the tests that need PostgreSQL are skipped, unless
-// VNUM_REQUIRE_POSTGRES=1 (CI) makes that a failure.
+// VNUMTEST_REQUIRE_POSTGRES=1 (CI) makes that a failure.
 package pgtest
 
 import (
@@ -31,11 +31,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/vnum/vnum/internal/testenv"
 )
 
 // RequireEnv is the environment variable that turns a missing PostgreSQL
-// into a test failure instead of a skip, when set to "1".
-const RequireEnv = "VNUM_REQUIRE_POSTGRES"
+// into a test failure instead of a skip, when set to "1" (testenv.Require
+// also honours the older VNUM_REQUIRE_ name).
+const RequireEnv = "VNUMTEST_REQUIRE_POSTGRES"
 
 // ErrNoPostgres reports that the PostgreSQL server programs (initdb,
 // postgres) are not installed, or cannot be run here.
@@ -69,7 +72,7 @@ var (
 
 // Shared returns the test binary's server, starting it on first use. When
 // PostgreSQL is not installed it skips the test (fails it when
-// VNUM_REQUIRE_POSTGRES=1); a server that is installed but does not start
+// VNUMTEST_REQUIRE_POSTGRES=1); a server that is installed but does not start
 // fails the test.
 func Shared(t testing.TB) *Server {
 	t.Helper()
@@ -111,10 +114,10 @@ func DSN(t testing.TB) string {
 	return Shared(t).NewDatabase(t)
 }
 
-// SkipOrFail skips t because of err, or fails it when VNUM_REQUIRE_POSTGRES=1.
+// SkipOrFail skips t because of err, or fails it when VNUMTEST_REQUIRE_POSTGRES=1.
 func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv(RequireEnv) == "1" {
+	if testenv.Require("POSTGRES") {
 		t.Fatalf("pgtest: %v (%s=1 requires PostgreSQL)", err, RequireEnv)
 	}
 	t.Skipf("pgtest: %v", err)
