@@ -59,7 +59,7 @@ type admission struct {
 	// (credentials, store lookups, the CDR's first write): the sign of a
 	// saturated process (DefaultMaxSetup).
 	setup   atomic.Int64
-	rate    *inviteRate
+	rate    atomic.Pointer[inviteRate] // nil: no limit
 	load    *sourceLoad
 	refused map[string]*atomic.Int64 // fixed keys (refusedReasons)
 	// inflight holds the Call-IDs of the INVITEs passed on to sipgo (the
@@ -89,9 +89,7 @@ func newAdmission(o Options) *admission {
 	case o.MaxQueueDelay > 0:
 		a.maxQueue = o.MaxQueueDelay
 	}
-	if o.InviteRate > 0 {
-		a.rate = newInviteRate(o.InviteRate, o.Now)
-	}
+	a.setInviteRate(o.InviteRate, o.Now)
 	a.load = newSourceLoad(o.Now)
 	for _, r := range refusedReasons {
 		a.refused[r] = new(atomic.Int64)
@@ -143,10 +141,10 @@ func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, boo
 	a := s.admission
 	src, srcErr := netip.ParseAddr(sourceHost(req))
 	src = src.Unmap()
-	if a.rate != nil && srcErr == nil && !s.fromTrunk(req) {
+	if rate := a.rate.Load(); rate != nil && srcErr == nil && !s.fromTrunk(req) {
 		// The trunk's few addresses carry every PSTN call: only other
 		// sources are limited.
-		if !a.rate.take(src) {
+		if !rate.take(src) {
 			s.refuse(req, tx, ErrInviteRate)
 			return nil, false
 		}
@@ -352,4 +350,24 @@ func (l *sourceLoad) judge(src netip.Addr, count bool) bool {
 	mine, total := l.cur[src]+l.prev[src], l.curN+l.prevN
 	sources := max(len(l.cur), len(l.prev))
 	return 2*mine*sources < total
+}
+
+// setInviteRate sets security.invite_rate (0: no limit); the buckets of a
+// limit already in force are kept.
+func (a *admission) setInviteRate(n int, now func() time.Time) {
+	switch cur := a.rate.Load(); {
+	case n <= 0:
+		a.rate.Store(nil)
+	case cur != nil:
+		cur.setRate(n)
+	default:
+		a.rate.Store(newInviteRate(n, now))
+	}
+}
+
+// setRate changes the rate of a limit in force.
+func (l *inviteRate) setRate(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = float64(n)
 }

@@ -193,7 +193,7 @@ func TestInviteRatePerSource(t *testing.T) {
 	for range 5 {
 		require.Equal(t, 404, invite(t, trunk, car, "19999999999").StatusCode, "the trunk is not rate limited")
 	}
-	require.Zero(t, trunk.srv.admission.rate.sources(), "trunk sources are not even remembered")
+	require.Zero(t, trunk.srv.admission.rate.Load().sources(), "trunk sources are not even remembered")
 	require.Zero(t, trunk.srv.RefusedCalls()[refusedInviteRate])
 }
 

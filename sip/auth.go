@@ -40,12 +40,12 @@ const failureWindow = time.Minute
 type authenticator struct {
 	accounts   Accounts
 	algorithms []string
-	maxFails   int
-	blockFor   time.Duration
 	key        []byte
 	now        func() time.Time
 
 	mu       sync.Mutex
+	maxFails int
+	blockFor time.Duration
 	used     map[string]nonceUse // nonce → highest nonce-count seen
 	failures map[string][]time.Time
 	blocked  map[string]time.Time
@@ -320,4 +320,12 @@ func digestUser(header string) string {
 		return ""
 	}
 	return logValue(cr.Username)
+}
+
+// setLimits changes how many failures within a minute block a source, and
+// for how long; failures counted so far stay.
+func (a *authenticator) setLimits(maxFails int, blockFor time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.maxFails, a.blockFor = maxFails, blockFor
 }

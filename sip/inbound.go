@@ -378,8 +378,8 @@ func (c *call) callbackTargets(cb Callback) []legBTarget {
 			c.log.Warn("callback: last caller is not a phone number")
 			break
 		}
-		if c.s.trunkHost != "" {
-			targets = append(targets, c.s.trunkTarget(formatNumber(n, c.s.opts.NumberFormat)))
+		if tc := c.s.trunk.Load(); tc.host != "" {
+			targets = append(targets, c.s.trunkTarget(tc, formatNumber(n, tc.numberFormat)))
 		}
 	default:
 		for _, user := range cb.Accounts {

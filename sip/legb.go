@@ -161,9 +161,7 @@ func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID 
 		}
 		return nil
 	}}
-	if t.trunk {
-		opts.Username, opts.Password = c.s.opts.TrunkUsername, c.s.opts.TrunkPassword
-	}
+	opts.Username, opts.Password = t.username, t.password
 	// A CANCEL may only follow a provisional response (RFC 3261 §9.1), so
 	// sipgo waits out Timer B (32 s) for an INVITE nobody answered at all.
 	// When the ringing ends before anything was heard, the fork gives up

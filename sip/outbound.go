@@ -34,7 +34,9 @@ type legBTarget struct {
 	uri   sip.Uri // Request-URI
 	to    sip.Uri // To
 	dest  string  // where to send it, when not to the Request-URI (NAT)
-	trunk bool    // answer digest challenges with the trunk credentials
+	trunk bool    // a number on the carrier trunk
+	// username and password answer the trunk's digest challenges.
+	username, password string
 }
 
 // dialable reports whether user is a phone number as leg B's Request-URI
@@ -46,14 +48,15 @@ func dialable(user string) bool {
 }
 
 // trunkTarget sends number to the carrier trunk.
-func (s *Server) trunkTarget(number string) legBTarget {
+func (s *Server) trunkTarget(tc *trunkConf, number string) legBTarget {
 	user := sanitizeHeaderValue(number)
-	uri := sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host, Port: s.trunk.Port}
-	if tr, ok := s.trunk.UriParams.Get("transport"); ok && tr != "" {
+	uri := sip.Uri{Scheme: "sip", User: user, Host: tc.uri.Host, Port: tc.uri.Port}
+	if tr, ok := tc.uri.UriParams.Get("transport"); ok && tr != "" {
 		uri.UriParams = sip.NewParams()
 		uri.UriParams.Add("transport", tr)
 	}
-	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: s.trunk.Host}, dest: s.trunkDest(), trunk: true}
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: tc.uri.Host}, dest: s.trunkDest(), trunk: true,
+		username: tc.username, password: tc.password}
 }
 
 // contactTarget sends to a softphone's registered contact, at the address
@@ -153,12 +156,13 @@ func (c *call) legBRequest(x string, t legBTarget, callID string) *sip.Request {
 // Request-URI = B and From/P-Asserted-Identity = X, so that the consignee
 // never sees the caller (SPEC §4).
 func (c *call) dialB(t Target) (endReason, int) {
-	if c.s.trunkHost == "" {
+	tc := c.s.trunk.Load()
+	if tc.host == "" {
 		c.log.Error("no outbound trunk configured")
 		if r := c.play("unavailable"); r != reasonNone {
 			return r, sip.StatusServiceUnavailable
 		}
 		return reasonTrunkFailed, sip.StatusServiceUnavailable
 	}
-	return c.dial(t.Host, []legBTarget{c.s.trunkTarget(formatNumber(t.Consignee, c.s.opts.NumberFormat))})
+	return c.dial(t.Host, []legBTarget{c.s.trunkTarget(tc, formatNumber(t.Consignee, tc.numberFormat))})
 }

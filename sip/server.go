@@ -133,12 +133,13 @@ type Server struct {
 	port      int
 	transport string
 
-	trunk     sip.Uri
-	trunkHost string
+	// trunk is the carrier trunk as configured now: a reload swaps it.
+	trunk atomic.Pointer[trunkConf]
 
-	trunkMu   sync.Mutex
-	trunkAddr string    // trunk.outbound's host resolved, IP:port
-	trunkAt   time.Time // when trunkAddr was looked up
+	trunkMu      sync.Mutex
+	trunkAddr    string    // trunk.outbound's host resolved, IP:port
+	trunkAddrFor string    // the host trunkAddr is for
+	trunkAt      time.Time // when trunkAddr was looked up
 
 	live *registry // the calls in progress
 	// backlog writes the CDR ends the store refused once it is back.
@@ -150,9 +151,11 @@ type Server struct {
 	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
 	parser    *sip.Parser // for the INVITEs shedAtRead answers
 
-	trunkHealth   *trunkWatch // the outbound trunk's keepalives
-	stopKeepalive context.CancelFunc
-	legBFailed    legBFailureCounts // leg B's failures by status
+	trunkHealth *trunkWatch // the outbound trunk's keepalives
+	serveCtx    context.Context
+	keepMu      sync.Mutex
+	stopKeep    context.CancelFunc // the keepalives' goroutine
+	legBFailed  legBFailureCounts  // leg B's failures by status
 
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -197,12 +200,11 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		parser:      lwsTolerantParser(),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
-	if opts.TrunkOutbound != "" {
-		if err := sip.ParseUri(opts.TrunkOutbound, &s.trunk); err != nil {
-			return nil, fmt.Errorf("trunk.outbound %q: %w", opts.TrunkOutbound, err)
-		}
-		s.trunkHost = s.trunk.Host
+	tc, err := newTrunkConf(opts.reloadable())
+	if err != nil {
+		return nil, err
 	}
+	s.trunk.Store(tc)
 	return s, nil
 }
 
@@ -266,11 +268,8 @@ func (s *Server) Start(ctx context.Context) error {
 	// trunk.outbound's host is looked up now, so that the first call does
 	// not wait for DNS.
 	go s.trunkDest()
-	keepCtx, stopKeep := context.WithCancel(ctx)
-	s.stopKeepalive = stopKeep
-	if s.trunkHost != "" && s.opts.TrunkKeepalive > 0 {
-		go s.keepTrunkAlive(keepCtx, s.opts.TrunkKeepalive)
-	}
+	s.serveCtx = ctx
+	s.restartKeepalive()
 	go func() {
 		<-ctx.Done()
 		s.Close()
@@ -472,9 +471,7 @@ func (s *Server) dialogFor(req *sip.Request) *sipgo.DialogUA {
 // Close stops the listeners and the user agent; calls in progress are not
 // drained (see Shutdown).
 func (s *Server) Close() {
-	if s.stopKeepalive != nil {
-		s.stopKeepalive()
-	}
+	s.stopKeepalive()
 	for _, l := range s.listeners {
 		if err := l.closer.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.log.Debug("closing listener", "error", err)
@@ -587,7 +584,7 @@ func (s *Server) fromTrunk(req *sip.Request) bool {
 		return false
 	}
 	ip = ip.Unmap()
-	for _, p := range s.opts.InboundCIDRs {
+	for _, p := range s.trunk.Load().inbound {
 		if p.Contains(ip) {
 			return true
 		}

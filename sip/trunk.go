@@ -82,20 +82,20 @@ func (w *trunkWatch) state() (bool, string) {
 
 // keepTrunkAlive sends the outbound trunk an OPTIONS every period until
 // ctx ends.
-func (s *Server) keepTrunkAlive(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
+func (s *Server) keepTrunkAlive(ctx context.Context, tc *trunkConf, health *trunkWatch) {
+	t := time.NewTicker(tc.keepalive)
 	defer t.Stop()
 	for {
-		err := s.pingTrunk(ctx, min(period, maxKeepaliveWait))
+		err := s.pingTrunk(ctx, tc, min(tc.keepalive, maxKeepaliveWait))
 		if ctx.Err() != nil {
 			return
 		}
-		wentDown, cameBack, misses, downFor := s.trunkHealth.answered(err, time.Now())
+		wentDown, cameBack, misses, downFor := health.answered(err, time.Now())
 		switch {
 		case wentDown:
-			s.log.Warn("trunk down: keepalives unanswered", "trunk", s.opts.TrunkOutbound, "misses", misses, "error", err)
+			s.log.Warn("trunk down: keepalives unanswered", "trunk", tc.outbound, "misses", misses, "error", err)
 		case cameBack:
-			s.log.Warn("trunk up again", "trunk", s.opts.TrunkOutbound, "down_for", downFor.Round(time.Second).String())
+			s.log.Warn("trunk up again", "trunk", tc.outbound, "down_for", downFor.Round(time.Second).String())
 		case err != nil:
 			s.log.Debug("trunk keepalive unanswered", "misses", misses, "error", err)
 		}
@@ -112,14 +112,14 @@ var errNoTrunkAnswer = errors.New("no answer to OPTIONS")
 
 // pingTrunk sends one OPTIONS to the outbound trunk and waits up to wait
 // for any final response.
-func (s *Server) pingTrunk(ctx context.Context, wait time.Duration) error {
-	uri := *s.trunk.Clone()
+func (s *Server) pingTrunk(ctx context.Context, tc *trunkConf, wait time.Duration) error {
+	uri := *tc.uri.Clone()
 	uri.User = ""
 	req := sip.NewRequest(sip.OPTIONS, uri)
 	if dest := s.trunkDest(); dest != "" {
 		req.SetDestination(dest)
 	}
-	if tr, ok := s.trunk.UriParams.Get("transport"); ok && tr != "" {
+	if tr, ok := tc.uri.UriParams.Get("transport"); ok && tr != "" {
 		req.SetTransport(strings.ToUpper(tr))
 	}
 	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "vnum", Host: s.host}, Params: sip.NewParams()}
@@ -141,7 +141,43 @@ func (s *Server) pingTrunk(ctx context.Context, wait time.Duration) error {
 
 // TrunkUp reports whether the outbound trunk answers its keepalives
 // (always true when they are off), and why not when it does not.
-func (s *Server) TrunkUp() (bool, string) { return s.trunkHealth.state() }
+func (s *Server) TrunkUp() (bool, string) { return s.health().state() }
+
+// health is the current trunk's watch (a reload to another trunk starts
+// a fresh one).
+func (s *Server) health() *trunkWatch {
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	return s.trunkHealth
+}
+
+// restartKeepalive (re)starts the keepalives of the trunk as configured
+// now, for as long as the server serves.
+func (s *Server) restartKeepalive() {
+	tc := s.trunk.Load()
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	if s.stopKeep != nil {
+		s.stopKeep()
+		s.stopKeep = nil
+	}
+	if s.serveCtx == nil || tc.host == "" || tc.keepalive <= 0 {
+		return
+	}
+	ctx, stop := context.WithCancel(s.serveCtx)
+	s.stopKeep = stop
+	go s.keepTrunkAlive(ctx, tc, s.trunkHealth)
+}
+
+// stopKeepalive stops the keepalives.
+func (s *Server) stopKeepalive() {
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	if s.stopKeep != nil {
+		s.stopKeep()
+		s.stopKeep = nil
+	}
+}
 
 // legBFailureCounts counts leg B's failures by the status they ended with
 // (vnum_leg_b_failures_total{status}): a carrier's refusals told apart

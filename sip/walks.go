@@ -17,25 +17,30 @@ const walkSweepEvery = time.Minute
 // (security.invalid_extensions): a caller that reaches the limit has the
 // call it is in ended and its new calls refused with 403 until its oldest
 // wrong extension of the hour is an hour old. It stops one caller from
-// walking the extensions of a host number to find bindings. A nil
-// walkLimit (limit 0) limits nothing.
+// walking the extensions of a host number to find bindings. A limit of 0
+// limits nothing.
 type walkLimit struct {
-	limit int
-	now   func() time.Time
+	now func() time.Time
 
 	mu    sync.Mutex
+	limit int
 	wrong map[string][]time.Time // per caller, oldest first, at most limit
 	swept time.Time
 }
 
 func newWalkLimit(limit int, now func() time.Time) *walkLimit {
-	if limit <= 0 {
-		return nil
-	}
 	if now == nil {
 		now = time.Now
 	}
-	return &walkLimit{limit: limit, now: now, wrong: make(map[string][]time.Time)}
+	return &walkLimit{limit: max(limit, 0), now: now, wrong: make(map[string][]time.Time)}
+}
+
+// setLimit changes the limit (0: none); what callers keyed so far counts
+// under the new one.
+func (w *walkLimit) setLimit(limit int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.limit = max(limit, 0)
 }
 
 // walkKey is who a call's wrong extensions count against: the account for
@@ -57,11 +62,11 @@ func walkKey(acct Account, trunk bool, number string) string {
 // blocked reports whether caller has keyed the limit of wrong extensions
 // within the last hour.
 func (w *walkLimit) blocked(caller string) bool {
-	if w == nil {
-		return false
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.limit == 0 {
+		return false
+	}
 	now := w.now()
 	w.sweep(now)
 	return len(w.recent(caller, now)) >= w.limit
@@ -70,11 +75,11 @@ func (w *walkLimit) blocked(caller string) bool {
 // wrongExtension records one wrong extension keyed by caller and reports
 // whether the caller has now reached the limit.
 func (w *walkLimit) wrongExtension(caller string) bool {
-	if w == nil {
-		return false
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.limit == 0 {
+		return false
+	}
 	now := w.now()
 	w.sweep(now)
 	times := append(w.recent(caller, now), now)

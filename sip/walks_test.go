@@ -166,6 +166,10 @@ func TestWalkLimitForgets(t *testing.T) {
 	clock.Advance(time.Hour)
 	require.False(t, w.blocked("number:+8613700137000"))
 	require.Zero(t, w.callers(), "everyone swept")
-	require.Nil(t, newWalkLimit(0, nil), "0 limits nothing")
-	require.False(t, (*walkLimit)(nil).blocked("x"))
+	off := newWalkLimit(0, nil)
+	for range 10 {
+		require.False(t, off.wrongExtension("x"), "0 limits nothing")
+	}
+	require.False(t, off.blocked("x"), "0 limits nothing")
+	require.Zero(t, off.callers(), "0 remembers nothing")
 }

@@ -112,35 +112,39 @@ const trunkDNSRefresh = time.Minute
 // trunkDNSRefresh; the last good address is kept while DNS fails. It is ""
 // for an IP, which sipgo takes as it is.
 func (s *Server) trunkDest() string {
-	if s.trunkHost == "" {
+	tc := s.trunk.Load()
+	if tc.host == "" {
 		return ""
 	}
-	if _, err := netip.ParseAddr(strings.Trim(s.trunkHost, "[]")); err == nil {
+	if _, err := netip.ParseAddr(strings.Trim(tc.host, "[]")); err == nil {
 		return ""
 	}
 	s.trunkMu.Lock()
 	defer s.trunkMu.Unlock()
-	if s.trunkAddr != "" && time.Since(s.trunkAt) < trunkDNSRefresh {
+	if s.trunkAddr != "" && s.trunkAddrFor == tc.outbound && time.Since(s.trunkAt) < trunkDNSRefresh {
 		return s.trunkAddr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	addr, err := s.resolveTrunk(ctx)
+	addr, err := s.resolveTrunk(ctx, tc)
 	if err != nil {
-		s.log.Error("resolving trunk.outbound", "host", s.trunkHost, "error", err)
+		s.log.Error("resolving trunk.outbound", "host", tc.host, "error", err)
+		if s.trunkAddrFor != tc.outbound {
+			return "" // the last good address was the old trunk's
+		}
 		return s.trunkAddr
 	}
-	s.trunkAddr, s.trunkAt = addr, time.Now()
+	s.trunkAddr, s.trunkAddrFor, s.trunkAt = addr, tc.outbound, time.Now()
 	return addr
 }
 
-func (s *Server) resolveTrunk(ctx context.Context) (string, error) {
+func (s *Server) resolveTrunk(ctx context.Context, tc *trunkConf) (string, error) {
 	r := s.opts.Resolver
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	host, port := s.trunkHost, s.trunk.Port
-	transport, _ := s.trunk.UriParams.Get("transport")
+	host, port := tc.host, tc.uri.Port
+	transport, _ := tc.uri.UriParams.Get("transport")
 	transport = strings.ToLower(transport)
 	if port == 0 {
 		proto := "udp"
@@ -151,7 +155,7 @@ func (s *Server) resolveTrunk(ctx context.Context) (string, error) {
 			host, port = strings.TrimSuffix(srvs[0].Target, "."), int(srvs[0].Port)
 		} else {
 			port = 5060
-			if transport == "tls" || s.trunk.IsEncrypted() {
+			if transport == "tls" || tc.uri.IsEncrypted() {
 				port = 5061
 			}
 		}

@@ -216,6 +216,7 @@ func TestServeRefusesMediaIP(t *testing.T) {
 	useTempStore(t)
 	t.Setenv("VNUM_SIP_LISTEN", "udp://127.0.0.1:0")
 	t.Setenv("VNUM_ADMIN_LISTEN", "127.0.0.1:0")
+	t.Setenv("VNUM_TRUNK_OUTBOUND", "sip:127.0.0.1:9;transport=udp")
 	t.Setenv("VNUM_MEDIA_IP", "192.0.2.1") // TEST-NET-1 (RFC 5737): never this host's
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -67,6 +67,9 @@ func serveLogs(t *testing.T, level, until string) []map[string]any {
 	t.Setenv("VNUM_SIP_LISTEN", "udp://127.0.0.1:0")
 	t.Setenv("VNUM_ADMIN_LISTEN", "127.0.0.1:0")
 	t.Setenv("VNUM_LOG_LEVEL", level)
+	// A trunk nobody answers, and no keepalives to notice: no call is placed.
+	t.Setenv("VNUM_TRUNK_OUTBOUND", "sip:127.0.0.1:9;transport=udp")
+	t.Setenv("VNUM_TRUNK_KEEPALIVE", "0s")
 	sink := &logSink{want: until, seen: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -136,6 +139,11 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		// Every call would fail at leg B: refuse at once, not silently.
 		return errNoTrunk
 	}
+	// SIGHUP re-reads the configuration; it never stops vnum (Go's
+	// default for it is to exit), from the very start.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	n, err := startNode(ctx, c, log, false)
 	if err != nil {
 		return err
@@ -163,7 +171,14 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if ready != nil {
 		ready(n)
 	}
-	<-ctx.Done()
+	for running := c; ctx.Err() == nil; {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			log.Info("SIGHUP: re-reading the configuration", "file", configFile)
+			running = reloadNode(configFile, running, n, log)
+		}
+	}
 	log.Info("draining", "calls", n.sip.ActiveCalls(), "drain_timeout", c.Calls.DrainTimeout.String())
 	// The admin API stays up while calls drain: /readyz says unavailable,
 	// /v1/calls shows what is left.
