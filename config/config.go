@@ -235,7 +235,9 @@ type Billing struct {
 type Store struct {
 	// Driver is "sqlite" or "postgres".
 	Driver string `mapstructure:"driver"`
-	// DSN is the data source: a file name for sqlite, a URL for postgres.
+	// DSN is the data source: a file name for sqlite (a relative one in a
+	// configuration file is taken from the file's directory, see Load), a
+	// URL for postgres.
 	DSN string `mapstructure:"dsn"`
 	// Timeout bounds one store read or write; a call that cannot get its
 	// answer in time is refused with 503.
@@ -372,8 +374,11 @@ func Default() *Config {
 // Load builds the configuration from the defaults, then the YAML file (when
 // file is non-empty), then VNUM_* environment variables (the process's,
 // unless WithEnviron gives others). A VNUM_ variable that names no key is
-// refused like an unknown key in the file. Load does not validate; call
-// Validate on the result.
+// refused like an unknown key in the file. A relative SQLite store.dsn
+// from the file (or the default, when a file is given) is taken from the
+// file's directory; one from VNUM_STORE_DSN, or the default without a
+// file, from the working directory. Load does not validate; call Validate
+// on the result.
 func Load(file string, opts ...Option) (*Config, error) {
 	o := loadOptions{environ: defaultEnviron}
 	for _, opt := range opts {
@@ -411,6 +416,10 @@ func Load(file string, opts ...Option) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	c.normalise()
+	_, dsnFromEnv := env["store.dsn"]
+	if err := c.resolveStoreDSN(file, dsnFromEnv); err != nil {
+		return nil, fmt.Errorf("store.dsn: %w", err)
+	}
 	return &c, nil
 }
 

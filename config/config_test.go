@@ -269,3 +269,45 @@ func TestLogLevel(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualError(t, c.Validate(), `log.level: want debug, info, warn or error, got "trace"`)
 }
+
+// TestRelativeStoreDSN: a relative SQLite store.dsn in a configuration
+// file is taken from the file's directory, whatever the working directory;
+// one from VNUM_STORE_DSN, or the default without a file, from the working
+// directory; absolute paths, memory and PostgreSQL DSNs stay as they are.
+func TestRelativeStoreDSN(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "etc", "vnum.yaml")
+	require.NoError(t, os.MkdirAll(filepath.Dir(file), 0o700))
+	load := func(body string) string {
+		t.Helper()
+		require.NoError(t, os.WriteFile(file, []byte(body), 0o600))
+		c, err := Load(file, WithEnviron(nil))
+		require.NoError(t, err)
+		return c.Store.DSN
+	}
+	require.Equal(t, filepath.Join(dir, "etc", "data", "vnum.db"), load("store:\n  dsn: data/vnum.db\n"))
+	require.Equal(t, filepath.Join(dir, "vnum.db"), load("store:\n  dsn: ../vnum.db\n"))
+	require.Equal(t, filepath.Join(dir, "etc", "vnum.db"), load("ivr:\n  language: en\n"), "the default, beside the file")
+	require.Equal(t, "file:"+filepath.Join(dir, "etc", "v.db")+"?mode=rwc", load("store:\n  dsn: file:v.db?mode=rwc\n"))
+	require.Equal(t, "/var/lib/vnum/vnum.db", load("store:\n  dsn: /var/lib/vnum/vnum.db\n"))
+	require.Equal(t, ":memory:", load("store:\n  dsn: \":memory:\"\n"))
+	pg := "postgres://vnum@db:5432/vnum?sslmode=disable"
+	require.Equal(t, pg, load("store:\n  driver: postgres\n  dsn: "+pg+"\n"))
+
+	// A relative file name given as the file's argument is taken from the
+	// working directory first.
+	load("ivr:\n  language: en\n")
+	t.Chdir(dir)
+	c, err := Load(filepath.Join("etc", "vnum.yaml"), WithEnviron(nil))
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(dir, "etc", "vnum.db"), c.Store.DSN)
+
+	// The environment's DSN is the shell's: from the working directory.
+	shell := WithEnviron([]string{"VNUM_STORE_DSN=here.db"})
+	c, err = Load(file, shell)
+	require.NoError(t, err)
+	require.Equal(t, "here.db", c.Store.DSN)
+	c, err = Load("", shell)
+	require.NoError(t, err)
+	require.Equal(t, "here.db", c.Store.DSN)
+}

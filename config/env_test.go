@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -106,7 +107,8 @@ func TestWithEnviron(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 20*time.Second, c.Media.Timeout, "the later entry wins over the earlier and the file")
 	require.Equal(t, []string{"udp://127.0.0.1:5070", "tcp://127.0.0.1:5070"}, c.SIP.Listen)
-	require.Equal(t, "from-file.db", c.Store.DSN, "an empty variable leaves the file's value")
+	require.Equal(t, filepath.Join(filepath.Dir(file), "from-file.db"), c.Store.DSN,
+		"an empty variable leaves the file's value (beside the file)")
 }
 
 // TestProcessEnvironByDefault: without WithEnviron, Load reads the
