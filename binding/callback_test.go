@@ -186,7 +186,7 @@ func callerKindMigration(t *testing.T, be backend) {
 	}
 	require.NoError(t, db.Close())
 
-	s, err := Open(ctx, be.driver, dsn, WithoutRecovery())
+	s, err := Open(ctx, be.driver, dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	for id, r := range old {

@@ -109,7 +109,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 	}
 	// One statement, committed on its own like any transaction: the
 	// condition on ended_at makes the row end once, whoever else ends
-	// it at the same time (another node, RecoverInterrupted).
+	// it at the same time (another node, Lease.RecoverInterrupted).
 	res, err := s.db.ExecContext(ctx, finishCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
@@ -160,35 +160,6 @@ func (s *Store) updatedOpen(ctx context.Context, res sql.Result, id string) erro
 		return fmt.Errorf("cdr %s: %w", id, ErrNotFound)
 	}
 	return fmt.Errorf("cdr %s: %w", id, ErrCDRFinished)
-}
-
-// RecoverInterrupted closes the rows a crash left open, as interrupted by
-// the system, at the last time each call was known to be going on: an
-// answered call that was refreshed (RefreshCDR) ends at its last refresh
-// and keeps, and is billed for, the talk time known then; a call never
-// refreshed ends when it was last seen (answered, ringing or started) and
-// bills nothing, because no talk time is known. Open calls it unless
-// WithoutRecovery is given. It returns how many rows it closed. It closes
-// only the rows of this store's node (WithNode), and rows from before
-// nodes were recorded: with several nodes sharing one database, another
-// node's calls in progress are not left over from this node's crash.
-func (s *Store) RecoverInterrupted(ctx context.Context) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET
-		ended_at = COALESCE(alive_at, answered_at, ringing_at, started_at),
-		disposition = ?, hangup_by = ?,
-		talk_seconds = CASE WHEN alive_at IS NULL THEN 0 ELSE talk_seconds END,
-		billed_minutes = CASE WHEN alive_at IS NULL THEN 0 ELSE billed_minutes END,
-		fee = CASE WHEN alive_at IS NULL THEN 0 ELSE fee END
-		WHERE ended_at IS NULL AND node IN (?, '')`,
-		callrec.DispositionInterrupted, callrec.HangupSystem, s.node)
-	if err != nil {
-		return 0, fmt.Errorf("recover cdrs: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("recover cdrs: %w", err)
-	}
-	return n, nil
 }
 
 const cdrCols = `id, call_id, node, merchant, binding_id, order_id, host, extension, direction, caller, caller_kind, started_at,

@@ -112,7 +112,7 @@ func TestCDRLifecycle(t *testing.T) {
 func TestCrashRecovery(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, dsn := be.open(t)
+		s, dsn := be.open(t, WithNode("vnum-a"))
 		ctx := context.Background()
 		c := &callrec.Record{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second)}
 		require.NoError(t, s.StartCDR(ctx, c))
@@ -120,17 +120,26 @@ func TestCrashRecovery(t *testing.T) {
 		require.NoError(t, s.Close())
 
 		// The CLI opens the store while a server runs: it leaves rows alone.
-		cli, err := Open(ctx, be.driver, dsn, WithoutRecovery())
+		cli, err := Open(ctx, be.driver, dsn)
 		require.NoError(t, err)
 		got, err := cli.GetCDR(ctx, c.ID)
 		require.NoError(t, err)
 		require.True(t, got.EndedAt.IsZero())
 		require.NoError(t, cli.Close())
 
-		// The next server start closes it as interrupted.
-		s2, err := Open(ctx, be.driver, dsn)
+		// The next server start takes the node's lease and closes it as
+		// interrupted.
+		s2, err := Open(ctx, be.driver, dsn, WithNode("vnum-a"))
 		require.NoError(t, err)
 		defer func() { require.NoError(t, s2.Close()) }()
+		got, err = s2.GetCDR(ctx, c.ID)
+		require.NoError(t, err)
+		require.True(t, got.EndedAt.IsZero(), "opening the store closes nothing")
+		lease, err := s2.TakeLease(ctx, Holder{Host: "h", PID: 2}, LeaseOptions{})
+		require.NoError(t, err)
+		n, err := lease.RecoverInterrupted(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n)
 		got, err = s2.GetCDR(ctx, c.ID)
 		require.NoError(t, err)
 		require.Equal(t, callrec.DispositionInterrupted, got.Disposition)
@@ -239,9 +248,7 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 
 				// kill -9: nothing more is written; the next start recovers.
 				require.NoError(t, s.Close())
-				s2, err := Open(ctx, be.driver, dsn, fixedClock(restart))
-				require.NoError(t, err)
-				t.Cleanup(func() { require.NoError(t, s2.Close()) })
+				s2 := restartNode(t, be, dsn, fixedClock(restart))
 				got, err := s2.GetCDR(ctx, c.ID)
 				require.NoError(t, err)
 				require.Equal(t, tc.ended, got.EndedAt, "ended_at is the last time known alive, not the restart")
@@ -280,11 +287,11 @@ func TestRecoverOnlyOwnNode(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
 		ctx := context.Background()
 		at := time.Date(2026, 11, 15, 9, 0, 0, 0, time.UTC)
-		legacy, dsn := be.open(t, WithoutRecovery())
+		legacy, dsn := be.open(t)
 		seed(t, legacy)
 		open := map[string]string{} // node → its open row
 		for _, node := range []string{"", "vnum-a", "vnum-b"} {
-			s, err := Open(ctx, be.driver, dsn, WithNode(node), WithoutRecovery())
+			s, err := Open(ctx, be.driver, dsn, WithNode(node))
 			require.NoError(t, err)
 			c := &callrec.Record{CallID: "call-" + node, Host: "17000000001", Direction: callrec.DirectionToConsignee,
 				Caller: "alice", StartedAt: at}
@@ -297,6 +304,11 @@ func TestRecoverOnlyOwnNode(t *testing.T) {
 		a, err := Open(ctx, be.driver, dsn, WithNode("vnum-a")) // vnum-a restarts
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, a.Close()) })
+		lease, err := a.TakeLease(ctx, Holder{Host: "a", PID: 1}, LeaseOptions{})
+		require.NoError(t, err)
+		n, err := lease.RecoverInterrupted(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n, "its own row and the one from before nodes")
 		for node, id := range open {
 			got, err := a.GetCDR(ctx, id)
 			require.NoError(t, err)
@@ -309,4 +321,19 @@ func TestRecoverOnlyOwnNode(t *testing.T) {
 			require.False(t, got.EndedAt.IsZero())
 		}
 	})
+}
+
+// restartNode opens the store on dsn as node vnum-a starting again: it
+// takes the node's lease and closes the rows a crash left open.
+func restartNode(t *testing.T, be backend, dsn string, opts ...Option) *Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, be.driver, dsn, append(opts, WithNode("vnum-a"))...)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	lease, err := s.TakeLease(ctx, Holder{Host: "h", PID: 1}, LeaseOptions{})
+	require.NoError(t, err)
+	_, err = lease.RecoverInterrupted(ctx)
+	require.NoError(t, err)
+	return s
 }

@@ -34,3 +34,16 @@ var (
 
 // ErrCDRFinished reports a FinishCDR on a call record that already ended.
 var ErrCDRFinished = errors.New("call record already finished")
+
+// ErrLeaseHeld reports that another process holds the lease of a node
+// (see Store.TakeLease); the error is a *LeaseHeldError naming it.
+var ErrLeaseHeld = errors.New("node lease held by another process")
+
+// ErrLeaseLost reports that a lease this process held was taken by
+// another process after it expired (see Lease.Renew).
+var ErrLeaseLost = errors.New("node lease lost to another process")
+
+// ErrNoStore reports a store that holds no vnum schema yet, refused by
+// Open under MustExist: a SQLite file that does not exist or is empty, a
+// PostgreSQL database without vnum's tables.
+var ErrNoStore = errors.New("no vnum store there yet")

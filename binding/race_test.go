@@ -68,7 +68,7 @@ func raceChild() int {
 		return 2
 	}
 	s, err := Open(context.Background(), os.Getenv(raceDriverEnv), os.Getenv(raceDSNEnv),
-		WithPolicy(racePolicy), WithoutRecovery())
+		WithPolicy(racePolicy))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "race child:", err)
 		return 2
@@ -271,11 +271,13 @@ func TestRacingCDRClose(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
 		const rounds, finishers = 5, 4
 		ctx := context.Background()
-		a, dsn := be.open(t, WithNode("vnum-a"), WithoutRecovery())
+		a, dsn := be.open(t, WithNode("vnum-a"))
 		seed(t, a)
-		b, err := Open(ctx, be.driver, dsn, WithNode("vnum-a"), WithoutRecovery())
+		b, err := Open(ctx, be.driver, dsn, WithNode("vnum-a"))
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, b.Close()) })
+		lease, err := b.TakeLease(ctx, Holder{Host: "b", PID: 2}, LeaseOptions{})
+		require.NoError(t, err)
 		rates := Rates{PerMinute: 20000}
 		for round := range rounds {
 			c := &callrec.Record{CallID: fmt.Sprintf("call-%d", round), Merchant: "m1", StartedAt: t0,
@@ -291,7 +293,7 @@ func TestRacingCDRClose(t *testing.T) {
 				end.EndedAt = t0.Add(time.Duration(i+1) * time.Minute)
 				wg.Go(func() { errs[i] = s.FinishCDR(ctx, &end, rates) })
 			}
-			wg.Go(func() { recovered, recoverErr = b.RecoverInterrupted(ctx) })
+			wg.Go(func() { recovered, recoverErr = lease.RecoverInterrupted(ctx) })
 			wg.Wait()
 			require.NoError(t, recoverErr)
 			closed := int(recovered)

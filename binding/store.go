@@ -1,12 +1,14 @@
 package binding
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -50,12 +52,12 @@ func DefaultPolicy() Policy {
 type Option func(*options)
 
 type options struct {
-	policy  Policy
-	recover bool
-	created *bool
-	clock   func() time.Time
-	node    string
-	busy    time.Duration
+	policy    Policy
+	mustExist bool
+	created   *bool
+	clock     func() time.Time
+	node      string
+	busy      time.Duration
 }
 
 // ReportCreated makes Open set *created to true when the store it opened
@@ -75,8 +77,7 @@ func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
 func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
 
 // WithNode names the node that uses the store (node.id): the CDR rows it
-// starts carry it, and the rows a crash left open that RecoverInterrupted
-// closes are only its own.
+// starts carry it, and its lease (TakeLease) is that node's.
 func WithNode(id string) Option { return func(o *options) { o.node = id } }
 
 // DefaultBusyTimeout is how long a write waits for a lock (SQLite's write
@@ -93,10 +94,12 @@ const DefaultBusyTimeout = 10 * time.Second
 // of waiting for the lock.
 func WithBusyTimeout(d time.Duration) Option { return func(o *options) { o.busy = d } }
 
-// WithoutRecovery makes Open leave unfinished CDR rows alone. Short-lived
-// tools (the CLI) use it: they open the store while `vnum serve` runs, and
-// the rows of its calls in progress are not left over from a crash.
-func WithoutRecovery() Option { return func(o *options) { o.recover = false } }
+// MustExist makes Open refuse, with ErrNoStore, a store that holds no vnum
+// schema yet (a SQLite file that does not exist or is empty, a PostgreSQL
+// database without vnum's tables), and create nothing. Commands that only
+// read use it: they have nothing to show from a store the operator did
+// not mean, and must not leave one behind.
+func MustExist() Option { return func(o *options) { o.mustExist = true } }
 
 // Store is vnum's database: merchants, accounts, the number pool, bindings,
 // CDRs and registrations. It keeps no cached copy of any row, so changes
@@ -113,9 +116,10 @@ type Store struct {
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrations embed.FS
 
-// Open opens the store, applies pending migrations and, unless
-// WithoutRecovery is given, closes CDR rows that a crash left open
-// (disposition "interrupted", see RecoverInterrupted).
+// Open opens the store and applies pending migrations. It leaves the CDR
+// rows of calls in progress alone: only the holder of a node's lease
+// closes the rows a crash of that node left open (TakeLease, then
+// Lease.RecoverInterrupted).
 //
 // For sqlite the DSN is a file name (or ":memory:"); WAL mode, foreign
 // keys, a busy timeout and immediate transactions are added to it. For
@@ -123,7 +127,7 @@ var migrations embed.FS
 // or libpq's keyword form (host=db user=vnum ...); several nodes may share
 // one PostgreSQL database. Both have the same schema and rules.
 func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, error) {
-	o := options{policy: DefaultPolicy(), recover: true}
+	o := options{policy: DefaultPolicy()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -149,17 +153,27 @@ func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Store, erro
 	if o.created != nil {
 		*o.created = created
 	}
-	if o.recover {
-		if _, err := s.RecoverInterrupted(ctx); err != nil {
-			return nil, closeAfter(s.db.DB, err)
-		}
-	}
 	return s, nil
 }
 
 // openSQLite opens and migrates a SQLite store; created reports a file
 // that had no vnum schema yet.
 func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error) {
+	file := config.SQLitePath(dsn)
+	if file != "" {
+		if o.mustExist {
+			if fi, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) || (err == nil && fi.Size() == 0) {
+				return nil, false, fmt.Errorf("sqlite file %q: %w", file, ErrNoStore)
+			}
+		}
+		// SQLite's own error for a file it may not write is "attempt to
+		// write a readonly database", or "unable to open database file"
+		// for a directory it cannot make its -wal and -shm files in: the
+		// operator needs to know whose the file is instead.
+		if err := checkWritable(file); err != nil {
+			return nil, false, err
+		}
+	}
 	sqldb, err := sql.Open("sqlite3", sqliteDSN(dsn, o.busy))
 	if err != nil {
 		return nil, false, fmt.Errorf("sqlite file %q: %w", dsn, err)
@@ -189,6 +203,9 @@ func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error
 			return nil, false, closeAfter(sqldb, fmt.Errorf("cannot open sqlite file %q: %w (its directory must exist and be writable)", dsn, err))
 		}
 		return nil, false, closeAfter(sqldb, fmt.Errorf("cannot open sqlite file %q: %w", dsn, err))
+	}
+	if schemas == 0 && o.mustExist {
+		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", cmp.Or(file, dsn), ErrNoStore))
 	}
 	s := &Store{db: &db{DB: sqldb, dialect: sqliteDialect}, policy: o.policy, clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {
@@ -237,6 +254,9 @@ func openPostgres(ctx context.Context, dsn string, o options) (*Store, bool, err
 	if err := sqldb.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables
 		WHERE table_schema = current_schema() AND table_name = 'schema_migrations'`).Scan(&schemas); err != nil {
 		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("cannot reach postgres %s: %w", shown, err)))
+	}
+	if schemas == 0 && o.mustExist {
+		return nil, false, closeAfter(sqldb, fmt.Errorf("postgres %s: %w", shown, ErrNoStore))
 	}
 	s := &Store{db: &db{DB: sqldb, dialect: postgresDialect}, policy: o.policy, clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {

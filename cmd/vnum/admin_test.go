@@ -32,7 +32,7 @@ func runCLIStdin(t *testing.T, stdin string, args ...string) (stdout, stderr str
 // accountOf reads a login from the store the CLI uses.
 func accountOf(t *testing.T, dsn, user string) (string, error) {
 	t.Helper()
-	s, err := binding.Open(context.Background(), binding.DriverSQLite, dsn, binding.WithoutRecovery())
+	s, err := binding.Open(context.Background(), binding.DriverSQLite, dsn)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close()) }()
 	a, err := s.Account(context.Background(), user)

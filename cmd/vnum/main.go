@@ -251,9 +251,10 @@ func ratesOf(c *config.Config) (binding.Rates, error) {
 }
 
 // openStore opens the configured store with the configured binding policy
-// and closes CDR rows left open by a crash. It is for the long-running
-// server; one-shot commands use openCLIStore. When the store is new and
-// empty it calls created (nil for the demo's temporary store).
+// as this node (node.id). It is for the long-running server, which then
+// takes the node's lease (takeLease); one-shot commands use openCLIStore.
+// When the store is new and empty it calls created (nil for the demo's
+// temporary store).
 func openStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
 	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithNode(nodeID(c)),
 		binding.WithBusyTimeout(c.Store.Timeout))
@@ -274,7 +275,7 @@ func nodeID(c *config.Config) string {
 // openCLIStore opens the store for a one-shot command. It leaves open CDR
 // rows alone: they may belong to calls of a `vnum serve` running now.
 func openCLIStore(ctx context.Context, c *config.Config, created func(dsn string)) (*binding.Store, error) {
-	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)), binding.WithoutRecovery())
+	return openConfigured(ctx, c, created, binding.WithPolicy(policyOf(c)))
 }
 
 // openConfigured opens the store of c. A failure names the key to fix; a

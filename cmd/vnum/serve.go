@@ -34,9 +34,11 @@ func newServeCmd() *cobra.Command {
 // errNoTrunk refuses to serve without an outbound trunk.
 var errNoTrunk = errors.New("trunk.outbound: empty; serve needs the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp")
 
-// node is a running vnum: store, media ports and SIP server.
+// node is a running vnum: store, the node's lease, media ports and SIP
+// server.
 type node struct {
 	store *binding.Store
+	lease *binding.Lease
 	ports *media.Ports
 	sip   *sip.Server
 }
@@ -65,34 +67,41 @@ func startNodeWith(ctx context.Context, c *config.Config, log *slog.Logger, quie
 	if err != nil {
 		return nil, err
 	}
-	rates, err := ratesOf(c)
+	lease, err := takeLease(ctx, store, nodeID(c), log)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
+	n := &node{store: store, lease: lease}
+	rates, err := ratesOf(c)
+	if err != nil {
+		n.close()
+		return nil, err
+	}
 	if ports == nil {
 		if ports, err = portsOf(c.Media); err != nil {
-			store.Close()
+			n.close()
 			return nil, err
 		}
 	}
 	opts, err := sipOptions(c, ports, log)
 	if err != nil {
-		store.Close()
+		n.close()
 		return nil, err
 	}
 	srv, err := sip.NewServer(opts, &router{store: store, rates: rates, now: time.Now})
 	if err != nil {
-		store.Close()
+		n.close()
 		return nil, err
 	}
 	// The server's own context is not the signal's: on SIGTERM it drains
 	// first (Shutdown), then closes.
 	if err := srv.Start(context.WithoutCancel(ctx)); err != nil {
-		store.Close()
+		n.close()
 		return nil, err
 	}
-	return &node{store: store, ports: ports, sip: srv}, nil
+	n.ports, n.sip = ports, srv
+	return n, nil
 }
 
 // checkMediaIP binds a UDP socket on media.ip once: an address that is not this
@@ -125,8 +134,14 @@ func (n *node) stop(ctx context.Context) {
 	n.close()
 }
 
-// close closes the store; the SIP server must be shut down first.
+// close releases the node's lease and closes the store; the SIP server
+// must be shut down first, so that the calls the node had are finished.
 func (n *node) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), binding.LeaseRenewEvery)
+	if err := n.lease.Release(ctx); err != nil {
+		slog.Error("releasing the node's lease", "error", err)
+	}
+	cancel()
 	if err := n.store.Close(); err != nil {
 		slog.Error("closing store", "error", err)
 	}
@@ -171,12 +186,26 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if ready != nil {
 		ready(n)
 	}
-	for running := c; ctx.Err() == nil; {
+	// The lease is renewed until the node is closed, draining included.
+	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+	lost := make(chan error, 1)
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		keepLease(leaseCtx, n.lease, log, lost)
+	}()
+	var lostErr error
+	for running := c; ctx.Err() == nil && lostErr == nil; {
 		select {
 		case <-ctx.Done():
 		case <-hup:
 			log.Info("SIGHUP: re-reading the configuration", "file", configFile)
 			running = reloadNode(configFile, running, n, log)
+		case lostErr = <-lost:
+			// Another process took the node over after this one failed
+			// to renew its lease in time: its calls are that process's
+			// now.
+			log.Error("lost the node's lease; stopping", "error", lostErr)
 		}
 	}
 	log.Info("draining", "calls", n.sip.ActiveCalls(), "drain_timeout", c.Calls.DrainTimeout.String())
@@ -188,9 +217,11 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		log.Error("stopping admin API", "error", err)
 	}
 	cancel()
+	stopLease()
+	<-renewing
 	n.close()
 	log.Info("stopped")
-	return nil
+	return lostErr
 }
 
 // sipOptions maps the configuration onto what signalling takes.
