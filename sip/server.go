@@ -168,7 +168,8 @@ type listener struct {
 	closer  interface{ Close() error }
 }
 
-// NewServer builds a server; Start binds its listeners.
+// NewServer builds a server; Listen binds its listeners, Serve serves
+// them (Start does both).
 func NewServer(opts Options, router Router) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -208,8 +209,22 @@ func NewServer(opts Options, router Router) (*Server, error) {
 	return s, nil
 }
 
-// Start binds every listen URI and serves SIP until ctx ends or Close.
+// Start binds every listen URI and serves SIP until ctx ends or Close:
+// Listen, then Serve.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.Serve(ctx)
+	return nil
+}
+
+// Listen binds every listen URI and makes the user agent, without serving
+// yet: a caller binds first what can fail at once (an address in use, a
+// TLS certificate that does not load) before it writes anything anywhere,
+// then calls Serve. Requests that arrive in between wait in the sockets.
+// On an error nothing stays bound.
+func (s *Server) Listen() error {
 	var err error
 	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
@@ -234,6 +249,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	if err != nil {
+		s.Close()
 		return err
 	}
 	for _, l := range s.opts.Listen {
@@ -243,11 +259,13 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if len(s.listeners) == 0 {
+		s.Close()
 		return errors.New("sip.listen: no listener")
 	}
 	first := s.listeners[0]
 	ap, err := netip.ParseAddrPort(first.addr.String())
 	if err != nil {
+		s.Close()
 		return err
 	}
 	s.host, s.port, s.transport = ap.Addr().String(), int(ap.Port()), first.network
@@ -255,10 +273,15 @@ func (s *Server) Start(ctx context.Context) error {
 		s.host = s.opts.PublicHost
 	}
 	if err := s.newClient(sipLog); err != nil {
+		s.Close()
 		return err
 	}
 	s.routes()
+	return nil
+}
 
+// Serve serves SIP on the listeners Listen bound until ctx ends or Close.
+func (s *Server) Serve(ctx context.Context) {
 	s.serve()
 	for _, l := range s.listeners {
 		if l.network == "udp" {
@@ -274,7 +297,6 @@ func (s *Server) Start(ctx context.Context) error {
 		<-ctx.Done()
 		s.Close()
 	}()
-	return nil
 }
 
 // newClient makes the client vnum sends requests with, and the dialog
