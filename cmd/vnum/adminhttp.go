@@ -215,47 +215,85 @@ func isLoopbackListen(hostport string) bool {
 var errAdminNeedsToken = errors.New("admin.listen: a non-loopback address needs admin.token")
 
 // startAdmin serves the admin HTTP API (SPEC §6) on admin.listen until
-// stop is called, and returns the address it listens on. An empty
-// admin.listen disables it: stop does nothing and addr is "". A listen
-// address other than loopback is refused without admin.token. calls lists
-// the calls in progress, ready is the /readyz check, stats feed /metrics.
+// stop is called, and returns the address it listens on: listenAdmin, then
+// serve. An empty admin.listen disables it: stop does nothing and addr is
+// "". calls lists the calls in progress, ready is the /readyz check, stats
+// feed /metrics.
 func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
 	ready func(context.Context) error, stats callStats, log *slog.Logger,
 ) (stop func(context.Context) error, addr string, err error) {
-	noop := func(context.Context) error { return nil }
+	a, err := listenAdmin(ctx, c, log)
+	if err != nil {
+		return nil, "", err
+	}
+	return a.serve(ctx, c, store, calls, ready, stats, log)
+}
+
+// adminListener is the admin API's socket, bound before the store is
+// opened, with what the API needs from the configuration.
+type adminListener struct {
+	ln    net.Listener // nil when admin.listen is empty
+	loc   *time.Location
+	rates binding.Rates
+}
+
+// listenAdmin checks the admin API's configuration and binds admin.listen,
+// without serving yet. A listen address other than loopback is refused
+// without admin.token.
+func listenAdmin(ctx context.Context, c *config.Config, log *slog.Logger) (*adminListener, error) {
 	listen := strings.TrimSpace(c.Admin.Listen)
 	if listen == "" {
 		log.Info("admin API disabled (admin.listen is empty)")
-		return noop, "", nil
+		return &adminListener{}, nil
 	}
 	if c.Admin.Token == "" && !isLoopbackListen(listen) {
-		return nil, "", errAdminNeedsToken
+		return nil, errAdminNeedsToken
 	}
 	loc, err := time.LoadLocation(c.Billing.Timezone)
 	if err != nil {
-		return nil, "", fmt.Errorf("billing.timezone: %w", err)
+		return nil, fmt.Errorf("billing.timezone: %w", err)
 	}
 	rates, err := ratesOf(c)
 	if err != nil {
-		return nil, "", err
+		return nil, err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
+	return &adminListener{ln: ln, loc: loc, rates: rates}, nil
+}
+
+// close unbinds an admin API that will not be served.
+func (a *adminListener) close() {
+	if a.ln != nil {
+		if err := a.ln.Close(); err != nil {
+			slog.Debug("closing admin listener", "error", err)
+		}
+	}
+}
+
+// serve serves the admin API on the bound listener until stop is called.
+func (a *adminListener) serve(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+	ready func(context.Context) error, stats callStats, log *slog.Logger,
+) (stop func(context.Context) error, addr string, err error) {
+	if a.ln == nil {
+		return func(context.Context) error { return nil }, "", nil
 	}
 	metrics, err := newMetrics(stats)
 	if err != nil {
+		a.close()
 		return nil, "", err
 	}
 	handler := api.New(store, api.Options{
-		Token: c.Admin.Token, Rates: rates, Currency: c.Billing.Currency, Location: loc,
+		Token: c.Admin.Token, Rates: a.rates, Currency: c.Billing.Currency, Location: a.loc,
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log,
 	})
 	if c.Admin.PProf {
 		handler = withPProf(handler, c.Admin.Token)
 	}
-
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", listen)
-	if err != nil {
-		return nil, "", fmt.Errorf("admin.listen: %w", err)
-	}
+	ln := a.ln
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: adminReadHeaderTimeout,

@@ -54,54 +54,84 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 // media.rtp_ports). Tests pass pairs of the kernel's choosing, so that
 // packages testing in parallel never compete for one range.
 func startNodeWith(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool, ports *media.Ports) (*node, error) {
+	b, err := bindNode(c, log, ports)
+	if err != nil {
+		return nil, err
+	}
+	return b.start(ctx, log, quietStore)
+}
+
+// boundNode is a node whose SIP sockets are bound and whose configuration
+// has passed every check, but which has not opened the store yet.
+type boundNode struct {
+	c      *config.Config
+	ports  *media.Ports
+	sip    *sip.Server
+	router *router
+}
+
+// bindNode does what can fail before the store is touched: it checks
+// media.ip and the rates, and binds sip.listen. A serve that fails here
+// leaves the store as it was, not even created.
+func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNode, error) {
 	if err := checkMediaIP(c.Media); err != nil {
 		return nil, err
 	}
+	rates, err := ratesOf(c)
+	if err != nil {
+		return nil, err
+	}
+	if ports == nil {
+		if ports, err = portsOf(c.Media); err != nil {
+			return nil, err
+		}
+	}
+	opts, err := sipOptions(c, ports, log)
+	if err != nil {
+		return nil, err
+	}
+	// The router gets its store once the store is open (start); nothing
+	// is served before.
+	rt := &router{rates: rates, now: time.Now}
+	srv, err := sip.NewServer(opts, rt)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Listen(); err != nil {
+		return nil, err
+	}
+	return &boundNode{c: c, ports: ports, sip: srv, router: rt}, nil
+}
+
+// close unbinds a node that will not start.
+func (b *boundNode) close() { b.sip.Close() }
+
+// start opens the store, takes the node's lease (closing the calls a
+// crash of the node left open) and serves SIP. On an error the sockets
+// are closed and the store is left as the open and the refused lease left
+// it: unchanged, unless it was new.
+func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool) (*node, error) {
 	announce := func(dsn string) {
 		log.Warn("created a new, empty store", "store.dsn", dsn)
 	}
 	if quietStore {
 		announce = nil
 	}
-	store, err := openStore(ctx, c, announce)
+	store, err := openStore(ctx, b.c, announce)
 	if err != nil {
+		b.close()
 		return nil, err
 	}
-	lease, err := takeLease(ctx, store, nodeID(c), log)
+	lease, err := takeLease(ctx, store, nodeID(b.c), log)
 	if err != nil {
-		store.Close()
-		return nil, err
+		b.close()
+		return nil, errors.Join(err, store.Close())
 	}
-	n := &node{store: store, lease: lease}
-	rates, err := ratesOf(c)
-	if err != nil {
-		n.close()
-		return nil, err
-	}
-	if ports == nil {
-		if ports, err = portsOf(c.Media); err != nil {
-			n.close()
-			return nil, err
-		}
-	}
-	opts, err := sipOptions(c, ports, log)
-	if err != nil {
-		n.close()
-		return nil, err
-	}
-	srv, err := sip.NewServer(opts, &router{store: store, rates: rates, now: time.Now})
-	if err != nil {
-		n.close()
-		return nil, err
-	}
+	b.router.store = store
 	// The server's own context is not the signal's: on SIGTERM it drains
 	// first (Shutdown), then closes.
-	if err := srv.Start(context.WithoutCancel(ctx)); err != nil {
-		n.close()
-		return nil, err
-	}
-	n.ports, n.sip = ports, srv
-	return n, nil
+	b.sip.Serve(context.WithoutCancel(ctx))
+	return &node{store: store, lease: lease, ports: b.ports, sip: b.sip}, nil
 }
 
 // checkMediaIP binds a UDP socket on media.ip once: an address that is not this
@@ -148,7 +178,10 @@ func (n *node) close() {
 }
 
 // serve runs a node until ctx ends (SIGTERM/SIGINT), then drains it.
-// ready, when not nil, is called once the node listens.
+// ready, when not nil, is called once the node listens. What can fail
+// cheaply (the configuration, media.ip, binding sip.listen and
+// admin.listen) is done before the store is opened: a serve that does not
+// start changes nothing in the store.
 func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*node)) error {
 	if c.Trunk.Outbound == "" {
 		// Every call would fail at leg B: refuse at once, not silently.
@@ -159,11 +192,21 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	n, err := startNode(ctx, c, log, false)
+	b, err := bindNode(c, log, nil)
 	if err != nil {
 		return err
 	}
-	stopAdmin, adminAddr, err := startAdmin(ctx, c, n.store, func() any { return n.sip.Calls() },
+	admin, err := listenAdmin(ctx, c, log)
+	if err != nil {
+		b.close()
+		return err
+	}
+	n, err := b.start(ctx, log, false)
+	if err != nil {
+		admin.close()
+		return err
+	}
+	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, func() any { return n.sip.Calls() },
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
 				return fmt.Errorf("store: %w", err)
