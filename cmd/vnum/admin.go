@@ -21,7 +21,7 @@ func newMerchantCmd() *cobra.Command {
 		Short: "Add a merchant",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			return withNewStore(cmd, func(ctx context.Context, s *binding.Store) error {
 				if err := s.AddMerchant(ctx, args[0], name); err != nil {
 					return err
 				}
@@ -196,7 +196,7 @@ func newNumberCmd() *cobra.Command {
 		Short: "Add host numbers (11 digits, +86 allowed) to the pool, all or none",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+			return withNewStore(cmd, func(ctx context.Context, s *binding.Store) error {
 				if err := s.AddNumbers(ctx, args...); err != nil {
 					return err
 				}

@@ -131,6 +131,43 @@ func TestNewStoreIsAnnounced(t *testing.T) {
 	require.Empty(t, errOut)
 }
 
+// TestMissingStoreIsNotCreated: a command that only reads, or that needs
+// records a new store cannot have (an account needs its merchant, a
+// release its binding), refuses a store that does not exist with one line
+// naming the path and store.dsn, and creates nothing; a command that can
+// start a store from nothing but is refused for its input leaves nothing
+// behind either.
+func TestMissingStoreIsNotCreated(t *testing.T) {
+	dsn := useTempStore(t)
+	for _, args := range [][]string{
+		{"number", "list"},
+		{"binding", "list"},
+		{"binding", "show", "b_0000000000000000"},
+		{"binding", "release", "b_0000000000000000"},
+		{"binding", "create", "--merchant", "m1", "--order", "o1", "--consignee", consignee, "--order-status", "shipped"},
+		{"account", "add", "m1", "alice", "--password", "long enough"},
+		{"cdr", "list"},
+		{"bill", "--merchant", "m1", "--month", "2026-11"},
+		{"merchant", "add", "bad id"},
+		{"number", "add", "123"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			want := "store.dsn: no vnum store at " + dsn + " yet"
+			if args[1] == "add" && (args[0] == "merchant" || args[0] == "number") {
+				want = "invalid"
+			}
+			requireOneLineError(t, args, want)
+			entries, err := os.ReadDir(filepath.Dir(dsn))
+			require.NoError(t, err)
+			require.Empty(t, entries, "vnum %s left a store behind", strings.Join(args, " "))
+		})
+	}
+	// config show reads no store at all.
+	mustRun(t, "config", "show")
+	_, err := os.Stat(dsn)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
 func TestVersion(t *testing.T) {
 	defer func(v, c string) { version, commit = v, c }(version, commit)
 	version, commit = "1.4.2", "0123abc"

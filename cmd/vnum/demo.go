@@ -175,7 +175,7 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 // same store the CLI uses, and returns the extensions of the shipped
 // orders: the one whose consignee answers, and the busy one's.
 func (d *demo) seed(ctx context.Context) (string, string, error) {
-	s, err := openCLIStore(ctx, d.cfg, nil)
+	s, _, err := createCLIStore(ctx, d.cfg)
 	if err != nil {
 		return "", "", err
 	}
@@ -424,7 +424,7 @@ func (d *demo) privacy() {
 // report prints the CDR rows and the month's bill from the store, and
 // checks the CDRs say what happened.
 func (d *demo) report(ctx context.Context) error {
-	s, err := openCLIStore(ctx, d.cfg, nil)
+	s, err := openCLIStore(ctx, d.cfg)
 	if err != nil {
 		return err
 	}
