@@ -46,6 +46,8 @@ func TestServeStopsWhenLeaseLost(t *testing.T) {
 	c.SIP.Listen = []string{"udp://127.0.0.1:0"}
 	c.Node.ID = "vnum-lost"
 	c.Calls.DrainTimeout = time.Second
+	c.Trunk.Outbound = "sip:127.0.0.1:9;transport=udp" // no call is placed
+	c.Trunk.Keepalive = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	up := make(chan struct{})
