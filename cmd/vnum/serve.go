@@ -106,6 +106,10 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 // close unbinds a node that will not start.
 func (b *boundNode) close() { b.sip.Close() }
 
+// leaseStartTimeout bounds taking the node's lease and closing its
+// interrupted calls at start.
+const leaseStartTimeout = 30 * time.Second
+
 // start opens the store, takes the node's lease (closing the calls a
 // crash of the node left open) and serves SIP. On an error the sockets
 // are closed and the store is left as the open and the refused lease left
@@ -122,7 +126,12 @@ func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool
 		b.close()
 		return nil, err
 	}
-	lease, err := takeLease(ctx, store, nodeID(b.c), log)
+	// Once the store is open the node starts even if SIGTERM came
+	// meanwhile (it then drains at once), rather than stop half-way
+	// through closing its interrupted calls.
+	leaseCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseStartTimeout)
+	lease, err := takeLease(leaseCtx, store, nodeID(b.c), log)
+	cancel()
 	if err != nil {
 		b.close()
 		return nil, errors.Join(err, store.Close())
