@@ -321,6 +321,7 @@ ivr:
   inter_digit_timeout: 5s
 trunk:
   outbound: "sip:127.0.0.1:%[4]d;transport=udp"
+  keepalive: 0s   # the carriers are SIPp scenarios that take INVITEs only
   inbound_cidrs: []
   number_format: national
 calls:

@@ -320,6 +320,7 @@ media:
   rtp_ports: "$RTP_PORTS"
 trunk:
   outbound: "sip:127.0.0.1:$CARRIER_PORT;transport=udp"
+  keepalive: 0s   # the carrier is a SIPp scenario that takes INVITEs only
   inbound_cidrs: [$TRUNK_CIDRS]
   number_format: national
 security:

@@ -159,6 +159,7 @@ media:
   rtp_ports: "$RTP-$((RTP + 199))"
 trunk:
   outbound: "sip:127.0.0.1:$CARRIER_PORT;transport=udp"
+  keepalive: 0s   # the carrier is a SIPp scenario that takes INVITEs only
   inbound_cidrs: [127.0.0.1/32]
   number_format: national
 calls:
