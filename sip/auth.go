@@ -319,7 +319,7 @@ func digestUser(header string) string {
 	if err != nil {
 		return ""
 	}
-	return logValue(cr.Username)
+	return maskNumbers(logValue(cr.Username))
 }
 
 // setLimits changes how many failures within a minute block a source, and

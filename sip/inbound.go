@@ -224,7 +224,7 @@ func (s *Server) newCall(req *sip.Request, acct Account, trunk bool, number stri
 		// Every line of the call names it three ways: vnum's call id (also
 		// leg B's Call-ID, see legBCallID), and leg A's Call-ID, which
 		// the caller's carrier quotes.
-		log:     s.log.With("call", id, "a_call_id", logValue(req.CallID().Value()), "host", d.Host),
+		log:     s.log.With("call", id, "a_call_id", aCallID(req.CallID().Value(), cb != nil), "host", d.Host),
 		invite:  req,
 		account: acct,
 		trunk:   trunk,

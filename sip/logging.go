@@ -70,13 +70,22 @@ func (h numberMasker) WithGroup(name string) slog.Handler {
 // maxLogValue bounds what vnum logs of a value taken from a message.
 const maxLogValue = 96
 
-// logValue is a value from a message (leg A's Call-ID) as a call's log
-// lines carry it: cut to maxLogValue bytes, with anything that may be a
-// phone number masked, since a carrier may build its Call-IDs from the
-// calling number, and on a callback that number is the consignee's.
+// logValue is a value from a message as a log line carries it: cut to
+// maxLogValue bytes, valid UTF-8 (slog's handlers escape the rest).
 func logValue(s string) string {
 	if len(s) > maxLogValue {
 		s = strings.ToValidUTF8(s[:maxLogValue], "") + "…"
 	}
-	return maskNumbers(s)
+	return strings.ToValidUTF8(s, "?")
+}
+
+// aCallID is leg A's Call-ID as the call's log lines carry it. A carrier
+// may build its Call-IDs from the calling number, and on a callback that
+// number is the consignee's: there anything that may be a phone number is
+// masked. Other calls' callers may be logged (their CDR names them too).
+func aCallID(callID string, callback bool) string {
+	if callback {
+		return maskNumbers(logValue(callID))
+	}
+	return logValue(callID)
 }

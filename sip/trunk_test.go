@@ -136,8 +136,10 @@ func TestCallLogsTraceBothLegs(t *testing.T) {
 	require.NoError(t, err)
 	inv := nextInvite(t, e.carrier)
 	nextSession(t, e.carrier)
+	e.waitLogged("call bridged", 1)
 	require.NoError(t, d.Bye(ctx))
 	cdr := e.router.waitEnded(t)
+	e.waitLogged("call ended", 1) // written once the CDR is
 	require.Equal(t, cdr.ID, inv.CallID().Value(), "leg B's Call-ID is vnum's call id")
 	aCallID := d.InviteRequest.CallID().Value()
 	lines := 0
@@ -148,7 +150,7 @@ func TestCallLogsTraceBothLegs(t *testing.T) {
 		lines++
 		require.Contains(t, l, "a_call_id="+aCallID, "a call's line without leg A's Call-ID: %s", l)
 	}
-	require.GreaterOrEqual(t, lines, 3, "call started, bridged, ended")
+	require.GreaterOrEqual(t, lines, 3, "call started, bridged, ended:\n%s", e.logs.String())
 
 	intruder, err := sipua.NewSoftphone("mallory", "wrong", nil)
 	require.NoError(t, err)
@@ -157,4 +159,14 @@ func TestCallLogsTraceBothLegs(t *testing.T) {
 	require.Error(t, err)
 	e.waitLogged("authentication failed", 1)
 	require.Contains(t, e.logs.String(), "user=mallory")
+}
+
+// TestCallbackLogMasksCallID: on a callback leg A comes from the
+// consignee's phone, and a carrier may build the Call-ID from its number:
+// the call's lines carry that Call-ID with numbers masked.
+func TestCallbackLogMasksCallID(t *testing.T) {
+	require.Equal(t, "[number]-77@gw.example", aCallID("13800138000-77@gw.example", true))
+	require.Equal(t, "13700137000-77@gw.example", aCallID("13700137000-77@gw.example", false), "a courier's own number is its CDR's caller too")
+	long := strings.Repeat("a", 300)
+	require.Len(t, aCallID(long, false), maxLogValue+len("…"))
 }
