@@ -112,3 +112,43 @@ func TestWriteCSV(t *testing.T) {
 	}))
 	require.Equal(t, "caller,fee\n'=1+2*3,0.02000\n'+86 139,'-1\n'@cmd,'\tx\n\"'\rx\",\na=b,'quoted\n中文,\"x,y\"\n", buf.String())
 }
+
+// TestJSONArrayWriterMatchesEncoder: an array written element by element
+// is byte for byte what json.Encoder writes for the whole slice, compact
+// and indented, empty or not, so streaming changed no export's form.
+func TestJSONArrayWriterMatchesEncoder(t *testing.T) {
+	t.Parallel()
+	c := callrec.Record{ID: "c_1", CallID: "call@a", Merchant: "m1", Caller: "<b>&\"x\"", StartedAt: t0, Fee: 40000}
+	for _, n := range []int{0, 1, 3} {
+		for _, indent := range []string{"", "  "} {
+			records := make([]callrec.Record, n)
+			for i := range records {
+				records[i] = c
+				records[i].ID = fmt.Sprintf("c_%d", i)
+			}
+			var want, got strings.Builder
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", indent)
+			require.NoError(t, enc.Encode(records))
+			if n == 0 {
+				// An empty listing is [], whatever the indent.
+				want.Reset()
+				want.WriteString("[]\n")
+			}
+			a := NewJSONArrayWriter(&got, indent)
+			for _, r := range records {
+				require.NoError(t, a.Write(r))
+			}
+			require.NoError(t, a.Close())
+			require.Equal(t, want.String(), got.String(), "%d elements, indent %q", n, indent)
+		}
+	}
+
+	// Unclosed, the array is not valid JSON: a cut listing cannot pass
+	// for a whole one.
+	var cut strings.Builder
+	a := NewJSONArrayWriter(&cut, "")
+	require.NoError(t, a.Write(c))
+	require.False(t, json.Valid([]byte(cut.String())))
+}
