@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -143,6 +144,32 @@ func TestJSONArrayWriterMatchesEncoder(t *testing.T) {
 			require.NoError(t, a.Close())
 			require.Equal(t, want.String(), got.String(), "%d elements, indent %q", n, indent)
 		}
+	}
+
+	// The quick indenter lays out what json.Indent lays out.
+	for _, src := range []string{`{}`, `[]`, `{"a":[]}`, `{"a":{},"b":[1,{"c":null}],"d":"x,y:{z}[\"\\]"}`,
+		`[[],[[]],{"":""}]`, `"s"`, `1`, `{"a":"\u003c\\"}`} {
+		var want strings.Builder
+		var b bytes.Buffer
+		require.NoError(t, json.Indent(&b, []byte(src), "> ", "\t"))
+		want.Write(b.Bytes())
+		require.Equal(t, want.String(), string(appendIndent(nil, []byte(src), "> ", "\t")), src)
+	}
+
+	// Values without a JSON builder of their own go through encoding/json.
+	for _, indent := range []string{"", "\t"} {
+		vs := []any{map[string]string{"a": "<b>&"}, []int{1, 2}, "x"}
+		var want, got strings.Builder
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", indent)
+		require.NoError(t, enc.Encode(vs))
+		a := NewJSONArrayWriter(&got, indent)
+		for _, v := range vs {
+			require.NoError(t, a.Write(v))
+		}
+		require.NoError(t, a.Close())
+		require.Equal(t, want.String(), got.String(), "indent %q", indent)
 	}
 
 	// Unclosed, the array is not valid JSON: a cut listing cannot pass
