@@ -97,6 +97,17 @@ func TestCDRPagesFollowLink(t *testing.T) {
 		require.Equal(t, want, got, "limit %d", limit)
 	}
 
+	// HEAD answers a page's headers, its Link among them, and no body.
+	req, err := http.NewRequest(http.MethodHead, h.srv.URL+"/v1/cdrs?limit=4", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+h.token)
+	res, err := h.srv.Client().Do(req)
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.Regexp(t, linkRe, res.Header.Get("Link"))
+	require.Equal(t, "application/json", res.Header.Get("Content-Type"))
+
 	// CSV pages: each a whole file with its header row.
 	pages := followPages(t, h, "/v1/cdrs?limit=10", "text/csv")
 	require.Len(t, pages, 3)

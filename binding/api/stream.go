@@ -90,17 +90,23 @@ type sendFunc func([]byte) (int, error)
 
 func (f sendFunc) Write(p []byte) (int, error) { return f(p) }
 
+// sendHeader sends the status and headers, once.
+func (st *stream) sendHeader() {
+	if st.sent {
+		return
+	}
+	h := st.w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	st.header(h)
+	st.w.WriteHeader(http.StatusOK)
+	st.sent = true
+}
+
 // send writes p to the client within the idle deadline, after the status
 // and headers when they have not gone out yet.
 func (st *stream) send(p []byte) (int, error) {
-	if !st.sent {
-		h := st.w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
-		st.header(h)
-		st.w.WriteHeader(http.StatusOK)
-		st.sent = true
-	}
+	st.sendHeader()
 	if err := st.rc.SetWriteDeadline(time.Now().Add(st.idle)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return 0, &sendError{err}
 	}
@@ -121,6 +127,13 @@ func streamRows[T any](st *stream, rows *binding.Rows[T], begin func() error, wr
 			st.log.Debug("admin api: closing rows", "error", err)
 		}
 	}()
+	if st.r.Method == http.MethodHead {
+		// The headers a GET would send (the Link among them), without
+		// reading rows that would be thrown away.
+		st.sendHeader()
+		st.note("", 0)
+		return nil
+	}
 	if begin != nil {
 		if err := begin(); err != nil {
 			return st.fail(err)
