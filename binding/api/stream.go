@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -172,12 +173,17 @@ func (st *stream) fail(err error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		why = fmt.Sprintf("client stalled: took nothing for %s", st.idle)
+	case errors.Is(err, net.ErrClosed):
+		// The server closed the connection: it is stopping and the
+		// export did not end within its grace time.
+		why = "server stopping: " + err.Error()
 	case errors.As(err, &se):
 		why = "client gone: " + se.Error()
 	case st.r.Context().Err() != nil:
-		// The server cancels the request's context when the client
-		// closes the connection, and the store's cursor ends with it.
-		why = "client gone: the connection closed"
+		// The server cancels the request's context when the connection
+		// closes, at the client's end or (stopping) at its own, and the
+		// store's cursor ends with it.
+		why = "client gone or server stopping: the connection closed"
 	default:
 		why, level = "store: "+err.Error(), slog.LevelError
 	}

@@ -191,3 +191,39 @@ func TestAdminExportOutlastsServerTimeouts(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "logs: %s", logs.String())
 	require.NotContains(t, logs.String(), "cut")
 }
+
+// TestAdminStopCutsExport: stopping the admin server in the middle of an
+// export, once its grace time is over, cuts the export, and the log says
+// so rather than "200".
+func TestAdminStopCutsExport(t *testing.T) {
+	t.Parallel()
+	c := adminConfig(t)
+	s := openAdminStore(t, c)
+	require.NoError(t, s.AddMerchant(context.Background(), "m1", "Shop One"))
+	const n = 30000
+	seedCDRs(t, c.Store.DSN, n, time.Date(2026, 11, 15, 9, 30, 0, 0, time.UTC))
+	var logs lockedBuffer
+	stop, addr, err := startAdmin(context.Background(), c, s, nil, s.Ping, callStats{},
+		slog.New(slog.NewJSONHandler(&logs, nil)))
+	require.NoError(t, err)
+
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/cdrs", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	_, err = io.ReadFull(res.Body, make([]byte, 64<<10))
+	require.NoError(t, err)
+
+	// The client reads no more; the server stops with no time to wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	require.Error(t, stop(ctx), "the export was still running")
+	_, err = io.Copy(io.Discard, res.Body)
+	require.Error(t, err, "the client sees the transfer cut")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"admin request cut"`) },
+		10*time.Second, 20*time.Millisecond, "logs: %s", logs.String())
+	require.Regexp(t, `"cut":"(server stopping|client gone or server stopping): `, logs.String())
+	require.NotContains(t, logs.String(), `"msg":"admin request","method":"GET","path":"/v1/cdrs"`)
+}
