@@ -31,8 +31,10 @@ type Key struct {
 func (k Key) IsZero() bool { return k.ID == "" && k.At.IsZero() }
 
 // Page selects a part of a listing: the rows after After (from the first
-// row when After is zero), at most Limit of them (all of them when Limit
-// is 0). Limit goes up to MaxPageLimit.
+// row when After is zero), Limit of them (all of them when Limit is 0; the
+// last page may have fewer). Limit goes up to MaxPageLimit. A row written
+// inside a page's range while the page is being read joins it, so that it
+// is not skipped: only then does a page hold more than Limit rows.
 type Page struct {
 	After Key
 	Limit int
