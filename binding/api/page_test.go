@@ -185,3 +185,23 @@ func TestPageParametersChecked(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	require.JSONEq(t, "[]", string(r.body), "an empty window")
 }
+
+// TestOpenAPIDocumentsPaging: both listings document limit and cursor,
+// and the Link header of their pages.
+func TestOpenAPIDocumentsPaging(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, path := range []string{"/v1/cdrs", "/v1/bindings"} {
+		op := h.operation("GET", path)
+		require.NotNil(t, op, path)
+		var params []string
+		for _, p := range op["parameters"].([]any) {
+			params = append(params, h.resolve(p.(map[string]any))["name"].(string))
+		}
+		require.Subset(t, params, []string{"limit", "cursor"}, path)
+		ok := h.resolve(op["responses"].(map[string]any)["200"].(map[string]any))
+		require.Contains(t, ok["headers"], "Link", path)
+	}
+	limit := h.resolve(map[string]any{"$ref": "#/components/parameters/Limit"})
+	require.EqualValues(t, binding.MaxPageLimit, limit["schema"].(map[string]any)["maximum"])
+}
