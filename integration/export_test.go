@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,8 +47,8 @@ func exportRows(t *testing.T) (sqlite, postgres int) {
 	return n, n / 5
 }
 
-// Memory bounds of an export, in KiB of peak resident memory (VmHWM,
-// ru_maxrss) of the exporting process. A million records held in memory
+// Memory bounds of an export, in KiB of peak resident memory (VmHWM) of
+// the exporting process. A million records held in memory
 // take several hundred MiB (the slices this replaced took 1.5 to 2.8
 // GiB); streamed, the peak is the process's own size plus a few buffers,
 // whatever the number of rows.
@@ -154,7 +153,7 @@ func seedExport(t *testing.T, driver, dsn string, rows int) {
 			disposition, hangup_by, sip_status)
 		SELECT printf('c_%016x', i), printf('%08x@192.0.2.10', i), 'vnum-1', CASE i % 2 WHEN 0 THEN 'm1' ELSE 'm2' END,
 			printf('b_%016x', i / 4), printf('order-%07d', i / 4), printf('170%08d', i % 1000), printf('%04d', (i * 7919) % 10000),
-			` + exportColumns + ` FROM n`
+			`+exportColumns+` FROM n`
 	if driver == "postgres" {
 		sqlDriver, query = "pgx", `INSERT INTO cdrs (id, call_id, node, merchant, binding_id, order_id, host, extension,
 			direction, caller, caller_kind, started_at, ringing_at, answered_at, ended_at, talk_seconds, billed_minutes,
@@ -162,7 +161,7 @@ func seedExport(t *testing.T, driver, dsn string, rows int) {
 		SELECT 'c_' || lpad(to_hex(i), 16, '0'), lpad(to_hex(i), 8, '0') || '@192.0.2.10', 'vnum-1',
 			CASE i % 2 WHEN 0 THEN 'm1' ELSE 'm2' END, 'b_' || lpad(to_hex(i / 4), 16, '0'), 'order-' || lpad((i / 4)::text, 7, '0'),
 			'170' || lpad((i % 1000)::text, 8, '0'), lpad(((i * 7919) % 10000)::text, 4, '0'),
-			` + exportColumns + ` FROM generate_series(0, $1::bigint - 1) AS g(i)`
+			`+exportColumns+` FROM generate_series(0, $1::bigint - 1) AS g(i)`
 	}
 	db, err := sql.Open(sqlDriver, dsn)
 	require.NoError(t, err)
@@ -214,7 +213,10 @@ func requireFlat(t *testing.T, peak, baseline int64) {
 }
 
 // export runs `vnum args...` with its output piped into exportcheck and
-// returns what exportcheck found and vnum's peak memory in KiB.
+// returns what exportcheck found and vnum's peak memory in KiB: the last
+// VmHWM read from /proc while it ran, every 10 ms. (The child's ru_maxrss
+// would not do: Linux counts in it the memory of the test binary that
+// forked it, which under the race detector is larger than vnum's own.)
 func (e *env) export(check, format string, args ...string) (exportSummary, int64) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -229,16 +231,23 @@ func (e *env) export(check, format string, args ...string) (exportSummary, int64
 	checker.Stdin, checker.Stdout, checker.Stderr = r, &out, &checkErr
 	require.NoError(e.t, vnum.Start())
 	require.NoError(e.t, checker.Start())
+	done := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() { peak <- watchHWM(vnum.Process.Pid, done) }()
+	stopWatch := sync.OnceFunc(func() { close(done) })
+	defer stopWatch()
 	// The children hold the pipe's ends now; the checker sees its end of
 	// input when vnum exits.
 	require.NoError(e.t, r.Close())
 	require.NoError(e.t, w.Close())
-	vnumRun, checkRun := vnum.Wait(), checker.Wait()
+	vnumRun := vnum.Wait()
+	stopWatch()
+	checkRun := checker.Wait()
 	require.NoError(e.t, vnumRun, "vnum %s: %s", strings.Join(args, " "), vnumErr.String())
 	require.NoError(e.t, checkRun, "exportcheck: %s", checkErr.String())
 	var sum exportSummary
 	require.NoError(e.t, json.Unmarshal(out.Bytes(), &sum), "exportcheck: %s", out.String())
-	return sum, vnum.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return sum, <-peak
 }
 
 // checkURL runs exportcheck on the export at url and returns what it
@@ -262,20 +271,45 @@ func (e *env) checkURL(check, format, url string) (exportSummary, time.Duration)
 // vmHWM returns the peak resident memory of process pid so far, in KiB.
 func vmHWM(t *testing.T, pid int) int64 {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	kib, err := readHWM(pid)
 	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			require.NoError(t, err, sc.Text())
-			return kib
+	return kib
+}
+
+// watchHWM reads the peak resident memory of process pid every 10 ms
+// until done is closed, and returns the last it read (the peak only
+// grows), or 0 when the process was gone before the first read.
+func watchHWM(pid int, done <-chan struct{}) int64 {
+	var peak int64
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// A process that has exited has no memory left to show.
+		if kib, err := readHWM(pid); err == nil {
+			peak = max(peak, kib)
+		}
+		select {
+		case <-done:
+			return peak
+		case <-tick.C:
 		}
 	}
-	require.NoError(t, sc.Err())
-	t.Fatalf("no VmHWM in /proc/%d/status", pid)
-	return 0
+}
+
+// readHWM reads VmHWM, the peak resident memory of process pid, in KiB,
+// from /proc/PID/status.
+func readHWM(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
 var (
