@@ -361,33 +361,6 @@ func (s *Store) GetBinding(ctx context.Context, id string) (*Binding, error) {
 	return b, nil
 }
 
-// ListBindings returns bindings oldest first, filtered by merchant and
-// order when they are non-empty. A merchant that does not exist is
-// ErrNotFound, not an empty list (SPEC §6): a typo must not look like a
-// merchant without bindings.
-func (s *Store) ListBindings(ctx context.Context, merchant, order string) ([]Binding, error) {
-	if err := s.knownMerchant(ctx, merchant); err != nil {
-		return nil, err
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+bindingCols+` FROM bindings
-		WHERE (? = '' OR merchant = ?) AND (? = '' OR order_id = ?) ORDER BY created_at, id`,
-		merchant, merchant, order, order)
-	if err != nil {
-		return nil, fmt.Errorf("list bindings: %w", err)
-	}
-	defer rows.Close()
-	now := s.Now()
-	var out []Binding
-	for rows.Next() {
-		b, err := scanBinding(rows, now)
-		if err != nil {
-			return nil, fmt.Errorf("list bindings: %w", err)
-		}
-		out = append(out, *b)
-	}
-	return out, rows.Err()
-}
-
 // knownMerchant returns ErrNotFound when merchant is not empty and names
 // no merchant.
 func (s *Store) knownMerchant(ctx context.Context, merchant string) error {

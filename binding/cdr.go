@@ -190,35 +190,3 @@ func (s *Store) GetCDR(ctx context.Context, id string) (callrec.Record, error) {
 	}
 	return c, nil
 }
-
-// ListCDRs returns call records started in [from, to), oldest first, for
-// one merchant or all when merchant is "". A zero from or to is unbounded.
-// A merchant that does not exist is ErrNotFound, not an empty list.
-func (s *Store) ListCDRs(ctx context.Context, merchant string, from, to time.Time) ([]callrec.Record, error) {
-	if err := s.knownMerchant(ctx, merchant); err != nil {
-		return nil, err
-	}
-	lo, hi := int64(-1<<63), int64(1<<63-1)
-	if !from.IsZero() {
-		lo = from.UnixNano()
-	}
-	if !to.IsZero() {
-		hi = to.UnixNano()
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+cdrCols+` FROM cdrs
-		WHERE (? = '' OR merchant = ?) AND started_at >= ? AND started_at < ? ORDER BY started_at, id`,
-		merchant, merchant, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("list cdrs: %w", err)
-	}
-	defer rows.Close()
-	var out []callrec.Record
-	for rows.Next() {
-		c, err := scanCDR(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list cdrs: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
-}

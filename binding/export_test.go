@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -111,4 +112,70 @@ func TestWriteCSV(t *testing.T) {
 		{"中文", "x,y"},
 	}))
 	require.Equal(t, "caller,fee\n'=1+2*3,0.02000\n'+86 139,'-1\n'@cmd,'\tx\n\"'\rx\",\na=b,'quoted\n中文,\"x,y\"\n", buf.String())
+}
+
+// TestJSONArrayWriterMatchesEncoder: an array written element by element
+// is byte for byte what json.Encoder writes for the whole slice, compact
+// and indented, empty or not, so streaming changed no export's form.
+func TestJSONArrayWriterMatchesEncoder(t *testing.T) {
+	t.Parallel()
+	c := callrec.Record{ID: "c_1", CallID: "call@a", Merchant: "m1", Caller: "<b>&\"x\"", StartedAt: t0, Fee: 40000}
+	for _, n := range []int{0, 1, 3} {
+		for _, indent := range []string{"", "  "} {
+			records := make([]callrec.Record, n)
+			for i := range records {
+				records[i] = c
+				records[i].ID = fmt.Sprintf("c_%d", i)
+			}
+			var want, got strings.Builder
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", indent)
+			require.NoError(t, enc.Encode(records))
+			if n == 0 {
+				// An empty listing is [], whatever the indent.
+				want.Reset()
+				want.WriteString("[]\n")
+			}
+			a := NewJSONArrayWriter(&got, indent)
+			for _, r := range records {
+				require.NoError(t, a.Write(r))
+			}
+			require.NoError(t, a.Close())
+			require.Equal(t, want.String(), got.String(), "%d elements, indent %q", n, indent)
+		}
+	}
+
+	// The quick indenter lays out what json.Indent lays out.
+	for _, src := range []string{`{}`, `[]`, `{"a":[]}`, `{"a":{},"b":[1,{"c":null}],"d":"x,y:{z}[\"\\]"}`,
+		`[[],[[]],{"":""}]`, `"s"`, `1`, `{"a":"\u003c\\"}`} {
+		var want strings.Builder
+		var b bytes.Buffer
+		require.NoError(t, json.Indent(&b, []byte(src), "> ", "\t"))
+		want.Write(b.Bytes())
+		require.Equal(t, want.String(), string(appendIndent(nil, []byte(src), "> ", "\t")), src)
+	}
+
+	// Values without a JSON builder of their own go through encoding/json.
+	for _, indent := range []string{"", "\t"} {
+		vs := []any{map[string]string{"a": "<b>&"}, []int{1, 2}, "x"}
+		var want, got strings.Builder
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", indent)
+		require.NoError(t, enc.Encode(vs))
+		a := NewJSONArrayWriter(&got, indent)
+		for _, v := range vs {
+			require.NoError(t, a.Write(v))
+		}
+		require.NoError(t, a.Close())
+		require.Equal(t, want.String(), got.String(), "indent %q", indent)
+	}
+
+	// Unclosed, the array is not valid JSON: a cut listing cannot pass
+	// for a whole one.
+	var cut strings.Builder
+	a := NewJSONArrayWriter(&cut, "")
+	require.NoError(t, a.Write(c))
+	require.False(t, json.Valid([]byte(cut.String())))
 }

@@ -1,10 +1,10 @@
 package callrec
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Record is one call attempt's record (SPEC §7): signalling fills it in as
@@ -58,41 +58,124 @@ type Record struct {
 	SIPStatus int
 }
 
-// recordJSON is the exported JSON form of a Record.
-type recordJSON struct {
-	ID            string  `json:"id"`
-	CallID        string  `json:"call_id"`
-	Node          string  `json:"node"`
-	Merchant      string  `json:"merchant"`
-	Binding       string  `json:"binding"`
-	Order         string  `json:"order"`
-	Host          string  `json:"host"`
-	Extension     string  `json:"extension"`
-	Direction     string  `json:"direction"`
-	Caller        string  `json:"caller"`
-	StartedAt     *string `json:"started_at"`
-	RingingAt     *string `json:"ringing_at"`
-	AnsweredAt    *string `json:"answered_at"`
-	EndedAt       *string `json:"ended_at"`
-	TalkSeconds   int     `json:"talk_seconds"`
-	BilledMinutes int     `json:"billed_minutes"`
-	Fee           Micros  `json:"fee"`
-	Disposition   string  `json:"disposition"`
-	HangupBy      string  `json:"hangup_by"`
-	SIPStatus     int     `json:"sip_status"`
+// MarshalJSON writes the export's field names (Columns), RFC 3339 UTC
+// times or null, and the fee as a decimal string (see AppendJSON).
+func (r Record) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
+
+// AppendJSON appends r's JSON form to dst and returns it: an object of
+// the fields of Columns, in that order, with times in RFC 3339 UTC or
+// null and the fee as a decimal string. The bytes are those json.Marshal
+// would write for the same fields (HTML characters escaped as \u003c and
+// so on); they are built without reflection, because exports write
+// millions of records and encoding/json spent most of their time.
+func (r Record) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = appendJSONString(dst, r.ID)
+	dst = append(dst, `,"call_id":`...)
+	dst = appendJSONString(dst, r.CallID)
+	dst = append(dst, `,"node":`...)
+	dst = appendJSONString(dst, r.Node)
+	dst = append(dst, `,"merchant":`...)
+	dst = appendJSONString(dst, r.Merchant)
+	dst = append(dst, `,"binding":`...)
+	dst = appendJSONString(dst, r.BindingID)
+	dst = append(dst, `,"order":`...)
+	dst = appendJSONString(dst, r.Order)
+	dst = append(dst, `,"host":`...)
+	dst = appendJSONString(dst, r.Host)
+	dst = append(dst, `,"extension":`...)
+	dst = appendJSONString(dst, r.Extension)
+	dst = append(dst, `,"direction":`...)
+	dst = appendJSONString(dst, string(r.Direction))
+	dst = append(dst, `,"caller":`...)
+	dst = appendJSONString(dst, r.Caller)
+	dst = append(dst, `,"started_at":`...)
+	dst = appendJSONTime(dst, r.StartedAt)
+	dst = append(dst, `,"ringing_at":`...)
+	dst = appendJSONTime(dst, r.RingingAt)
+	dst = append(dst, `,"answered_at":`...)
+	dst = appendJSONTime(dst, r.AnsweredAt)
+	dst = append(dst, `,"ended_at":`...)
+	dst = appendJSONTime(dst, r.EndedAt)
+	dst = append(dst, `,"talk_seconds":`...)
+	dst = strconv.AppendInt(dst, int64(r.TalkSeconds), 10)
+	dst = append(dst, `,"billed_minutes":`...)
+	dst = strconv.AppendInt(dst, int64(r.BilledMinutes), 10)
+	dst = append(dst, `,"fee":"`...)
+	dst = append(dst, r.Fee.String()...)
+	dst = append(dst, `","disposition":`...)
+	dst = appendJSONString(dst, string(r.Disposition))
+	dst = append(dst, `,"hangup_by":`...)
+	dst = appendJSONString(dst, string(r.HangupBy))
+	dst = append(dst, `,"sip_status":`...)
+	dst = strconv.AppendInt(dst, int64(r.SIPStatus), 10)
+	return append(dst, '}')
 }
 
-// MarshalJSON writes the SPEC §7 field names, RFC 3339 UTC times or null,
-// and the fee as a decimal string.
-func (r Record) MarshalJSON() ([]byte, error) {
-	return json.Marshal(recordJSON{
-		ID: r.ID, CallID: r.CallID, Node: r.Node, Merchant: r.Merchant, Binding: r.BindingID, Order: r.Order,
-		Host: r.Host, Extension: r.Extension, Direction: string(r.Direction), Caller: r.Caller,
-		StartedAt: timePtr(r.StartedAt), RingingAt: timePtr(r.RingingAt),
-		AnsweredAt: timePtr(r.AnsweredAt), EndedAt: timePtr(r.EndedAt),
-		TalkSeconds: r.TalkSeconds, BilledMinutes: r.BilledMinutes, Fee: r.Fee,
-		Disposition: string(r.Disposition), HangupBy: string(r.HangupBy), SIPStatus: r.SIPStatus,
-	})
+// appendJSONTime appends t as a JSON string in RFC 3339 UTC to the second
+// (FormatTime), or null for the zero time.
+func appendJSONTime(dst []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '"')
+	dst = t.UTC().AppendFormat(dst, time.RFC3339)
+	return append(dst, '"')
+}
+
+// appendJSONString appends s as a JSON string, escaped as json.Marshal
+// escapes it: quote, backslash and control characters; <, > and & as
+// \u003c, \u003e, \u0026 so that the JSON is safe inside HTML; U+2028 and
+// U+2029, which JavaScript reads as line ends; and each byte of invalid
+// UTF-8 as \ufffd.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= ' ' && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case c == '\u2028' || c == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // Columns returns the column names of a record in CSV and table output,
@@ -122,14 +205,6 @@ func FormatTime(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339)
-}
-
-func timePtr(t time.Time) *string {
-	if t.IsZero() {
-		return nil
-	}
-	s := FormatTime(t)
-	return &s
 }
 
 // Micros is an amount of money in micro-units (10⁻⁶ yuan). Money is never a

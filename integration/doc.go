@@ -12,6 +12,10 @@
 //	go test ./integration -v -count=1
 //	VNUMTEST_REQUIRE_SIPP=1 go test ./integration -count=1
 //
+// TestExportsStayFlat exports 200,000 call records through the binary and
+// measures its peak memory; VNUMTEST_EXPORT_ROWS=1000000 (CI) makes it a
+// million. It builds ./integration/exportcheck, which parses the exports.
+//
 // SIPp's play_pcap_audio sends RTP through a raw socket, so the tests that
 // play audio or DTMF need root or CAP_NET_RAW; they skip (or fail, with
 // VNUMTEST_REQUIRE_SIPP=1) without it.

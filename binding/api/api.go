@@ -63,6 +63,11 @@ type Options struct {
 	// Log receives one line per request and the causes of 500s; nil
 	// discards them.
 	Log *slog.Logger
+	// StreamIdle is how long a streamed response (the CDR and binding
+	// listings) waits for the client to take the next part of it before
+	// it is cut; 0 means DefaultStreamIdle. It stands in for the
+	// server's WriteTimeout, which would cut a long export.
+	StreamIdle time.Duration
 }
 
 // route is one endpoint of the API.
@@ -131,6 +136,9 @@ func New(store *binding.Store, opts Options) http.Handler {
 	if opts.Now == nil {
 		opts.Now = store.Now
 	}
+	if opts.StreamIdle <= 0 {
+		opts.StreamIdle = DefaultStreamIdle
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -173,7 +181,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				s.writeError(sw, http.StatusInternalServerError, msgInternal)
 			}
 		}
-		s.logRequest(r, pattern, sw.status, time.Since(start))
+		s.logRequest(r, pattern, sw, time.Since(start))
 	}()
 
 	if isV1(r.URL.Path) {
@@ -248,24 +256,29 @@ func loopbackHost(hostport string) bool {
 }
 
 // logRequest writes one line per request; probes and scrapes go to debug.
-func (s *server) logRequest(r *http.Request, pattern string, status int, d time.Duration) {
+// A streamed response adds the rows it wrote, and one that was cut says so
+// (see statusWriter.outcome).
+func (s *server) logRequest(r *http.Request, pattern string, sw *statusWriter, d time.Duration) {
 	level := slog.LevelInfo
-	if !isV1(r.URL.Path) && status < http.StatusInternalServerError {
+	if !isV1(r.URL.Path) && sw.status < http.StatusInternalServerError {
 		level = slog.LevelDebug
 	}
 	route := pattern
 	if route == "" {
 		route = "(none)"
 	}
-	s.log.Log(r.Context(), level, "admin request", "method", r.Method, "path", r.URL.Path, "route", route,
-		"status", status, "ms", d.Milliseconds(), "remote", r.RemoteAddr)
+	msg, level, extra := sw.outcome(level)
+	s.log.Log(r.Context(), level, msg, append([]any{"method", r.Method, "path", r.URL.Path, "route", route,
+		"status", sw.status, "ms", d.Milliseconds(), "remote", r.RemoteAddr}, extra...)...)
 }
 
-// statusWriter remembers the status written through it.
+// statusWriter remembers the status written through it, and how a
+// streamed response went.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	stream *streamNote
 }
 
 func (w *statusWriter) WriteHeader(code int) {

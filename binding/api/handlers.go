@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -150,16 +149,19 @@ func (s *server) createBinding(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) listBindings(w http.ResponseWriter, r *http.Request) error {
-	if err := checkQuery(r, "merchant", "order"); err != nil {
+	if err := checkQuery(r, "merchant", "order", "limit", "cursor"); err != nil {
 		return err
 	}
 	q := r.URL.Query()
-	bs, err := s.store.ListBindings(r.Context(), q.Get("merchant"), q.Get("order"))
+	page, err := parsePage(q, bindingCursor)
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, http.StatusOK, nonNil(bs))
-	return nil
+	rows, err := s.store.Bindings(r.Context(), binding.BindingFilter{Merchant: q.Get("merchant"), Order: q.Get("order")}, page)
+	if err != nil {
+		return err
+	}
+	return streamJSON(s, w, r, rows, bindingCursor)
 }
 
 func (s *server) getBinding(w http.ResponseWriter, r *http.Request) error {
@@ -213,7 +215,7 @@ func (s *server) releaseBinding(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) listCDRs(w http.ResponseWriter, r *http.Request) error {
-	if err := checkQuery(r, "merchant", "from", "to"); err != nil {
+	if err := checkQuery(r, "merchant", "from", "to", "limit", "cursor"); err != nil {
 		return err
 	}
 	q := r.URL.Query()
@@ -225,35 +227,24 @@ func (s *server) listCDRs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badRequest("to: " + err.Error())
 	}
-	cs, err := s.store.ListCDRs(r.Context(), q.Get("merchant"), from, to)
+	if !from.IsZero() && !to.IsZero() && from.After(to) {
+		return badRequest(fmt.Sprintf("from %s is after to %s", q.Get("from"), q.Get("to")))
+	}
+	page, err := parsePage(q, cdrCursor)
 	if err != nil {
 		return err
 	}
-	if !wantsCSV(r.Header.Get("Accept")) {
-		s.writeJSON(w, http.StatusOK, nonNil(cs))
-		return nil
-	}
-	// The same columns and cells as `vnum cdr list --format csv`, through
-	// the one writer that keeps cells from being read as formulas.
-	rows := make([][]string, 0, len(cs)+1)
-	rows = append(rows, callrec.Columns())
-	for _, c := range cs {
-		rows = append(rows, c.Row())
-	}
-	var buf bytes.Buffer
-	if err := binding.WriteCSV(&buf, rows); err != nil {
+	rows, err := s.store.CDRs(r.Context(), binding.CDRFilter{Merchant: q.Get("merchant"), From: from, To: to}, page)
+	if err != nil {
 		return err
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/csv; charset=utf-8")
-	h.Set("Content-Disposition", `attachment; filename="cdrs.csv"`)
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(buf.Bytes()); err != nil {
-		s.log.Debug("admin api: writing response", "error", err)
+	if wantsCSV(r.Header.Get("Accept")) {
+		// The same columns and cells as `vnum cdr list --format csv`,
+		// through the one writer that keeps cells from being read as
+		// formulas.
+		return streamCSV(s, w, r, rows, cdrCursor, "cdrs.csv", callrec.Columns(), callrec.Record.Row)
 	}
-	return nil
+	return streamJSON(s, w, r, rows, cdrCursor)
 }
 
 func (s *server) bill(w http.ResponseWriter, r *http.Request) error {

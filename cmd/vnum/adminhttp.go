@@ -20,14 +20,31 @@ import (
 	"github.com/vnum/vnum/media"
 )
 
-// Timeouts of the admin HTTP server: a slow or stalled client cannot hold
-// a connection (and a goroutine) for long.
-const (
-	adminReadHeaderTimeout = 5 * time.Second
-	adminReadTimeout       = 30 * time.Second
-	adminWriteTimeout      = 60 * time.Second
-	adminIdleTimeout       = 2 * time.Minute
-)
+// adminTimeouts are the timeouts of the admin HTTP server: a slow or
+// stalled client cannot hold a connection (and a goroutine) for long.
+type adminTimeouts struct {
+	// readHeader and read bound reading a request's header and all of it.
+	readHeader, read time.Duration
+	// write bounds writing a whole response, except a streamed one.
+	write time.Duration
+	// stream bounds each write of a streamed response (the CDR and
+	// binding listings), renewed while rows flow, instead of write: an
+	// export of a million rows takes longer than any bound on the whole
+	// response, and a timeout that cut it would leave the client with a
+	// partial file. A client that stops reading is still let go.
+	stream time.Duration
+	// idle bounds a kept-alive connection between requests.
+	idle time.Duration
+}
+
+// defaultAdminTimeouts are the admin server's timeouts.
+var defaultAdminTimeouts = adminTimeouts{
+	readHeader: 5 * time.Second,
+	read:       30 * time.Second,
+	write:      60 * time.Second,
+	stream:     api.DefaultStreamIdle,
+	idle:       2 * time.Minute,
+}
 
 // callStats feeds the call metrics; serve passes the SIP server's
 // counters, tests pass constants.
@@ -222,19 +239,28 @@ var errAdminNeedsToken = errors.New("admin.listen: a non-loopback address needs 
 func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
 	ready func(context.Context) error, stats callStats, log *slog.Logger,
 ) (stop func(context.Context) error, addr string, err error) {
+	return startAdminTimeouts(ctx, c, store, calls, ready, stats, log, defaultAdminTimeouts)
+}
+
+// startAdminTimeouts is startAdmin with the server's timeouts given.
+func startAdminTimeouts(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+	ready func(context.Context) error, stats callStats, log *slog.Logger, t adminTimeouts,
+) (stop func(context.Context) error, addr string, err error) {
 	a, err := listenAdmin(ctx, c, log)
 	if err != nil {
 		return nil, "", err
 	}
+	a.timeouts = t
 	return a.serve(ctx, c, store, calls, ready, stats, log)
 }
 
 // adminListener is the admin API's socket, bound before the store is
 // opened, with what the API needs from the configuration.
 type adminListener struct {
-	ln    net.Listener // nil when admin.listen is empty
-	loc   *time.Location
-	rates binding.Rates
+	ln       net.Listener // nil when admin.listen is empty
+	loc      *time.Location
+	rates    binding.Rates
+	timeouts adminTimeouts
 }
 
 // listenAdmin checks the admin API's configuration and binds admin.listen,
@@ -262,7 +288,7 @@ func listenAdmin(ctx context.Context, c *config.Config, log *slog.Logger) (*admi
 	if err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
-	return &adminListener{ln: ln, loc: loc, rates: rates}, nil
+	return &adminListener{ln: ln, loc: loc, rates: rates, timeouts: defaultAdminTimeouts}, nil
 }
 
 // close unbinds an admin API that will not be served.
@@ -288,18 +314,22 @@ func (a *adminListener) serve(ctx context.Context, c *config.Config, store *bind
 	}
 	handler := api.New(store, api.Options{
 		Token: c.Admin.Token, Rates: a.rates, Currency: c.Billing.Currency, Location: a.loc,
-		Calls: calls, Ready: ready, Metrics: metrics, Log: log,
+		Calls: calls, Ready: ready, Metrics: metrics, Log: log, StreamIdle: a.timeouts.stream,
 	})
 	if c.Admin.PProf {
 		handler = withPProf(handler, c.Admin.Token)
 	}
-	ln := a.ln
+	ln, t := a.ln, a.timeouts
+	// A streamed response replaces the server's WriteTimeout by deadlines
+	// of its own for each write (t.stream; binding/api/stream.go). The
+	// read deadline (ReadTimeout) ends once the request has been read:
+	// net/http lifts it when it starts watching for the client to hang up.
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: adminReadHeaderTimeout,
-		ReadTimeout:       adminReadTimeout,
-		WriteTimeout:      adminWriteTimeout,
-		IdleTimeout:       adminIdleTimeout,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// Requests outlive the signal: on SIGTERM, Shutdown lets the ones

@@ -85,11 +85,11 @@ func newBindingListCmd() *cobra.Command {
 			return err
 		}
 		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			bs, err := s.ListBindings(ctx, merchant, order)
+			rows, err := s.Bindings(ctx, binding.BindingFilter{Merchant: merchant, Order: order}, binding.Page{})
 			if err != nil {
 				return err
 			}
-			return bindingRecords(bs, false).print(cmd.OutOrStdout(), *format)
+			return printRows(cmd.OutOrStdout(), *format, rows, bindingView)
 		})
 	}
 	return cmd

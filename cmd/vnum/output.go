@@ -78,16 +78,23 @@ func (r records) print(w io.Writer, format string) error {
 	}
 }
 
+// bindingView prints bindings without the consignee.
+var bindingView = view[binding.Binding]{
+	header: []string{"id", "merchant", "order", "host", "extension", "display", "dial",
+		"order_status", "status", "created_at", "expires_at", "released_at"},
+	cells: func(b binding.Binding) []string {
+		return []string{b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Display(), b.Dial(),
+			b.OrderStatus, b.Status, callrec.FormatTime(b.CreatedAt), callrec.FormatTime(b.ExpiresAt),
+			callrec.FormatTime(b.ReleasedAt)}
+	},
+}
+
 // bindingRecords prints bindings without the consignee. one selects a JSON
 // object instead of an array.
 func bindingRecords(bs []binding.Binding, one bool) records {
-	r := records{header: []string{"id", "merchant", "order", "host", "extension", "display", "dial",
-		"order_status", "status", "created_at", "expires_at", "released_at"}}
-	for i := range bs {
-		b := &bs[i]
-		r.rows = append(r.rows, []string{b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Display(), b.Dial(),
-			b.OrderStatus, b.Status, callrec.FormatTime(b.CreatedAt), callrec.FormatTime(b.ExpiresAt),
-			callrec.FormatTime(b.ReleasedAt)})
+	r := records{header: bindingView.header}
+	for _, b := range bs {
+		r.rows = append(r.rows, bindingView.cells(b))
 	}
 	if one && len(bs) == 1 {
 		r.json = bs[0]
@@ -97,18 +104,27 @@ func bindingRecords(bs []binding.Binding, one bool) records {
 	return r
 }
 
-// cdrRecords prints call records: csv with the columns the admin API's CSV
+// cdrView prints call records: csv with the columns the admin API's CSV
 // export uses too (callrec.Columns), the table with the columns an
 // operator scans, narrow enough for a 120-column terminal.
-func cdrRecords(cs []callrec.Record) records {
-	r := records{header: callrec.Columns(), json: nonNil(cs),
-		tableHeader: []string{"started_at", "merchant", "host", "ext", "caller", "disposition", "talk", "min", "fee", "by"}}
-	r.tableRows = [][]string{}
-	for _, c := range cs {
-		r.rows = append(r.rows, c.Row())
-		r.tableRows = append(r.tableRows, []string{callrec.FormatTime(c.StartedAt), clip(c.Merchant, 10), c.Host,
+var cdrView = view[callrec.Record]{
+	header:      callrec.Columns(),
+	cells:       callrec.Record.Row,
+	tableHeader: []string{"started_at", "merchant", "host", "ext", "caller", "disposition", "talk", "min", "fee", "by"},
+	tableCells: func(c callrec.Record) []string {
+		return []string{callrec.FormatTime(c.StartedAt), clip(c.Merchant, 10), c.Host,
 			clip(c.Extension, 8), clip(c.Caller, 14), string(c.Disposition), strconv.Itoa(c.TalkSeconds),
-			strconv.Itoa(c.BilledMinutes), c.Fee.String(), string(c.HangupBy)})
+			strconv.Itoa(c.BilledMinutes), c.Fee.String(), string(c.HangupBy)}
+	},
+}
+
+// cdrRecords prints call records held in memory (the demo's few); `vnum
+// cdr list` streams them through cdrView instead.
+func cdrRecords(cs []callrec.Record) records {
+	r := records{header: cdrView.header, json: nonNil(cs), tableHeader: cdrView.tableHeader, tableRows: [][]string{}}
+	for _, c := range cs {
+		r.rows = append(r.rows, cdrView.cells(c))
+		r.tableRows = append(r.tableRows, cdrView.tableCells(c))
 	}
 	return r
 }

@@ -17,7 +17,7 @@ func newCDRCmd() *cobra.Command {
 	var merchant, from, to string
 	list := &cobra.Command{
 		Use:   "list [--merchant M] [--from T] [--to T]",
-		Short: "List call records started in [from, to)",
+		Short: "List call records started in [from, to), streamed as they are read",
 		Args:  cobra.NoArgs,
 	}
 	list.Flags().StringVar(&merchant, "merchant", "", "only calls of merchant `M`")
@@ -40,12 +40,15 @@ func newCDRCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		if !lo.IsZero() && !hi.IsZero() && lo.After(hi) {
+			return fmt.Errorf("%w: --from %s is after --to %s", errUsage, from, to)
+		}
 		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			cs, err := s.ListCDRs(ctx, merchant, lo, hi)
+			rows, err := s.CDRs(ctx, binding.CDRFilter{Merchant: merchant, From: lo, To: hi}, binding.Page{})
 			if err != nil {
 				return err
 			}
-			return cdrRecords(cs).print(cmd.OutOrStdout(), *format)
+			return printRows(cmd.OutOrStdout(), *format, rows, cdrView)
 		})
 	}
 	cmd.AddCommand(list)
