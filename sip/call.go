@@ -420,15 +420,19 @@ func (c *call) end(r endReason, status int) {
 		}()
 	}
 	wg.Wait()
-	c.b.reapers.Wait()
 	c.closeMedia()
 	c.finish(r, status)
 	if refuse != nil {
-		// Last: sipgo's Respond holds a final non-2xx until its ACK (or
-		// Timer H, 32 s over UDP). By then the ports are free and the CDR
-		// is finished, so a caller who never ACKs holds neither.
+		// After the record: sipgo's Respond holds a final non-2xx until
+		// its ACK (or Timer H, 32 s over UDP). By then the ports are free
+		// and the CDR is finished, so a caller who never ACKs holds
+		// neither.
 		refuse()
 	}
+	// Forks still waiting for their answer, or for the 487 after our
+	// CANCEL (up to 32 s from a carrier that never sends it), are waited
+	// for last: they bill nothing and hold no port.
+	c.b.reapers.Wait()
 }
 
 // refuseCaller sends the final response of a caller that never had our

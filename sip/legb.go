@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -131,6 +130,10 @@ func (c *call) legBCallID(i int) string {
 	return c.id + "-" + strconv.Itoa(i+1)
 }
 
+// cancelGrace is how long a fork whose ringing ended waits for the first
+// response to its INVITE before it gives up without a CANCEL.
+const cancelGrace = 2 * time.Second
+
 // sendFork sends one INVITE of leg B; its outcome comes on c.b.results.
 func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID string) {
 	if t.trunk && !dialable(t.uri.User) {
@@ -152,9 +155,10 @@ func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID 
 		return
 	}
 	c.s.live.addFork(c, b)
-	var heard atomic.Bool // any response, 100 Trying included
+	heard := make(chan struct{}) // closed at the first response, 100 Trying included
+	var once sync.Once
 	opts := sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
-		heard.Store(true)
+		once.Do(func() { close(heard) })
 		// On the fork's goroutine: the call takes it as an event.
 		if res.StatusCode >= sip.StatusRinging && res.StatusCode < sip.StatusOK {
 			c.post(progressEvent{res})
@@ -164,14 +168,22 @@ func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID 
 	opts.Username, opts.Password = t.username, t.password
 	// A CANCEL may only follow a provisional response (RFC 3261 §9.1), so
 	// sipgo waits out Timer B (32 s) for an INVITE nobody answered at all.
-	// When the ringing ends before anything was heard, the fork gives up
-	// at once instead: there is nothing to cancel.
+	// When the ringing ends before anything was heard, the fork waits
+	// cancelGrace for a response already on its way (then it is
+	// cancelled as usual), and gives up after that: there is nothing to
+	// cancel.
 	waitCtx, stopWait := context.WithCancelCause(context.WithoutCancel(ringCtx))
 	stopAfter := context.AfterFunc(ringCtx, func() {
-		if heard.Load() {
+		select {
+		case <-heard:
 			stopWait(context.Cause(ringCtx))
-		} else {
-			stopWait(sipgo.WaitAnswerForceCancelErr)
+		case <-time.After(cancelGrace):
+			select {
+			case <-heard:
+				stopWait(context.Cause(ringCtx))
+			default:
+				stopWait(sipgo.WaitAnswerForceCancelErr)
+			}
 		}
 	})
 	results := c.b.results
