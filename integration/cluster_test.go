@@ -52,6 +52,10 @@ const (
 	// a probe interval, a probe's transaction timeout, and slack for two
 	// busy cores.
 	downWithin = time.Duration(dsPing)*time.Second + time.Duration(frTimer)*time.Millisecond + 5*time.Second
+	// upWithin bounds the wait for a node that answers again to be put
+	// back: a probe interval and the probe's answer, which may take up to
+	// a transaction timeout, with the same slack.
+	upWithin = downWithin
 )
 
 // clusterStore returns the store every node of the cluster shares, as
@@ -157,13 +161,25 @@ func startKamailio(t *testing.T, bin string, nodes ...*clusterNode) *kamailio {
 	return k
 }
 
-// waitLog waits until the proxy's log has a line containing every one of
-// needles.
-func (k *kamailio) waitLog(within time.Duration, what string, needles ...string) {
+// logSize is the length of the proxy's log now: waitLog from there on
+// sees only what the proxy logs after this moment.
+func (k *kamailio) logSize() int {
+	k.t.Helper()
+	fi, err := os.Stat(k.p.logPath)
+	require.NoError(k.t, err)
+	return int(fi.Size())
+}
+
+// waitLog waits until the proxy's log, from byte since on, has a line
+// containing every one of needles.
+func (k *kamailio) waitLog(since int, within time.Duration, what string, needles ...string) {
 	k.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		data, _ := os.ReadFile(k.p.logPath)
+		if since <= len(data) {
+			data = data[since:]
+		}
 		for _, line := range strings.Split(string(data), "\n") {
 			found := true
 			for _, n := range needles {
@@ -446,6 +462,7 @@ func testCluster(t *testing.T, driver string) {
 	_, d2, open2 := openCall(t, n2, n2.sipAddr(), ext)
 	require.Equal(t, n2.id, open2.Node)
 	pid := n1.serve.cmd.Process.Pid
+	killedAt := proxy.logSize()
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	_, err = n1.serve.wait(10 * time.Second)
 	require.NoError(t, err)
@@ -456,8 +473,11 @@ func testCluster(t *testing.T, driver string) {
 	during := startCallers(t, stage, "during", proxy.port, 4, dial)
 	during.requireSuccess(40 * time.Second)
 	requireAnsweredOn(t, waitEnded(t, n2, "during-", 4, 10*time.Second), n2.id)
-	// The proxy takes node 1 out of the rotation...
-	proxy.waitLog(downWithin, "node 1 down", "node down", fmt.Sprintf("sip:127.0.0.1:%d", n1.sipPort))
+	// The proxy takes node 1 out of the rotation, once: after a probe
+	// found it dead, or when a call's INVITE to it timed out, whichever
+	// came first (a call may or may not have been sent there before a
+	// probe); the line names the node either way.
+	proxy.waitLog(killedAt, downWithin, "node 1 down", fmt.Sprintf("node down sip:127.0.0.1:%d ", n1.sipPort))
 	// ...and every call after that goes to node 2 straight away.
 	after := startCallers(t, stage, "after", proxy.port, 4, dial)
 	after.requireSuccess(40 * time.Second)
@@ -465,6 +485,7 @@ func testCluster(t *testing.T, driver string) {
 
 	// Node 1 again: it closes its own open row as interrupted and leaves
 	// node 2's open call alone.
+	restartedAt := proxy.logSize()
 	n1.serve = startProc(t, "vnum serve node-1 (restarted)", n1.dir, filepath.Join(n1.dir, "vnum-serve-restarted.log"),
 		cleanEnviron(), n1.bin, "--config", n1.config, "serve")
 	n1.waitSIP(20 * time.Second)
@@ -478,7 +499,7 @@ func testCluster(t *testing.T, driver string) {
 	require.Len(t, got2, 1, "cdr list: %s", raw)
 	require.False(t, got2[0].ended(), "node 1's restart closed node 2's call: %+v", got2[0])
 	require.Equal(t, n2.id, got2[0].Node)
-	proxy.waitLog(downWithin, "node 1 up again", "node up", fmt.Sprintf("sip:127.0.0.1:%d", n1.sipPort))
+	proxy.waitLog(restartedAt, upWithin, "node 1 up again", fmt.Sprintf("node up sip:127.0.0.1:%d ", n1.sipPort))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -501,10 +522,11 @@ func testCluster(t *testing.T, driver string) {
 	require.NoError(t, drainer.serve.cmd.Process.Signal(syscall.SIGTERM))
 	drainer.waitAdmin("/readyz", 10*time.Second, func(status int, _ string) bool { return status != http.StatusOK },
 		drainer.id+" draining (readyz not ready)")
+	drainAt := proxy.logSize()
 	drain := startCallers(t, stage, "drain", proxy.port, 2, dial)
 	drain.requireSuccess(30 * time.Second)
 	requireAnsweredOn(t, waitEnded(t, other, "drain-", 2, 10*time.Second), other.id)
-	proxy.waitLog(5*time.Second, "a refused call failed over", "failover of INVITE (drain-")
+	proxy.waitLog(drainAt, 5*time.Second, "a refused call failed over", "failover of INVITE (drain-")
 	bye := waitBye(t, phone, 20*time.Second)
 	require.True(t, viaHas(bye, proxy.port), "%s's BYE did not come through the proxy:\n%s", drainer.id, bye)
 	ended := waitEnded(t, other, draining.CallID, 1, 10*time.Second)
