@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -131,7 +132,8 @@ type kamailio struct {
 }
 
 // startKamailio runs Kamailio in the foreground in front of nodes and
-// waits until it listens.
+// waits until it listens; when its port is taken after all, it starts
+// again on a fresh one.
 func startKamailio(t *testing.T, bin string, nodes ...*clusterNode) *kamailio {
 	t.Helper()
 	dir := t.TempDir()
@@ -142,23 +144,27 @@ func startKamailio(t *testing.T, bin string, nodes ...*clusterNode) *kamailio {
 	}
 	listPath := filepath.Join(dir, "dispatcher.list")
 	require.NoError(t, os.WriteFile(listPath, []byte(list.String()), 0o644))
-	k := &kamailio{t: t, port: freePort(t)}
 	cfg := filepath.Join(moduleRoot(t), "testdata", "kamailio", "dispatcher.cfg")
-	k.p = startProc(t, "kamailio", dir, filepath.Join(dir, "kamailio.log"), os.Environ(),
-		bin, "-f", cfg, "-DD", "-E", "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"),
-		"-A", fmt.Sprintf("LISTEN=udp:127.0.0.1:%d", k.port),
-		"-A", fmt.Sprintf("DS_LIST=%q", listPath),
-		"-A", fmt.Sprintf("DS_PING=%d", dsPing),
-		"-A", fmt.Sprintf("FR_TIMER=%d", frTimer),
-		"-A", fmt.Sprintf("TRUNK_NETS=%q", trunkNets))
-	deadline := time.Now().Add(10 * time.Second)
-	for portFree(k.port, false) {
-		if k.p.exited() || time.Now().After(deadline) {
-			t.Fatalf("kamailio is not listening on udp/%d:\n%s", k.port, k.p.logTail(40))
+	k := &kamailio{t: t}
+	for attempt := 1; ; attempt++ {
+		k.port = freePort(t)
+		letGo(k.port)
+		k.p = startProc(t, "kamailio", dir, filepath.Join(dir, "kamailio.log"), os.Environ(),
+			bin, "-f", cfg, "-DD", "-E", "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"),
+			"-A", fmt.Sprintf("LISTEN=udp:127.0.0.1:%d", k.port),
+			"-A", fmt.Sprintf("DS_LIST=%q", listPath),
+			"-A", fmt.Sprintf("DS_PING=%d", dsPing),
+			"-A", fmt.Sprintf("FR_TIMER=%d", frTimer),
+			"-A", fmt.Sprintf("TRUNK_NETS=%q", trunkNets))
+		err := waitBound(k.p, k.port, 20*time.Second)
+		if err == nil && !k.p.exited() {
+			return k
 		}
-		time.Sleep(50 * time.Millisecond)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatalf("kamailio is not listening on udp/%d: %v\n%s", k.port, err, k.p.logTail(40))
+		}
+		t.Logf("kamailio on udp/%d: %v: again on a fresh port", k.port, err)
 	}
-	return k
 }
 
 // logSize is the length of the proxy's log now: waitLog from there on
@@ -203,27 +209,26 @@ func (k *kamailio) waitLog(since int, within time.Duration, what string, needles
 // finds their CDRs.
 func startCallers(t *testing.T, stage, tag string, target, calls int, dial string) *sippPeer {
 	t.Helper()
-	port := freePort(t)
 	s := &sippPeer{t: t, name: tag,
 		msgLog: filepath.Join(stage, tag+"_messages.log"),
-		errLog: filepath.Join(stage, tag+"_errors.log"),
-		port:   port, mediaPort: freePorts(t, 4)}
-	argv := []string{requireTool(t, "sipp"),
-		"-sf", filepath.Join(stage, "uac_trunk_nomedia.xml"),
-		"-i", "127.0.0.1", "-p", fmt.Sprint(port),
-		"-mi", "127.0.0.1", "-mp", fmt.Sprint(s.mediaPort),
-		"-m", fmt.Sprint(calls), "-l", "1", "-r", "20",
-		"-d", "300",
-		"-s", dial,
-		"-key", "caller", pstnCaller,
-		"-cid_str", tag + "-%u-%p@%s",
-		"-timeout", "40s", "-timeout_error",
-		"-trace_msg", "-message_file", s.msgLog,
-		"-trace_err", "-error_file", s.errLog,
-		"-nostdin",
-		fmt.Sprintf("127.0.0.1:%d", target),
-	}
-	s.p = startProc(t, "sipp "+tag, stage, filepath.Join(stage, tag+"_screen.log"), os.Environ(), argv...)
+		errLog: filepath.Join(stage, tag+"_errors.log")}
+	s.launch(stage, func(port, mediaPort int) []string {
+		return []string{requireTool(t, "sipp"),
+			"-sf", filepath.Join(stage, "uac_trunk_nomedia.xml"),
+			"-i", "127.0.0.1", "-p", fmt.Sprint(port),
+			"-mi", "127.0.0.1", "-mp", fmt.Sprint(mediaPort),
+			"-m", fmt.Sprint(calls), "-l", "1", "-r", "20",
+			"-d", "300",
+			"-s", dial,
+			"-key", "caller", pstnCaller,
+			"-cid_str", tag + "-%u-%p@%s",
+			"-timeout", "40s", "-timeout_error",
+			"-trace_msg", "-message_file", s.msgLog,
+			"-trace_err", "-error_file", s.errLog,
+			"-nostdin",
+			fmt.Sprintf("127.0.0.1:%d", target),
+		}
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("---- sipp %s unexpected messages:\n%s", tag, fileTail(s.errLog, 60))
@@ -427,13 +432,13 @@ func testCluster(t *testing.T, driver string) {
 	data, err := os.ReadFile(scenarioPath(t, "uac_trunk_nomedia.xml"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(stage, "uac_trunk_nomedia.xml"), data, 0o644))
-	carrier := &sippPeer{t: t, name: "carrier", port: carrierPort, mediaPort: freePorts(t, 4)}
-	carrier.p = startProc(t, "sipp carrier", stage, filepath.Join(stage, "carrier_screen.log"), os.Environ(),
-		requireTool(t, "sipp"), "-sf", scenarioPath(t, "uas_answer.xml"),
-		"-i", "127.0.0.1", "-p", fmt.Sprint(carrierPort),
-		"-mi", "127.0.0.1", "-mp", fmt.Sprint(carrier.mediaPort),
-		"-trace_err", "-error_file", filepath.Join(stage, "carrier_errors.log"), "-nostdin")
-	carrier.waitListening()
+	carrier := &sippPeer{t: t, name: "carrier", port: carrierPort, errLog: filepath.Join(stage, "carrier_errors.log")}
+	carrier.launch(stage, func(port, mediaPort int) []string {
+		return []string{requireTool(t, "sipp"), "-sf", scenarioPath(t, "uas_answer.xml"),
+			"-i", "127.0.0.1", "-p", fmt.Sprint(port),
+			"-mi", "127.0.0.1", "-mp", fmt.Sprint(mediaPort),
+			"-trace_err", "-error_file", carrier.errLog, "-nostdin"}
+	})
 
 	// A binding made through node 1's admin API, called straight on node 2.
 	b := createBinding(t, n1)
@@ -466,6 +471,8 @@ func testCluster(t *testing.T, driver string) {
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	_, err = n1.serve.wait(10 * time.Second)
 	require.NoError(t, err)
+	// Node 1's ports stay this test's until its restart.
+	hold(t, n1.sipPort, n1.adminPort)
 	t.Logf("killed node 1 (pid %d)", pid)
 
 	// Calls placed at once: the first to reach the dead node fails over to
@@ -486,6 +493,7 @@ func testCluster(t *testing.T, driver string) {
 	// Node 1 again: it closes its own open row as interrupted and leaves
 	// node 2's open call alone.
 	restartedAt := proxy.logSize()
+	letGo(n1.sipPort, n1.adminPort)
 	n1.serve = startProc(t, "vnum serve node-1 (restarted)", n1.dir, filepath.Join(n1.dir, "vnum-serve-restarted.log"),
 		cleanEnviron(), n1.bin, "--config", n1.config, "serve")
 	n1.waitSIP(20 * time.Second)
