@@ -272,8 +272,9 @@ func (s *Server) DSNOf(db string) string {
 // the kernel's ephemeral range, in a block no other test process uses,
 // held by this process until the postmaster starts); when the postmaster
 // finds it taken after all, it starts again on a fresh one. Later starts
-// reuse the port, held meanwhile, so that DSNs handed out before stay
-// valid.
+// reuse the port, so that DSNs handed out before stay valid; it stays
+// leased meanwhile, and held where it can be (not while connections of
+// the stopped server linger in TIME_WAIT on it).
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -297,7 +298,7 @@ func (s *Server) Start() error {
 		}
 		if s.started {
 			// DSNs name this port: wait for whoever took it to let go
-			// (stop holds it again as soon as it can).
+			// (stop held it again if it could).
 			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		} else {
 			s.lease.Free()
@@ -405,7 +406,8 @@ func (s *Server) stop() error {
 	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("pgtest: stop postgres: %w", err)
 	}
-	// Until the next Start, the port is this process's again.
+	// Until the next Start, the port is held again, unless the server's
+	// closed connections linger on it (TIME_WAIT); it stays leased anyway.
 	_ = s.lease.Hold()
 	return nil
 }

@@ -95,7 +95,9 @@ func (l *Lease) Unhold() {
 
 // Hold binds the lease's ports again (UDP and TCP on 127.0.0.1), after
 // the program that used them has stopped and before one that will use
-// them again starts (a restart). It fails when a port is still bound.
+// them again starts (a restart). It fails when a port is still bound,
+// or when connections the program closed linger on it in TIME_WAIT (a
+// hold has no SO_REUSEADDR: with it, a listener could share the port).
 func (l *Lease) Hold() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
