@@ -94,7 +94,7 @@ func hold(t *testing.T, firsts ...int) {
 	for _, p := range firsts {
 		if l := leases[p]; l != nil {
 			if err := l.Hold(); err != nil {
-				t.Logf("holding port %d again: %v", p, err)
+				t.Logf("port %d stays leased, not held (its closed connections linger): %v", p, err)
 			}
 		}
 	}
