@@ -80,7 +80,7 @@ func startBaresip(t *testing.T, e *env, modules string) *baresipPhone {
 	keepArtifacts(t, dir)
 	sipPort := freePorts(t, 2) // sip_listen and the TLS port after it
 	ctrlPort := freePort(t)
-	rtp := freePorts(t, 20)
+	rtp := freeRange(t, 20)
 	config := fmt.Sprintf(`# written by the vnum integration tests
 poll_method		epoll
 sip_listen		127.0.0.1:%d
@@ -120,6 +120,7 @@ statmode_default	off
 		responses: map[string]chan baresipMsg{},
 		events:    make(chan baresipMsg, 256),
 	}
+	letGo(sipPort, ctrlPort)
 	b.p = startProc(t, "baresip", dir, b.logPath, os.Environ(), requireTool(t, "baresip"), "-f", dir, "-s", "-v")
 
 	deadline := time.Now().Add(10 * time.Second)

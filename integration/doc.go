@@ -6,7 +6,8 @@
 // The tests skip when sipp or baresip is not on PATH, and fail instead when
 // VNUMTEST_REQUIRE_SIPP=1 (CI installs both: apt-get install sip-tester baresip).
 // They build ./cmd/vnum once per run, or use the binary named by VNUMTEST_BIN.
-// Everything listens on 127.0.0.1 only, on ports picked free at run time,
+// Everything listens on 127.0.0.1 only, on ports leased at run time from
+// internal/testport (held by the test until the program binds them),
 // and every process a test starts is stopped by its PID when the test ends.
 //
 //	go test ./integration -v -count=1

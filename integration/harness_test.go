@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -179,95 +177,6 @@ func goTool() string {
 	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 }
 
-// Ports. A port handed out once is not handed out again in this run, so
-// parallel tests never collide with each other.
-var (
-	portsMu sync.Mutex
-	portsUp = map[int]bool{}
-)
-
-func claim(ports ...int) bool {
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for _, p := range ports {
-		if portsUp[p] {
-			return false
-		}
-	}
-	for _, p := range ports {
-		portsUp[p] = true
-	}
-	return true
-}
-
-// portFree reports whether 127.0.0.1:port can be bound now for UDP and,
-// if tcp is set, for TCP too.
-func portFree(port int, tcp bool) bool {
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	pc, err := net.ListenPacket("udp4", addr)
-	if err != nil {
-		return false
-	}
-	defer pc.Close()
-	if tcp {
-		l, err := net.Listen("tcp4", addr)
-		if err != nil {
-			return false
-		}
-		defer l.Close()
-	}
-	return true
-}
-
-// freePorts returns n consecutive ports, free on 127.0.0.1 for UDP and TCP,
-// starting at an even number (RTP/RTCP pairs, sipp's -mp and -mp+2). They
-// are taken below the kernel's ephemeral range (ephemeralLow): a port the
-// kernel may hand to any socket bound to port 0 meanwhile (a vnum's RTP
-// pairs, a client's connection, another test's process) could be gone
-// again by the time sipp binds it.
-func freePorts(t *testing.T, n int) int {
-	t.Helper()
-	low := ephemeralLow()
-	for range 200 {
-		base := 10000 + 2*rand.IntN((low-10000-n)/2)
-		ok := true
-		ports := make([]int, n)
-		for i := range n {
-			ports[i] = base + i
-			if !portFree(base+i, true) {
-				ok = false
-				break
-			}
-		}
-		if ok && claim(ports...) {
-			return base
-		}
-	}
-	t.Fatalf("no %d consecutive free ports on 127.0.0.1", n)
-	return 0
-}
-
-// freePort returns one port free on 127.0.0.1 for both UDP and TCP (SIP
-// listens on both with the same number), below the ephemeral range too.
-func freePort(t *testing.T) int {
-	t.Helper()
-	return freePorts(t, 1)
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range
-// (net.ipv4.ip_local_port_range), 32768 where it cannot be read.
-func ephemeralLow() int {
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
-				low = v
-			}
-		}
-	}
-	return low
-}
-
 // env is one vnum deployment: a config, a store, ports, and the peers'
 // ports, all private to one test.
 type env struct {
@@ -299,7 +208,7 @@ func newEnv(t *testing.T, extraYAML string) *env {
 		adminPort:   freePort(t),
 		extra:       extraYAML,
 	}
-	e.rtpMin = freePorts(t, 100)
+	e.rtpMin = freeRange(t, 100)
 	e.rtpMax = e.rtpMin + 99
 	keepArtifacts(t, e.dir)
 	e.config = filepath.Join(e.dir, "vnum.yaml")
@@ -542,16 +451,53 @@ func requireAnswered(t *testing.T, c cdr, b binding) {
 }
 
 // startServe runs `vnum serve` and waits until it answers SIP OPTIONS.
+// When vnum finds its SIP or admin port taken after all (by a process
+// outside internal/testport, between letGo and vnum's bind), the config
+// gets fresh ports and vnum starts again.
 func (e *env) startServe() {
 	e.t.Helper()
-	e.serve = startProc(e.t, "vnum serve", e.dir, filepath.Join(e.dir, "vnum-serve.log"),
-		cleanEnviron(), e.bin, "--config", e.config, "serve")
-	e.waitSIP(20 * time.Second)
+	for attempt := 1; ; attempt++ {
+		letGo(e.sipPort, e.adminPort)
+		e.serve = startProc(e.t, "vnum serve", e.dir, filepath.Join(e.dir, "vnum-serve.log"),
+			cleanEnviron(), e.bin, "--config", e.config, "serve")
+		err := e.trySIP(20 * time.Second)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			e.t.Fatal(err)
+		}
+		e.t.Logf("%v: again on fresh ports", err)
+		e.movePorts()
+	}
+}
+
+// movePorts gives vnum fresh SIP and admin ports, in the config file too.
+func (e *env) movePorts() {
+	e.t.Helper()
+	data, err := os.ReadFile(e.config)
+	require.NoError(e.t, err)
+	text := string(data)
+	for _, p := range []*int{&e.sipPort, &e.adminPort} {
+		old := *p
+		*p = freePort(e.t)
+		text = regexp.MustCompile(fmt.Sprintf(`127\.0\.0\.1:%d\b`, old)).ReplaceAllString(text, fmt.Sprintf("127.0.0.1:%d", *p))
+	}
+	require.NoError(e.t, os.WriteFile(e.config, []byte(text), 0o600))
 }
 
 // waitSIP sends OPTIONS over UDP until vnum answers anything at all (the
 // answer's status is logged: SPEC §4 wants 200 for trunk keepalives).
 func (e *env) waitSIP(within time.Duration) {
+	e.t.Helper()
+	if err := e.trySIP(within); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// trySIP is waitSIP returning its failure; errPortTaken when vnum exited
+// because a port of its was taken.
+func (e *env) trySIP(within time.Duration) error {
 	e.t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("vnum-itest-probe"))
 	require.NoError(e.t, err)
@@ -564,7 +510,10 @@ func (e *env) waitSIP(within time.Duration) {
 	var lastErr error
 	for time.Now().Before(deadline) {
 		if e.serve.exited() {
-			e.t.Fatalf("vnum serve exited before it answered SIP: %v\n%s", e.serve.exitErr(), e.serve.logTail(60))
+			if bindFailed(e.serve.logPath) {
+				return fmt.Errorf("vnum serve exited: %w:\n%s", errPortTaken, e.serve.logTail(20))
+			}
+			return fmt.Errorf("vnum serve exited before it answered SIP: %v\n%s", e.serve.exitErr(), e.serve.logTail(60))
 		}
 		req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: e.sipPort})
 		req.SetTransport("UDP")
@@ -573,12 +522,12 @@ func (e *env) waitSIP(within time.Duration) {
 		cancel()
 		if err == nil {
 			e.t.Logf("vnum answers OPTIONS on udp/%d: %d %s", e.sipPort, res.StatusCode, res.Reason)
-			return
+			return nil
 		}
 		lastErr = err
 		time.Sleep(200 * time.Millisecond)
 	}
-	e.t.Fatalf("vnum did not answer OPTIONS on udp/127.0.0.1:%d within %s: %v\n%s",
+	return fmt.Errorf("vnum did not answer OPTIONS on udp/127.0.0.1:%d within %s: %v\n%s",
 		e.sipPort, within, lastErr, e.serve.logTail(60))
 }
 

@@ -29,6 +29,7 @@ type rtpSink struct {
 
 func newRTPSink(t *testing.T, port int, ref map[string]bool) *rtpSink {
 	t.Helper()
+	letGo(port)
 	conn, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
 	require.NoError(t, err)
 	s := &rtpSink{conn: conn, byPT: map[uint8]int{}, ref: ref, from: map[string]int{}, done: make(chan struct{})}

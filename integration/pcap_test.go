@@ -168,6 +168,7 @@ type dtmfSink struct {
 
 func newDTMFSink(t *testing.T, port int) *dtmfSink {
 	t.Helper()
+	letGo(port)
 	conn, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
 	require.NoError(t, err)
 	s := &dtmfSink{conn: conn, done: make(chan struct{})}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,19 +40,15 @@ func newStage(t *testing.T, pcaps string) string {
 // startSipp runs one sipp for a single call (-m 1) bounded by timeout,
 // tracing every SIP message and every unexpected one into stage. args are
 // the scenario's own options (and, for a UAC, the remote address last).
-// port 0 picks a free one.
+// port 0 picks a free one. It returns once sipp has bound its SIP port.
 func startSipp(t *testing.T, stage, name, scenario string, port int, timeout time.Duration, args ...string) *sippPeer {
 	t.Helper()
-	if port == 0 {
-		port = freePort(t)
-	}
 	s := &sippPeer{
-		t:         t,
-		name:      name,
-		msgLog:    filepath.Join(stage, name+"_messages.log"),
-		errLog:    filepath.Join(stage, name+"_errors.log"),
-		port:      port,
-		mediaPort: freePorts(t, 4),
+		t:      t,
+		name:   name,
+		msgLog: filepath.Join(stage, name+"_messages.log"),
+		errLog: filepath.Join(stage, name+"_errors.log"),
+		port:   port,
 	}
 	// SIPp looks for play_pcap_audio files next to the scenario first.
 	if filepath.Dir(scenario) != stage {
@@ -69,18 +66,19 @@ func startSipp(t *testing.T, stage, name, scenario string, port int, timeout tim
 			break
 		}
 	}
-	argv := []string{requireTool(t, "sipp"),
-		"-sf", scenario,
-		"-i", ip, "-p", fmt.Sprint(s.port),
-		"-mi", ip, "-mp", fmt.Sprint(s.mediaPort),
-		"-m", "1",
-		"-timeout", fmt.Sprintf("%ds", int(timeout.Seconds())), "-timeout_error",
-		"-trace_msg", "-message_file", s.msgLog,
-		"-trace_err", "-error_file", s.errLog,
-		"-nostdin",
-	}
-	argv = append(argv, args...)
-	s.p = startProc(t, "sipp "+name, stage, filepath.Join(stage, name+"_screen.log"), os.Environ(), argv...)
+	s.launch(stage, func(port, mediaPort int) []string {
+		argv := []string{requireTool(t, "sipp"),
+			"-sf", scenario,
+			"-i", ip, "-p", fmt.Sprint(port),
+			"-mi", ip, "-mp", fmt.Sprint(mediaPort),
+			"-m", "1",
+			"-timeout", fmt.Sprintf("%ds", int(timeout.Seconds())), "-timeout_error",
+			"-trace_msg", "-message_file", s.msgLog,
+			"-trace_err", "-error_file", s.errLog,
+			"-nostdin",
+		}
+		return append(argv, args...)
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("---- sipp %s unexpected messages (%s):\n%s", name, s.errLog, fileTail(s.errLog, 80))
@@ -90,15 +88,43 @@ func startSipp(t *testing.T, stage, name, scenario string, port int, timeout tim
 	return s
 }
 
-// waitListening waits until sipp has bound its SIP port.
+// launch starts sipp with the command line argv makes for a SIP port and
+// the first of four media ports (-mp: RTP, RTCP, video RTP, video RTCP),
+// and waits until it has bound its SIP port. s.port, when set, is the SIP
+// port (a carrier's, named in vnum's config), else launch leases one.
+// When sipp finds a port of its taken after all (by a process outside
+// internal/testport), it starts sipp again on fresh ports; a fixed port
+// that is taken fails the test.
+func (s *sippPeer) launch(stage string, argv func(port, mediaPort int) []string) {
+	s.t.Helper()
+	fixed := s.port != 0
+	for attempt := 1; ; attempt++ {
+		if !fixed {
+			s.port = freePort(s.t)
+		}
+		s.mediaPort = freePorts(s.t, 4)
+		letGo(s.port, s.mediaPort)
+		// The error log of an earlier attempt must not count again.
+		_ = os.Remove(s.errLog)
+		s.p = startProc(s.t, "sipp "+s.name, stage, filepath.Join(stage, s.name+"_screen.log"), os.Environ(),
+			argv(s.port, s.mediaPort)...)
+		err := waitBound(s.p, s.port, 30*time.Second, s.errLog)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortTaken) || fixed || attempt == 3 {
+			s.t.Fatalf("sipp %s on udp/%d, media %d: %v\n%s", s.name, s.port, s.mediaPort, err, s.p.logTail(30))
+		}
+		s.t.Logf("sipp %s on udp/%d, media %d: %v: again on fresh ports", s.name, s.port, s.mediaPort, err)
+	}
+}
+
+// waitListening waits until sipp has bound its SIP port (launch has
+// waited for it already; a sipp that exited since fails the test).
 func (s *sippPeer) waitListening() {
 	s.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for portFree(s.port, false) {
-		if s.p.exited() || time.Now().After(deadline) {
-			s.t.Fatalf("sipp %s is not listening on udp/%d:\n%s", s.name, s.port, s.p.logTail(30))
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !ownsPort(s.p.cmd.Process.Pid, s.port) {
+		s.t.Fatalf("sipp %s is not listening on udp/%d:\n%s", s.name, s.port, s.p.logTail(30))
 	}
 }
 

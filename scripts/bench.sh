@@ -420,7 +420,10 @@ start_carrier() {
 		-trace_err -error_file "$WORK/carrier_$1_errors.log" >"$WORK/carrier_$1_screen.log" 2>&1 &
 	CARRIER_PID=$!
 	PIDS+=("$CARRIER_PID")
-	sleep 0.5
+	# vnum's trunk.outbound names CARRIER_PORT: a carrier that finds it
+	# taken (by a process outside scripts/lib/ports.sh's locks) ends the
+	# bench here, saying so.
+	wait_listening "$CARRIER_PORT" "$CARRIER_PID" "the sipp carrier" "$WORK/carrier_$1_screen.log"
 }
 stop_carrier() {
 	local pid kept=()
@@ -465,18 +468,39 @@ csv() {
 # $WORK/LOG_errors.log and $WORK/LOG_screen.log. It binds UAC_IP:UAC_PORT
 # (SIP) and UAC_IP:UAC_MEDIA (RTP). Returns SIPp's exit code.
 uac() {
-	local scen=$1 user=$2 call_ms=$3 rate=$4 calls=$5 limit=$6 budget=$7 stats=$8 log=$9
+	local scen=$1 user=$2 call_ms=$3 rate=$4 calls=$5 limit=$6 budget=$7 stats=$8 log=$9 try rc
 	shift 9
-	timeout --kill-after=10 $((budget + 15)) \
-		sipp -sf "$scen" "127.0.0.1:$SIP_PORT" \
-		-i "$UAC_IP" -p "$UAC_PORT" -mi "$UAC_IP" -mp "$UAC_MEDIA" \
-		-s "$user" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
-		-auth_uri "$user@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
-		-d "$call_ms" -r "$rate" -m "$calls" -l "$limit" \
-		-timeout "${budget}s" -timeout_error \
-		-trace_stat -stf "$stats" -fd 1 "$@" \
-		-trace_err -error_file "$WORK/${log}_errors.log" \
-		-nostdin >"$WORK/${log}_screen.log" 2>&1
+	for try in 1 2 3; do
+		if timeout --kill-after=10 $((budget + 15)) \
+			sipp -sf "$scen" "127.0.0.1:$SIP_PORT" \
+			-i "$UAC_IP" -p "$UAC_PORT" -mi "$UAC_IP" -mp "$UAC_MEDIA" \
+			-s "$user" -key account "$ACCOUNT" -au "$ACCOUNT" -ap "$PASSWORD" \
+			-auth_uri "$user@127.0.0.1:$SIP_PORT" -cid_str "uacleg-%u-%p@%s" -aa \
+			-d "$call_ms" -r "$rate" -m "$calls" -l "$limit" \
+			-timeout "${budget}s" -timeout_error \
+			-trace_stat -stf "$stats" -fd 1 "$@" \
+			-trace_err -error_file "$WORK/${log}_errors.log" \
+			-nostdin >"$WORK/${log}_screen.log" 2>&1; then
+			rc=0
+		else
+			rc=$?
+		fi
+		uac_port_taken "$log" "$try" || return "$rc"
+	done
+	return "$rc"
+}
+
+# uac_port_taken LOG TRY: when the SIPp caller that wrote
+# $WORK/LOG_screen.log gave up because a port of its was taken (by a
+# process outside scripts/lib/ports.sh's locks, since it last ran),
+# takes fresh UAC_PORT and UAC_MEDIA and returns 0 for another try (the
+# third try is the last); else returns 1.
+uac_port_taken() {
+	grep -q "Unable to bind" "$WORK/$1_screen.log" 2>/dev/null || return 1
+	[ "$2" -lt 3 ] || return 1
+	echo "bench: sipp $1: udp/$UAC_PORT or media $UAC_MEDIA was taken; again on fresh ports" >&2
+	UAC_PORT=$(free_ports 1); take "$UAC_PORT" 1
+	UAC_MEDIA=$(free_ports 4); take "$UAC_MEDIA" 4
 }
 
 # ramp NAME SCENARIO USER: NAME's calls to USER at each of RATES.
@@ -841,17 +865,25 @@ start_kamailio() {
 # LIMIT at once) to 127.0.0.1:PORT, dialling dial.csv's X-E in turn,
 # within BUDGET seconds; as uac otherwise.
 trunk_uac() {
-	local scen=$1 port=$2 calls=$3 rate=$4 limit=$5 budget=$6 stats=$7 log=$8
+	local scen=$1 port=$2 calls=$3 rate=$4 limit=$5 budget=$6 stats=$7 log=$8 try rc
 	shift 8
-	timeout --kill-after=10 $((budget + 15)) \
-		sipp -sf "$scen" "127.0.0.1:$port" \
-		-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
-		-inf "$WORK/dial.csv" -cid_str "trunk-%u-%p@%s" \
-		-r "$rate" -m "$calls" -l "$limit" \
-		-timeout "${budget}s" -timeout_error \
-		-trace_stat -stf "$stats" -fd 1 "$@" \
-		-trace_err -error_file "$WORK/${log}_errors.log" \
-		-nostdin >"$WORK/${log}_screen.log" 2>&1
+	for try in 1 2 3; do
+		if timeout --kill-after=10 $((budget + 15)) \
+			sipp -sf "$scen" "127.0.0.1:$port" \
+			-i 127.0.0.1 -p "$UAC_PORT" -mi 127.0.0.1 -mp "$UAC_MEDIA" \
+			-inf "$WORK/dial.csv" -cid_str "trunk-%u-%p@%s" \
+			-r "$rate" -m "$calls" -l "$limit" \
+			-timeout "${budget}s" -timeout_error \
+			-trace_stat -stf "$stats" -fd 1 "$@" \
+			-trace_err -error_file "$WORK/${log}_errors.log" \
+			-nostdin >"$WORK/${log}_screen.log" 2>&1; then
+			rc=0
+		else
+			rc=$?
+		fi
+		uac_port_taken "$log" "$try" || return "$rc"
+	done
+	return "$rc"
 }
 
 # sipp_counts STATS: "attempted ok failed" from the last line of a SIPp

@@ -101,6 +101,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Two nodes' 200 RTP ports each and a few more: four blocks of 128.
+PORTS_BLOCKS=4
 . "$ROOT/scripts/lib/ports.sh"
 # store_setup: STORE_DRIVER and STORE_DSN, the store both nodes share.
 store_setup() {

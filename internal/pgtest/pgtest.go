@@ -15,7 +15,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/vnum/vnum/internal/testenv"
+	"github.com/vnum/vnum/internal/testport"
 )
 
 // RequireEnv is the environment variable that turns a missing PostgreSQL
@@ -50,10 +51,14 @@ const startTimeout = 60 * time.Second
 // Server is a PostgreSQL server in a temporary directory. Its superuser
 // is postgres, who connects without a password (trust) over 127.0.0.1.
 type Server struct {
-	bin  string              // the directory of initdb and postgres
-	dir  string              // the temporary directory: data, socket, log
-	port int                 // the TCP port on 127.0.0.1
-	cred *syscall.Credential // the postgres OS user when the tests run as root
+	bin  string // the directory of initdb and postgres
+	dir  string // the temporary directory: data, socket, log
+	port int    // the TCP port on 127.0.0.1
+	// lease is the port's, held while no postmaster runs; started
+	// tells that DSNs naming the port are out, so it must not change.
+	lease   *testport.Lease
+	started bool
+	cred    *syscall.Credential // the postgres OS user when the tests run as root
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd     // the running postmaster, or nil
@@ -265,8 +270,13 @@ func (s *Server) DSNOf(db string) string {
 }
 
 // Start starts the server (again, after Stop) and returns once it accepts
-// connections. The first start picks a free port; later ones reuse it, so
-// DSNs handed out before stay valid.
+// connections. The first start leases a port (internal/testport: below
+// the kernel's ephemeral range, in a block no other test process uses,
+// held by this process until the postmaster starts); when the postmaster
+// finds it taken after all, it starts again on a fresh one. Later starts
+// reuse the port, so that DSNs handed out before stay valid; it stays
+// leased meanwhile, and held where it can be (not while connections of
+// the stopped server linger in TIME_WAIT on it).
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -274,28 +284,39 @@ func (s *Server) Start() error {
 		return nil
 	}
 	var err error
-	for range 3 { // a free port picked may be taken before the server binds it
-		if s.port == 0 || err != nil {
-			if s.port, err = freePort(); err != nil {
-				return err
+	for attempt := 1; attempt <= 5; attempt++ {
+		if s.lease == nil {
+			if s.lease, err = testport.Take(1); err != nil {
+				return fmt.Errorf("pgtest: %w", err)
 			}
+			s.port = s.lease.First
 		}
-		if err = s.start(); err == nil {
-			return nil
+		s.lease.Unhold()
+		if portLetGo != nil {
+			portLetGo(s.port)
+		}
+		if err = s.start(); err == nil || !errors.Is(err, errPortTaken) {
+			return err
+		}
+		if s.started {
+			// DSNs name this port: wait for whoever took it to let go
+			// (stop held it again if it could).
+			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		} else {
+			s.lease.Free()
+			s.lease = nil
 		}
 	}
 	return err
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: free port: %w", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
-}
+// errPortTaken is the postmaster's report that its port is in use.
+var errPortTaken = errors.New("port already in use")
+
+// portLetGo, when set (by this package's tests), runs between the moment
+// Start lets go of the port and the postmaster's start: where another
+// process could take it.
+var portLetGo func(port int)
 
 // start runs the postmaster; s.mu is held.
 func (s *Server) start() error {
@@ -304,6 +325,10 @@ func (s *Server) start() error {
 		return fmt.Errorf("pgtest: %w", err)
 	}
 	defer log.Close()
+	logStart, err := log.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("pgtest: %w", err)
+	}
 	// A throwaway server need not survive a machine crash: fsync=off makes
 	// it fast. It must survive its own immediate stop (an outage test), so
 	// commits are still written out (synchronous_commit stays on). The
@@ -323,9 +348,14 @@ func (s *Server) start() error {
 	}()
 	s.cmd, s.exited = cmd, exited
 	if err := s.waitReady(exited); err != nil {
-		s.stop()
+		_ = s.stop()
+		if b, rerr := os.ReadFile(s.logPath()); rerr == nil && int64(len(b)) > logStart &&
+			strings.Contains(string(b[logStart:]), "Address already in use") {
+			return fmt.Errorf("pgtest: postgres on 127.0.0.1:%d: %w", s.port, errPortTaken)
+		}
 		return err
 	}
+	s.started = true
 	return nil
 }
 
@@ -378,6 +408,9 @@ func (s *Server) stop() error {
 	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("pgtest: stop postgres: %w", err)
 	}
+	// Until the next Start, the port is held again, unless the server's
+	// closed connections linger on it (TIME_WAIT); it stays leased anyway.
+	_ = s.lease.Hold()
 	return nil
 }
 
@@ -389,9 +422,16 @@ func (s *Server) Restart() error {
 	return s.Start()
 }
 
-// Close stops the server and removes its directory.
+// Close stops the server, gives its port back and removes its directory.
 func (s *Server) Close() error {
-	return errors.Join(s.Stop(), os.RemoveAll(s.dir))
+	err := s.Stop()
+	s.mu.Lock()
+	if s.lease != nil {
+		s.lease.Free()
+		s.lease = nil
+	}
+	s.mu.Unlock()
+	return errors.Join(err, os.RemoveAll(s.dir))
 }
 
 // NewDatabase creates an empty database on the server and returns its

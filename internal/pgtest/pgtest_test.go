@@ -3,8 +3,11 @@ package pgtest
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -83,4 +86,59 @@ func TestFindBin(t *testing.T) {
 	_, err = New()
 	require.ErrorIs(t, err, ErrNoPostgres)
 	require.ErrorContains(t, err, "install Debian's package postgresql")
+}
+
+// TestStartsAgainWhenPortTaken: a port taken by another process between
+// the moment Start lets go of it and the postmaster's bind costs a fresh
+// port on the first start, and a short wait on a restart, whose port DSNs
+// already name.
+func TestStartsAgainWhenPortTaken(t *testing.T) {
+	// Not parallel: it sets portLetGo.
+	if _, err := findBin(); err != nil {
+		SkipOrFail(t, err)
+	}
+	var taken []int
+	var thief net.Listener
+	portLetGo = func(port int) {
+		if thief != nil || len(taken) > 0 && taken[len(taken)-1] == port {
+			return
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		require.NoError(t, err)
+		thief = l
+		taken = append(taken, port)
+	}
+	t.Cleanup(func() {
+		portLetGo = nil
+		if thief != nil {
+			_ = thief.Close()
+		}
+	})
+
+	s := Start(t)
+	require.Len(t, taken, 1)
+	require.NotEqual(t, taken[0], s.Port(), "the first start moved to a fresh port")
+	require.NoError(t, thief.Close())
+	thief = nil
+	db := open(t, s.NewDatabase(t))
+	require.NoError(t, db.PingContext(context.Background()))
+
+	// A restart waits for the port its DSNs name.
+	portLetGo = func(port int) {
+		if thief != nil || len(taken) > 1 {
+			return
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		require.NoError(t, err)
+		thief = l
+		taken = append(taken, port)
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			_ = l.Close()
+		}()
+	}
+	require.NoError(t, s.Restart())
+	require.Len(t, taken, 2)
+	require.Equal(t, s.Port(), taken[1], "the restart kept its port")
+	require.NoError(t, db.PingContext(context.Background()))
 }

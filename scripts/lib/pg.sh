@@ -10,7 +10,8 @@
 # The server's programs come from PATH or from /usr/lib/postgresql/*/bin,
 # where Debian's package postgresql puts them without putting them in PATH.
 # The server runs in DIR (data, log, unix socket), listens on 127.0.0.1
-# only, on a port that was free, and trusts its superuser postgres (no
+# only, on a port that was free (one of scripts/lib/ports.sh's when the
+# script sourced it first), and trusts its superuser postgres (no
 # password): it is for a demo on this machine, never for data that
 # matters. initdb and postgres refuse to run as root, so as root they run
 # as the OS user postgres (which the package creates), and DIR is given to
@@ -114,7 +115,13 @@ pg_start() {
 	fi
 	# A port found free may be taken before the server binds it: try again.
 	for try in 1 2 3; do
-		PG_PORT=$(_pg_free_port) || return 1
+		if declare -F free_ports >/dev/null; then
+			# scripts/lib/ports.sh is sourced: a port of its locked blocks.
+			PG_PORT=$(free_ports 1) || return 1
+			take "$PG_PORT" 1
+		else
+			PG_PORT=$(_pg_free_port) || return 1
+		fi
 		if _pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
 			-o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c fsync=off" \
 			start >"$dir/pg_ctl.log" 2>&1; then
