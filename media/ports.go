@@ -1,9 +1,11 @@
 package media
 
 import (
+	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -16,18 +18,20 @@ import (
 var DrainTime = time.Second
 
 // Ports allocates RTP/RTCP port pairs on one IP address: RTP on an even port,
-// RTCP on the odd port above it (RFC 3550 §11). It is safe for concurrent use.
+// RTCP on the odd port above it (RFC 3550 §11), each pair picked at random
+// in the range, so that a call's ports say nothing of the next call's. It
+// is safe for concurrent use.
 type Ports struct {
 	ip        netip.Addr
 	min, max  int  // first even RTP port, last usable RTP port
 	ephemeral bool // the kernel picks the ports (NewPorts with 0-0)
 	drain     time.Duration
-	now       func() time.Time
+	now       func() time.Time                           // SetClock; also the streams' clock
 	listen    func(netip.AddrPort) (*net.UDPConn, error) // listenUDP; tests choose the kernel's answer
 	relay     relayCounters                              // the RTP packets of its streams (RelayCounts)
 
 	mu       sync.Mutex
-	next     int               // where the next search starts, so ports rotate
+	rand     *rand.Rand        // where Open starts looking; guarded by mu
 	open     map[int]bool      // RTP ports of open sockets
 	draining map[int]time.Time // RTP port -> when it may be reused
 	swept    time.Time         // when Available last forgot drains that are over
@@ -61,6 +65,15 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 	if min < 1 || max > 65535 || first+1 > max {
 		return nil, fmt.Errorf("%w: %d-%d holds no rtp/rtcp pair", ErrBadPortRange, min, max)
 	}
+	// Ports in order would let anyone who sees one call's SDP (their own
+	// call) aim RTP at the next calls' relay ports. ChaCha8 is a
+	// cryptographically strong generator: seeded once from the operating
+	// system, its picks cannot be foretold from the ports seen, and each
+	// Open costs no system call.
+	var seed [32]byte
+	if _, err := cryptorand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("media: seed the rtp port picker: %w", err)
+	}
 	return &Ports{
 		ip:       addr.Unmap(),
 		min:      first,
@@ -68,10 +81,20 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 		drain:    DrainTime,
 		now:      time.Now,
 		listen:   listenUDP,
-		next:     first,
+		rand:     rand.New(rand.NewChaCha8(seed)),
 		open:     make(map[int]bool),
 		draining: make(map[int]time.Time),
 	}, nil
+}
+
+// SetClock makes p and the streams on its sockets read the time from now
+// instead of time.Now: the drain of released pairs, the streams' learning
+// windows (LearnWindow) and their LastRTP. Tests drive those with a clock
+// of their own. It must be called before the first Open.
+func (p *Ports) SetClock(now func() time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.now = now
 }
 
 // Socket is one bound RTP/RTCP pair taken from Ports.
@@ -90,9 +113,17 @@ type Socket struct {
 	err  error
 }
 
-// Open binds the next free port pair. Pairs that are open, draining or that
-// fail to bind (another process holds them) are skipped; ErrNoPorts is
-// returned when no pair of the range can be bound.
+// randomTries is how many pairs Open draws at random before it walks the
+// range: the draws make the pick uniform among the free pairs while the
+// range has room, the walk finds the last free pairs of a full range.
+const randomTries = 16
+
+// Open binds a free port pair picked at random: up to randomTries pairs
+// drawn at random, then, when none of those was free (the range is nearly
+// full), the first free pair up from a random one, wrapping round. Pairs
+// that are open, draining or that fail to bind (another process holds
+// them) are skipped; ErrNoPorts is returned when no pair of the range can
+// be bound.
 func (p *Ports) Open() (*Socket, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -101,23 +132,32 @@ func (p *Ports) Open() (*Socket, error) {
 		return p.openEphemeral(now)
 	}
 	pairs := (p.max-p.min)/2 + 1
-	for range pairs {
-		port := p.next
-		p.next += 2
-		if p.next > p.max {
-			p.next = p.min
+	for range min(randomTries, pairs) {
+		if s := p.tryOpen(p.min+2*p.rand.IntN(pairs), now); s != nil {
+			return s, nil
 		}
-		if !p.free(port, now) {
-			continue
+	}
+	start := p.rand.IntN(pairs)
+	for i := range pairs {
+		if s := p.tryOpen(p.min+2*((start+i)%pairs), now); s != nil {
+			return s, nil
 		}
-		rtp, rtcp, err := p.bind(port)
-		if err != nil {
-			continue
-		}
-		p.open[port] = true
-		return &Socket{RTP: rtp, RTCP: rtcp, Port: port, IP: p.ip, pool: p}, nil
 	}
 	return nil, ErrNoPorts
+}
+
+// tryOpen binds the pair at port when it is free, or returns nil. p.mu is
+// held.
+func (p *Ports) tryOpen(port int, now time.Time) *Socket {
+	if !p.free(port, now) {
+		return nil
+	}
+	rtp, rtcp, err := p.bind(port)
+	if err != nil {
+		return nil
+	}
+	p.open[port] = true
+	return &Socket{RTP: rtp, RTCP: rtcp, Port: port, IP: p.ip, pool: p}
 }
 
 // free reports whether the pair at port is neither open nor draining at

@@ -1,8 +1,10 @@
 package media
 
 import (
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -148,19 +150,91 @@ func TestPortsExhaustionAndDrain(t *testing.T) {
 	require.Equal(t, 0, q.InUse())
 }
 
-func TestPortsRotate(t *testing.T) {
+// TestPortsRandom: pairs are picked at random in the range, so that one
+// call's ports say nothing of the next call's: successive Opens of a
+// range of 64 pairs (each closed and drained before the next) are rarely
+// adjacent and soon spread over the range. The picker is seeded here, so
+// the test always sees the same draws; and two pools seeded by NewPorts
+// from the system do not start alike.
+func TestPortsRandom(t *testing.T) {
 	t.Parallel()
-	min, max := freeRange(t, 2)
+	const pairs = 64
+	min, max := freeRange(t, pairs)
 	p, err := NewPorts("127.0.0.1", min, max)
 	require.NoError(t, err)
-	a, err := p.Open()
-	require.NoError(t, err)
-	require.NoError(t, a.Close())
+	p.rand = rand.New(rand.NewChaCha8([32]byte{'v', 'n', 'u', 'm'}))
 	p.drain = 0
-	b, err := p.Open()
+	var got []int
+	for range 100 {
+		s, err := p.Open()
+		require.NoError(t, err)
+		require.Zero(t, s.Port%2)
+		require.True(t, s.Port >= min && s.Port+1 <= max)
+		got = append(got, s.Port)
+		require.NoError(t, s.Close())
+	}
+	adjacent, seen := 0, map[int]bool{}
+	for i, port := range got {
+		seen[port] = true
+		if i > 0 && (port == got[i-1]+2 || port == got[i-1]-2) {
+			adjacent++
+		}
+	}
+	require.Less(t, adjacent, 10, "successive pairs adjacent %d times of 99: %v", adjacent, got)
+	require.Greater(t, len(seen), pairs/2, "100 picks cover most of the range: %v", got)
+	require.False(t, slices.IsSorted(got), "not in order: %v", got)
+
+	// The first call of a fresh pool does not always get the range's first
+	// pair: of 20 pools seeded by the system, some start elsewhere (all
+	// alike has the odds of 64^-19).
+	firsts := map[int]bool{}
+	for range 20 {
+		q, err := NewPorts("127.0.0.1", min, max)
+		require.NoError(t, err)
+		s, err := q.Open()
+		require.NoError(t, err)
+		firsts[s.Port] = true
+		require.NoError(t, s.Close())
+	}
+	require.Greater(t, len(firsts), 1, "every fresh pool began at %v", firsts)
+}
+
+// TestPortsNearlyFull: with every pair but one open or draining, Open
+// still finds that one, wherever its random draws land; with none left it
+// says so.
+func TestPortsNearlyFull(t *testing.T) {
+	t.Parallel()
+	const pairs = 40
+	min, max := freeRange(t, pairs)
+	p, err := NewPorts("127.0.0.1", min, max)
 	require.NoError(t, err)
-	t.Cleanup(func() { b.Close() })
-	require.NotEqual(t, a.Port, b.Port, "the next call gets the next pair, not the one just freed")
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { return now }
+	var socks []*Socket
+	t.Cleanup(func() {
+		for _, s := range socks {
+			s.Close()
+		}
+	})
+	for range pairs {
+		s, err := p.Open()
+		require.NoError(t, err, "the range holds %d pairs; %d open", pairs, len(socks))
+		socks = append(socks, s)
+	}
+	_, err = p.Open()
+	require.ErrorIs(t, err, ErrNoPorts)
+
+	// Free one pair: it drains, then it is the one Open finds.
+	last := socks[len(socks)-1]
+	socks = socks[:len(socks)-1]
+	require.NoError(t, last.Close())
+	_, err = p.Open()
+	require.ErrorIs(t, err, ErrNoPorts, "the freed pair drains first")
+	now = now.Add(DrainTime)
+	s, err := p.Open()
+	require.NoError(t, err)
+	socks = append(socks, s)
+	require.Equal(t, last.Port, s.Port)
 }
 
 // TestPortsEphemeral: with 0-0 every pair comes from the kernel; pairs

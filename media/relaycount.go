@@ -6,9 +6,7 @@ import "sync/atomic"
 // relayed to the other leg.
 type DropReason int
 
-// The reasons a received RTP packet is not relayed. Packets from a source
-// other than the latched one are relayed (the stream only refuses to move
-// its remote to them, see RelatchAfter), so they are no reason of their own.
+// The reasons a received RTP packet is not relayed.
 const (
 	// DropNotRTP: the datagram is not an RTP version 2 packet (RFC 3550
 	// §5.1): it does not parse, or its version is another.
@@ -26,6 +24,10 @@ const (
 	// DropPanic: handling the packet panicked; the reader recovered and
 	// went on.
 	DropPanic
+	// DropForeignSource: the packet came from another source than the
+	// stream's peer, once the stream had learnt where its peer sends from
+	// (see LearnWindow): someone outside the call, or a stray stream.
+	DropForeignSource
 
 	numDropReasons = iota
 )
@@ -33,15 +35,16 @@ const (
 // dropReasonNames are the DropReasons' String values, also the reason
 // label of vnum_rtp_packets_dropped_total.
 var dropReasonNames = [numDropReasons]string{
-	DropNotRTP:    "not_rtp",
-	DropNoBridge:  "no_bridge",
-	DropNoRemote:  "no_remote",
-	DropSendError: "send_error",
-	DropPanic:     "panic",
+	DropNotRTP:        "not_rtp",
+	DropNoBridge:      "no_bridge",
+	DropNoRemote:      "no_remote",
+	DropSendError:     "send_error",
+	DropPanic:         "panic",
+	DropForeignSource: "foreign_source",
 }
 
 // String returns the reason as a metric label value: not_rtp, no_bridge,
-// no_remote, send_error or panic.
+// no_remote, send_error, panic or foreign_source.
 func (r DropReason) String() string {
 	if r < 0 || int(r) >= numDropReasons {
 		return "unknown"
@@ -60,6 +63,10 @@ type RelayCounts struct {
 	// Dropped is the packets not relayed, by reason (every reason listed,
 	// zeros included).
 	Dropped map[DropReason]uint64
+	// ForeignRTCP is the RTCP datagrams dropped because they came from
+	// another source than the stream's peer (DropForeignSource for RTCP;
+	// RTCP is not part of Received).
+	ForeignRTCP uint64
 }
 
 // outcome is what became of one packet read: relayed, or the reason it
@@ -77,7 +84,8 @@ func dropped(r DropReason) outcome { return outcome(r) + 1 }
 // streams: one atomic add per packet, no lock. Received is not counted of
 // its own but summed at a snapshot, so a snapshot always adds up.
 type relayCounters struct {
-	n [numOutcome]atomic.Uint64
+	n           [numOutcome]atomic.Uint64
+	foreignRTCP atomic.Uint64
 }
 
 func (c *relayCounters) add(o outcome) {
@@ -93,6 +101,7 @@ func (c *relayCounters) snapshot() RelayCounts {
 		rc.Dropped[r] = v
 		rc.Received += v
 	}
+	rc.ForeignRTCP = c.foreignRTCP.Load()
 	return rc
 }
 

@@ -57,8 +57,8 @@ func TestRelayCounts(t *testing.T) {
 	caller.sendRTP(a.Socket().RTPAddr(), v1)
 	requireCounts(t, ports, counts(0, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2}), "before the bridge")
 
-	// Bridged: both directions relay, and so does a packet from a source
-	// the stream has not latched on (it only does not move the remote).
+	// Bridged: both directions relay; a packet from a source other than
+	// the one the stream learnt is dropped as foreign.
 	startBridge(t, a, b)
 	for i := range 5 {
 		caller.sendRTP(a.Socket().RTPAddr(), audioPacket(uint16(10+i)))
@@ -69,8 +69,7 @@ func TestRelayCounts(t *testing.T) {
 		caller.recvRTP(time.Second)
 	}
 	stranger.sendRTP(a.Socket().RTPAddr(), audioPacket(30))
-	callee.recvRTP(time.Second)
-	requireCounts(t, ports, counts(10, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2}), "bridged")
+	requireCounts(t, ports, counts(9, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropForeignSource: 1}), "bridged")
 	require.Equal(t, caller.addr(), a.Remote(), "the stranger did not move the latched remote")
 
 	// B on hold (RFC 3264 §8.4): the caller's packets have nowhere to go.
@@ -78,7 +77,7 @@ func TestRelayCounts(t *testing.T) {
 	for i := range 3 {
 		caller.sendRTP(a.Socket().RTPAddr(), audioPacket(uint16(40+i)))
 	}
-	requireCounts(t, ports, counts(10, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropNoRemote: 3}), "B on hold")
+	requireCounts(t, ports, counts(9, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropForeignSource: 1, DropNoRemote: 3}), "B on hold")
 
 	// B's new address is one the IPv4 socket cannot send to: the kernel
 	// refuses each packet.
@@ -86,7 +85,7 @@ func TestRelayCounts(t *testing.T) {
 	for i := range 2 {
 		caller.sendRTP(a.Socket().RTPAddr(), audioPacket(uint16(50+i)))
 	}
-	requireCounts(t, ports, counts(10, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropNoRemote: 3,
+	requireCounts(t, ports, counts(9, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropForeignSource: 1, DropNoRemote: 3,
 		DropSendError: 2}), "B unreachable")
 
 	// A packet whose handling panics (the formats knocked out from under
@@ -95,11 +94,11 @@ func TestRelayCounts(t *testing.T) {
 	good := c.formats.Load()
 	c.formats.Store(nil)
 	caller.sendRTP(c.Socket().RTPAddr(), audioPacket(60))
-	requireCounts(t, ports, counts(10, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropNoRemote: 3,
+	requireCounts(t, ports, counts(9, map[DropReason]uint64{DropNoBridge: 3, DropNotRTP: 2, DropForeignSource: 1, DropNoRemote: 3,
 		DropSendError: 2, DropPanic: 1}), "panic")
 	c.formats.Store(good)
 	caller.sendRTP(c.Socket().RTPAddr(), audioPacket(61))
-	requireCounts(t, ports, counts(10, map[DropReason]uint64{DropNoBridge: 4, DropNotRTP: 2, DropNoRemote: 3,
+	requireCounts(t, ports, counts(9, map[DropReason]uint64{DropNoBridge: 4, DropNotRTP: 2, DropForeignSource: 1, DropNoRemote: 3,
 		DropSendError: 2, DropPanic: 1}), "after the panic the reader counts on")
 }
 
@@ -127,7 +126,8 @@ func TestRelayCountsPerPool(t *testing.T) {
 func TestDropReasonString(t *testing.T) {
 	for r, want := range map[DropReason]string{
 		DropNotRTP: "not_rtp", DropNoBridge: "no_bridge", DropNoRemote: "no_remote",
-		DropSendError: "send_error", DropPanic: "panic", DropReason(numDropReasons): "unknown", -1: "unknown",
+		DropSendError: "send_error", DropPanic: "panic", DropForeignSource: "foreign_source",
+		DropReason(numDropReasons): "unknown", -1: "unknown",
 	} {
 		require.Equal(t, want, r.String())
 	}

@@ -17,13 +17,6 @@ import (
 	"github.com/pion/rtp"
 )
 
-// RelatchAfter is how long the latched source of a stream must stay silent
-// before packets from another source move the stream's remote there (NAT
-// rebinding). Until then packets from other sources are relayed but do not
-// move the remote, so a stray sender cannot hijack a live call. NewStream
-// reads it once.
-var RelatchAfter = 2 * time.Second
-
 const (
 	frameSamples = SampleRate * defaultPtime / 1000 // 160 samples per 20 ms packet
 	frameTime    = defaultPtime * time.Millisecond
@@ -47,20 +40,21 @@ type Stream struct {
 	started bool
 	closed  bool
 
-	lastRTP atomic.Int64 // unix nanoseconds
+	lastRTP atomic.Int64 // unix nanoseconds, of the last packet taken
 
 	// counts are the relay counters of the Ports the socket came from,
 	// shared by all its streams.
 	counts *relayCounters
+	// now is the clock of the Ports the socket came from (Ports.SetClock):
+	// it times the learning windows and stamps LastRTP.
+	now func() time.Time
 
-	mu          sync.Mutex // guards the remote addresses
-	remote      netip.AddrPort
-	rtcpRemote  netip.AddrPort
-	latched     bool
-	rtcpLatched bool
-	relatch     time.Duration // RelatchAfter when the stream was made
-	heard       time.Time     // last RTP from remote
-	rtcpHeard   time.Time     // last RTCP from rtcpRemote
+	// mu guards where RTP and RTCP go and whom they are taken from (see
+	// LearnWindow). The readers take it once per packet.
+	mu      sync.Mutex
+	rtp     sourceLatch
+	rtcp    sourceLatch
+	sigHost netip.Addr // SetSignalHost
 
 	// bridgeMu guards peer. A reader holds it shared while it relays a
 	// packet, so that leaving a bridge waits for packets in flight.
@@ -97,10 +91,13 @@ func newFormats(audio Codec, dtmf *Codec) *formats {
 	return f
 }
 
-// NewStream returns a stream on sock that sends to remote with the
-// negotiated audio codec and telephone-event format (nil when none was
-// negotiated, in which case in-band DTMF is detected in G.711 audio). The
-// RTCP remote defaults to the RTP port + 1. log may be nil.
+// NewStream returns a stream on sock that sends to remote, the address the
+// peer's SDP names, with the negotiated audio codec and telephone-event
+// format (nil when none was negotiated, in which case in-band DTMF is
+// detected in G.711 audio). The RTCP remote defaults to the RTP port + 1.
+// The stream learns where its peer's packets really come from in a short
+// window at its start and drops those of anyone else (see LearnWindow).
+// log may be nil.
 func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, log *slog.Logger) *Stream {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -114,12 +111,11 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		seq:    uint16(rand.Uint32()),
 		ts:     rand.Uint32(),
 	}
-	s.relatch = RelatchAfter
-	s.counts = &relayCounters{}
+	s.counts, s.now = &relayCounters{}, time.Now
 	if sock.pool != nil {
-		s.counts = &sock.pool.relay
+		s.counts, s.now = &sock.pool.relay, sock.pool.now
 	}
-	s.lastRTP.Store(time.Now().UnixNano())
+	s.lastRTP.Store(s.now().UnixNano())
 	s.formats.Store(newFormats(audio, dtmf))
 	s.setRemote(remote)
 	return s
@@ -134,7 +130,7 @@ func (s *Stream) Start() {
 		return
 	}
 	s.started = true
-	s.lastRTP.Store(time.Now().UnixNano())
+	s.lastRTP.Store(s.now().UnixNano())
 	s.wg.Add(2)
 	go s.readRTP()
 	go s.readRTCP()
@@ -168,20 +164,23 @@ func (s *Stream) Digits() <-chan rune {
 	return s.digits
 }
 
-// LastRTP returns when the last RTP packet arrived; before the first one,
-// when the stream was started (or made, if not started).
+// LastRTP returns when the last RTP packet from the stream's peer arrived
+// (a foreign source's packets do not count, so they cannot keep a dead
+// call up); before the first one, when the stream was started (or made,
+// if not started).
 func (s *Stream) LastRTP() time.Time {
 	return time.Unix(0, s.lastRTP.Load())
 }
 
 // Quiet returns a channel that is closed once no RTP packet has arrived
-// for d, counted from the later of now and the last packet, and a stop
+// from the stream's peer for d, counted from the later of now and the last
+// packet (by the stream's clock, see Ports.SetClock), and a stop
 // function that releases it. It costs one timer and no goroutine while it
 // waits: the timer wakes once per d at most and re-arms itself for the time
 // left since the last packet. A closed stream never fires.
 func (s *Stream) Quiet(d time.Duration) (<-chan struct{}, func()) {
 	quiet := make(chan struct{})
-	from := time.Now().UnixNano()
+	from := s.now().UnixNano()
 	var mu sync.Mutex
 	var t *time.Timer
 	stopped := false
@@ -193,7 +192,7 @@ func (s *Stream) Quiet(d time.Duration) (<-chan struct{}, func()) {
 			return
 		}
 		last := max(s.lastRTP.Load(), from)
-		if left := time.Duration(last+int64(d)) - time.Duration(time.Now().UnixNano()); left > 0 {
+		if left := time.Duration(last+int64(d)) - time.Duration(s.now().UnixNano()); left > 0 {
 			t.Reset(left)
 			return
 		}
@@ -242,34 +241,55 @@ func (s *Stream) SetCodecs(audio Codec, dtmf *Codec) {
 	s.formats.Store(newFormats(audio, dtmf))
 }
 
-// SetRemote sets where RTP goes, after a re-INVITE or an answer; RTCP goes
-// to the port above. The next packet received latches again.
+// SetRemote sets the address the peer's SDP names for RTP, from an answer
+// or a re-offer; RTCP is taken to be on the port above. A new address
+// moves the stream: packets go there, and both directions learn their
+// peer's source afresh in a new window (see LearnWindow). The address the
+// SDP named already (an answer after early media, a session refresh)
+// changes nothing, so the sources learnt stay.
 func (s *Stream) SetRemote(remote netip.AddrPort) {
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if remote == s.rtp.signalled {
+		return
+	}
 	s.setRemote(remote)
 }
 
 func (s *Stream) setRemote(remote netip.AddrPort) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	s.remote = remote
-	s.rtcpRemote = rtcpFor(remote)
-	s.latched, s.rtcpLatched = false, false
+	s.rtp.reset(remote)
+	s.rtcp.reset(rtcpFor(remote))
+}
+
+// SetSignalHost names the host the peer's signalling came from (the
+// source of its INVITE). A phone behind NAT sends its media from the host
+// its SIP comes from, whatever address its SDP names: while the stream
+// learns, packets from that host are preferred to those of a host nobody
+// named, so that an attacker who sends first does not win against such a
+// phone. The zero Addr forgets it.
+func (s *Stream) SetSignalHost(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sigHost = ip.Unmap()
 }
 
 // Remote returns where RTP goes: the signalled address or, once packets
-// arrived, the address they came from.
+// arrived, the source learnt.
 func (s *Stream) Remote() netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.remote
+	return s.rtp.remote
 }
 
-// RTCPRemote returns where RTCP goes.
+// RTCPRemote returns where RTCP goes: the port above the signalled RTP
+// address or above RTP's source learnt, until RTCP learns a source of its
+// own.
 func (s *Stream) RTCPRemote() netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.rtcpRemote
+	return s.rtcp.remote
 }
 
 func rtcpFor(rtpAddr netip.AddrPort) netip.AddrPort {
@@ -285,37 +305,36 @@ func sendable(a netip.AddrPort) bool {
 	return a.IsValid() && a.Port() != 0 && !a.Addr().IsUnspecified()
 }
 
-// latch makes src the RTP remote (symmetric RTP behind NAT) when the stream
-// has not latched yet or its latched source has gone silent.
-func (s *Stream) latch(src netip.AddrPort, now time.Time) {
+// takeRTP reports whether an RTP packet from src, read at now, comes from
+// the stream's peer (see LearnWindow). When RTP learns a source, RTCP
+// follows it to the port above, unless RTCP learnt a source of its own on
+// that host or at the SDP's address.
+func (s *Stream) takeRTP(src netip.AddrPort, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if src == s.remote {
-		s.latched, s.heard = true, now
-		return
+	ok, moved := s.rtp.take(src, [2]netip.Addr{s.sigHost}, matchAny, now)
+	if moved {
+		s.log.Debug("rtp latched", "to", src, "match", s.rtp.match)
+		s.rtcp.follow(rtcpFor(src))
 	}
-	if s.latched && now.Sub(s.heard) < s.relatch {
-		return
-	}
-	s.log.Debug("rtp latched", "from", s.remote, "to", src)
-	s.remote, s.latched, s.heard = src, true, now
-	if !s.rtcpLatched {
-		s.rtcpRemote = rtcpFor(src)
-	}
+	return ok
 }
 
-// latchRTCP does for RTCP what latch does for RTP.
-func (s *Stream) latchRTCP(src netip.AddrPort, now time.Time) {
+// takeRTCP does for RTCP what takeRTP does for RTP. Once RTP knows its
+// peer, RTCP is taken only from that peer's host or the SDP's: the same
+// phone sends both, and RTCP's own first comer may be someone else.
+func (s *Stream) takeRTCP(src netip.AddrPort, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if src == s.rtcpRemote {
-		s.rtcpLatched, s.rtcpHeard = true, now
-		return
+	hosts, floor := [2]netip.Addr{s.sigHost}, matchAny
+	if r, ok := s.rtp.learnt(); ok {
+		hosts[1], floor = r.Addr(), matchHost
 	}
-	if s.rtcpLatched && now.Sub(s.rtcpHeard) < s.relatch {
-		return
+	ok, moved := s.rtcp.take(src, hosts, floor, now)
+	if moved {
+		s.log.Debug("rtcp latched", "to", src, "match", s.rtcp.match)
 	}
-	s.rtcpRemote, s.rtcpLatched, s.rtcpHeard = src, true, now
+	return ok
 }
 
 func (s *Stream) readRTP() {
@@ -330,7 +349,10 @@ func (s *Stream) readRTP() {
 // handling one packet panics (false): that packet is dropped and logged
 // with its stack, and the reader goes on, so that a packet vnum mishandles
 // costs one packet, never the process and every call in it. Each datagram
-// read is counted once, by what became of it (see RelayCounts).
+// read is counted once, by what became of it (see RelayCounts). Packets
+// from a source other than the stream's peer are dropped before anything
+// else sees them: they are neither relayed nor taken for digits, and do
+// not count as the call's media.
 func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 	defer s.recoverPacket("rtp", s.counts)
 	for {
@@ -345,9 +367,12 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			s.counts.add(dropped(DropNotRTP))
 			continue
 		}
-		now := time.Now()
+		now := s.now()
+		if !s.takeRTP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now) {
+			s.counts.add(dropped(DropForeignSource))
+			continue
+		}
 		s.lastRTP.Store(now.UnixNano())
-		s.latch(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
 		s.counts.add(s.handleRTP(buf[:n], pkt))
 	}
 }
@@ -400,7 +425,10 @@ func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 		if n < 8 || buf[0]>>6 != 2 {
 			continue
 		}
-		s.latchRTCP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), time.Now())
+		if !s.takeRTCP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), s.now()) {
+			s.counts.foreignRTCP.Add(1)
+			continue
+		}
 		s.handleRTCP(buf[:n])
 	}
 }

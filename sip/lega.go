@@ -90,6 +90,11 @@ func (c *call) answer() (endReason, int) {
 	}
 	c.a.sdp, c.a.audio = sdpSession{body: sdp, id: sid, ver: sid}, audio
 	c.a.stream = media.NewStream(sock, c.a.offer.RemoteAddr(), audio, dtmf, c.log)
+	if ip, err := netip.ParseAddr(sourceHost(c.invite)); err == nil {
+		// A phone behind NAT sends RTP from its SIP's host: the stream
+		// prefers it to a stranger while it learns the caller's source.
+		c.a.stream.SetSignalHost(ip)
+	}
 	c.a.stream.Start()
 	c.setState(StateIVR)
 	if c.a.waitsForB {

@@ -179,8 +179,8 @@ func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
 // relay's counts, once per scrape, so that within one scrape received is
 // exactly relayed plus every dropped reason.
 type relayCollector struct {
-	received, relayed, dropped *prometheus.Desc
-	counts                     func() media.RelayCounts
+	received, relayed, dropped, rtcpDropped *prometheus.Desc
+	counts                                  func() media.RelayCounts
 }
 
 func newRelayCollector(counts func() media.RelayCounts) relayCollector {
@@ -191,7 +191,11 @@ func newRelayCollector(counts func() media.RelayCounts) relayCollector {
 			"RTP packets sent on to the other leg of their call.", nil, nil),
 		dropped: prometheus.NewDesc("vnum_rtp_packets_dropped_total",
 			"RTP datagrams read but not relayed, by reason: not_rtp (not RTP version 2), no_bridge (the leg relays to no other yet: IVR digits), "+
-				"no_remote (the other leg has no address, or is on hold), send_error, panic.",
+				"no_remote (the other leg has no address, or is on hold), send_error, panic, "+
+				"foreign_source (from another source than the one the leg learnt in its first seconds: someone outside the call).",
+			[]string{"reason"}, nil),
+		rtcpDropped: prometheus.NewDesc("vnum_rtcp_packets_dropped_total",
+			"RTCP datagrams dropped, by reason: foreign_source (from another source than the leg's peer: someone outside the call).",
 			[]string{"reason"}, nil),
 		counts: counts,
 	}
@@ -201,6 +205,7 @@ func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.received
 	ch <- c.relayed
 	ch <- c.dropped
+	ch <- c.rtcpDropped
 }
 
 func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
@@ -210,6 +215,7 @@ func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range rc.Dropped {
 		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason.String())
 	}
+	ch <- prometheus.MustNewConstMetric(c.rtcpDropped, prometheus.CounterValue, float64(rc.ForeignRTCP), media.DropForeignSource.String())
 }
 
 // isLoopbackListen reports whether a host:port listens on loopback only.

@@ -327,7 +327,7 @@ func TestRelayMetricsThroughServe(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "every packet sent is counted as received")
 	require.Equal(t, float64(relayed), metric(body, "vnum_rtp_packets_relayed_total"))
 	drops := 0.0
-	for _, reason := range []string{"not_rtp", "no_bridge", "no_remote", "send_error", "panic"} {
+	for _, reason := range []string{"not_rtp", "no_bridge", "no_remote", "send_error", "panic", "foreign_source"} {
 		drops += metric(body, `vnum_rtp_packets_dropped_total{reason="`+reason+`"}`)
 	}
 	require.Equal(t, float64(sent-relayed), drops, "received = relayed + dropped")

@@ -34,6 +34,10 @@ type Peer struct {
 	Addr    netip.AddrPort
 	RTP     *net.UDPConn
 	Contact sip.ContactHeader
+	// SDPAddr, when set, is the media address the peer's SDP names instead
+	// of its RTP socket's: a phone behind NAT names its private address
+	// and sends from another.
+	SDPAddr netip.AddrPort
 
 	conn *recordingConn
 	pc   net.PacketConn
@@ -139,11 +143,14 @@ func (p *Peer) Received() []string {
 func (p *Peer) RTPPort() int { return p.RTP.LocalAddr().(*net.UDPAddr).Port }
 
 // SDP is the peer's offer or answer: PCMU, PCMA (or just codecs) and
-// telephone-event 101 on its RTP port.
+// telephone-event 101 on its RTP port (or SDPAddr).
 func (p *Peer) SDP(codecs ...media.Codec) []byte {
 	all, dtmf := media.DefaultCodecs()
 	if len(codecs) == 0 {
 		codecs = all
+	}
+	if p.SDPAddr.IsValid() {
+		return media.Offer(p.SDPAddr.Addr(), int(p.SDPAddr.Port()), 4242, codecs, dtmf)
 	}
 	return media.Offer(p.Addr.Addr(), p.RTPPort(), 4242, codecs, dtmf)
 }
