@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,10 @@ func (e *env) exec(dir string, extraEnv []string, args ...string) (stdout, stder
 	e.t.Helper()
 	if dir == "" {
 		dir = e.dir
+	}
+	if slices.Contains(args, "serve") {
+		// The ports the test holds for this serve are its to bind.
+		letGo(e.sipPort, e.adminPort)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -204,6 +209,7 @@ func TestServeThatCannotStartWritesNothing(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, "")
+			letGo(e.sipPort, e.adminPort) // the test binds one of them itself
 			addr, release, err := tc.occupy(e)
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, release()) })
