@@ -18,7 +18,7 @@ var allocSeed = flag.Uint64("alloc-seed", 0, "seed of TestAllocationProperty (0:
 // TestAllocationProperty runs thousands of random creates and releases on
 // a few host numbers while a clock moves on, against a model of which
 // (X, E) are in use (active, or ended less than the quarantine ago). After
-// every create it checks SPEC §5: the new E is at Hamming distance two or
+// every create it checks README "Bindings": the new E is at Hamming distance two or
 // more from every E in use on its X, and it is not an E still in
 // quarantine. A full pool must really be full.
 func TestAllocationProperty(t *testing.T) {

@@ -59,7 +59,7 @@ func BenchmarkResolve(b *testing.B) {
 }
 
 // BenchmarkCDRLifecycle measures the store writes of one answered call:
-// the row at start, the answer, one refresh while it talks (SPEC §7), the
+// the row at start, the answer, one refresh while it talks (README "CDRs and billing"), the
 // end with its fee.
 func BenchmarkCDRLifecycle(b *testing.B) {
 	for _, be := range benchBackends {

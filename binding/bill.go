@@ -8,7 +8,7 @@ import (
 )
 
 // day is the rental period: each started 24 hours of a binding's active
-// life is one binding-day (SPEC §7).
+// life is one binding-day (README "CDRs and billing").
 const day = 24 * time.Hour
 
 // Bill is a merchant's charges for one calendar month.
@@ -44,7 +44,7 @@ func MonthRange(month string, loc *time.Location) (time.Time, time.Time, error) 
 }
 
 // BindingDays counts the binding-days of the active life [created, end)
-// that start within [from, to) and have begun by now (SPEC §7). Period k
+// that start within [from, to) and have begun by now (README "CDRs and billing"). Period k
 // starts at created + k·24h; it exists while it starts before end, and it
 // counts once its start is not after now. So a binding created a minute
 // ago has one binding-day, the running month's count grows as periods

@@ -96,7 +96,7 @@ func (c *clock) now() time.Time      { return time.Unix(0, c.at.Load()).UTC() }
 func (c *clock) option() Option      { return WithClock(c.now) }
 func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
 
-// TestBillCountsBegunDays writes down SPEC §7's rental rule as of a clock:
+// TestBillCountsBegunDays writes down README "CDRs and billing"'s rental rule as of a clock:
 // only the binding-days that have begun count, each in the month
 // (Asia/Shanghai) in which it starts.
 func TestBillCountsBegunDays(t *testing.T) {

@@ -23,7 +23,7 @@ const (
 )
 
 // The bounds of a binding's lifetime, in configuration (binding.ttl) and
-// per request (SPEC §5). A shorter ttl would still bill a day and hold its
+// per request (README "Bindings"). A shorter ttl would still bill a day and hold its
 // extension for the whole quarantine; a longer one outlives any order.
 const (
 	// MinTTL is the shortest lifetime a binding may have.

@@ -331,7 +331,7 @@ func TestRenew(t *testing.T) {
 	})
 }
 
-// TestCreateTTLBounds pins SPEC §5: a ttl, per request or in the policy,
+// TestCreateTTLBounds pins README "Bindings": a ttl, per request or in the policy,
 // lies between 1h and 8760h; outside that nothing is stored.
 func TestCreateTTLBounds(t *testing.T) {
 	t.Parallel()

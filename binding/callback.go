@@ -12,7 +12,7 @@ import (
 	"github.com/vnum/vnum/callrec"
 )
 
-// ResolveCallback finds where a consignee's call back to X goes (SPEC §4,
+// ResolveCallback finds where a consignee's call back to X goes (README "SIP behaviour in short",
 // callback). The binding is the active one on x whose consignee is caller,
 // the most recently called one when there are several. The call goes to
 // the caller of the latest answered call that reached the consignee

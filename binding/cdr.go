@@ -121,7 +121,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 }
 
 // RefreshCDR keeps the row of an answered call that goes on current
-// (SPEC §7): it records alive as the last time the call was known to be
+// (README "CDRs and billing"): it records alive as the last time the call was known to be
 // up, with the talk time until then (c.AnsweredAt to alive), its billed
 // minutes and its fee at r.PerMinute, rated as FinishCDR would rate a call
 // ending at alive. A crash thus loses at most the time since the last

@@ -149,7 +149,7 @@ func TestCrashRecovery(t *testing.T) {
 	})
 }
 
-// TestListsOfUnknownMerchant pins SPEC §6 at the store: a query naming a
+// TestListsOfUnknownMerchant pins README "The same by HTTP" at the store: a query naming a
 // merchant that does not exist is ErrNotFound, not an empty list.
 func TestListsOfUnknownMerchant(t *testing.T) {
 	t.Parallel()
@@ -171,7 +171,7 @@ func TestListsOfUnknownMerchant(t *testing.T) {
 	})
 }
 
-// TestCrashKeepsTalkTime pins SPEC §7 for a crash: the next start closes
+// TestCrashKeepsTalkTime pins README "CDRs and billing" for a crash: the next start closes
 // an open row at the last time the call was known to be up, and an
 // answered call keeps, and is billed for, the talk time known then.
 func TestCrashKeepsTalkTime(t *testing.T) {

@@ -31,7 +31,7 @@ const (
 	// create the schema.
 	migrateLock int64 = 8686_0001
 	// allocLock is held by every transaction that allocates (X, E), so that
-	// creates on several nodes see each other's bindings (SPEC §5: distance
+	// creates on several nodes see each other's bindings (README "Bindings": distance
 	// two between live extensions of a host).
 	allocLock int64 = 8686_0002
 )
@@ -87,7 +87,7 @@ func (d dialect) lock(ctx context.Context, tx *txn, key int64) error {
 	return err
 }
 
-// hotQueries are the statements a call runs (SPEC §4, §7): the lookups of
+// hotQueries are the statements a call runs (README "SIP behaviour in short" and "CDRs and billing"): the lookups of
 // an INVITE and of its caller's account, and the writes of its record.
 // Open prepares them once per store; without that, database/sql has the
 // driver prepare every statement on every Exec or Query, and SQLite spent

@@ -137,7 +137,7 @@ func (p *raceProcess) results(t *testing.T) []string {
 // process and from two other processes, all on one database. Exactly the
 // pool's capacity succeeds, the rest are refused as ErrPoolExhausted and
 // nothing else; the live bindings never share an (X, E), and any two are
-// at least two digits apart (SPEC §5).
+// at least two digits apart (README "Bindings").
 func TestRacingCreates(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {

@@ -63,7 +63,7 @@ type options struct {
 // ReportCreated makes Open set *created to true when the store it opened
 // was new and empty (no vnum schema yet: a file that did not exist, or an
 // empty one), so that the caller can say so rather than work silently on a
-// store the operator did not mean (SPEC §2).
+// store the operator did not mean (README "Running vnum").
 func ReportCreated(created *bool) Option { return func(o *options) { o.created = created } }
 
 // WithPolicy sets the binding policy; without it Open uses DefaultPolicy.
@@ -281,7 +281,7 @@ func (e *oneLineError) Unwrap() error { return e.err }
 // oneLine joins the lines of err's message with "; " (a space after a
 // colon): pgx lists each
 // address it tried on a line of its own, and a command that cannot open
-// its store says so in one line (SPEC §2).
+// its store says so in one line (README "Running vnum").
 func oneLine(err error) error {
 	msg := err.Error()
 	if !strings.Contains(msg, "\n") {

@@ -19,7 +19,7 @@ import (
 // being shut down, the server is out of resources, a lock was not had in
 // time (PostgreSQL's lock_timeout, SQLite's busy timeout), or a
 // transaction lost a serialisation race. A caller may try again later
-// (SPEC §8: such a store gets new calls 503 with Retry-After); any other
+// (README "SIP behaviour in short": such a store gets new calls 503 with Retry-After); any other
 // store error is a fault to log and look into.
 func Unavailable(err error) bool {
 	if err == nil {

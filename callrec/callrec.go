@@ -6,11 +6,11 @@
 // each other, and cmd/vnum wires them with no field-by-field copy.
 package callrec
 
-// Disposition is how a call attempt ended (SPEC §7). Its values are the
+// Disposition is how a call attempt ended (README "CDRs and billing"). Its values are the
 // strings the JSON and CSV exports carry.
 type Disposition string
 
-// Dispositions of a call (SPEC §7).
+// Dispositions of a call (README "CDRs and billing").
 const (
 	// DispositionAnswered is a call the consignee (or callback party) answered.
 	DispositionAnswered Disposition = "answered"
@@ -32,7 +32,7 @@ const (
 	DispositionInterrupted Disposition = "interrupted"
 )
 
-// HangupBy is the side that ended a call (SPEC §7, hangup_by).
+// HangupBy is the side that ended a call (README "CDRs and billing", hangup_by).
 type HangupBy string
 
 // Sides that end a call.
@@ -45,14 +45,14 @@ const (
 	HangupSystem HangupBy = "system"
 )
 
-// Direction says which way a call goes through a binding (SPEC §7).
+// Direction says which way a call goes through a binding (README "CDRs and billing").
 type Direction string
 
 // Call directions.
 const (
 	// DirectionToConsignee is a call from a merchant or courier to B.
 	DirectionToConsignee Direction = "to_consignee"
-	// DirectionCallback is a call from B back through X (SPEC §4, callback).
+	// DirectionCallback is a call from B back through X (README "SIP behaviour in short", callback).
 	DirectionCallback Direction = "callback"
 )
 
@@ -107,7 +107,7 @@ type Target struct {
 	Consignee string
 }
 
-// Callback is where a consignee's call back to X goes (SPEC §4): to the
+// Callback is where a consignee's call back to X goes (README "SIP behaviour in short"): to the
 // account or PSTN number that last reached them through the binding, or
 // else to the merchant's accounts. At most one of Account, Number and
 // Accounts is set.

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestValues pins the strings SPEC §7 names and the exports carry.
+// TestValues pins the strings README "CDRs and billing" names and the exports carry.
 func TestValues(t *testing.T) {
 	require.Equal(t, []Disposition{"answered", "busy", "no_answer", "cancelled", "failed",
 		"invalid_extension", "expired", "rejected", "interrupted"},
@@ -48,7 +48,7 @@ func TestJSONAndRowAgree(t *testing.T) {
 	}
 	require.Equal(t, Columns(), keys)
 	require.Len(t, r.Row(), len(Columns()))
-	require.Equal(t, []string{"vnum-1", "m1"}, r.Row()[2:4], "node, then merchant (SPEC §7's order)")
+	require.Equal(t, []string{"vnum-1", "m1"}, r.Row()[2:4], "node, then merchant (the order of the README's CDR fields)")
 	require.Equal(t, []string{"2026-11-01T08:00:00Z", "", "2026-11-01T08:00:01Z"}, r.Row()[10:13])
 	require.Equal(t, "0.02000", r.Row()[16])
 	require.NotContains(t, r.Row(), "account")

@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// Record is one call attempt's record (SPEC §7): signalling fills it in as
+// Record is one call attempt's record (README "CDRs and billing"): signalling fills it in as
 // the call goes on, the store keeps it and rates it. Times are UTC; the
 // zero time is none (NULL in the store, null in JSON, "" in CSV). It never
 // holds the consignee's number.
@@ -179,7 +179,7 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 // Columns returns the column names of a record in CSV and table output,
-// in order. They are the JSON field names of SPEC §7, so a CSV export and
+// in order. They are the JSON field names of README "CDRs and billing", so a CSV export and
 // a JSON export of the same rows carry the same fields.
 func Columns() []string {
 	return []string{"id", "call_id", "node", "merchant", "binding", "order", "host", "extension",

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestBindingTTLBounds pins SPEC §5 for binding.ttl: between 1h and 8760h.
+// TestBindingTTLBounds pins README "Bindings" for binding.ttl: between 1h and 8760h.
 func TestBindingTTLBounds(t *testing.T) {
 	for ttl, ok := range map[time.Duration]bool{
 		time.Nanosecond:         false,

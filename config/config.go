@@ -18,7 +18,7 @@ import (
 // configuration keys: VNUM_ + the key path upper-cased with "_" for ".".
 const EnvPrefix = "VNUM"
 
-// Default values of every configuration key (SPEC §3).
+// Default values of every configuration key (vnum.example.yaml).
 const (
 	DefaultSIPPublicHost       = ""
 	DefaultSIPTLSCert          = ""
@@ -97,7 +97,7 @@ func DefaultSIPListen() []string {
 // DefaultDigestAlgorithms returns the default sip.digest_algorithms.
 func DefaultDigestAlgorithms() []string { return []string{DigestMD5} }
 
-// Config is vnum's whole configuration (SPEC §3).
+// Config is vnum's whole configuration (vnum.example.yaml).
 type Config struct {
 	// SIP configures signalling listeners and authentication.
 	SIP SIP `mapstructure:"sip"`

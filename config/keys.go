@@ -18,7 +18,7 @@ var durationType = reflect.TypeFor[time.Duration]()
 
 // keyTypes maps every configuration key path ("binding.ttl") to the Go
 // type of its field, read from the mapstructure tags of Config. It is the
-// one list of known keys: a key not in it is refused (SPEC §3).
+// one list of known keys: a key not in it is refused (vnum.example.yaml).
 func keyTypes() map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	var walk func(t reflect.Type, prefix string)
@@ -243,7 +243,7 @@ func unknownKey(key string, types map[string]reflect.Type) error {
 	return &KeyError{Key: key, Reason: fmt.Sprintf("unknown key (%s: %s)", where, strings.Join(known, ", "))}
 }
 
-// FormatDuration prints d the way SPEC §3 writes durations: whole hours as
+// FormatDuration prints d the way vnum.example.yaml writes durations: whole hours as
 // "720h", whole minutes as "15m", under two minutes in seconds ("60s",
 // "90s"), and mixed values without their zero parts ("1h30m").
 func FormatDuration(d time.Duration) string {

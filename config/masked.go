@@ -16,7 +16,7 @@ var secretKeys = map[string]bool{
 }
 
 // Masked returns the configuration as nested maps keyed like the YAML file,
-// durations as SPEC §3 writes them ("15m", "720h"), with secrets that are
+// durations as vnum.example.yaml writes them ("15m", "720h"), with secrets that are
 // set replaced by Mask, passwords inside DSNs and URLs included
 // (store.dsn's postgres://user:pass@host/db). It is what `vnum config show`
 // prints.

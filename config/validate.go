@@ -171,7 +171,7 @@ func (c *Config) validateTrunk(k *keyProblems) {
 
 // validateLifetimes checks the binding and calls sections.
 func (c *Config) validateLifetimes(k *keyProblems) {
-	if c.Binding.TTL < time.Hour || c.Binding.TTL > 8760*time.Hour { // SPEC §5; binding.MinTTL, MaxTTL
+	if c.Binding.TTL < time.Hour || c.Binding.TTL > 8760*time.Hour { // README "Bindings"; binding.MinTTL, MaxTTL
 		k.bad("binding.ttl", "must lie between 1h and 8760h (365 days), got %s", FormatDuration(c.Binding.TTL))
 	}
 	k.positive("binding.quarantine", c.Binding.Quarantine)

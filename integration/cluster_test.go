@@ -31,7 +31,7 @@ import (
 // The cluster: two `vnum serve` nodes sharing one store behind Kamailio's
 // dispatcher (testdata/kamailio/dispatcher.cfg), PSTN callers (sipgo
 // user agents) coming in through the proxy as the carrier's trunk would,
-// and a SIPp carrier answering every leg B. SPEC §8: any node can take any
+// and a SIPp carrier answering every leg B. README "SIP behaviour in short": any node can take any
 // call, and one bill covers them all.
 
 // requireKamailioEnvVar makes a missing Kamailio a failure instead of a
@@ -63,7 +63,7 @@ const (
 
 // clusterStore returns the store every node of the cluster shares, as
 // store.driver and store.dsn: a fresh database on a PostgreSQL server of
-// the test's own (the topology SPEC §8 means: several machines share one
+// the test's own (the topology README "SIP behaviour in short" means: several machines share one
 // PostgreSQL), or one SQLite file in WAL mode, which several processes on
 // one machine can share.
 func clusterStore(t *testing.T, driver string) (string, string) {

@@ -18,7 +18,7 @@ import (
 // TestCrashKeepsTalkTime kills `vnum serve` (SIGKILL, by its PID) during
 // an answered call and starts it again: the call's row is closed as
 // interrupted at the last time it was known to be up, and keeps, and is
-// billed for, the talk time known before the crash (SPEC §7: the row of an
+// billed for, the talk time known before the crash (README "CDRs and billing": the row of an
 // answered call is kept current at least every 10 s). The peers are sipgo
 // user agents on loopback; vnum is the built binary with its defaults.
 func TestCrashKeepsTalkTime(t *testing.T) {

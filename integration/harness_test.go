@@ -487,7 +487,7 @@ func (e *env) movePorts() {
 }
 
 // waitSIP sends OPTIONS over UDP until vnum answers anything at all (the
-// answer's status is logged: SPEC §4 wants 200 for trunk keepalives).
+// answer's status is logged: README "SIP behaviour in short" wants 200 for trunk keepalives).
 func (e *env) waitSIP(within time.Duration) {
 	e.t.Helper()
 	if err := e.trySIP(within); err != nil {

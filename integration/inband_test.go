@@ -14,7 +14,7 @@ import (
 	"github.com/vnum/vnum/media"
 )
 
-// In-band DTMF (SPEC §4: tones in PCMU/PCMA when the caller offers no
+// In-band DTMF (README "SIP behaviour in short": tones in PCMU/PCMA when the caller offers no
 // telephone-event). sip-tester ships no tone captures, so inbandPcaps
 // writes one per key: 100 ms of the key's two tones (ITU-T Q.23, about
 // -10 dBm0 each) and 100 ms of silence, as PCMA (PT 8, 20 ms packets)

@@ -22,7 +22,7 @@ import (
 	"github.com/vnum/vnum/sip/sipua"
 )
 
-// The store going away while vnum serves (issue 9, SPEC §8): new calls are
+// The store going away while vnum serves (issue 9, README "SIP behaviour in short"): new calls are
 // refused with 503 and Retry-After within store.timeout, the call in
 // progress keeps its media, the end of its record waits in vnum until the
 // store is back (vnum_cdrs_pending), and vnum recovers by itself.

@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestSippRegister: vnum is the accounts' registrar (SPEC §4): REGISTER is
+// TestSippRegister: vnum is the accounts' registrar (README "SIP behaviour in short"): REGISTER is
 // challenged with 401, accepted with credentials, and an unREGISTER
 // (expires=0) removes the binding.
 func TestSippRegister(t *testing.T) {
@@ -68,7 +68,7 @@ func TestSippWrongPassword(t *testing.T) {
 	t.Logf("CDRs after a refused call: %d %s", len(rows), strings.TrimSpace(raw))
 }
 
-// TestSippMessageRefused: virtual numbers carry no SMS (SPEC §4).
+// TestSippMessageRefused: virtual numbers carry no SMS (README "SIP behaviour in short").
 func TestSippMessageRefused(t *testing.T) {
 	t.Parallel()
 	pcaps := sippPrereqs(t)
@@ -141,7 +141,7 @@ func TestSippInvalidExtension(t *testing.T) {
 
 // TestSippDrain: on SIGTERM vnum refuses new calls with 503 + Retry-After,
 // lets the call in progress run for calls.drain_timeout, then hangs up both
-// legs, finishes the CDR and exits (SPEC §8).
+// legs, finishes the CDR and exits (README "SIP behaviour in short").
 func TestSippDrain(t *testing.T) {
 	t.Parallel()
 	pcaps := sippPrereqs(t)
@@ -204,7 +204,7 @@ func (e *env) invite(within time.Duration) *sip.Response {
 	return res
 }
 
-// TestSippHold: a re-INVITE that puts B on hold keeps the call up (SPEC §4).
+// TestSippHold: a re-INVITE that puts B on hold keeps the call up (README "SIP behaviour in short").
 func TestSippHold(t *testing.T) {
 	t.Parallel()
 	pcaps := sippPrereqs(t)
@@ -218,14 +218,14 @@ func TestSippHold(t *testing.T) {
 	requireAnsweredCall(t, e, b, caller, carrier)
 }
 
-// TestSippInfoDTMF: E keyed as SIP INFO application/dtmf-relay (SPEC §4).
+// TestSippInfoDTMF: E keyed as SIP INFO application/dtmf-relay (README "SIP behaviour in short").
 func TestSippInfoDTMF(t *testing.T) {
 	t.Parallel()
 	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, info: true}})
 }
 
 // TestSippBargeIn: E keyed the moment the call is answered, before the
-// prompt has said anything, still counts (SPEC §4: digits count from the
+// prompt has said anything, still counts (README "SIP behaviour in short": digits count from the
 // answer).
 func TestSippBargeIn(t *testing.T) {
 	t.Parallel()
@@ -265,14 +265,14 @@ func TestSippForeignMerchant(t *testing.T) {
 }
 
 // TestSippInbandDTMF: a caller that offers no telephone-event keys E as
-// tones in its PCMA audio (SPEC §4).
+// tones in its PCMA audio (README "SIP behaviour in short").
 func TestSippInbandDTMF(t *testing.T) {
 	t.Parallel()
 	runIVRCall(t, ivrCase{call: dtmfCall{talk: 4 * time.Second, inband: true}})
 }
 
 // TestSippTrunkDigest: a carrier that challenges vnum's INVITE gets
-// trunk.username / trunk.password (SPEC §3).
+// trunk.username / trunk.password (vnum.example.yaml).
 func TestSippTrunkDigest(t *testing.T) {
 	t.Parallel()
 	pcaps := sippPrereqs(t)
@@ -296,7 +296,7 @@ func TestSippEarlyIVR(t *testing.T) {
 
 // TestSippAuthBlock: a source address that fails digest authentication
 // security.auth_failures times in a minute is blocked; another address,
-// with the same account, keeps working (SPEC §4). The attacker is
+// with the same account, keeps working (README "SIP behaviour in short"). The attacker is
 // 127.0.0.2, still loopback.
 func TestSippAuthBlock(t *testing.T) {
 	t.Parallel()

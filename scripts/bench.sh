@@ -24,13 +24,13 @@
 #   overload  one burst far above what vnum holds (BENCH_OVERLOAD_RATE for
 #             BENCH_OVERLOAD_SECS, testdata/sipp/uac_overload.xml): each
 #             attempt is counted as completed (sipp finished it and its CDR
-#             is answered), refused (503 + Retry-After, SPEC §8) or failed
+#             is answered), refused (503 + Retry-After, README "SIP behaviour in short") or failed
 #             (anything else), with the p95 of the time to the 503 and
 #             vnum_calls_refused_total by reason from the admin /metrics;
 #             at the same time a second SIPp places BENCH_OVERLOAD_STREAM_RATE
 #             calls/s for as long from 127.0.0.2 (the same softphone
 #             account on another address: a light source beside the
-#             flood, which a saturated vnum still takes, SPEC §8), counted
+#             flood, which a saturated vnum still takes, README "SIP behaviour in short"), counted
 #             apart
 #   compare   vnum side by side with Kamailio + rtpengine, the proxy and
 #             media relay a telecom engineer would build instead
@@ -637,7 +637,7 @@ ovl_sipp() {
 # OVL_STREAM_RATE calls/s (0: none) from the same account on another
 # address, 127.0.0.2 (its own SIPp, uac_overload2.xml, a copy of the
 # scenario so that its -trace_rtt file is its own): a light source beside
-# a flood, which a saturated vnum still takes (SPEC §8). sipp ends a call
+# a flood, which a saturated vnum still takes (README "SIP behaviour in short"). sipp ends a call
 # vnum refused (503) as a success of its own, after measuring the time to
 # the 503 (rtd "refused", one -trace_rtt line per refused call); so per
 # stream refused = those lines, completed = sipp's successes that are not
@@ -736,7 +736,7 @@ overload() {
 		OVERLOAD_FAILED=1
 	fi
 	# The second stream is light: a saturated vnum must take every one of
-	# its calls. calls.max_active refuses every source alike (SPEC §8):
+	# its calls. calls.max_active refuses every source alike (README "SIP behaviour in short"):
 	# with BENCH_MAX_ACTIVE set its refusals are reported, not failed.
 	if [ "$STRICT" = 1 ] && [ "$calls2" -gt 0 ] && [ "$completed2" != "$calls2" ]; then
 		if [ -n "$MAX_ACTIVE" ] && [ "$failed_all2" = 0 ]; then

@@ -11,7 +11,7 @@ import (
 	"github.com/vnum/vnum/media"
 )
 
-// Admission control (SPEC §8): when vnum cannot take one more call well,
+// Admission control (README "SIP behaviour in short"): when vnum cannot take one more call well,
 // a new INVITE gets 503 with Retry-After at once, before any work that
 // costs (no store lookup, no RTP port, no dialog state), and the calls in
 // progress keep their quality. Re-INVITEs and in-dialog requests are never
@@ -135,7 +135,7 @@ func (t *ticket) release() {
 // read without delay, few INVITEs in setup). A saturated process refuses
 // the sources that send the most first: a source sending less than half
 // its share still gets through, so that a flood from one address does not
-// shut out a merchant's softphone or a trunk beside it (SPEC §8). A
+// shut out a merchant's softphone or a trunk beside it (README "SIP behaviour in short"). A
 // refused INVITE is answered here (503 with Retry-After) and counted.
 func (s *Server) admit(req *sip.Request, tx sip.ServerTransaction) (*ticket, bool) {
 	a := s.admission
@@ -206,7 +206,7 @@ func (a *admission) sweepInflight(now time.Time) {
 }
 
 // RefusedCalls returns the new INVITEs refused because vnum could not
-// take one more call well, by reason (SPEC §8: max_active, rtp_ports,
+// take one more call well, by reason (README "SIP behaviour in short": max_active, rtp_ports,
 // invite_rate, saturated, store_slow, draining), for
 // vnum_calls_refused_total. Every reason is present, zero or not.
 func (s *Server) RefusedCalls() map[string]int64 {

@@ -96,7 +96,7 @@ func cdrCount(r *fakeRouter) int {
 	return len(r.cdrs)
 }
 
-// requireOverload: a 503 with Retry-After, as SPEC §8 wants for a call
+// requireOverload: a 503 with Retry-After, as README "SIP behaviour in short" wants for a call
 // vnum cannot take.
 func requireOverload(t *testing.T, res *sip.Response) {
 	t.Helper()
@@ -369,7 +369,7 @@ func TestStampedConnMeasuresWait(t *testing.T) {
 
 // TestSaturationSparesLightSource: while vnum is saturated, a flood from
 // one address is refused, and a softphone on another address sending
-// little still gets its call through (SPEC §8: refuse instead of
+// little still gets its call through (README "SIP behaviour in short": refuse instead of
 // collapsing, and not at the expense of every other caller).
 func TestSaturationSparesLightSource(t *testing.T) {
 	t.Parallel()

@@ -31,7 +31,7 @@ const Realm = "vnum"
 const NonceTTL = 5 * time.Minute
 
 // failureWindow is the period over which authentication failures of one
-// source are counted (SPEC §4: "within a minute").
+// source are counted (README "SIP behaviour in short": "within a minute").
 const failureWindow = time.Minute
 
 // authenticator issues digest challenges and verifies credentials against

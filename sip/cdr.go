@@ -19,7 +19,7 @@ func (c *call) updateCDR(f func(*CDR)) {
 }
 
 // DefaultCDRRefresh is how often an answered call's CDR row is refreshed
-// when Options.CDRRefresh is zero: SPEC §7 asks for at least every 10 s.
+// when Options.CDRRefresh is zero: README "CDRs and billing" asks for at least every 10 s.
 const DefaultCDRRefresh = 10 * time.Second
 
 // refreshCDR writes the answered call's talk time so far, in the

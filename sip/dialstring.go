@@ -13,7 +13,7 @@ type Dialled struct {
 }
 
 // ParseDialled parses the user part of a Request-URI: X with an optional
-// +86/86 prefix, and the direct forms X;ext=E, X-E and X,E (SPEC §4). The
+// +86/86 prefix, and the direct forms X;ext=E, X-E and X,E (README "SIP behaviour in short"). The
 // host number must have 11 digits; an extension has only DTMF digits.
 func ParseDialled(user string, uriExt string) (Dialled, error) {
 	u := strings.TrimSpace(user)

@@ -27,26 +27,26 @@ var (
 	// ErrWalking refuses a caller that keyed too many invalid extensions
 	// within the hour (security.invalid_extensions).
 	ErrWalking = errors.New("too many invalid extensions")
-	// ErrDraining refuses new calls while the server shuts down (SPEC §8).
+	// ErrDraining refuses new calls while the server shuts down (README "SIP behaviour in short").
 	ErrDraining = errors.New("server draining")
 	// ErrStoreSlow refuses a call whose store lookup took longer than
-	// store.timeout (SPEC §8).
+	// store.timeout (README "SIP behaviour in short").
 	ErrStoreSlow = errors.New("store too slow")
 	// ErrMaxActive refuses a new call while calls.max_active calls are
-	// admitted (SPEC §8).
+	// admitted (README "SIP behaviour in short").
 	ErrMaxActive = errors.New("too many calls in progress")
 	// ErrInviteRate refuses a new INVITE from a source over
-	// security.invite_rate (SPEC §8).
+	// security.invite_rate (README "SIP behaviour in short").
 	ErrInviteRate = errors.New("too many INVITEs from this source")
 	// ErrSaturated refuses a new call while SIP datagrams wait too long
 	// to be read or too many INVITEs are still being set up: the process
-	// or its store no longer keeps up (SPEC §8).
+	// or its store no longer keeps up (README "SIP behaviour in short").
 	ErrSaturated = errors.New("server saturated")
 )
 
 // refusal is the status an INVITE refused before its call gets, and for
 // an overload refusal the reason it is counted under
-// (vnum_calls_refused_total, SPEC §8).
+// (vnum_calls_refused_total, README "SIP behaviour in short").
 type refusal struct {
 	err      error
 	code     int

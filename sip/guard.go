@@ -137,7 +137,7 @@ func (s *Server) wellFormed(req *sip.Request, tx sip.ServerTransaction) bool {
 }
 
 // panicked logs a recovered panic at error with its stack, and counts it.
-// The panic's value may quote a number: it is masked (SPEC §5).
+// The panic's value may quote a number: it is masked (README "Bindings").
 func (s *Server) panicked(v any, attrs ...any) {
 	s.panics.Add(1)
 	s.log.Error("panic recovered", append(attrs, "panic", maskNumbers(fmt.Sprint(v)), "stack", string(debug.Stack()))...)

@@ -402,7 +402,7 @@ func (e *testEnv) waitLogged(msg string, n int) {
 
 // drainAndCallAgain starts the server's Shutdown, waits until it stops
 // listening and places a new call: that call must get 503 with a
-// Retry-After (SPEC §8), which it returns. stopped closes when Shutdown
+// Retry-After (README "SIP behaviour in short"), which it returns. stopped closes when Shutdown
 // returns.
 func (e *testEnv) drainAndCallAgain(ctx context.Context) (stopped <-chan struct{}, res *sip.Response) {
 	e.t.Helper()

@@ -15,7 +15,7 @@ import (
 // TestHoldStopsMediaTimeout: a caller on hold (sendonly) may send no RTP,
 // so media.timeout does not count it; once it resumes, the timeout counts
 // again from the resume, and a caller that then stays silent ends the
-// call (SPEC §5), billed as answered and hung up by the system.
+// call (README "Bindings"), billed as answered and hung up by the system.
 func TestHoldStopsMediaTimeout(t *testing.T) {
 	const timeout = 800 * time.Millisecond
 	e, sc := scriptedEnv(t, func(o *Options) { o.MediaTimeout = timeout })

@@ -183,7 +183,7 @@ func TestWarningText(t *testing.T) {
 }
 
 // TestNoPortGetsRetryAfter: a call refused because no RTP port is free is
-// told to come back soon (SPEC §8: 503 with Retry-After).
+// told to come back soon (README "SIP behaviour in short": 503 with Retry-After).
 func TestNoPortGetsRetryAfter(t *testing.T) {
 	t.Parallel()
 	// A range of the one pair the kernel just gave out, so no fixed port is

@@ -31,7 +31,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	// Before anything that costs: no store lookup, port or dialog state
-	// for an INVITE vnum cannot take well (SPEC §8).
+	// for an INVITE vnum cannot take well (README "SIP behaviour in short").
 	t, ok := s.admit(req, tx)
 	if !ok {
 		return
@@ -55,7 +55,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// A PSTN caller is known by its number, validated like a consignee's:
 	// it is stored as the binding's last caller and dialled by a call back
-	// (SPEC §4), so a From user such as "139…;x=1?X-Injected=…" must never
+	// (README "SIP behaviour in short"), so a From user such as "139…;x=1?X-Injected=…" must never
 	// get that far. A caller without a valid number is simply not
 	// remembered, and cannot be a consignee calling back.
 	number := ""
@@ -187,7 +187,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 	cancelStart()
 	if err != nil {
 		// No record, no call: an overloaded or unreachable store turns
-		// calls away (503, SPEC §8: store_slow) rather than losing their
+		// calls away (503, README "SIP behaviour in short": store_slow) rather than losing their
 		// bills; a broken one gets 500.
 		c.log.Error("starting CDR", "error", err)
 		code := sip.StatusInternalServerError
@@ -450,7 +450,7 @@ func (c *call) readExtension(prompt string) (string, endReason) {
 	for {
 		// Digits the call took before this prompt (INFO sent right after
 		// the ACK, while the answer was still being sent) count first:
-		// digits count from the answer (SPEC §4).
+		// digits count from the answer (README "SIP behaviour in short").
 		keyed := c.digits
 		c.digits = nil
 		if len(keyed) == 0 {
@@ -546,7 +546,7 @@ func warningText(text string) string {
 	return text
 }
 
-// defaultDrainTimeout is calls.drain_timeout's default (SPEC §3).
+// defaultDrainTimeout is calls.drain_timeout's default (vnum.example.yaml).
 const defaultDrainTimeout = 30 * time.Second
 
 // drainRetryAfter is the Retry-After of a 503 while draining: the drain

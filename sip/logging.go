@@ -17,7 +17,7 @@ func maskNumbers(s string) string {
 
 // numberMasker wraps the handler sipgo logs through: sipgo puts whole
 // request lines, messages and errors quoting them into its records, and
-// B's number must not reach logs at info level or above (SPEC §5). Debug
+// B's number must not reach logs at info level or above (README "Bindings"). Debug
 // records pass untouched, for the engineer who asks for them.
 type numberMasker struct {
 	slog.Handler

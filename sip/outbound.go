@@ -126,7 +126,7 @@ func validHost(h string) bool {
 }
 
 // legBRequest builds a fresh INVITE showing X as the caller: nothing of
-// leg A is in it (SPEC §4).
+// leg A is in it (README "SIP behaviour in short").
 func (c *call) legBRequest(x string, t legBTarget, callID string) *sip.Request {
 	s := c.s
 	x = sanitizeHeaderValue(x)
@@ -154,7 +154,7 @@ func (c *call) legBRequest(x string, t legBTarget, callID string) *sip.Request {
 
 // dialB places leg B to the consignee: a fresh INVITE to the trunk with
 // Request-URI = B and From/P-Asserted-Identity = X, so that the consignee
-// never sees the caller (SPEC §4).
+// never sees the caller (README "SIP behaviour in short").
 func (c *call) dialB(t Target) (endReason, int) {
 	tc := c.s.trunk.Load()
 	if tc.host == "" {

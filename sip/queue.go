@@ -23,7 +23,7 @@ const DefaultMaxQueueDelay = 100 * time.Millisecond
 // queueDelay is how long the datagrams vnum reads from its SIP UDP
 // sockets waited there: the time from the kernel's receive stamp
 // (SO_TIMESTAMPNS) to the read. It is the earliest sign of a process
-// saturating (SPEC §8): it rises before a single INVITE is late enough to
+// saturating (README "SIP behaviour in short"): it rises before a single INVITE is late enough to
 // be retransmitted, and it costs one clock read per datagram.
 //
 // What counts is the least wait of the last queueSamples datagrams, as

@@ -37,7 +37,7 @@ func (r *fakeRouter) nextRefresh(t *testing.T) refreshedCDR {
 	return refreshedCDR{}
 }
 
-// TestAnsweredCallRowKeptCurrent pins SPEC §7: while a call is answered
+// TestAnsweredCallRowKeptCurrent pins README "CDRs and billing": while a call is answered
 // its row is refreshed with the time it was last known to be up, so that
 // a crash keeps the talk time. The interval is shortened for the test.
 func TestAnsweredCallRowKeptCurrent(t *testing.T) {

@@ -24,7 +24,7 @@ type registration struct {
 }
 
 // lookupRegistration returns the registration of an account, if still
-// valid. The store holds it (SPEC §3: every node reaches a softphone
+// valid. The store holds it (vnum.example.yaml: every node reaches a softphone
 // registered with any of them); a store that fails or does not answer
 // within store.timeout counts as no registration, logged, so that a call
 // back goes on to its other targets or its prompt.
@@ -62,7 +62,7 @@ const (
 	minExpires     = 60
 )
 
-// onRegister is vnum's registrar for merchant accounts (SPEC §4): the
+// onRegister is vnum's registrar for merchant accounts (README "SIP behaviour in short"): the
 // Contact's expires parameter, else the Expires header, else an hour; 0 or
 // "*" removes the registration.
 func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {

@@ -32,7 +32,7 @@ func newRegistry() *registry {
 }
 
 // add registers a call under its leg A dialog ID. It reports false while
-// draining: the call must then be refused (SPEC §8).
+// draining: the call must then be refused (README "SIP behaviour in short").
 func (r *registry) add(dialogID string, c *call) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

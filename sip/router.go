@@ -36,7 +36,7 @@ type Directory interface {
 	// ErrExpired for one that expired or was released and is in quarantine.
 	Resolve(ctx context.Context, x, ext, merchant string) (Target, error)
 	// Callback finds what a consignee reaches by calling x back from the
-	// number bound to it (SPEC §4): the binding, and whoever last reached
+	// number bound to it (README "SIP behaviour in short"): the binding, and whoever last reached
 	// the consignee through it, an account or a PSTN number as its record
 	// says, or else the merchant's accounts. It returns
 	// ErrInvalidExtension when caller has no active binding on x.
@@ -48,7 +48,7 @@ type Directory interface {
 	PhoneNumber(raw string) (string, error)
 }
 
-// Recorder is the role that keeps each call's record (SPEC §7): one row
+// Recorder is the role that keeps each call's record (README "CDRs and billing"): one row
 // per call attempt, written when it starts, kept current while it goes on,
 // completed when it ends.
 type Recorder interface {
@@ -57,7 +57,7 @@ type Recorder interface {
 	// UpdateCall records progress (binding resolved, ringing, answered).
 	UpdateCall(ctx context.Context, cdr *CDR) error
 	// RefreshCall keeps an answered call's row current while it goes on
-	// (SPEC §7): alive is the last time the call was known to be up, and the
+	// (README "CDRs and billing"): alive is the last time the call was known to be up, and the
 	// recorder stores the talk time until then, so that a crash loses at
 	// most the time since the last refresh.
 	RefreshCall(ctx context.Context, cdr *CDR, alive time.Time) error
@@ -67,7 +67,8 @@ type Recorder interface {
 
 // Registrations is the role of vnum's registrar (RFC 3261 §10): where
 // each account's softphone registered, kept in the store so that a call
-// back reaches it whichever node takes the call (SPEC §3).
+// back reaches it whichever node takes the call (README "N nodes behind
+// Kamailio's dispatcher").
 type Registrations interface {
 	// SaveRegistration records or renews a registration.
 	SaveRegistration(ctx context.Context, r Registration) error

@@ -75,11 +75,11 @@ type Options struct {
 	RingTimeout  time.Duration
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
-	// StoreTimeout bounds each store read or write (store.timeout, SPEC §3):
+	// StoreTimeout bounds each store read or write (store.timeout, vnum.example.yaml):
 	// a store slower than that gets a new call 503 at once; zero means 2 s.
 	StoreTimeout time.Duration
 	// CDRRefresh is how often an answered call's CDR row is refreshed
-	// (SPEC §7: at least every 10 s); zero means DefaultCDRRefresh.
+	// (README "CDRs and billing": at least every 10 s); zero means DefaultCDRRefresh.
 	CDRRefresh time.Duration
 
 	// InvalidExtensions is security.invalid_extensions: wrong extensions a
@@ -145,7 +145,7 @@ type Server struct {
 	// backlog writes the CDR ends the store refused once it is back.
 	backlog *cdrBacklog
 	walks   *walkLimit // security.invalid_extensions
-	// admission refuses new calls vnum cannot take well (SPEC §8).
+	// admission refuses new calls vnum cannot take well (README "SIP behaviour in short").
 	admission *admission
 	queue     *queueDelay // how long SIP datagrams wait before vnum reads them
 	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
@@ -474,7 +474,7 @@ func (s *Server) contactFor(l listener) sip.ContactHeader {
 
 // sdpAddr is the address vnum's SDP advertises for a media socket: the
 // relay's own (media.ip), or sip.public_host when that is an IP address
-// (SPEC §3: the host put in Contact, Via and SDP behind NAT).
+// (vnum.example.yaml: the host put in Contact, Via and SDP behind NAT).
 func (s *Server) sdpAddr(sock *media.Socket) netip.Addr {
 	if ip, err := netip.ParseAddr(s.opts.PublicHost); err == nil {
 		return ip
@@ -508,7 +508,7 @@ func (s *Server) Close() {
 
 // Shutdown stops taking calls (503 with Retry-After), lets the calls in
 // progress go on for up to DrainTimeout, then hangs them up and waits for
-// their records to be finished (SPEC §8).
+// their records to be finished (README "SIP behaviour in short").
 func (s *Server) Shutdown(ctx context.Context) {
 	s.live.drain()
 	deadline := s.opts.DrainTimeout
@@ -677,7 +677,7 @@ func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 	s.respond(req, tx, 200, "OK", sip.NewHeader("Allow", allowed), sip.NewHeader("Accept", "application/sdp"))
 }
 
-// onMessage refuses SMS: virtual numbers carry none (SPEC §4).
+// onMessage refuses SMS: virtual numbers carry none (README "SIP behaviour in short").
 func (s *Server) onMessage(req *sip.Request, tx sip.ServerTransaction) {
 	if _, _, ok := s.authorize(req, tx, true, true); !ok {
 		return

@@ -9,10 +9,10 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// defaultStoreTimeout is store.timeout's default (SPEC §3).
+// defaultStoreTimeout is store.timeout's default (vnum.example.yaml).
 const defaultStoreTimeout = 2 * time.Second
 
-// storeTimeout bounds one store read or write (store.timeout, SPEC §3).
+// storeTimeout bounds one store read or write (store.timeout, vnum.example.yaml).
 func (s *Server) storeTimeout() time.Duration {
 	if s.opts.StoreTimeout > 0 {
 		return s.opts.StoreTimeout
@@ -22,7 +22,7 @@ func (s *Server) storeTimeout() time.Duration {
 
 // storeCtx is the context of one store call made for a request or a call:
 // a store that stalls must not hold a handler while SIP timers run, so
-// every call is bounded by store.timeout (SPEC §8: a store slower than
+// every call is bounded by store.timeout (README "SIP behaviour in short": a store slower than
 // that gets the new INVITE a 503 at once).
 func (s *Server) storeCtx(parent context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(parent, s.storeTimeout())
@@ -38,7 +38,7 @@ func storeShortage(err error) bool {
 }
 
 // refuseStoreError answers a request whose store lookup failed: 503 with
-// Retry-After, counted as store_slow (SPEC §8), when the store is short
+// Retry-After, counted as store_slow (README "SIP behaviour in short"), when the store is short
 // (storeShortage); 500 for a fault of the store (a missing table, a
 // broken query), logged as an error.
 func (s *Server) refuseStoreError(req *sip.Request, tx sip.ServerTransaction, what string, err error) {

@@ -63,7 +63,7 @@ func (r *stallingRouter) Resolve(ctx context.Context, x, ext, merchant string) (
 }
 
 // TestStoreStallRefusesCall: a store that does not answer within
-// store.timeout gets the new INVITE a 503 with Retry-After (SPEC §8), each
+// store.timeout gets the new INVITE a 503 with Retry-After (README "SIP behaviour in short"), each
 // lookup ran with a deadline no later than store.timeout, and no handler
 // is left waiting on the store.
 func TestStoreStallRefusesCall(t *testing.T) {

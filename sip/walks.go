@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// walkWindow is the sliding window of security.invalid_extensions (SPEC §3).
+// walkWindow is the sliding window of security.invalid_extensions (vnum.example.yaml).
 const walkWindow = time.Hour
 
 // walkSweepEvery is how often callers whose wrong extensions have all left

@@ -1,4 +1,4 @@
-// Package api serves vnum's admin HTTP API (SPEC §6) on a binding.Store:
+// Package api serves vnum's admin HTTP API (README "The same by HTTP") on a binding.Store:
 // merchants, accounts, the number pool, bindings, CDRs, bills, the calls
 // in progress and the operational probes. Bodies are JSON both ways,
 // errors are {"error": "..."} with a fitting status, and every /v1 call

@@ -353,7 +353,7 @@ func TestCallsDefaultEmpty(t *testing.T) {
 
 // TestBillOfNewBinding is the bill a merchant reads right after creating
 // a binding: one binding-day, not the whole ttl, and nothing yet for the
-// months to come (SPEC §7).
+// months to come (README "CDRs and billing").
 func TestBillOfNewBinding(t *testing.T) {
 	t.Parallel()
 	var now atomic.Int64

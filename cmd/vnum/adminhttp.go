@@ -59,7 +59,7 @@ type callStats struct {
 	// ended only its own request or call.
 	panics func() int64
 	// refused returns the new INVITEs refused under overload, by reason
-	// (SPEC §8).
+	// (README "SIP behaviour in short").
 	refused func() map[string]int64
 	// pendingCDRs returns the finished calls whose record waits for the
 	// store to answer again.
@@ -237,7 +237,7 @@ func isLoopbackListen(hostport string) bool {
 // token.
 var errAdminNeedsToken = errors.New("admin.listen: a non-loopback address needs admin.token")
 
-// startAdmin serves the admin HTTP API (SPEC §6) on admin.listen until
+// startAdmin serves the admin HTTP API (README "The same by HTTP") on admin.listen until
 // stop is called, and returns the address it listens on: listenAdmin, then
 // serve. An empty admin.listen disables it: stop does nothing and addr is
 // "". calls lists the calls in progress, ready is the /readyz check, stats

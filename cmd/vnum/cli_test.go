@@ -20,7 +20,7 @@ import (
 	"github.com/vnum/vnum/callrec"
 )
 
-// requireOneLineError checks the shape of every refusal (SPEC §2): non-zero
+// requireOneLineError checks the shape of every refusal (README "Running vnum"): non-zero
 // exit, nothing on stdout, one "vnum: ..." line on stderr.
 func requireOneLineError(t *testing.T, args []string, want string) {
 	t.Helper()
@@ -229,7 +229,7 @@ func TestUnknownVariableRefused(t *testing.T) {
 }
 
 // TestConfigShowMasksDSNPassword: the password inside a DSN or a URL is
-// masked; durations print as SPEC §3 writes them.
+// masked; durations print as vnum.example.yaml writes them.
 func TestConfigShowMasksDSNPassword(t *testing.T) {
 	t.Setenv("VNUM_STORE_DRIVER", "postgres")
 	t.Setenv("VNUM_STORE_DSN", "postgres://vnum:Tr0ub4dor@db.internal:5432/vnum?sslmode=disable")

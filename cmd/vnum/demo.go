@@ -479,7 +479,7 @@ func (d *demo) report(ctx context.Context) error {
 		b.BindingDays, d.cfg.Billing.RentalPerDay, b.Minutes, d.cfg.Billing.PerMinute)
 	fmt.Fprintf(d.out, "      rental %s + calls %s = total %s %s\n", b.Rental, b.CallFee, b.Total, b.Currency)
 	// Two bindings were created a moment ago: one binding-day each has begun
-	// (SPEC §7). The calls are the month's answered ones: both, unless the
+	// (README "CDRs and billing"). The calls are the month's answered ones: both, unless the
 	// demo ran across the month's end and they belong to the next bill.
 	from, to, err := binding.MonthRange(month, loc)
 	if err != nil {

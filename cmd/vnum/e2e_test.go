@@ -55,7 +55,7 @@ func TestCallThroughServe(t *testing.T) {
 	require.Equal(t, b.Host, inv.From().Address.User)
 	_, err = carrier.NextSession(15 * time.Second)
 	require.NoError(t, err)
-	// Releasing the binding never cuts the call that resolved it (SPEC §5).
+	// Releasing the binding never cuts the call that resolved it (README "Bindings").
 	mustRun(t, "binding", "release", b.ID)
 	require.NoError(t, sipua.SendAudio(ctx, phone.RTP, media, 1, 50))
 	require.Equal(t, 1, n.sip.ActiveCalls(), "the call goes on after the release")
@@ -190,7 +190,7 @@ func TestCallbackThroughServe(t *testing.T) {
 			directions := []any{cdrs[0]["direction"], cdrs[1]["direction"]}
 			require.ElementsMatch(t, []any{"to_consignee", "callback"}, directions)
 			for _, c := range cdrs {
-				require.NotContains(t, c, "caller_kind", "the JSON export keeps the SPEC §7 fields")
+				require.NotContains(t, c, "caller_kind", "the JSON export keeps the CDR fields the README lists")
 			}
 		})
 	}

@@ -102,7 +102,7 @@ func newHelpCmd(root *cobra.Command) *cobra.Command {
 // requireSubcommands gives every command that only groups others (vnum
 // binding, vnum merchant, vnum itself) a run function that refuses: cobra
 // would print the help and exit 0 for `vnum binding delete ID`, and a
-// script would believe the binding deleted (SPEC §2: an unknown command or
+// script would believe the binding deleted (README "Running vnum": an unknown command or
 // subcommand exits non-zero with one clear line).
 //
 // A wrong number of arguments or an unknown flag names the command and its

@@ -115,7 +115,7 @@ func TestFlow(t *testing.T) {
 	var list []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &list))
 	require.Len(t, list, 2)
-	// A merchant that does not exist is an error, not an empty list (SPEC §6).
+	// A merchant that does not exist is an error, not an empty list (README "The same by HTTP").
 	_, _, err = runCLI(t, "binding", "list", "--merchant", "nobody", "--format", "json")
 	require.ErrorContains(t, err, "merchant nobody: not found")
 

@@ -14,7 +14,7 @@ import (
 	"github.com/vnum/vnum/sip/sipua"
 )
 
-// TestCallbackAcrossNodes: two nodes share one store (SPEC §3). A
+// TestCallbackAcrossNodes: two nodes share one store. A
 // merchant's softphone registers with node 1 and calls the consignee
 // through it; the consignee's call back, taken by node 2, rings that
 // softphone where it registered, showing X. Registrations and the last

@@ -102,7 +102,7 @@ func (r *router) LookupRegistration(ctx context.Context, user string, now time.T
 // shortage marks a store error that means the store cannot answer now
 // (binding.Unavailable: a deadline, a lost or refused connection, a lock
 // not had in time) as sip.ErrStoreSlow, which signalling answers with 503
-// and Retry-After and counts as store_slow (SPEC §8); other store errors
+// and Retry-After and counts as store_slow (README "SIP behaviour in short"); other store errors
 // stay faults (500, logged).
 func shortage(err error) error {
 	if err != nil && binding.Unavailable(err) && !errors.Is(err, sip.ErrStoreSlow) {

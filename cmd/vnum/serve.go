@@ -167,7 +167,7 @@ func (n *node) stats() callStats {
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures}
 }
 
-// stop drains the calls in progress (SPEC §8) and closes the store.
+// stop drains the calls in progress (README "SIP behaviour in short") and closes the store.
 func (n *node) stop(ctx context.Context) {
 	n.sip.Shutdown(ctx)
 	n.close()

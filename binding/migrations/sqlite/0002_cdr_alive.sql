@@ -1,4 +1,4 @@
 -- alive_at is the last time an answered call was known to be going on
--- (SPEC §7: its row is kept current while it is answered). After a crash
+-- (README "CDRs and billing": its row is kept current while it is answered). After a crash
 -- the row is closed at alive_at with the talk time known then.
 ALTER TABLE cdrs ADD COLUMN alive_at INTEGER;

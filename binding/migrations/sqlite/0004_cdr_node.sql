@@ -1,4 +1,4 @@
--- The node that took each call (SPEC §7 `node`): with several nodes on one
+-- The node that took each call (README "CDRs and billing" `node`): with several nodes on one
 -- store, a node that restarts closes as interrupted only its own open rows.
 -- Rows written before this migration belong to the one node there was and
 -- keep an empty node.
