@@ -68,6 +68,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		// Refused before anything is answered (security.invalid_extensions).
 		s.log.Info("call refused: too many invalid extensions", "trunk", trunk)
 		s.refuse(req, tx, ErrWalking, sip.NewHeader("Warning", `399 vnum "Too many invalid extensions, try later"`))
+		s.recordRefused(req, acct, trunk, number, sip.StatusForbidden)
 		return
 	}
 	d, offer, cb, ok := s.admitDialled(req, tx, number)
@@ -205,6 +206,39 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 	t.setupDone()
 	defer c.endOnPanic() // a panic ends this call only (issue 6)
 	c.end(c.run(cb))
+}
+
+// recordRefused writes the record of a call attempt refused before it
+// became a call, for keying too many wrong extensions: every attempt
+// leaves a CDR row, with nothing billed. The dialled number is read
+// without the store; an attempt whose number does not parse is recorded
+// with no host.
+func (s *Server) recordRefused(req *sip.Request, acct Account, trunk bool, number string, status int) {
+	uriExt := ""
+	if req.Recipient.UriParams != nil {
+		uriExt, _ = req.Recipient.UriParams.Get("ext")
+	}
+	d, err := ParseDialled(req.Recipient.User, uriExt)
+	if err != nil {
+		d = Dialled{}
+	}
+	c := s.newCall(req, acct, trunk, number, d, nil, nil)
+	defer c.cancel()
+	c.cdr.Extension = d.Extension
+	ctx, cancel := s.storeCtx(context.Background())
+	defer cancel()
+	if err := s.router.StartCall(ctx, &c.cdr); err != nil {
+		c.log.Warn("recording a refused call", "error", err)
+		return
+	}
+	c.cdr.EndedAt = time.Now().UTC()
+	c.cdr.Disposition = callrec.DispositionInvalidExtension
+	c.cdr.HangupBy = callrec.HangupSystem
+	c.cdr.SIPStatus = status
+	cdr := c.cdr
+	if err := s.router.EndCall(ctx, &cdr); err != nil {
+		c.log.Warn("recording a refused call", "error", err)
+	}
 }
 
 // newCall builds the call of a new INVITE, not yet registered.

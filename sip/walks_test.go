@@ -52,6 +52,18 @@ func refusedWith(t *testing.T, p *sipua.Softphone, e *testEnv, dialled string) i
 	}
 	var dr *sipgo.ErrDialogResponse
 	require.ErrorAs(t, err, &dr)
+	if dr.Res.StatusCode == 403 {
+		// Refused for walking extensions: the attempt leaves its record
+		// all the same, billed nothing.
+		cdr := e.router.waitEnded(t)
+		require.Equal(t, "invalid_extension", string(cdr.Disposition))
+		require.Equal(t, 403, cdr.SIPStatus)
+		require.Equal(t, "system", string(cdr.HangupBy))
+		require.Equal(t, testHost, cdr.Host)
+		require.NotEmpty(t, cdr.Caller)
+		require.True(t, cdr.AnsweredAt.IsZero())
+		require.False(t, cdr.EndedAt.IsZero())
+	}
 	return dr.Res.StatusCode
 }
 

@@ -333,3 +333,36 @@ func TestRelayMetricsThroughServe(t *testing.T) {
 	require.Equal(t, float64(sent-relayed), drops, "received = relayed + dropped")
 	require.NoError(t, d.Bye(ctx))
 }
+
+// TestWalkingRefusalRecorded: a caller refused for keying too many wrong
+// extensions (403, security.invalid_extensions) leaves a CDR row in the
+// store all the same, as every call attempt does, billed nothing.
+func TestWalkingRefusalRecorded(t *testing.T) {
+	_, _, vnum := startTestNode(t, func(c *config.Config) { c.Security.InvalidExtensions = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+	mustRun(t, "number", "add", "17000000001")
+	phone, err := sipua.NewSoftphone("alice", "alice-secret", nil)
+	require.NoError(t, err)
+	t.Cleanup(phone.Close)
+	var dr *sipgo.ErrDialogResponse
+	_, err = phone.Call(ctx, vnum, "17000000001-9999") // wrong: the one allowed
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 404, dr.Res.StatusCode)
+	_, err = phone.Call(ctx, vnum, "17000000001-9998")
+	require.ErrorAs(t, err, &dr)
+	require.Equal(t, 403, dr.Res.StatusCode, "refused for walking")
+	var cdrs []map[string]any
+	require.Eventually(t, func() bool {
+		require.NoError(t, json.Unmarshal([]byte(mustRun(t, "cdr", "list", "--format", "json")), &cdrs))
+		return len(cdrs) == 2 && cdrs[1]["ended_at"] != nil
+	}, 10*time.Second, 50*time.Millisecond)
+	refused := cdrs[1]
+	require.Equal(t, "invalid_extension", refused["disposition"])
+	require.EqualValues(t, 403, refused["sip_status"])
+	require.Equal(t, "0.00000", refused["fee"])
+	require.Equal(t, "alice", refused["caller"])
+	require.Equal(t, "9998", refused["extension"])
+}
