@@ -222,36 +222,27 @@ func (s *Server) recordRefused(req *sip.Request, acct Account, trunk bool, numbe
 	if err != nil {
 		d = Dialled{}
 	}
-	c := s.newCall(req, acct, trunk, number, d, nil, nil)
-	defer c.cancel()
-	c.cdr.Extension = d.Extension
+	cdr := newCDR(uuid.NewString(), req, acct, trunk, number, d, nil)
+	cdr.Extension = d.Extension
+	log := s.log.With("call", cdr.ID, "a_call_id", aCallID(cdr.CallID, false), "host", d.Host)
 	ctx, cancel := s.storeCtx(context.Background())
 	defer cancel()
-	if err := s.router.StartCall(ctx, &c.cdr); err != nil {
-		c.log.Warn("recording a refused call", "error", err)
+	if err := s.router.StartCall(ctx, &cdr); err != nil {
+		log.Warn("recording a refused call", "error", err)
 		return
 	}
-	c.cdr.EndedAt = time.Now().UTC()
-	c.cdr.Disposition = callrec.DispositionInvalidExtension
-	c.cdr.HangupBy = callrec.HangupSystem
-	c.cdr.SIPStatus = status
-	cdr := c.cdr
+	cdr.EndedAt = time.Now().UTC()
+	cdr.Disposition = callrec.DispositionInvalidExtension
+	cdr.HangupBy = callrec.HangupSystem
+	cdr.SIPStatus = status
 	if err := s.router.EndCall(ctx, &cdr); err != nil {
-		c.log.Warn("recording a refused call", "error", err)
+		log.Warn("recording a refused call", "error", err)
 	}
 }
 
 // newCall builds the call of a new INVITE, not yet registered.
 func (s *Server) newCall(req *sip.Request, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) *call {
 	id := uuid.NewString()
-	caller, kind, direction := acct.User, callrec.CallerAccount, callrec.DirectionToConsignee
-	if trunk {
-		caller, kind = number, callrec.CallerNumber
-	}
-	if cb != nil {
-		// The consignee's number never goes into a record merchants read.
-		caller, kind, direction = "consignee", callrec.CallerConsignee, callrec.DirectionCallback
-	}
 	c := &call{
 		s:  s,
 		id: id,
@@ -270,7 +261,21 @@ func (s *Server) newCall(req *sip.Request, acct Account, trunk bool, number stri
 		a: callerLeg{offer: offer, waitsForB: d.Extension != "" || cb != nil || s.opts.AnswerMode == "early"},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.cdr = CDR{
+	c.cdr = newCDR(id, req, acct, trunk, number, d, cb)
+	return c
+}
+
+// newCDR is the record a call attempt starts with.
+func newCDR(id string, req *sip.Request, acct Account, trunk bool, number string, d Dialled, cb *Callback) CDR {
+	caller, kind, direction := acct.User, callrec.CallerAccount, callrec.DirectionToConsignee
+	if trunk {
+		caller, kind = number, callrec.CallerNumber
+	}
+	if cb != nil {
+		// The consignee's number never goes into a record merchants read.
+		caller, kind, direction = "consignee", callrec.CallerConsignee, callrec.DirectionCallback
+	}
+	return CDR{
 		ID:         id,
 		CallID:     req.CallID().Value(),
 		Merchant:   acct.Merchant,
@@ -280,7 +285,6 @@ func (s *Server) newCall(req *sip.Request, acct Account, trunk bool, number stri
 		CallerKind: kind,
 		StartedAt:  time.Now().UTC(),
 	}
-	return c
 }
 
 // run takes the call through its steps, in order: answer, IVR (or the
