@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -257,10 +258,15 @@ type Softphone struct {
 	Transport string
 	// Codecs, when set, are what INVITEs offer (with telephone-event 101)
 	// instead of PCMU and PCMA.
-	Codecs    []media.Codec
-	dialogs   *sipgo.DialogClientCache
-	answering *sipgo.DialogServerCache
-	incoming  chan Incoming
+	Codecs  []media.Codec
+	dialogs *sipgo.DialogClientCache
+	// tcpDialogs place the calls over TCP: with a client of its own that
+	// lets the kernel pick the local port (the peer's client sends from
+	// its UDP socket's address, and a TCP socket bound to the same port
+	// number would collide with any connection that holds it).
+	tcpDialogs *sipgo.DialogClientCache
+	answering  *sipgo.DialogServerCache
+	incoming   chan Incoming
 }
 
 // Incoming is a call the softphone answered (after its ACK).
@@ -280,14 +286,23 @@ func NewSoftphoneAt(ip netip.Addr, user, password string, log *slog.Logger) (*So
 	if err != nil {
 		return nil, err
 	}
+	tcpClient, err := sipgo.NewClient(p.UA, sipgo.WithClientHostname(ip.String()))
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	s := &Softphone{Peer: p, User: user, Password: password,
-		dialogs:   sipgo.NewDialogClientCache(p.Client, p.Contact),
-		answering: sipgo.NewDialogServerCache(p.Client, p.Contact),
-		incoming:  make(chan Incoming, 8)}
+		dialogs:    sipgo.NewDialogClientCache(p.Client, p.Contact),
+		tcpDialogs: sipgo.NewDialogClientCache(tcpClient, p.Contact),
+		answering:  sipgo.NewDialogServerCache(p.Client, p.Contact),
+		incoming:   make(chan Incoming, 8)}
 	p.Server.OnInvite(s.onInvite)
 	p.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = s.answering.ReadAck(req, tx) })
 	p.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		if err := s.dialogs.ReadBye(req, tx); err == nil {
+			return
+		}
+		if err := s.tcpDialogs.ReadBye(req, tx); err == nil {
 			return
 		}
 		if err := s.answering.ReadBye(req, tx); err != nil {
@@ -308,7 +323,11 @@ func (s *Softphone) Invite(ctx context.Context, vnum netip.AddrPort, dialled str
 	}
 	from := &sip.FromHeader{DisplayName: "Merchant " + s.User, Address: sip.Uri{Scheme: "sip", User: s.User, Host: s.Addr.Addr().String()}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(12))
-	return s.dialogs.Invite(ctx, uri, s.SDP(s.Codecs...), from,
+	dialogs := s.dialogs
+	if strings.EqualFold(s.Transport, "tcp") {
+		dialogs = s.tcpDialogs
+	}
+	return dialogs.Invite(ctx, uri, s.SDP(s.Codecs...), from,
 		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("User-Agent", "vnum-softphone/"+s.User))
 }
 
