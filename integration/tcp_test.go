@@ -20,7 +20,7 @@ import (
 	"github.com/vnum/vnum/sip/sipua"
 )
 
-// TCP as an attacker meets it (README "TCP and TLS connections"): a flood
+// TCP as an attacker meets it (README "SIP behaviour in short"): a flood
 // of connections against a vnum whose descriptor limit is low, a
 // slowloris, idle connections and the per-source cap, all against the
 // built binary.

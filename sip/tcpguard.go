@@ -16,7 +16,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// The TCP guard's defaults (README "TCP and TLS connections").
+// The TCP guard's defaults (README "SIP behaviour in short").
 const (
 	// DefaultTCPIdle is how long a connection may send nothing between
 	// messages (no request, no response, no CRLF keepalive) before it is

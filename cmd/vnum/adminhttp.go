@@ -165,7 +165,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 }
 
 // tcpCollectors are the metrics of SIP's TCP and TLS connections
-// (README "TCP and TLS connections").
+// (README "SIP behaviour in short").
 func tcpCollectors(stats callStats) []prometheus.Collector {
 	var cs []prometheus.Collector
 	if stats.tcpOpen != nil {
