@@ -192,7 +192,10 @@ type env struct {
 	rtpMax      int
 	// extra YAML appended to the config (top-level sections the test adds).
 	extra string
-	serve *proc
+	// launcher, when set, runs `vnum serve`: a program and its arguments
+	// put before vnum's own, such as prlimit --nofile=N:N.
+	launcher []string
+	serve    *proc
 }
 
 // newEnv writes a config for a fresh vnum on loopback. extraYAML may add
@@ -458,8 +461,9 @@ func (e *env) startServe() {
 	e.t.Helper()
 	for attempt := 1; ; attempt++ {
 		letGo(e.sipPort, e.adminPort)
+		argv := append(append([]string(nil), e.launcher...), e.bin, "--config", e.config, "serve")
 		e.serve = startProc(e.t, "vnum serve", e.dir, filepath.Join(e.dir, "vnum-serve.log"),
-			cleanEnviron(), e.bin, "--config", e.config, "serve")
+			cleanEnviron(), argv...)
 		err := e.trySIP(20 * time.Second)
 		if err == nil {
 			return

@@ -241,6 +241,17 @@ func (p *Ports) InUse() int {
 	return len(p.open)
 }
 
+// Pairs returns how many RTP/RTCP pairs the range holds, each two
+// sockets when in use: what media may need of the process's descriptors.
+// It is 0 for ephemeral pairs (NewPorts with 0-0), which have no bound
+// but the kernel's.
+func (p *Ports) Pairs() int {
+	if p.ephemeral {
+		return 0
+	}
+	return (p.max-p.min)/2 + 1
+}
+
 // availableSweep is how often Available may walk the drains to forget
 // those that are over: it runs on every new INVITE, so a full pool must
 // not cost a walk of every port each time.
@@ -258,7 +269,7 @@ func (p *Ports) Available(n int) bool {
 	if p.ephemeral {
 		return true
 	}
-	pairs := (p.max-p.min)/2 + 1
+	pairs := p.Pairs()
 	if pairs-len(p.open)-len(p.draining) >= n {
 		return true
 	}

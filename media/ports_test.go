@@ -378,3 +378,16 @@ func TestPortsAvailable(t *testing.T) {
 	require.True(t, q.Available(2), "free again after the drain, though Open never met the port")
 	require.True(t, newTestPorts(t).Available(1000), "the kernel's ephemeral pairs are not counted")
 }
+
+// TestPortsPairs: a range holds the pairs of its even ports whose odd
+// neighbour is in it too; ephemeral pairs have no count.
+func TestPortsPairs(t *testing.T) {
+	t.Parallel()
+	for r, want := range map[[2]int]int{
+		{20000, 29999}: 5000, {20001, 29999}: 4999, {20000, 20001}: 1, {20000, 20002}: 1, {20000, 20003}: 2, {0, 0}: 0,
+	} {
+		p, err := NewPorts("127.0.0.1", r[0], r[1])
+		require.NoError(t, err)
+		require.Equal(t, want, p.Pairs(), "%d-%d", r[0], r[1])
+	}
+}

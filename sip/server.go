@@ -106,6 +106,23 @@ type Options struct {
 	// the check off.
 	MaxQueueDelay time.Duration
 
+	// TCPPerSource caps the TCP and TLS connections one source address
+	// (an IPv6 /64) holds open; zero means DefaultTCPPerSource. The
+	// trunk's sources (InboundCIDRs) are not capped by it.
+	TCPPerSource int
+	// TCPMaxConns caps all TCP and TLS connections; zero derives the cap
+	// from the process's descriptor limit, after what media needs (the
+	// budget logged at Listen).
+	TCPMaxConns int
+	// TCPIdle is how long a connection may go without a message or
+	// keepalive unless a registration or a call rides on it; zero means
+	// DefaultTCPIdle.
+	TCPIdle time.Duration
+	// TCPMessageTimeout bounds a message's arrival once begun, a new
+	// connection's first message and each write to a peer; zero means
+	// DefaultTCPMessageTimeout.
+	TCPMessageTimeout time.Duration
+
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
 	// operator configuration. Nil is the system's resolver. No name taken
 	// from a message (Via, Contact, Record-Route) is ever looked up.
@@ -160,6 +177,14 @@ type Server struct {
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
 	panics          atomic.Int64
+
+	// tcp guards the TCP and TLS listeners and their connections.
+	tcp *tcpGuard
+	// closing is set by Close: a listener that stops then was stopped;
+	// one that stops before has failed, and is named in down.
+	closing atomic.Bool
+	downMu  sync.Mutex
+	down    []string
 }
 
 type listener struct {
@@ -201,6 +226,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		parser:      lwsTolerantParser(),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
+	s.tcp = newTCPGuard(opts, s.trunkSource, s.log)
 	tc, err := newTrunkConf(opts.reloadable())
 	if err != nil {
 		return nil, err
@@ -262,6 +288,7 @@ func (s *Server) Listen() error {
 		s.Close()
 		return errors.New("sip.listen: no listener")
 	}
+	s.applyBudget()
 	first := s.listeners[0]
 	ap, err := netip.ParseAddrPort(first.addr.String())
 	if err != nil {
@@ -364,9 +391,22 @@ func (s *Server) serve() {
 					err = s.srv.ServeTCP(ln)
 				}
 			}
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				s.log.Debug("sip listener stopped", "network", l.network, "error", err)
+			if s.closing.Load() {
+				s.log.Debug("sip listener closed", "network", l.network, "error", err)
+				return
 			}
+			// Nothing but Close should end a listener: the TCP ones wait
+			// out errors that pass (guardedListener). One that ends anyway
+			// takes the node out of service until it restarts.
+			what := fmt.Sprintf("%s listener %s stopped", l.network, l.addr)
+			if err != nil {
+				what += ": " + err.Error()
+			}
+			s.log.Error("sip listener stopped; the node is not ready until it restarts", "network", l.network,
+				"addr", l.addr.String(), "error", err)
+			s.downMu.Lock()
+			s.down = append(s.down, what)
+			s.downMu.Unlock()
 		}()
 	}
 }
@@ -418,7 +458,7 @@ func (s *Server) listen(raw string) error {
 		if err != nil {
 			return fmt.Errorf("sip.listen %q: %w", raw, err)
 		}
-		s.listeners = append(s.listeners, listener{"tcp", ln.Addr(), ln})
+		s.listeners = append(s.listeners, listener{"tcp", ln.Addr(), s.tcp.listener(ln, "tcp")})
 	case "tls":
 		if s.opts.TLSCert == "" || s.opts.TLSKey == "" {
 			return nil // tls entries listen only where a certificate is configured
@@ -431,7 +471,7 @@ func (s *Server) listen(raw string) error {
 		if err != nil {
 			return fmt.Errorf("sip.listen %q: %w", raw, err)
 		}
-		s.listeners = append(s.listeners, listener{"tls", ln.Addr(), ln})
+		s.listeners = append(s.listeners, listener{"tls", ln.Addr(), s.tcp.listener(ln, "tls")})
 	default:
 		return fmt.Errorf("sip.listen %q: unknown transport %q", raw, u.Scheme)
 	}
@@ -449,9 +489,27 @@ func (s *Server) Addr(network string) string {
 	return ""
 }
 
-// Listening reports whether the server has live listeners (for /readyz).
-func (s *Server) Listening() bool {
-	return len(s.listeners) > 0 && !s.live.isDraining()
+// Listening reports whether the server has live listeners and takes
+// calls (Serving says why not).
+func (s *Server) Listening() bool { return s.Serving() == nil }
+
+// Serving is the server's part of /readyz: nil while every listener
+// serves and calls are taken; otherwise why not (draining, or which
+// listener stopped and why).
+func (s *Server) Serving() error {
+	if len(s.listeners) == 0 {
+		return errors.New("sip: not listening")
+	}
+	s.downMu.Lock()
+	down := strings.Join(s.down, "; ")
+	s.downMu.Unlock()
+	if down != "" {
+		return errors.New("sip: " + down)
+	}
+	if s.live.isDraining() {
+		return errors.New("sip: draining")
+	}
+	return nil
 }
 
 // contactFor is vnum's Contact on one listener: requests in the dialog
@@ -493,6 +551,7 @@ func (s *Server) dialogFor(req *sip.Request) *sipgo.DialogUA {
 // Close stops the listeners and the user agent; calls in progress are not
 // drained (see Shutdown).
 func (s *Server) Close() {
+	s.closing.Store(true)
 	s.stopKeepalive()
 	for _, l := range s.listeners {
 		if err := l.closer.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -605,6 +664,12 @@ func (s *Server) fromTrunk(req *sip.Request) bool {
 	if err != nil {
 		return false
 	}
+	return s.trunkSource(ip)
+}
+
+// trunkSource reports whether ip is in trunk.inbound_cidrs as configured
+// now.
+func (s *Server) trunkSource(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	for _, p := range s.trunk.Load().inbound {
 		if p.Contains(ip) {

@@ -74,6 +74,11 @@ type callStats struct {
 	trunkUp func() (bool, string)
 	// legBFailures returns leg B's failed attempts by final status.
 	legBFailures func() map[string]int64
+	// tcpOpen and tcpLimit return the SIP TCP and TLS connections open
+	// and their cap; tcpRefused those refused at accept or closed by
+	// vnum, by reason.
+	tcpOpen, tcpLimit func() int
+	tcpRefused        func() map[string]int64
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -150,12 +155,41 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			counts: stats.legBFailures,
 		})
 	}
+	cs = append(cs, tcpCollectors(stats)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil
+}
+
+// tcpCollectors are the metrics of SIP's TCP and TLS connections
+// (README "SIP behaviour in short").
+func tcpCollectors(stats callStats) []prometheus.Collector {
+	var cs []prometheus.Collector
+	if stats.tcpOpen != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "sip_tcp_connections", Help: "SIP TCP and TLS connections open.",
+		}, func() float64 { return float64(stats.tcpOpen()) }))
+	}
+	if stats.tcpLimit != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "sip_tcp_connections_limit",
+			Help: "The cap on open SIP TCP and TLS connections: the descriptor limit less what media needs and a reserve.",
+		}, func() float64 { return float64(stats.tcpLimit()) }))
+	}
+	if stats.tcpRefused != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_sip_tcp_refused_total",
+				"SIP TCP and TLS connections refused at their accept, by reason: per_source (the source's cap), total (the process's cap); "+
+					"or closed by vnum: idle (no message or keepalive in time), slow (a message not complete in time), "+
+					"stalled (the peer did not take vnum's message in time).",
+				[]string{"reason"}, nil),
+			counts: stats.tcpRefused,
+		})
+	}
+	return cs
 }
 
 // refusedCollector reads a counter with one label from the SIP server's

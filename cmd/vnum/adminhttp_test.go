@@ -254,6 +254,13 @@ func TestServeWithAdmin(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, body, "vnum_calls_active 0")
 	require.Contains(t, body, "vnum_trunk_up 1")
+	require.Contains(t, body, "vnum_sip_tcp_connections 0")
+	require.Regexp(t, `(?m)^vnum_sip_tcp_connections_limit [1-9]`, body)
+	for _, reason := range []string{"per_source", "total", "idle", "slow", "stalled"} {
+		require.Contains(t, body, `vnum_sip_tcp_refused_total{reason="`+reason+`"} 0`)
+	}
+	// The descriptor budget is logged once, at start.
+	require.Equal(t, 1, strings.Count(logs.String(), `"msg":"descriptor budget"`), logs.String())
 
 	// The carrier goes away: three keepalives later the node is not ready,
 	// and says why.

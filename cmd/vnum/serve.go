@@ -164,7 +164,8 @@ func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
 		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
-		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures}
+		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
+		tcpOpen: n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused}
 }
 
 // stop drains the calls in progress (README "SIP behaviour in short") and closes the store.
@@ -220,8 +221,8 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 			if err := n.store.Ping(ctx); err != nil {
 				return fmt.Errorf("store: %w", err)
 			}
-			if !n.sip.Listening() {
-				return errors.New("sip: not listening")
+			if err := n.sip.Serving(); err != nil {
+				return err
 			}
 			if up, why := n.sip.TrunkUp(); !up {
 				return fmt.Errorf("trunk down: %s", why)
