@@ -305,6 +305,12 @@ func newTestEnvRouter(t testing.TB, co sipua.CarrierOptions, tweak func(*Options
 	t.Cleanup(func() {
 		srv.Shutdown(context.Background())
 		cancel()
+		if t.Failed() {
+			// What the server said, for the failure's cause.
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			t.Logf("---- vnum's log (info), last %d of %d lines:\n%s", min(len(lines), 60), len(lines),
+				strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
 	})
 	return &testEnv{
 		t: t, srv: srv, router: router, carrier: car, ports: ports, logs: logs,
