@@ -157,6 +157,10 @@ type Server struct {
 	stopKeep    context.CancelFunc // the keepalives' goroutine
 	legBFailed  legBFailureCounts  // leg B's failures by status
 
+	// hostile counts and reports malformed messages and messages over
+	// vnum's limits (malformed.go, limits.go).
+	hostile *hostileInput
+
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
 	panics          atomic.Int64
@@ -198,6 +202,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		queue:       newQueueDelay(opts.Now),
 		trunkHealth: newTrunkWatch(),
 		parser:      lwsTolerantParser(),
+		hostile:     newHostileInput(opts.Logger, opts.Now),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
 	tc, err := newTrunkConf(opts.reloadable())
@@ -211,7 +216,9 @@ func NewServer(opts Options, router Router) (*Server, error) {
 // Start binds every listen URI and serves SIP until ctx ends or Close.
 func (s *Server) Start(ctx context.Context) error {
 	var err error
-	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
+	// sipgo's records of malformed messages are counted and reported
+	// per source, without their payload (malformed.go).
+	sipLog := slog.New(sipgoRecords{Handler: numberMasker{s.log.Handler()}, h: s.hostile}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
 		sipgo.WithUserAgentParser(lwsTolerantParser()),
 		// sipgo resolves names it finds in messages: the Via sent-by of a
@@ -228,10 +235,12 @@ func (s *Server) Start(ctx context.Context) error {
 			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
 				sipLog.Debug("response matches no transaction", "response", r.Short())
 			})),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerReadFilter(s.hostile.marks.filter)))
 	if err != nil {
 		return err
 	}
+	s.ua.TransportLayer().OnMessage(s.hostile.checkMessage)
 	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	if err != nil {
 		return err
