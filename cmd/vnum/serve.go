@@ -116,7 +116,8 @@ func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
 		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
-		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures}
+		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
+		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit}
 }
 
 // stop drains the calls in progress (SPEC §8) and closes the store.
