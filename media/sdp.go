@@ -87,10 +87,14 @@ var staticCodecs = map[uint8]Codec{
 
 // ParseSDP parses a session description and returns its first audio stream
 // that has a port (or the first audio stream when all are disabled). Errors
-// wrap ErrBadSDP or ErrNoAudio.
+// wrap ErrBadSDP (also for an SDP over MaxSDPBytes or MaxMediaLines) or
+// ErrNoAudio.
 func ParseSDP(b []byte) (*Desc, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrBadSDP)
+	}
+	if err := checkSDPLimits(b); err != nil {
+		return nil, err
 	}
 	var s sdp.SessionDescription
 	if err := s.Unmarshal(b); err != nil {

@@ -12,7 +12,8 @@ import (
 // requestHandler is the form of the handlers vnum gives sipgo.
 type requestHandler = func(req *sip.Request, tx sip.ServerTransaction)
 
-// guard wraps a request handler. It refuses what sipgo's parser lets
+// guard wraps a request handler. It refuses a request over vnum's limits
+// on what a message may cost (withinLimits), what sipgo's parser lets
 // through but RFC 3261 does not (a SIP version other than 2.0, a CSeq whose
 // method is not the request's), and recovers a panic in the handler: the
 // panic is logged with its stack and counted, and the request gets 500 if
@@ -33,7 +34,7 @@ func (s *Server) guard(h requestHandler) requestHandler {
 				}
 			}
 		}()
-		if s.wellFormed(req, tx) {
+		if s.withinLimits(req, tx) && s.wellFormed(req, tx) {
 			h(req, tx)
 		}
 	}

@@ -132,6 +132,11 @@ var (
 // else, an INVITE that does not parse or a re-INVITE (To tag), goes on to
 // sipgo uncounted.
 func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
+	// Before anything parses it: a datagram over vnum's limits on header
+	// fields is refused here, whatever the load (limits.go).
+	if s.refuseAtRead(conn, data, from) {
+		return true
+	}
 	if bytes.HasPrefix(data, ackLine) {
 		head, _, _ := bytes.Cut(data, []byte("\r\n\r\n"))
 		return bytes.Contains(head, shedTag)

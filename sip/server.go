@@ -174,6 +174,10 @@ type Server struct {
 	stopKeep    context.CancelFunc // the keepalives' goroutine
 	legBFailed  legBFailureCounts  // leg B's failures by status
 
+	// hostile counts and reports malformed messages and messages over
+	// vnum's limits (malformed.go, limits.go).
+	hostile *hostileInput
+
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
 	panics          atomic.Int64
@@ -224,6 +228,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		queue:       newQueueDelay(opts.Now),
 		trunkHealth: newTrunkWatch(),
 		parser:      lwsTolerantParser(),
+		hostile:     newHostileInput(opts.Logger, opts.Now),
 	}
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
 	s.tcp = newTCPGuard(opts, s.trunkSource, s.log)
@@ -252,7 +257,9 @@ func (s *Server) Start(ctx context.Context) error {
 // On an error nothing stays bound.
 func (s *Server) Listen() error {
 	var err error
-	sipLog := slog.New(numberMasker{s.log.Handler()}).With("component", "sip")
+	// sipgo's records of malformed messages are counted and reported
+	// per source, without their payload (malformed.go).
+	sipLog := slog.New(sipgoRecords{Handler: numberMasker{s.log.Handler()}, h: s.hostile}).With("component", "sip")
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
 		sipgo.WithUserAgentParser(lwsTolerantParser()),
 		// sipgo resolves names it finds in messages: the Via sent-by of a
@@ -269,10 +276,12 @@ func (s *Server) Listen() error {
 			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
 				sipLog.Debug("response matches no transaction", "response", r.Short())
 			})),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerReadFilter(s.hostile.marks.filter)))
 	if err != nil {
 		return err
 	}
+	s.ua.TransportLayer().OnMessage(s.hostile.checkMessage)
 	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	if err != nil {
 		s.Close()

@@ -40,7 +40,8 @@ func init() {
 // ";  tag = x" then has no "tag", and sipgo's transaction layer refuses the
 // request with 400 before vnum sees it (docs/sipgo.md §13). The
 // headers whose parameters SIP matches on (From, To, Contact, Via) are
-// parsed by sipgo as ever, then their parameters trimmed.
+// parsed by sipgo as ever, then their parameters trimmed. Messages over
+// maxMessage bytes do not parse (limits.go).
 func lwsTolerantParser() *sip.Parser {
 	parsers := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser()))
 	for name, p := range sip.DefaultHeadersParser() {
@@ -56,7 +57,9 @@ func lwsTolerantParser() *sip.Parser {
 			return h, err
 		}
 	}
-	return sip.NewParser(sip.WithHeadersParsers(parsers))
+	p := sip.NewParser(sip.WithHeadersParsers(parsers))
+	p.MaxMessageLength = maxMessage
+	return p
 }
 
 // trimHeaderParams trims the whitespace sipgo leaves in a header's

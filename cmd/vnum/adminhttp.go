@@ -79,6 +79,12 @@ type callStats struct {
 	// vnum, by reason.
 	tcpOpen, tcpLimit func() int
 	tcpRefused        func() map[string]int64
+	// malformed returns the SIP messages that did not parse (or lacked
+	// Via or CSeq), by transport.
+	malformed func() map[string]int64
+	// overLimit returns the SIP messages refused for going over a limit
+	// on what one message may cost, by limit.
+	overLimit func() map[string]int64
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -156,6 +162,23 @@ func newMetrics(stats callStats) (http.Handler, error) {
 		})
 	}
 	cs = append(cs, tcpCollectors(stats)...)
+	if stats.malformed != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_sip_malformed_total",
+				"SIP messages dropped because they did not parse or had no Via or CSeq, by transport (each source logged at most once per 10 s, never with the payload).",
+				[]string{"transport"}, nil),
+			counts: stats.malformed,
+		})
+	}
+	if stats.overLimit != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_sip_over_limit_total",
+				"SIP messages refused for going over a limit on what one message may cost, by limit "+
+					"(header_fields: over 256, same_header: over 71 of one name, 513; body: over 16 KiB, 413; media_lines: over 16 m= lines, 488).",
+				[]string{"limit"}, nil),
+			counts: stats.overLimit,
+		})
+	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)

@@ -143,6 +143,8 @@ func TestAdminMetrics(t *testing.T) {
 				media.DropNotRTP: 1, media.DropNoBridge: 2, media.DropNoRemote: 3, media.DropSendError: 1, media.DropPanic: 0,
 				media.DropForeignSource: 4}, ForeignRTCP: 5}
 		},
+		malformed: func() map[string]int64 { return map[string]int64{"udp": 5, "tcp": 1} },
+		overLimit: func() map[string]int64 { return map[string]int64{"same_header": 2, "body": 0} },
 	})
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
@@ -152,7 +154,9 @@ func TestAdminMetrics(t *testing.T) {
 		`vnum_rtp_packets_dropped_total{reason="not_rtp"} 1`, `vnum_rtp_packets_dropped_total{reason="no_bridge"} 2`,
 		`vnum_rtp_packets_dropped_total{reason="no_remote"} 3`, `vnum_rtp_packets_dropped_total{reason="send_error"} 1`,
 		`vnum_rtp_packets_dropped_total{reason="panic"} 0`, `vnum_rtp_packets_dropped_total{reason="foreign_source"} 4`,
-		`vnum_rtcp_packets_dropped_total{reason="foreign_source"} 5`} {
+		`vnum_rtcp_packets_dropped_total{reason="foreign_source"} 5`,
+		`vnum_sip_malformed_total{transport="udp"} 5`, `vnum_sip_malformed_total{transport="tcp"} 1`,
+		`vnum_sip_over_limit_total{limit="same_header"} 2`, `vnum_sip_over_limit_total{limit="body"} 0`} {
 		require.Contains(t, body, want)
 	}
 	status, body = get(t, url+"/healthz", "")

@@ -165,7 +165,8 @@ func (n *node) stats() callStats {
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
 		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
-		tcpOpen: n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused}
+		tcpOpen: n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
+		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit}
 }
 
 // stop drains the calls in progress (README "SIP behaviour in short") and closes the store.
