@@ -311,3 +311,32 @@ func TestRelativeStoreDSN(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "here.db", c.Store.DSN)
 }
+
+// TestSpoolDir: store.spool names the spool's directory, a relative one
+// in a file taken from the file's directory (one from VNUM_STORE_SPOOL
+// from the working directory); unset, the spool is beside a SQLite store,
+// else beside the configuration file, else in the working directory.
+func TestSpoolDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "etc", "vnum.yaml")
+	require.NoError(t, os.MkdirAll(filepath.Dir(file), 0o700))
+	load := func(body string, opts ...Option) *Config {
+		t.Helper()
+		require.NoError(t, os.WriteFile(file, []byte(body), 0o600))
+		c, err := Load(file, append([]Option{WithEnviron(nil)}, opts...)...)
+		require.NoError(t, err)
+		require.NoError(t, c.Validate())
+		return c
+	}
+	pg := "  driver: postgres\n  dsn: postgres://vnum@db:5432/vnum\n"
+	require.Equal(t, filepath.Join(dir, "etc", "spool"), load("store:\n  spool: spool\n"+pg).Store.SpoolDir(file))
+	require.Equal(t, "/var/lib/vnum", load("store:\n  spool: /var/lib/vnum\n").Store.SpoolDir(file))
+	require.Equal(t, "rel", load("store:\n"+pg, WithEnviron([]string{"VNUM_STORE_SPOOL=rel"})).Store.SpoolDir(file),
+		"the environment's path is the shell's")
+	require.Equal(t, "/var/lib/vnum", load("store:\n  dsn: /var/lib/vnum/vnum.db\n").Store.SpoolDir(file),
+		"beside the SQLite store")
+	require.Equal(t, filepath.Join(dir, "etc"), load("store:\n"+pg).Store.SpoolDir(file), "beside the file")
+	require.Equal(t, filepath.Join(dir, "etc"), load("store:\n  dsn: \":memory:\"\n").Store.SpoolDir(file))
+	require.Equal(t, ".", Store{Driver: DriverPostgres, DSN: "postgres://db/vnum"}.SpoolDir(""))
+	require.Equal(t, "data", Store{Driver: DriverSQLite, DSN: "data/vnum.db"}.SpoolDir(""))
+}

@@ -6,14 +6,17 @@ import (
 )
 
 // updateCDR changes the call's record and writes it, so that a crash leaves
-// the progress that matters for billing (binding, answer) in the store.
+// the progress that matters for billing (binding, answer) in the store,
+// with the dialogs of the legs answered so far (keepLegs): the same write
+// carries both, no store round trip is added for the legs.
 func (c *call) updateCDR(f func(*CDR)) {
 	f(&c.cdr)
 	c.publish()
-	cdr := c.cdr
+	c.keepLegs()
+	cdr, legs := c.cdr, c.legs
 	ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
 	defer cancel()
-	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
+	if err := c.s.router.UpdateCall(ctx, &cdr, legs); err != nil {
 		c.log.Error("updating CDR", "error", err)
 	}
 }
