@@ -178,6 +178,8 @@ func TestValidateNamesKey(t *testing.T) {
 		"timezone":           {func(c *Config) { c.Billing.Timezone = "Mars/Olympus" }, "billing.timezone:"},
 		"driver":             {func(c *Config) { c.Store.Driver = "mysql" }, "store.driver:"},
 		"dsn":                {func(c *Config) { c.Store.DSN = " " }, "store.dsn:"},
+		"spool space":        {func(c *Config) { c.Store.Spool = "/var/lib/vnum " }, `store.spool: want a directory path`},
+		"spool newline":      {func(c *Config) { c.Store.Spool = "/var/lib/vnum\nx" }, `store.spool: want a directory path`},
 		"admin listen":       {func(c *Config) { c.Admin.Listen = "8080" }, "admin.listen:"},
 		"log level":          {func(c *Config) { c.Log.Level = "verbose" }, `log.level: want debug, info, warn or error, got "verbose"`},
 		"log level case":     {func(c *Config) { c.Log.Level = "INFO" }, `log.level: want debug, info, warn or error, got "INFO"`},
