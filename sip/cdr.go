@@ -21,6 +21,27 @@ func (c *call) updateCDR(f func(*CDR)) {
 	}
 }
 
+// keepLegs notes the dialogs of the legs answered since the call's last
+// write, for updateCDR to write with the record. A dialog that cannot be
+// kept (a message without a header the dialog needs) is only logged: the
+// call goes on.
+func (c *call) keepLegs() {
+	if c.legs.A == "" && c.a.answered && c.a.d != nil {
+		text, err := legADialog(c.a.d)
+		if err != nil {
+			c.log.Warn("leg A's dialog not kept: a crash would leave it up", "error", err)
+		}
+		c.legs.A = text
+	}
+	if b := c.b.winner; c.legs.B == "" && b != nil && b.InviteResponse != nil && b.InviteResponse.IsSuccess() {
+		text, err := legBDialog(b)
+		if err != nil {
+			c.log.Warn("leg B's dialog not kept: a crash would leave it up", "error", err)
+		}
+		c.legs.B = text
+	}
+}
+
 // DefaultCDRRefresh is how often an answered call's CDR row is refreshed
 // when Options.CDRRefresh is zero: README "CDRs and billing" asks for at least every 10 s.
 const DefaultCDRRefresh = 10 * time.Second

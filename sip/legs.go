@@ -17,11 +17,12 @@ import (
 // A crash of the node takes its calls' dialogs with it, but not the legs:
 // the carrier keeps leg B up (and bills it) and the caller's side keeps
 // leg A until their own timers end them. So each leg's dialog is kept
-// with the call's open record from the moment the leg is answered, and
-// the node's next start, having closed those records as interrupted,
-// sends a BYE in each dialog (EndLegs). The dialog holds what such a BYE
-// needs (RFC 3261 §12.2.1.1), built by hand: sipgo's dialog sessions live
-// in the process that made them.
+// with the call's open record from the moment the leg is answered
+// (keepLegs, in the writes the call makes anyway), and the node's next
+// start, having closed those records as interrupted, sends a BYE in each
+// dialog (EndLegs). The dialog holds what such a BYE needs (RFC 3261
+// §12.2.1.1), built by hand: sipgo's dialog sessions live in the process
+// that made them.
 
 // keptDialog is one leg's dialog as the store keeps it, in JSON. Leg B's
 // names the consignee (Request-URI, To): it is never logged, and lives in
@@ -45,26 +46,6 @@ type keptDialog struct {
 	// Dest is where vnum's requests in the dialog went, IP:port: where the
 	// peer's INVITE or 2xx came from (see newClient), or the first route.
 	Dest string `json:"dest"`
-}
-
-// keepLegs notes the dialogs of the legs answered since the call's last
-// write, for updateCDR to write with the record. A dialog that cannot be
-// kept (an answer without Contact) is only logged: the call goes on.
-func (c *call) keepLegs() {
-	if c.legs.A == "" && c.a.answered && c.a.d != nil {
-		text, err := legADialog(c.a.d)
-		if err != nil {
-			c.log.Warn("leg A's dialog not kept: a crash would leave it up", "error", err)
-		}
-		c.legs.A = text
-	}
-	if b := c.b.winner; c.legs.B == "" && b != nil && b.InviteResponse != nil && b.InviteResponse.IsSuccess() {
-		text, err := legBDialog(b)
-		if err != nil {
-			c.log.Warn("leg B's dialog not kept: a crash would leave it up", "error", err)
-		}
-		c.legs.B = text
-	}
 }
 
 // legADialog is the caller's leg as vnum, its UAS, holds it (RFC 3261
