@@ -76,7 +76,7 @@ func BenchmarkCDRLifecycle(b *testing.B) {
 				c := &callrec.Record{CallID: fmt.Sprint(i), Host: "17000000001", Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: start}
 				require.NoError(b, s.StartCDR(ctx, c))
 				c.AnsweredAt = start.Add(time.Second)
-				require.NoError(b, s.UpdateCDR(ctx, c))
+				require.NoError(b, s.UpdateCDR(ctx, c, callrec.Legs{}))
 				require.NoError(b, s.RefreshCDR(ctx, c, start.Add(20*time.Second), rates))
 				c.EndedAt = start.Add(40 * time.Second)
 				require.NoError(b, s.FinishCDR(ctx, c, rates))

@@ -32,12 +32,13 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	updateCDRQuery = `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
 		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
-		disposition = ?, hangup_by = ?, sip_status = ? WHERE id = ?`
+		disposition = ?, hangup_by = ?, sip_status = ?, leg_a = ?, leg_b = ? WHERE id = ?`
 	refreshCDRQuery = `UPDATE cdrs SET answered_at = ?, alive_at = ?,
 		talk_seconds = ?, billed_minutes = ?, fee = ? WHERE id = ? AND ended_at IS NULL`
 	finishCDRQuery = `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
 		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
-		ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?
+		ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?,
+		leg_a = NULL, leg_b = NULL
 		WHERE id = ? AND ended_at IS NULL`
 	cdrEndedQuery = `SELECT COUNT(*) FROM cdrs WHERE id = ? AND ended_at IS NOT NULL`
 )
@@ -72,11 +73,13 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 }
 
 // UpdateCDR records a call's progress: the resolved binding, ringing and
-// answer times, and the disposition so far. It does not end the call.
-func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record) error {
+// answer times, the disposition so far, and the dialogs of the legs
+// answered so far (an empty one is stored as none), which the row keeps
+// only until it ends. It does not end the call.
+func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record, legs callrec.Legs) error {
 	res, err := s.db.ExecContext(ctx, updateCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
-		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
+		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, text(legs.A), text(legs.B), c.ID)
 	if err != nil {
 		return fmt.Errorf("update cdr: %w", err)
 	}
@@ -90,8 +93,11 @@ func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record) error {
 
 // FinishCDR completes a call's row: EndedAt (now when zero), talk time,
 // billed minutes and fee at r.PerMinute (see Rate). An empty disposition
-// becomes answered or failed. It returns ErrCDRFinished when the row was
-// already finished, and ErrNotFound for an unknown ID.
+// becomes answered or failed. The legs' dialogs (UpdateCDR) are dropped:
+// an ended call has none. It returns ErrCDRFinished when the row was
+// already finished, and ErrNotFound for an unknown ID: finishing a row
+// again changes nothing, so an end may be written twice (a retry, the
+// spool of a node that stopped in a store outage).
 func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error {
 	if c.EndedAt.IsZero() {
 		c.EndedAt = s.Now()

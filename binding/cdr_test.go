@@ -54,7 +54,7 @@ func TestCDRLifecycle(t *testing.T) {
 		c.Merchant, c.BindingID, c.Order, c.Extension = "m1", "b_1", "o-1", "1234"
 		c.RingingAt = t0.Add(5 * time.Second)
 		c.AnsweredAt = t0.Add(9 * time.Second)
-		require.NoError(t, s.UpdateCDR(ctx, c))
+		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
 
 		c.EndedAt = c.AnsweredAt.Add(61*time.Second + 500*time.Millisecond)
 		c.HangupBy, c.SIPStatus = callrec.HangupCallee, 200
@@ -92,7 +92,7 @@ func TestCDRLifecycle(t *testing.T) {
 		require.Len(t, window, 1)
 		require.Equal(t, u.ID, window[0].ID)
 
-		require.ErrorIs(t, s.UpdateCDR(ctx, &callrec.Record{ID: "c_nope"}), ErrNotFound)
+		require.ErrorIs(t, s.UpdateCDR(ctx, &callrec.Record{ID: "c_nope"}, callrec.Legs{}), ErrNotFound)
 		require.ErrorIs(t, s.FinishCDR(ctx, &callrec.Record{ID: "c_nope"}, rates), ErrNotFound)
 		require.ErrorIs(t, s.StartCDR(ctx, &callrec.Record{ID: c.ID}), ErrExists)
 
@@ -116,7 +116,7 @@ func TestCrashRecovery(t *testing.T) {
 		ctx := context.Background()
 		c := &callrec.Record{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second)}
 		require.NoError(t, s.StartCDR(ctx, c))
-		require.NoError(t, s.UpdateCDR(ctx, c))
+		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
 		require.NoError(t, s.Close())
 
 		// The CLI opens the store while a server runs: it leaves rows alone.
@@ -137,9 +137,9 @@ func TestCrashRecovery(t *testing.T) {
 		require.True(t, got.EndedAt.IsZero(), "opening the store closes nothing")
 		lease, err := s2.TakeLease(ctx, Holder{Host: "h", PID: 2}, LeaseOptions{})
 		require.NoError(t, err)
-		n, err := lease.RecoverInterrupted(ctx)
+		rec, err := lease.RecoverInterrupted(ctx)
 		require.NoError(t, err)
-		require.EqualValues(t, 1, n)
+		require.EqualValues(t, 1, rec.Closed)
 		got, err = s2.GetCDR(ctx, c.ID)
 		require.NoError(t, err)
 		require.Equal(t, callrec.DispositionInterrupted, got.Disposition)
@@ -227,7 +227,7 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 				ended := c.EndedAt
 				c.EndedAt = time.Time{}
 				require.NoError(t, s.StartCDR(ctx, &c))
-				require.NoError(t, s.UpdateCDR(ctx, &c))
+				require.NoError(t, s.UpdateCDR(ctx, &c, callrec.Legs{}))
 				if tc.finished {
 					c.EndedAt = ended
 					require.NoError(t, s.FinishCDR(ctx, &c, rates))
@@ -306,9 +306,9 @@ func TestRecoverOnlyOwnNode(t *testing.T) {
 		t.Cleanup(func() { require.NoError(t, a.Close()) })
 		lease, err := a.TakeLease(ctx, Holder{Host: "a", PID: 1}, LeaseOptions{})
 		require.NoError(t, err)
-		n, err := lease.RecoverInterrupted(ctx)
+		rec, err := lease.RecoverInterrupted(ctx)
 		require.NoError(t, err)
-		require.EqualValues(t, 2, n, "its own row and the one from before nodes")
+		require.EqualValues(t, 2, rec.Closed, "its own row and the one from before nodes")
 		for node, id := range open {
 			got, err := a.GetCDR(ctx, id)
 			require.NoError(t, err)

@@ -253,41 +253,98 @@ func (l *Lease) Release(ctx context.Context) error {
 	return nil
 }
 
+// Recovered is what RecoverInterrupted closed.
+type Recovered struct {
+	// Closed is how many open rows it closed as interrupted.
+	Closed int64
+	// Legs are the dialogs of the legs those calls had up (UpdateCDR), by
+	// the CDR's id, for signalling to end with a BYE each. Rows with no
+	// leg answered are not in it.
+	Legs map[string]callrec.Legs
+}
+
 // RecoverInterrupted closes the rows a crash left open, as interrupted by
 // the system, at the last time each call was known to be going on: an
 // answered call that was refreshed (RefreshCDR) ends at its last refresh
 // and keeps, and is billed for, the talk time known then; a call never
 // refreshed ends when it was last seen (answered, ringing or started) and
 // bills nothing, because no talk time is known. It returns how many rows
-// it closed.
+// it closed and the dialogs of their legs, which the rows forget.
 //
 // It closes only the rows of the lease's node, and rows from before nodes
 // were recorded, and only while this process holds the lease, in the
-// same statement: the calls of another node, or of another process of
+// same transaction: the calls of another node, or of another process of
 // this node that holds the lease now, are calls in progress, not left
-// over from a crash. Run it after TakeLease, before taking calls.
-func (l *Lease) RecoverInterrupted(ctx context.Context) (int64, error) {
-	res, err := l.s.db.ExecContext(ctx, `UPDATE cdrs SET
-		ended_at = COALESCE(alive_at, answered_at, ringing_at, started_at),
-		disposition = ?, hangup_by = ?,
-		talk_seconds = CASE WHEN alive_at IS NULL THEN 0 ELSE talk_seconds END,
-		billed_minutes = CASE WHEN alive_at IS NULL THEN 0 ELSE billed_minutes END,
-		fee = CASE WHEN alive_at IS NULL THEN 0 ELSE fee END
-		WHERE ended_at IS NULL AND node IN (?, '')
-		AND EXISTS (SELECT 1 FROM node_leases WHERE node = ? AND token = ? AND released_at IS NULL)`,
-		callrec.DispositionInterrupted, callrec.HangupSystem, l.node, l.node, l.token)
+// over from a crash. Run it after TakeLease, before taking calls (and
+// after writing the ends a stopped node spooled: a row ended by its own
+// call is not interrupted).
+func (l *Lease) RecoverInterrupted(ctx context.Context) (Recovered, error) {
+	var rec Recovered
+	err := l.s.tx(ctx, func(tx *txn) error {
+		rec = Recovered{Legs: map[string]callrec.Legs{}}
+		rows, err := tx.QueryContext(ctx, `SELECT id, leg_a, leg_b FROM cdrs
+			WHERE ended_at IS NULL AND node IN (?, '') AND (leg_a IS NOT NULL OR leg_b IS NOT NULL)`, l.node)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var a, b sql.NullString
+			if err := rows.Scan(&id, &a, &b); err != nil {
+				return err
+			}
+			rec.Legs[id] = callrec.Legs{A: a.String, B: b.String}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// RETURNING names the rows this statement closed: a row another
+		// process ended between the SELECT and here (PostgreSQL reads
+		// committed) keeps no leg to end.
+		closed, err := tx.QueryContext(ctx, `UPDATE cdrs SET
+			ended_at = COALESCE(alive_at, answered_at, ringing_at, started_at),
+			disposition = ?, hangup_by = ?,
+			talk_seconds = CASE WHEN alive_at IS NULL THEN 0 ELSE talk_seconds END,
+			billed_minutes = CASE WHEN alive_at IS NULL THEN 0 ELSE billed_minutes END,
+			fee = CASE WHEN alive_at IS NULL THEN 0 ELSE fee END,
+			leg_a = NULL, leg_b = NULL
+			WHERE ended_at IS NULL AND node IN (?, '')
+			AND EXISTS (SELECT 1 FROM node_leases WHERE node = ? AND token = ? AND released_at IS NULL)
+			RETURNING id`,
+			callrec.DispositionInterrupted, callrec.HangupSystem, l.node, l.node, l.token)
+		if err != nil {
+			return err
+		}
+		defer closed.Close()
+		ended := map[string]bool{}
+		for closed.Next() {
+			var id string
+			if err := closed.Scan(&id); err != nil {
+				return err
+			}
+			ended[id] = true
+			rec.Closed++
+		}
+		if err := closed.Err(); err != nil {
+			return err
+		}
+		for id := range rec.Legs {
+			if !ended[id] {
+				delete(rec.Legs, id)
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return 0, fmt.Errorf("recover cdrs: %w", err)
+		return Recovered{}, fmt.Errorf("recover cdrs: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("recover cdrs: %w", err)
-	}
-	if n == 0 {
+	if rec.Closed == 0 {
+		rec.Legs = nil
 		// Nothing to close, or the lease is no longer this process's.
 		if cur, err := l.s.NodeLease(ctx, l.node); err != nil || cur.token != l.token || !cur.ReleasedAt.IsZero() {
-			return 0, l.lost(ctx)
+			return Recovered{}, l.lost(ctx)
 		}
 	}
-	return n, nil
+	return rec, nil
 }

@@ -142,9 +142,9 @@ func TestLeaseExpires(t *testing.T) {
 
 		// The old holder, back from the dead, closes nothing and learns
 		// that it lost the lease.
-		n, err := la.RecoverInterrupted(ctx)
+		rec, err := la.RecoverInterrupted(ctx)
 		require.ErrorIs(t, err, ErrLeaseLost)
-		require.Zero(t, n)
+		require.Zero(t, rec.Closed)
 		err = la.Renew(ctx)
 		require.ErrorIs(t, err, ErrLeaseLost)
 		require.ErrorContains(t, err, "by pid 200 on host b")
@@ -154,9 +154,9 @@ func TestLeaseExpires(t *testing.T) {
 		require.True(t, st.Held(clock.now()), "the old holder's release leaves the new holder's lease alone")
 		require.Equal(t, holder("b", 200), st.Holder)
 
-		n, err = lb.RecoverInterrupted(ctx)
+		rec, err = lb.RecoverInterrupted(ctx)
 		require.NoError(t, err)
-		require.EqualValues(t, 1, n)
+		require.EqualValues(t, 1, rec.Closed)
 		got, err = b.GetCDR(ctx, c.ID)
 		require.NoError(t, err)
 		require.Equal(t, callrec.DispositionInterrupted, got.Disposition)

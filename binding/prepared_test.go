@@ -33,7 +33,7 @@ func callPath(t *testing.T, s *Store, b *Binding) {
 	c := &callrec.Record{CallID: "call-1", Host: b.Host, Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: t0}
 	require.NoError(t, s.StartCDR(ctx, c))
 	c.AnsweredAt = t0.Add(time.Second)
-	require.NoError(t, s.UpdateCDR(ctx, c))
+	require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
 	require.NoError(t, s.RefreshCDR(ctx, c, t0.Add(31*time.Second), rates))
 	c.EndedAt = t0.Add(61 * time.Second)
 	require.NoError(t, s.FinishCDR(ctx, c, rates))

@@ -285,7 +285,7 @@ func TestRacingCDRClose(t *testing.T) {
 			require.NoError(t, a.StartCDR(ctx, c))
 			var wg sync.WaitGroup
 			errs := make([]error, finishers)
-			var recovered int64
+			var recovered Recovered
 			var recoverErr error
 			for i := range finishers {
 				s := []*Store{a, b}[i%2]
@@ -296,7 +296,7 @@ func TestRacingCDRClose(t *testing.T) {
 			wg.Go(func() { recovered, recoverErr = lease.RecoverInterrupted(ctx) })
 			wg.Wait()
 			require.NoError(t, recoverErr)
-			closed := int(recovered)
+			closed := int(recovered.Closed)
 			for _, err := range errs {
 				if err == nil {
 					closed++

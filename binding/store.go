@@ -474,3 +474,8 @@ func fromNS(v sql.NullInt64) time.Time {
 	}
 	return time.Unix(0, v.Int64).UTC()
 }
+
+// text stores a string, the empty string as NULL.
+func text(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}

@@ -120,3 +120,18 @@ type Callback struct {
 	// Accounts are the merchant's logins, rung when neither is known.
 	Accounts []string
 }
+
+// Legs are the SIP dialogs of a call's two legs as signalling keeps them,
+// so that a node starting again after a crash can end the legs its calls
+// left up (a BYE in each dialog) instead of leaving them to the peers'
+// own timers. The text of each is signalling's own; the store keeps it
+// with the call's open record and forgets it when the record ends. Leg
+// B's dialog names the consignee (its Request-URI and To), and so does
+// leg A's on a call back: Legs are never part of a Record, an export, an
+// API answer or a log line.
+type Legs struct {
+	// A is the caller's leg, "" until vnum answered it.
+	A string
+	// B is the leg vnum dialled, "" until it answered.
+	B string
+}

@@ -54,6 +54,7 @@ const (
 	DefaultStoreDriver         = DriverSQLite
 	DefaultStoreDSN            = "vnum.db"
 	DefaultStoreTimeout        = 2 * time.Second
+	DefaultStoreSpool          = ""
 	DefaultNodeID              = ""
 	DefaultLogLevel            = LogInfo
 	DefaultAdminListen         = "127.0.0.1:8080"
@@ -242,6 +243,11 @@ type Store struct {
 	// Timeout bounds one store read or write; a call that cannot get its
 	// answer in time is refused with 503.
 	Timeout time.Duration `mapstructure:"timeout"`
+	// Spool is the directory on this node's own disk where the ends of
+	// calls the store did not take wait for it across a restart; empty
+	// means the default SpoolDir names. A relative path in a
+	// configuration file is taken from the file's directory (see Load).
+	Spool string `mapstructure:"spool"`
 }
 
 // Node is the node section.
@@ -307,6 +313,7 @@ func defaults() map[string]any {
 		"store.driver":                DefaultStoreDriver,
 		"store.dsn":                   DefaultStoreDSN,
 		"store.timeout":               DefaultStoreTimeout,
+		"store.spool":                 DefaultStoreSpool,
 		"node.id":                     DefaultNodeID,
 		"log.level":                   DefaultLogLevel,
 		"admin.listen":                DefaultAdminListen,
@@ -362,7 +369,7 @@ func Default() *Config {
 			PerMinute:    DefaultBillingPerMinute,
 			Timezone:     DefaultBillingTimezone,
 		},
-		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN, Timeout: DefaultStoreTimeout},
+		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN, Timeout: DefaultStoreTimeout, Spool: DefaultStoreSpool},
 		Node:  Node{ID: DefaultNodeID},
 		Log:   Log{Level: DefaultLogLevel},
 		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
@@ -377,7 +384,8 @@ func Default() *Config {
 // refused like an unknown key in the file. A relative SQLite store.dsn
 // from the file (or the default, when a file is given) is taken from the
 // file's directory; one from VNUM_STORE_DSN, or the default without a
-// file, from the working directory. Load does not validate; call Validate
+// file, from the working directory. A relative store.spool is taken the
+// same way. Load does not validate; call Validate
 // on the result.
 func Load(file string, opts ...Option) (*Config, error) {
 	o := loadOptions{environ: defaultEnviron}
@@ -419,6 +427,10 @@ func Load(file string, opts ...Option) (*Config, error) {
 	_, dsnFromEnv := env["store.dsn"]
 	if err := c.resolveStoreDSN(file, dsnFromEnv); err != nil {
 		return nil, fmt.Errorf("store.dsn: %w", err)
+	}
+	_, spoolFromEnv := env["store.spool"]
+	if err := c.resolveSpool(file, spoolFromEnv); err != nil {
+		return nil, fmt.Errorf("store.spool: %w", err)
 	}
 	return &c, nil
 }

@@ -178,6 +178,8 @@ func TestValidateNamesKey(t *testing.T) {
 		"timezone":           {func(c *Config) { c.Billing.Timezone = "Mars/Olympus" }, "billing.timezone:"},
 		"driver":             {func(c *Config) { c.Store.Driver = "mysql" }, "store.driver:"},
 		"dsn":                {func(c *Config) { c.Store.DSN = " " }, "store.dsn:"},
+		"spool space":        {func(c *Config) { c.Store.Spool = "/var/lib/vnum " }, `store.spool: want a directory path`},
+		"spool newline":      {func(c *Config) { c.Store.Spool = "/var/lib/vnum\nx" }, `store.spool: want a directory path`},
 		"admin listen":       {func(c *Config) { c.Admin.Listen = "8080" }, "admin.listen:"},
 		"log level":          {func(c *Config) { c.Log.Level = "verbose" }, `log.level: want debug, info, warn or error, got "verbose"`},
 		"log level case":     {func(c *Config) { c.Log.Level = "INFO" }, `log.level: want debug, info, warn or error, got "INFO"`},
@@ -310,4 +312,33 @@ func TestRelativeStoreDSN(t *testing.T) {
 	c, err = Load("", shell)
 	require.NoError(t, err)
 	require.Equal(t, "here.db", c.Store.DSN)
+}
+
+// TestSpoolDir: store.spool names the spool's directory, a relative one
+// in a file taken from the file's directory (one from VNUM_STORE_SPOOL
+// from the working directory); unset, the spool is beside a SQLite store,
+// else beside the configuration file, else in the working directory.
+func TestSpoolDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "etc", "vnum.yaml")
+	require.NoError(t, os.MkdirAll(filepath.Dir(file), 0o700))
+	load := func(body string, opts ...Option) *Config {
+		t.Helper()
+		require.NoError(t, os.WriteFile(file, []byte(body), 0o600))
+		c, err := Load(file, append([]Option{WithEnviron(nil)}, opts...)...)
+		require.NoError(t, err)
+		require.NoError(t, c.Validate())
+		return c
+	}
+	pg := "  driver: postgres\n  dsn: postgres://vnum@db:5432/vnum\n"
+	require.Equal(t, filepath.Join(dir, "etc", "spool"), load("store:\n  spool: spool\n"+pg).Store.SpoolDir(file))
+	require.Equal(t, "/var/lib/vnum", load("store:\n  spool: /var/lib/vnum\n").Store.SpoolDir(file))
+	require.Equal(t, "rel", load("store:\n"+pg, WithEnviron([]string{"VNUM_STORE_SPOOL=rel"})).Store.SpoolDir(file),
+		"the environment's path is the shell's")
+	require.Equal(t, "/var/lib/vnum", load("store:\n  dsn: /var/lib/vnum/vnum.db\n").Store.SpoolDir(file),
+		"beside the SQLite store")
+	require.Equal(t, filepath.Join(dir, "etc"), load("store:\n"+pg).Store.SpoolDir(file), "beside the file")
+	require.Equal(t, filepath.Join(dir, "etc"), load("store:\n  dsn: \":memory:\"\n").Store.SpoolDir(file))
+	require.Equal(t, ".", Store{Driver: DriverPostgres, DSN: "postgres://db/vnum"}.SpoolDir(""))
+	require.Equal(t, "data", Store{Driver: DriverSQLite, DSN: "data/vnum.db"}.SpoolDir(""))
 }

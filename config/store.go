@@ -44,3 +44,42 @@ func (c *Config) resolveStoreDSN(file string, fromEnv bool) error {
 	c.Store.DSN = prefix + abs + strings.TrimPrefix(c.Store.DSN, prefix+path)
 	return nil
 }
+
+// resolveSpool takes a relative store.spool from the directory of the
+// configuration file when it comes from the file, as resolveStoreDSN does
+// for store.dsn.
+func (c *Config) resolveSpool(file string, fromEnv bool) error {
+	if c.Store.Spool == "" || file == "" || fromEnv || filepath.IsAbs(c.Store.Spool) {
+		return nil
+	}
+	abs, err := filepath.Abs(filepath.Join(filepath.Dir(file), c.Store.Spool))
+	if err != nil {
+		return err
+	}
+	c.Store.Spool = abs
+	return nil
+}
+
+// SpoolDir is the directory of the node's spool (store.spool), where the
+// ends of calls the store did not take wait across a restart: the key
+// when set; else beside a SQLite store, in its file's directory, which
+// vnum must be able to write anyway; else (PostgreSQL, or an in-memory
+// SQLite) the directory of the configuration file given (file), or
+// without one the working directory.
+func (s Store) SpoolDir(file string) string {
+	if s.Spool != "" {
+		return s.Spool
+	}
+	if s.Driver == DriverSQLite {
+		if p := SQLitePath(s.DSN); p != "" {
+			return filepath.Dir(p)
+		}
+	}
+	if file != "" {
+		if abs, err := filepath.Abs(filepath.Dir(file)); err == nil {
+			return abs
+		}
+		return filepath.Dir(file)
+	}
+	return "."
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	// The billing time zone must load on minimal hosts without a zoneinfo
 	// database, so the binary carries its own copy.
@@ -208,6 +209,10 @@ func (c *Config) validateStore(k *keyProblems) {
 		k.bad("store.dsn", "must not be empty")
 	}
 	k.positive("store.timeout", c.Store.Timeout)
+	if sp := c.Store.Spool; sp != "" && (strings.TrimSpace(sp) != sp || strings.ContainsFunc(sp, unicode.IsControl)) {
+		// A stray space or a line break is a typo, not a directory meant.
+		k.bad("store.spool", "want a directory path without surrounding spaces or control characters, got %q", sp)
+	}
 }
 
 // checkListen checks one sip.listen URI and returns its scheme.

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/internal/pgtest"
+	"github.com/vnum/vnum/internal/testdisk"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -47,8 +48,10 @@ type storeOutage struct {
 
 // TestStoreOutage stops the store under a `vnum serve` with a call in
 // progress, media flowing both ways: PostgreSQL stopped at once (a crash
-// of the database server), or a SQLite file whose write lock another
-// process holds (BEGIN EXCLUSIVE). During the outage each new call gets
+// of the database server), a SQLite file whose write lock another
+// process holds (BEGIN EXCLUSIVE), or a SQLite file whose disk is full (a
+// tmpfs of the test's own, filled; the spool beside the store cannot keep
+// the call's end either, so it waits in memory). During the outage each new call gets
 // 503 with Retry-After within store.timeout, counted in
 // vnum_calls_refused_total{reason="store_slow"}; the call in progress
 // keeps its media both ways and is hung up by the caller; its CDR's end
@@ -80,6 +83,16 @@ func TestStoreOutage(t *testing.T) {
 				require.NoError(t, lock.Close())
 				require.NoError(t, db.Close())
 			},
+		})
+	})
+	t.Run("sqlite-full", func(t *testing.T) {
+		t.Parallel()
+		dir := testdisk.Mount(t, 32<<20)
+		var free func()
+		runStoreOutage(t, storeOutage{
+			driver: "sqlite", dsn: filepath.Join(dir, "vnum.db"),
+			down: func() { free = testdisk.Fill(t, dir) },
+			up:   func() { free() },
 		})
 	})
 }

@@ -89,6 +89,7 @@ type call struct {
 	// reAcks are the re-INVITE answers waiting for their ACK, by leg and CSeq.
 	reAcks     map[reAck]chan struct{}
 	cdr        CDR
+	legs       Legs          // the dialogs of the legs answered, as the store keeps them
 	refreshing chan struct{} // closed when the CDR refresh in flight is written
 }
 

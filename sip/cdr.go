@@ -6,15 +6,39 @@ import (
 )
 
 // updateCDR changes the call's record and writes it, so that a crash leaves
-// the progress that matters for billing (binding, answer) in the store.
+// the progress that matters for billing (binding, answer) in the store,
+// with the dialogs of the legs answered so far (keepLegs): the same write
+// carries both, no store round trip is added for the legs.
 func (c *call) updateCDR(f func(*CDR)) {
 	f(&c.cdr)
 	c.publish()
-	cdr := c.cdr
+	c.keepLegs()
+	cdr, legs := c.cdr, c.legs
 	ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
 	defer cancel()
-	if err := c.s.router.UpdateCall(ctx, &cdr); err != nil {
+	if err := c.s.router.UpdateCall(ctx, &cdr, legs); err != nil {
 		c.log.Error("updating CDR", "error", err)
+	}
+}
+
+// keepLegs notes the dialogs of the legs answered since the call's last
+// write, for updateCDR to write with the record. A dialog that cannot be
+// kept (a message without a header the dialog needs) is only logged: the
+// call goes on.
+func (c *call) keepLegs() {
+	if c.legs.A == "" && c.a.answered && c.a.d != nil {
+		text, err := legADialog(c.a.d)
+		if err != nil {
+			c.log.Warn("leg A's dialog not kept: a crash would leave it up", "error", err)
+		}
+		c.legs.A = text
+	}
+	if b := c.b.winner; c.legs.B == "" && b != nil && b.InviteResponse != nil && b.InviteResponse.IsSuccess() {
+		text, err := legBDialog(b)
+		if err != nil {
+			c.log.Warn("leg B's dialog not kept: a crash would leave it up", "error", err)
+		}
+		c.legs.B = text
 	}
 }
 

@@ -30,6 +30,7 @@ type fakeRouter struct {
 	bindings  map[string]Target // "X/E" → target
 	expired   map[string]bool
 	cdrs      map[string]CDR
+	legs      map[string]Legs // the dialogs UpdateCall kept, by CDR id
 	ended     chan CDR
 	refreshed chan refreshedCDR   // RefreshCall, in refresh_test.go
 	callbacks map[string]Callback // "X/caller" → callback
@@ -50,6 +51,7 @@ func newFakeRouter() *fakeRouter {
 		bindings:  map[string]Target{},
 		expired:   map[string]bool{},
 		cdrs:      map[string]CDR{},
+		legs:      map[string]Legs{},
 		ended:     make(chan CDR, 16),
 		refreshed: make(chan refreshedCDR, 64),
 		callbacks: map[string]Callback{},
@@ -180,7 +182,7 @@ func (r *fakeRouter) StartCall(_ context.Context, c *CDR) error {
 	return nil
 }
 
-func (r *fakeRouter) UpdateCall(_ context.Context, c *CDR) error {
+func (r *fakeRouter) UpdateCall(_ context.Context, c *CDR, legs Legs) error {
 	r.mu.Lock()
 	gate := r.slowAnswer
 	r.mu.Unlock()
@@ -190,12 +192,21 @@ func (r *fakeRouter) UpdateCall(_ context.Context, c *CDR) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cdrs[c.ID] = *c
+	r.legs[c.ID] = legs
 	return nil
+}
+
+// keptLegs returns the dialogs the store keeps for the call's open record.
+func (r *fakeRouter) keptLegs(id string) Legs {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.legs[id]
 }
 
 func (r *fakeRouter) EndCall(_ context.Context, c *CDR) error {
 	r.mu.Lock()
 	r.cdrs[c.ID] = *c
+	delete(r.legs, c.ID) // as the store forgets them when the record ends
 	r.mu.Unlock()
 	r.ended <- *c
 	return nil

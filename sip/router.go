@@ -54,8 +54,12 @@ type Directory interface {
 type Recorder interface {
 	// StartCall writes the CDR row when a call starts.
 	StartCall(ctx context.Context, cdr *CDR) error
-	// UpdateCall records progress (binding resolved, ringing, answered).
-	UpdateCall(ctx context.Context, cdr *CDR) error
+	// UpdateCall records progress (binding resolved, ringing, answered)
+	// and the dialogs of the legs answered so far, which the recorder
+	// keeps with the open record (never in it: leg B's names the
+	// consignee) until the call ends, for the node's next start to hang
+	// them up should the node die first.
+	UpdateCall(ctx context.Context, cdr *CDR, legs Legs) error
 	// RefreshCall keeps an answered call's row current while it goes on
 	// (README "CDRs and billing"): alive is the last time the call was known to be up, and the
 	// recorder stores the talk time until then, so that a crash loses at
@@ -79,6 +83,18 @@ type Registrations interface {
 	LookupRegistration(ctx context.Context, user string, now time.Time) (Registration, bool, error)
 }
 
+// Spool keeps the ends of calls that the store would not take on the
+// node's own disk, so that they outlive the process: the next start
+// writes them. The spool package implements it.
+type Spool interface {
+	// Put keeps cdr's end; it returns once the end is on disk.
+	Put(cdr CDR) error
+	// Done notes that the end of the record id is in the store.
+	Done(id string) error
+	// Path names where the ends are kept, for the operator.
+	Path() string
+}
+
 // Router is all four roles together, what a Server is built with.
 type Router interface {
 	Accounts
@@ -100,6 +116,10 @@ type Callback = callrec.Callback
 
 // CDR is the call record signalling fills in as a call goes on.
 type CDR = callrec.Record
+
+// Legs are the dialogs of a call's legs as the store keeps them while the
+// call goes on (legs.go makes and reads their text).
+type Legs = callrec.Legs
 
 // Errors the Router returns.
 var (

@@ -78,6 +78,9 @@ type Options struct {
 	// StoreTimeout bounds each store read or write (store.timeout, vnum.example.yaml):
 	// a store slower than that gets a new call 503 at once; zero means 2 s.
 	StoreTimeout time.Duration
+	// Spool keeps the CDR ends the store would not take across a restart
+	// (nil: they wait in memory only, lost if the process stops first).
+	Spool Spool
 	// CDRRefresh is how often an answered call's CDR row is refreshed
 	// (README "CDRs and billing": at least every 10 s); zero means DefaultCDRRefresh.
 	CDRRefresh time.Duration
@@ -230,7 +233,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		parser:      lwsTolerantParser(),
 		hostile:     newHostileInput(opts.Logger, opts.Now),
 	}
-	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, s.log)
+	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, opts.Spool, s.log)
 	s.tcp = newTCPGuard(opts, s.trunkSource, s.log)
 	tc, err := newTrunkConf(opts.reloadable())
 	if err != nil {

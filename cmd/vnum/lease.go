@@ -13,21 +13,27 @@ import (
 	"time"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/spool"
 )
 
-// takeLease takes the lease of the store's node for this process and
-// closes the calls a crash of the node left open; only the lease's holder
-// may (a second process of the node must not end the first one's calls in
-// progress). A lease another live process holds is refused with one line
-// naming node.id and that process.
-func takeLease(ctx context.Context, s *binding.Store, node string, log *slog.Logger) (*binding.Lease, error) {
+// takeLease takes the lease of the store's node for this process, writes
+// the ends of calls the node's spool kept (replaySpool) and closes the
+// calls a crash of the node left open, returning the dialogs of their
+// legs for the SIP server to end; only the lease's holder may (a second
+// process of the node must not end the first one's calls in progress).
+// The spooled ends go first, so that a call whose end was kept is billed
+// as it ended, not closed as interrupted. A lease another live process
+// holds is refused with one line naming node.id and that process.
+func takeLease(ctx context.Context, s *binding.Store, node string, sp *spool.Spool, rates binding.Rates,
+	log *slog.Logger) (*binding.Lease, map[string]callrec.Legs, error) {
 	lease, err := s.TakeLease(ctx, thisHolder(), binding.LeaseOptions{Gone: holderGone})
 	var held *binding.LeaseHeldError
 	if errors.As(err, &held) {
-		return nil, leaseRefusal(held.State, s.Now())
+		return nil, nil, leaseRefusal(held.State, s.Now())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("node.id %q: %w", node, err)
+		return nil, nil, fmt.Errorf("node.id %q: %w", node, err)
 	}
 	args := []any{"node", node}
 	if prev, ok := lease.Previous(); ok {
@@ -37,12 +43,26 @@ func takeLease(ctx context.Context, s *binding.Store, node string, log *slog.Log
 		}
 		args = append(args, "previous_pid", prev.Holder.PID, "previous_host", prev.Holder.Host, "previous_lease", how)
 	}
+	spooled, err := replaySpool(ctx, s, sp, rates, log)
+	if err != nil {
+		return nil, nil, errors.Join(err, lease.Release(context.WithoutCancel(ctx)))
+	}
 	recovered, err := lease.RecoverInterrupted(ctx)
 	if err != nil {
-		return nil, errors.Join(err, lease.Release(context.WithoutCancel(ctx)))
+		return nil, nil, errors.Join(err, lease.Release(context.WithoutCancel(ctx)))
 	}
-	log.Info("took the node's lease", append(args, "interrupted_calls_closed", recovered)...)
-	return lease, nil
+	legs := 0
+	for _, l := range recovered.Legs {
+		if l.A != "" {
+			legs++
+		}
+		if l.B != "" {
+			legs++
+		}
+	}
+	log.Info("took the node's lease", append(args, "spooled_ends_written", spooled,
+		"interrupted_calls_closed", recovered.Closed, "legs_to_end", legs)...)
+	return lease, recovered.Legs, nil
 }
 
 // leaseRefusal is the one line of a serve whose node.id another process

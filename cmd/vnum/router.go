@@ -68,8 +68,8 @@ func (r *router) StartCall(ctx context.Context, c *callrec.Record) error {
 	return shortage(r.store.StartCDR(ctx, &rec))
 }
 
-func (r *router) UpdateCall(ctx context.Context, c *callrec.Record) error {
-	return shortage(r.store.UpdateCDR(ctx, c))
+func (r *router) UpdateCall(ctx context.Context, c *callrec.Record, legs callrec.Legs) error {
+	return shortage(r.store.UpdateCDR(ctx, c, legs))
 }
 
 func (r *router) RefreshCall(ctx context.Context, c *callrec.Record, alive time.Time) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip"
+	"github.com/vnum/vnum/spool"
 )
 
 func newServeCmd() *cobra.Command {
@@ -34,13 +35,17 @@ func newServeCmd() *cobra.Command {
 // errNoTrunk refuses to serve without an outbound trunk.
 var errNoTrunk = errors.New("trunk.outbound: empty; serve needs the carrier's SIP URI, e.g. sip:203.0.113.10:5060;transport=udp")
 
-// node is a running vnum: store, the node's lease, media ports and SIP
-// server.
+// node is a running vnum: store, the node's lease, its spool, media
+// ports and SIP server.
 type node struct {
 	store *binding.Store
 	lease *binding.Lease
+	spool *spool.Spool
 	ports *media.Ports
 	sip   *sip.Server
+	// stopLegs stops the BYEs still in flight in the legs of the calls
+	// a crash cut (endLegs).
+	stopLegs func()
 }
 
 // startNode opens the store and starts signalling and media on cfg. A new,
@@ -68,11 +73,13 @@ type boundNode struct {
 	ports  *media.Ports
 	sip    *sip.Server
 	router *router
+	spool  *spool.Spool
 }
 
 // bindNode does what can fail before the store is touched: it checks
-// media.ip and the rates, and binds sip.listen. A serve that fails here
-// leaves the store as it was, not even created.
+// media.ip and the rates, opens the spool (store.spool) and binds
+// sip.listen. A serve that fails here leaves the store as it was, not even
+// created.
 func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNode, error) {
 	if err := checkMediaIP(c.Media); err != nil {
 		return nil, err
@@ -90,30 +97,44 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 	if err != nil {
 		return nil, err
 	}
+	sp, err := openSpool(c)
+	if err != nil {
+		return nil, err
+	}
+	opts.Spool = sp
+	fail := func(err error) (*boundNode, error) {
+		return nil, errors.Join(err, sp.Close())
+	}
 	// The router gets its store once the store is open (start); nothing
 	// is served before.
 	rt := &router{rates: rates, now: time.Now}
 	srv, err := sip.NewServer(opts, rt)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if err := srv.Listen(); err != nil {
-		return nil, err
+		return fail(err)
 	}
-	return &boundNode{c: c, ports: ports, sip: srv, router: rt}, nil
+	return &boundNode{c: c, ports: ports, sip: srv, router: rt, spool: sp}, nil
 }
 
 // close unbinds a node that will not start.
-func (b *boundNode) close() { b.sip.Close() }
+func (b *boundNode) close() {
+	b.sip.Close()
+	if err := b.spool.Close(); err != nil {
+		slog.Error("closing the spool", "error", err)
+	}
+}
 
-// leaseStartTimeout bounds taking the node's lease and closing its
-// interrupted calls at start.
+// leaseStartTimeout bounds taking the node's lease, writing the ends its
+// spool kept and closing its interrupted calls at start.
 const leaseStartTimeout = 30 * time.Second
 
-// start opens the store, takes the node's lease (closing the calls a
-// crash of the node left open) and serves SIP. On an error the sockets
-// are closed and the store is left as the open and the refused lease left
-// it: unchanged, unless it was new.
+// start opens the store, takes the node's lease (writing the ends its
+// spool kept, then closing the calls a crash of the node left open) and
+// serves SIP, then hangs up in the background the legs those calls left
+// up. On an error the sockets are closed and the store is left as the
+// open and the refused lease left it: unchanged, unless it was new.
 func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool) (*node, error) {
 	announce := func(dsn string) {
 		log.Warn("created a new, empty store", "store.dsn", dsn)
@@ -130,7 +151,7 @@ func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool
 	// meanwhile (it then drains at once), rather than stop half-way
 	// through closing its interrupted calls.
 	leaseCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseStartTimeout)
-	lease, err := takeLease(leaseCtx, store, nodeID(b.c), log)
+	lease, legs, err := takeLease(leaseCtx, store, nodeID(b.c), b.spool, b.router.rates, log)
 	cancel()
 	if err != nil {
 		b.close()
@@ -140,7 +161,8 @@ func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool
 	// The server's own context is not the signal's: on SIGTERM it drains
 	// first (Shutdown), then closes.
 	b.sip.Serve(context.WithoutCancel(ctx))
-	return &node{store: store, lease: lease, ports: b.ports, sip: b.sip}, nil
+	return &node{store: store, lease: lease, spool: b.spool, ports: b.ports, sip: b.sip,
+		stopLegs: endLegs(b.sip, legs)}, nil
 }
 
 // checkMediaIP binds a UDP socket on media.ip once: an address that is not this
@@ -175,9 +197,14 @@ func (n *node) stop(ctx context.Context) {
 	n.close()
 }
 
-// close releases the node's lease and closes the store; the SIP server
-// must be shut down first, so that the calls the node had are finished.
+// close releases the node's lease and closes the store and the spool; the
+// SIP server must be shut down first, so that the calls the node had are
+// finished.
 func (n *node) close() {
+	n.stopLegs()
+	if err := n.spool.Close(); err != nil {
+		slog.Error("closing the spool", "error", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), binding.LeaseRenewEvery)
 	if err := n.lease.Release(ctx); err != nil {
 		slog.Error("releasing the node's lease", "error", err)
@@ -236,7 +263,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		return err
 	}
 	log.Info("vnum serving", "version", versionLine(), "node", nodeID(c), "udp", n.sip.Addr("udp"), "tcp", n.sip.Addr("tcp"), "tls", n.sip.Addr("tls"),
-		"media", c.Media.IP, "rtp_ports", c.Media.RTPPorts, "store", c.Store.Driver, "admin", adminAddr)
+		"media", c.Media.IP, "rtp_ports", c.Media.RTPPorts, "store", c.Store.Driver, "spool", n.spool.Path(), "admin", adminAddr)
 	if ready != nil {
 		ready(n)
 	}
