@@ -56,8 +56,9 @@ func newFDBudget(limit, pairs, maxActive int) fdBudget {
 }
 
 // applyBudget sets the TCP cap from the descriptor budget (or
-// Options.TCPMaxConns) and logs the budget once: a warning when the limit
-// is too low for what media.rtp_ports may take.
+// Options.TCPMaxConns) when the listeners are bound. The budget is logged
+// by Serve (logBudget): a serve that then fails to start (its node's
+// lease held, the store missing) says so in one line and nothing else.
 func (s *Server) applyBudget() {
 	limit, err := nofileLimit()
 	if err != nil {
@@ -69,11 +70,25 @@ func (s *Server) applyBudget() {
 		tcp = s.opts.TCPMaxConns
 	}
 	s.tcp.total.Store(int64(tcp))
-	attrs := []any{"nofile", limit, "media", b.media, "reserve", fdReserve, "tcp_max", tcp,
-		"tcp_per_source", s.tcp.perSource, "tcp_idle", s.tcp.idle.String(), "tcp_message_timeout", s.tcp.message.String()}
-	if b.short {
-		s.log.Warn("descriptor limit too low for media.rtp_ports and signalling: raise the hard RLIMIT_NOFILE (systemd LimitNOFILE)", attrs...)
+	s.budget = budgetLine{short: b.short, attrs: []any{"nofile", limit, "media", b.media, "reserve", fdReserve, "tcp_max", tcp,
+		"tcp_per_source", s.tcp.perSource, "tcp_idle", s.tcp.idle.String(), "tcp_message_timeout", s.tcp.message.String()}}
+}
+
+// budgetLine is the descriptor budget as its log line gives it.
+type budgetLine struct {
+	short bool
+	attrs []any
+}
+
+// logBudget logs the budget once, as serving starts: a warning when the
+// limit is too low for what media.rtp_ports may take.
+func (s *Server) logBudget() {
+	if s.budget.attrs == nil {
 		return
 	}
-	s.log.Info("descriptor budget", attrs...)
+	if s.budget.short {
+		s.log.Warn("descriptor limit too low for media.rtp_ports and signalling: raise the hard RLIMIT_NOFILE (systemd LimitNOFILE)", s.budget.attrs...)
+		return
+	}
+	s.log.Info("descriptor budget", s.budget.attrs...)
 }

@@ -171,6 +171,7 @@ type Server struct {
 	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
 	parser    *sip.Parser // for the INVITEs shedAtRead answers
 
+	budget      budgetLine  // the descriptor budget, logged by Serve
 	trunkHealth *trunkWatch // the outbound trunk's keepalives
 	serveCtx    context.Context
 	keepMu      sync.Mutex
@@ -321,6 +322,7 @@ func (s *Server) Listen() error {
 
 // Serve serves SIP on the listeners Listen bound until ctx ends or Close.
 func (s *Server) Serve(ctx context.Context) {
+	s.logBudget()
 	s.serve()
 	for _, l := range s.listeners {
 		if l.network == "udp" {
