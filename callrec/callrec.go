@@ -156,7 +156,7 @@ type Target struct {
 	Merchant string
 	// Order is the merchant's order identifier.
 	Order string
-	// Host is X, 11 digits.
+	// Host is X, 5 to 15 digits.
 	Host string
 	// Extension is E.
 	Extension string
@@ -166,6 +166,22 @@ type Target struct {
 	// Calls says which ways the binding takes calls: a call it does not
 	// allow (Calls.Allows) is refused as DispositionRestricted.
 	Calls Calls
+}
+
+// Ring is a call about to ring a consignee, as consignee protection
+// weighs and counts it: through which binding, from which caller.
+type Ring struct {
+	// BindingID is the binding the call resolved.
+	BindingID string
+	// CallerKind is CallerAccount (a merchant's SIP login, which counts
+	// as its merchant, all its accounts together) or CallerNumber (a PSTN
+	// caller, which counts as its number).
+	CallerKind CallerKind
+	// Caller is the account's user, or the PSTN caller's number in E.164
+	// ("" for one that sent none, all of which count as one caller).
+	Caller string
+	// CDR is the call's record, kept with the count to trace it.
+	CDR string
 }
 
 // Callback is where a consignee's call back to X goes (README "SIP behaviour in short"): to the

@@ -31,7 +31,7 @@ func TestParseDialled(t *testing.T) {
 		"comma":            {user: "17000000001,1234", want: Dialled{Host: "17000000001", Extension: "1234"}},
 		"comma pauses":     {user: "17000000001,,1234", want: Dialled{Host: "17000000001", Extension: "1234"}},
 		"uri ext param":    {user: "17000000001", uriExt: "77", want: Dialled{Host: "17000000001", Extension: "77"}},
-		"short":            {user: "1700000000", err: ErrNotHostNumber},
+		"short":            {user: "1700", err: ErrNotHostNumber},
 		"letters":          {user: "1700000000a", err: ErrNotHostNumber},
 		"empty":            {user: "", err: ErrNotHostNumber},
 		"junk extension":   {user: "17000000001-12a4", err: ErrBadRequest},
