@@ -3,6 +3,7 @@ package binding
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -156,4 +157,108 @@ func (s *Store) RemoveAnnouncement(ctx context.Context, merchant string) error {
 		return fmt.Errorf("announcement of merchant %s: %w (it has none)", merchant, ErrNotFound)
 	}
 	return nil
+}
+
+// ProtectionView is a merchant's protection as operators read it: the
+// policy in force for its calls (the platform's made stricter by its
+// own), which parts its own protection changes, its own as stored and
+// the platform's. Its JSON is the API's and the CLI's.
+type ProtectionView struct {
+	// Merchant is whose protection it is.
+	Merchant string
+	// Effective is the policy its calls ring under.
+	Effective protection.Policy
+	// Parts names the parts its own protection makes stricter.
+	Parts []string
+	// Own is the merchant's own protection.
+	Own protection.Own
+	// Platform is the platform's.
+	Platform protection.Platform
+}
+
+// ProtectionView returns merchant's protection under platform. An
+// unknown merchant is ErrNotFound.
+func (s *Store) ProtectionView(ctx context.Context, merchant string, platform protection.Platform) (ProtectionView, error) {
+	own, err := s.MerchantProtection(ctx, merchant)
+	if err != nil {
+		return ProtectionView{}, err
+	}
+	return ProtectionView{Merchant: merchant, Effective: protection.Effective(platform, own), Parts: own.Parts(platform),
+		Own: own, Platform: platform}, nil
+}
+
+// OwnJSON is a merchant's own protection as the API takes and shows it
+// (PUT /v1/merchants/{id}/protection): a quiet window ("" for none),
+// caps (0 for the platform's), an announce mode ("" for the platform's)
+// and whether to record.
+type OwnJSON struct {
+	QuietHours      string `json:"quiet_hours"`
+	CallsPerDay     int    `json:"calls_per_day"`
+	CallsPerBinding int    `json:"calls_per_binding"`
+	Announce        string `json:"announce"`
+	Record          bool   `json:"record"`
+}
+
+// Own parses o, refusing a window or a mode that does not parse with
+// protection.ErrInvalid.
+func (o OwnJSON) Own() (protection.Own, error) {
+	w, err := protection.ParseWindow(o.QuietHours)
+	if err != nil {
+		return protection.Own{}, err
+	}
+	a, err := protection.ParseAnnounce(o.Announce)
+	if err != nil {
+		return protection.Own{}, err
+	}
+	own := protection.Own{QuietHours: w, CallsPerDay: o.CallsPerDay, CallsPerBinding: o.CallsPerBinding, Announce: a,
+		Record: o.Record}
+	return own, own.Valid()
+}
+
+// ownJSON is o as the API writes it.
+func ownJSON(o protection.Own) OwnJSON {
+	return OwnJSON{QuietHours: o.QuietHours.String(), CallsPerDay: o.CallsPerDay, CallsPerBinding: o.CallsPerBinding,
+		Announce: o.Announce.String(), Record: o.Record}
+}
+
+// MarshalJSON writes the view: the effective policy's fields at the top,
+// then from_merchant, own and platform.
+func (v ProtectionView) MarshalJSON() ([]byte, error) {
+	windows := make([]string, 0, len(v.Effective.QuietHours))
+	for _, w := range v.Effective.QuietHours {
+		windows = append(windows, w.String())
+	}
+	type platformJSON struct {
+		QuietHours      string `json:"quiet_hours"`
+		CallsPerDay     int    `json:"calls_per_day"`
+		CallsPerBinding int    `json:"calls_per_binding"`
+		Announce        string `json:"announce"`
+	}
+	return json.Marshal(struct {
+		Merchant        string       `json:"merchant"`
+		Timezone        string       `json:"timezone"`
+		QuietHours      []string     `json:"quiet_hours"`
+		CallsPerDay     int          `json:"calls_per_day"`
+		CallsPerBinding int          `json:"calls_per_binding"`
+		Announce        string       `json:"announce"`
+		Record          bool         `json:"record"`
+		FromMerchant    []string     `json:"from_merchant"`
+		Own             OwnJSON      `json:"own"`
+		Platform        platformJSON `json:"platform"`
+	}{
+		Merchant: v.Merchant, Timezone: v.Effective.Location.String(), QuietHours: windows,
+		CallsPerDay: v.Effective.CallsPerDay, CallsPerBinding: v.Effective.CallsPerBinding,
+		Announce: v.Effective.Announce.String(), Record: v.Effective.Record, FromMerchant: nonNilStrings(v.Parts),
+		Own: ownJSON(v.Own),
+		Platform: platformJSON{QuietHours: v.Platform.QuietHours.String(), CallsPerDay: v.Platform.CallsPerDay,
+			CallsPerBinding: v.Platform.CallsPerBinding, Announce: v.Platform.Announce.String()},
+	})
+}
+
+// nonNilStrings makes an empty list encode as [] rather than null.
+func nonNilStrings(xs []string) []string {
+	if xs == nil {
+		return []string{}
+	}
+	return xs
 }
