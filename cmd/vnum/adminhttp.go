@@ -18,6 +18,7 @@ import (
 	"github.com/vnum/vnum/binding/api"
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/protection"
 )
 
 // adminTimeouts are the timeouts of the admin HTTP server: a slow or
@@ -324,6 +325,9 @@ type adminListener struct {
 	loc      *time.Location
 	rates    binding.Rates
 	timeouts adminTimeouts
+	// protection is the platform's consignee protection the API applies:
+	// the configuration's, or a running node's (which a reload changes).
+	protection func() protection.Platform
 }
 
 // listenAdmin checks the admin API's configuration and binds admin.listen,
@@ -346,12 +350,17 @@ func listenAdmin(ctx context.Context, c *config.Config, log *slog.Logger) (*admi
 	if err != nil {
 		return nil, err
 	}
+	platform, err := c.Protection.Platform()
+	if err != nil {
+		return nil, err
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
-	return &adminListener{ln: ln, loc: loc, rates: rates, timeouts: defaultAdminTimeouts}, nil
+	return &adminListener{ln: ln, loc: loc, rates: rates, timeouts: defaultAdminTimeouts,
+		protection: func() protection.Platform { return platform }}, nil
 }
 
 // close unbinds an admin API that will not be served.
@@ -378,6 +387,7 @@ func (a *adminListener) serve(ctx context.Context, c *config.Config, store *bind
 	handler := api.New(store, api.Options{
 		Token: c.Admin.Token, Rates: a.rates, Currency: c.Billing.Currency, Location: a.loc,
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log, StreamIdle: a.timeouts.stream,
+		Protection: a.protection,
 	})
 	if c.Admin.PProf {
 		handler = withPProf(handler, c.Admin.Token)

@@ -43,6 +43,9 @@ type node struct {
 	spool *spool.Spool
 	ports *media.Ports
 	sip   *sip.Server
+	// router is what signalling asks of the store; a reload puts the
+	// protection.* it reads in force.
+	router *router
 	// stopLegs stops the BYEs still in flight in the legs of the calls
 	// a crash cut (endLegs).
 	stopLegs func()
@@ -107,7 +110,12 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 	}
 	// The router gets its store once the store is open (start); nothing
 	// is served before.
+	platform, err := c.Protection.Platform()
+	if err != nil {
+		return fail(err)
+	}
 	rt := &router{rates: rates, now: time.Now}
+	rt.setPlatform(platform)
 	srv, err := sip.NewServer(opts, rt)
 	if err != nil {
 		return fail(err)
@@ -161,7 +169,7 @@ func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool
 	// The server's own context is not the signal's: on SIGTERM it drains
 	// first (Shutdown), then closes.
 	b.sip.Serve(context.WithoutCancel(ctx))
-	return &node{store: store, lease: lease, spool: b.spool, ports: b.ports, sip: b.sip,
+	return &node{store: store, lease: lease, spool: b.spool, ports: b.ports, sip: b.sip, router: b.router,
 		stopLegs: endLegs(b.sip, legs)}, nil
 }
 
@@ -244,6 +252,9 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		admin.close()
 		return err
 	}
+	// The admin API reads the platform's protection the node has in
+	// force, which a reload changes.
+	admin.protection = n.router.platformNow
 	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, func() any { return n.sip.Calls() },
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
