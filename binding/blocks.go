@@ -91,7 +91,7 @@ func (s *Store) AddBlock(ctx context.Context, id, caller string, now time.Time) 
 		n, err := NormaliseConsignee(caller)
 		if err != nil {
 			return Block{}, fmt.Errorf("%w caller: not a phone number; want the PSTN caller's number "+
-				"(13800138000, +8613800138000), or no caller to block the binding's merchant", ErrInvalid)
+				"(a mobile, a fixed line with its area code, or E.164), or no caller to block the binding's merchant", ErrInvalid)
 		}
 		kind, caller = callerNumber, n
 	}
