@@ -2,13 +2,13 @@ package binding
 
 import (
 	"context"
-	"encoding/binary"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/internal/testwav"
 	"github.com/vnum/vnum/protection"
 )
 
@@ -57,29 +57,6 @@ func TestMerchantProtectionStore(t *testing.T) {
 	})
 }
 
-// clipWAV is a WAV file of n samples of 8 kHz mono in the given WAV
-// format (1 PCM, 6 A-law, 7 µ-law).
-func clipWAV(format uint16, n int) []byte {
-	size := 1
-	if format == 1 {
-		size = 2
-	}
-	b := []byte("RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00")
-	b = binary.LittleEndian.AppendUint16(b, format)
-	b = binary.LittleEndian.AppendUint16(b, 1)
-	b = binary.LittleEndian.AppendUint32(b, 8000)
-	b = binary.LittleEndian.AppendUint32(b, uint32(8000*size))
-	b = binary.LittleEndian.AppendUint16(b, uint16(size))
-	b = binary.LittleEndian.AppendUint16(b, uint16(8*size))
-	b = append(b, "data"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n*size))
-	for i := range n * size {
-		b = append(b, byte(i*7))
-	}
-	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-8))
-	return b
-}
-
 // TestAnnouncementStore: a merchant's clip is checked, kept, replaced and
 // removed; a clip refused leaves the one before in place.
 func TestAnnouncementStore(t *testing.T) {
@@ -92,7 +69,7 @@ func TestAnnouncementStore(t *testing.T) {
 		require.NoError(t, err)
 		require.False(t, ok)
 
-		clip, err := s.SetAnnouncement(ctx, "m1", clipWAV(6, 16000))
+		clip, err := s.SetAnnouncement(ctx, "m1", testwav.Clip(6, 16000))
 		require.NoError(t, err)
 		require.Equal(t, 2*time.Second, clip.Duration())
 		got, ok, err := s.Announcement(ctx, "m1")
@@ -100,17 +77,17 @@ func TestAnnouncementStore(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, clip, got)
 
-		pcm, err := s.SetAnnouncement(ctx, "m1", clipWAV(1, 40000))
+		pcm, err := s.SetAnnouncement(ctx, "m1", testwav.Clip(1, 40000))
 		require.NoError(t, err)
 		require.Equal(t, protection.EncodingPCM, pcm.Encoding)
-		for _, bad := range [][]byte{clipWAV(1, 40001), []byte("not a wav"), nil} {
+		for _, bad := range [][]byte{testwav.Clip(1, 40001), []byte("not a wav"), nil} {
 			_, err := s.SetAnnouncement(ctx, "m1", bad)
 			require.ErrorIs(t, err, protection.ErrBadClip)
 		}
 		got, _, err = s.Announcement(ctx, "m1")
 		require.NoError(t, err)
 		require.Equal(t, pcm, got, "the refused clips stored nothing")
-		_, err = s.SetAnnouncement(ctx, "m9", clipWAV(7, 10))
+		_, err = s.SetAnnouncement(ctx, "m9", testwav.Clip(7, 10))
 		require.ErrorIs(t, err, ErrNotFound)
 
 		require.NoError(t, s.RemoveAnnouncement(ctx, "m1"))

@@ -6,30 +6,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/internal/testwav"
 )
 
-// wav builds a WAV file: a fmt chunk with tag, channels, rate and bits,
-// then data of n bytes.
+// wav builds a WAV file with a chunk before its data that a reader
+// must skip.
 func wav(tag, channels uint16, rate uint32, bits uint16, n int) []byte {
-	fmtChunk := make([]byte, 16)
-	binary.LittleEndian.PutUint16(fmtChunk[0:], tag)
-	binary.LittleEndian.PutUint16(fmtChunk[2:], channels)
-	binary.LittleEndian.PutUint32(fmtChunk[4:], rate)
-	binary.LittleEndian.PutUint32(fmtChunk[8:], rate*uint32(channels)*uint32(bits)/8)
-	binary.LittleEndian.PutUint16(fmtChunk[12:], channels*bits/8)
-	binary.LittleEndian.PutUint16(fmtChunk[14:], bits)
-	var b []byte
-	b = append(b, "RIFF\x00\x00\x00\x00WAVE"...)
-	b = append(b, "fmt \x10\x00\x00\x00"...)
-	b = append(b, fmtChunk...)
-	b = append(b, "LIST\x04\x00\x00\x00INFO"...) // a chunk to skip
-	b = append(b, "data"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n))
-	for i := range n {
-		b = append(b, byte(i))
-	}
-	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-8))
-	return b
+	return testwav.WAV(tag, channels, rate, bits, n, []byte("LIST\x04\x00\x00\x00INFO"))
 }
 
 func TestParseClip(t *testing.T) {

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"context"
-	"encoding/binary"
 	"net/http"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/binding/api"
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/internal/testwav"
 	"github.com/vnum/vnum/protection"
 )
 
@@ -160,26 +160,6 @@ func TestProtectionEndpoint(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, h.do(request{method: "PUT", path: "/v1/merchants/m9/protection", body: `{}`}).status)
 }
 
-// wavFile is a WAV file of n samples at rate in WAV format tag.
-func wavFile(tag uint16, channels uint16, rate uint32, n int) []byte {
-	size := uint16(1)
-	if tag == 1 {
-		size = 2
-	}
-	b := []byte("RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00")
-	b = binary.LittleEndian.AppendUint16(b, tag)
-	b = binary.LittleEndian.AppendUint16(b, channels)
-	b = binary.LittleEndian.AppendUint32(b, rate)
-	b = binary.LittleEndian.AppendUint32(b, rate*uint32(size*channels))
-	b = binary.LittleEndian.AppendUint16(b, size*channels)
-	b = binary.LittleEndian.AppendUint16(b, 8*size)
-	b = append(b, "data"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n*int(size*channels)))
-	b = append(b, make([]byte, n*int(size*channels))...)
-	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-8))
-	return b
-}
-
 // TestAnnouncementEndpoint: a short 8 kHz mono clip is stored and
 // replaced; anything else is 400 with one line and stores nothing.
 func TestAnnouncementEndpoint(t *testing.T) {
@@ -189,7 +169,7 @@ func TestAnnouncementEndpoint(t *testing.T) {
 	path := "/v1/merchants/m1/announcement"
 	wav := str("audio/wav")
 
-	r := h.do(request{method: "PUT", path: path, body: wavFile(7, 1, 8000, 20000), contentType: wav})
+	r := h.do(request{method: "PUT", path: path, body: testwav.Audio(7, 1, 8000, 20000), contentType: wav})
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	require.Equal(t, map[string]any{"merchant": "m1", "encoding": "ulaw", "milliseconds": 2500.0}, r.object(t))
 
@@ -198,11 +178,11 @@ func TestAnnouncementEndpoint(t *testing.T) {
 		body []byte
 		want string
 	}{
-		"too long": {wavFile(1, 1, 8000, 5*8000+1), "it lasts 5.0 s"},
-		"16 kHz":   {wavFile(1, 1, 16000, 100), "sampled at 16000 Hz"},
-		"stereo":   {wavFile(6, 2, 8000, 100), "2 channels"},
+		"too long": {testwav.Audio(1, 1, 8000, 5*8000+1), "it lasts 5.0 s"},
+		"16 kHz":   {testwav.Audio(1, 1, 16000, 100), "sampled at 16000 Hz"},
+		"stereo":   {testwav.Audio(6, 2, 8000, 100), "2 channels"},
 		"an mp3":   {[]byte("ID3\x04\x00 not a wav"), "not a WAV file"},
-		"no sound": {wavFile(1, 1, 8000, 0), "holds no sound"},
+		"no sound": {testwav.Audio(1, 1, 8000, 0), "holds no sound"},
 		"empty":    {[]byte{}, "not a WAV file"},
 	} {
 		r := h.do(request{method: "PUT", path: path, body: c.body, contentType: wav})
@@ -211,15 +191,15 @@ func TestAnnouncementEndpoint(t *testing.T) {
 		require.Contains(t, msg, c.want, name)
 		require.Contains(t, msg, "8 kHz mono", name)
 	}
-	r = h.do(request{method: "PUT", path: path, body: wavFile(1, 1, 8000, 100), contentType: str("application/json")})
+	r = h.do(request{method: "PUT", path: path, body: testwav.Audio(1, 1, 8000, 100), contentType: str("application/json")})
 	require.Equal(t, http.StatusUnsupportedMediaType, r.status)
 	require.Equal(t, before, h.snapshot(), "nothing stored")
 
-	r = h.do(request{method: "PUT", path: path, body: wavFile(1, 1, 8000, 8000), contentType: str("audio/x-wav")})
+	r = h.do(request{method: "PUT", path: path, body: testwav.Audio(1, 1, 8000, 8000), contentType: str("audio/x-wav")})
 	require.Equal(t, http.StatusOK, r.status)
 	require.Equal(t, "pcm16", r.object(t)["encoding"])
 	require.Equal(t, http.StatusNotFound, h.do(request{method: "PUT", path: "/v1/merchants/m9/announcement",
-		body: wavFile(1, 1, 8000, 10), contentType: wav}).status)
+		body: testwav.Audio(1, 1, 8000, 10), contentType: wav}).status)
 
 	require.Equal(t, http.StatusNoContent, h.do(request{method: "DELETE", path: path}).status)
 	r = h.do(request{method: "DELETE", path: path})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/internal/testwav"
 )
 
 // cliOut collects everything the commands of a test printed, for the
@@ -131,27 +132,12 @@ func TestMerchantProtectionCLI(t *testing.T) {
 	require.Regexp(t, `calls_per_day\s+3\s+-\s+3\s+no`, out)
 }
 
-// clipFile writes a WAV file of n 8 kHz samples in WAV format tag, with
+// clipFile writes a WAV file of n 8 kHz frames in WAV format tag, with
 // channels channels.
 func clipFile(t *testing.T, tag, channels uint16, n int) string {
 	t.Helper()
-	size := uint16(1)
-	if tag == 1 {
-		size = 2
-	}
-	b := []byte("RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00")
-	b = binary.LittleEndian.AppendUint16(b, tag)
-	b = binary.LittleEndian.AppendUint16(b, channels)
-	b = binary.LittleEndian.AppendUint32(b, 8000)
-	b = binary.LittleEndian.AppendUint32(b, 8000*uint32(size*channels))
-	b = binary.LittleEndian.AppendUint16(b, size*channels)
-	b = binary.LittleEndian.AppendUint16(b, 8*size)
-	b = append(b, "data"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n*int(size*channels)))
-	b = append(b, make([]byte, n*int(size*channels))...)
-	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-8))
 	p := filepath.Join(t.TempDir(), "clip.wav")
-	require.NoError(t, os.WriteFile(p, b, 0o600))
+	require.NoError(t, os.WriteFile(p, testwav.Audio(tag, channels, 8000, n), 0o600))
 	return p
 }
 
