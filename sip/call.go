@@ -349,11 +349,7 @@ func (c *call) play(name string) endReason {
 // call runs too long or the server ends it. Meanwhile it keeps the CDR row
 // current (refreshCDR), so that a crash keeps the talk time.
 func (c *call) wait() endReason {
-	every := c.s.opts.CDRRefresh
-	if every <= 0 {
-		every = DefaultCDRRefresh
-	}
-	refresh := time.NewTicker(every)
+	refresh := time.NewTicker(c.s.opts.CDRRefresh)
 	defer refresh.Stop()
 	c.a.watch(c.s.opts.MediaTimeout)
 	c.b.watch(c.s.opts.MediaTimeout)
@@ -445,7 +441,7 @@ func (c *call) refuseCaller(r endReason, status int) {
 	if r == reasonInternal && status >= 300 {
 		code, phrase = status, reasonPhrase(status)
 	}
-	hdrs := c.s.retryAfter(code, r)
+	hdrs := c.s.door.RetryAfter(code, r == reasonTrunkFailed)
 	if cause, ok := causeFor(r, status); ok {
 		// RFC 3326: why B could not be reached, as the PSTN says it.
 		hdrs = append(hdrs, cause.header())

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // Errors of the signalling layer. The status each one gets is in one of
@@ -27,30 +28,20 @@ var (
 	// ErrWalking refuses a caller that keyed too many invalid extensions
 	// within the hour (security.invalid_extensions).
 	ErrWalking = errors.New("too many invalid extensions")
-	// ErrDraining refuses new calls while the server shuts down (README "SIP behaviour in short").
-	ErrDraining = errors.New("server draining")
-	// ErrStoreSlow refuses a call whose store lookup took longer than
-	// store.timeout (README "SIP behaviour in short").
-	ErrStoreSlow = errors.New("store too slow")
-	// ErrMaxActive refuses a new call while calls.max_active calls are
-	// admitted (README "SIP behaviour in short").
-	ErrMaxActive = errors.New("too many calls in progress")
-	// ErrInviteRate refuses a new INVITE from a source over
-	// security.invite_rate (README "SIP behaviour in short").
-	ErrInviteRate = errors.New("too many INVITEs from this source")
-	// ErrSaturated refuses a new call while SIP datagrams wait too long
-	// to be read or too many INVITEs are still being set up: the process
-	// or its store no longer keeps up (README "SIP behaviour in short").
-	ErrSaturated = errors.New("server saturated")
+	// ErrDraining refuses new calls while the server shuts down (the
+	// front door's).
+	ErrDraining = frontdoor.ErrDraining
+	// ErrStoreSlow refuses a call whose store could not answer in
+	// store.timeout (the front door's; a Router returns it for a store
+	// that cannot answer now).
+	ErrStoreSlow = frontdoor.ErrStoreSlow
 )
 
-// refusal is the status an INVITE refused before its call gets, and for
-// an overload refusal the reason it is counted under
-// (vnum_calls_refused_total, README "SIP behaviour in short").
+// refusal is the status an INVITE refused before its call gets; the
+// front door counts the overload refusals and gives their Retry-After.
 type refusal struct {
-	err      error
-	code     int
-	overload string
+	err  error
+	code int
 }
 
 // refusals maps what refuses a new INVITE to its status (RFC 3261 §21).
@@ -58,20 +49,20 @@ type refusal struct {
 // replayed nonce-count, is not refused: it gets a fresh challenge (401 or
 // 407, see authorize), so that phones reusing a nonce are not locked out.
 var refusals = []refusal{
-	{ErrBadRequest, sip.StatusBadRequest, ""},
-	{ErrBadCredentials, sip.StatusForbidden, ""},
-	{ErrBlocked, sip.StatusForbidden, ""},
-	{ErrWalking, sip.StatusForbidden, ""},
-	{ErrNotHostNumber, sip.StatusNotFound, ""},
-	{media.ErrBadSDP, sip.StatusNotAcceptableHere, ""},
-	{media.ErrNoAudio, sip.StatusNotAcceptableHere, ""},
-	{media.ErrNoCodec, sip.StatusNotAcceptableHere, ""},
-	{media.ErrNoPorts, sip.StatusServiceUnavailable, refusedRTPPorts},
-	{ErrDraining, sip.StatusServiceUnavailable, refusedDraining},
-	{ErrStoreSlow, sip.StatusServiceUnavailable, refusedStoreSlow},
-	{ErrMaxActive, sip.StatusServiceUnavailable, refusedMaxActive},
-	{ErrInviteRate, sip.StatusServiceUnavailable, refusedInviteRate},
-	{ErrSaturated, sip.StatusServiceUnavailable, refusedSaturated},
+	{ErrBadRequest, sip.StatusBadRequest},
+	{ErrBadCredentials, sip.StatusForbidden},
+	{ErrBlocked, sip.StatusForbidden},
+	{ErrWalking, sip.StatusForbidden},
+	{ErrNotHostNumber, sip.StatusNotFound},
+	{media.ErrBadSDP, sip.StatusNotAcceptableHere},
+	{media.ErrNoAudio, sip.StatusNotAcceptableHere},
+	{media.ErrNoCodec, sip.StatusNotAcceptableHere},
+	{frontdoor.ErrNoPorts, sip.StatusServiceUnavailable},
+	{frontdoor.ErrDraining, sip.StatusServiceUnavailable},
+	{frontdoor.ErrStoreSlow, sip.StatusServiceUnavailable},
+	{frontdoor.ErrMaxActive, sip.StatusServiceUnavailable},
+	{frontdoor.ErrInviteRate, sip.StatusServiceUnavailable},
+	{frontdoor.ErrSaturated, sip.StatusServiceUnavailable},
 }
 
 // StatusFor maps an error that refuses an INVITE before its call starts

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -34,9 +35,9 @@ func TestStatusFor(t *testing.T) {
 		"no G.711":                        {fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec), 488},
 		"draining":                        {ErrDraining, 503},
 		"store slower than store.timeout": {fmt.Errorf("%w: %w", ErrStoreSlow, context.DeadlineExceeded), 503},
-		"calls.max_active reached":        {ErrMaxActive, 503},
-		"security.invite_rate exceeded":   {ErrInviteRate, 503},
-		"process saturated":               {ErrSaturated, 503},
+		"calls.max_active reached":        {frontdoor.ErrMaxActive, 503},
+		"security.invite_rate exceeded":   {frontdoor.ErrInviteRate, 503},
+		"process saturated":               {frontdoor.ErrSaturated, 503},
 		"store failed":                    {errors.New("disk I/O error"), 500},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -77,9 +78,8 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	require.Equal(t, 488, res.StatusCode, "no G.711")
 	require.NotNil(t, res.GetHeader("Warning"))
 
-	e.srv.live.draining.Store(true)
+	e.srv.door.Drain()
 	res = refused(e.phone, testHost)
-	e.srv.live.draining.Store(false)
 	require.Equal(t, 503, res.StatusCode, "draining")
 	require.NotNil(t, res.GetHeader("Retry-After"))
 	require.Zero(t, e.srv.CallsTotal(), "no refusal became a call")

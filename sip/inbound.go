@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // onInvite takes a new call (leg A) or routes a re-INVITE. For a new call
@@ -26,19 +26,16 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.onReoffer(req, tx)
 		return
 	}
-	if s.live.isDraining() {
-		s.refuse(req, tx, ErrDraining)
-		return
-	}
 	// Before anything that costs: no store lookup, port or dialog state
 	// for an INVITE vnum cannot take well (README "SIP behaviour in short").
-	t, ok := s.admit(req, tx)
-	if !ok {
+	t, err := s.door.Admit(req)
+	if err != nil {
+		s.refuse(req, tx, err)
 		return
 	}
-	defer t.release()
+	defer t.Release()
 	call := tx // the call's own transaction, from runCall on
-	tx = refusing{ServerTransaction: tx, t: t}
+	tx = t.Guard(tx)
 	// sipgo hands over requests with only Via and CSeq checked.
 	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.Contact() == nil {
 		s.refuse(req, tx, ErrBadRequest, sip.NewHeader("Warning", `399 vnum "From, To, Call-ID and Contact are required"`))
@@ -76,24 +73,6 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	s.runCall(req, call, t, acct, trunk, number, d, offer, cb)
-}
-
-// refusing is a new INVITE's transaction until its call starts: a final
-// response on it (a challenge, a refusal) first gives back the INVITE's
-// place among those admitted. Else a caller's next INVITE, the signed one
-// after a 407, could arrive before the handler of the challenged one has
-// returned and find its own last place still taken (calls.max_active).
-type refusing struct {
-	sip.ServerTransaction
-	t *ticket
-}
-
-// Respond releases the ticket before a final response, then sends it.
-func (r refusing) Respond(res *sip.Response) error {
-	if res.StatusCode >= 200 {
-		r.t.release()
-	}
-	return r.ServerTransaction.Respond(res)
 }
 
 // admitDialled checks what a new INVITE dials and offers: a host number
@@ -151,7 +130,7 @@ func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, number
 // runCall runs one call on the goroutine of its INVITE, which owns it to
 // its end; number is a trunk caller's validated number ("" when it has
 // none).
-func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
+func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *frontdoor.Ticket, acct Account, trunk bool, number string, d Dialled, offer *media.Desc, cb *Callback) {
 	c := s.newCall(req, acct, trunk, number, d, offer, cb)
 	defer c.cancel()
 	a, err := s.dialogFor(req).ReadInvite(req, tx)
@@ -174,13 +153,9 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 	// The call's place is given back as it leaves the registry, not when
 	// the handler returns (its final response may go last, see end), so
 	// that calls.max_active counts what ActiveCalls shows.
-	defer t.release()
+	defer t.Release()
 	// calls.max_duration counts from the INVITE, IVR and ringing included.
-	maxDur := s.opts.MaxDuration
-	if maxDur <= 0 {
-		maxDur = 2 * time.Hour
-	}
-	limit := time.AfterFunc(maxDur, func() { c.post(hangupEvent{reasonMaxDuration}) })
+	limit := time.AfterFunc(s.opts.MaxDuration, func() { c.post(hangupEvent{reasonMaxDuration}) })
 	defer limit.Stop()
 	// Leg A gone (BYE, CANCEL, transaction ended) is an event for the call.
 	stop := context.AfterFunc(a.Context(), func() { c.post(goneEvent{leg: legA, cancelled: c.a.cancelled()}) })
@@ -194,19 +169,17 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *ticket, 
 		// calls away (503, README "SIP behaviour in short": store_slow) rather than losing their
 		// bills; a broken one gets 500.
 		c.log.Error("starting CDR", "error", err)
-		code := sip.StatusInternalServerError
-		if storeShortage(err) {
-			code = sip.StatusServiceUnavailable
-			s.admission.count(refusedStoreSlow)
-		}
-		if rerr := a.Respond(code, reasonPhrase(code), nil, s.retryAfter(code, reasonInternal)...); rerr != nil {
+		err = frontdoor.StoreError(err)
+		code := refusalFor(err).code
+		s.door.Count(err)
+		if rerr := a.Respond(code, reasonPhrase(code), nil, s.door.RetryAfter(code, false)...); rerr != nil {
 			c.log.Debug("refusing call", "error", rerr)
 		}
 		return
 	}
 	c.log.Info("call started", "caller", c.cdr.Caller, "trunk", trunk, "direct", d.Extension != "")
 	// Set up: from here on the call no longer counts as saturating.
-	t.setupDone()
+	t.SetUp()
 	defer c.endOnPanic() // a panic ends this call only (issue 6)
 	c.end(c.run(cb))
 }
@@ -458,7 +431,7 @@ func (c *call) resolve(ext string) (Target, endReason) {
 			return Target{}, r
 		}
 		return Target{}, reasonExpired
-	case storeShortage(err):
+	case frontdoor.StoreShort(err):
 		// A passing shortage: a caller not yet answered (early mode)
 		// hears 503 with Retry-After, not 500.
 		c.log.Warn("binding lookup: store too slow or unavailable", "error", err)
@@ -557,12 +530,11 @@ func (c *call) startPrompt(name string) (played <-chan struct{}, stop func()) {
 // refuse answers a new INVITE refused for err with its status from the
 // refusals table; a 503 says when to try again (RFC 3261 §21.5.4).
 func (s *Server) refuse(req *sip.Request, tx sip.ServerTransaction, err error, hdrs ...sip.Header) {
-	r := refusalFor(err)
-	if r.overload != "" && req.IsInvite() {
-		s.admission.count(r.overload)
+	if req.IsInvite() {
+		s.door.Count(err)
 	}
-	code, phrase := r.code, reasonPhrase(r.code)
-	s.respond(req, tx, code, phrase, append(hdrs, s.retryAfter(code, reasonInternal)...)...)
+	code := refusalFor(err).code
+	s.respond(req, tx, code, reasonPhrase(code), append(hdrs, s.door.RetryAfter(code, false)...)...)
 }
 
 // maxWarningText bounds the text of a Warning vnum builds from input.
@@ -585,41 +557,6 @@ func warningText(text string) string {
 		text = strings.ToValidUTF8(text[:maxWarningText], "") + "…"
 	}
 	return text
-}
-
-// defaultDrainTimeout is calls.drain_timeout's default (vnum.example.yaml).
-const defaultDrainTimeout = 30 * time.Second
-
-// drainRetryAfter is the Retry-After of a 503 while draining: the drain
-// timeout in whole seconds, rounded up and at least 1 (RFC 3261 §20.33),
-// because vnum takes calls again at the earliest after a restart.
-func (s *Server) drainRetryAfter() sip.Header {
-	d := s.opts.DrainTimeout
-	if d <= 0 {
-		d = defaultDrainTimeout
-	}
-	secs := max(int64((d+time.Second-1)/time.Second), 1)
-	return sip.NewHeader("Retry-After", strconv.FormatInt(secs, 10))
-}
-
-// retryAfterBusy is the Retry-After of a 503 for a passing shortage (the
-// store slow, no free RTP port, the trunk failing): soon, not at once.
-const retryAfterBusy = "5"
-
-// retryAfter is the Retry-After a final response of code to a call that
-// ended for r carries: only a 503 has one (RFC 3261 §21.5.4), the drain
-// timeout's when the server is shutting down, a short one otherwise.
-func (s *Server) retryAfter(code int, r endReason) []sip.Header {
-	switch {
-	case code != 503, r == reasonTrunkFailed:
-		// B out of reach is not vnum out of service: a Retry-After would
-		// make a proxy in front keep every call away from this node
-		// (RFC 3261 §21.5.4).
-		return nil
-	case r == reasonShutdown || s.live.isDraining():
-		return []sip.Header{s.drainRetryAfter()}
-	}
-	return []sip.Header{sip.NewHeader("Retry-After", retryAfterBusy)}
 }
 
 // sessionID is a random SDP session id (RFC 4566 §5.2).

@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // callerLeg is the caller's side of a call: the server dialog of its INVITE,
@@ -78,7 +79,7 @@ func (c *call) answer() (endReason, int) {
 	if err != nil {
 		c.log.Error("no RTP port", "error", err)
 		// Admission saw a free pair, another call took it meanwhile.
-		c.s.admission.count(refusedRTPPorts)
+		c.s.door.Count(frontdoor.ErrNoPorts)
 		return reasonInternal, sip.StatusServiceUnavailable
 	}
 	c.a.sock = sock

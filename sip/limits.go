@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // What one SIP message may make vnum hold. RFC 3261 sets no limit, and
@@ -252,7 +253,7 @@ func rawOverLimit(msg []byte) (overLimit, bool) {
 // it. A request gets 513 and a Warning statelessly (RFC 3261 §8.2.7),
 // built from its start line, Via (up to maxSameHeader values), From, To,
 // Call-ID and CSeq alone, with a To tag whose ACK the socket drops
-// (shedAtRead); anything else is dropped.
+// (frontdoor.StatelessTag); anything else is dropped.
 func (s *Server) refuseAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
 	over, ok := rawOverLimit(data)
 	if !ok {
@@ -282,7 +283,7 @@ func (s *Server) refuseAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr)
 		if to.Params == nil {
 			to.Params = sip.NewParams()
 		}
-		to.Params.Add("tag", shedToTag(req))
+		to.Params.Add("tag", frontdoor.StatelessTag(req))
 	}
 	res.AppendHeader(warning(over.warning))
 	if _, err := conn.WriteToUDP([]byte(res.String()), from); err != nil {

@@ -31,7 +31,7 @@ type registration struct {
 func (s *Server) lookupRegistration(ctx context.Context, user string) (registration, bool) {
 	ctx, cancel := s.storeCtx(ctx)
 	defer cancel()
-	r, ok, err := s.router.LookupRegistration(ctx, user, s.now())
+	r, ok, err := s.router.LookupRegistration(ctx, user, s.opts.Now())
 	if err != nil {
 		s.log.Error("looking up a registration", "error", err)
 		return registration{}, false
@@ -113,7 +113,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 		expires = min(expires, maxExpires)
 		reg := Registration{User: acct.User, Contact: c.Address.String(), Source: req.Source(),
-			Transport: strings.ToLower(req.Transport()), Expires: s.now().Add(time.Duration(expires) * time.Second)}
+			Transport: strings.ToLower(req.Transport()), Expires: s.opts.Now().Add(time.Duration(expires) * time.Second)}
 		if err := s.router.SaveRegistration(ctx, reg); err != nil {
 			s.refuseStoreError(req, tx, "saving a registration", err)
 			return
@@ -131,12 +131,4 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("register respond", "error", err)
 	}
-}
-
-// now is the server's clock (Options.Now, else time.Now).
-func (s *Server) now() time.Time {
-	if s.opts.Now != nil {
-		return s.opts.Now()
-	}
-	return time.Now()
 }

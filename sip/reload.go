@@ -76,7 +76,7 @@ func (s *Server) Reload(r Reloadable) error {
 		return err
 	}
 	s.auth.setLimits(r.AuthFailures, r.BlockFor)
-	s.admission.setInviteRate(r.InviteRate, s.opts.Now)
+	s.door.SetInviteRate(r.InviteRate)
 	s.walks.setLimit(r.InvalidExtensions)
 	old := s.trunk.Swap(tc)
 	if old.outbound != tc.outbound || old.keepalive != tc.keepalive {

@@ -20,7 +20,9 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // udpReadBuffer is the SO_RCVBUF asked for SIP UDP sockets: the default
@@ -101,11 +103,11 @@ type Options struct {
 	InviteRate int
 	// MaxSetup bounds the new INVITEs being set up at once (credentials,
 	// store lookups, the CDR's first write) before new ones get 503 as the
-	// process saturates; zero means DefaultMaxSetup.
+	// process saturates; zero means frontdoor.DefaultMaxSetup.
 	MaxSetup int
 	// MaxQueueDelay is how long each of the SIP datagrams read last may
 	// have waited in its UDP socket before new INVITEs get 503 as the
-	// process saturates; zero means DefaultMaxQueueDelay, negative turns
+	// process saturates; zero means frontdoor.DefaultMaxQueueDelay, negative turns
 	// the check off.
 	MaxQueueDelay time.Duration
 
@@ -132,6 +134,47 @@ type Options struct {
 	Resolver *net.Resolver
 
 	Logger *slog.Logger
+}
+
+// withDefaults is o with each zero that stands for a default replaced by
+// that default, config's named one where the key is configuration's, so
+// that nothing else in sip restates a default.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = config.DefaultIVRAttempts
+	}
+	if o.ExtensionDigits <= 0 {
+		o.ExtensionDigits = config.DefaultExtensionDigits
+	}
+	if o.MaxDuration <= 0 {
+		o.MaxDuration = config.DefaultMaxDuration
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = config.DefaultDrainTimeout
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = config.DefaultStoreTimeout
+	}
+	if o.CDRRefresh <= 0 {
+		o.CDRRefresh = DefaultCDRRefresh
+	}
+	return o
+}
+
+// door is the front door's part of o: trunk tells the trunk's sources,
+// parser reads the INVITEs the door answers at the socket.
+func (o Options) door(trunk func(netip.Addr) bool, parser *sip.Parser) frontdoor.Options {
+	return frontdoor.Options{
+		MaxActive: o.MaxActive, MaxSetup: o.MaxSetup, MaxQueueDelay: o.MaxQueueDelay,
+		InviteRate: o.InviteRate, DrainTimeout: o.DrainTimeout, Ports: o.Ports,
+		Trunk: trunk, Parser: parser, Now: o.Now, Log: o.Logger,
+	}
 }
 
 // Server is the B2BUA: it owns the SIP user agent, its listeners and the
@@ -165,11 +208,9 @@ type Server struct {
 	// backlog writes the CDR ends the store refused once it is back.
 	backlog *cdrBacklog
 	walks   *walkLimit // security.invalid_extensions
-	// admission refuses new calls vnum cannot take well (README "SIP behaviour in short").
-	admission *admission
-	queue     *queueDelay // how long SIP datagrams wait before vnum reads them
-	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
-	parser    *sip.Parser // for the INVITEs shedAtRead answers
+	// door decides which new calls come in, and how a refusal is answered.
+	door   *frontdoor.Door
+	parser *sip.Parser // for the messages refuseAtRead answers
 
 	budget      budgetLine  // the descriptor budget, logged by Serve
 	trunkHealth *trunkWatch // the outbound trunk's keepalives
@@ -204,18 +245,10 @@ type listener struct {
 // NewServer builds a server; Listen binds its listeners, Serve serves
 // them (Start does both).
 func NewServer(opts Options, router Router) (*Server, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Ports == nil {
 		return nil, errors.New("sip: Options.Ports is required")
 	}
-	if opts.Attempts <= 0 {
-		opts.Attempts = 3
-	}
-	if opts.ExtensionDigits <= 0 {
-		opts.ExtensionDigits = 4
-	}
+	opts = opts.withDefaults()
 	auth, err := newAuthenticator(router, opts.DigestAlgorithms, opts.AuthFailures, opts.BlockFor)
 	if err != nil {
 		return nil, err
@@ -228,12 +261,11 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		live:   newRegistry(),
 		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
 
-		admission:   newAdmission(opts),
-		queue:       newQueueDelay(opts.Now),
 		trunkHealth: newTrunkWatch(),
 		parser:      lwsTolerantParser(),
 		hostile:     newHostileInput(opts.Logger, opts.Now),
 	}
+	s.door = frontdoor.New(opts.door(s.trunkSource, s.parser))
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, opts.Spool, s.log)
 	s.tcp = newTCPGuard(opts, s.trunkSource, s.log)
 	tc, err := newTrunkConf(opts.reloadable())
@@ -455,16 +487,12 @@ func (s *Server) listen(raw string) error {
 		if err := conn.SetReadBuffer(udpReadBuffer); err != nil {
 			s.log.Warn("cannot enlarge SIP UDP receive buffer", "error", err)
 		}
-		pc, err := stampReads(conn, s.queue)
+		// Before anything parses it: a datagram over vnum's limits on
+		// header fields is refused at the socket, whatever the load
+		// (limits.go).
+		pc, err := s.door.WrapUDP(conn, func(data []byte, from *net.UDPAddr) bool { return s.refuseAtRead(conn, data, from) })
 		if err != nil {
 			s.log.Warn("no receive stamps on the SIP UDP socket: saturation is seen later", "error", err)
-		}
-		if sc, ok := pc.(*stampedConn); ok && !s.unstamped {
-			sc.shed = func(data []byte, from *net.UDPAddr) bool { return s.shedAtRead(conn, data, from) }
-			s.admission.countedAtRead = true
-		} else {
-			// INVITEs read here are not counted at the socket: admit counts.
-			s.unstamped, s.admission.countedAtRead = true, false
 		}
 		s.listeners = append(s.listeners, listener{"udp", conn.LocalAddr(), pc})
 	case "tcp":
@@ -520,7 +548,7 @@ func (s *Server) Serving() error {
 	if down != "" {
 		return errors.New("sip: " + down)
 	}
-	if s.live.isDraining() {
+	if s.door.Draining() {
 		return errors.New("sip: draining")
 	}
 	return nil
@@ -583,13 +611,10 @@ func (s *Server) Close() {
 // progress go on for up to DrainTimeout, then hangs them up and waits for
 // their records to be finished (README "SIP behaviour in short").
 func (s *Server) Shutdown(ctx context.Context) {
+	s.door.Drain()
 	s.live.drain()
-	deadline := s.opts.DrainTimeout
-	if deadline <= 0 {
-		deadline = 30 * time.Second
-	}
 	done := s.live.done()
-	t := time.NewTimer(deadline)
+	t := time.NewTimer(s.opts.DrainTimeout)
 	defer t.Stop()
 	select {
 	case <-done:
@@ -649,6 +674,16 @@ func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
 
 // CallsTotal counts INVITEs that became calls.
 func (s *Server) CallsTotal() int64 { return s.callsTotal.Load() }
+
+// RefusedCalls returns the new INVITEs refused because vnum could not
+// take one more call well, by reason (max_active, rtp_ports, invite_rate,
+// saturated, store_slow, draining), for vnum_calls_refused_total. Every
+// reason is present, zero or not.
+func (s *Server) RefusedCalls() map[string]int64 { return s.door.Refused() }
+
+// QueueDelay returns how long the SIP datagrams vnum read last had waited
+// in its sockets, the least of the last few (vnum_sip_queue_delay_seconds).
+func (s *Server) QueueDelay() time.Duration { return s.door.QueueDelay() }
 
 // Panics counts panics recovered in request handling and in the goroutines
 // of calls; each ended only its own request or call.
