@@ -149,7 +149,7 @@ func (s *Server) runCall(req *sip.Request, tx sip.ServerTransaction, t *frontdoo
 	defer s.live.remove(a.ID, c)
 	// A caller over TCP is reached over its connection for in-dialog
 	// requests: the connection stays open while the call lasts.
-	defer s.tcp.hold(req)()
+	defer s.tcp.Hold(req)()
 	// The call's place is given back as it leaves the registry, not when
 	// the handler returns (its final response may go last, see end), so
 	// that calls.max_active counts what ActiveCalls shows.

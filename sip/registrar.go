@@ -105,7 +105,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 			s.refuseStoreError(req, tx, "removing a registration", err)
 			return
 		}
-		s.tcp.pin(req, 0)
+		s.tcp.Pin(req, 0)
 		res.AppendHeader(sip.NewHeader("Expires", "0"))
 	case expires < minExpires:
 		s.respond(req, tx, 423, "Interval Too Brief", sip.NewHeader("Min-Expires", strconv.Itoa(minExpires)))
@@ -121,7 +121,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		// vnum reaches the phone over the connection it registered on: the
 		// connection stays open while the registration lasts, however
 		// rarely the phone sends a keepalive.
-		s.tcp.pin(req, time.Duration(expires)*time.Second)
+		s.tcp.Pin(req, time.Duration(expires)*time.Second)
 		ch := c.Clone()
 		ch.Params = sip.NewParams()
 		ch.Params.Add("expires", strconv.Itoa(expires))

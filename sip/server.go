@@ -112,7 +112,7 @@ type Options struct {
 	MaxQueueDelay time.Duration
 
 	// TCPPerSource caps the TCP and TLS connections one source address
-	// (an IPv6 /64) holds open; zero means DefaultTCPPerSource. The
+	// (an IPv6 /64) holds open; zero means frontdoor.DefaultTCPPerSource. The
 	// trunk's sources (InboundCIDRs) are not capped by it.
 	TCPPerSource int
 	// TCPMaxConns caps all TCP and TLS connections; zero derives the cap
@@ -121,11 +121,11 @@ type Options struct {
 	TCPMaxConns int
 	// TCPIdle is how long a connection may go without a message or
 	// keepalive unless a registration or a call rides on it; zero means
-	// DefaultTCPIdle.
+	// frontdoor.DefaultTCPIdle.
 	TCPIdle time.Duration
 	// TCPMessageTimeout bounds a message's arrival once begun, a new
 	// connection's first message and each write to a peer; zero means
-	// DefaultTCPMessageTimeout.
+	// frontdoor.DefaultTCPMessageTimeout.
 	TCPMessageTimeout time.Duration
 
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
@@ -212,7 +212,6 @@ type Server struct {
 	door   *frontdoor.Door
 	parser *sip.Parser // for the messages refuseAtRead answers
 
-	budget      budgetLine  // the descriptor budget, logged by Serve
 	trunkHealth *trunkWatch // the outbound trunk's keepalives
 	serveCtx    context.Context
 	keepMu      sync.Mutex
@@ -228,7 +227,7 @@ type Server struct {
 	panics          atomic.Int64
 
 	// tcp guards the TCP and TLS listeners and their connections.
-	tcp *tcpGuard
+	tcp *frontdoor.TCPGuard
 	// closing is set by Close: a listener that stops then was stopped;
 	// one that stops before has failed, and is named in down.
 	closing atomic.Bool
@@ -267,7 +266,8 @@ func NewServer(opts Options, router Router) (*Server, error) {
 	}
 	s.door = frontdoor.New(opts.door(s.trunkSource, s.parser))
 	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, opts.Spool, s.log)
-	s.tcp = newTCPGuard(opts, s.trunkSource, s.log)
+	s.tcp = frontdoor.NewTCPGuard(frontdoor.TCPOptions{PerSource: opts.TCPPerSource, Idle: opts.TCPIdle,
+		MessageTimeout: opts.TCPMessageTimeout}, s.trunkSource, s.log)
 	tc, err := newTrunkConf(opts.reloadable())
 	if err != nil {
 		return nil, err
@@ -333,7 +333,8 @@ func (s *Server) Listen() error {
 		s.Close()
 		return errors.New("sip.listen: no listener")
 	}
-	s.applyBudget()
+	// The descriptor budget caps the connections; Serve logs it.
+	s.tcp.Budget(s.opts.Ports.Pairs(), s.opts.MaxActive, s.opts.TCPMaxConns)
 	first := s.listeners[0]
 	ap, err := netip.ParseAddrPort(first.addr.String())
 	if err != nil {
@@ -354,7 +355,7 @@ func (s *Server) Listen() error {
 
 // Serve serves SIP on the listeners Listen bound until ctx ends or Close.
 func (s *Server) Serve(ctx context.Context) {
-	s.logBudget()
+	s.tcp.LogBudget()
 	s.serve()
 	for _, l := range s.listeners {
 		if l.network == "udp" {
@@ -500,7 +501,7 @@ func (s *Server) listen(raw string) error {
 		if err != nil {
 			return fmt.Errorf("sip.listen %q: %w", raw, err)
 		}
-		s.listeners = append(s.listeners, listener{"tcp", ln.Addr(), s.tcp.listener(ln, "tcp")})
+		s.listeners = append(s.listeners, listener{"tcp", ln.Addr(), s.tcp.Listener(ln, "tcp")})
 	case "tls":
 		if s.opts.TLSCert == "" || s.opts.TLSKey == "" {
 			return nil // tls entries listen only where a certificate is configured
@@ -513,7 +514,7 @@ func (s *Server) listen(raw string) error {
 		if err != nil {
 			return fmt.Errorf("sip.listen %q: %w", raw, err)
 		}
-		s.listeners = append(s.listeners, listener{"tls", ln.Addr(), s.tcp.listener(ln, "tls")})
+		s.listeners = append(s.listeners, listener{"tls", ln.Addr(), s.tcp.Listener(ln, "tls")})
 	default:
 		return fmt.Errorf("sip.listen %q: unknown transport %q", raw, u.Scheme)
 	}
@@ -684,6 +685,16 @@ func (s *Server) RefusedCalls() map[string]int64 { return s.door.Refused() }
 // QueueDelay returns how long the SIP datagrams vnum read last had waited
 // in its sockets, the least of the last few (vnum_sip_queue_delay_seconds).
 func (s *Server) QueueDelay() time.Duration { return s.door.QueueDelay() }
+
+// TCPConnections is how many TCP and TLS connections are open.
+func (s *Server) TCPConnections() int { return s.tcp.Conns() }
+
+// TCPConnectionLimit is the cap on open TCP and TLS connections.
+func (s *Server) TCPConnectionLimit() int { return s.tcp.Limit() }
+
+// TCPRefused counts the TCP and TLS connections refused at their accept
+// (per_source, total) or closed by vnum (idle, slow, stalled), by reason.
+func (s *Server) TCPRefused() map[string]int64 { return s.tcp.Refused() }
 
 // Panics counts panics recovered in request handling and in the goroutines
 // of calls; each ended only its own request or call.
