@@ -65,14 +65,6 @@ var refusals = []refusal{
 	{frontdoor.ErrSaturated, sip.StatusServiceUnavailable},
 }
 
-// StatusFor maps an error that refuses an INVITE before its call starts
-// to the SIP status and reason phrase sent to the caller (the refusals
-// table).
-func StatusFor(err error) (int, string) {
-	code := refusalFor(err).code
-	return code, reasonPhrase(code)
-}
-
 // refusalFor is the refusals row of err: 500 and no overload reason when
 // none matches.
 func refusalFor(err error) refusal {
@@ -112,8 +104,8 @@ func legBReason(code int) endReason {
 	return reasonRejected
 }
 
-// endReason is why a call ended. It is an error so that it can travel as a
-// context cancellation cause.
+// endReason is why a call ended. Its Error names it for the log's one
+// summary line of the call.
 type endReason int
 
 const (
@@ -193,23 +185,49 @@ func statusForReason(r endReason) (int, string) {
 	return code, reasonPhrase(code)
 }
 
-// reasonPhrase is the RFC 3261 §21 reason phrase of a final status vnum sends.
+// statusUnsupportedURIScheme is 416 (RFC 3261 §21.4.14); sipgo names
+// the code after HTTP's meaning.
+const statusUnsupportedURIScheme = 416
+
+// reasonPhrase is the RFC 3261 §21 reason phrase of a status vnum sends.
 func reasonPhrase(code int) string {
 	switch code {
+	case sip.StatusTrying:
+		return "Trying"
+	case sip.StatusRinging:
+		return "Ringing"
+	case sip.StatusSessionInProgress:
+		return "Session Progress"
 	case sip.StatusOK:
 		return "OK"
 	case sip.StatusBadRequest:
 		return "Bad Request"
+	case sip.StatusUnauthorized:
+		return "Unauthorized"
 	case sip.StatusForbidden:
 		return "Forbidden"
 	case sip.StatusNotFound:
 		return "Not Found"
+	case sip.StatusMethodNotAllowed:
+		return "Method Not Allowed"
+	case sip.StatusProxyAuthRequired:
+		return "Proxy Authentication Required"
 	case sip.StatusRequestTimeout:
 		return "Request Timeout"
 	case sip.StatusGone:
 		return "Gone"
+	case sip.StatusRequestEntityTooLarge:
+		return "Request Entity Too Large"
+	case statusUnsupportedURIScheme:
+		return "Unsupported URI Scheme"
+	case sip.StatusBadExtension:
+		return "Bad Extension"
+	case sip.StatusIntervalToBrief:
+		return "Interval Too Brief"
 	case sip.StatusTemporarilyUnavailable:
 		return "Temporarily Unavailable"
+	case sip.StatusCallTransactionDoesNotExists:
+		return "Call/Transaction Does Not Exist"
 	case sip.StatusBusyHere:
 		return "Busy Here"
 	case sip.StatusRequestTerminated:
@@ -218,6 +236,10 @@ func reasonPhrase(code int) string {
 		return "Not Acceptable Here"
 	case sip.StatusServiceUnavailable:
 		return "Service Unavailable"
+	case sip.StatusVersionNotSupported:
+		return "Version Not Supported"
+	case sip.StatusMessageTooLarge:
+		return "Message Too Large"
 	case sip.StatusGlobalDecline:
 		return "Decline"
 	}
