@@ -141,6 +141,7 @@ type Stats struct {
 
 // Relay is the loaded and attached program with its flow table.
 type Relay struct {
+	ip      netip.Addr
 	objs    relayObjects
 	iface   net.Interface
 	attach  Attach
@@ -192,7 +193,7 @@ func Open(ip netip.Addr, o Options) (*Relay, error) {
 			return nil, fmt.Errorf("kernel relay: set %s: %w", name, err)
 		}
 	}
-	r := &Relay{iface: *iface, stop: make(chan struct{})}
+	r := &Relay{ip: ip, iface: *iface, stop: make(chan struct{})}
 	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
 		return nil, fmt.Errorf("kernel relay: load the program: %w", err)
 	}
@@ -205,6 +206,12 @@ func Open(ip netip.Addr, o Options) (*Relay, error) {
 	r.beating.Add(1)
 	go r.heartbeat()
 	return r, nil
+}
+
+// Addr returns the media address the relay was opened for: flows relay
+// packets that arrive at it.
+func (r *Relay) Addr() netip.Addr {
+	return r.ip
 }
 
 // Interface returns the name of the interface the program is attached to.

@@ -1,0 +1,243 @@
+package media
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/internal/testenv"
+	"github.com/vnum/vnum/media/kernel"
+)
+
+// openKernelRelay opens the kernel relay on ip, or skips the test where
+// the kernel refuses (no privilege, an old kernel);
+// VNUMTEST_REQUIRE_KERNEL_RELAY=1 makes that a failure.
+func openKernelRelay(t testing.TB, ip string, o kernel.Options) *kernel.Relay {
+	t.Helper()
+	r, err := kernel.Open(netip.MustParseAddr(ip), o)
+	if err != nil {
+		if testenv.Require("KERNEL_RELAY") {
+			t.Fatalf("kernel relay required (%s=1): %v", testenv.RequireVar("KERNEL_RELAY"), err)
+		}
+		t.Skipf("kernel relay unavailable here (run as root on Linux 5.10+; %s=1 fails instead): %v", testenv.RequireVar("KERNEL_RELAY"), err)
+	}
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	return r
+}
+
+// kernelPorts returns ports on 127.0.0.1 whose streams use the kernel
+// relay r; at cleanup the test checks that no flow is left in it.
+func kernelPorts(t testing.TB, r *kernel.Relay) *Ports {
+	t.Helper()
+	ports := newTestPorts(t)
+	stop, err := ports.UseKernel(r, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		n, err := r.Len()
+		require.NoError(t, err)
+		require.Zero(t, n, "flows left in the kernel after every stream closed")
+		stop()
+	})
+	return ports
+}
+
+// relayBoth relays a and b to each other, as a bridged call does.
+func relayBoth(t testing.TB, a, b *Stream) {
+	t.Helper()
+	require.NoError(t, Relay(a, b))
+	require.NoError(t, Relay(b, a))
+}
+
+// numbered is an RTP packet of ssrc numbered seq, of payload type pt.
+func numbered(ssrc uint32, pt uint8, seq uint16) *rtp.Packet {
+	return &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * frameSamples, SSRC: ssrc},
+		Payload: make([]byte, frameSamples)}
+}
+
+// waitInKernel sends packets from both peers (each packet relayed in user
+// space is received and checked) until both streams' RTP is in the
+// kernel, its handover over.
+func waitInKernel(t *testing.T, caller, callee *peer, a, b *Stream, r *kernel.Relay) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for seq := uint16(0); !a.InKernel() || !b.InKernel(); seq++ {
+		if !time.Now().Before(deadline) {
+			s, err := r.Stats()
+			require.NoError(t, err)
+			n, err := r.Len()
+			require.NoError(t, err)
+			t.Fatalf("the call's RTP did not move to the kernel: %d flows, %+v, %+v", n, s, a.kflow.Load())
+		}
+		caller.sendRTP(a.Socket().RTPAddr(), numbered(0xA, 0, seq))
+		callee.recvRTP(time.Second)
+		callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, 8, seq))
+		caller.recvRTP(time.Second)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestKernelRelaysBridgedCall: once both legs relay to each other and
+// know their peers, the kernel relays the call's RTP both ways with the
+// rewrites of the user-space relay (telephone-event 101 ↔ 96, audio
+// unchanged, marker kept) while vnum's sockets see none of it: the
+// user-space counters stand still, the kernel's move, and so do the
+// streams' LastRTP (the media timeout). RTCP stays in user space. When
+// the streams close no flow is left.
+func TestKernelRelaysBridgedCall(t *testing.T) {
+	r := openKernelRelay(t, "127.0.0.1", kernel.Options{})
+	ports := kernelPorts(t, r)
+	clock := newTestClock()
+	ports.SetClock(clock.Now)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, event101)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, event96)
+	relayBoth(t, a, b)
+	waitInKernel(t, caller, callee, a, b, r)
+
+	before := ports.RelayCounts()
+	lastA, lastB := a.LastRTP(), b.LastRTP()
+	clock.Advance(time.Minute)
+	const n = 50
+	for i := range uint16(n) {
+		caller.sendRTP(a.Socket().RTPAddr(), eventPacket(t, '5', 101, 160*uint32(i), 1000+i, i == 0, false))
+		got := callee.recvRTP(time.Second)
+		require.Equal(t, uint8(96), got.PayloadType, "telephone-event in leg B's type")
+		require.Equal(t, i == 0, got.Marker)
+		require.Equal(t, 1000+i, got.SequenceNumber, "sequence numbers pass as they are")
+
+		callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, 0, 2000+i))
+		buf, src := caller.recv(time.Second)
+		require.NotNil(t, buf)
+		require.Equal(t, a.Socket().RTPAddr(), src, "sent from leg A's port")
+		var back rtp.Packet
+		require.NoError(t, back.Unmarshal(buf))
+		require.Equal(t, uint8(0), back.PayloadType)
+		require.Equal(t, uint32(0xB), back.SSRC)
+	}
+	require.Eventually(t, func() bool { return ports.RelayCounts().RelayedKernel >= before.RelayedKernel+2*n },
+		3*KernelPoll, 10*time.Millisecond, "the kernel's counts reach RelayCounts")
+	after := ports.RelayCounts()
+	require.Equal(t, before.Relayed, after.Relayed, "no packet went through vnum's sockets")
+	require.Equal(t, before.Dropped, after.Dropped)
+	require.Equal(t, before.RelayedKernel+2*n, after.RelayedKernel)
+	require.Equal(t, after.Relayed+after.RelayedKernel+sum(after.Dropped), after.Received)
+	require.True(t, a.LastRTP().After(lastA) && b.LastRTP().After(lastB), "packets the kernel relayed are the call's media")
+	quiet, stop := a.Quiet(30 * time.Second)
+	defer stop()
+	select {
+	case <-quiet:
+		t.Fatal("media timeout while the kernel relays")
+	default:
+	}
+
+	// RTCP is vnum's: relayed in user space, its source descriptions
+	// scrubbed.
+	callerRTCP, calleeRTCP := newPeer(t), newPeer(t)
+	rr, err := rtcp.Marshal([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: 0xA}})
+	require.NoError(t, err)
+	callerRTCP.send(rtcpAddr(a), rr) // leg A learns where the caller's RTCP comes from
+	require.Eventually(t, func() bool { return a.RTCPRemote() == callerRTCP.addr() }, time.Second, time.Millisecond)
+	sr, err := rtcp.Marshal([]rtcp.Packet{&rtcp.SenderReport{SSRC: 0xB}, &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{
+		{Source: 0xB, Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: "bob@10.0.0.9"}}}}}})
+	require.NoError(t, err)
+	calleeRTCP.send(rtcpAddr(b), sr)
+	buf, _ := callerRTCP.recv(time.Second)
+	require.NotNil(t, buf, "RTCP relayed")
+	require.NotContains(t, string(buf), "bob@", "scrubbed by vnum: RTCP never goes through the kernel")
+	require.True(t, a.InKernel() && b.InKernel())
+
+	require.NoError(t, a.Close())
+	n2, err := r.Len()
+	require.NoError(t, err)
+	require.Zero(t, n2, "closing one leg removes both directions' flows")
+}
+
+func sum(m map[DropReason]uint64) (n uint64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestKernelHandoverKeepsOrder: a numbered stream sent in bursts across
+// the moments its flows are installed (packets queue in vnum's socket
+// while the kernel starts to take them) and removed again (leg A kept in
+// user space, then let go, over and over) reaches the other peer whole
+// and in order, both ways.
+func TestKernelHandoverKeepsOrder(t *testing.T) {
+	r := openKernelRelay(t, "127.0.0.1", kernel.Options{})
+	ports := kernelPorts(t, r)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	for _, p := range []*peer{caller, callee} {
+		require.NoError(t, p.conn.SetReadBuffer(4<<20))
+	}
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, nil)
+	relayBoth(t, a, b)
+
+	const total, burst = 3000, 20
+	var wg sync.WaitGroup
+	got := make([][]uint16, 2)
+	for i, p := range []*peer{callee, caller} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, maxPacket)
+			for len(got[i]) < total {
+				_ = p.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				n, _, err := p.conn.ReadFromUDPAddrPort(buf)
+				if err != nil || n < 12 {
+					return
+				}
+				got[i] = append(got[i], binary.BigEndian.Uint16(buf[2:4]))
+			}
+		}()
+	}
+	rawA, rawB := make([][]byte, total), make([][]byte, total)
+	for i := range total {
+		var err error
+		rawA[i], err = numbered(0xA, 0, uint16(i)).Marshal()
+		require.NoError(t, err)
+		rawB[i], err = numbered(0xB, 0, uint16(i)).Marshal()
+		require.NoError(t, err)
+	}
+	for i := 0; i < total; i += burst {
+		for j := i; j < min(i+burst, total); j++ {
+			caller.send(a.Socket().RTPAddr(), rawA[j])
+			callee.send(b.Socket().RTPAddr(), rawB[j])
+		}
+		if i/burst%10 == 9 {
+			a.KeepInUserSpace(i/burst%20 == 9)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	wg.Wait()
+	for i, dir := range []string{"caller → callee", "callee → caller"} {
+		require.Len(t, got[i], total, "%s: every packet arrives", dir)
+		for j, seq := range got[i] {
+			require.EqualValues(t, j, seq, "%s: packet %d out of order", dir, j)
+		}
+	}
+	require.Eventually(t, func() bool {
+		rc := ports.RelayCounts()
+		return rc.Relayed+rc.RelayedKernel == 2*total
+	}, 3*KernelPoll, 10*time.Millisecond, "each packet relayed once, by one path: %+v", ports.RelayCounts())
+	rc := ports.RelayCounts()
+	require.NotZero(t, rc.RelayedKernel, "the kernel took over during the stream")
+	s, err := r.Stats()
+	require.NoError(t, err)
+	t.Logf("kernel relayed %d, user space %d; %d packets went up during the handovers", rc.RelayedKernel, rc.Relayed, s.UpHandover)
+}
+
+// rtcpAddr is the address of s's RTCP socket.
+func rtcpAddr(s *Stream) netip.AddrPort {
+	return netip.AddrPortFrom(s.Socket().IP, uint16(s.Socket().Port+1))
+}
