@@ -241,3 +241,128 @@ func TestKernelHandoverKeepsOrder(t *testing.T) {
 func rtcpAddr(s *Stream) netip.AddrPort {
 	return netip.AddrPortFrom(s.Socket().IP, uint16(s.Socket().Port+1))
 }
+
+// flows returns how many flows r holds.
+func flows(t *testing.T, r *kernel.Relay) int {
+	t.Helper()
+	n, err := r.Len()
+	require.NoError(t, err)
+	return n
+}
+
+// TestKernelFlowFollowsTheCall: what needs vnum stays in user space (a
+// call whose legs need PCMU ↔ PCMA, a stream kept in user space, a call
+// relayed one way only), and a flow goes as soon as the call stops being
+// one the kernel may relay: a re-offer moving a leg, a relay stopped.
+func TestKernelFlowFollowsTheCall(t *testing.T) {
+	r := openKernelRelay(t, "127.0.0.1", kernel.Options{})
+	ports := kernelPorts(t, r)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	talk := func(a, b *Stream, n int) {
+		t.Helper()
+		for i := range n {
+			caller.sendRTP(a.Socket().RTPAddr(), numbered(0xA, a.Audio().PT, uint16(i)))
+			callee.recvRTP(time.Second)
+			callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, b.Audio().PT, uint16(i)))
+			caller.recvRTP(time.Second)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	stay := func(a, b *Stream, what string) {
+		t.Helper()
+		talk(a, b, 3*int(kernelRetry/(10*time.Millisecond)))
+		require.Zero(t, flows(t, r), what)
+		require.False(t, a.InKernel() || b.InKernel(), what)
+	}
+
+	t.Run("g711 conversion", func(t *testing.T) {
+		a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+		b := newTestStream(t, ports, callee.addr(), pcmaCodec, nil)
+		relayBoth(t, a, b)
+		stay(a, b, "PCMU ↔ PCMA is converted in user space")
+	})
+	t.Run("one way", func(t *testing.T) {
+		a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+		b := newTestStream(t, ports, callee.addr(), pcmuCodec, nil)
+		require.NoError(t, Relay(b, a)) // early media: the caller's packets are its own
+		for i := range 30 {
+			callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, 0, uint16(i)))
+			caller.recvRTP(time.Second)
+			time.Sleep(10 * time.Millisecond)
+		}
+		require.Zero(t, flows(t, r), "a call relayed one way is not bridged")
+	})
+	t.Run("kept in user space", func(t *testing.T) {
+		a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+		b := newTestStream(t, ports, callee.addr(), pcmuCodec, nil)
+		a.KeepInUserSpace(true)
+		relayBoth(t, a, b)
+		talk(a, b, 3*int(kernelRetry/(10*time.Millisecond)))
+		require.Eventually(t, b.InKernel, 3*KernelPoll, 10*time.Millisecond, "the other direction goes to the kernel")
+		require.False(t, a.InKernel(), "the caller's packets stay with vnum")
+		a.KeepInUserSpace(false)
+		talk(a, b, 3*int(kernelRetry/(10*time.Millisecond)))
+		require.Eventually(t, a.InKernel, 3*KernelPoll, 10*time.Millisecond)
+		a.KeepInUserSpace(true)
+		require.Equal(t, 1, flows(t, r), "kept in user space at once")
+	})
+	t.Run("re-offer and stop", func(t *testing.T) {
+		a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+		b := newTestStream(t, ports, callee.addr(), pcmuCodec, nil)
+		relayBoth(t, a, b)
+		talk(a, b, 3*int(kernelRetry/(10*time.Millisecond)))
+		require.Eventually(t, func() bool { return a.InKernel() && b.InKernel() }, 3*KernelPoll, 10*time.Millisecond)
+
+		// B moves (a re-INVITE names another address): both flows name
+		// B, as source or destination.
+		moved := newPeer(t)
+		b.SetRemote(moved.addr())
+		require.Zero(t, flows(t, r), "a re-offer removes the flows at once")
+		callee = moved
+		talk(a, b, 3*int(kernelRetry/(10*time.Millisecond)))
+		require.Eventually(t, func() bool { return a.InKernel() && b.InKernel() }, 3*KernelPoll, 10*time.Millisecond,
+			"the flows come back for the new address")
+
+		b.StopRelay()
+		require.Zero(t, flows(t, r), "a relay stopped: the call is no longer bridged both ways")
+		require.False(t, a.InKernel() || b.InKernel())
+	})
+}
+
+// TestKernelForeignFlood: while the kernel relays a call, a flood from a
+// host outside the call to a relay port is neither forwarded nor learnt:
+// it goes up to vnum's socket, which drops it as a foreign source, and
+// the flows keep their peers.
+func TestKernelForeignFlood(t *testing.T) {
+	r := openKernelRelay(t, "127.0.0.1", kernel.Options{})
+	ports := kernelPorts(t, r)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	attacker := newPeerAt(t, "127.0.0.2")
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, nil)
+	relayBoth(t, a, b)
+	waitInKernel(t, caller, callee, a, b, r)
+
+	const flood = 2000
+	for i := range flood {
+		attacker.sendRTP(a.Socket().RTPAddr(), ssrcPacket(attackerSSRC, uint16(i)))
+		attacker.sendRTP(b.Socket().RTPAddr(), ssrcPacket(attackerSSRC, uint16(i)))
+		if i%50 == 49 {
+			time.Sleep(time.Millisecond) // no more than vnum's socket buffers hold
+		}
+	}
+	caller.sendRTP(a.Socket().RTPAddr(), ssrcPacket(0xCA11, 1))
+	require.Zero(t, recvSSRC(t, callee, 0xCA11), "the callee hears the caller and never the attacker")
+	callee.sendRTP(b.Socket().RTPAddr(), ssrcPacket(0xCA1E, 1))
+	require.Zero(t, recvSSRC(t, caller, 0xCA1E))
+	requireNothing(t, attacker, "the attacker hears nothing")
+	require.Eventually(t, func() bool { return ports.RelayCounts().Dropped[DropForeignSource] == 2*flood },
+		5*time.Second, time.Millisecond, "every packet of the flood reaches vnum's socket and is dropped: %+v", ports.RelayCounts())
+	require.Equal(t, caller.addr(), a.Remote())
+	require.Equal(t, callee.addr(), b.Remote())
+	require.True(t, a.InKernel() && b.InKernel(), "the flows stand")
+	require.Eventually(t, func() bool { return ports.RelayCounts().RelayedKernel >= 2 }, 3*KernelPoll, 10*time.Millisecond)
+	require.Less(t, ports.RelayCounts().RelayedKernel, uint64(flood), "the flood is not counted as relayed")
+}
