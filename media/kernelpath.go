@@ -147,7 +147,9 @@ func (kp *kernelPath) poll() {
 		}
 	})
 	if err != nil {
-		kp.log.Warn("kernel relay: reading the flows' counters", "error", err)
+		if !errors.Is(err, kernel.ErrClosed) {
+			kp.log.Warn("kernel relay: reading the flows' counters", "error", err)
+		}
 		return
 	}
 	now := time.Now()

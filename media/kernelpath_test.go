@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -35,14 +36,24 @@ func openKernelRelay(t testing.TB, ip string, o kernel.Options) *kernel.Relay {
 // relay r; at cleanup the test checks that no flow is left in it.
 func kernelPorts(t testing.TB, r *kernel.Relay) *Ports {
 	t.Helper()
-	ports := newTestPorts(t)
+	return kernelPortsOn(t, r, "127.0.0.1")
+}
+
+// kernelPortsOn is kernelPorts on ip.
+func kernelPortsOn(t testing.TB, r *kernel.Relay, ip string) *Ports {
+	t.Helper()
+	ports, err := NewPorts(ip, 0, 0)
+	require.NoError(t, err)
 	stop, err := ports.UseKernel(r, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() {
+		defer stop()
 		n, err := r.Len()
+		if errors.Is(err, kernel.ErrClosed) {
+			return // the test closed the relay itself
+		}
 		require.NoError(t, err)
 		require.Zero(t, n, "flows left in the kernel after every stream closed")
-		stop()
 	})
 	return ports
 }

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -149,8 +150,8 @@ type Relay struct {
 	stop    chan struct{}
 	beating sync.WaitGroup
 
-	mu     sync.Mutex // guards closed
-	closed bool
+	mu     sync.Mutex // serialises Close
+	closed atomic.Bool
 }
 
 // Open loads the relay program and attaches it to the ingress of the
@@ -237,14 +238,15 @@ func (r *Relay) ProgramID() uint32 {
 
 // Close detaches the program and frees its maps: the flows still
 // installed stop at once, their packets going up to the sockets. It is
-// idempotent.
+// idempotent; the other methods return ErrClosed afterwards, and must not
+// run while it does.
 func (r *Relay) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if r.closed.Load() {
 		return nil
 	}
-	r.closed = true
+	r.closed.Store(true)
 	close(r.stop)
 	r.beating.Wait()
 	return errors.Join(r.detach(), r.objs.Close())
@@ -278,6 +280,9 @@ func (r *Relay) beat() error {
 // relaying (and acknowledging) what it reads until Counters says the flow
 // is Forwarding.
 func (r *Relay) Install(f Flow) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
 	k, err := key(f.Key)
 	if err != nil {
 		return err
@@ -319,6 +324,9 @@ const (
 // handover, the program forwards a packet itself only once the last
 // packet it sent up is acknowledged.
 func (r *Relay) Ack(k Key, hdr []byte) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
 	if len(hdr) < 12 {
 		return fmt.Errorf("kernel relay: ack: %d bytes of RTP header", len(hdr))
 	}
@@ -342,6 +350,9 @@ func (r *Relay) Ack(k Key, hdr []byte) error {
 // that arrive afterwards go up to the socket. It returns ErrNoFlow when
 // no such flow is installed.
 func (r *Relay) Remove(k Key) (Counters, error) {
+	if r.closed.Load() {
+		return Counters{}, ErrClosed
+	}
 	kk, err := key(k)
 	if err != nil {
 		return Counters{}, err
@@ -374,6 +385,9 @@ const batch = 256
 // batch of flows per system call (one walk over the table where the
 // kernel cannot read in batches, before 5.6).
 func (r *Relay) Counters(fn func(Key, Counters)) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
 	now := monotonic()
 	keys := make([]relayFlowKey, batch)
 	vals := make([]relayFlow, batch)
@@ -416,6 +430,9 @@ func (r *Relay) Len() (int, error) {
 
 // Stats returns what the program did so far, every flow and CPU together.
 func (r *Relay) Stats() (Stats, error) {
+	if r.closed.Load() {
+		return Stats{}, ErrClosed
+	}
 	var s Stats
 	fields := []*uint64{&s.ForwardedFIB, &s.ForwardedNeigh, &s.ForwardedLoopback,
 		&s.UpHandover, &s.UpNotRTP, &s.UpRoute, &s.UpStale}
