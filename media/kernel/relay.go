@@ -174,10 +174,9 @@ func Open(ip netip.Addr, o Options) (*Relay, error) {
 	if o.MaxFlows <= 0 {
 		o.MaxFlows = DefaultMaxFlows
 	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("kernel relay: %w", err)
-	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Without
+	// the privilege to raise it, loading fails below, saying why.
+	memlock := rlimit.RemoveMemlock()
 	spec, err := loadRelay()
 	if err != nil {
 		return nil, fmt.Errorf("kernel relay: %w", err)
@@ -196,6 +195,12 @@ func Open(ip netip.Addr, o Options) (*Relay, error) {
 	}
 	r := &Relay{ip: ip, iface: *iface, stop: make(chan struct{})}
 	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("kernel relay: not permitted (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
+		}
+		if memlock != nil {
+			err = errors.Join(err, memlock)
+		}
 		return nil, fmt.Errorf("kernel relay: load the program: %w", err)
 	}
 	if err := r.beat(); err != nil {
@@ -477,6 +482,7 @@ func interfaceOf(ip netip.Addr) (*net.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel relay: list interfaces: %w", err)
 	}
+	var lo *net.Interface
 	for i := range ifaces {
 		addrs, err := ifaces[i].Addrs()
 		if err != nil {
@@ -489,6 +495,13 @@ func interfaceOf(ip netip.Addr) (*net.Interface, error) {
 				}
 			}
 		}
+		if ifaces[i].Flags&net.FlagLoopback != 0 {
+			lo = &ifaces[i]
+		}
+	}
+	// Every 127.0.0.0/8 address is loopback's, not only the one it lists.
+	if ip.IsLoopback() && lo != nil {
+		return lo, nil
 	}
 	return nil, fmt.Errorf("kernel relay: no interface carries %s", ip)
 }

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/internal/testenv"
+	"github.com/vnum/vnum/media/kernel"
+)
+
+// kernelRelayLoads reports whether this host lets the kernel relay load
+// on loopback (root, a recent kernel).
+func kernelRelayLoads(t *testing.T) bool {
+	t.Helper()
+	r, err := kernel.Open(netip.MustParseAddr("127.0.0.1"), kernel.Options{})
+	if err != nil {
+		t.Logf("the kernel relay does not load here: %v", err)
+		return false
+	}
+	require.NoError(t, r.Close())
+	return true
+}
+
+// kernelServeConfig is a node that places no call, with media.kernel
+// set to mode.
+func kernelServeConfig(t *testing.T, mode string) *config.Config {
+	t.Helper()
+	c := adminConfig(t)
+	c.SIP.Listen = []string{"udp://127.0.0.1:0"}
+	c.Trunk.Outbound = "sip:127.0.0.1:9;transport=udp" // no call is placed
+	c.Trunk.Keepalive = 0
+	c.Media.Kernel = mode
+	return c
+}
+
+// serveFor runs serve in process on c until it is up, then stops it, and
+// returns its log.
+func serveFor(t *testing.T, c *config.Config) string {
+	t.Helper()
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	up := make(chan struct{})
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, c, slog.New(slog.NewJSONHandler(&logs, nil)), func(*node) { close(up) }) }()
+	select {
+	case <-up:
+	case err := <-served:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not come up")
+	}
+	cancel()
+	select {
+	case err := <-served:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	return logs.String()
+}
+
+// TestServeLoadsKernelRelay: where the host allows, media.kernel on and
+// auto load the kernel relay at start and say so once, naming the
+// program, which is gone once serve has stopped; off does not load it.
+func TestServeLoadsKernelRelay(t *testing.T) {
+	if !kernelRelayLoads(t) {
+		if testenv.Require("KERNEL_RELAY") {
+			t.Fatalf("kernel relay required (%s=1)", testenv.RequireVar("KERNEL_RELAY"))
+		}
+		t.Skip("the kernel relay does not load here; TestServeWithoutKernelRelay covers this host")
+	}
+	for _, mode := range []string{config.KernelOn, config.KernelAuto} {
+		t.Run(mode, func(t *testing.T) {
+			logs := serveFor(t, kernelServeConfig(t, mode))
+			require.Equal(t, 1, strings.Count(logs, `"msg":"rtp relayed in the kernel"`), logs)
+			require.Equal(t, "lo", logField(t, logs, "rtp relayed in the kernel", "interface"))
+			pid := ebpf.ProgramID(logNumber(t, logs, "rtp relayed in the kernel", "program_id"))
+			require.NotZero(t, pid)
+			require.Eventually(t, func() bool {
+				p, err := ebpf.NewProgramFromID(pid)
+				if err == nil {
+					_ = p.Close()
+				}
+				return errors.Is(err, os.ErrNotExist)
+			}, 5*time.Second, 10*time.Millisecond, "program %d left loaded after serve stopped", pid)
+		})
+	}
+	logs := serveFor(t, kernelServeConfig(t, config.KernelOff))
+	require.Contains(t, logs, `"msg":"rtp relayed in user space","media.kernel":"off"`)
+	require.NotContains(t, logs, "rtp relayed in the kernel")
+}
+
+// logNumber is logField for a number.
+func logNumber(t *testing.T, logs, msg, field string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(logs, "\n") {
+		var line map[string]any
+		if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == msg {
+			v, ok := line[field].(float64)
+			require.True(t, ok, "%s has no number %s: %s", msg, field, l)
+			return v
+		}
+	}
+	t.Fatalf("no %q line in the log:\n%s", msg, logs)
+	return 0
+}
+
+// TestServeWithoutKernelRelay: where the kernel refuses the relay (here
+// a serve without the privilege: in a user namespace of its own when the
+// tests run as root), media.kernel auto serves with RTP in user space and
+// says so once, and on refuses to start, in one line saying why, before
+// it touches the store.
+func TestServeWithoutKernelRelay(t *testing.T) {
+	if os.Getenv(kernelChildVar) != "" {
+		t.Skip("the child's own run")
+	}
+	on := kernelServeConfig(t, config.KernelOn)
+	stderr, err := serveUnprivileged(t, on, false)
+	require.Error(t, err, "serve started with media.kernel on and no kernel relay: %s", stderr)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	require.Len(t, lines, 1, stderr)
+	t.Log(lines[0])
+	require.True(t, strings.HasPrefix(lines[0], "vnum: media.kernel: on, but the kernel cannot relay RTP here: "), stderr)
+	require.NoFileExists(t, on.Store.DSN, "refused before the store was touched")
+
+	stderr, err = serveUnprivileged(t, kernelServeConfig(t, config.KernelAuto), true)
+	require.NoError(t, err, stderr)
+	require.Equal(t, 1, strings.Count(stderr, "rtp relayed in user space: the kernel cannot relay it here"), stderr)
+	require.Contains(t, stderr, `"msg":"vnum serving"`)
+	require.NotContains(t, stderr, "rtp relayed in the kernel")
+}
+
+// kernelChildVar runs TestKernelChild as `vnum serve` (see
+// serveUnprivileged).
+const kernelChildVar = testenv.Prefix + "KERNEL_CHILD"
+
+// serveUnprivileged runs `vnum serve` on c where the kernel relay cannot
+// load: this test binary again, in a user namespace of its own (no
+// CAP_BPF where it counts) when the tests run as root, as it is
+// otherwise. With stop, serve is stopped (SIGTERM) once it serves. It
+// returns serve's stderr (its log and its refusal).
+func serveUnprivileged(t *testing.T, c *config.Config, stop bool) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKernelChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), kernelChildVar+"=1",
+		"VNUM_SIP_LISTEN="+strings.Join(c.SIP.Listen, ","), "VNUM_ADMIN_LISTEN="+c.Admin.Listen,
+		"VNUM_ADMIN_TOKEN="+c.Admin.Token, "VNUM_TRUNK_OUTBOUND="+c.Trunk.Outbound, "VNUM_TRUNK_KEEPALIVE=0s",
+		"VNUM_STORE_DSN="+c.Store.DSN, "VNUM_MEDIA_KERNEL="+c.Media.Kernel)
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+		}
+	}
+	errPipe, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var all strings.Builder
+	lines := bufio.NewScanner(errPipe)
+	for lines.Scan() {
+		all.WriteString(lines.Text() + "\n")
+		if stop && strings.Contains(lines.Text(), `"msg":"vnum serving"`) {
+			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		}
+	}
+	_, _ = io.Copy(io.Discard, errPipe)
+	err = cmd.Wait()
+	return all.String(), err
+}
+
+// TestKernelChild is `vnum serve` for serveUnprivileged; it does nothing
+// in a test run of its own.
+func TestKernelChild(t *testing.T) {
+	if os.Getenv(kernelChildVar) == "" {
+		t.Skip("run by TestServeWithoutKernelRelay")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	dir := filepath.Dir(os.Getenv("VNUM_STORE_DSN"))
+	require.DirExists(t, dir)
+	if err := execute(ctx, newRootCmd(), []string{"serve"}, os.Stdout, os.Stderr); err != nil {
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
