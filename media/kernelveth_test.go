@@ -4,13 +4,10 @@ package media
 
 import (
 	"encoding/binary"
-	"errors"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/media/kernel"
@@ -172,15 +169,18 @@ func testKernelRelayAcrossNamespaces(t *testing.T, forwarding bool) {
 	require.True(t, a.InKernel())
 
 	id := r.ProgramID()
+	n.relay.do(t, func() {
+		ids, err := kernel.Attached("r0")
+		require.NoError(t, err)
+		require.Contains(t, ids, id)
+	})
 	require.NoError(t, a.Close())
 	require.NoError(t, b.Close())
 	require.Zero(t, flows(t, r), "the call's end leaves no flow")
 	require.NoError(t, r.Close())
-	require.Eventually(t, func() bool {
-		p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
-		if err == nil {
-			_ = p.Close()
-		}
-		return errors.Is(err, os.ErrNotExist)
-	}, 5*time.Second, 10*time.Millisecond, "the program is gone once the relay is closed")
+	n.relay.do(t, func() {
+		ids, err := kernel.Attached("r0")
+		require.NoError(t, err)
+		require.NotContains(t, ids, id, "no program left on r0 once the relay is closed")
+	})
 }

@@ -45,6 +45,7 @@ const (
 	tcaBPFFD        = 6
 	tcaBPFName      = 7
 	tcaBPFFlags     = 8
+	tcaBPFID        = 11
 	tcaBPFActDirect = 1
 	filterHandle    = 1
 	filterName      = "vnum_relay"
@@ -104,6 +105,107 @@ func (f *tcFilter) close() error {
 		err = fmt.Errorf("kernel relay: delete tc filter: %w", err)
 	}
 	return errors.Join(err, unix.Close(f.fd))
+}
+
+// attached returns the ids of the programs on the ingress of the
+// interface ifindex: TCX's, and cls_bpf filters' on a clsact qdisc.
+func attached(ifindex int) ([]uint32, error) {
+	var ids []uint32
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+	switch {
+	case err == nil:
+		for _, p := range res.Programs {
+			ids = append(ids, uint32(p.ID))
+		}
+	case !errors.Is(err, ebpf.ErrNotSupported):
+		return nil, fmt.Errorf("tcx: %w", err)
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	f := &tcFilter{fd: fd, ifindex: ifindex}
+	defer unix.Close(fd)
+	err = f.dump(unix.RTM_GETTFILTER, tcmsg(ifindex, 0, tcHIngress, 0), func(attrs []syscall.NetlinkRouteAttr) {
+		for _, a := range attrs {
+			if a.Attr.Type != tcaOptions {
+				continue
+			}
+			for _, o := range nested(a.Value) {
+				if o.Attr.Type == tcaBPFID && len(o.Value) >= 4 {
+					ids = append(ids, binary.NativeEndian.Uint32(o.Value))
+				}
+			}
+		}
+	})
+	if err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: no clsact qdisc
+		return nil, fmt.Errorf("tc: %w", err)
+	}
+	return ids, nil
+}
+
+// dump sends a dump request and calls fn with the attributes of each
+// tcmsg it returns.
+func (f *tcFilter) dump(typ uint16, body []byte, fn func([]syscall.NetlinkRouteAttr)) error {
+	f.seq++
+	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
+	msg = append(msg, body...)
+	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.NativeEndian.PutUint16(msg[4:], typ)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(msg[8:], f.seq)
+	if err := unix.Sendto(f.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(f.fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != f.seq {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
+						return unix.Errno(-code)
+					}
+				}
+				return nil
+			}
+			if len(m.Data) < 20 {
+				continue
+			}
+			fn(nested(m.Data[20:]))
+		}
+	}
+}
+
+// nested parses a run of netlink attributes (those after a tcmsg, or
+// those nested in one).
+func nested(b []byte) []syscall.NetlinkRouteAttr {
+	var out []syscall.NetlinkRouteAttr
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[0:]))
+		if l < 4 || l > len(b) {
+			break
+		}
+		out = append(out, syscall.NetlinkRouteAttr{
+			Attr:  syscall.RtAttr{Len: uint16(l), Type: binary.NativeEndian.Uint16(b[2:]) &^ unix.NLA_F_NESTED},
+			Value: b[4:l],
+		})
+		b = b[(l+3)&^3:]
+	}
+	return out
 }
 
 // request sends one netlink request and waits for its acknowledgement.

@@ -230,6 +230,17 @@ func (r *Relay) Attachment() Attach {
 	return r.attach
 }
 
+// Attached returns the ids of the programs attached to the TC ingress of
+// the interface named ifname (TCX and cls_bpf), vnum's or others': an
+// operator's or a test's check of what a relay left behind.
+func Attached(ifname string) ([]uint32, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("kernel relay: %w", err)
+	}
+	return attached(ifi.Index)
+}
+
 // ProgramID returns the kernel's id of the loaded program (bpftool prog
 // show id N), 0 if it cannot be read.
 func (r *Relay) ProgramID() uint32 {
@@ -239,6 +250,20 @@ func (r *Relay) ProgramID() uint32 {
 	}
 	id, _ := info.ID()
 	return uint32(id)
+}
+
+// RunStats returns how often the program ran and for how long in all,
+// counted only while the kernel collects BPF statistics
+// (kernel.bpf_stats_enabled, or ebpf.EnableStats).
+func (r *Relay) RunStats() (runs uint64, runtime time.Duration, err error) {
+	if r.closed.Load() {
+		return 0, 0, ErrClosed
+	}
+	s, err := r.objs.VnumRelay.Stats()
+	if err != nil {
+		return 0, 0, fmt.Errorf("kernel relay: program stats: %w", err)
+	}
+	return s.RunCount, s.Runtime, nil
 }
 
 // Close detaches the program and frees its maps: the flows still

@@ -208,18 +208,20 @@ int vnum_relay(struct __sk_buff *skb)
 	__builtin_memcpy(&id.ts, rtp + 4, 4);
 	__builtin_memcpy(&id.ssrc, rtp + 8, 4);
 	__u8 tos = ip->tos;
-	__be32 old_src = ip->saddr, old_dst = ip->daddr;
-	__be16 old_sport = udp->source, old_dport = udp->dest;
-	__u16 old_ttlw, new_ttlw, old_ptw, new_ptw;
-	__builtin_memcpy(&old_ttlw, &ip->ttl, 2);
-	__builtin_memcpy(&old_ptw, rtp, 2);
-	// From here on the packet pointers are not used: the helpers below
-	// may move the packet.
+	// The fields the flow rewrites, as they came.
+	__be32 old_addrs[2] = {ip->saddr, ip->daddr};
+	__be32 old_l4[2] = {0, 0}; // the ports, then RTP's first 16 bits
+	__be32 old_ttl = 0;        // TTL and protocol, then 0
+	__builtin_memcpy(&old_l4[0], &udp->source, 4);
+	__builtin_memcpy(&old_l4[1], rtp, 2);
+	__builtin_memcpy(&old_ttl, &ip->ttl, 2);
+	// From here until they are derived again the packet pointers are not
+	// used: the helpers below may move the packet.
 	__u32 rtp_len = udp_len - 8;
 	if (!plain_rtp(skb, b0, rtp_len))
 		return up(STAT_UP_NOT_RTP);
 
-	__be32 new_src = f->out_src_ip, new_dst = f->out_dst_ip;
+	__be32 new_addrs[2] = {f->out_src_ip, f->out_dst_ip};
 	__be16 new_sport = f->out_src_port, new_dport = f->out_dst_port;
 
 	// Until vnum has relayed the last packet sent up, the socket may still
@@ -244,8 +246,8 @@ int vnum_relay(struct __sk_buff *skb)
 		fib.dport = new_dport;
 		fib.tot_len = ip_len;
 		fib.ifindex = cfg_ifindex;
-		fib.ipv4_src = new_src;
-		fib.ipv4_dst = new_dst;
+		fib.ipv4_src = new_addrs[0];
+		fib.ipv4_dst = new_addrs[1];
 		long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
 		if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex == cfg_ifindex)
 			via = VIA_FIB;
@@ -259,6 +261,13 @@ int vnum_relay(struct __sk_buff *skb)
 			return up(STAT_UP_ROUTE);
 		}
 	}
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	if (data + RTP_OFF + RTP_MIN > end)
+		return up(STAT_UP_NOT_RTP); // cannot be: checked above
+	ip = data + IP_OFF;
+	udp = data + UDP_OFF;
+	rtp = data + RTP_OFF;
 	if (handover)
 		f->state = FLOW_FORWARD;
 
@@ -272,38 +281,40 @@ int vnum_relay(struct __sk_buff *skb)
 		to = f->pt_to[0];
 	else if (f->pt_from[1] == pt)
 		to = f->pt_to[1];
-	__u8 nb1 = (b1 & 0x80) | (to & 0x7f);
-	__u8 ttl = cfg_ttl;
-	__builtin_memcpy(&new_ttlw, &old_ttlw, 2);
-	__builtin_memcpy(&new_ptw, &old_ptw, 2);
-	((__u8 *)&new_ttlw)[0] = ttl;
-	((__u8 *)&new_ptw)[1] = nb1;
 
-	// UDP checksum, incrementally: the pseudo-header's addresses, the
-	// ports, the payload type. A zero checksum (none, RFC 768) stays zero.
-	__u64 l4 = BPF_F_MARK_MANGLED_0;
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_src, new_src, l4 | BPF_F_PSEUDO_HDR | 4);
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dst, new_dst, l4 | BPF_F_PSEUDO_HDR | 4);
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, new_sport, l4 | 2);
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dport, new_dport, l4 | 2);
-	if (new_ptw != old_ptw)
-		bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_ptw, new_ptw, l4 | 2);
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_src, new_src, 4);
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_dst, new_dst, 4);
-	bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ttlw, new_ttlw, 2);
-	bpf_skb_store_bytes(skb, IP_SRC_OFF, &new_src, 4, 0);
-	bpf_skb_store_bytes(skb, IP_DST_OFF, &new_dst, 4, 0);
-	bpf_skb_store_bytes(skb, UDP_OFF, &new_sport, 2, 0);
-	bpf_skb_store_bytes(skb, UDP_OFF + 2, &new_dport, 2, 0);
-	bpf_skb_store_bytes(skb, IP_TTL_OFF, &ttl, 1, 0);
-	bpf_skb_store_bytes(skb, RTP_OFF + 1, &nb1, 1, 0);
+	// The new header, written in place (a program that writes the packet
+	// gets it unshared first).
+	ip->saddr = new_addrs[0];
+	ip->daddr = new_addrs[1];
+	ip->ttl = cfg_ttl;
+	udp->source = new_sport;
+	udp->dest = new_dport;
+	rtp[1] = (b1 & 0x80) | (to & 0x7f);
+	__be32 new_l4[2] = {0, 0}, new_ttl = 0;
+	__builtin_memcpy(&new_l4[0], &udp->source, 4);
+	__builtin_memcpy(&new_l4[1], rtp, 2);
+	__builtin_memcpy(&new_ttl, &ip->ttl, 2);
+	if (via == VIA_FIB) {
+		__builtin_memcpy(data, fib.dmac, 6);
+		__builtin_memcpy(data + 6, fib.smac, 6);
+	}
+
+	// The checksums, by the difference of what changed: the IP header's
+	// for the addresses and the TTL; UDP's for the pseudo-header's
+	// addresses (kept right even where the checksum is left to the
+	// device), the ports and the payload type. A zero UDP checksum (none,
+	// RFC 768) stays zero.
+	__s64 d_addrs = bpf_csum_diff(old_addrs, 8, new_addrs, 8, 0);
+	__s64 d_ip = bpf_csum_diff(&old_ttl, 4, &new_ttl, 4, (__u32)d_addrs);
+	__s64 d_l4 = bpf_csum_diff(old_l4, 8, new_l4, 8, 0);
+	bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, (__u32)d_ip, 0);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, (__u32)d_addrs, BPF_F_MARK_MANGLED_0 | BPF_F_PSEUDO_HDR);
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, (__u32)d_l4, BPF_F_MARK_MANGLED_0);
 
 	// A receive timestamp must not pass for a departure time (fq).
 	skb->tstamp = 0;
 	switch (via) {
 	case VIA_FIB:
-		bpf_skb_store_bytes(skb, 0, fib.dmac, 6, 0);
-		bpf_skb_store_bytes(skb, 6, fib.smac, 6, 0);
 		count(STAT_FWD_FIB);
 		return bpf_redirect(cfg_ifindex, 0);
 	case VIA_NEIGH:
