@@ -181,7 +181,8 @@ func (kp *kernelPath) account(f *kflow, c kernel.Counters) {
 func (kp *kernelPath) afterRTP(s *Stream, hdr []byte, o outcome, now time.Time) {
 	if f := s.kflow.Load(); f != nil {
 		if f.handover.Load() {
-			if err := kp.r.Ack(f.key, hdr); err != nil {
+			// A flow removed meanwhile has nothing left to acknowledge.
+			if err := kp.r.Ack(f.key, hdr); err != nil && !errors.Is(err, kernel.ErrNoFlow) {
 				kp.log.Debug("kernel relay: ack", "error", err)
 			}
 		}

@@ -334,7 +334,9 @@ func (r *Relay) Install(f Flow) error {
 	for i, pt := range f.PT {
 		v.PtFrom[i], v.PtTo[i] = pt.From&0x7f, pt.To&0x7f
 	}
-	if err := r.objs.Acks.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	// The flow's ack slot exists from now until Remove, so that an Ack
+	// that comes after Remove finds none and leaves none behind.
+	if err := r.objs.Acks.Update(k, relayRtpId{}, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("kernel relay: install: %w", err)
 	}
 	if err := r.objs.Flows.Update(k, v, ebpf.UpdateAny); err != nil {
@@ -352,7 +354,8 @@ const (
 // Ack tells the program that the RTP packet whose header starts hdr (12
 // bytes at least) has been relayed in user space: while the flow is in
 // handover, the program forwards a packet itself only once the last
-// packet it sent up is acknowledged.
+// packet it sent up is acknowledged. It returns ErrNoFlow when the flow
+// has been removed meanwhile.
 func (r *Relay) Ack(k Key, hdr []byte) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -370,7 +373,11 @@ func (r *Relay) Ack(k Key, hdr []byte) error {
 		Ssrc:  nativeUint32(hdr[8:12]),
 		Valid: 1,
 	}
-	if err := r.objs.Acks.Update(kk, id, ebpf.UpdateAny); err != nil {
+	err = r.objs.Acks.Update(kk, id, ebpf.UpdateExist)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return ErrNoFlow
+	}
+	if err != nil {
 		return fmt.Errorf("kernel relay: ack: %w", err)
 	}
 	return nil

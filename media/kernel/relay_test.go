@@ -92,10 +92,10 @@ func testRelayOnLoopback(t *testing.T, how Attach) {
 	r := openRelay(t, lo, Options{Attach: how})
 	require.Equal(t, "lo", r.Interface())
 	require.Equal(t, how, r.Attachment())
-	id := r.ProgramID()
+	progID := r.ProgramID()
 	ids, err := Attached("lo")
 	require.NoError(t, err)
-	require.Contains(t, ids, id)
+	require.Contains(t, ids, progID)
 	legA, legB := udp(t, "127.0.0.1"), udp(t, "127.0.0.1")
 	peerA, peerB := udp(t, "127.0.0.1"), udp(t, "127.0.0.1")
 	f := Flow{
@@ -161,9 +161,13 @@ func testRelayOnLoopback(t *testing.T, how Attach) {
 	read(t, legA)
 	_, err = r.Remove(f.Key)
 	require.ErrorIs(t, err, ErrNoFlow)
+	require.ErrorIs(t, r.Ack(f.Key, pkt), ErrNoFlow, "an ack after the flow leaves nothing behind")
+	var k relayFlowKey
+	var id relayRtpId
+	require.False(t, r.objs.Acks.Iterate().Next(&k, &id), "no ack slot left")
 
 	require.NoError(t, r.Close())
-	requireDetached(t, id)
+	requireDetached(t, progID)
 }
 
 // requireDetached asserts that the program id is attached to loopback's
