@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,11 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/internal/testenv"
+	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/media/kernel"
+	"github.com/vnum/vnum/sip/sipua"
 )
 
 // kernelRelayLoads reports whether this host lets the kernel relay load
@@ -196,4 +200,120 @@ func TestKernelChild(t *testing.T) {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// TestCallThroughKernelRelay: a courier's call over the trunk to the
+// consignee, on a node whose ports use the kernel relay (as serve wires
+// them with media.kernel): once both parties talk, their audio crosses
+// in the kernel both ways, in /metrics as path="kernel", while vnum's
+// user-space count stands still; the call's end leaves no flow.
+func TestCallThroughKernelRelay(t *testing.T) {
+	r, err := kernel.Open(netip.MustParseAddr("127.0.0.1"), kernel.Options{})
+	if err != nil {
+		if testenv.Require("KERNEL_RELAY") {
+			t.Fatalf("kernel relay required (%s=1): %v", testenv.RequireVar("KERNEL_RELAY"), err)
+		}
+		t.Skipf("the kernel relay does not load here: %v", err)
+	}
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	useTempStore(t)
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(carrier.Close)
+	c := config.Default()
+	c.SIP.Listen = []string{"udp://127.0.0.1:0"}
+	c.Store.DSN = os.Getenv("VNUM_STORE_DSN")
+	c.Trunk.Outbound = "sip:" + carrier.Addr.String() + ";transport=udp"
+	c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"}
+	require.NoError(t, c.Validate())
+	ports, err := media.NewPorts(c.Media.IP, 0, 0)
+	require.NoError(t, err)
+	stop, err := ports.UseKernel(r, nil)
+	require.NoError(t, err)
+	t.Cleanup(stop)
+	n, err := startNodeWith(context.Background(), c, slog.New(slog.DiscardHandler), true, ports)
+	require.NoError(t, err)
+	t.Cleanup(func() { n.stop(context.Background()) })
+	vnum := netip.MustParseAddrPort(n.sip.Addr("udp"))
+
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "number", "add", "17000000001")
+	var b struct{ Host, Extension string }
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
+		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	courier, err := sipua.NewSoftphone("13700137000", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	d, err := courier.Call(ctx, vnum, b.Host+"-"+b.Extension)
+	require.NoError(t, err)
+	legA, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	inv, err := carrier.NextInvite(15 * time.Second)
+	require.NoError(t, err)
+	legB, err := sipua.MediaAddr(inv.Body())
+	require.NoError(t, err)
+	_, err = carrier.NextSession(15 * time.Second)
+	require.NoError(t, err)
+
+	// talk sends one packet each way and reads it on the other side.
+	buf := make([]byte, 1500)
+	talk := func(seq uint16) (heardByB, heardByA bool) {
+		for _, p := range []struct {
+			from, to *net.UDPConn
+			dst      netip.AddrPort
+			ssrc     uint32
+			heard    *bool
+		}{{courier.RTP, carrier.RTP, legA, 0xA, &heardByB}, {carrier.RTP, courier.RTP, legB, 0xB, &heardByA}} {
+			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: p.ssrc},
+				Payload: make([]byte, 160)}
+			raw, err := pkt.Marshal()
+			require.NoError(t, err)
+			_, err = p.from.WriteToUDPAddrPort(raw, p.dst)
+			require.NoError(t, err)
+			require.NoError(t, p.to.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+			for {
+				k, _, err := p.to.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					break
+				}
+				var got rtp.Packet
+				if got.Unmarshal(buf[:k]) == nil && got.SSRC == p.ssrc && got.SequenceNumber == seq {
+					*p.heard = true
+					break
+				}
+			}
+		}
+		return heardByB, heardByA
+	}
+	seq := uint16(0)
+	require.Eventually(t, func() bool {
+		seq++
+		talk(seq)
+		return ports.RelayCounts().RelayedKernel > 0
+	}, 10*time.Second, 20*time.Millisecond, "the call's audio never went through the kernel")
+	// The handover is over once a poll has seen both flows forwarding.
+	time.Sleep(2 * media.KernelPoll)
+	before := ports.RelayCounts()
+	const count = 50
+	for range count {
+		seq++
+		byB, byA := talk(seq)
+		require.True(t, byB && byA, "packet %d crossed both ways", seq)
+	}
+	require.Eventually(t, func() bool { return ports.RelayCounts().RelayedKernel >= before.RelayedKernel+2*count },
+		3*media.KernelPoll, 10*time.Millisecond)
+	require.Equal(t, before.Relayed, ports.RelayCounts().Relayed, "vnum's sockets relayed none of them")
+
+	url := startTestAdmin(t, func() *config.Config { a := config.Default(); a.Admin.Listen = "127.0.0.1:0"; return a }(), n.store, n.stats())
+	_, body := get(t, url+"/metrics", "")
+	require.Contains(t, body, `vnum_rtp_packets_relayed_total{path="kernel"} `)
+	require.NotContains(t, body, `vnum_rtp_packets_relayed_total{path="kernel"} 0`+"\n")
+
+	require.NoError(t, d.Bye(ctx))
+	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 && n.ports.InUse() == 0 }, 10*time.Second, 20*time.Millisecond)
+	flows, err := r.Len()
+	require.NoError(t, err)
+	require.Zero(t, flows, "the call's end leaves no flow in the kernel")
 }
