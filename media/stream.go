@@ -177,7 +177,8 @@ func (s *Stream) Digits() <-chan rune {
 // LastRTP returns when the last RTP packet from the stream's peer arrived
 // (a foreign source's packets do not count, so they cannot keep a dead
 // call up); before the first one, when the stream was started (or made,
-// if not started).
+// if not started). Packets the kernel relayed (Ports.UseKernel) count
+// once their flow's counters are read, every KernelPoll.
 func (s *Stream) LastRTP() time.Time {
 	return time.Unix(0, s.lastRTP.Load())
 }
