@@ -112,10 +112,7 @@ volatile const __u32 cfg_ttl = 64;
 #define UDP_OFF (IP_OFF + 20)
 #define RTP_OFF (UDP_OFF + 8)
 #define RTP_MIN 12
-#define IP_TTL_OFF (IP_OFF + 8)
 #define IP_CSUM_OFF (IP_OFF + 10)
-#define IP_SRC_OFF (IP_OFF + 12)
-#define IP_DST_OFF (IP_OFF + 16)
 #define UDP_CSUM_OFF (UDP_OFF + 6)
 
 static __always_inline void count(__u32 i)
