@@ -234,6 +234,12 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	stopKernel, err := openKernelRelay(c.Media, b.ports, log)
+	if err != nil {
+		b.close()
+		return err
+	}
+	defer stopKernel() // after the drain: the calls' flows are gone
 	admin, err := listenAdmin(ctx, c, log)
 	if err != nil {
 		b.close()
