@@ -30,6 +30,7 @@ const (
 	DefaultMediaIP             = "127.0.0.1"
 	DefaultRTPPorts            = "20000-29999"
 	DefaultMediaTimeout        = 60 * time.Second
+	DefaultMediaKernel         = KernelAuto
 	DefaultExtensionDigits     = 4
 	DefaultFirstDigitTimeout   = 10 * time.Second
 	DefaultInterDigitTimeout   = 5 * time.Second
@@ -74,6 +75,13 @@ type NumberFormat string
 
 // The values of ivr.answer and trunk.number_format.
 const (
+	// KernelAuto relays RTP in the kernel where the host allows, in user
+	// space elsewhere.
+	KernelAuto = "auto"
+	// KernelOn relays RTP in the kernel; serve refuses to start without it.
+	KernelOn = "on"
+	// KernelOff relays RTP in user space only.
+	KernelOff = "off"
 	// AnswerAnswer answers the call (200 OK) before the IVR collects digits.
 	AnswerAnswer AnswerMode = "answer"
 	// AnswerEarly collects digits in 183 early media without answering.
@@ -177,6 +185,9 @@ type Media struct {
 	RTPPorts string `mapstructure:"rtp_ports"`
 	// Timeout hangs up both legs when no RTP arrives from either side.
 	Timeout time.Duration `mapstructure:"timeout"`
+	// Kernel is auto, on or off: whether the RTP of bridged calls is
+	// relayed inside the kernel (eBPF) once both ends are learnt.
+	Kernel string `mapstructure:"kernel"`
 }
 
 // IVR is the ivr section.
@@ -304,6 +315,7 @@ func defaults() map[string]any {
 		"media.ip":                    DefaultMediaIP,
 		"media.rtp_ports":             DefaultRTPPorts,
 		"media.timeout":               DefaultMediaTimeout,
+		"media.kernel":                DefaultMediaKernel,
 		"ivr.extension_digits":        DefaultExtensionDigits,
 		"ivr.first_digit_timeout":     DefaultFirstDigitTimeout,
 		"ivr.inter_digit_timeout":     DefaultInterDigitTimeout,
@@ -355,7 +367,7 @@ func Default() *Config {
 			InviteRate:        DefaultInviteRate,
 			InvalidExtensions: DefaultInvalidExtensions,
 		},
-		Media: Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout},
+		Media: Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout, Kernel: DefaultMediaKernel},
 		IVR: IVR{
 			ExtensionDigits:   DefaultExtensionDigits,
 			FirstDigitTimeout: DefaultFirstDigitTimeout,
