@@ -15,11 +15,12 @@ import (
 // allows (root, Linux 5.10, an Ethernet or loopback interface carrying
 // media.ip) and otherwise relays in user space, saying so once; on
 // refuses to serve without it, in one line saying why. stop unloads it,
-// once the calls are over.
-func openKernelRelay(m config.Media, ports *media.Ports, log *slog.Logger) (stop func(), err error) {
+// once the calls are over. announce logs which path RTP takes: serve calls
+// it once the node holds its lease, so that a serve refused after this
+// (a port or a node.id in use) still says so in one line.
+func openKernelRelay(m config.Media, ports *media.Ports, log *slog.Logger) (stop, announce func(), err error) {
 	if m.Kernel == config.KernelOff {
-		log.Info("rtp relayed in user space", "media.kernel", m.Kernel)
-		return func() {}, nil
+		return func() {}, func() { log.Info("rtp relayed in user space", "media.kernel", m.Kernel) }, nil
 	}
 	r, stopPath, err := loadKernelRelay(m, ports, log)
 	if err != nil {
@@ -27,19 +28,23 @@ func openKernelRelay(m config.Media, ports *media.Ports, log *slog.Logger) (stop
 		// refusal keep to one.
 		why := strings.Join(strings.Fields(err.Error()), " ")
 		if m.Kernel == config.KernelOn {
-			return nil, fmt.Errorf("media.kernel: on, but the kernel cannot relay RTP here: %s", why)
+			return nil, nil, fmt.Errorf("media.kernel: on, but the kernel cannot relay RTP here: %s", why)
 		}
-		log.Warn("rtp relayed in user space: the kernel cannot relay it here", "media.kernel", m.Kernel, "error", why)
-		return func() {}, nil
+		return func() {}, func() {
+			log.Warn("rtp relayed in user space: the kernel cannot relay it here", "media.kernel", m.Kernel, "error", why)
+		}, nil
 	}
-	log.Info("rtp relayed in the kernel", "media.kernel", m.Kernel, "interface", r.Interface(),
-		"attach", r.Attachment().String(), "program_id", r.ProgramID())
-	return func() {
+	stop = func() {
 		stopPath()
 		if err := r.Close(); err != nil {
 			log.Error("unloading the kernel relay", "error", err)
 		}
-	}, nil
+	}
+	announce = func() {
+		log.Info("rtp relayed in the kernel", "media.kernel", m.Kernel, "interface", r.Interface(),
+			"attach", r.Attachment().String(), "program_id", r.ProgramID())
+	}
+	return stop, announce, nil
 }
 
 // loadKernelRelay loads the relay on media.ip with a flow table for every

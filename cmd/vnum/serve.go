@@ -234,6 +234,14 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	// media.kernel on without a kernel relay is refused before the store
+	// is touched.
+	stopKernel, announceKernel, err := openKernelRelay(c.Media, b.ports, log)
+	if err != nil {
+		b.close()
+		return err
+	}
+	defer stopKernel() // after the drain: the calls' flows are gone
 	admin, err := listenAdmin(ctx, c, log)
 	if err != nil {
 		b.close()
@@ -244,16 +252,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		admin.close()
 		return err
 	}
-	// The kernel relay is loaded only by the node that holds the lease:
-	// a serve refused for a port or a node.id in use says so in one line
-	// and touches nothing of the running node's.
-	stopKernel, err := openKernelRelay(c.Media, b.ports, log)
-	if err != nil {
-		admin.close()
-		n.stop(context.Background())
-		return err
-	}
-	defer stopKernel() // after the drain: the calls' flows are gone
+	announceKernel()
 	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, n.sip.Calls,
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
