@@ -63,7 +63,7 @@ type Stream struct {
 
 	playMu   sync.Mutex // serialises Play and guards the sender state
 	ssrc     uint32
-	seq      uint16
+	seq      rtp.Sequencer // pion's, from a random start (RFC 3550 §5.1)
 	ts       uint32
 	lastSent time.Time
 
@@ -117,7 +117,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		digits: make(chan rune, digitBuffer),
 		done:   make(chan struct{}),
 		ssrc:   rand.Uint32(),
-		seq:    uint16(rand.Uint32()),
+		seq:    rtp.NewRandomSequencer(),
 		ts:     rand.Uint32(),
 	}
 	s.counts, s.now = &relayCounters{}, time.Now
@@ -592,13 +592,12 @@ func (s *Stream) send(buf, payload []byte, pt uint8, marker bool) error {
 			Version:        2,
 			Marker:         marker,
 			PayloadType:    pt,
-			SequenceNumber: s.seq,
+			SequenceNumber: s.seq.NextSequenceNumber(),
 			Timestamp:      s.ts,
 			SSRC:           s.ssrc,
 		},
 		Payload: payload,
 	}
-	s.seq++
 	s.ts += frameSamples
 	s.lastSent = time.Now()
 	n, err := pkt.MarshalTo(buf)

@@ -301,14 +301,14 @@ var errAdminNeedsToken = errors.New("admin.listen: a non-loopback address needs 
 // serve. An empty admin.listen disables it: stop does nothing and addr is
 // "". calls lists the calls in progress, ready is the /readyz check, stats
 // feed /metrics.
-func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls api.CallLister,
 	ready func(context.Context) error, stats callStats, log *slog.Logger,
 ) (stop func(context.Context) error, addr string, err error) {
 	return startAdminTimeouts(ctx, c, store, calls, ready, stats, log, defaultAdminTimeouts)
 }
 
 // startAdminTimeouts is startAdmin with the server's timeouts given.
-func startAdminTimeouts(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+func startAdminTimeouts(ctx context.Context, c *config.Config, store *binding.Store, calls api.CallLister,
 	ready func(context.Context) error, stats callStats, log *slog.Logger, t adminTimeouts,
 ) (stop func(context.Context) error, addr string, err error) {
 	a, err := listenAdmin(ctx, c, log)
@@ -366,7 +366,7 @@ func (a *adminListener) close() {
 }
 
 // serve serves the admin API on the bound listener until stop is called.
-func (a *adminListener) serve(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+func (a *adminListener) serve(ctx context.Context, c *config.Config, store *binding.Store, calls api.CallLister,
 	ready func(context.Context) error, stats callStats, log *slog.Logger,
 ) (stop func(context.Context) error, addr string, err error) {
 	if a.ln == nil {

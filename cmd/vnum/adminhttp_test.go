@@ -70,7 +70,7 @@ func get(t *testing.T, url, token string, hdr ...string) (int, string) {
 // startTestAdmin starts the admin API on c and stops it at cleanup.
 func startTestAdmin(t *testing.T, c *config.Config, s *binding.Store, stats callStats) string {
 	t.Helper()
-	stop, addr, err := startAdmin(context.Background(), c, s, func() any { return []string{} },
+	stop, addr, err := startAdmin(context.Background(), c, s, func() []callrec.LiveCall { return nil },
 		s.Ping, stats, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(func() {

@@ -253,7 +253,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		return err
 	}
 	announceKernel()
-	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, func() any { return n.sip.Calls() },
+	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, n.sip.Calls,
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
 				return fmt.Errorf("store: %w", err)
