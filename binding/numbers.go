@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/vnum/vnum/internal/digits"
 )
 
 var (
@@ -49,7 +51,7 @@ func NormaliseHost(x string) (string, error) {
 	case strings.HasPrefix(s, "86") && (len(s) == 13 || len(s) > MaxHostDigits):
 		s = s[2:]
 	}
-	if len(s) < MinHostDigits || len(s) > MaxHostDigits || !allDigits(s) {
+	if len(s) < MinHostDigits || len(s) > MaxHostDigits || !digits.Only(s) {
 		return "", fmt.Errorf("%w host number %q: want 5 to 15 digits (+86 allowed)", ErrInvalid, x)
 	}
 	return s, nil

@@ -3,6 +3,8 @@ package sip
 import (
 	"fmt"
 	"strings"
+
+	"github.com/vnum/vnum/internal/digits"
 )
 
 // Dialled is what the user part of an INVITE's Request-URI asks for: a host
@@ -31,7 +33,7 @@ func ParseDialled(user string, uriExt string) (Dialled, error) {
 	ext := uriExt
 	// The index is taken in u itself: strings.ToLower turns each invalid
 	// UTF-8 byte into U+FFFD (three bytes), so an index found in the
-	// lowered copy does not fit u (a remote crash, issue 6).
+	// lowered copy does not fit u (it once crashed vnum from the network).
 	if i := indexFoldASCII(u, ";ext="); i >= 0 {
 		ext, u = u[i+5:], u[:i]
 	} else if i := strings.IndexAny(u, "-,"); i >= 0 {
@@ -45,12 +47,12 @@ func ParseDialled(user string, uriExt string) (Dialled, error) {
 	case strings.HasPrefix(u, "86") && (len(u) == 13 || len(u) > maxHostDigits):
 		u = u[2:]
 	}
-	if len(u) < minHostDigits || len(u) > maxHostDigits || !allDigits(u) {
+	if len(u) < minHostDigits || len(u) > maxHostDigits || !digits.Only(u) {
 		return Dialled{}, fmt.Errorf("%w: dialled %q is not a number of 5 to 15 digits", ErrNotHostNumber, user)
 	}
 	// Phones that dial "X,E" may send more pause characters.
 	ext = strings.Trim(ext, ",;pPwW")
-	if ext != "" && !allDigits(ext) {
+	if ext != "" && !digits.Only(ext) {
 		return Dialled{}, fmt.Errorf("%w: extension %q is not digits", ErrBadRequest, ext)
 	}
 	return Dialled{Host: u, Extension: ext}, nil
@@ -79,18 +81,6 @@ func asciiEqualFold(a, b string) bool {
 			y += 'a' - 'A'
 		}
 		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
 			return false
 		}
 	}

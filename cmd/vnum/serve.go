@@ -242,6 +242,14 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	// media.kernel on without a kernel relay is refused before the store
+	// is touched.
+	stopKernel, announceKernel, err := openKernelRelay(c.Media, b.ports, log)
+	if err != nil {
+		b.close()
+		return err
+	}
+	defer stopKernel() // after the drain: the calls' flows are gone
 	admin, err := listenAdmin(ctx, c, log)
 	if err != nil {
 		b.close()
@@ -252,10 +260,11 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		admin.close()
 		return err
 	}
+	announceKernel()
 	// The admin API reads the platform's protection the node has in
 	// force, which a reload changes.
 	admin.protection = n.router.platformNow
-	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, func() any { return n.sip.Calls() },
+	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, n.sip.Calls,
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
 				return fmt.Errorf("store: %w", err)
