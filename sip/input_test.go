@@ -116,6 +116,12 @@ func TestStatusForReason(t *testing.T) {
 		{reasonShutdown, 503, "Service Unavailable", "failed", "system"},
 		{reasonStoreSlow, 503, "Service Unavailable", "failed", "system"},
 		{reasonInternal, 500, "Server Internal Error", "failed", "system"},
+		{reasonQuietHours, 480, "Temporarily Unavailable", "quiet_hours", "system"},
+		{reasonCapped, 480, "Temporarily Unavailable", "capped", "system"},
+		{reasonBlocked, 603, "Decline", "blocked", "system"},
+		{reasonRestricted, 403, "Forbidden", "restricted", "system"},
+		{reasonDeclined, 603, "Decline", "declined", "callee"},
+		{reasonBlockKey, 603, "Decline", "blocked", "callee"},
 	} {
 		t.Run(tc.r.Error(), func(t *testing.T) {
 			code, phrase := statusForReason(tc.r)

@@ -75,6 +75,9 @@ type callStats struct {
 	trunkUp func() (bool, string)
 	// legBFailures returns leg B's failed attempts by final status.
 	legBFailures func() map[string]int64
+	// protected returns the calls consignee protection refused or the
+	// consignee declined, by reason.
+	protected func() map[string]int64
 	// tcpOpen and tcpLimit return the SIP TCP and TLS connections open
 	// and their cap; tcpRefused those refused at accept or closed by
 	// vnum, by reason.
@@ -160,6 +163,15 @@ func newMetrics(stats callStats) (http.Handler, error) {
 					"(408: nothing answered within calls.ring_timeout; 503: the trunk could not be reached).",
 				[]string{"status"}, nil),
 			counts: stats.legBFailures,
+		})
+	}
+	if stats.protected != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_calls_protected_total",
+				"Calls consignee protection refused before the consignee rang (quiet_hours, capped, blocked, restricted), "+
+					"or the consignee declined after the notice (declined), by reason.",
+				[]string{"reason"}, nil),
+			counts: stats.protected,
 		})
 	}
 	cs = append(cs, tcpCollectors(stats)...)

@@ -111,6 +111,13 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 // own as its trunk.
 func startTestNodeOnStore(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carrier, netip.AddrPort) {
 	t.Helper()
+	return startTestNodeAt(t, tweak, time.Now, slog.New(slog.DiscardHandler))
+}
+
+// startTestNodeAt is startTestNodeOnStore whose router reads the clock
+// now and whose node logs to log.
+func startTestNodeAt(t *testing.T, tweak func(*config.Config), now func() time.Time, log *slog.Logger) (*node, *sipua.Carrier, netip.AddrPort) {
+	t.Helper()
 	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
 	require.NoError(t, err)
 	t.Cleanup(carrier.Close)
@@ -128,7 +135,7 @@ func startTestNodeOnStore(t *testing.T, tweak func(*config.Config)) (*node, *sip
 	require.NoError(t, c.Validate())
 	ports, err := media.NewPorts(c.Media.IP, 0, 0) // pairs of the kernel's choosing
 	require.NoError(t, err)
-	n, err := startNodeWith(context.Background(), c, slog.New(slog.DiscardHandler), false, ports)
+	n, err := startNodeAt(context.Background(), c, log, false, ports, now)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.stop(context.Background()) })
 	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))

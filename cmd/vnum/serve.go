@@ -62,10 +62,19 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 // media.rtp_ports). Tests pass pairs of the kernel's choosing, so that
 // packages testing in parallel never compete for one range.
 func startNodeWith(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool, ports *media.Ports) (*node, error) {
+	return startNodeAt(ctx, c, log, quietStore, ports, time.Now)
+}
+
+// startNodeAt is startNodeWith whose router reads the clock now: the
+// bindings' lives and consignee protection's quiet hours and days. The
+// demo and tests pass a clock they move.
+func startNodeAt(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool, ports *media.Ports,
+	now func() time.Time) (*node, error) {
 	b, err := bindNode(c, log, ports)
 	if err != nil {
 		return nil, err
 	}
+	b.router.now = now
 	return b.start(ctx, log, quietStore)
 }
 
@@ -195,7 +204,8 @@ func (n *node) stats() callStats {
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
 		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
-		tcpOpen: n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
+		protected: n.sip.ProtectedCalls,
+		tcpOpen:   n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
 		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit}
 }
 
