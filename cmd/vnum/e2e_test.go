@@ -220,6 +220,13 @@ func TestDemo(t *testing.T) {
 	// The demo checks its bill against its CDRs; whatever the date, its
 	// two bindings have begun exactly one binding-day each.
 	require.Contains(t, s, "2 binding-day(s) × 0.00018")
+	// Consignee protection at work: quiet hours, the cap, a consignee
+	// keying 9 and the next call refused as blocked.
+	for _, d := range []string{"quiet_hours", "capped", "declined", "blocked"} {
+		require.Contains(t, s, " "+d+" ")
+	}
+	require.Contains(t, s, "inside the quiet hours")
+	require.Contains(t, s, "after 9 the caller got SIP/2.0 603 Decline")
 }
 
 // TestOverloadMetricsThroughServe: a node with calls.max_active 1 and a
