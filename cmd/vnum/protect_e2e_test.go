@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/internal/pgtest"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -390,5 +392,109 @@ func TestBlockKeyMidCall(t *testing.T) {
 	require.NotContains(t, out, consignee)
 	require.Contains(t, out, `"source": "consignee"`)
 	requireFree(t, e.refused(e.phone, dial, 603), "blocked")
+	e.private()
+}
+
+// TestCapRacedAcrossNodes: eight calls from one merchant to one
+// consignee race through two nodes sharing one store for the three
+// places of calls_per_day: exactly three ring B (the carriers get three
+// INVITEs in all) and are answered, the other five are refused as capped
+// before B rings. On PostgreSQL (two machines) and on one SQLite file.
+func TestCapRacedAcrossNodes(t *testing.T) {
+	const calls, capacity = 8, 3
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			if driver == "postgres" {
+				t.Setenv("VNUM_STORE_DRIVER", "postgres")
+				t.Setenv("VNUM_STORE_DSN", pgtest.Shared(t).NewDatabase(t))
+			} else {
+				useTempStore(t)
+			}
+			loc, err := time.LoadLocation("Asia/Shanghai")
+			require.NoError(t, err)
+			clock := &movedClock{}
+			clock.set(nextAt(time.Now(), loc, 10, 0))
+			node := func(id string) func(*config.Config) {
+				return func(c *config.Config) {
+					c.Node.ID = id
+					c.Protection.CallsPerDay = capacity
+				}
+			}
+			quiet := slog.New(slog.DiscardHandler)
+			n1, car1, vnum1 := startTestNodeAt(t, node("node-1"), clock.now, quiet)
+			n2, car2, vnum2 := startTestNodeAt(t, node("node-2"), clock.now, quiet)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+			mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+			mustRun(t, "number", "add", "17000000001")
+			var b struct{ Host, Extension string }
+			require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
+				"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+
+			codes := make(chan int, calls)
+			var wg sync.WaitGroup
+			for i := range calls {
+				phone, err := sipua.NewSoftphone("alice", "alice-secret", nil)
+				require.NoError(t, err)
+				t.Cleanup(phone.Close)
+				vnum := vnum1
+				if i%2 == 1 {
+					vnum = vnum2
+				}
+				wg.Go(func() {
+					d, err := phone.Call(ctx, vnum, b.Host+"-"+b.Extension)
+					var dr *sipgo.ErrDialogResponse
+					switch {
+					case err == nil:
+						codes <- 200
+						_ = d.Bye(ctx)
+					case errors.As(err, &dr):
+						codes <- dr.Res.StatusCode
+					default:
+						codes <- 0
+					}
+				})
+			}
+			wg.Wait()
+			close(codes)
+			got := map[int]int{}
+			for c := range codes {
+				got[c]++
+			}
+			require.Equal(t, map[int]int{200: capacity, 480: calls - capacity}, got)
+			require.Equal(t, capacity, car1.Pending()+car2.Pending(), "INVITEs that reached the carriers")
+			require.Eventually(t, func() bool { return n1.sip.ActiveCalls()+n2.sip.ActiveCalls() == 0 }, 15*time.Second, 20*time.Millisecond)
+			var cdrs []map[string]any
+			require.NoError(t, json.Unmarshal([]byte(mustRun(t, "cdr", "list", "--format", "json")), &cdrs))
+			dispositions := map[any]int{}
+			for _, c := range cdrs {
+				dispositions[c["disposition"]]++
+			}
+			require.Equal(t, map[any]int{"answered": capacity, "capped": calls - capacity}, dispositions)
+		})
+	}
+}
+
+// TestConsigneeInformed: with announce inform, B hears the notice after
+// answering and the call is bridged when it ends, no key needed; the
+// caller is answered only then, and talk is billed from the bridge.
+func TestConsigneeInformed(t *testing.T) {
+	e := startProtectNode(t, func(c *config.Config) { c.Protection.Announce = "inform" })
+	_, dial := e.bind("m1", "o-1001")
+	call := e.place(e.phone, dial)
+	e.answered()
+	answeredB := time.Now()
+	got := <-call
+	require.NoError(t, got.err)
+	bridged := time.Now()
+	require.Greater(t, bridged.Sub(answeredB), time.Second, "the caller was answered before the notice ended")
+	require.NoError(t, got.d.Bye(e.ctx))
+	e.idle()
+	row := e.cdr(got.d.InviteRequest.CallID().Value())
+	require.Equal(t, "answered", row["disposition"])
+	at, err := time.Parse(time.RFC3339, row["answered_at"].(string))
+	require.NoError(t, err)
+	require.False(t, at.Before(answeredB.Add(time.Second).Truncate(time.Second)), "talk from the bridge (%s), not from B's answer (%s)", at, answeredB)
 	e.private()
 }
