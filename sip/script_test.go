@@ -404,6 +404,8 @@ func newScriptEnv(t *testing.T, script forkScript, store func(*fakeRouter) Route
 			cdrRefresh: time.Minute, storeTimeout: timeout},
 		directory:    r,
 		recorder:     r,
+		protector:    protectorOf(r),
+		protected:    &protectedCounts{},
 		media:        e.media,
 		legB:         e.dialer,
 		routes:       fakeRoutes{},
