@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,27 +31,9 @@ type protectEnv struct {
 	vnum    netip.AddrPort
 	clock   *movedClock
 	loc     *time.Location
-	logs    *syncBuf
+	logs    *lockedBuffer
 	phone   *sipua.Softphone
 	ctx     context.Context
-}
-
-// syncBuf is a bytes.Buffer safe for the node's goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startProtectNode starts the node at 10:00 on the consignee's clock
@@ -64,7 +45,7 @@ func startProtectNode(t *testing.T, tweak func(*config.Config)) *protectEnv {
 	require.NoError(t, err)
 	clock := &movedClock{}
 	clock.set(nextAt(time.Now(), loc, 10, 0))
-	logs := &syncBuf{}
+	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n, carrier, vnum := startTestNodeAt(t, func(c *config.Config) {
 		c.Protection.Timezone = "Asia/Shanghai"
@@ -75,13 +56,60 @@ func startProtectNode(t *testing.T, tweak func(*config.Config)) *protectEnv {
 	}, clock.now, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
-	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
-	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
-	mustRun(t, "number", "add", "17000000001")
+	seedShopOne(t)
 	phone, err := sipua.NewSoftphone("alice", "alice-secret", nil)
 	require.NoError(t, err)
 	t.Cleanup(phone.Close)
 	return &protectEnv{t: t, n: n, carrier: carrier, vnum: vnum, clock: clock, loc: loc, logs: logs, phone: phone, ctx: ctx}
+}
+
+// useStore points the CLI and the nodes the test starts at a fresh store
+// of driver: a PostgreSQL database, or a SQLite file.
+func useStore(t *testing.T, driver string) {
+	t.Helper()
+	if driver == "postgres" {
+		t.Setenv("VNUM_STORE_DRIVER", "postgres")
+		t.Setenv("VNUM_STORE_DSN", pgtest.Shared(t).NewDatabase(t))
+		return
+	}
+	useTempStore(t)
+}
+
+// seedShopOne adds merchant m1 with its account alice and host number
+// 17000000001 through the CLI.
+func seedShopOne(t *testing.T) {
+	t.Helper()
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+	mustRun(t, "number", "add", "17000000001")
+}
+
+// taken places a call from p that the consignee takes with key 1 after
+// the notice, and hangs it up; it returns the caller's dialog.
+func (e *protectEnv) taken(p *sipua.Softphone, dialled string) *sipgo.DialogClientSession {
+	e.t.Helper()
+	call := e.place(p, dialled)
+	_, media := e.answered()
+	e.key(media, "1")
+	got := <-call
+	require.NoError(e.t, got.err)
+	require.NoError(e.t, got.d.Bye(e.ctx))
+	e.idle()
+	return got.d
+}
+
+// billedFrom hangs up the answered call d and checks its CDR: answered,
+// its talk counted from the bridge (not before bridged), not from B's
+// answer at answeredB.
+func (e *protectEnv) billedFrom(d *sipgo.DialogClientSession, bridged, answeredB time.Time) {
+	e.t.Helper()
+	require.NoError(e.t, d.Bye(e.ctx))
+	e.idle()
+	row := e.cdr(d.InviteRequest.CallID().Value())
+	require.Equal(e.t, "answered", row["disposition"])
+	at, err := time.Parse(time.RFC3339, row["answered_at"].(string))
+	require.NoError(e.t, err)
+	require.False(e.t, at.Before(bridged.Truncate(time.Second)), "talk runs from the bridge (%s), not from B's answer (%s)", at, answeredB)
 }
 
 // bind creates a shipped binding of merchant m for order to the
@@ -282,13 +310,7 @@ func TestConsigneeConfirms(t *testing.T) {
 	e.key(media, "1")
 	got := <-call
 	require.NoError(t, got.err)
-	require.NoError(t, got.d.Bye(e.ctx))
-	e.idle()
-	row := e.cdr(got.d.InviteRequest.CallID().Value())
-	require.Equal(t, "answered", row["disposition"])
-	at, err := time.Parse(time.RFC3339, row["answered_at"].(string))
-	require.NoError(t, err)
-	require.False(t, at.Before(keyed.Truncate(time.Second)), "talk runs from the bridge (%s), not from B's answer (%s)", at, answeredB)
+	e.billedFrom(got.d, keyed, answeredB)
 
 	// 1 by SIP INFO from the carrier.
 	call = e.place(e.phone, dial)
@@ -304,8 +326,9 @@ func TestConsigneeConfirms(t *testing.T) {
 	require.NoError(t, got.d.Bye(e.ctx))
 	e.idle()
 
-	// 2 declines; so does no key within confirm_timeout.
-	for _, keys := range []string{"2", ""} {
+	// 2 declines; so does no key within confirm_timeout; 9 blocks and
+	// declines: 603 each time, so the caller cannot tell a block.
+	for _, keys := range []string{"2", "", "9"} {
 		call = e.place(e.phone, dial)
 		_, media = e.answered()
 		if keys != "" {
@@ -318,17 +341,6 @@ func TestConsigneeConfirms(t *testing.T) {
 		e.idle()
 		requireFree(t, e.cdr(dr.Res.CallID().Value()), "declined")
 	}
-
-	// 9 blocks and declines: 603 as for 2, so the caller cannot tell.
-	call = e.place(e.phone, dial)
-	_, media = e.answered()
-	e.key(media, "9")
-	got = <-call
-	var dr *sipgo.ErrDialogResponse
-	require.ErrorAs(t, got.err, &dr)
-	require.Equal(t, 603, dr.Res.StatusCode)
-	e.idle()
-	requireFree(t, e.cdr(dr.Res.CallID().Value()), "declined")
 	var blocks []map[string]any
 	out := mustRun(t, "block", "list", "--format", "json")
 	require.NotContains(t, out, consignee)
@@ -346,22 +358,10 @@ func TestConsigneeConfirms(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(bob.Close)
 	_, theirs := e.bind("m2", "o-2001")
-	call = e.place(bob, theirs)
-	_, media = e.answered()
-	e.key(media, "1")
-	got = <-call
-	require.NoError(t, got.err)
-	require.NoError(t, got.d.Bye(e.ctx))
-	e.idle()
+	e.taken(bob, theirs)
 	// Removing the block lifts it.
 	mustRun(t, "block", "remove", blocks[0]["id"].(string))
-	call = e.place(e.phone, other)
-	_, media = e.answered()
-	e.key(media, "1")
-	got = <-call
-	require.NoError(t, got.err)
-	require.NoError(t, got.d.Bye(e.ctx))
-	e.idle()
+	e.taken(e.phone, other)
 
 	require.Contains(t, e.metrics(), `vnum_calls_protected_total{reason="declined"} 3`)
 	e.private(bob)
@@ -404,12 +404,7 @@ func TestCapRacedAcrossNodes(t *testing.T) {
 	const calls, capacity = 8, 3
 	for _, driver := range []string{"sqlite", "postgres"} {
 		t.Run(driver, func(t *testing.T) {
-			if driver == "postgres" {
-				t.Setenv("VNUM_STORE_DRIVER", "postgres")
-				t.Setenv("VNUM_STORE_DSN", pgtest.Shared(t).NewDatabase(t))
-			} else {
-				useTempStore(t)
-			}
+			useStore(t, driver)
 			loc, err := time.LoadLocation("Asia/Shanghai")
 			require.NoError(t, err)
 			clock := &movedClock{}
@@ -425,9 +420,7 @@ func TestCapRacedAcrossNodes(t *testing.T) {
 			n2, car2, vnum2 := startTestNodeAt(t, node("node-2"), clock.now, quiet)
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
-			mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
-			mustRun(t, "number", "add", "17000000001")
+			seedShopOne(t)
 			var b struct{ Host, Extension string }
 			require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
 				"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
@@ -489,12 +482,6 @@ func TestConsigneeInformed(t *testing.T) {
 	require.NoError(t, got.err)
 	bridged := time.Now()
 	require.Greater(t, bridged.Sub(answeredB), time.Second, "the caller was answered before the notice ended")
-	require.NoError(t, got.d.Bye(e.ctx))
-	e.idle()
-	row := e.cdr(got.d.InviteRequest.CallID().Value())
-	require.Equal(t, "answered", row["disposition"])
-	at, err := time.Parse(time.RFC3339, row["answered_at"].(string))
-	require.NoError(t, err)
-	require.False(t, at.Before(answeredB.Add(time.Second).Truncate(time.Second)), "talk from the bridge (%s), not from B's answer (%s)", at, answeredB)
+	e.billedFrom(got.d, answeredB.Add(time.Second), answeredB)
 	e.private()
 }
