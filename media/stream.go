@@ -425,12 +425,18 @@ func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet) outcome {
 }
 
 // WatchKeys (on true) has the stream collect the keys its peer sends
-// while it is bridged too, and keeps its RTP in user space for that
-// (KeepInUserSpace): a consignee's block key is watched during the call.
-// The packets are relayed as before. False goes back to relaying only.
+// while it is bridged too: a consignee's block key is watched during the
+// call. The packets are relayed as before. Where the kernel relays the
+// call (Ports.UseKernel) only the telephone-event packets come up to the
+// stream, and with in-band keys (no telephone-event) all its RTP stays in
+// user space. False goes back to relaying only.
 func (s *Stream) WatchKeys(on bool) {
 	s.watch.Store(on)
-	s.KeepInUserSpace(on)
+	if s.kp != nil {
+		// The flow in the kernel is made again, with or without the
+		// watched payload type, from the next packet on.
+		s.kp.forget(s, false)
+	}
 }
 
 // recoverPacket, deferred in a reader, turns a panic while handling one
