@@ -485,3 +485,34 @@ func TestConsigneeInformed(t *testing.T) {
 	e.billedFrom(got.d, answeredB.Add(time.Second), answeredB)
 	e.private()
 }
+
+// TestCourierBlockedByKey: a PSTN caller (a courier over the trunk)
+// reaches the consignee, who hears "a courier" and keys 9: the courier's
+// number is blocked for that consignee, listed without B, and its next
+// call through any binding to B is refused; the merchant's own calls
+// still ring.
+func TestCourierBlockedByKey(t *testing.T) {
+	e := startProtectNode(t, func(c *config.Config) {
+		c.Protection.Announce = "confirm"
+		c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"}
+	})
+	_, dial := e.bind("m1", "o1")
+	courier, err := sipua.NewSoftphone("13700137000", "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	call := e.place(courier, dial)
+	_, media := e.answered()
+	e.key(media, "9")
+	got := <-call
+	var dr *sipgo.ErrDialogResponse
+	require.ErrorAs(t, got.err, &dr)
+	require.Equal(t, 603, dr.Res.StatusCode)
+	e.idle()
+	out := mustRun(t, "block", "list", "--format", "json")
+	require.NotContains(t, out, consignee)
+	require.Contains(t, out, `"caller": "+8613700137000"`)
+	_, other := e.bind("m1", "o2")
+	requireFree(t, e.refused(courier, other, 603), "blocked")
+	e.taken(e.phone, dial)
+	e.private(courier)
+}
