@@ -516,3 +516,27 @@ func TestCourierBlockedByKey(t *testing.T) {
 	e.taken(e.phone, dial)
 	e.private(courier)
 }
+
+// TestIVRCallerRefused: a caller the IVR answered keys E in quiet hours:
+// it hears the prompt and gets a BYE (it was answered to key E), B never
+// rings, and the call is free.
+func TestIVRCallerRefused(t *testing.T) {
+	e := startProtectNode(t, func(c *config.Config) { c.Protection.QuietHours = "21:00-08:00" })
+	_, dial := e.bind("m1", "o1")
+	host, ext, _ := strings.Cut(dial, "-")
+	e.clock.set(nextAt(e.clock.now(), e.loc, 22, 0))
+	d, err := e.phone.Call(e.ctx, e.vnum, host)
+	require.NoError(t, err)
+	media, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	require.NoError(t, sipua.SendDigits(e.phone.RTP, media, 101, ext))
+	select {
+	case <-d.Context().Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("vnum did not hang up the refused caller")
+	}
+	e.idle()
+	require.Zero(t, e.carrier.Pending(), "an INVITE reached the carrier")
+	requireFree(t, e.cdr(d.InviteRequest.CallID().Value()), "quiet_hours")
+	e.private()
+}
