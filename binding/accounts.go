@@ -28,7 +28,7 @@ type Merchant struct {
 
 // Number is a host number X of the pool.
 type Number struct {
-	// Host is X in national form (11 digits).
+	// Host is X in national form (5 to 15 digits).
 	Host string `json:"host"`
 	// Active counts the active bindings on X.
 	Active int `json:"active"`
@@ -151,7 +151,7 @@ func (s *Store) Account(ctx context.Context, user string) (callrec.Account, erro
 }
 
 // AddNumbers adds host numbers to the pool, all or none. Each X may carry
-// a +86 or 86 prefix and is stored as 11 digits. A number already in the
+// a +86 or 86 prefix and is stored without it (NormaliseHost). A number already in the
 // pool (or given twice) is ErrExists. A number removed from the pool
 // (RemoveNumber) comes back: its row, which its old bindings refer to, is
 // kept and put back in the pool.
@@ -219,7 +219,7 @@ func (s *Store) ListNumbers(ctx context.Context) ([]Number, error) {
 // isHostQuery is IsHostNumber's lookup, run by every INVITE.
 const isHostQuery = `SELECT COUNT(*) FROM numbers WHERE host = ? AND removed_at IS NULL`
 
-// IsHostNumber reports whether x (11 digits, +86 or 86 prefix allowed) is
+// IsHostNumber reports whether x (5 to 15 digits, +86 or 86 prefix allowed) is
 // in the pool; a number removed from it is not.
 func (s *Store) IsHostNumber(ctx context.Context, x string) (bool, error) {
 	h, err := NormaliseHost(x)

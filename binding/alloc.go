@@ -30,7 +30,8 @@ type hostLoad struct {
 // the host's ext_check modulo 10. Any two words of such a code differ in at
 // least two digits (changing one digit changes the sum), and with n digits
 // it has 10^(n-1) words, the most a distance-2 code can have, so a host is
-// only full when all 1,000 four-digit words are taken. Every candidate is
+// only full when all its words are taken: 10 with two digits, 100 with
+// three, 1,000 with four, 10,000 with five, 100,000 with six. Every candidate is
 // still checked against the extensions in use, which keeps the rule even
 // for rows written under another extension length or check digit.
 func (s *Store) allocate(ctx context.Context, tx *txn, now time.Time) (string, string, error) {
@@ -120,19 +121,35 @@ func usedExtensions(ctx context.Context, tx *txn, host string) ([]string, error)
 // pickExtension returns a random word of the host's code (digit sum ≡
 // check mod 10) at Hamming distance ≥ 2 from every used extension of the
 // same length: first by random draws, then by a scan from a random start.
+//
+// A candidate is checked by looking up itself and its 9·digits one-digit
+// neighbours among the used extensions, not by comparing it with each of
+// them: with six digits a host holds up to 100,000 extensions, and a scan
+// of a nearly full host would otherwise compare billions of pairs.
 func pickExtension(used []string, digits, check int) (string, bool, error) {
-	var same []string
+	same := make(map[string]bool, len(used))
 	for _, u := range used {
 		if len(u) == digits {
-			same = append(same, u)
+			same[u] = true
 		}
 	}
 	n := pow10(digits - 1)
+	buf := make([]byte, digits)
 	free := func(e string) bool {
-		for _, u := range same {
-			if hamming(e, u) < 2 {
-				return false
+		if same[e] {
+			return false
+		}
+		copy(buf, e)
+		for i := range buf {
+			for d := byte('0'); d <= '9'; d++ {
+				if d != e[i] {
+					buf[i] = d
+					if same[string(buf)] {
+						return false
+					}
+				}
 			}
+			buf[i] = e[i]
 		}
 		return true
 	}
@@ -167,21 +184,6 @@ func codeword(r, digits, check int) string {
 	}
 	last := ((check-sum)%10 + 10) % 10
 	return head + strconv.Itoa(last)
-}
-
-// hamming returns the number of positions where a and b differ; strings of
-// different lengths count as far apart.
-func hamming(a, b string) int {
-	if len(a) != len(b) {
-		return max(len(a), len(b))
-	}
-	d := 0
-	for i := 0; i < len(a); i++ {
-		if a[i] != b[i] {
-			d++
-		}
-	}
-	return d
 }
 
 func pow10(n int) int {

@@ -14,6 +14,7 @@ import (
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/internal/digits"
+	"github.com/vnum/vnum/protection"
 )
 
 // Binding statuses, computed from the times of a binding.
@@ -73,18 +74,28 @@ type Binding struct {
 	Merchant string
 	// Order is the merchant's order identifier.
 	Order string
-	// Host is X, 11 digits.
+	// Host is X, 5 to 15 digits.
 	Host string
 	// Extension is E.
 	Extension string
 	// Consignee is B in E.164 form. It must not reach merchant-facing output.
 	Consignee string
-	// OrderStatus is the order status given at creation.
+	// OrderStatus is the order's status: given at creation, then moved
+	// by SetOrderStatus.
 	OrderStatus string
+	// Calls says which ways the binding takes calls (both by default).
+	Calls callrec.Calls
 	// CreatedAt is when the binding was made (UTC).
 	CreatedAt time.Time
-	// ExpiresAt is CreatedAt plus the TTL (UTC).
+	// ExpiresAt is when the binding ends unless released (UTC): CreatedAt
+	// plus the TTL, or earlier once the order was closed (OrderClosedAt
+	// plus protection.after_close).
 	ExpiresAt time.Time
+	// OrderClosedAt is when the order was closed, or zero while it is not.
+	OrderClosedAt time.Time
+	// ttlEnd is CreatedAt plus the TTL, where after_sale puts ExpiresAt
+	// back.
+	ttlEnd time.Time
 	// ReleasedAt is when the binding was released, or zero.
 	ReleasedAt time.Time
 	// Status is active, released or expired as of when it was read.
@@ -98,10 +109,11 @@ func (b *Binding) Display() string { return b.Host + "转" + b.Extension }
 func (b *Binding) Dial() string { return b.Host + "," + b.Extension }
 
 // Target returns the binding as signalling dials it: its identity, owner
-// and order for the call's record, and the consignee to ring.
+// and order for the call's record, the consignee to ring and the ways it
+// takes calls.
 func (b *Binding) Target() callrec.Target {
 	return callrec.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host,
-		Extension: b.Extension, Consignee: b.Consignee}
+		Extension: b.Extension, Consignee: b.Consignee, Calls: b.Calls}
 }
 
 // StatusAt returns the binding's status at now.
@@ -117,26 +129,28 @@ func (b *Binding) StatusAt(now time.Time) string {
 
 // bindingJSON is the merchant-facing JSON form of a Binding.
 type bindingJSON struct {
-	ID          string  `json:"id"`
-	Merchant    string  `json:"merchant"`
-	Order       string  `json:"order"`
-	Host        string  `json:"host"`
-	Extension   string  `json:"extension"`
-	Display     string  `json:"display"`
-	Dial        string  `json:"dial"`
-	OrderStatus string  `json:"order_status"`
-	CreatedAt   string  `json:"created_at"`
-	ExpiresAt   string  `json:"expires_at"`
-	ReleasedAt  *string `json:"released_at"`
-	Status      string  `json:"status"`
+	ID            string  `json:"id"`
+	Merchant      string  `json:"merchant"`
+	Order         string  `json:"order"`
+	Host          string  `json:"host"`
+	Extension     string  `json:"extension"`
+	Display       string  `json:"display"`
+	Dial          string  `json:"dial"`
+	OrderStatus   string  `json:"order_status"`
+	Calls         string  `json:"calls"`
+	CreatedAt     string  `json:"created_at"`
+	ExpiresAt     string  `json:"expires_at"`
+	OrderClosedAt *string `json:"order_closed_at"`
+	ReleasedAt    *string `json:"released_at"`
+	Status        string  `json:"status"`
 }
 
 func (b *Binding) toJSON() bindingJSON {
 	return bindingJSON{
 		ID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host, Extension: b.Extension,
-		Display: b.Display(), Dial: b.Dial(), OrderStatus: b.OrderStatus,
+		Display: b.Display(), Dial: b.Dial(), OrderStatus: b.OrderStatus, Calls: string(b.Calls),
 		CreatedAt: callrec.FormatTime(b.CreatedAt), ExpiresAt: callrec.FormatTime(b.ExpiresAt),
-		ReleasedAt: timePtr(b.ReleasedAt), Status: b.Status,
+		OrderClosedAt: timePtr(b.OrderClosedAt), ReleasedAt: timePtr(b.ReleasedAt), Status: b.Status,
 	}
 }
 
@@ -175,6 +189,9 @@ type CreateRequest struct {
 	// TTL overrides the policy's lifetime when not zero; the lifetime
 	// must lie within [MinTTL, MaxTTL].
 	TTL time.Duration
+	// Calls makes the binding one-way: to_consignee or from_consignee;
+	// "" or both takes calls both ways.
+	Calls string
 }
 
 // CreateBinding validates req and allocates a virtual number for it: a host
@@ -213,6 +230,10 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 	if err != nil {
 		return nil, err
 	}
+	calls, err := ParseCalls(req.Calls)
+	if err != nil {
+		return nil, err
+	}
 	ttl := s.policy.TTL
 	if req.TTL != 0 {
 		ttl = req.TTL
@@ -226,8 +247,8 @@ func (s *Store) prepare(req CreateRequest, now time.Time) (*Binding, error) {
 	}
 	now = now.UTC()
 	return &Binding{
-		ID: id, Merchant: req.Merchant, Order: req.Order, Consignee: consignee,
-		OrderStatus: req.OrderStatus, CreatedAt: now, ExpiresAt: now.Add(ttl), Status: StatusActive,
+		ID: id, Merchant: req.Merchant, Order: req.Order, Consignee: consignee, OrderStatus: req.OrderStatus,
+		Calls: calls, CreatedAt: now, ExpiresAt: now.Add(ttl), ttlEnd: now.Add(ttl), Status: StatusActive,
 	}, nil
 }
 
@@ -312,9 +333,9 @@ func (s *Store) insertBinding(ctx context.Context, tx *txn, b *Binding) error {
 	}
 	b.Host, b.Extension = host, ext
 	_, err = tx.ExecContext(ctx, `INSERT INTO bindings (id, merchant, order_id, host, extension, consignee,
-		order_status, created_at, expires_at, end_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Consignee, b.OrderStatus,
-		b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano(), b.ExpiresAt.UnixNano())
+		order_status, calls, created_at, expires_at, ttl_end, end_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Consignee, b.OrderStatus, string(b.Calls),
+		b.CreatedAt.UnixNano(), b.ExpiresAt.UnixNano(), b.ttlEnd.UnixNano(), b.ExpiresAt.UnixNano())
 	if isUnique(err) {
 		return fmt.Errorf("binding for order %s: %w", b.Order, ErrExists)
 	}
@@ -323,7 +344,7 @@ func (s *Store) insertBinding(ctx context.Context, tx *txn, b *Binding) error {
 
 func isSentinel(err error) bool {
 	for _, e := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrNotShipped, ErrPoolExhausted, ErrEnded, ErrCDRFinished,
-		ErrInUse} {
+		ErrInUse, ErrTransition, protection.ErrInvalid, protection.ErrLooser, protection.ErrBadClip} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -331,20 +352,25 @@ func isSentinel(err error) bool {
 	return false
 }
 
-const bindingCols = `id, merchant, order_id, host, extension, consignee, order_status, created_at, expires_at, released_at`
+const bindingCols = `id, merchant, order_id, host, extension, consignee, order_status, calls, created_at, expires_at,
+	ttl_end, order_closed_at, released_at`
 
 type scanner interface{ Scan(...any) error }
 
 func scanBinding(r scanner, now time.Time) (*Binding, error) {
 	var b Binding
-	var created, expires int64
-	var released sql.NullInt64
-	if err := r.Scan(&b.ID, &b.Merchant, &b.Order, &b.Host, &b.Extension, &b.Consignee, &b.OrderStatus,
-		&created, &expires, &released); err != nil {
+	var created, expires, ttlEnd int64
+	var closed, released sql.NullInt64
+	var calls string
+	if err := r.Scan(&b.ID, &b.Merchant, &b.Order, &b.Host, &b.Extension, &b.Consignee, &b.OrderStatus, &calls,
+		&created, &expires, &ttlEnd, &closed, &released); err != nil {
 		return nil, err
 	}
+	b.Calls = callrec.Calls(calls)
 	b.CreatedAt = time.Unix(0, created).UTC()
 	b.ExpiresAt = time.Unix(0, expires).UTC()
+	b.ttlEnd = time.Unix(0, ttlEnd).UTC()
+	b.OrderClosedAt = fromNS(closed)
 	b.ReleasedAt = fromNS(released)
 	b.Status = b.StatusAt(now)
 	return &b, nil
@@ -458,7 +484,7 @@ func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, now tim
 	}
 	b, err := s.prepare(CreateRequest{
 		Merchant: old.Merchant, Order: old.Order, Consignee: old.Consignee,
-		OrderStatus: old.OrderStatus, TTL: ttl,
+		OrderStatus: old.OrderStatus, TTL: ttl, Calls: string(old.Calls),
 	}, now)
 	if err != nil {
 		return nil, err

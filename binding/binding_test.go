@@ -378,3 +378,18 @@ func TestCreateTTLBounds(t *testing.T) {
 		}
 	})
 }
+
+// hamming returns the number of positions where a and b differ; strings of
+// different lengths count as far apart.
+func hamming(a, b string) int {
+	if len(a) != len(b) {
+		return max(len(a), len(b))
+	}
+	d := 0
+	for i := 0; i < len(a); i++ {
+		if a[i] != b[i] {
+			d++
+		}
+	}
+	return d
+}

@@ -93,7 +93,10 @@ func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record, legs callrec.L
 
 // FinishCDR completes a call's row: EndedAt (now when zero), talk time,
 // billed minutes and fee at r.PerMinute (see Rate). An empty disposition
-// becomes answered or failed. The legs' dialogs (UpdateCDR) are dropped:
+// becomes answered or failed. A call refused by consignee protection or
+// declined by the consignee (callrec.Disposition.Free) has no talk time
+// and costs nothing, whatever its times: the notice the consignee heard
+// before declining is not talk. The legs' dialogs (UpdateCDR) are dropped:
 // an ended call has none. It returns ErrCDRFinished when the row was
 // already finished, and ErrNotFound for an unknown ID: finishing a row
 // again changes nothing, so an end may be written twice (a retry, the
@@ -104,7 +107,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 	}
 	c.EndedAt = c.EndedAt.UTC()
 	c.TalkSeconds, c.BilledMinutes, c.Fee = 0, 0, 0
-	if !c.AnsweredAt.IsZero() {
+	if !c.AnsweredAt.IsZero() && !c.Disposition.Free() {
 		c.TalkSeconds, c.BilledMinutes, c.Fee = Rate(c.EndedAt.Sub(c.AnsweredAt), r.PerMinute)
 	}
 	if c.Disposition == "" {

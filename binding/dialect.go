@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,14 +88,46 @@ func (d dialect) lock(ctx context.Context, tx *txn, key int64) error {
 	return err
 }
 
+// forUpdate is the clause that makes a SELECT in a write transaction
+// lock the rows it reads until the transaction ends: FOR UPDATE on
+// PostgreSQL. SQLite needs none: its write transaction holds the
+// database's one write lock from its first statement.
+func (d dialect) forUpdate() string {
+	if d == postgresDialect {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// ringLockClass is the first key of the PostgreSQL advisory locks that
+// serialise the calls about to ring one consignee (TakeRing); the second
+// is a hash of the consignee. Two-key advisory locks are a space apart
+// from the one-key locks above, so the hash never meets them.
+const ringLockClass int32 = 8686
+
+// lockConsignee makes tx wait until it is the only transaction counting
+// calls to consignee, on any node: on PostgreSQL an advisory lock on a
+// hash of the number (two numbers that share a hash only wait for each
+// other); on SQLite the transaction's write lock already does it.
+func (d dialect) lockConsignee(ctx context.Context, tx *txn, consignee string) error {
+	if d != postgresDialect {
+		return nil
+	}
+	key := int32(crc32.ChecksumIEEE([]byte(consignee)))
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?, ?)`, ringLockClass, key)
+	return err
+}
+
 // hotQueries are the statements a call runs (README "SIP behaviour in short" and "CDRs and billing"): the lookups of
-// an INVITE and of its caller's account, and the writes of its record.
+// an INVITE and of its caller's account, the writes of its record, and
+// consignee protection's look before the consignee rings.
 // Open prepares them once per store; without that, database/sql has the
 // driver prepare every statement on every Exec or Query, and SQLite spent
 // much of a call's store time in sqlite3_prepare.
 var hotQueries = []string{
 	isHostQuery, accountQuery, resolveQuery,
 	startCDRQuery, updateCDRQuery, refreshCDRQuery, finishCDRQuery, cdrEndedQuery,
+	takeRingQuery,
 }
 
 // db is the store's connection pool; its queries are written with ?

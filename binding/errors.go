@@ -25,6 +25,9 @@ var (
 	// ErrEnded reports an attempt to release or renew a binding that has
 	// already expired or been released.
 	ErrEnded = errors.New("binding already ended")
+	// ErrTransition reports an order status that the order cannot move to
+	// from where it is (shipped to closed, say); nothing changes.
+	ErrTransition = errors.New("order status cannot move")
 	// ErrInUse reports a host number that cannot leave the pool yet: it
 	// carries bindings that are active or in quarantine.
 	ErrInUse = errors.New("still in use")

@@ -25,18 +25,34 @@ var (
 	fixedLineRe = regexp.MustCompile(`^(?:(?:10|2[0-9])[2-9][0-9]{7}|[3-9][0-9]{2}[2-9][0-9]{6,7})$`)
 )
 
-// NormaliseHost returns a host number X in its 11-digit national form,
-// accepting a +86 or 86 prefix.
+// Host numbers have 5 to 15 digits: 11-digit numbers such as
+// 17000000001, and the 15-digit numbers that regulators set aside for
+// number protection.
+const (
+	// MinHostDigits is the length of the shortest host number.
+	MinHostDigits = 5
+	// MaxHostDigits is the length of the longest host number.
+	MaxHostDigits = 15
+)
+
+// NormaliseHost returns a host number X in its national form, 5 to 15
+// digits, accepting a +86, 0086 or 86 prefix before it. A bare 86 is a
+// prefix only when what follows is 11 digits or the whole is longer than
+// a host number can be, so a 13-digit host number cannot begin with 86
+// (it would be read as +86 and an 11-digit number); signalling reads
+// dialled numbers by the same rule.
 func NormaliseHost(x string) (string, error) {
 	s := stripSeparators(x)
 	switch {
-	case len(s) == 14 && strings.HasPrefix(s, "+86"):
+	case strings.HasPrefix(s, "+86"):
 		s = s[3:]
-	case len(s) == 13 && strings.HasPrefix(s, "86"):
+	case strings.HasPrefix(s, "0086"):
+		s = s[4:]
+	case strings.HasPrefix(s, "86") && (len(s) == 13 || len(s) > MaxHostDigits):
 		s = s[2:]
 	}
-	if len(s) != 11 || !digits.Only(s) {
-		return "", fmt.Errorf("%w host number %q: want 11 digits", ErrInvalid, x)
+	if len(s) < MinHostDigits || len(s) > MaxHostDigits || !digits.Only(s) {
+		return "", fmt.Errorf("%w host number %q: want 5 to 15 digits (+86 allowed)", ErrInvalid, x)
 	}
 	return s, nil
 }

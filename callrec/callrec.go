@@ -30,7 +30,36 @@ const (
 	DispositionRejected Disposition = "rejected"
 	// DispositionInterrupted is a call a crash cut; the next start closes it.
 	DispositionInterrupted Disposition = "interrupted"
+
+	// The refusals of consignee protection (package protection): each ends
+	// the call before B rings, except DispositionDeclined.
+
+	// DispositionQuietHours is a call refused in the consignee's quiet hours.
+	DispositionQuietHours Disposition = "quiet_hours"
+	// DispositionCapped is a call refused because a cap on calls that
+	// ring the consignee was reached.
+	DispositionCapped Disposition = "capped"
+	// DispositionBlocked is a call from a caller the consignee, or an
+	// operator, blocked.
+	DispositionBlocked Disposition = "blocked"
+	// DispositionDeclined is a call the consignee declined after the
+	// notice (a key, or none in time), or blocked by keying the block
+	// key in answer to it.
+	DispositionDeclined Disposition = "declined"
+	// DispositionRestricted is a call a one-way binding does not take.
+	DispositionRestricted Disposition = "restricted"
 )
+
+// Free reports whether calls that end so are never billed, whatever
+// their times say: protection refused them before B rang, or B declined
+// them after the notice, which is not talk time.
+func (d Disposition) Free() bool {
+	switch d {
+	case DispositionQuietHours, DispositionCapped, DispositionBlocked, DispositionDeclined, DispositionRestricted:
+		return true
+	}
+	return false
+}
 
 // HangupBy is the side that ended a call (README "CDRs and billing", hangup_by).
 type HangupBy string
@@ -55,6 +84,35 @@ const (
 	// DirectionCallback is a call from B back through X (README "SIP behaviour in short", callback).
 	DirectionCallback Direction = "callback"
 )
+
+// Calls says which calls a binding takes: both ways (the default), or one
+// way only.
+type Calls string
+
+// The ways a binding may take calls.
+const (
+	// CallsBoth takes calls to the consignee and the consignee's calls back.
+	CallsBoth Calls = "both"
+	// CallsToConsignee takes calls to the consignee and refuses their
+	// calls back.
+	CallsToConsignee Calls = "to_consignee"
+	// CallsFromConsignee takes the consignee's calls back and refuses
+	// every call to them.
+	CallsFromConsignee Calls = "from_consignee"
+)
+
+// Allows reports whether a binding that takes calls c takes a call in
+// direction d. An empty c is CallsBoth (records made before bindings
+// could be one-way).
+func (c Calls) Allows(d Direction) bool {
+	switch c {
+	case CallsToConsignee:
+		return d != DirectionCallback
+	case CallsFromConsignee:
+		return d != DirectionToConsignee
+	}
+	return true
+}
 
 // CallerKind says what a record's Caller is. A call back dials the last
 // caller by its kind, so the kind is stored with the record when the call
@@ -98,13 +156,32 @@ type Target struct {
 	Merchant string
 	// Order is the merchant's order identifier.
 	Order string
-	// Host is X, 11 digits.
+	// Host is X, 5 to 15 digits.
 	Host string
 	// Extension is E.
 	Extension string
 	// Consignee is B in E.164 form (+8613800138000). It never goes into a
 	// Record.
 	Consignee string
+	// Calls says which ways the binding takes calls: a call it does not
+	// allow (Calls.Allows) is refused as DispositionRestricted.
+	Calls Calls
+}
+
+// Ring is a call about to ring a consignee, as consignee protection
+// weighs and counts it: through which binding, from which caller.
+type Ring struct {
+	// BindingID is the binding the call resolved.
+	BindingID string
+	// CallerKind is CallerAccount (a merchant's SIP login, which counts
+	// as its merchant, all its accounts together) or CallerNumber (a PSTN
+	// caller, which counts as its number).
+	CallerKind CallerKind
+	// Caller is the account's user, or the PSTN caller's number in E.164
+	// ("" for one that sent none, all of which count as one caller).
+	Caller string
+	// CDR is the call's record, kept with the count to trace it.
+	CDR string
 }
 
 // Callback is where a consignee's call back to X goes (README "SIP behaviour in short"): to the

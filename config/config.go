@@ -142,6 +142,9 @@ type Config struct {
 	Store Store `mapstructure:"store"`
 	// Node names this node among several sharing one store.
 	Node Node `mapstructure:"node"`
+	// Protection configures consignee protection: quiet hours, caps, the
+	// notice and the consignee's keys, the order's end.
+	Protection Protection `mapstructure:"protection"`
 	// Log configures the process's log.
 	Log Log `mapstructure:"log"`
 	// Admin configures the admin HTTP API.
@@ -192,7 +195,7 @@ type Media struct {
 
 // IVR is the ivr section.
 type IVR struct {
-	// ExtensionDigits is the length of an extension E (3..8).
+	// ExtensionDigits is the length of an extension E (2..6).
 	ExtensionDigits int `mapstructure:"extension_digits"`
 	// FirstDigitTimeout is how long the IVR waits for the first digit.
 	FirstDigitTimeout time.Duration `mapstructure:"first_digit_timeout"`
@@ -303,50 +306,58 @@ type Admin struct {
 // defaults maps every key to its default.
 func defaults() map[string]any {
 	return map[string]any{
-		"sip.listen":                  DefaultSIPListen(),
-		"sip.public_host":             DefaultSIPPublicHost,
-		"sip.tls_cert":                DefaultSIPTLSCert,
-		"sip.tls_key":                 DefaultSIPTLSKey,
-		"sip.digest_algorithms":       DefaultDigestAlgorithms(),
-		"security.auth_failures":      DefaultAuthFailures,
-		"security.block_for":          DefaultBlockFor,
-		"security.invite_rate":        DefaultInviteRate,
-		"security.invalid_extensions": DefaultInvalidExtensions,
-		"media.ip":                    DefaultMediaIP,
-		"media.rtp_ports":             DefaultRTPPorts,
-		"media.timeout":               DefaultMediaTimeout,
-		"media.kernel":                DefaultMediaKernel,
-		"ivr.extension_digits":        DefaultExtensionDigits,
-		"ivr.first_digit_timeout":     DefaultFirstDigitTimeout,
-		"ivr.inter_digit_timeout":     DefaultInterDigitTimeout,
-		"ivr.attempts":                DefaultIVRAttempts,
-		"ivr.answer":                  DefaultIVRAnswer,
-		"ivr.language":                DefaultIVRLanguage,
-		"trunk.outbound":              DefaultTrunkOutbound,
-		"trunk.keepalive":             DefaultTrunkKeepalive,
-		"trunk.username":              DefaultTrunkUsername,
-		"trunk.password":              DefaultTrunkPassword,
-		"trunk.inbound_cidrs":         []string{},
-		"trunk.number_format":         DefaultTrunkNumberFormat,
-		"binding.ttl":                 DefaultBindingTTL,
-		"binding.quarantine":          DefaultBindingQuarantine,
-		"calls.ring_timeout":          DefaultRingTimeout,
-		"calls.max_duration":          DefaultMaxDuration,
-		"calls.drain_timeout":         DefaultDrainTimeout,
-		"calls.max_active":            DefaultMaxActive,
-		"billing.currency":            DefaultBillingCurrency,
-		"billing.rental_per_day":      DefaultBillingRentalPerDay,
-		"billing.per_minute":          DefaultBillingPerMinute,
-		"billing.timezone":            DefaultBillingTimezone,
-		"store.driver":                DefaultStoreDriver,
-		"store.dsn":                   DefaultStoreDSN,
-		"store.timeout":               DefaultStoreTimeout,
-		"store.spool":                 DefaultStoreSpool,
-		"node.id":                     DefaultNodeID,
-		"log.level":                   DefaultLogLevel,
-		"admin.listen":                DefaultAdminListen,
-		"admin.token":                 DefaultAdminToken,
-		"admin.pprof":                 DefaultAdminPProf,
+		"sip.listen":                   DefaultSIPListen(),
+		"sip.public_host":              DefaultSIPPublicHost,
+		"sip.tls_cert":                 DefaultSIPTLSCert,
+		"sip.tls_key":                  DefaultSIPTLSKey,
+		"sip.digest_algorithms":        DefaultDigestAlgorithms(),
+		"security.auth_failures":       DefaultAuthFailures,
+		"security.block_for":           DefaultBlockFor,
+		"security.invite_rate":         DefaultInviteRate,
+		"security.invalid_extensions":  DefaultInvalidExtensions,
+		"media.ip":                     DefaultMediaIP,
+		"media.rtp_ports":              DefaultRTPPorts,
+		"media.timeout":                DefaultMediaTimeout,
+		"media.kernel":                 DefaultMediaKernel,
+		"ivr.extension_digits":         DefaultExtensionDigits,
+		"ivr.first_digit_timeout":      DefaultFirstDigitTimeout,
+		"ivr.inter_digit_timeout":      DefaultInterDigitTimeout,
+		"ivr.attempts":                 DefaultIVRAttempts,
+		"ivr.answer":                   DefaultIVRAnswer,
+		"ivr.language":                 DefaultIVRLanguage,
+		"trunk.outbound":               DefaultTrunkOutbound,
+		"trunk.keepalive":              DefaultTrunkKeepalive,
+		"trunk.username":               DefaultTrunkUsername,
+		"trunk.password":               DefaultTrunkPassword,
+		"trunk.inbound_cidrs":          []string{},
+		"trunk.number_format":          DefaultTrunkNumberFormat,
+		"binding.ttl":                  DefaultBindingTTL,
+		"binding.quarantine":           DefaultBindingQuarantine,
+		"calls.ring_timeout":           DefaultRingTimeout,
+		"calls.max_duration":           DefaultMaxDuration,
+		"calls.drain_timeout":          DefaultDrainTimeout,
+		"calls.max_active":             DefaultMaxActive,
+		"billing.currency":             DefaultBillingCurrency,
+		"billing.rental_per_day":       DefaultBillingRentalPerDay,
+		"billing.per_minute":           DefaultBillingPerMinute,
+		"billing.timezone":             DefaultBillingTimezone,
+		"store.driver":                 DefaultStoreDriver,
+		"store.dsn":                    DefaultStoreDSN,
+		"store.timeout":                DefaultStoreTimeout,
+		"store.spool":                  DefaultStoreSpool,
+		"node.id":                      DefaultNodeID,
+		"protection.timezone":          DefaultProtectionTimezone,
+		"protection.quiet_hours":       DefaultQuietHours,
+		"protection.calls_per_day":     DefaultCallsPerDay,
+		"protection.calls_per_binding": DefaultCallsPerBinding,
+		"protection.announce":          DefaultAnnounce,
+		"protection.confirm_timeout":   DefaultConfirmTimeout,
+		"protection.block_key":         DefaultBlockKey,
+		"protection.after_close":       DefaultAfterClose,
+		"log.level":                    DefaultLogLevel,
+		"admin.listen":                 DefaultAdminListen,
+		"admin.token":                  DefaultAdminToken,
+		"admin.pprof":                  DefaultAdminPProf,
 	}
 }
 
@@ -399,6 +410,16 @@ func Default() *Config {
 		},
 		Store: Store{Driver: DefaultStoreDriver, DSN: DefaultStoreDSN, Timeout: DefaultStoreTimeout, Spool: DefaultStoreSpool},
 		Node:  Node{ID: DefaultNodeID},
+		Protection: Protection{
+			Timezone:        DefaultProtectionTimezone,
+			QuietHours:      DefaultQuietHours,
+			CallsPerDay:     DefaultCallsPerDay,
+			CallsPerBinding: DefaultCallsPerBinding,
+			Announce:        DefaultAnnounce,
+			ConfirmTimeout:  DefaultConfirmTimeout,
+			BlockKey:        DefaultBlockKey,
+			AfterClose:      DefaultAfterClose,
+		},
 		Log:   Log{Level: DefaultLogLevel},
 		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
 	}

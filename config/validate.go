@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	c.validateLifetimes(k)
 	c.validateBilling(k)
 	c.validateStore(k)
+	c.validateProtection(k)
 	if _, err := ParseLogLevel(c.Log.Level); err != nil {
 		k.bad("log.level", "%v", err)
 	}
@@ -136,10 +137,21 @@ func (c *Config) validateMedia(k *keyProblems) {
 	}
 }
 
+// The lengths an extension may have (ivr.extension_digits). Extensions on
+// one host differ in at least two digits, which leaves 10^(n-1) of them
+// per host: 10 with two digits, 1,000 with four, 100,000 with six.
+const (
+	// MinExtensionDigits is the shortest extension: ten per host.
+	MinExtensionDigits = 2
+	// MaxExtensionDigits is the longest extension a caller is asked to
+	// key: 100,000 per host.
+	MaxExtensionDigits = 6
+)
+
 // validateIVR checks the ivr section.
 func (c *Config) validateIVR(k *keyProblems) {
-	if c.IVR.ExtensionDigits < 3 || c.IVR.ExtensionDigits > 8 {
-		k.bad("ivr.extension_digits", "must be 3..8, got %d", c.IVR.ExtensionDigits)
+	if c.IVR.ExtensionDigits < MinExtensionDigits || c.IVR.ExtensionDigits > MaxExtensionDigits {
+		k.bad("ivr.extension_digits", "must be %d..%d, got %d", MinExtensionDigits, MaxExtensionDigits, c.IVR.ExtensionDigits)
 	}
 	k.positive("ivr.first_digit_timeout", c.IVR.FirstDigitTimeout)
 	k.positive("ivr.inter_digit_timeout", c.IVR.InterDigitTimeout)

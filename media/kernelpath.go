@@ -247,12 +247,22 @@ func (kp *kernelPath) flowOf(from *Stream, now time.Time) (kernel.Flow, *Stream,
 	if !ok || !sendable(dst) || !peer.Addr().Is4() || !dst.Addr().Is4() || !from.sock.IP.Is4() {
 		return kernel.Flow{}, nil, false
 	}
-	return kernel.Flow{
+	f := kernel.Flow{
 		Key:  kernel.Key{Local: from.sock.RTPAddr(), Peer: peer},
 		From: to.sock.RTPAddr(),
 		To:   dst,
 		PT:   pts,
-	}, to, true
+	}
+	if from.watch.Load() {
+		// The keys come up to the stream (WatchKeys); a stream watching
+		// keys without telephone-event stays in user space altogether.
+		d := from.formats.Load().dtmf
+		if d == nil {
+			return kernel.Flow{}, nil, false
+		}
+		f.Watch, f.WatchPT = true, d.PT
+	}
+	return f, to, true
 }
 
 // forget removes the flow of the packets read on s and, with incoming,

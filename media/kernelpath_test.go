@@ -469,3 +469,44 @@ func processCPU(t testing.TB) time.Duration {
 	require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestKernelWatchedKeysComeUp: a bridged stream that watches its peer's
+// keys (the consignee's block key) keeps its audio in the kernel, while
+// its telephone-event packets come up to the stream, which collects the
+// key and relays the packets itself in the other leg's payload type.
+func TestKernelWatchedKeysComeUp(t *testing.T) {
+	r := openKernelRelay(t, "127.0.0.1", kernel.Options{})
+	ports := kernelPorts(t, r)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, event101)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, event96)
+	relayBoth(t, a, b)
+	b.WatchKeys(true)
+	waitInKernel(t, caller, callee, a, b, r)
+
+	before := ports.RelayCounts()
+	const n = 20
+	for i := range uint16(n) {
+		callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, 0, 3000+i))
+		got := caller.recvRTP(time.Second)
+		require.Equal(t, uint32(0xB), got.SSRC)
+	}
+	require.Eventually(t, func() bool { return ports.RelayCounts().RelayedKernel >= before.RelayedKernel+n },
+		3*KernelPoll, 10*time.Millisecond, "the watched stream's audio goes through the kernel")
+	for i, key := range "*9" {
+		callee.sendRTP(b.Socket().RTPAddr(), eventPacket(t, key, 96, uint32(10000+1000*i), uint16(4000+i), true, true))
+		got := caller.recvRTP(time.Second)
+		require.Equal(t, uint8(101), got.PayloadType, "relayed in the caller's type")
+		select {
+		case d := <-b.Digits():
+			require.Equal(t, key, d)
+		case <-time.After(time.Second):
+			t.Fatalf("the watched key %q did not come up", key)
+		}
+	}
+	s, err := r.Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, 2, s.UpWatched)
+	require.True(t, b.InKernel(), "the audio is still the kernel's")
+}

@@ -26,6 +26,33 @@ const (
 	PromptBusy        = "busy"
 	PromptNoAnswer    = "no_answer"
 	PromptUnavailable = "unavailable"
+
+	// Consignee protection: what the caller hears when a call is refused
+	// before the consignee rings, and the parts of the notice the
+	// consignee hears before the bridge (see Notice).
+
+	// PromptQuietHours: the consignee cannot be called now; try during
+	// the day.
+	PromptQuietHours = "quiet_hours"
+	// PromptCapped: the call limit is reached.
+	PromptCapped = "capped"
+	// PromptNotAvailable: the consignee cannot take the call. Declined
+	// and blocked calls both end with it, so that a block is not revealed.
+	PromptNotAvailable = "not_available"
+	// PromptNoticeMerchant: a call from a merchant.
+	PromptNoticeMerchant = "notice_merchant"
+	// PromptNoticeCourier: a call from a courier (a PSTN caller).
+	PromptNoticeCourier = "notice_courier"
+	// PromptNoticeOrder: about the order ending in (the digits follow).
+	PromptNoticeOrder = "notice_order"
+	// PromptRecorded: this call is recorded.
+	PromptRecorded = "recorded"
+	// PromptConfirmKeys: press 1 to take the call, 2 to decline, 9 to
+	// block this caller.
+	PromptConfirmKeys = "confirm_keys"
+	// PromptDigit is the prefix of the spoken digits: PromptDigit+"0" is
+	// zero, up to PromptDigit+"9".
+	PromptDigit = "digit_"
 )
 
 // Prompt returns the samples (8 kHz mono) of the named prompt in language

@@ -56,3 +56,35 @@ func TestRelay(t *testing.T) {
 		t.Fatal("no digit after StopRelay")
 	}
 }
+
+// TestRelayWatchKeys: a bridged stream that watches keys (the consignee's
+// block key) collects them and still relays every packet; without it, a
+// bridged stream collects none.
+func TestRelayWatchKeys(t *testing.T) {
+	ports := newTestPorts(t)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, event101)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, event96)
+	require.NoError(t, Relay(a, b))
+	require.NoError(t, Relay(b, a))
+
+	callee.sendRTP(b.Socket().RTPAddr(), eventPacket(t, '3', 96, 160, 1, true, true))
+	require.Equal(t, uint8(101), caller.recvRTP(time.Second).PayloadType, "relayed in the caller's type")
+	select {
+	case d := <-b.Digits():
+		t.Fatalf("a bridged stream not watching collected %q", d)
+	default:
+	}
+
+	b.WatchKeys(true)
+	callee.sendRTP(b.Socket().RTPAddr(), eventPacket(t, '*', 96, 320, 2, true, true))
+	require.Equal(t, uint8(101), caller.recvRTP(time.Second).PayloadType, "still relayed while watched")
+	select {
+	case d := <-b.Digits():
+		require.Equal(t, '*', d)
+	case <-time.After(time.Second):
+		t.Fatal("a watched key was not collected")
+	}
+	b.WatchKeys(false)
+}

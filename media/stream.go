@@ -78,6 +78,9 @@ type Stream struct {
 	kflow atomic.Pointer[kflow]
 	kuser atomic.Bool
 	knext atomic.Int64
+
+	// watch says keys are collected while bridged too (WatchKeys).
+	watch atomic.Bool
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -167,7 +170,8 @@ func (s *Stream) Done() <-chan struct{} {
 
 // Digits returns the DTMF keys received: RFC 4733 events when a
 // telephone-event format was negotiated, in-band tones otherwise. Keys are
-// not collected while the stream is bridged. The channel is buffered, keys
+// not collected while the stream is bridged unless it watches them
+// (WatchKeys). The channel is buffered, keys
 // are dropped when it is full, and it is never closed: select on it
 // together with Done or a context.
 func (s *Stream) Digits() <-chan rune {
@@ -410,10 +414,29 @@ func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet) outcome {
 	s.bridgeMu.RLock()
 	defer s.bridgeMu.RUnlock()
 	if r := s.peer; r != nil {
+		if s.watch.Load() {
+			// Before the relay rewrites the payload type in place.
+			s.detect(pkt)
+		}
 		return r.relayRTP(raw, pkt)
 	}
 	s.detect(pkt)
 	return dropped(DropNoBridge)
+}
+
+// WatchKeys (on true) has the stream collect the keys its peer sends
+// while it is bridged too: a consignee's block key is watched during the
+// call. The packets are relayed as before. Where the kernel relays the
+// call (Ports.UseKernel) only the telephone-event packets come up to the
+// stream, and with in-band keys (no telephone-event) all its RTP stays in
+// user space. False goes back to relaying only.
+func (s *Stream) WatchKeys(on bool) {
+	s.watch.Store(on)
+	if s.kp != nil {
+		// The flow in the kernel is made again, with or without the
+		// watched payload type, from the next packet on.
+		s.kp.forget(s, false)
+	}
 }
 
 // recoverPacket, deferred in a reader, turns a panic while handling one

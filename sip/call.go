@@ -11,6 +11,7 @@ import (
 
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/protection"
 	"github.com/vnum/vnum/sip/frontdoor"
 )
 
@@ -23,6 +24,9 @@ const (
 	StateNew CallState = iota
 	StateIVR
 	StateRinging
+	// StateNotice: B answered and hears the notice of consignee
+	// protection; the caller hears ringback.
+	StateNotice
 	StateBridged
 	StateEnding
 )
@@ -36,6 +40,8 @@ func (s CallState) String() string {
 		return "ivr"
 	case StateRinging:
 		return "ringing"
+	case StateNotice:
+		return "notice"
 	case StateBridged:
 		return "bridged"
 	case StateEnding:
@@ -75,6 +81,10 @@ type call struct {
 	cancel context.CancelFunc
 	done   bool
 	digits []rune // SIP INFO digits the IVR has not read yet
+	// policy is the consignee protection in force for the call, once
+	// asked (protect); bKeys are B's keys the call has yet to weigh.
+	policy protection.Policy
+	bKeys  []rune
 	// reAcks are the re-INVITE answers waiting for their ACK, by leg and CSeq.
 	reAcks     map[reAck]chan struct{}
 	cdr        CDR
@@ -194,6 +204,9 @@ func (c *call) run() (endReason, int) {
 	target, r := c.collect()
 	if r != reasonNone {
 		return r, 0
+	}
+	if r, status := c.protect(target); r != reasonNone {
+		return r, status
 	}
 	if r, status := c.dialB(target); r != reasonNone {
 		return r, status
@@ -352,17 +365,28 @@ func (c *call) answered(d calleeDialog) (endReason, int) {
 	// may send as soon as they have those, and a packet that came before
 	// the relay would be taken for IVR input and lost. The relay maps each
 	// leg's payload types to the other's (RFC 4733 §2.1); the streams are
-	// closed by end, which stops it.
+	// closed by end, which stops it. With a notice B's packets are its
+	// keys until the bridge, and the relay waits for it.
 	audio, err := c.b.take(d)
-	if err == nil {
-		if err = c.deps.media.relay(c.a.stream, c.b.stream); err == nil {
-			err = c.deps.media.relay(c.b.stream, c.a.stream)
-		}
+	if err == nil && !c.announcing() {
+		err = c.bridgeMedia()
 	}
 	c.b.ack()
 	if err != nil {
 		c.log.Error("leg B answer SDP", "error", err)
 		return reasonTrunkFailed, sip.StatusNotAcceptableHere
+	}
+	if c.announcing() {
+		if r, status := c.announce(); r != reasonNone {
+			return r, status
+		}
+		// The notice is not talk time: the call is answered at the
+		// bridge.
+		answeredAt = time.Now().UTC()
+		if err := c.bridgeMedia(); err != nil {
+			c.log.Error("bridging after the notice", "error", err)
+			return reasonInternal, sip.StatusInternalServerError
+		}
 	}
 	r := reasonNone
 	if !c.a.answered {
@@ -391,6 +415,14 @@ func (c *call) answered(d calleeDialog) (endReason, int) {
 	c.setState(StateBridged)
 	c.log.Info("call bridged", "codec_a", c.a.audio.Name, "codec_b", audio.Name)
 	return reasonNone, 0
+}
+
+// bridgeMedia relays the legs' media both ways.
+func (c *call) bridgeMedia() error {
+	if err := c.deps.media.relay(c.a.stream, c.b.stream); err != nil {
+		return err
+	}
+	return c.deps.media.relay(c.b.stream, c.a.stream)
 }
 
 // publish makes the call's state and record visible to /v1/calls.
@@ -432,6 +464,12 @@ func (c *call) handle(ev event) endReason {
 			return reasonCalleeHangup
 		}
 	case digitEvent:
+		if ev.leg == legB {
+			if c.state == StateNotice && len(c.bKeys) < eventQueue {
+				c.bKeys = append(c.bKeys, ev.digit)
+			}
+			return c.calleeKeyed(ev.digit)
+		}
 		if c.state == StateIVR && len(c.digits) < eventQueue {
 			c.digits = append(c.digits, ev.digit)
 		}
@@ -527,6 +565,10 @@ func (c *call) wait() endReason {
 	c.b.watch(c.deps.opts.mediaTimeout)
 	defer c.a.unwatch()
 	defer c.b.unwatch()
+	var keys <-chan rune // B's keys, while the block key is watched
+	if c.watchBlockKey() {
+		keys = c.b.stream.Digits()
+	}
 	if r := c.takeQueued(); r != reasonNone {
 		return r
 	}
@@ -534,6 +576,10 @@ func (c *call) wait() endReason {
 		select {
 		case ev := <-c.h.events:
 			if r := c.handle(ev); r != reasonNone {
+				return r
+			}
+		case k := <-keys:
+			if r := c.calleeKeyed(k); r != reasonNone {
 				return r
 			}
 		case <-refresh.C:

@@ -23,6 +23,9 @@ type callDeps struct {
 	// callback dials; recorder keeps the call's record.
 	directory Directory
 	recorder  Recorder
+	// protector is consignee protection; nil lets every call ring B and
+	// bridges as soon as B answers.
+	protector Protector
 	// media gives each leg its RTP ports and stream.
 	media mediaPorts
 	// legB sends leg B's INVITEs (the dialog agent of leg B).
@@ -39,6 +42,7 @@ type callDeps struct {
 	backlog *cdrBacklog
 	// legBFailures and panics are the metrics the call feeds.
 	legBFailures *legBFailureCounts
+	protected    *protectedCounts
 	panics       *panicCounter
 	log          *slog.Logger
 }
@@ -165,6 +169,9 @@ type legStream interface {
 	SetCodecs(audio media.Codec, dtmf *media.Codec)
 	SetRemote(remote netip.AddrPort)
 	StopRelay()
+	// WatchKeys has the stream collect its peer's keys while bridged
+	// too (the consignee's block key).
+	WatchKeys(on bool)
 	Close() error
 }
 

@@ -14,9 +14,20 @@ type Dialled struct {
 	Extension string
 }
 
+// Host numbers have 5 to 15 digits: 11-digit numbers such as 17000000001,
+// and the 15-digit numbers regulators set aside for number protection.
+const (
+	minHostDigits = 5
+	maxHostDigits = 15
+)
+
 // ParseDialled parses the user part of a Request-URI: X with an optional
-// +86/86 prefix, and the direct forms X;ext=E, X-E and X,E (README "SIP behaviour in short"). The
-// host number must have 11 digits; an extension has only DTMF digits.
+// +86, 0086 or 86 prefix, and the direct forms X;ext=E, X-E and X,E
+// (README "SIP behaviour in short"). The host number must have 5 to 15
+// digits; an extension has only DTMF digits. A bare 86 is a prefix only
+// when 11 digits follow it or the number is longer than a host number can
+// be: the store reads host numbers by the same rule, so that what the
+// pool holds is what callers reach.
 func ParseDialled(user string, uriExt string) (Dialled, error) {
 	u := strings.TrimSpace(user)
 	ext := uriExt
@@ -28,12 +39,16 @@ func ParseDialled(user string, uriExt string) (Dialled, error) {
 	} else if i := strings.IndexAny(u, "-,"); i >= 0 {
 		ext, u = u[i+1:], u[:i]
 	}
-	u = strings.TrimPrefix(u, "+")
-	if len(u) == 13 && strings.HasPrefix(u, "86") {
+	switch {
+	case strings.HasPrefix(u, "+86"):
+		u = u[3:]
+	case strings.HasPrefix(u, "0086"):
+		u = u[4:]
+	case strings.HasPrefix(u, "86") && (len(u) == 13 || len(u) > maxHostDigits):
 		u = u[2:]
 	}
-	if len(u) != 11 || !digits.Only(u) {
-		return Dialled{}, fmt.Errorf("%w: dialled %q is not an 11-digit number", ErrNotHostNumber, user)
+	if len(u) < minHostDigits || len(u) > maxHostDigits || !digits.Only(u) {
+		return Dialled{}, fmt.Errorf("%w: dialled %q is not a number of 5 to 15 digits", ErrNotHostNumber, user)
 	}
 	// Phones that dial "X,E" may send more pause characters.
 	ext = strings.Trim(ext, ",;pPwW")

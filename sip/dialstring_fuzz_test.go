@@ -24,6 +24,9 @@ func FuzzParseDialled(f *testing.F) {
 		{"-,", ""},
 		{"\xff\xfe;Ext=1", "\x80"},
 		{"\u00e9;ext=12", ""},
+		{"700123456789012-123456", ""},
+		{"+86700123456789012,12", ""},
+		{"12345;ext=99", ""},
 	} {
 		f.Add(s[0], s[1])
 	}
@@ -32,7 +35,7 @@ func FuzzParseDialled(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(d.Host) != 11 || !digits.Only(d.Host) {
+		if len(d.Host) < minHostDigits || len(d.Host) > maxHostDigits || !digits.Only(d.Host) {
 			t.Fatalf("bad host %q from %q", d.Host, user)
 		}
 		if d.Extension != "" && !digits.Only(d.Extension) {

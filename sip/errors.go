@@ -125,6 +125,15 @@ const (
 	reasonShutdown
 	reasonStoreSlow
 	reasonInternal
+	// Consignee protection: refused before B rang (quiet hours, a cap, a
+	// block, a one-way binding), declined by B after the notice, or ended
+	// by B's block key during the call.
+	reasonQuietHours
+	reasonCapped
+	reasonBlocked
+	reasonRestricted
+	reasonDeclined
+	reasonBlockKey
 )
 
 // ending is what one end reason means to the caller and to the CDR.
@@ -156,6 +165,14 @@ var endings = map[endReason]ending{
 	reasonShutdown:         {"server shutdown", sip.StatusServiceUnavailable, callrec.DispositionFailed, callrec.HangupSystem},
 	reasonStoreSlow:        {"store too slow", sip.StatusServiceUnavailable, callrec.DispositionFailed, callrec.HangupSystem},
 	reasonInternal:         {"internal error", sip.StatusInternalServerError, callrec.DispositionFailed, callrec.HangupSystem},
+	// A quiet window and a cap pass: the caller may try later. Declined
+	// and blocked are one status, so that a block is not revealed.
+	reasonQuietHours: {"quiet hours", sip.StatusTemporarilyUnavailable, callrec.DispositionQuietHours, callrec.HangupSystem},
+	reasonCapped:     {"calls capped", sip.StatusTemporarilyUnavailable, callrec.DispositionCapped, callrec.HangupSystem},
+	reasonBlocked:    {"caller blocked", sip.StatusGlobalDecline, callrec.DispositionBlocked, callrec.HangupSystem},
+	reasonRestricted: {"one-way binding", sip.StatusForbidden, callrec.DispositionRestricted, callrec.HangupSystem},
+	reasonDeclined:   {"consignee declined", sip.StatusGlobalDecline, callrec.DispositionDeclined, callrec.HangupCallee},
+	reasonBlockKey:   {"consignee blocked the caller", sip.StatusGlobalDecline, callrec.DispositionBlocked, callrec.HangupCallee},
 }
 
 func (r endReason) ending() ending {

@@ -37,8 +37,12 @@ type goneEvent struct {
 	dialog    calleeDialog
 }
 
-// digitEvent is a key from a SIP INFO.
-type digitEvent struct{ digit rune }
+// digitEvent is a key from a SIP INFO: the caller's (leg A), or the
+// consignee's sent by the carrier in leg B's dialog.
+type digitEvent struct {
+	digit rune
+	leg   leg
+}
 
 // reofferEvent is an in-dialog re-INVITE or UPDATE; the call answers it on
 // reply (see Server.reoffer).

@@ -268,15 +268,21 @@ func (s *Server) onBye(req *sip.Request, tx sip.ServerTransaction) {
 func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	c, ok := s.live.legA(req)
 	if !ok {
-		if _, ok := s.live.legB(req); ok {
-			respond(s.log, req, tx, sip.StatusOK)
+		f, ok := s.live.legB(req)
+		if !ok {
+			respond(s.log, req, tx, sip.StatusCallTransactionDoesNotExists)
 			return
 		}
-		respond(s.log, req, tx, sip.StatusCallTransactionDoesNotExists)
+		// The consignee's keys, from a carrier that sends them as INFO:
+		// the call weighs them (the notice's answer, the block key).
+		if d, ok := parseInfoDTMF(req); ok {
+			f.call.offer(digitEvent{digit: d, leg: legB})
+		}
+		respond(s.log, req, tx, sip.StatusOK)
 		return
 	}
 	if d, ok := parseInfoDTMF(req); ok {
-		c.call.offer(digitEvent{d})
+		c.call.offer(digitEvent{digit: d, leg: legA})
 	}
 	respond(s.log, req, tx, sip.StatusOK)
 }

@@ -31,7 +31,7 @@ func TestParseDialled(t *testing.T) {
 		"comma":            {user: "17000000001,1234", want: Dialled{Host: "17000000001", Extension: "1234"}},
 		"comma pauses":     {user: "17000000001,,1234", want: Dialled{Host: "17000000001", Extension: "1234"}},
 		"uri ext param":    {user: "17000000001", uriExt: "77", want: Dialled{Host: "17000000001", Extension: "77"}},
-		"short":            {user: "1700000000", err: ErrNotHostNumber},
+		"short":            {user: "1700", err: ErrNotHostNumber},
 		"letters":          {user: "1700000000a", err: ErrNotHostNumber},
 		"empty":            {user: "", err: ErrNotHostNumber},
 		"junk extension":   {user: "17000000001-12a4", err: ErrBadRequest},
@@ -116,6 +116,12 @@ func TestStatusForReason(t *testing.T) {
 		{reasonShutdown, 503, "Service Unavailable", "failed", "system"},
 		{reasonStoreSlow, 503, "Service Unavailable", "failed", "system"},
 		{reasonInternal, 500, "Server Internal Error", "failed", "system"},
+		{reasonQuietHours, 480, "Temporarily Unavailable", "quiet_hours", "system"},
+		{reasonCapped, 480, "Temporarily Unavailable", "capped", "system"},
+		{reasonBlocked, 603, "Decline", "blocked", "system"},
+		{reasonRestricted, 403, "Forbidden", "restricted", "system"},
+		{reasonDeclined, 603, "Decline", "declined", "callee"},
+		{reasonBlockKey, 603, "Decline", "blocked", "callee"},
 	} {
 		t.Run(tc.r.Error(), func(t *testing.T) {
 			code, phrase := statusForReason(tc.r)

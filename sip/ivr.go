@@ -6,6 +6,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/frontdoor"
 )
@@ -219,6 +220,10 @@ func (c *call) callBack(cb Callback) (endReason, int) {
 	c.updateCDR(func(cdr *CDR) {
 		cdr.BindingID, cdr.Order, cdr.Merchant, cdr.Extension = cb.BindingID, cb.Order, cb.Merchant, cb.Extension
 	})
+	if !cb.Calls.Allows(callrec.DirectionCallback) {
+		// A one-way binding (to_consignee) takes no calls back.
+		return c.refuseProtected(reasonRestricted, "the binding takes no calls from the consignee")
+	}
 	targets := c.callbackTargets(cb)
 	c.log.Info("callback", "targets", len(targets), "to_account", cb.Account != "", "to_number", cb.Number != "")
 	if len(targets) == 0 {

@@ -372,3 +372,20 @@ func (f *legBFailureCounts) byStatus() map[string]int64 {
 	}
 	return out
 }
+
+// startNotice plays the notice to B in the background, before the
+// bridge; played is closed when it ends, stop cuts it short (a key) and
+// waits for it.
+func (b *calleeLeg) startNotice(pcm []int16) (played <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan struct{})
+	stream, h, log := b.stream, b.h, b.log
+	go func() {
+		defer close(done)
+		defer h.guardGo("notice")
+		if err := stream.Play(ctx, pcm); err != nil && ctx.Err() == nil {
+			log.Debug("notice", "error", err)
+		}
+	}()
+	return done, func() { cancel(); <-done }
+}

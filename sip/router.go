@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/protection"
 )
 
 // What signalling needs from the rest of vnum comes in four roles, so
@@ -104,6 +105,26 @@ type Spool interface {
 	Done(id string) error
 	// Path names where the ends are kept, for the operator.
 	Path() string
+}
+
+// Protector is the role of consignee protection: may a call ring its
+// consignee now (counting it when it may), the block the consignee makes
+// with their keys, and the merchant's clip for the notice the consignee
+// hears before the bridge. A Router that also implements it protects
+// consignees; one that does not (the defaults of tests) lets every call
+// ring and bridges as soon as B answers.
+type Protector interface {
+	// TakeRing decides whether the call ring describes may ring its
+	// consignee now, under the policy in force for the binding's
+	// merchant, and counts it when it may. A refused call never rings B.
+	TakeRing(ctx context.Context, ring callrec.Ring) (protection.Decision, error)
+	// BlockCaller blocks the caller of a call through binding id for its
+	// consignee, as the consignee asked with their keys; created reports
+	// a new block.
+	BlockCaller(ctx context.Context, id string, kind callrec.CallerKind, caller string) (created bool, err error)
+	// Announcement returns the samples (8 kHz) of the merchant's clip, or
+	// nil when it has none.
+	Announcement(ctx context.Context, merchant string) ([]int16, error)
 }
 
 // Router is all four roles together, what a Server is built with.

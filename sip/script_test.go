@@ -323,6 +323,7 @@ func (s *fakeStream) Play(ctx context.Context, pcm []int16) error {
 func (s *fakeStream) Digits() <-chan rune                           { return s.digits }
 func (s *fakeStream) Quiet(time.Duration) (<-chan struct{}, func()) { return nil, func() {} }
 func (s *fakeStream) StopRelay()                                    {}
+func (s *fakeStream) WatchKeys(bool)                                {}
 
 func (s *fakeStream) Audio() media.Codec {
 	s.mu.Lock()
@@ -403,6 +404,8 @@ func newScriptEnv(t *testing.T, script forkScript, store func(*fakeRouter) Route
 			cdrRefresh: time.Minute, storeTimeout: timeout},
 		directory:    r,
 		recorder:     r,
+		protector:    protectorOf(r),
+		protected:    &protectedCounts{},
 		media:        e.media,
 		legB:         e.dialer,
 		routes:       fakeRoutes{},

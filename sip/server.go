@@ -210,6 +210,7 @@ type Server struct {
 	walks   *walkLimit // security.invalid_extensions
 
 	legBFailures    legBFailureCounts
+	protected       protectedCounts
 	panics          panicCounter
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -272,6 +273,7 @@ func (s *Server) callDeps() *callDeps {
 			maxDuration: o.MaxDuration, cdrRefresh: o.CDRRefresh, storeTimeout: s.store},
 		directory:    s.router,
 		recorder:     s.router,
+		protector:    protectorOf(s.router),
 		media:        mediaPool{o.Ports},
 		legB:         legBAgent{ua: s.dialog, live: s.live},
 		routes:       routes{trunk: s.trunk, reg: s.reg},
@@ -279,6 +281,7 @@ func (s *Server) callDeps() *callDeps {
 		walks:        s.walks,
 		backlog:      s.backlog,
 		legBFailures: &s.legBFailures,
+		protected:    &s.protected,
 		panics:       &s.panics,
 		log:          s.log,
 	}
@@ -434,6 +437,12 @@ func (s *Server) TrunkUp() (bool, string) { return s.trunk.up() }
 // LegBFailures returns how many leg B attempts failed since the start, by
 // final status as a string ("486", "503", "408" for a ring timeout).
 func (s *Server) LegBFailures() map[string]int64 { return s.legBFailures.byStatus() }
+
+// ProtectedCalls returns the calls consignee protection refused or the
+// consignee declined since the start, by reason (quiet_hours, capped,
+// blocked, declined, restricted), for vnum_calls_protected_total. Every
+// reason is present, zero or not.
+func (s *Server) ProtectedCalls() map[string]int64 { return s.protected.byReason() }
 
 // Registered reports whether an account has a valid registration.
 func (s *Server) Registered(user string) bool {

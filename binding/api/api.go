@@ -22,6 +22,8 @@ import (
 
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/protection"
 )
 
 // MaxBodyBytes is the largest request body the API reads; a larger one is
@@ -63,11 +65,29 @@ type Options struct {
 	// Log receives one line per request and the causes of 500s; nil
 	// discards them.
 	Log *slog.Logger
+	// Protection returns the platform's consignee protection as it is
+	// configured now (protection.*, which a running server takes anew on
+	// SIGHUP): a merchant's own may only be stricter, and a closed
+	// order's binding ends after its AfterClose. Nil means the
+	// configuration's defaults.
+	Protection func() protection.Platform
 	// StreamIdle is how long a streamed response (the CDR and binding
 	// listings) waits for the client to take the next part of it before
 	// it is cut; 0 means DefaultStreamIdle. It stands in for the
 	// server's WriteTimeout, which would cut a long export.
 	StreamIdle time.Duration
+}
+
+// defaultProtection is the platform's protection of the configuration's
+// defaults, for an API given none.
+func defaultProtection() protection.Platform {
+	p, err := config.Default().Protection.Platform()
+	if err != nil {
+		// The defaults are constants that validate: this cannot happen,
+		// and if it did the closed order's end is what must not be lost.
+		return protection.Platform{Location: time.UTC, Announce: protection.AnnounceOff, AfterClose: config.DefaultAfterClose}
+	}
+	return p
 }
 
 // route is one endpoint of the API.
@@ -98,6 +118,15 @@ var routes = []route{
 	{method: http.MethodGet, path: "/v1/bindings/{id}", handle: (*server).getBinding},
 	{method: http.MethodPost, path: "/v1/bindings/{id}/renew", handle: (*server).renewBinding},
 	{method: http.MethodDelete, path: "/v1/bindings/{id}", handle: (*server).releaseBinding},
+	// Consignee protection (protection.go).
+	{method: http.MethodPost, path: "/v1/bindings/{id}/order-status", handle: (*server).setOrderStatus},
+	{method: http.MethodGet, path: "/v1/merchants/{id}/protection", handle: (*server).getProtection},
+	{method: http.MethodPut, path: "/v1/merchants/{id}/protection", handle: (*server).putProtection},
+	{method: http.MethodPut, path: "/v1/merchants/{id}/announcement", handle: (*server).putAnnouncement},
+	{method: http.MethodDelete, path: "/v1/merchants/{id}/announcement", handle: (*server).deleteAnnouncement},
+	{method: http.MethodPost, path: "/v1/blocks", handle: (*server).addBlock},
+	{method: http.MethodGet, path: "/v1/blocks", handle: (*server).listBlocks},
+	{method: http.MethodDelete, path: "/v1/blocks/{id}", handle: (*server).removeBlock},
 	{method: http.MethodGet, path: "/v1/cdrs", handle: (*server).listCDRs},
 	{method: http.MethodGet, path: "/v1/bills/{merchant}/{month}", handle: (*server).bill},
 	{method: http.MethodGet, path: "/v1/calls", handle: (*server).calls},
@@ -135,6 +164,9 @@ func New(store *binding.Store, opts Options) http.Handler {
 	}
 	if opts.Now == nil {
 		opts.Now = store.Now
+	}
+	if opts.Protection == nil {
+		opts.Protection = defaultProtection
 	}
 	if opts.StreamIdle <= 0 {
 		opts.StreamIdle = DefaultStreamIdle

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/protection"
 )
 
 // msgInternal is all a client learns of an unexpected failure; the cause
@@ -29,7 +30,10 @@ func badRequest(msg string) error { return &httpError{status: http.StatusBadRequ
 
 // statusOf maps an error to its HTTP status. Errors of the binding package
 // map by sentinel: a request that is well formed but refused by the rules
-// (not shipped, bad number) is 422, a clash with what is stored is 409.
+// (not shipped, bad number) is 422, a clash with what is stored (an order
+// status the order cannot move to from where it is among them) is 409.
+// Consignee protection's refusals are 400, as its contract says: a
+// merchant's protection looser than the platform's, a clip refused.
 // A full pool is 503: the request is fine and the operator must add host
 // numbers, after which the same request succeeds.
 func statusOf(err error) int {
@@ -42,7 +46,12 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, binding.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, binding.ErrExists), errors.Is(err, binding.ErrEnded), errors.Is(err, binding.ErrInUse):
+	case errors.Is(err, protection.ErrInvalid), errors.Is(err, protection.ErrLooser), errors.Is(err, protection.ErrBadClip):
+		// A merchant's protection looser than the platform's, a value
+		// that does not parse, a clip that is not a short 8 kHz WAV.
+		return http.StatusBadRequest
+	case errors.Is(err, binding.ErrExists), errors.Is(err, binding.ErrEnded), errors.Is(err, binding.ErrInUse),
+		errors.Is(err, binding.ErrTransition):
 		return http.StatusConflict
 	case errors.Is(err, binding.ErrInvalid), errors.Is(err, binding.ErrNotShipped):
 		return http.StatusUnprocessableEntity

@@ -124,6 +124,7 @@ type bindingRequest struct {
 	Consignee   string `json:"consignee"`
 	OrderStatus string `json:"order_status"`
 	TTL         string `json:"ttl"`
+	Calls       string `json:"calls"`
 }
 
 func (s *server) createBinding(w http.ResponseWriter, r *http.Request) error {
@@ -139,7 +140,7 @@ func (s *server) createBinding(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	b, err := s.store.CreateBinding(r.Context(), binding.CreateRequest{Merchant: req.Merchant, Order: req.Order,
-		Consignee: req.Consignee, OrderStatus: req.OrderStatus, TTL: ttl}, s.opts.Now())
+		Consignee: req.Consignee, OrderStatus: req.OrderStatus, TTL: ttl, Calls: req.Calls}, s.opts.Now())
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func newMerchantCmd() *cobra.Command {
 			return merchantRecords([]binding.MerchantSummary{m}, true).print(cmd.OutOrStdout(), *showFormat)
 		})
 	}
-	cmd.AddCommand(add, list, show)
+	cmd.AddCommand(add, list, show, newMerchantProtectionCmd(), newMerchantAnnouncementCmd())
 	return cmd
 }
 
@@ -193,7 +193,7 @@ func newNumberCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "number", Short: "Manage the host-number pool"}
 	add := &cobra.Command{
 		Use:   "add X...",
-		Short: "Add host numbers (11 digits, +86 allowed) to the pool, all or none",
+		Short: "Add host numbers (5 to 15 digits, +86 allowed) to the pool, all or none",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withNewStore(cmd, func(ctx context.Context, s *binding.Store) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/vnum/vnum/binding/api"
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/protection"
 )
 
 // adminTimeouts are the timeouts of the admin HTTP server: a slow or
@@ -74,6 +75,9 @@ type callStats struct {
 	trunkUp func() (bool, string)
 	// legBFailures returns leg B's failed attempts by final status.
 	legBFailures func() map[string]int64
+	// protected returns the calls consignee protection refused or the
+	// consignee declined, by reason.
+	protected func() map[string]int64
 	// tcpOpen and tcpLimit return the SIP TCP and TLS connections open
 	// and their cap; tcpRefused those refused at accept or closed by
 	// vnum, by reason.
@@ -159,6 +163,15 @@ func newMetrics(stats callStats) (http.Handler, error) {
 					"(408: nothing answered within calls.ring_timeout; 503: the trunk could not be reached).",
 				[]string{"status"}, nil),
 			counts: stats.legBFailures,
+		})
+	}
+	if stats.protected != nil {
+		cs = append(cs, refusedCollector{
+			desc: prometheus.NewDesc("vnum_calls_protected_total",
+				"Calls consignee protection refused before the consignee rang (quiet_hours, capped, blocked, restricted), "+
+					"or the consignee declined after the notice (declined), by reason.",
+				[]string{"reason"}, nil),
+			counts: stats.protected,
 		})
 	}
 	cs = append(cs, tcpCollectors(stats)...)
@@ -326,6 +339,9 @@ type adminListener struct {
 	loc      *time.Location
 	rates    binding.Rates
 	timeouts adminTimeouts
+	// protection is the platform's consignee protection the API applies:
+	// the configuration's, or a running node's (which a reload changes).
+	protection func() protection.Platform
 }
 
 // listenAdmin checks the admin API's configuration and binds admin.listen,
@@ -348,12 +364,17 @@ func listenAdmin(ctx context.Context, c *config.Config, log *slog.Logger) (*admi
 	if err != nil {
 		return nil, err
 	}
+	platform, err := c.Protection.Platform()
+	if err != nil {
+		return nil, err
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
-	return &adminListener{ln: ln, loc: loc, rates: rates, timeouts: defaultAdminTimeouts}, nil
+	return &adminListener{ln: ln, loc: loc, rates: rates, timeouts: defaultAdminTimeouts,
+		protection: func() protection.Platform { return platform }}, nil
 }
 
 // close unbinds an admin API that will not be served.
@@ -380,6 +401,7 @@ func (a *adminListener) serve(ctx context.Context, c *config.Config, store *bind
 	handler := api.New(store, api.Options{
 		Token: c.Admin.Token, Rates: a.rates, Currency: c.Billing.Currency, Location: a.loc,
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log, StreamIdle: a.timeouts.stream,
+		Protection: a.protection,
 	})
 	if c.Admin.PProf {
 		handler = withPProf(handler, c.Admin.Token)

@@ -11,9 +11,9 @@ import (
 )
 
 func newBindingCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "binding", Short: "Create, read, release and renew bindings"}
+	cmd := &cobra.Command{Use: "binding", Short: "Create, read, release and renew bindings; move their orders"}
 	cmd.AddCommand(newBindingCreateCmd(), newBindingShowCmd(), newBindingListCmd(),
-		newBindingReleaseCmd(), newBindingRenewCmd())
+		newBindingReleaseCmd(), newBindingRenewCmd(), newBindingStatusCmd())
 	return cmd
 }
 
@@ -21,7 +21,7 @@ func newBindingCreateCmd() *cobra.Command {
 	var req binding.CreateRequest
 	var ttl string
 	cmd := &cobra.Command{
-		Use:   "create --merchant M --order O --consignee B --order-status S [--ttl 720h]",
+		Use:   "create --merchant M --order O --consignee B --order-status S [--ttl 720h] [--calls both|to_consignee|from_consignee]",
 		Short: "Give a shipped order a virtual number",
 		Args:  cobra.NoArgs,
 	}
@@ -30,6 +30,8 @@ func newBindingCreateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&req.Consignee, "consignee", "", "consignee number `B` (mobile or E.164); never printed")
 	cmd.Flags().StringVar(&req.OrderStatus, "order-status", "", "order status `S`: shipped, delivered or after_sale")
 	cmd.Flags().StringVar(&ttl, "ttl", "", "lifetime, 1h to 8760h (default binding.ttl)")
+	cmd.Flags().StringVar(&req.Calls, "calls", "both", "which calls the binding takes: both, to_consignee (no calls back) "+
+		"or from_consignee (no calls to the consignee)")
 	for _, f := range []string{"merchant", "order", "consignee", "order-status"} {
 		if err := cmd.MarkFlagRequired(f); err != nil {
 			panic(err) // the flag names above are constants

@@ -86,6 +86,7 @@ type demo struct {
 	// bill shown is that of its month, so a demo run at a month's end
 	// never bills the next, empty month.
 	created time.Time
+	prot    demoProtection
 	failed  []string
 }
 
@@ -133,17 +134,28 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 	c.IVR.Language = lang
 	c.IVR.FirstDigitTimeout = 3 * time.Second
 	c.IVR.InterDigitTimeout = 2 * time.Second
+	c.Protection.QuietHours = demoQuietHours
+	c.Protection.CallsPerDay = demoCallsPerDay
+	c.Protection.ConfirmTimeout = demoConfirmTimeout
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	d := &demo{out: out, cfg: c, carrier: carrier, talk: talk, created: now()}
+	loc, err := time.LoadLocation(c.Protection.Timezone)
+	if err != nil {
+		return err
+	}
+	d := &demo{out: out, cfg: c, carrier: carrier, talk: talk, created: now(),
+		prot: demoProtection{clock: &movedClock{}, loc: loc}}
+	// The node reads the demo's clock: daytime on the consignee's clock,
+	// whatever the hour the demo runs at, until it shows quiet hours.
+	d.daytime()
 	fmt.Fprintln(out, "vnum demo: a merchant calls a consignee through a virtual number, over real SIP and RTP on loopback")
 
 	ext, busyExt, err := d.seed(ctx)
 	if err != nil {
 		return err
 	}
-	d.node, err = startNode(ctx, c, quiet, true)
+	d.node, err = startNodeAt(ctx, c, quiet, true, nil, d.prot.clock.now)
 	if err != nil {
 		return err
 	}
@@ -155,11 +167,18 @@ func runDemo(ctx context.Context, out io.Writer, lang string, talk time.Duration
 		return err
 	}
 	defer d.phone.Close()
+	if d.prot.mall, err = sipua.NewSoftphone(demoMallUser, demoMallPassword, quiet); err != nil {
+		return err
+	}
+	defer d.prot.mall.Close()
 
 	d.call(ctx, "dials X and keys the extension over RFC 4733, barging in on the prompt", demoHost, ext, false)
 	d.call(ctx, "dials the direct form "+demoHost+","+ext+" (no prompt); the consignee hangs up", demoHost+","+ext, "", true)
 	d.busy(ctx, demoHost+","+busyExt)
 	d.wrongExtension(ctx, ext)
+	d.quietHours(ctx, demoHost+","+ext)
+	d.capped(ctx, demoHost+","+ext)
+	d.confirmAndBlock(ctx)
 	d.privacy()
 	if err := d.report(ctx); err != nil {
 		return err
@@ -206,6 +225,9 @@ func (d *demo) seed(ctx context.Context) (string, string, error) {
 		d.fail("a binding for an unpaid order was accepted")
 	} else {
 		d.say("binding for unpaid order A1002 refused: %v", err)
+	}
+	if err := d.seedProtection(ctx, s); err != nil {
+		return "", "", err
 	}
 	return b.Extension, busy.Extension, nil
 }
@@ -296,12 +318,17 @@ func (d *demo) call(ctx context.Context, what, dialled, digits string, calleeHan
 // challenge and waits for the final response; heard is the provisional
 // responses vnum sent, in order ("100 Trying", "180 Ringing", ...).
 func (d *demo) dial(ctx context.Context, dialled string) (*sipgo.DialogClientSession, []string, error) {
-	dlg, err := d.phone.Invite(ctx, d.vnum, dialled)
+	return d.dialAs(ctx, d.phone, dialled)
+}
+
+// dialAs is dial from softphone p.
+func (d *demo) dialAs(ctx context.Context, p *sipua.Softphone, dialled string) (*sipgo.DialogClientSession, []string, error) {
+	dlg, err := p.Invite(ctx, d.vnum, dialled)
 	if err != nil {
 		return nil, nil, err
 	}
 	var heard []string
-	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{Username: demoUser, Password: demoPassword,
+	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.User, Password: p.Password,
 		OnResponse: func(r *sip.Response) error {
 			line := fmt.Sprintf("%d %s", r.StatusCode, r.Reason)
 			if r.IsProvisional() && !slices.Contains(heard, line) {
@@ -403,19 +430,22 @@ func wrongDigits(ext string) string {
 // privacy scans every SIP message each side received: the caller never
 // sees B, the carrier never sees the caller.
 func (d *demo) privacy() {
-	leaksA, leaksB := 0, 0
-	for _, m := range d.phone.Received() {
-		if strings.Contains(m, demoConsignee) {
-			leaksA++
+	leaksA, leaksB, scannedA := 0, 0, 0
+	for _, p := range []*sipua.Softphone{d.phone, d.prot.mall} {
+		for _, m := range p.Received() {
+			scannedA++
+			if strings.Contains(m, demoConsignee) {
+				leaksA++
+			}
 		}
 	}
 	for _, m := range d.carrier.Received() {
-		if strings.Contains(m, demoUser) || strings.Contains(m, "vnum-softphone") {
+		if strings.Contains(m, demoUser) || strings.Contains(m, demoMallUser) || strings.Contains(m, "vnum-softphone") {
 			leaksB++
 		}
 	}
-	d.say("privacy: %d SIP messages to the caller mention the consignee's number, %d to the carrier mention the caller (%d and %d scanned)",
-		leaksA, leaksB, len(d.phone.Received()), len(d.carrier.Received()))
+	d.say("privacy: %d SIP messages to the callers mention the consignee's number, %d to the carrier mention a caller (%d and %d scanned)",
+		leaksA, leaksB, scannedA, len(d.carrier.Received()))
 	if leaksA+leaksB > 0 {
 		d.fail("privacy invariant broken")
 	}
@@ -462,6 +492,7 @@ func (d *demo) report(ctx context.Context) error {
 		d.fail("CDRs: want 2 answered calls billed 1 minute, 1 busy billed nothing and 1 invalid_extension, got %d, %d and %d",
 			answered, busy, invalid)
 	}
+	d.checkProtectedCDRs(all)
 	loc, err := time.LoadLocation(d.cfg.Billing.Timezone)
 	if err != nil {
 		return err

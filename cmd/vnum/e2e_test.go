@@ -111,6 +111,13 @@ func startTestNode(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carr
 // own as its trunk.
 func startTestNodeOnStore(t *testing.T, tweak func(*config.Config)) (*node, *sipua.Carrier, netip.AddrPort) {
 	t.Helper()
+	return startTestNodeAt(t, tweak, time.Now, slog.New(slog.DiscardHandler))
+}
+
+// startTestNodeAt is startTestNodeOnStore whose router reads the clock
+// now and whose node logs to log.
+func startTestNodeAt(t *testing.T, tweak func(*config.Config), now func() time.Time, log *slog.Logger) (*node, *sipua.Carrier, netip.AddrPort) {
+	t.Helper()
 	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
 	require.NoError(t, err)
 	t.Cleanup(carrier.Close)
@@ -128,7 +135,7 @@ func startTestNodeOnStore(t *testing.T, tweak func(*config.Config)) (*node, *sip
 	require.NoError(t, c.Validate())
 	ports, err := media.NewPorts(c.Media.IP, 0, 0) // pairs of the kernel's choosing
 	require.NoError(t, err)
-	n, err := startNodeWith(context.Background(), c, slog.New(slog.DiscardHandler), false, ports)
+	n, err := startNodeAt(context.Background(), c, log, false, ports, now)
 	require.NoError(t, err)
 	t.Cleanup(func() { n.stop(context.Background()) })
 	return n, carrier, netip.MustParseAddrPort(n.sip.Addr("udp"))
@@ -213,6 +220,13 @@ func TestDemo(t *testing.T) {
 	// The demo checks its bill against its CDRs; whatever the date, its
 	// two bindings have begun exactly one binding-day each.
 	require.Contains(t, s, "2 binding-day(s) × 0.00018")
+	// Consignee protection at work: quiet hours, the cap, a consignee
+	// keying 9 and the next call refused as blocked.
+	for _, d := range []string{"quiet_hours", "capped", "declined", "blocked"} {
+		require.Contains(t, s, " "+d+" ")
+	}
+	require.Contains(t, s, "inside the quiet hours")
+	require.Contains(t, s, "after 9 the caller got SIP/2.0 603 Decline")
 }
 
 // TestOverloadMetricsThroughServe: a node with calls.max_active 1 and a

@@ -63,6 +63,7 @@ func newRootCmd() *cobra.Command {
 		newAccountCmd(),
 		newNumberCmd(),
 		newBindingCmd(),
+		newBlockCmd(),
 		newCDRCmd(),
 		newBillCmd(),
 		newConfigCmd(),

@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/config"
-	"github.com/vnum/vnum/internal/pgtest"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -24,12 +23,7 @@ import (
 func TestCallbackAcrossNodes(t *testing.T) {
 	for _, driver := range []string{"sqlite", "postgres"} {
 		t.Run(driver, func(t *testing.T) {
-			if driver == "postgres" {
-				t.Setenv("VNUM_STORE_DRIVER", "postgres")
-				t.Setenv("VNUM_STORE_DSN", pgtest.Shared(t).NewDatabase(t))
-			} else {
-				useTempStore(t)
-			}
+			useStore(t, driver)
 			trunk := func(id string) func(*config.Config) {
 				return func(c *config.Config) {
 					c.Node.ID = id
@@ -41,9 +35,7 @@ func TestCallbackAcrossNodes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 
-			mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
-			mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
-			mustRun(t, "number", "add", "17000000001")
+			seedShopOne(t)
 			var b struct{ Host, Extension string }
 			require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
 				"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))

@@ -81,11 +81,11 @@ func (r records) print(w io.Writer, format string) error {
 // bindingView prints bindings without the consignee.
 var bindingView = view[binding.Binding]{
 	header: []string{"id", "merchant", "order", "host", "extension", "display", "dial",
-		"order_status", "status", "created_at", "expires_at", "released_at"},
+		"order_status", "calls", "status", "created_at", "expires_at", "order_closed_at", "released_at"},
 	cells: func(b binding.Binding) []string {
 		return []string{b.ID, b.Merchant, b.Order, b.Host, b.Extension, b.Display(), b.Dial(),
-			b.OrderStatus, b.Status, callrec.FormatTime(b.CreatedAt), callrec.FormatTime(b.ExpiresAt),
-			callrec.FormatTime(b.ReleasedAt)}
+			b.OrderStatus, string(b.Calls), b.Status, callrec.FormatTime(b.CreatedAt), callrec.FormatTime(b.ExpiresAt),
+			callrec.FormatTime(b.OrderClosedAt), callrec.FormatTime(b.ReleasedAt)}
 	},
 }
 

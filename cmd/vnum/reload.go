@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/protection"
 	"github.com/vnum/vnum/sip"
 )
 
@@ -43,6 +44,10 @@ func reloadNode(file string, running *config.Config, n *node, log *slog.Logger) 
 		return next
 	}
 	r, err := sipReloadable(next)
+	var platform protection.Platform
+	if err == nil {
+		platform, err = next.Protection.Platform()
+	}
 	if err == nil {
 		err = n.sip.Reload(r)
 	}
@@ -50,6 +55,8 @@ func reloadNode(file string, running *config.Config, n *node, log *slog.Logger) 
 		log.Error("reload refused: the running configuration is kept", "error", err)
 		return running
 	}
+	// protection.* is in force for new calls and the admin API from now.
+	n.router.setPlatform(platform)
 	if err := setLogLevel(next.Log.Level); err != nil {
 		// Validate checked it: this is a bug, not the operator's.
 		log.Error("reload: log.level", "error", err)

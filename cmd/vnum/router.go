@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/protection"
 	"github.com/vnum/vnum/sip"
 )
 
@@ -19,6 +21,9 @@ type router struct {
 	store *binding.Store
 	rates binding.Rates
 	now   func() time.Time
+	// platform is the platform's consignee protection in force, swapped
+	// whole when a reload changes protection.* (router_protection.go).
+	platform atomic.Pointer[protection.Platform]
 }
 
 var _ sip.Router = (*router)(nil)

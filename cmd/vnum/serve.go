@@ -43,6 +43,9 @@ type node struct {
 	spool *spool.Spool
 	ports *media.Ports
 	sip   *sip.Server
+	// router is what signalling asks of the store; a reload puts the
+	// protection.* it reads in force.
+	router *router
 	// stopLegs stops the BYEs still in flight in the legs of the calls
 	// a crash cut (endLegs).
 	stopLegs func()
@@ -59,10 +62,19 @@ func startNode(ctx context.Context, c *config.Config, log *slog.Logger, quietSto
 // media.rtp_ports). Tests pass pairs of the kernel's choosing, so that
 // packages testing in parallel never compete for one range.
 func startNodeWith(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool, ports *media.Ports) (*node, error) {
+	return startNodeAt(ctx, c, log, quietStore, ports, time.Now)
+}
+
+// startNodeAt is startNodeWith whose router reads the clock now: the
+// bindings' lives and consignee protection's quiet hours and days. The
+// demo and tests pass a clock they move.
+func startNodeAt(ctx context.Context, c *config.Config, log *slog.Logger, quietStore bool, ports *media.Ports,
+	now func() time.Time) (*node, error) {
 	b, err := bindNode(c, log, ports)
 	if err != nil {
 		return nil, err
 	}
+	b.router.now = now
 	return b.start(ctx, log, quietStore)
 }
 
@@ -107,7 +119,12 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 	}
 	// The router gets its store once the store is open (start); nothing
 	// is served before.
+	platform, err := c.Protection.Platform()
+	if err != nil {
+		return fail(err)
+	}
 	rt := &router{rates: rates, now: time.Now}
+	rt.setPlatform(platform)
 	srv, err := sip.NewServer(opts, rt)
 	if err != nil {
 		return fail(err)
@@ -161,7 +178,7 @@ func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool
 	// The server's own context is not the signal's: on SIGTERM it drains
 	// first (Shutdown), then closes.
 	b.sip.Serve(context.WithoutCancel(ctx))
-	return &node{store: store, lease: lease, spool: b.spool, ports: b.ports, sip: b.sip,
+	return &node{store: store, lease: lease, spool: b.spool, ports: b.ports, sip: b.sip, router: b.router,
 		stopLegs: endLegs(b.sip, legs)}, nil
 }
 
@@ -187,7 +204,8 @@ func (n *node) stats() callStats {
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
 		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
-		tcpOpen: n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
+		protected: n.sip.ProtectedCalls,
+		tcpOpen:   n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
 		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit}
 }
 
@@ -253,6 +271,9 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		return err
 	}
 	announceKernel()
+	// The admin API reads the platform's protection the node has in
+	// force, which a reload changes.
+	admin.protection = n.router.platformNow
 	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, n.sip.Calls,
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {

@@ -112,6 +112,11 @@ type Flow struct {
 	// PT lists the payload types rewritten (at most MaxPT); others pass
 	// unchanged. The marker bit is kept.
 	PT []PT
+	// Watch sends the packets of payload type WatchPT up to the socket
+	// instead: vnum reads them (a consignee's keys, RFC 4733) and relays
+	// them itself, while the program forwards the audio.
+	Watch   bool
+	WatchPT uint8
 }
 
 // Counters are what the program counted of one flow.
@@ -138,6 +143,8 @@ type Stats struct {
 	// (a local address, a packet too big for the path); UpStale came
 	// while vnum had not renewed its heartbeat.
 	UpHandover, UpNotRTP, UpRoute, UpStale uint64
+	// UpWatched were of a flow's watched payload type (Flow.Watch).
+	UpWatched uint64
 }
 
 // Relay is the loaded and attached program with its flow table.
@@ -329,7 +336,11 @@ func (r *Relay) Install(f Flow) error {
 		OutSrcPort: port(f.From.Port()),
 		OutDstPort: port(f.To.Port()),
 		PtFrom:     [MaxPT]uint8{0xff, 0xff},
+		UpPt:       0xff,
 		State:      flowHandover,
+	}
+	if f.Watch {
+		v.UpPt = f.WatchPT & 0x7f
 	}
 	for i, pt := range f.PT {
 		v.PtFrom[i], v.PtTo[i] = pt.From&0x7f, pt.To&0x7f
@@ -472,7 +483,7 @@ func (r *Relay) Stats() (Stats, error) {
 	}
 	var s Stats
 	fields := []*uint64{&s.ForwardedFIB, &s.ForwardedNeigh, &s.ForwardedLoopback,
-		&s.UpHandover, &s.UpNotRTP, &s.UpRoute, &s.UpStale}
+		&s.UpHandover, &s.UpNotRTP, &s.UpRoute, &s.UpStale, &s.UpWatched}
 	for i, p := range fields {
 		var perCPU []uint64
 		if err := r.objs.Stats.Lookup(uint32(i), &perCPU); err != nil {

@@ -21,8 +21,9 @@ type relayFlow struct {
 	OutDstPort uint16
 	PtFrom     [2]uint8
 	PtTo       [2]uint8
+	UpPt       uint8
+	_          [3]byte
 	State      uint32
-	_          [4]byte
 	Packets    uint64
 	Bytes      uint64
 	LastSeen   uint64

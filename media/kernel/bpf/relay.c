@@ -32,6 +32,7 @@ enum {
 	STAT_UP_NOT_RTP,   // a flow's packet that is not plain RTP: vnum decides
 	STAT_UP_ROUTE,     // no route the program can take (local, too big, unreachable)
 	STAT_UP_STALE,     // vnum stopped renewing alive_until
+	STAT_UP_WATCHED,   // of the payload type vnum watches (a consignee's keys)
 	STAT_MAX,
 };
 
@@ -62,6 +63,7 @@ struct flow {
 	__be16 out_dst_port;
 	__u8 pt_from[MAX_PT]; // 0xff: unused
 	__u8 pt_to[MAX_PT];
+	__u8 up_pt; // 0xff: none; else packets of this payload type go up to vnum
 	__u32 state;
 	__u64 packets;
 	__u64 bytes; // RTP bytes (UDP payload)
@@ -217,6 +219,13 @@ int vnum_relay(struct __sk_buff *skb)
 	__u32 rtp_len = udp_len - 8;
 	if (!plain_rtp(skb, b0, rtp_len))
 		return up(STAT_UP_NOT_RTP);
+	// The payload type vnum watches (the consignee's keys, RFC 4733) goes
+	// up: vnum reads it and relays it itself; the audio stays here.
+	if (f->up_pt != 0xff && (b1 & 0x7f) == f->up_pt) {
+		if (f->state != FLOW_FORWARD)
+			f->up = id;
+		return up(STAT_UP_WATCHED);
+	}
 
 	__be32 new_addrs[2] = {f->out_src_ip, f->out_dst_ip};
 	__be16 new_sport = f->out_src_port, new_dport = f->out_dst_port;
