@@ -70,6 +70,7 @@ func newRootCmd() *cobra.Command {
 		newDemoCmd(),
 		newVersionCmd(),
 		newCompletionCmd(),
+		newManCmd(),
 	)
 	root.SetVersionTemplate("vnum {{.Version}}\n")
 	root.SetHelpCommand(newHelpCmd(root))
