@@ -85,6 +85,10 @@ type callStats struct {
 	// overLimit returns the SIP messages refused for going over a limit
 	// on what one message may cost, by limit.
 	overLimit func() map[string]int64
+	// store times the store calls signalling makes; pool reads how full
+	// the host-number pool is (storemetrics.go).
+	store *storeMetrics
+	pool  *poolCollector
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -158,10 +162,14 @@ func newMetrics(stats callStats) (http.Handler, error) {
 				"Calls to the consignee (or a callback's party) that did not connect, by the final status leg B ended with "+
 					"(408: nothing answered within calls.ring_timeout; 503: the trunk could not be reached).",
 				[]string{"status"}, nil),
-			counts: stats.legBFailures,
+			counts: withZeros(stats.legBFailures, legBStatuses...),
 		})
 	}
 	cs = append(cs, tcpCollectors(stats)...)
+	cs = append(cs, stats.store.collectors()...)
+	if stats.pool != nil {
+		cs = append(cs, stats.pool)
+	}
 	if stats.malformed != nil {
 		cs = append(cs, refusedCollector{
 			desc: prometheus.NewDesc("vnum_sip_malformed_total",
@@ -213,6 +221,28 @@ func tcpCollectors(stats callStats) []prometheus.Collector {
 		})
 	}
 	return cs
+}
+
+// legBStatuses are the final statuses leg B ends with most, shown at
+// zero before their first failure so that a rate over them reads 0, not
+// nothing (busy, no answer, unavailable, trunk unreachable, declined).
+var legBStatuses = []string{"408", "480", "486", "503", "603"}
+
+// withZeros returns counts with each of keys present, at zero when counts
+// has none.
+func withZeros(counts func() map[string]int64, keys ...string) func() map[string]int64 {
+	return func() map[string]int64 {
+		out := counts()
+		if out == nil {
+			out = make(map[string]int64, len(keys))
+		}
+		for _, k := range keys {
+			if _, ok := out[k]; !ok {
+				out[k] = 0
+			}
+		}
+		return out
+	}
 }
 
 // refusedCollector reads a counter with one label from the SIP server's
