@@ -106,6 +106,7 @@ func TestDebInstall(t *testing.T) {
 	require.Regexp(t, `^vnum \S+ \(commit \S+, go1\.`, run(t, "/usr/bin/vnum", "version"))
 	shown := run(t, "/usr/bin/vnum", "--config", "/etc/vnum/vnum.yaml", "config", "show")
 	require.Contains(t, shown, "dsn: /var/lib/vnum/vnum.db", "the packaged configuration keeps the store where the service may write")
+	require.Contains(t, shown, "spool: /var/lib/vnum", "... and the spool, whatever store.driver")
 
 	// The service's user writes its store with the packaged configuration
 	// (the CLI's way: runuser, as `sudo -u vnum vnum ...` would).

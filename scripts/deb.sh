@@ -3,8 +3,8 @@
 #
 # Builds, into DEB_BUILD: the binary (the Makefile's version and commit),
 # the manual pages from the command tree (`vnum man`, gzipped), the
-# packaged configuration (vnum.example.yaml with the store, and any
-# recordings, under /var/lib/vnum: /etc is read-only to the service), and
+# packaged configuration (vnum.example.yaml with the store, its spool and
+# any recordings under /var/lib/vnum: /etc is read-only to the service), and
 # nfpm itself from the version pinned in scripts/nfpm/go.mod, a module of
 # its own so that vnum's go.mod does not carry a packager's dependencies.
 # Then nfpm packs deploy/debian/nfpm.yaml into DEB_OUT. It needs only go
@@ -65,6 +65,7 @@ gzip -9n "$DEB_BUILD"/man/*.1
 # the service cannot write.
 sed -e 's|^\(  dsn: \)vnum\.db |\1/var/lib/vnum/vnum.db |' \
 	-e 's|^\(  dir: \)recordings |\1/var/lib/vnum/recordings |' \
+	-e 's|^\(  spool: \)"" |\1/var/lib/vnum |' \
 	vnum.example.yaml >"$DEB_BUILD/vnum.yaml"
 grep -q '^  dsn: /var/lib/vnum/vnum.db ' "$DEB_BUILD/vnum.yaml" || {
 	echo "deb: vnum.example.yaml has no \"  dsn: vnum.db\" line under store: to point at /var/lib/vnum" >&2
