@@ -289,9 +289,9 @@ func TestPromQLMetricNames(t *testing.T) {
 		`up{job="vnum"} == 0`:                   {"up"},
 		`sum by (instance) (vnum_calls_active)`: {"vnum_calls_active"},
 		`histogram_quantile(0.99, sum by (le, op) (rate(vnum_store_duration_seconds_bucket{instance=~"$instance"}[$__rate_interval])))`: {"vnum_store_duration_seconds_bucket"},
-		`sum(rate(a_total{reason!="x{y}"}[5m])) / ignoring(reason) group_left(path) b_total offset 1h > bool 1e3`:                  {"a_total", "b_total"},
-		`max without (instance) ((vnum_bindings_active + vnum_bindings_quarantined) / vnum_binding_capacity) > 0.8`:              {"vnum_bindings_active", "vnum_bindings_quarantined", "vnum_binding_capacity"},
-		`increase(vnum_sip_panics_total[15m]) > 0 and on(instance) process_open_fds unless c:recorded:rule`:                       {"vnum_sip_panics_total", "process_open_fds", "c:recorded:rule"},
+		`sum(rate(a_total{reason!="x{y}"}[5m])) / ignoring(reason) group_left(path) b_total offset 1h > bool 1e3`:                       {"a_total", "b_total"},
+		`max without (instance) ((vnum_bindings_active + vnum_bindings_quarantined) / vnum_binding_capacity) > 0.8`:                     {"vnum_bindings_active", "vnum_bindings_quarantined", "vnum_binding_capacity"},
+		`increase(vnum_sip_panics_total[15m]) > 0 and on(instance) process_open_fds unless c:recorded:rule`:                             {"vnum_sip_panics_total", "process_open_fds", "c:recorded:rule"},
 		`sum(rate(x_total[5m])) by (le)`: {"x_total"},
 		`topk(5, rate(y_total[1m:10s]))`: {"y_total"},
 	} {
