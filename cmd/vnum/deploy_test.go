@@ -64,11 +64,7 @@ func scrapeAfterCall(t *testing.T) map[string]bool {
 	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
-	mustRun(t, "number", "add", "17000000001")
-	var b struct{ Host, Extension string }
-	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
-		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+	b := shippedBinding(t)
 
 	courier, err := sipua.NewSoftphone("13700137000", "", nil)
 	require.NoError(t, err)
