@@ -9,12 +9,17 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -23,7 +28,8 @@ import (
 
 // TestDebInstall installs the package `make deb` builds with dpkg -i, runs
 // the installed vnum as an operator would (version, config show, a store
-// written by the service's user in the service's directory), checks the
+// written by the service's user in the service's directory, serve as that
+// user until SIGTERM), checks the
 // unit with systemd-analyze verify where it is installed, and purges the
 // package. It needs root and dpkg; elsewhere it skips, unless
 // VNUMTEST_REQUIRE_DEB=1 (CI) makes that a failure. VNUMTEST_DEB names
@@ -114,6 +120,8 @@ func TestDebInstall(t *testing.T) {
 	require.Contains(t, run(t, "runuser", "-u", "vnum", "--", "/usr/bin/vnum", "--config", "/etc/vnum/vnum.yaml", "number", "list"), "17000000001")
 	require.Equal(t, u.Username+":vnum", run(t, "stat", "-c", "%U:%G", "/var/lib/vnum/vnum.db"))
 
+	serveAsVnum(t, u)
+
 	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
 		out, err := exec.Command(analyze, "verify", "/usr/lib/systemd/system/vnum.service").CombinedOutput()
 		require.NoError(t, err, "systemd-analyze verify:\n%s", out)
@@ -130,6 +138,79 @@ func TestDebInstall(t *testing.T) {
 	}
 	_, err = os.Stat("/var/lib/vnum/vnum.db")
 	require.NoError(t, err, "a purge keeps the store: its call records are the operator's to delete")
+}
+
+// serveAsVnum runs the installed `vnum serve` as the user u (vnum) with
+// the packaged configuration, as the unit does, but on ports of the
+// kernel's choosing and without the kernel relay, so that it meets
+// nothing else on the machine: it must serve (/healthz answers) on the
+// store the CLI wrote, and stop on SIGTERM with status 0.
+func serveAsVnum(t *testing.T, u *user.User) {
+	t.Helper()
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	require.NoError(t, err)
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	require.NoError(t, err)
+	cmd := exec.Command("/usr/bin/vnum", "--config", "/etc/vnum/vnum.yaml", "serve")
+	cmd.Dir = "/var/lib/vnum"
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "GOMEMLIMIT=1GiB",
+		"VNUM_SIP_LISTEN=udp://127.0.0.1:0,tcp://127.0.0.1:0", "VNUM_ADMIN_LISTEN=127.0.0.1:0",
+		"VNUM_MEDIA_KERNEL=off", "VNUM_NODE_ID=deb-test"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var exitErr error
+	exited := make(chan struct{})
+	go func() {
+		exitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		// A test that failed half-way does not leave it running.
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	// The start line names the admin listener.
+	admin := make(chan string, 1)
+	var logs bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.Write(append(sc.Bytes(), '\n'))
+			var line struct{ Msg, Admin string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "vnum serving" {
+				admin <- line.Admin
+			}
+		}
+		close(admin)
+	}()
+	var addr string
+	select {
+	case a, ok := <-admin:
+		// Closed: the log is complete, and says why.
+		require.True(t, ok, "vnum serve stopped before serving:\n%s", logs.String())
+		addr = a
+	case <-time.After(30 * time.Second):
+		require.FailNow(t, "vnum serve did not start within 30 s")
+	}
+	res, err := http.Get("http://" + addr + "/healthz")
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	require.Equal(t, http.StatusOK, res.StatusCode)
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-exited:
+		require.NoError(t, exitErr, "vnum serve on SIGTERM")
+	case <-time.After(60 * time.Second):
+		require.FailNow(t, "vnum serve did not stop within 60 s of SIGTERM")
+	}
 }
 
 // TestUnitHardening: the unit runs vnum as its own user with the
