@@ -33,17 +33,20 @@ export SOURCE_DATE_EPOCH
 # A Debian version starts with a digit and sorts releases after the
 # versions before them: v0.5.0 → 0.5.0, v0.5.0-23-gf24778f →
 # 0.5.0+git23.gf24778f (after 0.5.0, before 0.5.1), a tree with changes
-# adds .dirty; a checkout without tags is 0.0.0+git.<hash>.
+# adds .dirty, a pre-release sorts before its release (v1.0.0-rc1 →
+# 1.0.0~rc1); a checkout without tags is 0.0.0+git.<hash>.
 debian_version() {
-	local v=${1#v}
+	local v=${1#v} tail=
 	case $v in
 	[0-9]*) ;;
 	*) v=0.0.0+git.$v ;;
 	esac
 	v=${v/-dirty/.dirty}
-	if [[ $v =~ ^([0-9][0-9.]*)-([0-9]+)-(g[0-9a-f]+)(.*)$ ]]; then
-		v=${BASH_REMATCH[1]}+git${BASH_REMATCH[2]}.${BASH_REMATCH[3]}${BASH_REMATCH[4]}
+	if [[ $v =~ ^(.*)-([0-9]+)-(g[0-9a-f]+)(.*)$ ]]; then
+		v=${BASH_REMATCH[1]}
+		tail=+git${BASH_REMATCH[2]}.${BASH_REMATCH[3]}${BASH_REMATCH[4]}
 	fi
+	v=${v//-/\~}$tail
 	printf '%s\n' "${v//[^0-9A-Za-z.+~]/.}"
 }
 

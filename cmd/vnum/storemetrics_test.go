@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/binding"
@@ -30,9 +30,7 @@ func TestStoreMetricsThroughRouter(t *testing.T) {
 	count := func(op string) uint64 { return observations(t, m, op) }
 	errs := func(op, kind string) float64 {
 		t.Helper()
-		var pb dto.Metric
-		require.NoError(t, m.errs.WithLabelValues(op, kind).Write(&pb))
-		return pb.GetCounter().GetValue()
+		return gathered(t, m.errs, map[string]string{"op": op, "kind": kind})
 	}
 
 	ok, err := r.IsHostNumber(ctx, "17000000001")
@@ -68,11 +66,34 @@ func TestStoreMetricsThroughRouter(t *testing.T) {
 // observations returns how many times op's latency was observed.
 func observations(t *testing.T, m *storeMetrics, op string) uint64 {
 	t.Helper()
-	h, err := m.duration.GetMetricWithLabelValues(op)
+	return uint64(gathered(t, m.duration, map[string]string{"op": op}))
+}
+
+// gathered gathers c and returns the value of its sample with exactly the
+// labels want: a counter's count, a histogram's number of observations.
+func gathered(t *testing.T, c prometheus.Collector, want map[string]string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(c))
+	fams, err := reg.Gather()
 	require.NoError(t, err)
-	var pb dto.Metric
-	require.NoError(t, h.(prometheus.Metric).Write(&pb))
-	return pb.GetHistogram().GetSampleCount()
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			if !maps.Equal(got, want) {
+				continue
+			}
+			if h := m.GetHistogram(); h != nil {
+				return float64(h.GetSampleCount())
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	require.Failf(t, "no sample", "%v", want)
+	return 0
 }
 
 // TestPoolCollector: the pool is counted at most once per
