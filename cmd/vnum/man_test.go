@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -43,4 +44,37 @@ func TestManPages(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "vnum-man.1"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the hidden build step has no page")
 	require.GreaterOrEqual(t, pages, 20)
+}
+
+// TestREADMENamesEveryCommand: every command an operator can run, which
+// `vnum help` and the manual pages list, is shown in the README, as
+// "binding show" or within an alternation such as "completion
+// bash|zsh|fish".
+func TestREADMENamesEveryCommand(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	readme := string(raw)
+	var walk func(cmd *cobra.Command)
+	leaves := 0
+	walk = func(cmd *cobra.Command) {
+		if cmd.Hidden || cmd.Name() == "help" {
+			return
+		}
+		if cmd.HasSubCommands() {
+			for _, sub := range cmd.Commands() {
+				walk(sub)
+			}
+			return
+		}
+		leaves++
+		path := strings.Fields(cmd.CommandPath())[1:]
+		parent := strings.Join(path[:len(path)-1], " ")
+		if parent != "" {
+			parent += " "
+		}
+		re := regexp.MustCompile(`\b` + regexp.QuoteMeta(parent) + `(?:[a-z]+\|)*` + regexp.QuoteMeta(cmd.Name()) + `\b`)
+		require.Regexp(t, re, readme, "the README does not show %q", cmd.CommandPath())
+	}
+	walk(newRootCmd())
+	require.GreaterOrEqual(t, leaves, 20)
 }
