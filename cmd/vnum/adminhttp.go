@@ -89,6 +89,9 @@ type callStats struct {
 	// the host-number pool is (storemetrics.go).
 	store *storeMetrics
 	pool  *poolCollector
+	// auth returns the failed digest attempts and the sources blocked for
+	// them since the start, and the sources blocked now.
+	auth func() (failures, blocks int64, blockedNow int)
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -167,6 +170,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 	}
 	cs = append(cs, tcpCollectors(stats)...)
 	cs = append(cs, stats.store.collectors()...)
+	cs = append(cs, authCollectors(stats)...)
 	if stats.pool != nil {
 		cs = append(cs, stats.pool)
 	}
@@ -221,6 +225,28 @@ func tcpCollectors(stats callStats) []prometheus.Collector {
 		})
 	}
 	return cs
+}
+
+// authCollectors are the metrics of digest authentication and the
+// blocking of sources that keep failing it (security.auth_failures).
+func authCollectors(stats callStats) []prometheus.Collector {
+	if stats.auth == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "sip_auth_failures_total",
+			Help: "Digest authentications that failed with wrong credentials, from sources outside trunk.inbound_cidrs (those that count towards a block).",
+		}, func() float64 { f, _, _ := stats.auth(); return float64(f) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "sip_sources_blocked_total",
+			Help: "Source addresses blocked for security.block_for after security.auth_failures failures within a minute.",
+		}, func() float64 { _, b, _ := stats.auth(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "sip_sources_blocked",
+			Help: "Source addresses blocked now for failing digest authentication.",
+		}, func() float64 { _, _, n := stats.auth(); return float64(n) }),
+	}
 }
 
 // legBStatuses are the final statuses leg B ends with most, shown at

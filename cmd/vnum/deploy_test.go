@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -51,17 +52,18 @@ func TestDeployNamesOnlyServedSeries(t *testing.T) {
 	}
 	// The KPIs this package adds are on the dashboard and alerted on.
 	for _, n := range []string{"vnum_store_duration_seconds_bucket", "vnum_store_errors_total", "vnum_bindings_active",
-		"vnum_bindings_quarantined", "vnum_binding_capacity", "vnum_trunk_up", "vnum_calls_refused_total"} {
+		"vnum_bindings_quarantined", "vnum_binding_capacity", "vnum_trunk_up", "vnum_calls_refused_total",
+		"vnum_sip_auth_failures_total", "vnum_sip_sources_blocked"} {
 		require.Contains(t, names, n)
 	}
 }
 
 // scrapeAfterCall serves a node, puts one trunk call through it to the
-// consignee and hangs it up, then returns the names of the samples and
+// consignee and hangs it up, fails one digest authentication, then returns the names of the samples and
 // families its /metrics has.
 func scrapeAfterCall(t *testing.T) map[string]bool {
 	t.Helper()
-	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"} })
+	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Trunk.InboundCIDRs = []string{"127.0.0.1/32"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b := shippedBinding(t)
@@ -75,6 +77,14 @@ func scrapeAfterCall(t *testing.T) map[string]bool {
 	require.NoError(t, err)
 	require.NoError(t, d.Bye(ctx))
 	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 }, 10*time.Second, 10*time.Millisecond)
+
+	// A softphone with a wrong password, from outside the trunk's
+	// addresses: one digest failure.
+	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
+	guesser, err := sipua.NewSoftphoneAt(netip.MustParseAddr("127.0.0.2"), "alice", "guess", nil)
+	require.NoError(t, err)
+	t.Cleanup(guesser.Close)
+	require.Equal(t, 403, answer(ctx, t, guesser, challenge(ctx, t, guesser, vnum), "alice", "guess"))
 
 	c := config.Default()
 	c.Admin.Listen = "127.0.0.1:0"
@@ -92,6 +102,9 @@ func scrapeAfterCall(t *testing.T) map[string]bool {
 	require.Contains(t, body, "\nvnum_bindings_quarantined 0\n")
 	require.Contains(t, body, "\nvnum_binding_capacity 1000\n")
 	require.Contains(t, body, `vnum_leg_b_failures_total{status="486"} 0`, "leg B's usual statuses exist before their first failure")
+	require.Contains(t, body, "\nvnum_sip_auth_failures_total 1\n")
+	require.Contains(t, body, "\nvnum_sip_sources_blocked_total 0\n")
+	require.Contains(t, body, "\nvnum_sip_sources_blocked 0\n")
 	require.NotContains(t, body, consignee[1:], "the consignee's number is in no metric")
 
 	served := map[string]bool{}

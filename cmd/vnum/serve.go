@@ -193,7 +193,7 @@ func (n *node) stats() callStats {
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
 		tcpOpen: n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
 		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit,
-		store: n.storeMetrics, pool: newPoolCollector(n.store.PoolStats, n.storeTimeout)}
+		store: n.storeMetrics, pool: newPoolCollector(n.store.PoolStats, n.storeTimeout), auth: n.sip.AuthFailures}
 }
 
 // stop drains the calls in progress (README "SIP behaviour in short") and closes the store.
