@@ -105,14 +105,19 @@ func (m *storeMetrics) collectors() []prometheus.Collector {
 
 // poolStatsMaxAge is how long one count of the pool serves scrapes: the
 // count reads the bindings table, and the pool fills over days, not
-// seconds.
-const poolStatsMaxAge = 30 * time.Second
+// seconds. poolStatsRetry is how long a count that failed is not tried
+// again, so that scrapes of a node whose store is down do not each wait
+// store.timeout for it.
+const (
+	poolStatsMaxAge = 30 * time.Second
+	poolStatsRetry  = 5 * time.Second
+)
 
 // poolCollector reads how full the host-number pool is
 // (binding.Store.PoolStats) at a scrape, at most once per poolStatsMaxAge,
 // with timeout as its bound. A store that does not answer leaves the
-// series out of that scrape (the store's own alerts say why) rather than
-// fail it.
+// series out of the scrapes of the next poolStatsRetry (the store's own
+// alerts say why) rather than fail them.
 type poolCollector struct {
 	stats   func(context.Context, time.Time) (binding.PoolStats, error)
 	now     func() time.Time
@@ -120,9 +125,10 @@ type poolCollector struct {
 
 	numbers, active, quarantined, capacity *prometheus.Desc
 
-	mu   sync.Mutex
-	last binding.PoolStats
-	at   time.Time // when last was read; zero: never
+	mu       sync.Mutex
+	last     binding.PoolStats
+	at       time.Time // when last was read; zero: never
+	failedAt time.Time // when a count last failed; zero: never
 }
 
 func newPoolCollector(stats func(context.Context, time.Time) (binding.PoolStats, error), timeout time.Duration) *poolCollector {
@@ -157,11 +163,15 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // read returns the pool's count, read again once the last is older than
-// poolStatsMaxAge. Concurrent scrapes wait for one read.
+// poolStatsMaxAge; none for poolStatsRetry after a count failed.
+// Concurrent scrapes wait for one read.
 func (c *poolCollector) read() (binding.PoolStats, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	if !c.failedAt.IsZero() && now.Sub(c.failedAt) < poolStatsRetry {
+		return binding.PoolStats{}, false
+	}
 	if !c.at.IsZero() && now.Sub(c.at) < poolStatsMaxAge {
 		return c.last, true
 	}
@@ -170,8 +180,9 @@ func (c *poolCollector) read() (binding.PoolStats, bool) {
 	p, err := c.stats(ctx, now)
 	if err != nil {
 		slog.Debug("metrics: counting the pool", "error", err)
+		c.failedAt = now
 		return binding.PoolStats{}, false
 	}
-	c.last, c.at = p, now
+	c.last, c.at, c.failedAt = p, now, time.Time{}
 	return p, true
 }

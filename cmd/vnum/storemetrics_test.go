@@ -98,8 +98,8 @@ func gathered(t *testing.T, c prometheus.Collector, want map[string]string) floa
 
 // TestPoolCollector: the pool is counted at most once per
 // poolStatsMaxAge however often Prometheus scrapes, and a store that does
-// not answer leaves the pool's series out of the scrape instead of
-// failing it.
+// not answer leaves the pool's series out of the scrapes of the next
+// poolStatsRetry instead of failing them, or making each wait.
 func TestPoolCollector(t *testing.T) {
 	now := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
 	reads := 0
@@ -137,4 +137,11 @@ func TestPoolCollector(t *testing.T) {
 	fail = true
 	require.Empty(t, values(), "no count, no series")
 	require.Equal(t, 2, reads)
+	now = now.Add(poolStatsRetry - time.Second)
+	fail = false
+	require.Empty(t, values())
+	require.Equal(t, 2, reads, "a failed count is not tried again at once")
+	now = now.Add(time.Second)
+	require.Equal(t, want, values())
+	require.Equal(t, 3, reads)
 }
