@@ -4,6 +4,10 @@
 #   make install install bin/vnum to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local);
 #                it builds only when bin/vnum is missing or older than its
 #                sources, so `make && sudo make install` needs no go for root
+#   make deb     the Debian package bin/vnum_VERSION_ARCH.deb: the binary, a
+#                hardened systemd unit, /etc/vnum/vnum.yaml, the manual pages,
+#                the dashboard and alert rules of deploy/ (scripts/deb.sh;
+#                needs only go: nfpm is built from scripts/nfpm/go.mod)
 #   make demo    build and run `vnum demo`: the whole call path on loopback
 #   make demo-cluster  two vnum nodes on one store (PostgreSQL; DEMO_STORE=sqlite)
 #                behind Kamailio's dispatcher, calls through it, a node
@@ -41,7 +45,7 @@ SOURCES := $(shell find . -path ./bin -prune -o -path ./.git -prune -o -type f \
 	-name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \
 	-o -name '*.sql' -o -name openapi.json -o -name '*.wav' \) -print 2>/dev/null)
 
-.PHONY: build install test race demo demo-cluster bench bench-go bench-sipp bench-smoke fuzz vet clean
+.PHONY: build install deb test race demo demo-cluster bench bench-go bench-sipp bench-smoke fuzz vet clean
 
 # go build leaves an up-to-date binary as it is, old time stamp included;
 # the touch tells make it is current.
@@ -60,6 +64,10 @@ $(BIN): $(SOURCES)
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vnum
+
+# DEB_BUILD, DEB_OUT and SOURCE_DATE_EPOCH pass through.
+deb:
+	GO=$(GO) VERSION=$(VERSION) COMMIT=$(COMMIT) ./scripts/deb.sh
 
 demo: build
 	./$(BIN) demo

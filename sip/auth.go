@@ -64,6 +64,9 @@ type authenticator struct {
 	failures map[string][]time.Time
 	blocked  map[string]time.Time
 	sweptAt  time.Time
+	// failed and blocks count the failures and the blocks since the
+	// start, for /metrics.
+	failed, blocks int64
 }
 
 type nonceUse struct {
@@ -167,12 +170,37 @@ func (a *authenticator) fail(source string) bool {
 	}
 	recent = append(recent, now)
 	a.failures[source] = recent
+	a.failed++
 	if a.maxFails > 0 && len(recent) >= a.maxFails {
 		a.blocked[source] = now.Add(a.blockFor)
+		a.blocks++
 		delete(a.failures, source)
 		return true
 	}
 	return false
+}
+
+// authStats is what /metrics reads of the authenticator.
+type authStats struct {
+	// Failures and Blocks count the failed digest attempts and the
+	// sources blocked for them since the start.
+	Failures, Blocks int64
+	// Blocked is the sources blocked now.
+	Blocked int
+}
+
+// stats returns the authenticator's counts at now.
+func (a *authenticator) stats() authStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	st := authStats{Failures: a.failed, Blocks: a.blocks}
+	for _, until := range a.blocked {
+		if !now.After(until) {
+			st.Blocked++
+		}
+	}
+	return st
 }
 
 // sweepLocked drops expired nonce uses, old failures and ended blocks so

@@ -434,6 +434,14 @@ func (s *Server) OverLimit() map[string]int64 { return s.hostile.overLimitCounts
 // (always true when they are off), and why not when it does not.
 func (s *Server) TrunkUp() (bool, string) { return s.trunk.up() }
 
+// AuthFailures returns the failed digest attempts since the start, the
+// sources blocked for them (security.auth_failures within a minute) since
+// the start, and the sources blocked now.
+func (s *Server) AuthFailures() (failures, blocks int64, blockedNow int) {
+	st := s.auth.stats()
+	return st.Failures, st.Blocks, st.Blocked
+}
+
 // LegBFailures returns how many leg B attempts failed since the start, by
 // final status as a string ("486", "503", "408" for a ring timeout).
 func (s *Server) LegBFailures() map[string]int64 { return s.legBFailures.byStatus() }

@@ -89,6 +89,13 @@ type callStats struct {
 	// overLimit returns the SIP messages refused for going over a limit
 	// on what one message may cost, by limit.
 	overLimit func() map[string]int64
+	// store times the store calls signalling makes; pool reads how full
+	// the host-number pool is (storemetrics.go).
+	store *storeMetrics
+	pool  *poolCollector
+	// auth returns the failed digest attempts and the sources blocked for
+	// them since the start, and the sources blocked now.
+	auth func() (failures, blocks int64, blockedNow int)
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -162,7 +169,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 				"Calls to the consignee (or a callback's party) that did not connect, by the final status leg B ended with "+
 					"(408: nothing answered within calls.ring_timeout; 503: the trunk could not be reached).",
 				[]string{"status"}, nil),
-			counts: stats.legBFailures,
+			counts: withZeros(stats.legBFailures, legBStatuses...),
 		})
 	}
 	if stats.protected != nil {
@@ -175,6 +182,11 @@ func newMetrics(stats callStats) (http.Handler, error) {
 		})
 	}
 	cs = append(cs, tcpCollectors(stats)...)
+	cs = append(cs, stats.store.collectors()...)
+	cs = append(cs, authCollectors(stats)...)
+	if stats.pool != nil {
+		cs = append(cs, stats.pool)
+	}
 	if stats.malformed != nil {
 		cs = append(cs, refusedCollector{
 			desc: prometheus.NewDesc("vnum_sip_malformed_total",
@@ -226,6 +238,50 @@ func tcpCollectors(stats callStats) []prometheus.Collector {
 		})
 	}
 	return cs
+}
+
+// authCollectors are the metrics of digest authentication and the
+// blocking of sources that keep failing it (security.auth_failures).
+func authCollectors(stats callStats) []prometheus.Collector {
+	if stats.auth == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "sip_auth_failures_total",
+			Help: "Digest authentications that failed with wrong credentials, from sources outside trunk.inbound_cidrs (those that count towards a block).",
+		}, func() float64 { f, _, _ := stats.auth(); return float64(f) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vnum", Name: "sip_sources_blocked_total",
+			Help: "Source addresses blocked for security.block_for after security.auth_failures failures within a minute.",
+		}, func() float64 { _, b, _ := stats.auth(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vnum", Name: "sip_sources_blocked",
+			Help: "Source addresses blocked now for failing digest authentication.",
+		}, func() float64 { _, _, n := stats.auth(); return float64(n) }),
+	}
+}
+
+// legBStatuses are the final statuses leg B ends with most, shown at
+// zero before their first failure so that a rate over them reads 0, not
+// nothing (busy, no answer, unavailable, trunk unreachable, declined).
+var legBStatuses = []string{"408", "480", "486", "503", "603"}
+
+// withZeros returns counts with each of keys present, at zero when counts
+// has none.
+func withZeros(counts func() map[string]int64, keys ...string) func() map[string]int64 {
+	return func() map[string]int64 {
+		out := counts()
+		if out == nil {
+			out = make(map[string]int64, len(keys))
+		}
+		for _, k := range keys {
+			if _, ok := out[k]; !ok {
+				out[k] = 0
+			}
+		}
+		return out
+	}
 }
 
 // refusedCollector reads a counter with one label from the SIP server's

@@ -31,14 +31,8 @@ func TestCallThroughServe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	b := shippedBinding(t)
 	mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
-	mustRun(t, "number", "add", "17000000001")
-	var b struct {
-		ID, Host, Extension string
-	}
-	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
-		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
 
 	phone, err := sipua.NewSoftphone("alice", "alice-secret", nil)
 	require.NoError(t, err)
@@ -277,11 +271,7 @@ func TestRelayMetricsThroughServe(t *testing.T) {
 	n, carrier, vnum := startTestNode(t, func(c *config.Config) { c.Trunk.InboundCIDRs = []string{"127.0.0.0/8"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
-	mustRun(t, "number", "add", "17000000001")
-	var b struct{ Host, Extension string }
-	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
-		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+	b := shippedBinding(t)
 
 	c := config.Default()
 	c.Admin.Listen = "127.0.0.1:0"

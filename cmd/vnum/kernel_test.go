@@ -236,11 +236,7 @@ func TestCallThroughKernelRelay(t *testing.T) {
 	t.Cleanup(func() { n.stop(context.Background()) })
 	vnum := netip.MustParseAddrPort(n.sip.Addr("udp"))
 
-	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
-	mustRun(t, "number", "add", "17000000001")
-	var b struct{ Host, Extension string }
-	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
-		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+	b := shippedBinding(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	courier, err := sipua.NewSoftphone("13700137000", "", nil)

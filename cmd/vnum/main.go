@@ -71,6 +71,7 @@ func newRootCmd() *cobra.Command {
 		newDemoCmd(),
 		newVersionCmd(),
 		newCompletionCmd(),
+		newManCmd(),
 	)
 	root.SetVersionTemplate("vnum {{.Version}}\n")
 	root.SetHelpCommand(newHelpCmd(root))

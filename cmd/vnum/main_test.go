@@ -41,6 +41,21 @@ func useTempStore(t *testing.T) string {
 
 const consignee = "13800138000"
 
+// testBinding is what the tests read of `vnum binding create --format json`.
+type testBinding struct{ ID, Host, Extension string }
+
+// shippedBinding adds merchant m1 and host number 17000000001 through the
+// CLI and binds order o1 of m1 to consignee, shipped.
+func shippedBinding(t *testing.T) testBinding {
+	t.Helper()
+	mustRun(t, "merchant", "add", "m1", "--name", "Shop One")
+	mustRun(t, "number", "add", "17000000001")
+	var b testBinding
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
+		"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+	return b
+}
+
 func TestFlow(t *testing.T) {
 	useTempStore(t)
 	var all strings.Builder

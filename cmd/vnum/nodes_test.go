@@ -35,10 +35,8 @@ func TestCallbackAcrossNodes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 
-			seedShopOne(t)
-			var b struct{ Host, Extension string }
-			require.NoError(t, json.Unmarshal([]byte(mustRun(t, "binding", "create", "--merchant", "m1", "--order", "o1",
-				"--consignee", consignee, "--order-status", "shipped", "--format", "json")), &b))
+			b := shippedBinding(t)
+			mustRun(t, "account", "add", "m1", "alice", "--password", "alice-secret")
 
 			alice, err := sipua.NewSoftphone("alice", "alice-secret", nil)
 			require.NoError(t, err)

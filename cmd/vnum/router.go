@@ -24,12 +24,16 @@ type router struct {
 	// platform is the platform's consignee protection in force, swapped
 	// whole when a reload changes protection.* (router_protection.go).
 	platform atomic.Pointer[protection.Platform]
+	// metrics times each store call (nil: not timed).
+	metrics *storeMetrics
 }
 
 var _ sip.Router = (*router)(nil)
 
 func (r *router) Account(ctx context.Context, user string) (callrec.Account, error) {
+	start := time.Now()
 	a, err := r.store.Account(ctx, user)
+	r.metrics.observe(opAccount, start, err)
 	if errors.Is(err, binding.ErrNotFound) {
 		return callrec.Account{}, sip.ErrUnknownAccount
 	}
@@ -37,12 +41,16 @@ func (r *router) Account(ctx context.Context, user string) (callrec.Account, err
 }
 
 func (r *router) IsHostNumber(ctx context.Context, x string) (bool, error) {
+	start := time.Now()
 	ok, err := r.store.IsHostNumber(ctx, x)
+	r.metrics.observe(opIsHostNumber, start, err)
 	return ok, shortage(err)
 }
 
 func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (callrec.Target, error) {
+	start := time.Now()
 	b, err := r.store.Resolve(ctx, x, ext, merchant, r.now())
+	r.metrics.observe(opResolve, start, err)
 	switch {
 	case errors.Is(err, binding.ErrNoBinding):
 		return callrec.Target{}, sip.ErrInvalidExtension
@@ -55,7 +63,9 @@ func (r *router) Resolve(ctx context.Context, x, ext, merchant string) (callrec.
 }
 
 func (r *router) Callback(ctx context.Context, x, caller string) (callrec.Callback, error) {
+	start := time.Now()
 	cb, err := r.store.ResolveCallback(ctx, x, caller, r.now())
+	r.metrics.observe(opCallback, start, err)
 	if errors.Is(err, binding.ErrNoBinding) {
 		return callrec.Callback{}, sip.ErrInvalidExtension
 	}
@@ -70,20 +80,31 @@ func (r *router) PhoneNumber(raw string) (string, error) { return binding.Normal
 
 func (r *router) StartCall(ctx context.Context, c *callrec.Record) error {
 	rec := *c
-	return shortage(r.store.StartCDR(ctx, &rec))
+	start := time.Now()
+	err := r.store.StartCDR(ctx, &rec)
+	r.metrics.observe(opStartCall, start, err)
+	return shortage(err)
 }
 
 func (r *router) UpdateCall(ctx context.Context, c *callrec.Record, legs callrec.Legs) error {
-	return shortage(r.store.UpdateCDR(ctx, c, legs))
+	start := time.Now()
+	err := r.store.UpdateCDR(ctx, c, legs)
+	r.metrics.observe(opUpdateCall, start, err)
+	return shortage(err)
 }
 
 func (r *router) RefreshCall(ctx context.Context, c *callrec.Record, alive time.Time) error {
-	return shortage(r.store.RefreshCDR(ctx, c, alive, r.rates))
+	start := time.Now()
+	err := r.store.RefreshCDR(ctx, c, alive, r.rates)
+	r.metrics.observe(opRefreshCall, start, err)
+	return shortage(err)
 }
 
 func (r *router) EndCall(ctx context.Context, c *callrec.Record) error {
 	rec := *c
+	start := time.Now()
 	err := r.store.FinishCDR(ctx, &rec, r.rates)
+	r.metrics.observe(opEndCall, start, err)
 	if errors.Is(err, binding.ErrCDRFinished) {
 		// A retry after a write that did land.
 		return nil
@@ -92,15 +113,23 @@ func (r *router) EndCall(ctx context.Context, c *callrec.Record) error {
 }
 
 func (r *router) SaveRegistration(ctx context.Context, reg callrec.Registration) error {
-	return shortage(r.store.SaveRegistration(ctx, reg))
+	start := time.Now()
+	err := r.store.SaveRegistration(ctx, reg)
+	r.metrics.observe(opSaveRegistration, start, err)
+	return shortage(err)
 }
 
 func (r *router) DeleteRegistration(ctx context.Context, user string) error {
-	return shortage(r.store.DeleteRegistration(ctx, user))
+	start := time.Now()
+	err := r.store.DeleteRegistration(ctx, user)
+	r.metrics.observe(opDeleteRegistration, start, err)
+	return shortage(err)
 }
 
 func (r *router) LookupRegistration(ctx context.Context, user string, now time.Time) (callrec.Registration, bool, error) {
+	start := time.Now()
 	reg, ok, err := r.store.LookupRegistration(ctx, user, now)
+	r.metrics.observe(opLookupRegistration, start, err)
 	return reg, ok, shortage(err)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
@@ -43,7 +44,9 @@ func (r *router) platformNow() protection.Platform {
 // consignee's keys). A store that cannot answer in time is
 // sip.ErrStoreSlow.
 func (r *router) TakeRing(ctx context.Context, ring callrec.Ring) (protection.Decision, error) {
+	start := time.Now()
 	d, err := r.store.TakeRing(ctx, ring, r.platformNow(), r.now())
+	r.metrics.observe(opTakeRing, start, err)
 	return d, shortage(err)
 }
 
@@ -52,14 +55,18 @@ func (r *router) TakeRing(ctx context.Context, ring callrec.Ring) (protection.De
 // blocks its merchant, a PSTN caller its number. A caller blocked already
 // stays blocked; created reports a new block.
 func (r *router) BlockCaller(ctx context.Context, id string, kind callrec.CallerKind, caller string) (created bool, err error) {
+	start := time.Now()
 	_, created, err = r.store.BlockFromConsignee(ctx, id, kind, caller, r.now())
+	r.metrics.observe(opBlockCaller, start, err)
 	return created, shortage(err)
 }
 
 // Announcement returns the 8 kHz samples of merchant's clip for the
 // notice, or nil when it has none (the notice then says "a merchant").
 func (r *router) Announcement(ctx context.Context, merchant string) ([]int16, error) {
+	start := time.Now()
 	clip, ok, err := r.store.Announcement(ctx, merchant)
+	r.metrics.observe(opAnnouncement, start, err)
 	if err != nil || !ok {
 		return nil, shortage(err)
 	}

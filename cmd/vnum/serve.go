@@ -49,6 +49,10 @@ type node struct {
 	// stopLegs stops the BYEs still in flight in the legs of the calls
 	// a crash cut (endLegs).
 	stopLegs func()
+	// storeMetrics times the router's store calls; storeTimeout
+	// (store.timeout) bounds the pool's count at a scrape.
+	storeMetrics *storeMetrics
+	storeTimeout time.Duration
 }
 
 // startNode opens the store and starts signalling and media on cfg. A new,
@@ -123,7 +127,7 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 	if err != nil {
 		return fail(err)
 	}
-	rt := &router{rates: rates, now: time.Now}
+	rt := &router{rates: rates, now: time.Now, metrics: newStoreMetrics()}
 	rt.setPlatform(platform)
 	srv, err := sip.NewServer(opts, rt)
 	if err != nil {
@@ -179,7 +183,7 @@ func (b *boundNode) start(ctx context.Context, log *slog.Logger, quietStore bool
 	// first (Shutdown), then closes.
 	b.sip.Serve(context.WithoutCancel(ctx))
 	return &node{store: store, lease: lease, spool: b.spool, ports: b.ports, sip: b.sip, router: b.router,
-		stopLegs: endLegs(b.sip, legs)}, nil
+		stopLegs: endLegs(b.sip, legs), storeMetrics: b.router.metrics, storeTimeout: b.c.Store.Timeout}, nil
 }
 
 // checkMediaIP binds a UDP socket on media.ip once: an address that is not this
@@ -206,7 +210,8 @@ func (n *node) stats() callStats {
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
 		protected: n.sip.ProtectedCalls,
 		tcpOpen:   n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
-		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit}
+		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit,
+		store: n.storeMetrics, pool: newPoolCollector(n.store.PoolStats, n.storeTimeout), auth: n.sip.AuthFailures}
 }
 
 // stop drains the calls in progress (README "SIP behaviour in short") and closes the store.
