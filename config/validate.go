@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	c.validateLifetimes(k)
 	c.validateBilling(k)
 	c.validateStore(k)
+	c.validateEvents(k)
 	if _, err := ParseLogLevel(c.Log.Level); err != nil {
 		k.bad("log.level", "%v", err)
 	}
