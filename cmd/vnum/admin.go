@@ -67,7 +67,7 @@ func newMerchantCmd() *cobra.Command {
 			return merchantRecords([]binding.MerchantSummary{m}, true).print(cmd.OutOrStdout(), *showFormat)
 		})
 	}
-	cmd.AddCommand(add, list, show)
+	cmd.AddCommand(add, list, show, newMerchantWebhookCmd())
 	return cmd
 }
 

@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 		newBindingCmd(),
 		newCDRCmd(),
 		newBillCmd(),
+		newEventCmd(),
 		newConfigCmd(),
 		newServeCmd(),
 		newDemoCmd(),

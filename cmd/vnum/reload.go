@@ -50,6 +50,9 @@ func reloadNode(file string, running *config.Config, n *node, log *slog.Logger) 
 		log.Error("reload refused: the running configuration is kept", "error", err)
 		return running
 	}
+	if n.events != nil {
+		n.events.Reload(next.Events)
+	}
 	if err := setLogLevel(next.Log.Level); err != nil {
 		// Validate checked it: this is a bug, not the operator's.
 		log.Error("reload: log.level", "error", err)
