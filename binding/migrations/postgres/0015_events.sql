@@ -29,7 +29,7 @@ CREATE TABLE events (
 );
 CREATE UNIQUE INDEX events_call_sequence ON events(call_id, sequence) WHERE call_id IS NOT NULL;
 CREATE INDEX events_due ON events(next_at) WHERE status = 'pending';
-CREATE INDEX events_status_seq ON events(status, seq);
+CREATE INDEX events_failed ON events(seq) WHERE status = 'failed';
 CREATE INDEX events_merchant_seq ON events(merchant, seq);
 CREATE INDEX events_delivered ON events(delivered_at) WHERE status = 'delivered';
 
@@ -54,7 +54,7 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO events (id, type, merchant, call_id, sequence, created_at, next_at)
-    SELECT 'ev_' || replace(gen_random_uuid()::text, '-', ''), t.type, NEW.merchant, NEW.id,
+    SELECT 'ev_' || lpad(to_hex(t.at), 16, '0') || right(replace(gen_random_uuid()::text, '-', ''), 16), t.type, NEW.merchant, NEW.id,
         (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE call_id = NEW.id) + row_number() OVER (ORDER BY t.k),
         t.at,
         COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = NEW.id AND status <> 'delivered'), 0)

@@ -15,7 +15,9 @@ CREATE TABLE webhooks (
 
 -- Events are written only for merchants with an endpoint.
 CREATE TABLE events (
-    -- seq orders the rows as written; id is the event's public name.
+    -- seq orders the rows as written; id is the event's public name: the
+    -- time of what it reports in hex then 64 random bits, so that new ids
+    -- land at the end of their unique index instead of anywhere in it.
     seq           INTEGER PRIMARY KEY,
     id            TEXT NOT NULL UNIQUE,
     type          TEXT NOT NULL,
@@ -49,7 +51,10 @@ CREATE TABLE events (
 );
 CREATE UNIQUE INDEX events_call_sequence ON events(call_id, sequence) WHERE call_id IS NOT NULL;
 CREATE INDEX events_due ON events(next_at) WHERE status = 'pending';
-CREATE INDEX events_status_seq ON events(status, seq);
+-- Only failed events are listed by status often enough to need an index
+-- (pending ones are found by events_due); an index over every status
+-- would be rewritten on each delivery.
+CREATE INDEX events_failed ON events(seq) WHERE status = 'failed';
 CREATE INDEX events_merchant_seq ON events(merchant, seq);
 CREATE INDEX events_delivered ON events(delivered_at) WHERE status = 'delivered';
 
@@ -64,7 +69,7 @@ WHEN NEW.merchant <> ''
     AND EXISTS (SELECT 1 FROM webhooks WHERE merchant = NEW.merchant)
 BEGIN
     INSERT INTO events (id, type, merchant, call_id, sequence, created_at, next_at)
-    SELECT 'ev_' || lower(hex(randomblob(16))), t.type, NEW.merchant, NEW.id,
+    SELECT 'ev_' || printf('%016x', t.at) || lower(hex(randomblob(8))), t.type, NEW.merchant, NEW.id,
         (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE call_id = NEW.id) + row_number() OVER (ORDER BY t.k),
         t.at,
         COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = NEW.id AND status <> 'delivered'), 0)
@@ -88,7 +93,7 @@ WHEN NEW.merchant <> ''
     AND EXISTS (SELECT 1 FROM webhooks WHERE merchant = NEW.merchant)
 BEGIN
     INSERT INTO events (id, type, merchant, call_id, sequence, created_at, next_at)
-    SELECT 'ev_' || lower(hex(randomblob(16))), t.type, NEW.merchant, NEW.id,
+    SELECT 'ev_' || printf('%016x', t.at) || lower(hex(randomblob(8))), t.type, NEW.merchant, NEW.id,
         (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE call_id = NEW.id) + row_number() OVER (ORDER BY t.k),
         t.at,
         COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = NEW.id AND status <> 'delivered'), 0)
