@@ -71,9 +71,13 @@ func TestDeliveredSignedInOrder(t *testing.T) {
 			require.Equal(t, "0.02000", es[3].Data["fee"])
 		}
 
-		counts := d.Counts()
-		require.EqualValues(t, 3, counts[[2]string{"call.ended", OutcomeDelivered}])
-		require.EqualValues(t, 3, counts[[2]string{"call.ended", OutcomeRetried}])
+		// The receiver has the last event before its sender notes the
+		// answer: wait for the counts to catch up.
+		require.Eventually(t, func() bool {
+			counts := d.Counts()
+			return counts[[2]string{"call.ended", OutcomeDelivered}] == 3 &&
+				counts[[2]string{"call.ended", OutcomeRetried}] == 3
+		}, 10*time.Second, 10*time.Millisecond, "call.ended delivered 3 times, each after a retry: %v", d.Counts())
 		require.Eventually(t, func() bool {
 			n, err := d.Pending(context.Background())
 			return err == nil && n == 0
@@ -115,7 +119,8 @@ func TestFailedThenRetriedByHand(t *testing.T) {
 		r.mu.Lock()
 		require.Len(t, r.got, 3, "the call's later events were never sent before their turn")
 		r.mu.Unlock()
-		require.EqualValues(t, 1, d.Counts()[[2]string{"call.started", OutcomeFailed}])
+		require.Eventually(t, func() bool { return d.Counts()[[2]string{"call.started", OutcomeFailed}] == 1 },
+			10*time.Second, 10*time.Millisecond)
 
 		down.Store(false)
 		_, err := s.RetryEvent(ctx, failed[0].ID, time.Now())
@@ -232,8 +237,11 @@ func TestTwoNodesDeliverOnce(t *testing.T) {
 		require.False(t, seen[e.ID], e.ID)
 		seen[e.ID] = true
 	}
-	n1, n2 := sum(d1.Counts()), sum(d2.Counts())
-	require.EqualValues(t, 4*calls, n1+n2)
+	var n1, n2 int64
+	require.Eventually(t, func() bool {
+		n1, n2 = sum(d1.Counts()), sum(d2.Counts())
+		return n1+n2 == 4*calls
+	}, 10*time.Second, 10*time.Millisecond, "every attempt counted once")
 	t.Logf("node 1 delivered %d, node 2 %d", n1, n2)
 }
 
