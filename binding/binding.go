@@ -13,6 +13,7 @@ import (
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/internal/digits"
 )
 
 // Binding statuses, computed from the times of a binding.
@@ -381,7 +382,7 @@ const resolveQuery = `SELECT ` + bindingCols + ` FROM bindings WHERE host = ? AN
 // extension whose binding ended within the quarantine is ErrExpired.
 func (s *Store) Resolve(ctx context.Context, x, ext, merchant string, now time.Time) (*Binding, error) {
 	host, err := NormaliseHost(x)
-	if err != nil || !allDigits(ext) {
+	if err != nil || !digits.Only(ext) {
 		return nil, ErrNoBinding
 	}
 	// At most one row per (host, extension) is not retired (unique index);

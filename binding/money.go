@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/internal/digits"
 )
 
 // Micros is an amount of money in micro-units (10⁻⁶ yuan): the money of
@@ -20,7 +21,7 @@ const microsPerUnit = callrec.MicrosPerUnit
 func ParseMicros(s string) (Micros, error) {
 	s = strings.TrimSpace(s)
 	whole, frac, hasDot := strings.Cut(s, ".")
-	if whole == "" || len(frac) > 6 || !allDigits(whole) || (frac != "" && !allDigits(frac)) ||
+	if whole == "" || len(frac) > 6 || !digits.Only(whole) || (frac != "" && !digits.Only(frac)) ||
 		(hasDot && frac == "") {
 		return 0, fmt.Errorf("%w amount %q: want a decimal >= 0 with at most 6 decimals", ErrInvalid, s)
 	}
@@ -57,13 +58,4 @@ func ParseRates(perMinute, rentalPerDay string) (Rates, error) {
 		return Rates{}, fmt.Errorf("rental per day: %w", err)
 	}
 	return Rates{PerMinute: pm, RentalPerDay: rd}, nil
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/vnum/vnum/internal/digits"
 )
 
 var (
@@ -33,7 +35,7 @@ func NormaliseHost(x string) (string, error) {
 	case len(s) == 13 && strings.HasPrefix(s, "86"):
 		s = s[2:]
 	}
-	if len(s) != 11 || !allDigits(s) {
+	if len(s) != 11 || !digits.Only(s) {
 		return "", fmt.Errorf("%w host number %q: want 11 digits", ErrInvalid, x)
 	}
 	return s, nil

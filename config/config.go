@@ -30,6 +30,7 @@ const (
 	DefaultMediaIP             = "127.0.0.1"
 	DefaultRTPPorts            = "20000-29999"
 	DefaultMediaTimeout        = 60 * time.Second
+	DefaultMediaKernel         = KernelAuto
 	DefaultExtensionDigits     = 4
 	DefaultFirstDigitTimeout   = 10 * time.Second
 	DefaultInterDigitTimeout   = 5 * time.Second
@@ -62,16 +63,37 @@ const (
 	DefaultAdminPProf          = false
 )
 
-// Enumerated values of configuration keys.
+// AnswerMode is ivr.answer: when a caller who must key an extension is
+// answered. Load reads it and Validate refuses any value but the
+// constants, so code compares it with them and nothing else.
+type AnswerMode string
+
+// NumberFormat is trunk.number_format: how the consignee's number is
+// written to the carrier. Load reads it and Validate refuses any value
+// but the constants.
+type NumberFormat string
+
+// The values of ivr.answer and trunk.number_format.
 const (
+	// KernelAuto relays RTP in the kernel where the host allows, in user
+	// space elsewhere.
+	KernelAuto = "auto"
+	// KernelOn relays RTP in the kernel; serve refuses to start without it.
+	KernelOn = "on"
+	// KernelOff relays RTP in user space only.
+	KernelOff = "off"
 	// AnswerAnswer answers the call (200 OK) before the IVR collects digits.
-	AnswerAnswer = "answer"
+	AnswerAnswer AnswerMode = "answer"
 	// AnswerEarly collects digits in 183 early media without answering.
-	AnswerEarly = "early"
+	AnswerEarly AnswerMode = "early"
 	// NumberFormatNational sends B to the trunk as 13800138000.
-	NumberFormatNational = "national"
+	NumberFormatNational NumberFormat = "national"
 	// NumberFormatE164 sends B to the trunk as +8613800138000.
-	NumberFormatE164 = "e164"
+	NumberFormatE164 NumberFormat = "e164"
+)
+
+// Enumerated values of other configuration keys.
+const (
 	// DigestMD5 is the MD5 digest algorithm (RFC 2617).
 	DigestMD5 = "MD5"
 	// DigestSHA256 is the SHA-256 digest algorithm (RFC 7616, RFC 8760).
@@ -165,6 +187,9 @@ type Media struct {
 	RTPPorts string `mapstructure:"rtp_ports"`
 	// Timeout hangs up both legs when no RTP arrives from either side.
 	Timeout time.Duration `mapstructure:"timeout"`
+	// Kernel is auto, on or off: whether the RTP of bridged calls is
+	// relayed inside the kernel (eBPF) once both ends are learnt.
+	Kernel string `mapstructure:"kernel"`
 }
 
 // IVR is the ivr section.
@@ -177,8 +202,9 @@ type IVR struct {
 	InterDigitTimeout time.Duration `mapstructure:"inter_digit_timeout"`
 	// Attempts is how many wrong or missing extensions end the call.
 	Attempts int `mapstructure:"attempts"`
-	// Answer is "answer" or "early" (collect digits in 183 early media).
-	Answer string `mapstructure:"answer"`
+	// Answer is AnswerAnswer or AnswerEarly (collect digits in 183 early
+	// media).
+	Answer AnswerMode `mapstructure:"answer"`
 	// Language selects the prompt set: "zh" or "en".
 	Language string `mapstructure:"language"`
 }
@@ -197,8 +223,9 @@ type Trunk struct {
 	Password string `mapstructure:"password"`
 	// InboundCIDRs lists sources whose INVITEs are PSTN calls.
 	InboundCIDRs []string `mapstructure:"inbound_cidrs"`
-	// NumberFormat is how B is sent to the trunk: "national" or "e164".
-	NumberFormat string `mapstructure:"number_format"`
+	// NumberFormat is how B is sent to the trunk: NumberFormatNational or
+	// NumberFormatE164.
+	NumberFormat NumberFormat `mapstructure:"number_format"`
 }
 
 // Binding is the binding section.
@@ -290,6 +317,7 @@ func defaults() map[string]any {
 		"media.ip":                    DefaultMediaIP,
 		"media.rtp_ports":             DefaultRTPPorts,
 		"media.timeout":               DefaultMediaTimeout,
+		"media.kernel":                DefaultMediaKernel,
 		"ivr.extension_digits":        DefaultExtensionDigits,
 		"ivr.first_digit_timeout":     DefaultFirstDigitTimeout,
 		"ivr.inter_digit_timeout":     DefaultInterDigitTimeout,
@@ -344,7 +372,7 @@ func Default() *Config {
 			InviteRate:        DefaultInviteRate,
 			InvalidExtensions: DefaultInvalidExtensions,
 		},
-		Media: Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout},
+		Media: Media{IP: DefaultMediaIP, RTPPorts: DefaultRTPPorts, Timeout: DefaultMediaTimeout, Kernel: DefaultMediaKernel},
 		IVR: IVR{
 			ExtensionDigits:   DefaultExtensionDigits,
 			FirstDigitTimeout: DefaultFirstDigitTimeout,

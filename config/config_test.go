@@ -34,11 +34,12 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 20000, lo)
 	require.Equal(t, 29999, hi)
 	require.Equal(t, 60*time.Second, c.Media.Timeout)
+	require.Equal(t, "auto", c.Media.Kernel)
 	require.Equal(t, 4, c.IVR.ExtensionDigits)
-	require.Equal(t, "answer", c.IVR.Answer)
+	require.Equal(t, AnswerMode("answer"), c.IVR.Answer)
 	require.Equal(t, "zh", c.IVR.Language)
 	require.Empty(t, c.Trunk.InboundCIDRs)
-	require.Equal(t, "national", c.Trunk.NumberFormat)
+	require.Equal(t, NumberFormat("national"), c.Trunk.NumberFormat)
 	require.Equal(t, 720*time.Hour, c.Binding.TTL)
 	require.Equal(t, 2160*time.Hour, c.Binding.Quarantine)
 	require.Equal(t, 2*time.Hour, c.Calls.MaxDuration)
@@ -82,7 +83,7 @@ store:
 	require.Equal(t, 30000, lo)
 	require.Equal(t, 30099, hi)
 	require.Equal(t, 3, c.IVR.ExtensionDigits)
-	require.Equal(t, "early", c.IVR.Answer)
+	require.Equal(t, AnswerMode("early"), c.IVR.Answer)
 	require.Equal(t, []string{"203.0.113.0/24", "198.51.100.7"}, c.Trunk.InboundCIDRs)
 	require.Equal(t, 48*time.Hour, c.Binding.TTL)
 	require.Equal(t, "0.05", c.Billing.PerMinute)
@@ -155,6 +156,7 @@ func TestValidateNamesKey(t *testing.T) {
 		"rtp reversed":       {func(c *Config) { c.Media.RTPPorts = "30000-20000" }, "media.rtp_ports:"},
 		"rtp garbage":        {func(c *Config) { c.Media.RTPPorts = "many" }, "media.rtp_ports:"},
 		"media timeout":      {func(c *Config) { c.Media.Timeout = -time.Second }, "media.timeout:"},
+		"media kernel":       {func(c *Config) { c.Media.Kernel = "yes" }, `media.kernel: must be auto, on or off, got "yes"`},
 		"digits low":         {func(c *Config) { c.IVR.ExtensionDigits = 2 }, "ivr.extension_digits:"},
 		"digits high":        {func(c *Config) { c.IVR.ExtensionDigits = 9 }, "ivr.extension_digits:"},
 		"first digit":        {func(c *Config) { c.IVR.FirstDigitTimeout = 0 }, "ivr.first_digit_timeout:"},
@@ -341,4 +343,24 @@ func TestSpoolDir(t *testing.T) {
 	require.Equal(t, filepath.Join(dir, "etc"), load("store:\n  dsn: \":memory:\"\n").Store.SpoolDir(file))
 	require.Equal(t, ".", Store{Driver: DriverPostgres, DSN: "postgres://db/vnum"}.SpoolDir(""))
 	require.Equal(t, "data", Store{Driver: DriverSQLite, DSN: "data/vnum.db"}.SpoolDir(""))
+}
+
+// TestMediaKernel: on and off are words here, not the booleans YAML 1.1
+// made of them, in the file and in the environment alike.
+func TestMediaKernel(t *testing.T) {
+	for _, v := range []string{"auto", "on", "off"} {
+		c, err := Load(writeFile(t, "media:\n  kernel: "+v+"\n"))
+		require.NoError(t, err)
+		require.NoError(t, c.Validate())
+		require.Equal(t, v, c.Media.Kernel)
+
+		c, err = Load("", WithEnviron([]string{"VNUM_MEDIA_KERNEL=" + v}))
+		require.NoError(t, err)
+		require.Equal(t, v, c.Media.Kernel)
+	}
+	c, err := Load(writeFile(t, "media:\n  kernel: true\n"))
+	if err == nil {
+		err = c.Validate()
+	}
+	require.ErrorContains(t, err, "media.kernel")
 }

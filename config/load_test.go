@@ -63,7 +63,7 @@ func TestUnknownKeys(t *testing.T) {
 	}{
 		"empty section":  {"sipp: {}\n", "sipp: unknown key (known keys: admin, billing, binding, calls"},
 		"top scalar":     {"verbose: true\n", "verbose: unknown key"},
-		"nested":         {"media:\n  timout: 60s\n", "media.timout: unknown key (known keys in media: ip, rtp_ports, timeout)"},
+		"nested":         {"media:\n  timout: 60s\n", "media.timout: unknown key (known keys in media: ip, kernel, rtp_ports, timeout)"},
 		"deeper":         {"store:\n  dsn:\n    file: x\n", "store.dsn: got a section, want a string"},
 		"section scalar": {"media: 5\n", "media: is a section, got 5"},
 		"wrong kind":     {"ivr:\n  attempts: three\n", `ivr.attempts: got "three", want a whole number`},

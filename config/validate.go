@@ -130,6 +130,11 @@ func (c *Config) validateMedia(k *keyProblems) {
 		k.bad("media.rtp_ports", "%v, got %q", err, c.Media.RTPPorts)
 	}
 	k.positive("media.timeout", c.Media.Timeout)
+	switch c.Media.Kernel {
+	case KernelAuto, KernelOn, KernelOff:
+	default:
+		k.bad("media.kernel", "must be auto, on or off, got %q", c.Media.Kernel)
+	}
 }
 
 // validateIVR checks the ivr section.

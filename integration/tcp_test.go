@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vnum/vnum/sip"
+	"github.com/vnum/vnum/sip/frontdoor"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -177,7 +177,7 @@ func TestTCPFlood(t *testing.T) {
 		for a.connect(ip) {
 			n++
 		}
-		require.LessOrEqual(t, n, sip.DefaultTCPPerSource, "connections kept from %s", ip)
+		require.LessOrEqual(t, n, frontdoor.DefaultTCPPerSource, "connections kept from %s", ip)
 		kept += n
 	}
 	require.Equal(t, limit, kept, "vnum keeps its budget of connections")
@@ -204,7 +204,7 @@ func TestTCPFlood(t *testing.T) {
 	t.Logf("during the flood: %v connections open, refused %v per source, %v in total",
 		m["vnum_sip_tcp_connections"], m[`vnum_sip_tcp_refused_total{reason="per_source"}`], m[`vnum_sip_tcp_refused_total{reason="total"}`])
 	require.Equal(t, float64(limit), m["vnum_sip_tcp_connections"])
-	require.GreaterOrEqual(t, m[`vnum_sip_tcp_refused_total{reason="per_source"}`], float64(limit/sip.DefaultTCPPerSource))
+	require.GreaterOrEqual(t, m[`vnum_sip_tcp_refused_total{reason="per_source"}`], float64(limit/frontdoor.DefaultTCPPerSource))
 	require.GreaterOrEqual(t, m[`vnum_sip_tcp_refused_total{reason="total"}`], 1.0)
 	requireReady(t, e, "during the flood")
 	for i := range 3 {
@@ -325,7 +325,7 @@ func TestTCPSlowAndIdle(t *testing.T) {
 	// The per-source cap, from a source of its own.
 	a := &attacker{t: t, addr: addr}
 	t.Cleanup(a.leave)
-	for range sip.DefaultTCPPerSource {
+	for range frontdoor.DefaultTCPPerSource {
 		require.True(t, a.connect("127.0.0.13"), "a connection within the per-source cap")
 	}
 	require.False(t, a.connect("127.0.0.13"), "the connection past the per-source cap")
@@ -335,7 +335,7 @@ func TestTCPSlowAndIdle(t *testing.T) {
 	require.Equal(t, 1.0, m[`vnum_sip_tcp_refused_total{reason="slow"}`])
 	require.Equal(t, 1.0, m[`vnum_sip_tcp_refused_total{reason="idle"}`])
 	require.Equal(t, 1.0, m[`vnum_sip_tcp_refused_total{reason="per_source"}`])
-	require.Equal(t, float64(sip.DefaultTCPPerSource+2), m["vnum_sip_tcp_connections"], "the capped source's, the other address's and the one with keepalives")
+	require.Equal(t, float64(frontdoor.DefaultTCPPerSource+2), m["vnum_sip_tcp_connections"], "the capped source's, the other address's and the one with keepalives")
 	select {
 	case <-aliveClosed:
 		t.Fatal("vnum closed the connection that sends keepalives")

@@ -200,8 +200,19 @@ func (s *Stream) StopRelay() {
 }
 
 // join makes r the route of the packets read on s. With again, a route to
-// the same stream is replaced.
+// the same stream is replaced, and with it the flows in the kernel that
+// followed the old one.
 func (s *Stream) join(r *route, again bool) error {
+	if err := s.setRoute(r, again); err != nil {
+		return err
+	}
+	if s.kp != nil {
+		s.kp.forget(s, true)
+	}
+	return nil
+}
+
+func (s *Stream) setRoute(r *route, again bool) error {
 	s.lc.Lock()
 	defer s.lc.Unlock()
 	switch {
@@ -220,9 +231,13 @@ func (s *Stream) join(r *route, again bool) error {
 }
 
 // leave ends relaying from s. Holding bridgeMu exclusively waits for a
-// packet the reader may be relaying.
+// packet the reader may be relaying. The flows in the kernel between s
+// and its peer go too: the kernel relays only a call bridged both ways.
 func (s *Stream) leave() {
 	s.bridgeMu.Lock()
-	defer s.bridgeMu.Unlock()
 	s.peer = nil
+	s.bridgeMu.Unlock()
+	if s.kp != nil {
+		s.kp.forget(s, true)
+	}
 }

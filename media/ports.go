@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,7 @@ type Ports struct {
 	now       func() time.Time                           // SetClock; also the streams' clock
 	listen    func(netip.AddrPort) (*net.UDPConn, error) // listenUDP; tests choose the kernel's answer
 	relay     relayCounters                              // the RTP packets of its streams (RelayCounts)
+	kernel    *kernelPath                                // UseKernel; guarded by mu
 
 	mu       sync.Mutex
 	rand     *rand.Rand        // where Open starts looking; guarded by mu
@@ -108,9 +110,13 @@ type Socket struct {
 	// IP is the address both sockets are bound to.
 	IP netip.Addr
 
-	pool *Ports
-	once sync.Once
-	err  error
+	pool   *Ports
+	once   sync.Once
+	err    error
+	closed atomic.Bool
+	// kflows are the flows in the kernel that relay to or from this
+	// pair, guarded by the kernel path's mu (Ports.UseKernel).
+	kflows []*kflow
 }
 
 // randomTries is how many pairs Open draws at random before it walks the
@@ -293,9 +299,17 @@ func (p *Ports) release(port int) {
 }
 
 // Close closes both sockets and returns the pair to the pool, where it
-// drains for DrainTime before reuse. It is idempotent.
+// drains for DrainTime before reuse. The flows in the kernel to or from
+// the pair are removed first, so that no packet is relayed through a
+// port after it closed. It is idempotent.
 func (s *Socket) Close() error {
 	s.once.Do(func() {
+		s.closed.Store(true)
+		if s.pool != nil {
+			if kp := s.pool.kernelPath(); kp != nil {
+				kp.closing(s)
+			}
+		}
 		s.err = errors.Join(s.RTP.Close(), s.RTCP.Close())
 		if s.pool != nil {
 			s.pool.release(s.Port)

@@ -52,14 +52,20 @@ func (r DropReason) String() string {
 	return dropReasonNames[r]
 }
 
-// RelayCounts are the RTP packets the streams of one Ports have read since
-// it was made, and what became of them. Every packet read is either
-// relayed or dropped for one reason, so Received is their sum.
+// RelayCounts are the RTP packets that reached the streams of one Ports
+// since it was made, and what became of them. Every packet is either
+// relayed (in user space or by the kernel) or dropped for one reason, so
+// Received is their sum.
 type RelayCounts struct {
-	// Received is the RTP socket datagrams read on every stream.
+	// Received is the RTP datagrams read on every stream's socket, and
+	// those the kernel relayed before they reached it.
 	Received uint64
-	// Relayed is the packets sent on to the other leg.
+	// Relayed is the packets read and sent on to the other leg in user
+	// space.
 	Relayed uint64
+	// RelayedKernel is the packets the kernel relayed to the other leg
+	// (Ports.UseKernel), counted every KernelPoll.
+	RelayedKernel uint64
 	// Dropped is the packets not relayed, by reason (every reason listed,
 	// zeros included).
 	Dropped map[DropReason]uint64
@@ -86,6 +92,7 @@ func dropped(r DropReason) outcome { return outcome(r) + 1 }
 type relayCounters struct {
 	n           [numOutcome]atomic.Uint64
 	foreignRTCP atomic.Uint64
+	kernel      atomic.Uint64 // relayed by the kernel
 }
 
 func (c *relayCounters) add(o outcome) {
@@ -95,7 +102,8 @@ func (c *relayCounters) add(o outcome) {
 func (c *relayCounters) snapshot() RelayCounts {
 	rc := RelayCounts{Dropped: make(map[DropReason]uint64, numDropReasons)}
 	rc.Relayed = c.n[relayed].Load()
-	rc.Received = rc.Relayed
+	rc.RelayedKernel = c.kernel.Load()
+	rc.Received = rc.Relayed + rc.RelayedKernel
 	for r := range DropReason(numDropReasons) {
 		v := c.n[dropped(r)].Load()
 		rc.Dropped[r] = v

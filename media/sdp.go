@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 )
 
@@ -79,10 +80,10 @@ func (d *Desc) RemoteAddr() netip.AddrPort {
 // staticCodecs are the RFC 3551 §6 audio payload types that an SDP may list
 // without a=rtpmap and that pion does not already know.
 var staticCodecs = map[uint8]Codec{
-	3:  {PT: 3, Name: "GSM", Rate: 8000, Channels: 1},
-	4:  {PT: 4, Name: "G723", Rate: 8000, Channels: 1},
-	13: {PT: 13, Name: "CN", Rate: 8000, Channels: 1},
-	18: {PT: 18, Name: "G729", Rate: 8000, Channels: 1},
+	rtp.PayloadTypeGSM:  {PT: rtp.PayloadTypeGSM, Name: "GSM", Rate: 8000, Channels: 1},
+	rtp.PayloadTypeG723: {PT: rtp.PayloadTypeG723, Name: "G723", Rate: 8000, Channels: 1},
+	rtp.PayloadTypeCN:   {PT: rtp.PayloadTypeCN, Name: "CN", Rate: 8000, Channels: 1},
+	rtp.PayloadTypeG729: {PT: rtp.PayloadTypeG729, Name: "G729", Rate: 8000, Channels: 1},
 }
 
 // ParseSDP parses a session description and returns its first audio stream
@@ -238,8 +239,8 @@ func sameFormat(a, b Codec) bool {
 // telephone-event on payload type 101 for events 0-16.
 func DefaultCodecs() ([]Codec, *Codec) {
 	return []Codec{
-			{PT: 0, Name: pcmu, Rate: 8000, Channels: 1},
-			{PT: 8, Name: pcma, Rate: 8000, Channels: 1},
+			{PT: rtp.PayloadTypePCMU, Name: pcmu, Rate: 8000, Channels: 1},
+			{PT: rtp.PayloadTypePCMA, Name: pcma, Rate: 8000, Channels: 1},
 		},
 		&Codec{PT: 101, Name: telephoneEvent, Rate: 8000, Channels: 1, Fmtp: "0-16"}
 }

@@ -63,12 +63,21 @@ type Stream struct {
 
 	playMu   sync.Mutex // serialises Play and guards the sender state
 	ssrc     uint32
-	seq      uint16
+	seq      rtp.Sequencer // pion's, from a random start (RFC 3550 §5.1)
 	ts       uint32
 	lastSent time.Time
 
 	// Used only by the RTP reader goroutine.
 	events DigitDetector
+
+	// The kernel path (Ports.UseKernel), nil without one: the flow of the
+	// packets read on s while the kernel relays them, whether s is kept
+	// in user space, and when its reader may next ask for a flow (unix
+	// nanoseconds).
+	kp    *kernelPath
+	kflow atomic.Pointer[kflow]
+	kuser atomic.Bool
+	knext atomic.Int64
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -108,12 +117,13 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		digits: make(chan rune, digitBuffer),
 		done:   make(chan struct{}),
 		ssrc:   rand.Uint32(),
-		seq:    uint16(rand.Uint32()),
+		seq:    rtp.NewRandomSequencer(),
 		ts:     rand.Uint32(),
 	}
 	s.counts, s.now = &relayCounters{}, time.Now
 	if sock.pool != nil {
 		s.counts, s.now = &sock.pool.relay, sock.pool.now
+		s.kp = sock.pool.kernelPath()
 	}
 	s.lastRTP.Store(s.now().UnixNano())
 	s.formats.Store(newFormats(audio, dtmf))
@@ -167,7 +177,8 @@ func (s *Stream) Digits() <-chan rune {
 // LastRTP returns when the last RTP packet from the stream's peer arrived
 // (a foreign source's packets do not count, so they cannot keep a dead
 // call up); before the first one, when the stream was started (or made,
-// if not started).
+// if not started). Packets the kernel relayed (Ports.UseKernel) count
+// once their flow's counters are read, every KernelPoll.
 func (s *Stream) LastRTP() time.Time {
 	return time.Unix(0, s.lastRTP.Load())
 }
@@ -250,11 +261,17 @@ func (s *Stream) SetCodecs(audio Codec, dtmf *Codec) {
 func (s *Stream) SetRemote(remote netip.AddrPort) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if remote == s.rtp.signalled {
+		s.mu.Unlock()
 		return
 	}
 	s.setRemote(remote)
+	s.mu.Unlock()
+	// The flows in the kernel name the old peer, as source or as
+	// destination.
+	if s.kp != nil {
+		s.kp.forget(s, true)
+	}
 }
 
 func (s *Stream) setRemote(remote netip.AddrPort) {
@@ -306,18 +323,19 @@ func sendable(a netip.AddrPort) bool {
 }
 
 // takeRTP reports whether an RTP packet from src, read at now, comes from
-// the stream's peer (see LearnWindow). When RTP learns a source, RTCP
-// follows it to the port above, unless RTCP learnt a source of its own on
-// that host or at the SDP's address.
-func (s *Stream) takeRTP(src netip.AddrPort, now time.Time) bool {
+// the stream's peer (see LearnWindow), and whether it moved the stream to
+// src. When RTP learns a source, RTCP follows it to the port above,
+// unless RTCP learnt a source of its own on that host or at the SDP's
+// address.
+func (s *Stream) takeRTP(src netip.AddrPort, now time.Time) (ok, moved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ok, moved := s.rtp.take(src, [2]netip.Addr{s.sigHost}, matchAny, now)
+	ok, moved = s.rtp.take(src, [2]netip.Addr{s.sigHost}, matchAny, now)
 	if moved {
 		s.log.Debug("rtp latched", "to", src, "match", s.rtp.match)
 		s.rtcp.follow(rtcpFor(src))
 	}
-	return ok
+	return ok, moved
 }
 
 // takeRTCP does for RTCP what takeRTP does for RTP. Once RTP knows its
@@ -368,12 +386,20 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			continue
 		}
 		now := s.now()
-		if !s.takeRTP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now) {
+		ok, moved := s.takeRTP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
+		if moved && s.kp != nil {
+			s.kp.forget(s, true)
+		}
+		if !ok {
 			s.counts.add(dropped(DropForeignSource))
 			continue
 		}
 		s.lastRTP.Store(now.UnixNano())
-		s.counts.add(s.handleRTP(buf[:n], pkt))
+		o := s.handleRTP(buf[:n], pkt)
+		s.counts.add(o)
+		if s.kp != nil {
+			s.kp.afterRTP(s, buf[:n], o, now)
+		}
 	}
 }
 
@@ -566,13 +592,12 @@ func (s *Stream) send(buf, payload []byte, pt uint8, marker bool) error {
 			Version:        2,
 			Marker:         marker,
 			PayloadType:    pt,
-			SequenceNumber: s.seq,
+			SequenceNumber: s.seq.NextSequenceNumber(),
 			Timestamp:      s.ts,
 			SSRC:           s.ssrc,
 		},
 		Payload: payload,
 	}
-	s.seq++
 	s.ts += frameSamples
 	s.lastSent = time.Now()
 	n, err := pkt.MarshalTo(buf)

@@ -1035,7 +1035,7 @@ scrape_rtp() {
 	local out
 	out=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null | awk '
 		/^vnum_rtp_packets_received_total / { r = $2 }
-		/^vnum_rtp_packets_relayed_total / { l = $2 }
+		/^vnum_rtp_packets_relayed_total[{ ]/ { l += $2 }
 		/^vnum_rtp_packets_dropped_total\{/ {
 			if (match($0, /reason="[a-z_]+"/)) d[substr($0, RSTART + 8, RLENGTH - 9)] = $2
 		}

@@ -1,11 +1,8 @@
 package sip
 
 import (
-	"bytes"
 	"context"
-	"net"
 	"net/netip"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -127,7 +125,7 @@ func TestMaxActiveRefusesAtOnce(t *testing.T) {
 	require.Equal(t, storeCalls, cr.calls.Load(), "the refused INVITE made no store call")
 	require.Equal(t, inUse, e.ports.InUse(), "the refused INVITE opened no RTP port")
 	require.Equal(t, cdrs, cdrCount(e.router), "a refused INVITE leaves no CDR")
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedMaxActive])
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonMaxActive])
 
 	// The call in progress is unharmed: its media still flows both ways.
 	aMedia, err := sipua.MediaAddr(d.InviteResponse.Body())
@@ -161,7 +159,7 @@ func TestNoFreePortsRefusedUpFront(t *testing.T) {
 	require.Zero(t, cr.calls.Load(), "no store call")
 	require.Zero(t, ports.InUse(), "no port opened")
 	require.Zero(t, cdrCount(e.router))
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedRTPPorts])
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonRTPPorts])
 }
 
 // TestInviteRatePerSource: with security.invite_rate 2, the third new
@@ -175,7 +173,7 @@ func TestInviteRatePerSource(t *testing.T) {
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode)
 	requireOverload(t, invite(t, e, e.phone, testHost))
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedInviteRate])
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonInviteRate])
 	clock.Advance(500 * time.Millisecond)
 	require.Equal(t, 407, invite(t, e, e.phone, testHost).StatusCode, "half a second refills one INVITE")
 	requireOverload(t, invite(t, e, e.phone, testHost))
@@ -193,24 +191,7 @@ func TestInviteRatePerSource(t *testing.T) {
 	for range 5 {
 		require.Equal(t, 404, invite(t, trunk, car, "19999999999").StatusCode, "the trunk is not rate limited")
 	}
-	require.Zero(t, trunk.srv.admission.rate.Load().sources(), "trunk sources are not even remembered")
-	require.Zero(t, trunk.srv.RefusedCalls()[refusedInviteRate])
-}
-
-// TestInviteRateForgetsIdleSources: the limiter's memory is bounded by the
-// sources seen within the last second.
-func TestInviteRateForgetsIdleSources(t *testing.T) {
-	t.Parallel()
-	clock := newTestClock()
-	l := newInviteRate(1, clock.Now)
-	for i := range 100 {
-		require.True(t, l.take(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})))
-	}
-	require.Equal(t, 100, l.sources())
-	require.False(t, l.take(netip.AddrFrom4([4]byte{192, 0, 2, 0})))
-	clock.Advance(time.Second)
-	require.True(t, l.take(netip.AddrFrom4([4]byte{198, 51, 100, 1})))
-	require.Equal(t, 1, l.sources(), "sources idle for a second are swept")
+	require.Zero(t, trunk.srv.RefusedCalls()[frontdoor.ReasonInviteRate])
 }
 
 // TestSaturatedRefusesAtOnce: while as many INVITEs as Options.MaxSetup
@@ -243,7 +224,7 @@ func TestSaturatedRefusesAtOnce(t *testing.T) {
 	t.Cleanup(other.Close)
 	requireOverload(t, invite(t, e, other, testHost+"-"+testExt))
 	require.EqualValues(t, 1, cr.calls.Load(), "only the held INVITE asked the store")
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonSaturated])
 
 	close(cr.gate)
 	r := <-first
@@ -261,7 +242,7 @@ func newLateEnv(t *testing.T) (*testEnv, *countingRouter, *atomic.Int64) {
 	ahead := new(atomic.Int64)
 	e, cr := newCountingEnv(t, func(o *Options) {
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
-		o.MaxQueueDelay = DefaultMaxQueueDelay
+		o.MaxQueueDelay = frontdoor.DefaultMaxQueueDelay
 	}, false)
 	return e, cr, ahead
 }
@@ -283,7 +264,7 @@ func TestQueueDelayRefusesAsSaturated(t *testing.T) {
 	storeCalls := cr.calls.Load()
 	requireOverload(t, invite(t, e, e.phone, testHost+"-"+testExt))
 	require.Equal(t, storeCalls, cr.calls.Load(), "the refused INVITE made no store call")
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonSaturated])
 	require.GreaterOrEqual(t, e.srv.QueueDelay(), time.Second)
 
 	ahead.Store(0)
@@ -295,76 +276,20 @@ func TestQueueDelayRefusesAsSaturated(t *testing.T) {
 	require.Less(t, e.srv.QueueDelay(), time.Second)
 }
 
-// standingQueue sends vnum enough OPTIONS that the queue delay it reads
-// stands for all of the last datagrams, not for one.
+// standingQueue sends vnum OPTIONS until the queue delay it reads stands
+// for all of the last datagrams, not for one (every datagram looks a
+// second old).
 func standingQueue(t *testing.T, e *testEnv) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for range queueSamples {
+	for i := 0; e.srv.QueueDelay() < time.Second; i++ {
+		require.Less(t, i, 100, "the queue delay never stood at a second")
 		req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: int(e.vnum.Port())})
 		res, err := e.phone.Client.Do(ctx, req)
 		require.NoError(t, err)
 		require.Equal(t, 200, res.StatusCode)
 	}
-}
-
-// TestQueueDelayNeedsStandingQueue: one datagram that waited long among
-// fresh ones does not count as a standing queue; a run of late ones does.
-func TestQueueDelayNeedsStandingQueue(t *testing.T) {
-	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	q := newQueueDelay(func() time.Time { return now })
-	for range queueSamples - 1 {
-		q.observe(now.Add(-time.Second))
-	}
-	require.Zero(t, q.latest(), "fewer late datagrams than samples")
-	q.observe(now.Add(-time.Second))
-	require.Equal(t, time.Second, q.latest(), "every one of the last datagrams waited")
-	q.observe(now)
-	require.Zero(t, q.latest(), "a fresh one: the queue is gone")
-	q.observe(now.Add(-time.Second))
-	require.Zero(t, q.latest(), "one late datagram among fresh ones")
-}
-
-// TestStampedConnMeasuresWait: datagrams left 30 ms in a stamped socket
-// are read as having waited at least that long (the kernel's receive
-// stamp, not the time of the read).
-func TestStampedConnMeasuresWait(t *testing.T) {
-	t.Parallel()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	q := newQueueDelay(nil)
-	pc, err := stampReads(conn, q)
-	require.NoError(t, err)
-	tx, err := net.DialUDP("udp", nil, conn.LocalAddr().(*net.UDPAddr))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tx.Close() })
-
-	// The kernel turns stamping on for the machine a moment after the
-	// first socket asks (net_enable_timestamp defers it): until then a
-	// datagram is stamped when it is read. Each round waits, so the first
-	// stamped ones show the wait.
-	const wait = 30 * time.Millisecond
-	buf := make([]byte, 1500)
-	for range 20 {
-		for range queueSamples {
-			_, err = tx.Write([]byte("OPTIONS sip:x SIP/2.0\r\n\r\n"))
-			require.NoError(t, err)
-		}
-		time.Sleep(wait) // the wait being measured
-		for range queueSamples {
-			n, from, err := pc.ReadFrom(buf)
-			require.NoError(t, err)
-			require.Equal(t, "OPTIONS sip:x SIP/2.0\r\n\r\n", string(buf[:n]))
-			require.Equal(t, tx.LocalAddr().String(), from.String())
-		}
-		if q.latest() >= wait {
-			return
-		}
-	}
-	t.Fatalf("no round of 20 was read as having waited %v (last: %v)", wait, q.latest())
 }
 
 // TestSaturationSparesLightSource: while vnum is saturated, a flood from
@@ -382,7 +307,7 @@ func TestSaturationSparesLightSource(t *testing.T) {
 	for range 20 {
 		requireOverload(t, invite(t, e, e.phone, testHost+"-"+testExt))
 	}
-	require.EqualValues(t, 20, e.srv.RefusedCalls()[refusedSaturated])
+	require.EqualValues(t, 20, e.srv.RefusedCalls()[frontdoor.ReasonSaturated])
 
 	light, err := sipua.NewSoftphoneAt(netip.MustParseAddr("127.0.0.2"), "alice", "s3cret", nil)
 	require.NoError(t, err)
@@ -392,149 +317,5 @@ func TestSaturationSparesLightSource(t *testing.T) {
 	nextSession(t, e.carrier)
 	require.NoError(t, d.Bye(ctx))
 	require.Equal(t, "answered", string(e.router.waitEnded(t).Disposition))
-	require.EqualValues(t, 20, e.srv.RefusedCalls()[refusedSaturated])
-}
-
-// TestSourceLoadLight: the share rule of sourceLoad on a stepped clock.
-func TestSourceLoadLight(t *testing.T) {
-	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	l := newSourceLoad(func() time.Time { return now })
-	flood, phone := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	for range 10 {
-		require.False(t, l.light(flood), "a lone source is never light")
-	}
-	require.True(t, l.light(phone), "1 of 11 INVITEs from two sources")
-	require.True(t, l.light(phone), "2 of 12")
-	require.True(t, l.light(phone), "3 of 13 is under half the mean of 6.5")
-	require.False(t, l.light(phone), "4 of 14 is not")
-
-	now = now.Add(time.Second) // the last second still counts
-	require.False(t, l.light(phone), "5 of 15")
-	require.False(t, l.light(flood))
-
-	now = now.Add(3 * time.Second) // after a quiet second the past is gone
-	require.False(t, l.light(phone), "alone again")
-	require.Equal(t, 1, l.curN+l.prevN)
-}
-
-// TestShedAtRead: what a saturated vnum answers on the socket's own
-// goroutine (stateless 503 with Retry-After, RFC 3261 §8.2.7) and what it
-// leaves to sipgo: a re-INVITE, a retransmission of an admitted INVITE,
-// anything that does not parse, and every INVITE while vnum keeps up.
-func TestShedAtRead(t *testing.T) {
-	t.Parallel()
-	e, _, ahead := newLateEnv(t)
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	caller, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = caller.Close() })
-	from := caller.LocalAddr().(*net.UDPAddr)
-
-	invite := func(callID, toTag string) []byte {
-		to := "<sip:17000000001-1234@127.0.0.1>"
-		if toTag != "" {
-			to += ";tag=" + toTag
-		}
-		return []byte("INVITE sip:17000000001-1234@127.0.0.1 SIP/2.0\r\n" +
-			"Via: SIP/2.0/UDP " + from.String() + ";branch=z9hG4bK-" + callID + "\r\n" +
-			"From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: " + to + "\r\nCall-ID: " + callID + "\r\n" +
-			"CSeq: 1 INVITE\r\nContact: <sip:alice@" + from.String() + ">\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-	}
-	answered := func() *sip.Response {
-		t.Helper()
-		buf := make([]byte, 4096)
-		require.NoError(t, caller.SetReadDeadline(time.Now().Add(5*time.Second)))
-		n, err := caller.Read(buf)
-		require.NoError(t, err)
-		msg, err := sip.ParseMessage(buf[:n])
-		require.NoError(t, err)
-		res, ok := msg.(*sip.Response)
-		require.True(t, ok)
-		return res
-	}
-
-	require.False(t, e.srv.shedAtRead(conn, invite("c1", ""), from), "vnum keeps up: sipgo takes it")
-
-	ahead.Store(int64(time.Second))
-	standingQueue(t, e)
-	require.True(t, e.srv.shedAtRead(conn, invite("c2", ""), from), "saturated: refused at the socket")
-	res := answered()
-	requireOverload(t, res)
-	tag, _ := res.To().Params.Get("tag")
-	require.True(t, strings.HasPrefix(tag, shedTagPrefix), tag)
-	require.Equal(t, "c2", res.CallID().Value())
-	require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedSaturated])
-
-	require.True(t, e.srv.shedAtRead(conn, invite("c2", ""), from), "its retransmission, shed again")
-	again := answered()
-	tag2, _ := again.To().Params.Get("tag")
-	require.Equal(t, tag, tag2, "with the same To tag (RFC 3261 §8.2.7)")
-	require.False(t, e.srv.shedAtRead(conn, invite("c1", ""), from),
-		"a retransmission of an INVITE passed on before the saturation, its handler maybe not yet run")
-
-	ack := []byte("ACK sip:17000000001-1234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + from.String() + ";branch=z9hG4bK-c2\r\n" +
-		"From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:17000000001-1234@127.0.0.1>;tag=" + tag + "\r\nCall-ID: c2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
-	require.True(t, e.srv.shedAtRead(conn, ack, from), "the ACK of a shed 503 is dropped")
-	require.False(t, e.srv.shedAtRead(conn, bytes.Replace(ack, []byte(shedTagPrefix), []byte("other-"), 1), from), "other ACKs go on")
-
-	require.False(t, e.srv.shedAtRead(conn, invite("c3", "b1"), from), "a re-INVITE is never shed")
-	e.srv.admission.inflight.Store("c4", struct{}{})
-	require.False(t, e.srv.shedAtRead(conn, invite("c4", ""), from), "a retransmission of an admitted INVITE")
-	require.False(t, e.srv.shedAtRead(conn, []byte("INVITE garbage\r\n\r\n"), from), "what does not parse is sipgo's to answer")
-	require.EqualValues(t, 2, e.srv.RefusedCalls()[refusedSaturated])
-}
-
-// TestInflightForgetsAfterTimerB: a Call-ID passed on whose INVITE never
-// reached admission is forgotten once its caller can no longer
-// retransmit (Timer B), and not before.
-func TestInflightForgetsAfterTimerB(t *testing.T) {
-	t.Parallel()
-	a := newAdmission(Options{})
-	now := time.Unix(1_700_000_000, 0)
-	a.inflight.Store("old", now.Add(-inflightFor-time.Second).UnixNano())
-	a.inflight.Store("recent", now.Add(-time.Second).UnixNano())
-	a.sweepInflight(now)
-	_, old := a.inflight.Load("old")
-	_, recent := a.inflight.Load("recent")
-	require.False(t, old)
-	require.True(t, recent)
-}
-
-// recordingTx is a server transaction that notes how many INVITEs were
-// admitted when a response was sent on it.
-type recordingTx struct {
-	sip.ServerTransaction
-	a        *admission
-	admitted int64
-}
-
-func (r *recordingTx) Respond(*sip.Response) error {
-	r.admitted = r.a.admitted.Load()
-	return nil
-}
-
-// TestChallengeGivesPlaceBackFirst: the 407 (or any final response)
-// to an INVITE not yet a call goes out after its admission place is
-// given back, so that the caller's signed INVITE, sent the moment the 407
-// arrives, is not refused by calls.max_active for a place its own
-// challenged INVITE still held.
-func TestChallengeGivesPlaceBackFirst(t *testing.T) {
-	t.Parallel()
-	a := newAdmission(Options{MaxActive: 1})
-	a.admitted.Add(1)
-	tk := &ticket{a: a, placed: true, inSetup: true, callID: "c1"}
-	a.setup.Add(1)
-	rec := &recordingTx{a: a}
-	res := sip.NewResponse(407, "Proxy Authentication Required")
-	require.NoError(t, refusing{ServerTransaction: rec, t: tk}.Respond(res))
-	require.Zero(t, rec.admitted, "the place was free when the 407 left")
-	require.Zero(t, a.setup.Load())
-
-	a.admitted.Add(1)
-	tk = &ticket{a: a, placed: true, inSetup: true}
-	require.NoError(t, refusing{ServerTransaction: rec, t: tk}.Respond(sip.NewResponse(100, "Trying")))
-	require.EqualValues(t, 1, rec.admitted, "a provisional response keeps the place")
+	require.EqualValues(t, 20, e.srv.RefusedCalls()[frontdoor.ReasonSaturated])
 }

@@ -34,6 +34,20 @@ const NonceTTL = 5 * time.Minute
 // source are counted (README "SIP behaviour in short": "within a minute").
 const failureWindow = time.Minute
 
+// caller is who sends a new INVITE, as authorize found out: a merchant's
+// account, or the carrier trunk (a PSTN caller) with its number when it
+// has a valid one.
+type caller struct {
+	account Account
+	trunk   bool
+	// number is a trunk caller's number, validated and in E.164; "" when
+	// it has none.
+	number string
+}
+
+// walkKey is who the caller's wrong extensions count against (walkKey).
+func (c caller) walkKey() string { return walkKey(c.account, c.trunk, c.number) }
+
 // authenticator issues digest challenges and verifies credentials against
 // the account secrets that Accounts holds. It also counts failures per source
 // address and blocks sources that keep failing.

@@ -3,14 +3,15 @@ package sip
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // CallState is where a call is in its life. The call's goroutine moves it
@@ -43,45 +44,33 @@ func (s CallState) String() string {
 	return "unknown"
 }
 
-// leg names one side of the bridge.
-type leg int
-
-const (
-	legA leg = iota
-	legB
-)
-
-// eventQueue is how many events a call holds before posting blocks.
-const eventQueue = 64
-
 // call is one call: leg A from the caller, the IVR, leg B to the trunk and
-// the relay between them.
+// the relay between them. It keeps the call's script (run), its event
+// loop (handle, await, wait), the IVR's digits and its one end; the legs
+// do what is done on each side (callerLeg, calleeLeg).
 //
 // One goroutine owns it: the INVITE handler that took the call runs it to
-// its end (runCall) and is the only one that reads or changes the fields
-// below "owner only". Every other goroutine (SIP handlers, fork callbacks,
-// timers) tells it what happened by posting an event (post), and reads only
-// the fields fixed before the call was registered, or shown.
+// its end (serve) and is the only one that reads or changes its fields
+// and its legs'. Every other goroutine (SIP handlers, fork callbacks,
+// timers) holds its callHandle and tells it what happened by posting an
+// event.
 type call struct {
-	// Fixed before the call is registered: read anywhere.
-	s       *Server
-	id      string
-	log     *slog.Logger
-	invite  *sip.Request
-	account Account
-	trunk   bool
-	dialled Dialled
-	events  chan event
-	closing chan struct{} // closed when the call starts ending: events are dropped
-	// shown is what /v1/calls shows, published by the owner.
-	shown atomic.Pointer[CallInfo]
+	// Fixed by newCall.
+	h        *callHandle
+	deps     *callDeps
+	id       string
+	log      *slog.Logger
+	invite   *sip.Request
+	caller   caller
+	dialled  Dialled
+	callback *Callback // nil: not a consignee calling back
+	setUp    func()    // the call is set up: it no longer counts as saturating
 
-	// Owner only.
 	state CallState
 	a     callerLeg
 	b     calleeLeg
-	// ctx lives as long as the call; its goroutine cancels it in end. The
-	// helpers it starts (prompts, ringback, forks) stop with it.
+	// ctx lives as long as the call; end cancels it. The goroutines the
+	// call starts (prompts, ringback, forks) stop with it.
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   bool
@@ -99,102 +88,314 @@ type reAck struct {
 	cseq uint32
 }
 
-// event is something that happened to a call, posted to its goroutine.
-type event interface{ isEvent() }
-
-// ackEvent is an ACK in one of the call's dialogs.
-type ackEvent struct {
-	leg  leg
-	cseq uint32
+// callSetup is what a new call is made of: its INVITE as signalling took
+// it, and what was found out about it before it became a call.
+type callSetup struct {
+	id  string
+	log *slog.Logger
+	// invite is leg A's INVITE and legA its dialog, which holds the INVITE
+	// as dialogInvite (To with vnum's tag); contact is vnum's Contact in
+	// that dialog.
+	invite       *sip.Request
+	legA         callerDialog
+	dialogInvite *sip.Request
+	contact      sip.ContactHeader
+	caller       caller
+	dialled      Dialled
+	// offer is the caller's SDP; callback is where a consignee calling
+	// back goes (nil: no callback).
+	offer    *media.Desc
+	callback *Callback
+	// setUp is called once the call's record is written: the call no
+	// longer counts as being set up (frontdoor.Ticket.SetUp).
+	setUp func()
 }
 
-// byeEvent is a BYE in a dialog of the call. For leg A, confirmed says our
-// 2xx was out: a BYE in the dialog then counts as the caller's ACK, even
-// when sipgo hands it over before the ACK (each message runs on its own
-// goroutine). For leg B, dialog is the fork hung up.
-type byeEvent struct {
-	leg       leg
-	confirmed bool
-	dialog    *sipgo.DialogClientSession
-}
-
-// goneEvent says a leg's dialog ended (BYE, CANCEL, transaction over).
-type goneEvent struct {
-	leg       leg
-	cancelled bool // leg A's INVITE was cancelled
-	dialog    *sipgo.DialogClientSession
-}
-
-// digitEvent is a key from a SIP INFO.
-type digitEvent struct{ digit rune }
-
-// reofferEvent is an in-dialog re-INVITE or UPDATE; the call answers it on
-// reply (see onReoffer).
-type reofferEvent struct {
-	leg   leg
-	req   *sip.Request
-	reply chan reofferAnswer
-}
-
-// reofferAnswer is the call's answer to a re-offer: the response, and for
-// a re-INVITE a channel closed when its ACK comes.
-type reofferAnswer struct {
-	res   *sip.Response
-	acked <-chan struct{}
-}
-
-// progressEvent is a provisional response from one of leg B's forks.
-type progressEvent struct{ res *sip.Response }
-
-// hangupEvent ends the call: shutdown, an admin, calls.max_duration, or a
-// panic in one of the call's helpers.
-type hangupEvent struct{ reason endReason }
-
-// ivrTimeoutEvent is the IVR's overall time limit; it counts only while
-// the call is in the IVR.
-type ivrTimeoutEvent struct{}
-
-func (ackEvent) isEvent()        {}
-func (byeEvent) isEvent()        {}
-func (goneEvent) isEvent()       {}
-func (digitEvent) isEvent()      {}
-func (reofferEvent) isEvent()    {}
-func (progressEvent) isEvent()   {}
-func (hangupEvent) isEvent()     {}
-func (ivrTimeoutEvent) isEvent() {}
-
-// post hands ev to the call's goroutine. It waits while the queue is full
-// and drops ev once the call is ending.
-func (c *call) post(ev event) {
-	select {
-	case c.events <- ev:
-	case <-c.closing:
+// newCall builds a call, before anyone else can see it.
+func newCall(deps *callDeps, s callSetup) *call {
+	c := &call{
+		h:        newCallHandle(s.id, s.log, deps.panics),
+		deps:     deps,
+		id:       s.id,
+		log:      s.log,
+		invite:   s.invite,
+		caller:   s.caller,
+		dialled:  s.dialled,
+		callback: s.callback,
+		setUp:    s.setUp,
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.a = callerLeg{d: s.legA, invite: s.dialogInvite, offer: s.offer, contact: s.contact,
+		// Only an IVR call in answer mode is answered before B: its
+		// caller must key E (answer supervision, see answer).
+		waitsForB: s.dialled.Extension != "" || s.callback != nil || deps.opts.answerMode == config.AnswerEarly,
+		deps:      deps, h: c.h, log: s.log, ctx: c.ctx}
+	c.b = calleeLeg{deps: deps, h: c.h, log: s.log, ctx: c.ctx}
+	c.cdr = newCDR(s.id, s.invite, s.caller, s.dialled, s.callback)
+	c.publish()
+	return c
 }
 
-// offer hands ev to the call's goroutine if its queue has room, and drops
-// it otherwise: for what a peer may send without limit (INFO digits), so
-// that a flood holds no handler while the call is busy.
-func (c *call) offer(ev event) {
-	select {
-	case c.events <- ev:
-	default:
+// serve runs the call on the goroutine of its INVITE, which owns it to
+// its end: the timers that bound it, its record's first write, its
+// script and its one end. The caller has registered its handle.
+func (c *call) serve() {
+	defer c.cancel()
+	// calls.max_duration counts from the INVITE, IVR and ringing included.
+	limit := time.AfterFunc(c.deps.opts.maxDuration, func() { c.h.post(hangupEvent{reasonMaxDuration}) })
+	defer limit.Stop()
+	// Leg A gone (BYE, CANCEL, transaction ended) is an event for the call.
+	d, h := c.a.d, c.h
+	stop := context.AfterFunc(d.Context(), func() { h.post(goneEvent{leg: legA, cancelled: cancelled(d)}) })
+	defer stop()
+	if !c.startCDR() {
+		return
 	}
+	c.log.Info("call started", "caller", c.cdr.Caller, "trunk", c.caller.trunk, "direct", c.dialled.Extension != "")
+	// Set up: from here on the call no longer counts as saturating.
+	c.setUp()
+	defer c.endOnPanic() // a panic ends this call only
+	c.end(c.run())
 }
 
-// hangup ends the call from outside (shutdown, admin).
-func (c *call) hangup(r endReason) { c.post(hangupEvent{r}) }
-
-func (c *call) info() CallInfo {
-	if p := c.shown.Load(); p != nil {
-		return *p
+// startCDR writes the call's record as it starts. No record, no call: a
+// store that is short turns the call away (503 with Retry-After,
+// store_slow) rather than losing its bill; a broken one gets 500.
+func (c *call) startCDR() bool {
+	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
+	err := c.deps.recorder.StartCall(ctx, &c.cdr)
+	cancel()
+	if err == nil {
+		return true
 	}
-	return CallInfo{ID: c.id, State: StateNew.String()}
+	c.log.Error("starting CDR", "error", err)
+	err = frontdoor.StoreError(err)
+	code := refusalFor(err).code
+	c.deps.refusals.Count(err)
+	if rerr := c.a.d.Respond(code, reasonPhrase(code), nil, c.deps.refusals.RetryAfter(code, false)...); rerr != nil {
+		c.log.Debug("refusing call", "error", rerr)
+	}
+	return false
+}
+
+// run takes the call through its steps, in order: leg A's media and
+// answer, the IVR (or the callback's targets), leg B, the bridge. It
+// returns why the call ends and the status to record (0: the reason's).
+func (c *call) run() (endReason, int) {
+	if r, status := c.answer(); r != reasonNone {
+		return r, status
+	}
+	if cb := c.callback; cb != nil {
+		if r, status := c.callBack(*cb); r != reasonNone {
+			return r, status
+		}
+		return c.wait(), 0
+	}
+	target, r := c.collect()
+	if r != reasonNone {
+		return r, 0
+	}
+	if r, status := c.dialB(target); r != reasonNone {
+		return r, status
+	}
+	return c.wait(), 0
+}
+
+// answer opens leg A's media. Only an IVR call in answer mode is answered
+// here (200): its caller must key E. Every other call (a direct dial, a
+// callback, the IVR in early mode) is answered only when B answers
+// (answered), never for a party who has not: until then the caller hears
+// ringing (180), B's early media or vnum's prompts (183).
+func (c *call) answer() (endReason, int) {
+	var signalHost netip.Addr
+	if ap, err := netip.ParseAddrPort(c.invite.Source()); err == nil {
+		signalHost = ap.Addr()
+	}
+	if r, status := c.a.open(signalHost); r != reasonNone {
+		return r, status
+	}
+	c.setState(StateIVR)
+	if c.a.waitsForB {
+		return c.takeQueued(), 0
+	}
+	if _, r := c.answerCaller(); r != reasonNone {
+		return r, 0
+	}
+	return reasonNone, 0
+}
+
+// answerCaller sends leg A our 2xx and waits for its ACK, and reports
+// whether the caller took the call, and the reason to end it if one came.
+// The ACK, or a BYE in the dialog, was posted before sipgo let the answer
+// return, so the queued events say what happened: an ACK followed at once
+// by a BYE can make the answer report failure although the caller took
+// the call, and then the ACK decides.
+func (c *call) answerCaller() (bool, endReason) {
+	wasCancelled, err := c.a.sendAnswer()
+	if wasCancelled {
+		c.takeQueued()
+		return false, reasonCancelled
+	}
+	r := c.takeQueued()
+	if err != nil && !c.a.acked {
+		c.log.Info("answer not acknowledged", "error", err)
+		if r == reasonNone {
+			r = reasonNoAck
+		}
+		return false, r
+	}
+	return true, r
+}
+
+// dial sends leg B's INVITE to every target at once, showing x; the first
+// to answer is bridged and the others are cancelled. While they ring the
+// caller hears early media or a ringback tone.
+func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
+	if err := c.b.open(c.a.audio); err != nil {
+		c.log.Error("no RTP port for leg B", "error", err)
+		return reasonInternal, sip.StatusServiceUnavailable
+	}
+	c.setState(StateRinging)
+	ringCtx, cancelRing := context.WithTimeout(c.ctx, c.deps.opts.ringTimeout)
+	defer cancelRing()
+	c.b.results = make(chan fork, len(targets))
+	c.b.pending = len(targets)
+	for i, t := range targets {
+		c.b.send(ringCtx, x, t, legBCallID(c.id, i))
+	}
+	var failed []fork
+	for c.b.pending > 0 {
+		select {
+		case f := <-c.b.results:
+			c.b.pending--
+			if f.err != nil {
+				failed = append(failed, f)
+				continue
+			}
+			c.a.stopRingback()
+			cancelRing() // the other forks; any that answers anyway is hung up
+			c.b.reapForks()
+			return c.answered(f.b)
+		case ev := <-c.h.events:
+			if r := c.handle(ev); r != reasonNone {
+				c.a.stopRingback()
+				cancelRing()
+				c.b.reapForks()
+				for _, f := range failed {
+					c.h.hangUpCrossed(c.ctx, f)
+				}
+				return r, sip.StatusRequestTerminated
+			}
+		}
+	}
+	c.a.stopRingback()
+	// B's early media ends with B; the caller hears vnum's prompt.
+	c.b.stream.StopRelay()
+	chosen := pickFailure(failed)
+	for _, f := range failed {
+		if f.b != chosen.b {
+			c.h.hangUpCrossed(c.ctx, f)
+		}
+	}
+	r, status := c.b.failed(chosen, ringCtx, !c.cdr.RingingAt.IsZero())
+	c.cdr.SIPStatus = status
+	// The caller hears why, when it hears anything.
+	prompt := media.PromptUnavailable
+	switch r {
+	case reasonBusy:
+		prompt = media.PromptBusy
+	case reasonNoAnswer:
+		prompt = media.PromptNoAnswer
+	}
+	if ended := c.play(prompt); ended != reasonNone {
+		return ended, status
+	}
+	return r, status
+}
+
+// progress takes a fork's provisional response: the CDR's ringing time,
+// and B's early media or else ringing for the caller.
+func (c *call) progress(res *sip.Response) {
+	if c.cdr.RingingAt.IsZero() {
+		c.cdr.RingingAt = time.Now().UTC()
+	}
+	if c.b.early {
+		return
+	}
+	if remote, audio, dtmf, ok := c.b.earlyMedia(res); ok {
+		// Early media replaces our ringback (RFC 3960). It flows to the
+		// caller only: until B answers, what the caller sends is IVR
+		// audio, not for B.
+		if r := c.a.earlyMedia(); r != reasonNone {
+			return // the caller is gone: its event ends the call
+		}
+		c.a.stopRingback()
+		c.b.early = true
+		c.b.stream.SetCodecs(audio, dtmf)
+		c.b.stream.SetRemote(remote)
+		if err := c.deps.media.relay(c.b.stream, c.a.stream); err != nil {
+			c.log.Debug("early media relay", "error", err)
+		}
+		return
+	}
+	c.a.ring()
+}
+
+// answered takes the leg B that answered: media to its address in the
+// payload types of its answer, relayed both ways, then B's ACK, the
+// caller's answer where it waited for B, the CDR's answer time, and the
+// bridge.
+func (c *call) answered(d calleeDialog) (endReason, int) {
+	answeredAt := time.Now().UTC()
+	// The relay is up, both ways and in B's codec and telephone-event
+	// payload type, before B's ACK and the caller's 200 go out: the peers
+	// may send as soon as they have those, and a packet that came before
+	// the relay would be taken for IVR input and lost. The relay maps each
+	// leg's payload types to the other's (RFC 4733 §2.1); the streams are
+	// closed by end, which stops it.
+	audio, err := c.b.take(d)
+	if err == nil {
+		if err = c.deps.media.relay(c.a.stream, c.b.stream); err == nil {
+			err = c.deps.media.relay(c.b.stream, c.a.stream)
+		}
+	}
+	c.b.ack()
+	if err != nil {
+		c.log.Error("leg B answer SDP", "error", err)
+		return reasonTrunkFailed, sip.StatusNotAcceptableHere
+	}
+	r := reasonNone
+	if !c.a.answered {
+		// Early mode: the caller is answered only when B answers, and the
+		// call is billed only once the caller has taken it.
+		var took bool
+		if took, r = c.answerCaller(); !took {
+			if r == reasonCancelled {
+				return r, sip.StatusRequestTerminated
+			}
+			return r, 0
+		}
+	}
+	// Both legs are connected from here: the call is answered even if a
+	// hangup is already on its way.
+	c.updateCDR(func(cdr *CDR) {
+		cdr.AnsweredAt = answeredAt
+		cdr.SIPStatus = d.answer().StatusCode
+	})
+	if r == reasonNone {
+		r = c.takeQueued()
+	}
+	if r != reasonNone {
+		return r, 0
+	}
+	c.setState(StateBridged)
+	c.log.Info("call bridged", "codec_a", c.a.audio.Name, "codec_b", audio.Name)
+	return reasonNone, 0
 }
 
 // publish makes the call's state and record visible to /v1/calls.
 func (c *call) publish() {
-	c.shown.Store(&CallInfo{
+	c.h.shown.Store(&CallInfo{
 		ID:        c.id,
 		Merchant:  c.cdr.Merchant,
 		Binding:   c.cdr.BindingID,
@@ -223,28 +424,11 @@ func (c *call) handle(ev event) endReason {
 	switch ev := ev.(type) {
 	case ackEvent:
 		c.ack(ev)
-	case byeEvent:
-		if ev.leg == legA {
-			c.a.gone = true
-			if ev.confirmed {
-				c.a.acked = true
-			}
-			return reasonCallerHangup
-		}
-		if ev.dialog != nil && ev.dialog == c.b.winner {
-			c.b.gone = true
-			return reasonCalleeHangup
-		}
 	case goneEvent:
 		if ev.leg == legA {
-			c.a.gone = true
-			if ev.cancelled || !c.a.answered {
-				return reasonCancelled
-			}
-			return reasonCallerHangup
+			return c.a.left(ev)
 		}
-		if ev.dialog != nil && ev.dialog == c.b.winner {
-			c.b.gone = true
+		if c.b.left(ev) {
 			return reasonCalleeHangup
 		}
 	case digitEvent:
@@ -252,7 +436,7 @@ func (c *call) handle(ev event) endReason {
 			c.digits = append(c.digits, ev.digit)
 		}
 	case reofferEvent:
-		ev.reply <- c.answerReoffer(ev.leg, ev.req)
+		ev.reply <- c.reoffer(ev.leg, ev.req)
 	case progressEvent:
 		// A fork cancelled after another won may still ring: no ringback
 		// then.
@@ -271,8 +455,7 @@ func (c *call) handle(ev event) endReason {
 
 // ack notes an ACK: to our 2xx of leg A's INVITE, or to a re-INVITE's.
 func (c *call) ack(ev ackEvent) {
-	if ev.leg == legA && ev.cseq == c.invite.CSeq().SeqNo {
-		c.a.acked = true
+	if ev.leg == legA && c.a.took(ev.cseq, c.invite.CSeq().SeqNo) {
 		return
 	}
 	k := reAck{ev.leg, ev.cseq}
@@ -282,13 +465,34 @@ func (c *call) ack(ev ackEvent) {
 	}
 }
 
+// reoffer has the leg a re-INVITE or UPDATE came on answer it; a
+// re-INVITE's answer waits for its ACK (reAcks).
+func (c *call) reoffer(l leg, req *sip.Request) reofferAnswer {
+	bridged := c.state == StateBridged
+	var ans reofferAnswer
+	if l == legA {
+		ans.res = c.a.reoffer(req, bridged)
+	} else {
+		ans.res = c.b.reoffer(req, bridged)
+	}
+	if req.IsInvite() && ans.res.StatusCode == sip.StatusOK {
+		acked := make(chan struct{})
+		if c.reAcks == nil {
+			c.reAcks = make(map[reAck]chan struct{})
+		}
+		c.reAcks[reAck{l, req.CSeq().SeqNo}] = acked
+		ans.acked = acked
+	}
+	return ans
+}
+
 // takeQueued handles the events already posted, without waiting, and
 // returns the first reason to end among them.
 func (c *call) takeQueued() endReason {
 	r := reasonNone
 	for {
 		select {
-		case ev := <-c.events:
+		case ev := <-c.h.events:
 			if got := c.handle(ev); r == reasonNone {
 				r = got
 			}
@@ -305,7 +509,7 @@ func (c *call) await(done <-chan struct{}) endReason {
 		select {
 		case <-done:
 			return reasonNone
-		case ev := <-c.events:
+		case ev := <-c.h.events:
 			if r := c.handle(ev); r != reasonNone {
 				return r
 			}
@@ -313,50 +517,14 @@ func (c *call) await(done <-chan struct{}) endReason {
 	}
 }
 
-// play plays a whole prompt to the caller (no barge-in), handling the
-// call's events meanwhile; it returns early, with the reason, when the
-// call must end.
-func (c *call) play(name string) endReason {
-	if c.a.stream == nil {
-		return reasonNone
-	}
-	// A caller not yet answered hears it as early media.
-	if r := c.earlyMedia(); r != reasonNone {
-		return r
-	}
-	pcm, err := media.Prompt(c.s.opts.Language, name)
-	if err != nil {
-		c.log.Error("prompt", "name", name, "error", err)
-		return reasonNone
-	}
-	ctx, stop := context.WithCancel(c.ctx)
-	defer stop()
-	played := make(chan struct{})
-	go func() {
-		defer close(played)
-		defer c.guardGo("prompt")
-		if err := c.a.stream.Play(ctx, pcm); err != nil && ctx.Err() == nil {
-			c.log.Debug("play", "name", name, "error", err)
-		}
-	}()
-	r := c.await(played)
-	stop()
-	<-played
-	return r
-}
-
 // wait holds the bridged call until a leg hangs up, the media stops, the
 // call runs too long or the server ends it. Meanwhile it keeps the CDR row
 // current (refreshCDR), so that a crash keeps the talk time.
 func (c *call) wait() endReason {
-	every := c.s.opts.CDRRefresh
-	if every <= 0 {
-		every = DefaultCDRRefresh
-	}
-	refresh := time.NewTicker(every)
+	refresh := time.NewTicker(c.deps.opts.cdrRefresh)
 	defer refresh.Stop()
-	c.a.watch(c.s.opts.MediaTimeout)
-	c.b.watch(c.s.opts.MediaTimeout)
+	c.a.watch(c.deps.opts.mediaTimeout)
+	c.b.watch(c.deps.opts.mediaTimeout)
 	defer c.a.unwatch()
 	defer c.b.unwatch()
 	if r := c.takeQueued(); r != reasonNone {
@@ -364,15 +532,15 @@ func (c *call) wait() endReason {
 	}
 	for {
 		select {
-		case ev := <-c.events:
+		case ev := <-c.h.events:
 			if r := c.handle(ev); r != reasonNone {
 				return r
 			}
 		case <-refresh.C:
 			c.refreshCDR()
-		case <-c.a.media.quiet:
+		case <-c.a.idle.quiet:
 			return reasonMediaTimeout
-		case <-c.b.media.quiet:
+		case <-c.b.idle.quiet:
 			return reasonMediaTimeout
 		}
 	}
@@ -387,48 +555,49 @@ func (c *call) end(r endReason, status int) {
 	}
 	c.done = true
 	c.setState(StateEnding)
-	close(c.closing)
+	close(c.h.closing)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 	defer cancel()
 	c.cancel()
-	c.b.stopRingback()
+	c.a.stopRingback()
 
 	var wg sync.WaitGroup
-	var refuse func() // the caller's final response, when it had no 2xx
+	h := c.h
+	refuse := false // the caller's final response, when it had no 2xx
 	if r != reasonCallerHangup && r != reasonCancelled && !c.a.gone {
 		if c.a.answered {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.guardGo("bye")
-				if err := c.a.d.Bye(ctx); err != nil {
-					c.log.Debug("bye to caller", "error", err)
+			a := &c.a
+			wg.Go(func() {
+				defer h.guardGo("bye")
+				if err := a.hangUp(ctx); err != nil {
+					h.log.Debug("bye to caller", "error", err)
 				}
-			}()
+			})
 		} else {
-			refuse = func() { c.refuseCaller(r, status) }
+			refuse = true
 		}
 	}
-	if b := c.b.winner; b != nil && r != reasonCalleeHangup && !c.b.gone &&
-		b.LoadState() >= sip.DialogStateEstablished && b.LoadState() != sip.DialogStateEnded {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.guardGo("bye")
-			if err := b.Bye(ctx); err != nil {
-				c.log.Debug("bye to callee", "error", err)
+	if r != reasonCalleeHangup && c.b.up() {
+		b := &c.b
+		wg.Go(func() {
+			defer h.guardGo("bye")
+			if err := b.hangUp(ctx); err != nil {
+				h.log.Debug("bye to callee", "error", err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	c.closeMedia()
+	c.a.closeStream(c.log)
+	c.b.closeStream(c.log)
+	c.a.closePair(c.log)
+	c.b.closePair(c.log)
 	c.finish(r, status)
-	if refuse != nil {
+	if refuse {
 		// After the record: sipgo's Respond holds a final non-2xx until
 		// its ACK (or Timer H, 32 s over UDP). By then the ports are free
 		// and the CDR is finished, so a caller who never ACKs holds
 		// neither.
-		refuse()
+		c.a.refuse(r, status)
 	}
 	// Forks still waiting for their answer, or for the 487 after our
 	// CANCEL (up to 32 s from a carrier that never sends it), are waited
@@ -436,44 +605,17 @@ func (c *call) end(r endReason, status int) {
 	c.b.reapers.Wait()
 }
 
-// refuseCaller sends the final response of a caller that never had our
-// 2xx. The caller hears why in vnum's terms (RFC 3261 §16.7: a downstream
-// 401/407, 3xx or 5xx is not passed on as it is); only a refusal of the
-// caller's own offer keeps its status.
-func (c *call) refuseCaller(r endReason, status int) {
-	code, phrase := statusForReason(r)
-	if r == reasonInternal && status >= 300 {
-		code, phrase = status, reasonPhrase(status)
-	}
-	hdrs := c.s.retryAfter(code, r)
-	if cause, ok := causeFor(r, status); ok {
-		// RFC 3326: why B could not be reached, as the PSTN says it.
-		hdrs = append(hdrs, cause.header())
-	}
-	if err := c.a.d.Respond(code, phrase, nil, hdrs...); err != nil {
-		c.log.Debug("final response to caller", "error", err)
+// endOnPanic, deferred in the call's goroutine, ends a call whose
+// handling panicked through its one end path (the other leg hung up,
+// ports released, the CDR finished), so the panic costs that call only.
+func (c *call) endOnPanic() {
+	if v := recover(); v != nil {
+		c.deps.panics.recovered(v, "call", c.id)
+		c.end(reasonInternal, sip.StatusInternalServerError)
 	}
 }
 
-// closeMedia closes both legs' streams and sockets.
-func (c *call) closeMedia() {
-	for _, st := range []*media.Stream{c.a.stream, c.b.stream} {
-		if st != nil {
-			if err := st.Close(); err != nil {
-				c.log.Debug("closing stream", "error", err)
-			}
-		}
-	}
-	for _, so := range []*media.Socket{c.a.sock, c.b.sock} {
-		if so != nil {
-			if err := so.Close(); err != nil {
-				c.log.Debug("closing socket", "error", err)
-			}
-		}
-	}
-}
-
-// finish completes the CDR and logs the call's one summary line (STYLE).
+// finish completes the CDR and logs the call's one summary line.
 func (c *call) finish(r endReason, status int) {
 	c.cdr.EndedAt = time.Now().UTC()
 	answered := !c.cdr.AnsweredAt.IsZero()

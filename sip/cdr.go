@@ -3,7 +3,33 @@ package sip
 import (
 	"context"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/callrec"
 )
+
+// newCDR is the record a call attempt starts with.
+func newCDR(id string, req *sip.Request, who caller, d Dialled, cb *Callback) CDR {
+	name, kind, direction := who.account.User, callrec.CallerAccount, callrec.DirectionToConsignee
+	if who.trunk {
+		name, kind = who.number, callrec.CallerNumber
+	}
+	if cb != nil {
+		// The consignee's number never goes into a record merchants read.
+		name, kind, direction = "consignee", callrec.CallerConsignee, callrec.DirectionCallback
+	}
+	return CDR{
+		ID:         id,
+		CallID:     req.CallID().Value(),
+		Merchant:   who.account.Merchant,
+		Host:       d.Host,
+		Direction:  direction,
+		Caller:     name,
+		CallerKind: kind,
+		StartedAt:  time.Now().UTC(),
+	}
+}
 
 // updateCDR changes the call's record and writes it, so that a crash leaves
 // the progress that matters for billing (binding, answer) in the store,
@@ -14,9 +40,9 @@ func (c *call) updateCDR(f func(*CDR)) {
 	c.publish()
 	c.keepLegs()
 	cdr, legs := c.cdr, c.legs
-	ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
+	ctx, cancel := c.deps.opts.storeTimeout.ctx(context.WithoutCancel(c.ctx))
 	defer cancel()
-	if err := c.s.router.UpdateCall(ctx, &cdr, legs); err != nil {
+	if err := c.deps.recorder.UpdateCall(ctx, &cdr, legs); err != nil {
 		c.log.Error("updating CDR", "error", err)
 	}
 }
@@ -26,15 +52,15 @@ func (c *call) updateCDR(f func(*CDR)) {
 // kept (a message without a header the dialog needs) is only logged: the
 // call goes on.
 func (c *call) keepLegs() {
-	if c.legs.A == "" && c.a.answered && c.a.d != nil {
-		text, err := legADialog(c.a.d)
+	if c.legs.A == "" && c.a.answered {
+		text, err := legADialog(c.a.invite)
 		if err != nil {
 			c.log.Warn("leg A's dialog not kept: a crash would leave it up", "error", err)
 		}
 		c.legs.A = text
 	}
-	if b := c.b.winner; c.legs.B == "" && b != nil && b.InviteResponse != nil && b.InviteResponse.IsSuccess() {
-		text, err := legBDialog(b)
+	if b := c.b.winner; c.legs.B == "" && b != nil && b.answer() != nil && b.answer().IsSuccess() {
+		text, err := legBDialog(b.request(), b.answer())
 		if err != nil {
 			c.log.Warn("leg B's dialog not kept: a crash would leave it up", "error", err)
 		}
@@ -43,7 +69,8 @@ func (c *call) keepLegs() {
 }
 
 // DefaultCDRRefresh is how often an answered call's CDR row is refreshed
-// when Options.CDRRefresh is zero: README "CDRs and billing" asks for at least every 10 s.
+// when Options.CDRRefresh is zero: at least every 10 s, so that a crash
+// loses at most that much talk time.
 const DefaultCDRRefresh = 10 * time.Second
 
 // refreshCDR writes the answered call's talk time so far, in the
@@ -66,8 +93,8 @@ func (c *call) refreshCDR() {
 	}
 	cdr, alive, written := c.cdr, time.Now().UTC(), make(chan struct{})
 	c.refreshing = written
-	ctx, cancel := c.s.storeCtx(c.ctx)
-	router, log, callCtx := c.s.router, c.log, c.ctx
+	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
+	router, log, callCtx := c.deps.recorder, c.log, c.ctx
 	go func() {
 		defer close(written)
 		defer cancel()
@@ -88,15 +115,15 @@ const cdrFinishAttempts = 3
 // the call (its goroutine, its registry entry) does not wait for the store.
 func (c *call) finishCDR(cdr *CDR) {
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := c.s.storeCtx(context.WithoutCancel(c.ctx))
-		err := c.s.router.EndCall(ctx, cdr)
+		ctx, cancel := c.deps.opts.storeTimeout.ctx(context.WithoutCancel(c.ctx))
+		err := c.deps.recorder.EndCall(ctx, cdr)
 		cancel()
 		if err == nil {
 			return
 		}
 		if attempt >= cdrFinishAttempts {
 			c.log.Error("finishing CDR; it waits in the backlog until the store answers", "error", err, "attempts", attempt)
-			c.s.backlog.add(*cdr)
+			c.deps.backlog.add(*cdr)
 			return
 		}
 		c.log.Warn("finishing CDR, retrying", "error", err, "attempt", attempt)

@@ -3,6 +3,8 @@ package sip
 import (
 	"fmt"
 	"strings"
+
+	"github.com/vnum/vnum/internal/digits"
 )
 
 // Dialled is what the user part of an INVITE's Request-URI asks for: a host
@@ -20,7 +22,7 @@ func ParseDialled(user string, uriExt string) (Dialled, error) {
 	ext := uriExt
 	// The index is taken in u itself: strings.ToLower turns each invalid
 	// UTF-8 byte into U+FFFD (three bytes), so an index found in the
-	// lowered copy does not fit u (a remote crash, issue 6).
+	// lowered copy does not fit u (it once crashed vnum from the network).
 	if i := indexFoldASCII(u, ";ext="); i >= 0 {
 		ext, u = u[i+5:], u[:i]
 	} else if i := strings.IndexAny(u, "-,"); i >= 0 {
@@ -30,12 +32,12 @@ func ParseDialled(user string, uriExt string) (Dialled, error) {
 	if len(u) == 13 && strings.HasPrefix(u, "86") {
 		u = u[2:]
 	}
-	if len(u) != 11 || !allDigits(u) {
+	if len(u) != 11 || !digits.Only(u) {
 		return Dialled{}, fmt.Errorf("%w: dialled %q is not an 11-digit number", ErrNotHostNumber, user)
 	}
 	// Phones that dial "X,E" may send more pause characters.
 	ext = strings.Trim(ext, ",;pPwW")
-	if ext != "" && !allDigits(ext) {
+	if ext != "" && !digits.Only(ext) {
 		return Dialled{}, fmt.Errorf("%w: extension %q is not digits", ErrBadRequest, ext)
 	}
 	return Dialled{Host: u, Extension: ext}, nil
@@ -64,18 +66,6 @@ func asciiEqualFold(a, b string) bool {
 			y += 'a' - 'A'
 		}
 		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
 			return false
 		}
 	}

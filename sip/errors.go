@@ -7,6 +7,7 @@ import (
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // Errors of the signalling layer. The status each one gets is in one of
@@ -27,30 +28,20 @@ var (
 	// ErrWalking refuses a caller that keyed too many invalid extensions
 	// within the hour (security.invalid_extensions).
 	ErrWalking = errors.New("too many invalid extensions")
-	// ErrDraining refuses new calls while the server shuts down (README "SIP behaviour in short").
-	ErrDraining = errors.New("server draining")
-	// ErrStoreSlow refuses a call whose store lookup took longer than
-	// store.timeout (README "SIP behaviour in short").
-	ErrStoreSlow = errors.New("store too slow")
-	// ErrMaxActive refuses a new call while calls.max_active calls are
-	// admitted (README "SIP behaviour in short").
-	ErrMaxActive = errors.New("too many calls in progress")
-	// ErrInviteRate refuses a new INVITE from a source over
-	// security.invite_rate (README "SIP behaviour in short").
-	ErrInviteRate = errors.New("too many INVITEs from this source")
-	// ErrSaturated refuses a new call while SIP datagrams wait too long
-	// to be read or too many INVITEs are still being set up: the process
-	// or its store no longer keeps up (README "SIP behaviour in short").
-	ErrSaturated = errors.New("server saturated")
+	// ErrDraining refuses new calls while the server shuts down (the
+	// front door's).
+	ErrDraining = frontdoor.ErrDraining
+	// ErrStoreSlow refuses a call whose store could not answer in
+	// store.timeout (the front door's; a Router returns it for a store
+	// that cannot answer now).
+	ErrStoreSlow = frontdoor.ErrStoreSlow
 )
 
-// refusal is the status an INVITE refused before its call gets, and for
-// an overload refusal the reason it is counted under
-// (vnum_calls_refused_total, README "SIP behaviour in short").
+// refusal is the status an INVITE refused before its call gets; the
+// front door counts the overload refusals and gives their Retry-After.
 type refusal struct {
-	err      error
-	code     int
-	overload string
+	err  error
+	code int
 }
 
 // refusals maps what refuses a new INVITE to its status (RFC 3261 §21).
@@ -58,28 +49,20 @@ type refusal struct {
 // replayed nonce-count, is not refused: it gets a fresh challenge (401 or
 // 407, see authorize), so that phones reusing a nonce are not locked out.
 var refusals = []refusal{
-	{ErrBadRequest, sip.StatusBadRequest, ""},
-	{ErrBadCredentials, sip.StatusForbidden, ""},
-	{ErrBlocked, sip.StatusForbidden, ""},
-	{ErrWalking, sip.StatusForbidden, ""},
-	{ErrNotHostNumber, sip.StatusNotFound, ""},
-	{media.ErrBadSDP, sip.StatusNotAcceptableHere, ""},
-	{media.ErrNoAudio, sip.StatusNotAcceptableHere, ""},
-	{media.ErrNoCodec, sip.StatusNotAcceptableHere, ""},
-	{media.ErrNoPorts, sip.StatusServiceUnavailable, refusedRTPPorts},
-	{ErrDraining, sip.StatusServiceUnavailable, refusedDraining},
-	{ErrStoreSlow, sip.StatusServiceUnavailable, refusedStoreSlow},
-	{ErrMaxActive, sip.StatusServiceUnavailable, refusedMaxActive},
-	{ErrInviteRate, sip.StatusServiceUnavailable, refusedInviteRate},
-	{ErrSaturated, sip.StatusServiceUnavailable, refusedSaturated},
-}
-
-// StatusFor maps an error that refuses an INVITE before its call starts
-// to the SIP status and reason phrase sent to the caller (the refusals
-// table).
-func StatusFor(err error) (int, string) {
-	code := refusalFor(err).code
-	return code, reasonPhrase(code)
+	{ErrBadRequest, sip.StatusBadRequest},
+	{ErrBadCredentials, sip.StatusForbidden},
+	{ErrBlocked, sip.StatusForbidden},
+	{ErrWalking, sip.StatusForbidden},
+	{ErrNotHostNumber, sip.StatusNotFound},
+	{media.ErrBadSDP, sip.StatusNotAcceptableHere},
+	{media.ErrNoAudio, sip.StatusNotAcceptableHere},
+	{media.ErrNoCodec, sip.StatusNotAcceptableHere},
+	{frontdoor.ErrNoPorts, sip.StatusServiceUnavailable},
+	{frontdoor.ErrDraining, sip.StatusServiceUnavailable},
+	{frontdoor.ErrStoreSlow, sip.StatusServiceUnavailable},
+	{frontdoor.ErrMaxActive, sip.StatusServiceUnavailable},
+	{frontdoor.ErrInviteRate, sip.StatusServiceUnavailable},
+	{frontdoor.ErrSaturated, sip.StatusServiceUnavailable},
 }
 
 // refusalFor is the refusals row of err: 500 and no overload reason when
@@ -121,8 +104,8 @@ func legBReason(code int) endReason {
 	return reasonRejected
 }
 
-// endReason is why a call ended. It is an error so that it can travel as a
-// context cancellation cause.
+// endReason is why a call ended. Its Error names it for the log's one
+// summary line of the call.
 type endReason int
 
 const (
@@ -202,23 +185,49 @@ func statusForReason(r endReason) (int, string) {
 	return code, reasonPhrase(code)
 }
 
-// reasonPhrase is the RFC 3261 §21 reason phrase of a final status vnum sends.
+// statusUnsupportedURIScheme is 416 (RFC 3261 §21.4.14); sipgo names
+// the code after HTTP's meaning.
+const statusUnsupportedURIScheme = 416
+
+// reasonPhrase is the RFC 3261 §21 reason phrase of a status vnum sends.
 func reasonPhrase(code int) string {
 	switch code {
+	case sip.StatusTrying:
+		return "Trying"
+	case sip.StatusRinging:
+		return "Ringing"
+	case sip.StatusSessionInProgress:
+		return "Session Progress"
 	case sip.StatusOK:
 		return "OK"
 	case sip.StatusBadRequest:
 		return "Bad Request"
+	case sip.StatusUnauthorized:
+		return "Unauthorized"
 	case sip.StatusForbidden:
 		return "Forbidden"
 	case sip.StatusNotFound:
 		return "Not Found"
+	case sip.StatusMethodNotAllowed:
+		return "Method Not Allowed"
+	case sip.StatusProxyAuthRequired:
+		return "Proxy Authentication Required"
 	case sip.StatusRequestTimeout:
 		return "Request Timeout"
 	case sip.StatusGone:
 		return "Gone"
+	case sip.StatusRequestEntityTooLarge:
+		return "Request Entity Too Large"
+	case statusUnsupportedURIScheme:
+		return "Unsupported URI Scheme"
+	case sip.StatusBadExtension:
+		return "Bad Extension"
+	case sip.StatusIntervalToBrief:
+		return "Interval Too Brief"
 	case sip.StatusTemporarilyUnavailable:
 		return "Temporarily Unavailable"
+	case sip.StatusCallTransactionDoesNotExists:
+		return "Call/Transaction Does Not Exist"
 	case sip.StatusBusyHere:
 		return "Busy Here"
 	case sip.StatusRequestTerminated:
@@ -227,6 +236,10 @@ func reasonPhrase(code int) string {
 		return "Not Acceptable Here"
 	case sip.StatusServiceUnavailable:
 		return "Service Unavailable"
+	case sip.StatusVersionNotSupported:
+		return "Version Not Supported"
+	case sip.StatusMessageTooLarge:
+		return "Message Too Large"
 	case sip.StatusGlobalDecline:
 		return "Decline"
 	}

@@ -13,36 +13,40 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
-// TestStatusFor pins the refusals table: each row is an error the INVITE
-// path raises (the comment says where) and the status it gets.
-func TestStatusFor(t *testing.T) {
+// TestRefusalStatus pins the refusals table: each row is an error the
+// INVITE path raises (the comment says where), the status it gets and the
+// reason phrase sent with it.
+func TestRefusalStatus(t *testing.T) {
 	for name, tc := range map[string]struct {
-		err  error
-		code int
+		err    error
+		code   int
+		phrase string
 	}{
-		"missing headers, dialog refused": {ErrBadRequest, 400},
-		"extension not digits":            {fmt.Errorf("x: %w", ErrBadRequest), 400},
-		"wrong password":                  {ErrBadCredentials, 403},
-		"source blocked":                  {ErrBlocked, 403},
-		"extension walking":               {ErrWalking, 403},
-		"not 11 digits, not in the pool":  {fmt.Errorf("x: %w", ErrNotHostNumber), 404},
-		"unparsable SDP":                  {fmt.Errorf("parse: %w", media.ErrBadSDP), 488},
-		"no audio":                        {media.ErrNoAudio, 488},
-		"no G.711":                        {fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec), 488},
-		"draining":                        {ErrDraining, 503},
-		"store slower than store.timeout": {fmt.Errorf("%w: %w", ErrStoreSlow, context.DeadlineExceeded), 503},
-		"calls.max_active reached":        {ErrMaxActive, 503},
-		"security.invite_rate exceeded":   {ErrInviteRate, 503},
-		"process saturated":               {ErrSaturated, 503},
-		"store failed":                    {errors.New("disk I/O error"), 500},
+		"missing headers, dialog refused": {ErrBadRequest, 400, "Bad Request"},
+		"extension not digits":            {fmt.Errorf("x: %w", ErrBadRequest), 400, "Bad Request"},
+		"wrong password":                  {ErrBadCredentials, 403, "Forbidden"},
+		"source blocked":                  {ErrBlocked, 403, "Forbidden"},
+		"extension walking":               {ErrWalking, 403, "Forbidden"},
+		"not 11 digits, not in the pool":  {fmt.Errorf("x: %w", ErrNotHostNumber), 404, "Not Found"},
+		"unparsable SDP":                  {fmt.Errorf("parse: %w", media.ErrBadSDP), 488, "Not Acceptable Here"},
+		"no audio":                        {media.ErrNoAudio, 488, "Not Acceptable Here"},
+		"no G.711":                        {fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec), 488, "Not Acceptable Here"},
+		"draining":                        {ErrDraining, 503, "Service Unavailable"},
+		"store slower than store.timeout": {fmt.Errorf("%w: %w", ErrStoreSlow, context.DeadlineExceeded), 503, "Service Unavailable"},
+		"calls.max_active reached":        {frontdoor.ErrMaxActive, 503, "Service Unavailable"},
+		"security.invite_rate exceeded":   {frontdoor.ErrInviteRate, 503, "Service Unavailable"},
+		"process saturated":               {frontdoor.ErrSaturated, 503, "Service Unavailable"},
+		"no free RTP ports":               {frontdoor.ErrNoPorts, 503, "Service Unavailable"},
+		"store failed":                    {errors.New("disk I/O error"), 500, "Server Internal Error"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			code, reason := StatusFor(tc.err)
+			code := refusalFor(tc.err).code
 			require.Equal(t, tc.code, code)
-			require.NotEmpty(t, reason)
+			require.Equal(t, tc.phrase, reasonPhrase(code))
 		})
 	}
 }
@@ -77,9 +81,8 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	require.Equal(t, 488, res.StatusCode, "no G.711")
 	require.NotNil(t, res.GetHeader("Warning"))
 
-	e.srv.live.draining.Store(true)
+	e.srv.door.Drain()
 	res = refused(e.phone, testHost)
-	e.srv.live.draining.Store(false)
 	require.Equal(t, 503, res.StatusCode, "draining")
 	require.NotNil(t, res.GetHeader("Retry-After"))
 	require.Zero(t, e.srv.CallsTotal(), "no refusal became a call")

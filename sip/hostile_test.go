@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -121,6 +122,10 @@ func TestRetryAfterFollowsDrainTimeout(t *testing.T) {
 	<-stopped
 }
 
+// TestDrainRetryAfterRounding: the Retry-After while draining is
+// calls.drain_timeout in whole seconds, rounded up (the front door's
+// TestDrainRetryAfterRounding), and 30 for a drain timeout left at zero,
+// config's default.
 func TestDrainRetryAfterRounding(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -129,8 +134,9 @@ func TestDrainRetryAfterRounding(t *testing.T) {
 	}{
 		{0, "30"}, {time.Millisecond, "1"}, {time.Second, "1"}, {1001 * time.Millisecond, "2"}, {45 * time.Second, "45"},
 	} {
-		s := &Server{opts: Options{DrainTimeout: tc.drain}}
-		require.Equal(t, tc.want, s.drainRetryAfter().Value(), "drain timeout %s", tc.drain)
+		d := frontdoor.New(Options{DrainTimeout: tc.drain}.withDefaults().door(nil, nil))
+		d.Drain()
+		require.Equal(t, tc.want, d.RetryAfter(503, false)[0].Value(), "drain timeout %s", tc.drain)
 	}
 }
 
@@ -210,5 +216,5 @@ func TestNoPortGetsRetryAfter(t *testing.T) {
 	require.ErrorAs(t, err, &dr)
 	require.Equal(t, 503, dr.Res.StatusCode)
 	require.NotNil(t, dr.Res.GetHeader("Retry-After"))
-	require.Equal(t, retryAfterBusy, dr.Res.GetHeader("Retry-After").Value())
+	require.Equal(t, frontdoor.RetryAfterBusy, dr.Res.GetHeader("Retry-After").Value())
 }

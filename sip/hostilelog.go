@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Input vnum drops or refuses before any handler sees it (a message that
@@ -50,6 +52,8 @@ var overLimitLabels = []string{limitHeaderFields, limitSameHeader, limitBody, li
 type hostileInput struct {
 	log *slog.Logger
 	now func() time.Time
+	// parser parses what refuseAtRead answers statelessly.
+	parser *sip.Parser
 
 	malformed map[string]*atomic.Int64 // fixed keys: malformedTransports
 	overLimit map[string]*atomic.Int64 // fixed keys: overLimitLabels
@@ -75,11 +79,11 @@ type sourceLines struct {
 // messages whose source is unknown.
 var otherSources netip.Addr
 
-func newHostileInput(log *slog.Logger, now func() time.Time) *hostileInput {
+func newHostileInput(log *slog.Logger, now func() time.Time, parser *sip.Parser) *hostileInput {
 	if now == nil {
 		now = time.Now
 	}
-	h := &hostileInput{log: log, now: now,
+	h := &hostileInput{log: log, now: now, parser: parser,
 		malformed: make(map[string]*atomic.Int64, len(malformedTransports)),
 		overLimit: make(map[string]*atomic.Int64, len(overLimitLabels)),
 		sources:   make(map[netip.Addr]*sourceLines)}
@@ -209,24 +213,23 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// MalformedMessages returns the SIP messages received that did not parse
+// malformedCounts returns the SIP messages received that did not parse
 // or lacked the headers a transaction is matched by (Via, CSeq), by
-// transport (vnum_sip_malformed_total). Every transport is present.
-func (s *Server) MalformedMessages() map[string]int64 {
-	out := make(map[string]int64, len(s.hostile.malformed))
-	for t, n := range s.hostile.malformed {
+// transport. Every transport is present.
+func (h *hostileInput) malformedCounts() map[string]int64 {
+	out := make(map[string]int64, len(h.malformed))
+	for t, n := range h.malformed {
 		out[t] = n.Load()
 	}
 	return out
 }
 
-// OverLimit returns the SIP messages refused because they went over one of
-// vnum's limits on what a message may cost, by limit
-// (vnum_sip_over_limit_total): header_fields, same_header, body,
-// media_lines. Every limit is present.
-func (s *Server) OverLimit() map[string]int64 {
-	out := make(map[string]int64, len(s.hostile.overLimit))
-	for l, n := range s.hostile.overLimit {
+// overLimitCounts returns the SIP messages refused because they went over
+// one of vnum's limits on what a message may cost, by limit. Every limit
+// is present.
+func (h *hostileInput) overLimitCounts() map[string]int64 {
+	out := make(map[string]int64, len(h.overLimit))
+	for l, n := range h.overLimit {
 		out[l] = n.Load()
 	}
 	return out

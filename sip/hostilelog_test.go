@@ -52,7 +52,7 @@ func TestHostileLogPerSource(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	clock := newTestClock()
-	h := newHostileInput(slog.New(slog.NewTextHandler(&buf, nil)), clock.Now)
+	h := newHostileInput(slog.New(slog.NewTextHandler(&buf, nil)), clock.Now, nil)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("::ffff:192.0.2.2")
 	for range 1000 {
 		h.report(a, "junk", "reason", "x")
@@ -84,7 +84,7 @@ func TestHostileLogFloodBounded(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	clock := newTestClock()
-	h := newHostileInput(slog.New(slog.NewTextHandler(&buf, nil)), clock.Now)
+	h := newHostileInput(slog.New(slog.NewTextHandler(&buf, nil)), clock.Now, nil)
 	const flood = 100_000
 	sent := 0
 	for round := range 3 {
@@ -125,7 +125,7 @@ func TestHostileLogBudget(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	clock := newTestClock()
-	h := newHostileInput(slog.New(slog.NewTextHandler(&buf, nil)), clock.Now)
+	h := newHostileInput(slog.New(slog.NewTextHandler(&buf, nil)), clock.Now, nil)
 	src := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}) }
 	for i := range hostileLogBudget + 8 {
 		h.report(src(i), "junk")
@@ -216,7 +216,7 @@ func TestParseFailure(t *testing.T) {
 func TestSipgoRecords(t *testing.T) {
 	t.Parallel()
 	var out, hostile bytes.Buffer
-	h := newHostileInput(slog.New(slog.NewTextHandler(&hostile, nil)), newTestClock().Now)
+	h := newHostileInput(slog.New(slog.NewTextHandler(&hostile, nil)), newTestClock().Now, nil)
 	log := slog.New(sipgoRecords{Handler: numberMasker{slog.NewTextHandler(&out, nil)}, h: h}).With("component", "sip")
 	udp := log.With("caller", "Transport<UDP>")
 	payload := "INVITE sip:13800138000@x SIP/2.0\r\nbroken\r\n\r\n"

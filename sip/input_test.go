@@ -97,29 +97,30 @@ func TestStatusForReason(t *testing.T) {
 	for _, tc := range []struct {
 		r           endReason
 		code        int
+		phrase      string
 		disposition callrec.Disposition
 		hangupBy    callrec.HangupBy
 	}{
-		{reasonCallerHangup, 487, "cancelled", "caller"},
-		{reasonCalleeHangup, 200, "failed", "callee"},
-		{reasonCancelled, 487, "cancelled", "caller"},
-		{reasonNoAck, 500, "failed", "system"},
-		{reasonInvalidExtension, 404, "invalid_extension", "system"},
-		{reasonExpired, 410, "expired", "system"},
-		{reasonBusy, 486, "busy", "callee"},
-		{reasonNoAnswer, 480, "no_answer", "system"},
-		{reasonRejected, 480, "rejected", "callee"},
-		{reasonTrunkFailed, 503, "failed", "system"},
-		{reasonMediaTimeout, 500, "failed", "system"},
-		{reasonMaxDuration, 500, "failed", "system"},
-		{reasonShutdown, 503, "failed", "system"},
-		{reasonStoreSlow, 503, "failed", "system"},
-		{reasonInternal, 500, "failed", "system"},
+		{reasonCallerHangup, 487, "Request Terminated", "cancelled", "caller"},
+		{reasonCalleeHangup, 200, "OK", "failed", "callee"},
+		{reasonCancelled, 487, "Request Terminated", "cancelled", "caller"},
+		{reasonNoAck, 500, "Server Internal Error", "failed", "system"},
+		{reasonInvalidExtension, 404, "Not Found", "invalid_extension", "system"},
+		{reasonExpired, 410, "Gone", "expired", "system"},
+		{reasonBusy, 486, "Busy Here", "busy", "callee"},
+		{reasonNoAnswer, 480, "Temporarily Unavailable", "no_answer", "system"},
+		{reasonRejected, 480, "Temporarily Unavailable", "rejected", "callee"},
+		{reasonTrunkFailed, 503, "Service Unavailable", "failed", "system"},
+		{reasonMediaTimeout, 500, "Server Internal Error", "failed", "system"},
+		{reasonMaxDuration, 500, "Server Internal Error", "failed", "system"},
+		{reasonShutdown, 503, "Service Unavailable", "failed", "system"},
+		{reasonStoreSlow, 503, "Service Unavailable", "failed", "system"},
+		{reasonInternal, 500, "Server Internal Error", "failed", "system"},
 	} {
 		t.Run(tc.r.Error(), func(t *testing.T) {
 			code, phrase := statusForReason(tc.r)
 			require.Equal(t, tc.code, code)
-			require.NotEmpty(t, phrase)
+			require.Equal(t, tc.phrase, phrase)
 			require.Equal(t, tc.disposition, tc.r.disposition(false))
 			require.Equal(t, callrec.Disposition("answered"), tc.r.disposition(true), "an answered call is answered whatever ended it")
 			require.Equal(t, tc.hangupBy, tc.r.hangupBy())

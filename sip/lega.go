@@ -1,26 +1,31 @@
 package sip
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
-	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
-// callerLeg is the caller's side of a call: the server dialog of its INVITE,
-// our SDP session with the caller and its media. Only d is read outside
-// the call's goroutine (handlers pass ACK, BYE and re-offers to sipgo's
-// dialog, which has its own locks); it is set before the call is
-// registered and never changes.
+// callerLeg is the caller's side of a call and all it does: it opens our
+// media with the caller, answers (200) or keeps the caller in an early
+// session (183) or ringing (180, or vnum's ringback tone), plays prompts,
+// refuses with a final status, answers the caller's re-offers and hangs
+// up. Its call's goroutine alone uses it (call).
 type callerLeg struct {
-	d     *sipgo.DialogServerSession
-	offer *media.Desc
+	legMedia
+	// d is the server dialog of the caller's INVITE, invite the INVITE as
+	// the dialog holds it (To with vnum's tag); offer is its SDP.
+	d      callerDialog
+	invite *sip.Request
+	offer  *media.Desc
+	// contact is vnum's Contact in the caller's dialog.
+	contact sip.ContactHeader
 	// waitsForB says the caller is answered only when B answers: a
 	// direct dial, a callback, or the IVR in early mode.
 	waitsForB bool
@@ -29,80 +34,47 @@ type callerLeg struct {
 	answered  bool // our 2xx went out
 	acked     bool // the caller acknowledged it (ACK, or a BYE in the dialog)
 	gone      bool // the caller's dialog ended (BYE, CANCEL)
-	sdp       sdpSession
-	sock      *media.Socket
-	stream    *media.Stream
 	audio     media.Codec
-	media     mediaWatch
+	// ringback plays vnum's ringback tone while B rings (a caller in an
+	// early session): its cancel and end.
+	rbCancel context.CancelFunc
+	rbDone   chan struct{}
+
+	// Fixed by newCall: the call's dependencies, handle, log and context.
+	deps *callDeps
+	h    *callHandle
+	log  *slog.Logger
+	ctx  context.Context
 }
 
-// mediaWatch is a leg's media timeout: quiet fires when the leg sent no
-// RTP for media.timeout; nil while the leg is on hold (it may send none).
-type mediaWatch struct {
-	silent bool
-	quiet  <-chan struct{}
-	stop   func()
+// cancelled reports whether the caller cancelled the INVITE of d.
+func cancelled(d callerDialog) bool {
+	return errors.Is(context.Cause(d.Context()), sip.ErrTransactionCanceled)
 }
 
-// watchMedia (re)starts the media timeout of a leg that is not on hold.
-func watchMedia(w *mediaWatch, st *media.Stream, timeout time.Duration) {
-	unwatchMedia(w)
-	if timeout > 0 && st != nil && !w.silent {
-		w.quiet, w.stop = st.Quiet(timeout)
-	}
-}
-
-func unwatchMedia(w *mediaWatch) {
-	if w.stop != nil {
-		w.stop()
-	}
-	w.quiet, w.stop = nil, nil
-}
-
-func (a *callerLeg) watch(timeout time.Duration) { watchMedia(&a.media, a.stream, timeout) }
-func (a *callerLeg) unwatch()                    { unwatchMedia(&a.media) }
-
-// cancelled reports whether the caller cancelled its INVITE.
-func (a *callerLeg) cancelled() bool {
-	return errors.Is(context.Cause(a.d.Context()), sip.ErrTransactionCanceled)
-}
-
-// answer opens leg A's media and starts listening for digits at once, so
-// that a caller may key E before or over the prompt. Only an IVR call in
-// answer mode is answered here (200): its caller must key E. Every other
-// call (a direct dial, a callback, the IVR in early mode) is answered only
-// when B answers (answered), never for a party who has not: until then the
-// caller hears ringing (180), B's early media or vnum's prompts (183).
-func (c *call) answer() (endReason, int) {
-	sock, err := c.s.opts.Ports.Open()
+// open opens the caller's media: an RTP port pair, our SDP answer to the
+// caller's offer, and the stream, which listens for digits at once, so
+// that a caller may key E before or over the prompt. signalHost is the
+// host the caller's INVITE came from: a phone behind NAT sends RTP from
+// there, and the stream prefers it to a stranger while it learns the
+// caller's source.
+func (a *callerLeg) open(signalHost netip.Addr) (endReason, int) {
+	pair, err := a.deps.media.openPair()
 	if err != nil {
-		c.log.Error("no RTP port", "error", err)
+		a.log.Error("no RTP port", "error", err)
 		// Admission saw a free pair, another call took it meanwhile.
-		c.s.admission.count(refusedRTPPorts)
+		a.deps.refusals.Count(frontdoor.ErrNoPorts)
 		return reasonInternal, sip.StatusServiceUnavailable
 	}
-	c.a.sock = sock
-	sid := sessionID()
-	sdp, audio, dtmf, err := media.Answer(c.a.offer, c.s.sdpAddr(sock), sock.Port, sid)
+	a.pair, a.sdp = pair, newSDPSession()
+	at := pair.addr()
+	body, audio, dtmf, err := media.Answer(a.offer, a.deps.opts.sdpAddr(at.Addr()), int(at.Port()), a.sdp.id)
 	if err != nil {
-		c.log.Info("no common codec", "error", err)
+		a.log.Info("no common codec", "error", err)
 		return reasonInternal, sip.StatusNotAcceptableHere
 	}
-	c.a.sdp, c.a.audio = sdpSession{body: sdp, id: sid, ver: sid}, audio
-	c.a.stream = media.NewStream(sock, c.a.offer.RemoteAddr(), audio, dtmf, c.log)
-	if ip, err := netip.ParseAddr(sourceHost(c.invite)); err == nil {
-		// A phone behind NAT sends RTP from its SIP's host: the stream
-		// prefers it to a stranger while it learns the caller's source.
-		c.a.stream.SetSignalHost(ip)
-	}
-	c.a.stream.Start()
-	c.setState(StateIVR)
-	if c.a.waitsForB {
-		return c.takeQueued(), 0
-	}
-	if _, r := c.answerA(); r != reasonNone {
-		return r, 0
-	}
+	a.sdp.body, a.audio = body, audio
+	a.stream = pair.start(streamSpec{remote: a.offer.RemoteAddr(), audio: audio, dtmf: dtmf, signalHost: signalHost}, a.log)
 	return reasonNone, 0
 }
 
@@ -110,141 +82,159 @@ func (c *call) answer() (endReason, int) {
 // Session Progress with our SDP (RFC 3960), so that the caller hears what
 // vnum plays (prompts, ringback) or relays (B's early media) before the
 // call is answered. It is sent once; the 200 that may follow carries the
-// same SDP.
-func (c *call) earlyMedia() endReason {
-	if c.a.answered || c.a.early {
+// same SDP. A 183 that cannot be sent ends the call: as cancelled when
+// the caller cancelled, else as vnum's failure.
+func (a *callerLeg) earlyMedia() endReason {
+	if a.answered || a.early {
 		return reasonNone
 	}
-	if err := c.a.d.Respond(sip.StatusSessionInProgress, "Session Progress", c.a.sdp.body, contentTypeSDP()); err != nil {
-		if c.a.cancelled() {
+	if err := a.d.Respond(sip.StatusSessionInProgress, "Session Progress", a.sdp.body, contentTypeSDP()); err != nil {
+		if cancelled(a.d) {
 			return reasonCancelled
 		}
-		c.log.Info("183 to caller failed", "error", err)
+		a.log.Info("183 to caller failed", "error", err)
 		return reasonInternal
 	}
-	c.a.early = true
+	a.early = true
 	return reasonNone
 }
 
-// ringing tells a caller not yet answered that B rings: 180 once, and the
+// ring tells a caller not yet answered that B rings: 180 once, and the
 // caller's phone makes its own ringback. A caller already in an early
-// session (183) hears vnum's ringback tone instead.
-func (c *call) ringing() {
+// session (183) or answered hears vnum's ringback tone instead.
+func (a *callerLeg) ring() {
 	switch {
-	case c.a.answered || c.a.early:
-		c.b.rb.start(c)
-	case !c.a.ringing:
-		if err := c.a.d.Respond(sip.StatusRinging, "Ringing", nil); err != nil {
-			c.log.Debug("180 to caller", "error", err)
+	case a.answered || a.early:
+		a.startRingback()
+	case !a.ringing:
+		if err := a.d.Respond(sip.StatusRinging, "Ringing", nil); err != nil {
+			a.log.Debug("180 to caller", "error", err)
 			return
 		}
-		c.a.ringing = true
+		a.ringing = true
 	}
 }
 
-// contentTypeSDP is the Content-Type of a message carrying SDP.
-func contentTypeSDP() sip.Header { return sip.NewHeader("Content-Type", "application/sdp") }
-
-// answerA sends leg A our 2xx and waits for its ACK, and reports whether
-// the caller took the call, and the reason to end it if one came. The ACK,
-// or a BYE in the dialog, was posted before sipgo let RespondSDP return,
-// so the queued events say what happened: an ACK followed at once by a BYE
-// can make RespondSDP report failure although the caller took the call,
-// and then the ACK decides.
-func (c *call) answerA() (bool, endReason) {
-	err := c.a.d.RespondSDP(c.a.sdp.body)
-	if err != nil && (c.a.cancelled() || errors.Is(err, sip.ErrTransactionCanceled) || c.a.d.LoadState() == 0) {
-		// A CANCEL crossed our 2xx and won: sipgo sent no 2xx (the dialog
-		// never got established) and answered the INVITE 487 itself.
-		c.takeQueued()
-		return false, reasonCancelled
+// startRingback plays a ringback tone to the caller while B rings, until
+// stopRingback.
+func (a *callerLeg) startRingback() {
+	if a.rbCancel != nil {
+		return
 	}
-	// Our 2xx went out: from here the session is ended with a BYE (RFC
-	// 3261 §13.3.1.4), not a final response.
-	c.a.answered = true
-	r := c.takeQueued()
-	if err != nil && !c.a.acked {
-		c.log.Info("answer not acknowledged", "error", err)
-		if r == reasonNone {
-			r = reasonNoAck
-		}
-		return false, r
-	}
-	return true, r
-}
-
-// sdpSession is our side of one leg's SDP session: the current body and
-// the o= id and version (RFC 3264 §8).
-type sdpSession struct {
-	body    []byte
-	id, ver uint64
-}
-
-// answerReoffer answers an in-dialog re-INVITE or UPDATE (hold, resume,
-// session refresh, RFC 3311 / RFC 4028) so the call stays up: it follows a
-// changed remote address, answers the offered direction (sendonly →
-// recvonly) and bumps the o= version only when the answer changes. A leg
-// on hold may send no RTP, so media.timeout does not count it until it
-// resumes.
-func (c *call) answerReoffer(l leg, req *sip.Request) reofferAnswer {
-	stream, sess, watch := c.a.stream, &c.a.sdp, &c.a.media
-	contact := &c.s.dialogFor(c.invite).ContactHDR
-	if l == legB {
-		stream, sess, watch = c.b.stream, &c.b.sdp, &c.b.media
-		contact = &c.s.dialog.ContactHDR
-	}
-	if len(req.Body()) > 0 && stream != nil {
-		d, err := media.ParseSDP(req.Body())
-		if err != nil {
-			return reofferAnswer{res: sip.NewResponseFromRequest(req, sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)}
-		}
-		d.Prefer(stream.Audio()) // the relay converts to the codec in use
-		held := d.Port == 0 || !d.Addr.IsValid() || d.Addr.IsUnspecified()
-		if !held {
-			stream.SetRemote(d.RemoteAddr())
-		}
-		body, err := reanswer(d, c.s.sdpAddr(stream.Socket()), stream.Socket().Port, sess)
-		if err != nil {
-			return reofferAnswer{res: sip.NewResponseFromRequest(req, sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)}
-		}
-		sess.body = body
-		// Any hold (sendonly, recvonly, inactive) may stop a phone's RTP.
-		silent := held || d.Direction != media.SendRecv
-		if silent != watch.silent {
-			watch.silent = silent
-			if c.state == StateBridged {
-				// The timeout stops on hold and counts again from the resume.
-				watchMedia(watch, stream, c.s.opts.MediaTimeout)
+	ctx, cancel := context.WithCancel(a.ctx)
+	done := make(chan struct{})
+	a.rbCancel, a.rbDone = cancel, done
+	stream, h := a.stream, a.h
+	go func() {
+		defer close(done)
+		defer h.guardGo("ringback")
+		tone := media.RingbackCycle() // shared, computed once
+		for ctx.Err() == nil {
+			if err := stream.Play(ctx, tone); err != nil {
+				return
 			}
 		}
-		c.log.Info("re-offer", "leg", int(l), "direction", d.Direction)
-	}
-	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
-	if req.IsInvite() || len(req.Body()) > 0 {
-		res.SetBody(sess.body)
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	}
-	res.AppendHeader(contact)
-	ans := reofferAnswer{res: res}
-	if req.IsInvite() {
-		acked := make(chan struct{})
-		if c.reAcks == nil {
-			c.reAcks = make(map[reAck]chan struct{})
-		}
-		c.reAcks[reAck{l, req.CSeq().SeqNo}] = acked
-		ans.acked = acked
-	}
-	return ans
+	}()
 }
 
-// reanswer is our answer to offer d in session sess, its version bumped
-// only when the answer changes (RFC 3264 §8).
-func reanswer(d *media.Desc, ip netip.Addr, port int, sess *sdpSession) ([]byte, error) {
-	answer, _, _, err := media.AnswerVersion(d, ip, port, sess.id, sess.ver)
-	if err != nil || bytes.Equal(answer, sess.body) {
-		return answer, err
+// stopRingback stops vnum's ringback tone, if it plays.
+func (a *callerLeg) stopRingback() {
+	if a.rbCancel == nil {
+		return
 	}
-	sess.ver++
-	answer, _, _, err = media.AnswerVersion(d, ip, port, sess.id, sess.ver)
-	return answer, err
+	a.rbCancel()
+	<-a.rbDone
+	a.rbCancel = nil
 }
+
+// startPrompt plays a prompt to the caller in the background; played is
+// closed when it ends, stop cuts it short (barge-in) and waits for it.
+func (a *callerLeg) startPrompt(name string) (played <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	done := make(chan struct{})
+	pcm, err := media.Prompt(a.deps.opts.language, name)
+	if err != nil {
+		a.log.Error("prompt", "name", name, "error", err)
+		close(done)
+		return done, cancel
+	}
+	stream, h, log := a.stream, a.h, a.log
+	go func() {
+		defer close(done)
+		defer h.guardGo("prompt")
+		if err := stream.Play(ctx, pcm); err != nil && ctx.Err() == nil {
+			log.Debug("play", "name", name, "error", err)
+		}
+	}()
+	return done, func() { cancel(); <-done }
+}
+
+// sendAnswer sends the caller our 2xx with our SDP (sipgo retransmits it
+// until the ACK). cancelled says a CANCEL crossed it and won: sipgo sent
+// no 2xx (the dialog never got established) and answered the INVITE 487
+// itself. Otherwise the 2xx went out, err or not: from here the session
+// is ended with a BYE (RFC 3261 §13.3.1.4), not a final response; err
+// says the caller did not acknowledge it in time.
+func (a *callerLeg) sendAnswer() (wasCancelled bool, err error) {
+	err = a.d.RespondSDP(a.sdp.body)
+	if err != nil && (cancelled(a.d) || errors.Is(err, sip.ErrTransactionCanceled) || a.d.LoadState() == 0) {
+		return true, err
+	}
+	a.answered = true
+	return false, err
+}
+
+// refuse sends the final response of a caller that never had our 2xx.
+// The caller hears why in vnum's terms (RFC 3261 §16.7: a downstream
+// 401/407, 3xx or 5xx is not passed on as it is); only a refusal of the
+// caller's own offer keeps its status. status is leg B's final status
+// (or the one vnum recorded for it).
+func (a *callerLeg) refuse(r endReason, status int) {
+	code, phrase := statusForReason(r)
+	if r == reasonInternal && status >= 300 {
+		code, phrase = status, reasonPhrase(status)
+	}
+	hdrs := a.deps.refusals.RetryAfter(code, r == reasonTrunkFailed)
+	if cause, ok := causeFor(r, status); ok {
+		// RFC 3326: why B could not be reached, as the PSTN says it.
+		hdrs = append(hdrs, cause.header())
+	}
+	if err := a.d.Respond(code, phrase, nil, hdrs...); err != nil {
+		a.log.Debug("final response to caller", "error", err)
+	}
+}
+
+// took notes an ACK in the caller's dialog: true when it acknowledges our
+// 2xx of the INVITE (cseq, the INVITE's CSeq), not a re-INVITE's.
+func (a *callerLeg) took(cseq, inviteCSeq uint32) bool {
+	if cseq != inviteCSeq {
+		return false
+	}
+	a.acked = true
+	return true
+}
+
+// left notes the caller's dialog ending and returns why the call ends: a
+// BYE is the caller hanging up (and counts as its ACK when our 2xx was
+// out); the INVITE's transaction ending before our 2xx is a cancel.
+func (a *callerLeg) left(ev goneEvent) endReason {
+	a.gone = true
+	if ev.bye {
+		if ev.confirmed {
+			a.acked = true
+		}
+		return reasonCallerHangup
+	}
+	if ev.cancelled || !a.answered {
+		return reasonCancelled
+	}
+	return reasonCallerHangup
+}
+
+// reoffer answers a re-INVITE or UPDATE of the caller (legMedia.reoffer).
+func (a *callerLeg) reoffer(req *sip.Request, bridged bool) *sip.Response {
+	return a.legMedia.reoffer(req, a.deps.opts, a.contact, bridged, legA, a.log)
+}
+
+// hangUp ends the caller's answered dialog with a BYE.
+func (a *callerLeg) hangUp(ctx context.Context) error { return a.d.Bye(ctx) }

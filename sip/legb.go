@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,151 +18,160 @@ import (
 	"github.com/vnum/vnum/media"
 )
 
-// calleeLeg is the callee's side of a call: the INVITEs sent (forks, several
-// when a callback rings all of a merchant's softphones), the one that won,
-// our SDP session with it and its media. The call's goroutine alone uses
-// it; a fork's goroutine only waits for its answer and reports it on
-// results.
+// calleeLeg is the callee's side of a call and all it does: it opens our
+// media towards B, dials (one INVITE per target; several forks when a
+// callback rings all of a merchant's softphones), takes B's progress and
+// answer, answers B's re-offers, hangs up, and reaps the forks whose
+// answer crossed our CANCEL. Its call's goroutine alone uses it (call); a
+// fork's goroutine only waits for its answer and reports it on results.
 type calleeLeg struct {
+	legMedia
 	offer   []media.Codec // what the forks are offered, in vnum's payload types
-	sdp     sdpSession
-	sock    *media.Socket
-	stream  *media.Stream
-	media   mediaWatch
-	results chan fork // each fork's outcome
-	pending int       // forks whose outcome has not been taken
-	winner  *sipgo.DialogClientSession
-	gone    bool // the winner hung up
-	early   bool // the caller hears B's early media
-	rb      ringback
+	results chan fork     // each fork's outcome
+	pending int           // forks whose outcome has not been taken
+	winner  calleeDialog
+	gone    bool           // the winner hung up
+	early   bool           // the caller hears B's early media
 	reapers sync.WaitGroup // goroutines hanging up forks that lost
+
+	// Fixed by newCall: the call's dependencies, handle, log and context.
+	deps *callDeps
+	h    *callHandle
+	log  *slog.Logger
+	ctx  context.Context
 }
-
-func (b *calleeLeg) watch(timeout time.Duration) { watchMedia(&b.media, b.stream, timeout) }
-func (b *calleeLeg) unwatch()                    { unwatchMedia(&b.media) }
-
-// stopRingback stops vnum's ringback tone, if it plays.
-func (b *calleeLeg) stopRingback() { b.rb.stop() }
 
 // fork is one INVITE of leg B and how it ended.
 type fork struct {
-	b   *sipgo.DialogClientSession
+	b   calleeDialog
 	err error
 }
 
-// openLegB opens leg B's media and builds the offer for a caller that
-// settled on audioA.
-func (c *call) openLegB() error {
-	sock, err := c.s.opts.Ports.Open()
+// legBTarget is where one INVITE of leg B goes: the trunk (B, or a PSTN
+// caller on a callback) or a registered softphone (a callback).
+type legBTarget struct {
+	uri   sip.Uri // Request-URI
+	to    sip.Uri // To
+	dest  string  // where to send it, when not to the Request-URI (NAT)
+	trunk bool    // a number on the carrier trunk
+	// username and password answer the trunk's digest challenges.
+	username, password string
+}
+
+// open opens leg B's media and builds the offer for a caller that settled
+// on audioA.
+func (b *calleeLeg) open(audioA media.Codec) error {
+	pair, err := b.deps.media.openPair()
 	if err != nil {
 		return err
 	}
-	c.b.sock = sock
-	offer, dtmf := legBCodecs(c.a.audio)
-	sid := sessionID()
-	c.b.offer = offer
-	c.b.sdp = sdpSession{body: media.Offer(c.s.sdpAddr(sock), sock.Port, sid, offer, dtmf), id: sid, ver: sid}
-	c.b.stream = media.NewStream(sock, netipZero, c.a.audio, dtmf, c.log)
-	c.b.stream.Start()
+	b.pair, b.sdp = pair, newSDPSession()
+	offer, dtmf := legBCodecs(audioA)
+	at := pair.addr()
+	b.offer = offer
+	b.sdp.body = media.Offer(b.deps.opts.sdpAddr(at.Addr()), int(at.Port()), b.sdp.id, offer, dtmf)
+	b.stream = pair.start(streamSpec{audio: audioA, dtmf: dtmf}, b.log)
 	return nil
 }
 
-// dial sends leg B's INVITE to every target at once; the first to answer
-// is bridged and the others are cancelled. While they ring the caller
-// hears early media or a ringback tone.
-func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
-	if err := c.openLegB(); err != nil {
-		c.log.Error("no RTP port for leg B", "error", err)
-		return reasonInternal, sip.StatusServiceUnavailable
-	}
-	c.setState(StateRinging)
-	ringCtx, cancelRing := context.WithTimeout(c.ctx, c.s.opts.RingTimeout)
-	defer cancelRing()
-	c.b.results = make(chan fork, len(targets))
-	c.b.pending = len(targets)
-	for i, t := range targets {
-		c.sendFork(ringCtx, x, t, c.legBCallID(i))
-	}
-	var failed []fork
-	for c.b.pending > 0 {
-		select {
-		case f := <-c.b.results:
-			c.b.pending--
-			if f.err != nil {
-				failed = append(failed, f)
-				continue
-			}
-			c.b.stopRingback()
-			cancelRing() // the other forks; any that answers anyway is hung up
-			c.reapForks()
-			return c.answered(f.b)
-		case ev := <-c.events:
-			if r := c.handle(ev); r != reasonNone {
-				c.b.stopRingback()
-				cancelRing()
-				c.reapForks()
-				for _, f := range failed {
-					c.hangUpCrossed(f)
-				}
-				return r, sip.StatusRequestTerminated
-			}
+// legBCodecs is what leg B is offered for a caller that settled on audioA:
+// both G.711 laws, the caller's first, so that a carrier taking only the
+// other law still connects (the relay converts between them), and
+// telephone-event.
+func legBCodecs(audioA media.Codec) ([]media.Codec, *media.Codec) {
+	// vnum's own payload type numbers: the relay maps them to the caller's.
+	all, dtmf := media.DefaultCodecs()
+	slices.SortStableFunc(all, func(a, b media.Codec) int {
+		switch {
+		case strings.EqualFold(a.Name, audioA.Name) == strings.EqualFold(b.Name, audioA.Name):
+			return 0
+		case strings.EqualFold(a.Name, audioA.Name):
+			return -1
 		}
-	}
-	c.b.stopRingback()
-	// B's early media ends with B; the caller hears vnum's prompt.
-	c.b.stream.StopRelay()
-	chosen := pickFailure(failed)
-	for _, f := range failed {
-		if f.b != chosen.b {
-			c.hangUpCrossed(f)
-		}
-	}
-	return c.legBFailed(chosen, ringCtx)
+		return 1
+	})
+	return all, dtmf
 }
 
-// legBCallID is the Call-ID of leg B's i-th INVITE: vnum's call id, so
-// that a carrier's ticket quoting its Call-ID finds the call's log lines
-// and CDR at once (the call id is a fresh UUID: it tells nothing of leg
-// A); a callback ringing several phones numbers the others.
-func (c *call) legBCallID(i int) string {
+// callID is the Call-ID of leg B's i-th INVITE of call id: the call's id,
+// so that a carrier's ticket quoting its Call-ID finds the call's log
+// lines and CDR at once (the call id is a fresh UUID: it tells nothing of
+// leg A); a callback ringing several phones numbers the others.
+func legBCallID(id string, i int) string {
 	if i == 0 {
-		return c.id
+		return id
 	}
-	return c.id + "-" + strconv.Itoa(i+1)
+	return id + "-" + strconv.Itoa(i+1)
+}
+
+// request builds a fresh INVITE of leg B to t showing x as the caller:
+// nothing of leg A is in it (README "SIP behaviour in short").
+func (b *calleeLeg) request(x string, t legBTarget, callID string) *sip.Request {
+	host := b.deps.opts.host
+	x = sanitizeHeaderValue(x)
+	req := sip.NewRequest(sip.INVITE, *t.uri.Clone())
+	if t.dest != "" {
+		req.SetDestination(t.dest)
+	}
+	if t.uri.UriParams != nil {
+		if tr, ok := t.uri.UriParams.Get("transport"); ok && tr != "" {
+			req.SetTransport(strings.ToUpper(tr))
+		}
+	}
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: x, Host: host}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: t.to, Params: sip.NewParams()})
+	cid := sip.CallIDHeader(callID)
+	req.AppendHeader(&cid)
+	req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+x+"@"+host+">"))
+	req.AppendHeader(contentTypeSDP())
+	req.AppendHeader(sip.NewHeader("Allow", allowed))
+	req.SetBody(b.sdp.body)
+	return req
+}
+
+// dialable reports whether user is a phone number as leg B's Request-URI
+// carries it: digits, optionally after a "+". Numbers are validated where
+// they enter vnum; this is the last check before one goes on the wire.
+func dialable(user string) bool {
+	digits := strings.TrimPrefix(user, "+")
+	return digits != "" && len(digits) <= 15 && strings.Trim(digits, "0123456789") == ""
 }
 
 // cancelGrace is how long a fork whose ringing ended waits for the first
 // response to its INVITE before it gives up without a CANCEL.
 const cancelGrace = 2 * time.Second
 
-// sendFork sends one INVITE of leg B; its outcome comes on c.b.results.
-func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID string) {
+// send sends one INVITE of leg B, showing x, to t; its outcome comes on
+// b.results.
+func (b *calleeLeg) send(ringCtx context.Context, x string, t legBTarget, callID string) {
 	if t.trunk && !dialable(t.uri.User) {
-		c.log.Error("leg B: not a phone number, not dialled")
-		c.b.results <- fork{err: fmt.Errorf("%w: not a phone number", ErrTrunkFailed)}
+		b.log.Error("leg B: not a phone number, not dialled")
+		b.results <- fork{err: fmt.Errorf("%w: not a phone number", ErrTrunkFailed)}
 		return
 	}
-	req := c.legBRequest(x, t, callID)
-	if callID != c.id {
-		c.log.Info("leg B fork", "b_call_id", callID)
+	req := b.request(x, t, callID)
+	if callID != b.h.id {
+		b.log.Info("leg B fork", "b_call_id", callID)
 	}
-	b, err := c.s.dialog.WriteInvite(c.ctx, req)
+	d, err := b.deps.legB.invite(b.ctx, req, b.h)
 	if err != nil {
 		// sipgo's error quotes the request, B's number with it: the
 		// details go to debug only.
-		c.log.Error("sending leg B INVITE failed")
-		c.log.Debug("sending leg B INVITE", "error", err)
-		c.b.results <- fork{err: fmt.Errorf("%w: %v", ErrTrunkFailed, err)}
+		b.log.Error("sending leg B INVITE failed")
+		b.log.Debug("sending leg B INVITE", "error", err)
+		b.results <- fork{err: fmt.Errorf("%w: %v", ErrTrunkFailed, err)}
 		return
 	}
-	c.s.live.addFork(c, b)
+	h := b.h
 	heard := make(chan struct{}) // closed at the first response, 100 Trying included
 	var once sync.Once
 	opts := sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
 		once.Do(func() { close(heard) })
 		// On the fork's goroutine: the call takes it as an event.
 		if res.StatusCode >= sip.StatusRinging && res.StatusCode < sip.StatusOK {
-			c.post(progressEvent{res})
+			h.post(progressEvent{res})
 		}
 		return nil
 	}}
@@ -186,151 +196,102 @@ func (c *call) sendFork(ringCtx context.Context, x string, t legBTarget, callID 
 			}
 		}
 	})
-	results := c.b.results
+	results := b.results
 	go func() {
 		defer stopWait(nil)
 		defer stopAfter()
-		results <- fork{b: b, err: c.safely("fork", func() error { return b.WaitAnswer(waitCtx, opts) })}
+		results <- fork{b: d, err: h.safely("fork", func() error { return d.WaitAnswer(waitCtx, opts) })}
 	}()
 }
 
 // reapForks hands the forks still pending to a goroutine that waits for
 // their outcome and acknowledges and hangs up any that answered anyway
 // (its 2xx crossed our CANCEL, docs/sipgo.md §3). It touches the forks'
-// dialogs only; end waits for it.
-func (c *call) reapForks() {
-	pending, results := c.b.pending, c.b.results
-	c.b.pending = 0
+// dialogs only; the call's end waits for it.
+func (b *calleeLeg) reapForks() {
+	pending, results := b.pending, b.results
+	b.pending = 0
 	if pending == 0 {
 		return
 	}
-	c.b.reapers.Add(1)
+	b.reapers.Add(1)
+	h, ctx := b.h, context.WithoutCancel(b.ctx)
 	go func() {
-		defer c.b.reapers.Done()
-		defer c.guardGo("crossed forks")
+		defer b.reapers.Done()
+		defer h.guardGo("crossed forks")
 		for ; pending > 0; pending-- {
-			c.hangUpCrossed(<-results)
+			h.hangUpCrossed(ctx, <-results)
 		}
 	}()
 }
 
-// progress takes a fork's provisional response: the CDR's ringing time,
-// and B's early media or else vnum's ringback for the caller.
-func (c *call) progress(res *sip.Response) {
-	if c.cdr.RingingAt.IsZero() {
-		c.cdr.RingingAt = time.Now().UTC()
+// earlyMedia reads B's early media from a provisional response (RFC
+// 3960): its SDP's address and the formats of the offer it chose. ok is
+// false when the response carries no usable SDP.
+func (b *calleeLeg) earlyMedia(res *sip.Response) (remote netip.AddrPort, audio media.Codec, dtmf *media.Codec, ok bool) {
+	if len(res.Body()) == 0 {
+		return netip.AddrPort{}, media.Codec{}, nil, false
 	}
-	if c.b.early {
-		return
+	d, err := media.ParseSDP(res.Body())
+	if err != nil || d.Port <= 0 {
+		return netip.AddrPort{}, media.Codec{}, nil, false
 	}
-	if len(res.Body()) > 0 {
-		if d, err := media.ParseSDP(res.Body()); err == nil && d.Port > 0 {
-			if audio, dtmf, err := media.ParseAnswer(c.b.offer, d); err == nil {
-				// Early media replaces our ringback (RFC 3960). It
-				// flows to the caller only: until B answers, what the
-				// caller sends is IVR audio, not for B.
-				if r := c.earlyMedia(); r != reasonNone {
-					return // the caller is gone: its event ends the call
-				}
-				c.b.stopRingback()
-				c.b.early = true
-				c.b.stream.SetCodecs(audio, dtmf)
-				c.b.stream.SetRemote(d.RemoteAddr())
-				if err := media.Relay(c.b.stream, c.a.stream); err != nil {
-					c.log.Debug("early media relay", "error", err)
-				}
-				return
-			}
-		}
-	}
-	c.ringing()
-}
-
-// answered takes the leg B that answered: ACK, media to its address in
-// the payload types of its answer, the CDR's answer time, and the bridge.
-func (c *call) answered(b *sipgo.DialogClientSession) (endReason, int) {
-	answeredAt := time.Now().UTC()
-	c.b.winner = b
-	// The relay is up, both ways and in B's codec and telephone-event
-	// payload type, before B's ACK and the caller's 200 go out: the peers
-	// may send as soon as they have those, and a packet that came before
-	// the relay would be taken for IVR input and lost.
-	d, err := media.ParseSDP(b.InviteResponse.Body())
-	var audio media.Codec
-	var dtmf *media.Codec
-	if err == nil {
-		audio, dtmf, err = media.ParseAnswer(c.b.offer, d)
-	}
-	if err == nil {
-		err = c.connect(audio, dtmf, d)
-	}
-	if aerr := b.Ack(context.WithoutCancel(c.ctx)); aerr != nil {
-		c.log.Error("ACK to leg B", "error", aerr)
-	}
-	context.AfterFunc(b.Context(), func() { c.post(goneEvent{leg: legB, dialog: b}) })
+	audio, dtmf, err = media.ParseAnswer(b.offer, d)
 	if err != nil {
-		c.log.Error("leg B answer SDP", "error", err)
-		return reasonTrunkFailed, sip.StatusNotAcceptableHere
+		return netip.AddrPort{}, media.Codec{}, nil, false
 	}
-	r := reasonNone
-	if !c.a.answered {
-		// Early mode: the caller is answered only when B answers, and the
-		// call is billed only once the caller has taken it.
-		var took bool
-		if took, r = c.answerA(); !took {
-			if r == reasonCancelled {
-				return r, sip.StatusRequestTerminated
-			}
-			return r, 0
-		}
-	}
-	// Both legs are connected from here: the call is answered even if a
-	// hangup is already on its way.
-	c.updateCDR(func(cdr *CDR) {
-		cdr.AnsweredAt = answeredAt
-		cdr.SIPStatus = b.InviteResponse.StatusCode
-	})
-	if r == reasonNone {
-		r = c.takeQueued()
-	}
-	if r != reasonNone {
-		return r, 0
-	}
-	c.setState(StateBridged)
-	c.log.Info("call bridged", "codec_a", c.a.audio.Name, "codec_b", audio.Name)
-	return reasonNone, 0
+	return d.RemoteAddr(), audio, dtmf, true
 }
 
-// connect sets leg B's stream to the codec, telephone-event format and
-// address of B's answer and relays both ways at once (see answered); the
-// relay maps each leg's payload types to the other's (RFC 4733 §2.1). The
-// streams are closed by end, which stops the relay.
-func (c *call) connect(audio media.Codec, dtmf *media.Codec, d *media.Desc) error {
-	c.b.stream.SetCodecs(audio, dtmf)
-	c.b.stream.SetRemote(d.RemoteAddr())
-	if err := media.Relay(c.a.stream, c.b.stream); err != nil {
-		return err
+// take takes the fork that answered: it is leg B from now on, and its
+// stream follows the codec, telephone-event format and address of its
+// answer. The caller of take relays the streams, then acknowledges
+// (ack): a packet that came before the relay would be taken for IVR
+// input and lost.
+func (b *calleeLeg) take(d calleeDialog) (media.Codec, error) {
+	b.winner = d
+	answer, err := media.ParseSDP(d.answer().Body())
+	if err != nil {
+		return media.Codec{}, err
 	}
-	return media.Relay(c.b.stream, c.a.stream)
+	audio, dtmf, err := media.ParseAnswer(b.offer, answer)
+	if err != nil {
+		return media.Codec{}, err
+	}
+	b.stream.SetCodecs(audio, dtmf)
+	b.stream.SetRemote(answer.RemoteAddr())
+	return audio, nil
 }
 
-// hangUpCrossed acknowledges and hangs up a leg B whose 2xx crossed our
-// CANCEL: WaitAnswer neither ACKs nor BYEs it (docs/sipgo.md §3).
-func (c *call) hangUpCrossed(f fork) {
-	if f.b == nil {
-		return
+// ack acknowledges the winner's answer, and has its dialog's end posted
+// to the call.
+func (b *calleeLeg) ack() {
+	d, h := b.winner, b.h
+	if err := d.Ack(context.WithoutCancel(b.ctx)); err != nil {
+		b.log.Error("ACK to leg B", "error", err)
 	}
-	res := f.b.InviteResponse
-	if f.err == nil || (res != nil && res.IsSuccess()) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
-		defer cancel()
-		if err := f.b.Ack(ctx); err == nil {
-			if err := f.b.Bye(ctx); err != nil {
-				c.log.Debug("bye after crossed cancel", "error", err)
-			}
-		}
-	}
+	context.AfterFunc(d.Context(), func() { h.post(goneEvent{leg: legB, dialog: d}) })
 }
+
+// left notes that a fork of leg B hung up and reports whether it was the
+// winner: then the call ends.
+func (b *calleeLeg) left(ev goneEvent) bool {
+	if ev.dialog == nil || ev.dialog != b.winner {
+		return false
+	}
+	b.gone = true
+	return true
+}
+
+// up reports whether the winner's dialog is still up (answered, not
+// ended, not hung up by B): it needs our BYE.
+func (b *calleeLeg) up() bool {
+	d := b.winner
+	return d != nil && !b.gone && d.LoadState() >= sip.DialogStateEstablished && d.LoadState() != sip.DialogStateEnded
+}
+
+// hangUp ends the winner's dialog with a BYE.
+func (b *calleeLeg) hangUp(ctx context.Context) error { return b.winner.Bye(ctx) }
 
 // pickFailure chooses which failed fork speaks for leg B: a busy phone
 // before any other refusal, otherwise the first.
@@ -344,11 +305,11 @@ func pickFailure(failed []fork) fork {
 	return failed[0]
 }
 
-// legBFailed maps a failed leg B to the reason the call ends, telling the
-// caller with a prompt when leg A is answered. A 2xx that crossed our
-// CANCEL is acknowledged and hung up (docs/sipgo.md §3).
-func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
-	c.hangUpCrossed(f)
+// failed maps leg B that failed as f to why the call ends and the status
+// recorded; rang says something rang. A 2xx that crossed our CANCEL is
+// acknowledged and hung up (docs/sipgo.md §3).
+func (b *calleeLeg) failed(f fork, ringCtx context.Context, rang bool) (endReason, int) {
+	b.h.hangUpCrossed(b.ctx, f)
 	err := f.err
 	var r endReason
 	var status int
@@ -357,7 +318,7 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	case errors.As(err, &dr):
 		status = dr.Res.StatusCode
 		r = legBReason(status)
-	case errors.Is(ringCtx.Err(), context.DeadlineExceeded) && c.cdr.RingingAt.IsZero():
+	case errors.Is(ringCtx.Err(), context.DeadlineExceeded) && !rang:
 		// Nothing rang within calls.ring_timeout: the trunk (or the
 		// phone rung back) did not take the call, B was never alerted.
 		r, status = reasonTrunkFailed, sip.StatusRequestTimeout
@@ -368,76 +329,46 @@ func (c *call) legBFailed(f fork, ringCtx context.Context) (endReason, int) {
 	default:
 		r, status = reasonTrunkFailed, sip.StatusRequestTimeout
 	}
-	c.s.legBFailed.add(status)
+	b.deps.legBFailures.add(status)
 	level := slog.LevelInfo // B's own answer: busy, no answer, a refusal
 	if r == reasonTrunkFailed {
 		level = slog.LevelWarn // the carrier failed: the operator's concern
 	}
-	c.log.Log(c.ctx, level, "leg B failed", "status", status, "reason", r.Error())
-	c.log.Debug("leg B failed", "error", err)
-	c.cdr.SIPStatus = status
-	prompt := "unavailable"
-	switch r {
-	case reasonBusy:
-		prompt = "busy"
-	case reasonNoAnswer:
-		prompt = "no_answer"
-	}
-	if ended := c.play(prompt); ended != reasonNone {
-		return ended, status
-	}
+	b.log.Log(b.ctx, level, "leg B failed", "status", status, "reason", r.Error())
+	b.log.Debug("leg B failed", "error", err)
 	return r, status
 }
 
-// legBCodecs is what leg B is offered for a caller that settled on audioA:
-// both G.711 laws, the caller's first, so that a carrier taking only the
-// other law still connects (the relay converts between them), and
-// telephone-event.
-func legBCodecs(audioA media.Codec) ([]media.Codec, *media.Codec) {
-	// vnum's own payload type numbers: the relay maps them to the caller's.
-	all, dtmf := media.DefaultCodecs()
-	slices.SortStableFunc(all, func(a, b media.Codec) int {
-		switch {
-		case strings.EqualFold(a.Name, audioA.Name) == strings.EqualFold(b.Name, audioA.Name):
-			return 0
-		case strings.EqualFold(a.Name, audioA.Name):
-			return -1
-		}
-		return 1
-	})
-	return all, dtmf
+// reoffer answers a re-INVITE or UPDATE of B (legMedia.reoffer).
+func (b *calleeLeg) reoffer(req *sip.Request, bridged bool) *sip.Response {
+	return b.legMedia.reoffer(req, b.deps.opts, b.deps.legB.contact(), bridged, legB, b.log)
 }
 
-// ringback plays a ringback tone to the caller while B rings.
-type ringback struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+// legBFailureCounts counts leg B's failures by the status they ended with
+// (vnum_leg_b_failures_total{status}): a carrier's refusals told apart
+// from its outages.
+type legBFailureCounts struct {
+	mu     sync.Mutex
+	counts map[int]int64
 }
 
-func (r *ringback) start(c *call) {
-	if r.cancel != nil {
-		return
+func (f *legBFailureCounts) add(status int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.counts == nil {
+		f.counts = make(map[int]int64)
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	r.cancel, r.done = cancel, make(chan struct{})
-	stream := c.a.stream
-	go func() {
-		defer close(r.done)
-		defer c.guardGo("ringback")
-		tone := media.RingbackCycle() // shared, computed once
-		for ctx.Err() == nil {
-			if err := stream.Play(ctx, tone); err != nil {
-				return
-			}
-		}
-	}()
+	f.counts[status]++
 }
 
-func (r *ringback) stop() {
-	if r.cancel == nil {
-		return
+// byStatus returns the counts by final status as a string ("486", "503",
+// "408" for a ring timeout).
+func (f *legBFailureCounts) byStatus() map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int64, len(f.counts))
+	for status, n := range f.counts {
+		out[strconv.Itoa(status)] = n
 	}
-	r.cancel()
-	<-r.done
-	r.cancel = nil
+	return out
 }

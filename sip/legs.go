@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -49,11 +50,10 @@ type keptDialog struct {
 }
 
 // legADialog is the caller's leg as vnum, its UAS, holds it (RFC 3261
-// §12.1.1): the INVITE's Call-ID, its To with vnum's tag as From, its
-// From as To, its Contact as remote target and its Record-Route as route
-// set, in order.
-func legADialog(d *sipgo.DialogServerSession) (string, error) {
-	inv := d.InviteRequest
+// §12.1.1) once its INVITE inv was answered: the INVITE's Call-ID, its To
+// with vnum's tag as From, its From as To, its Contact as remote target
+// and its Record-Route as route set, in order.
+func legADialog(inv *sip.Request) (string, error) {
 	from, to, cseq, contact := inv.To(), inv.From(), inv.CSeq(), inv.Contact()
 	if from == nil || to == nil || cseq == nil || contact == nil || inv.CallID() == nil {
 		return "", errors.New("the INVITE lacks a header of the dialog")
@@ -68,10 +68,10 @@ func legADialog(d *sipgo.DialogServerSession) (string, error) {
 }
 
 // legBDialog is the leg vnum dialled as its UAC holds it (RFC 3261
-// §12.1.2): the INVITE's Call-ID and From, the 2xx's To, its Contact as
-// remote target and its Record-Route, reversed, as route set.
-func legBDialog(d *sipgo.DialogClientSession) (string, error) {
-	inv, res := d.InviteRequest, d.InviteResponse
+// §12.1.2), its INVITE inv answered by res: the INVITE's Call-ID and
+// From, the 2xx's To, its Contact as remote target and its Record-Route,
+// reversed, as route set.
+func legBDialog(inv *sip.Request, res *sip.Response) (string, error) {
 	from, to, cseq := inv.From(), res.To(), inv.CSeq()
 	if from == nil || to == nil || cseq == nil || inv.CallID() == nil {
 		return "", errors.New("the INVITE or its answer lacks a header of the dialog")
@@ -184,13 +184,10 @@ type LegsEnded struct {
 // endLegsAtOnce bounds the BYEs EndLegs has in flight.
 const endLegsAtOnce = 32
 
-// EndLegs sends a BYE in each dialog the store kept for the calls a crash
-// of this node cut (by the call's id; see Legs), from the listening
-// socket, and waits for the answers until ctx ends. Call it once the
-// server serves (Serve), so that the answers are read. The log says how
-// many legs were ended; a leg's lines name its call, never its addresses
-// or numbers.
-func (s *Server) EndLegs(ctx context.Context, legs map[string]Legs) LegsEnded {
+// endLegs sends a BYE in each dialog the store kept for the calls a crash
+// of this node cut (Server.EndLegs) with client, and waits for the
+// answers until ctx ends.
+func endLegs(ctx context.Context, client *sipgo.Client, legs map[string]Legs, panics *panicCounter, log *slog.Logger) LegsEnded {
 	var (
 		mu   sync.Mutex
 		out  LegsEnded
@@ -210,33 +207,33 @@ func (s *Server) EndLegs(ctx context.Context, legs map[string]Legs) LegsEnded {
 				defer func() { <-slot }()
 				defer func() {
 					if r := recover(); r != nil {
-						s.panics.Add(1)
-						s.log.Error("panic ending a leg", "call", id, "leg", leg.name, "panic", r)
+						panics.n.Add(1)
+						log.Error("panic ending a leg", "call", id, "leg", leg.name, "panic", r)
 						mu.Lock()
 						out.Failed++
 						mu.Unlock()
 					}
 				}()
-				status, err := s.endLeg(ctx, leg.text)
+				status, err := endLeg(ctx, client, leg.text)
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
 				case err != nil:
 					out.Failed++
-					s.log.Debug("BYE in a crashed call's leg: no answer", "call", id, "leg", leg.name, "error", err)
+					log.Debug("BYE in a crashed call's leg: no answer", "call", id, "leg", leg.name, "error", err)
 				case status < 300:
 					out.Ended++
-					s.log.Debug("BYE in a crashed call's leg: ended", "call", id, "leg", leg.name, "status", status)
+					log.Debug("BYE in a crashed call's leg: ended", "call", id, "leg", leg.name, "status", status)
 				default:
 					out.Gone++
-					s.log.Debug("BYE in a crashed call's leg: already gone", "call", id, "leg", leg.name, "status", status)
+					log.Debug("BYE in a crashed call's leg: already gone", "call", id, "leg", leg.name, "status", status)
 				}
 			})
 		}
 	}
 	wg.Wait()
 	if out.Legs > 0 {
-		s.log.Info("ended the legs of interrupted calls", "calls", len(legs), "legs", out.Legs,
+		log.Info("ended the legs of interrupted calls", "calls", len(legs), "legs", out.Legs,
 			"ended", out.Ended, "gone", out.Gone, "failed", out.Failed)
 	}
 	return out
@@ -244,12 +241,12 @@ func (s *Server) EndLegs(ctx context.Context, legs map[string]Legs) LegsEnded {
 
 // endLeg sends a BYE in one kept dialog and returns the final status the
 // peer answered.
-func (s *Server) endLeg(ctx context.Context, text string) (int, error) {
+func endLeg(ctx context.Context, client *sipgo.Client, text string) (int, error) {
 	req, err := bye(text)
 	if err != nil {
 		return 0, err
 	}
-	res, err := s.client.Do(ctx, req)
+	res, err := client.Do(ctx, req)
 	if err != nil {
 		return 0, err
 	}

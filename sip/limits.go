@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // What one SIP message may make vnum hold. RFC 3261 sets no limit, and
@@ -71,22 +72,22 @@ const overLimitMsg = "SIP message over a limit refused"
 // answered), reported, and its transaction ended at once, so that
 // neither the request nor the response stays in memory for the
 // transaction's timers; a retransmission is refused again.
-func (s *Server) withinLimits(req *sip.Request, tx sip.ServerTransaction) bool {
+func (h *hostileInput) withinLimits(req *sip.Request, tx sip.ServerTransaction) bool {
 	over, ok := requestOverLimit(req)
 	if !ok {
 		return true
 	}
-	s.hostile.countOverLimit(over.limit)
+	h.countOverLimit(over.limit)
 	var src netip.Addr
 	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
 		src = ap.Addr()
 	}
-	s.hostile.report(src, overLimitMsg, "transport", strings.ToLower(req.Transport()),
+	h.report(src, overLimitMsg, "transport", strings.ToLower(req.Transport()),
 		"method", knownMethod(string(req.Method)), "limit", over.limit, "status", over.status)
 	if req.IsAck() || tx == nil || isNilTx(tx) {
 		return false
 	}
-	s.respond(req, tx, over.status, overPhrase(over.status), warning(over.warning))
+	respond(h.log, req, tx, over.status, warning(over.warning))
 	tx.Terminate()
 	return false
 }
@@ -131,17 +132,6 @@ func requestOverLimit(req *sip.Request) (overLimit, bool) {
 var compactNames = map[string]string{
 	"v": "via", "f": "from", "t": "to", "m": "contact", "i": "call-id", "l": "content-length",
 	"c": "content-type", "e": "content-encoding", "k": "supported", "s": "subject",
-}
-
-// overPhrase is the reason phrase of a limit's status.
-func overPhrase(code int) string {
-	switch code {
-	case sip.StatusMessageTooLarge:
-		return "Message Too Large"
-	case sip.StatusRequestEntityTooLarge:
-		return "Request Entity Too Large"
-	}
-	return reasonPhrase(code)
 }
 
 // warning is a Warning header of vnum's (code 399, miscellaneous) with a
@@ -252,22 +242,22 @@ func rawOverLimit(msg []byte) (overLimit, bool) {
 // it. A request gets 513 and a Warning statelessly (RFC 3261 §8.2.7),
 // built from its start line, Via (up to maxSameHeader values), From, To,
 // Call-ID and CSeq alone, with a To tag whose ACK the socket drops
-// (shedAtRead); anything else is dropped.
-func (s *Server) refuseAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
+// (frontdoor.StatelessTag); anything else is dropped.
+func (h *hostileInput) refuseAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
 	over, ok := rawOverLimit(data)
 	if !ok {
 		return false
 	}
-	s.hostile.countOverLimit(over.limit)
+	h.countOverLimit(over.limit)
 	method := "other"
 	if bytes.HasPrefix(data, []byte("SIP/")) {
 		method = "response"
 	} else if sp := bytes.IndexByte(data, ' '); sp > 0 && sp <= len("SUBSCRIBE") {
 		method = knownMethod(string(data[:sp]))
 	}
-	s.hostile.report(from.AddrPort().Addr(), overLimitMsg, "transport", "udp", "method", method,
+	h.report(from.AddrPort().Addr(), overLimitMsg, "transport", "udp", "method", method,
 		"limit", over.limit, "status", over.status)
-	msg, err := s.parser.ParseSIP(statelessCore(data))
+	msg, err := h.parser.ParseSIP(statelessCore(data))
 	if err != nil {
 		return true
 	}
@@ -275,18 +265,18 @@ func (s *Server) refuseAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr)
 	if !ok || req.IsAck() || req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return true
 	}
-	res := sip.NewResponseFromRequest(req, over.status, overPhrase(over.status), nil)
+	res := sip.NewResponseFromRequest(req, over.status, reasonPhrase(over.status), nil)
 	if to := res.To(); to != nil && !req.To().Params.Has("tag") {
 		// sipgo made a tag of its own: the one of a stateless UAS is the
 		// same for every retransmission (RFC 3261 §8.2.7).
 		if to.Params == nil {
 			to.Params = sip.NewParams()
 		}
-		to.Params.Add("tag", shedToTag(req))
+		to.Params.Add("tag", frontdoor.StatelessTag(req))
 	}
 	res.AppendHeader(warning(over.warning))
 	if _, err := conn.WriteToUDP([]byte(res.String()), from); err != nil {
-		s.log.Debug("stateless refusal", "status", over.status, "error", err)
+		h.log.Debug("stateless refusal", "status", over.status, "error", err)
 	}
 	return true
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
 
 // costlyRequest is a request from a raw peer with extra header lines
@@ -153,7 +154,7 @@ func TestStatelessRefusalACKDropped(t *testing.T) {
 	res := inviteFinal(p, "1")
 	require.NotNil(t, res)
 	tag, _ := res.To().Params.Get("tag")
-	require.True(t, strings.HasPrefix(tag, shedTagPrefix), tag)
+	require.True(t, strings.HasPrefix(tag, frontdoor.StatelessTagPrefix), tag)
 	require.Len(t, res.GetHeaders("Via"), maxSameHeader, "the Vias it kept")
 	p.write([]byte("ACK " + uri + " SIP/2.0\r\nVia: " + via + "\r\nMax-Forwards: 70\r\n" +
 		res.From().String() + "\r\n" + res.To().String() + "\r\n" + res.CallID().String() + "\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))

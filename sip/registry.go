@@ -2,9 +2,9 @@ package sip
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 )
 
 // registry owns the calls in progress: each by its leg A dialog ID, each
@@ -13,31 +13,39 @@ import (
 // business (see call).
 type registry struct {
 	mu       sync.Mutex
-	byDialog map[string]*call   // leg A dialog ID → call
-	forks    map[string]forkRef // leg B Call-ID → call and fork
-	draining atomic.Bool
-	wg       sync.WaitGroup // one per registered call
+	byDialog map[string]callerRef // leg A dialog ID → call
+	forks    map[string]forkRef   // leg B Call-ID → call and fork
+	closed   bool                 // drain was called
+	wg       sync.WaitGroup       // one per registered call
+}
+
+// callerRef is a call as its leg A's requests find it: its handle, and
+// the dialog of its INVITE, which never changes, so that a handler can
+// pass an ACK or a BYE to sipgo without asking the call.
+type callerRef struct {
+	call   *callHandle
+	dialog *sipgo.DialogServerSession
 }
 
 // forkRef is one INVITE of leg B: the call it belongs to and its dialog,
 // which never changes once sent, so that a handler can answer the fork's
 // BYE without asking the call.
 type forkRef struct {
-	call   *call
-	dialog *sipgo.DialogClientSession
+	call   *callHandle
+	dialog calleeDialog
 }
 
 func newRegistry() *registry {
-	return &registry{byDialog: make(map[string]*call), forks: make(map[string]forkRef)}
+	return &registry{byDialog: make(map[string]callerRef), forks: make(map[string]forkRef)}
 }
 
-// add registers a call under its leg A dialog ID. It reports false while
-// draining: the call must then be refused (README "SIP behaviour in short").
-func (r *registry) add(dialogID string, c *call) bool {
+// add registers a call under its leg A dialog ID. It reports false once
+// draining: the call must then be refused.
+func (r *registry) add(dialogID string, c callerRef) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Under mu, so that no call registers (wg.Add) after drain's Wait starts.
-	if r.draining.Load() {
+	if r.closed {
 		return false
 	}
 	r.byDialog[dialogID] = c
@@ -46,14 +54,14 @@ func (r *registry) add(dialogID string, c *call) bool {
 }
 
 // addFork registers one INVITE of a call's leg B.
-func (r *registry) addFork(c *call, d *sipgo.DialogClientSession) {
+func (r *registry) addFork(c *callHandle, d calleeDialog) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.forks[d.InviteRequest.CallID().Value()] = forkRef{call: c, dialog: d}
+	r.forks[d.request().CallID().Value()] = forkRef{call: c, dialog: d}
 }
 
 // remove forgets a call that ended, and its forks.
-func (r *registry) remove(dialogID string, c *call) {
+func (r *registry) remove(dialogID string, c *callHandle) {
 	r.mu.Lock()
 	delete(r.byDialog, dialogID)
 	for id, f := range r.forks {
@@ -65,30 +73,36 @@ func (r *registry) remove(dialogID string, c *call) {
 	r.wg.Done()
 }
 
-// byLegA returns the call of a leg A dialog ID, or nil.
-func (r *registry) byLegA(dialogID string) *call {
+// legA returns the call a request of a leg A dialog is in.
+func (r *registry) legA(req *sip.Request) (callerRef, bool) {
+	id, err := sip.DialogIDFromRequestUAS(req)
+	if err != nil {
+		return callerRef{}, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.byDialog[dialogID]
+	c, ok := r.byDialog[id]
+	return c, ok
 }
 
-// byLegB returns the fork a leg B Call-ID belongs to.
-func (r *registry) byLegB(callID string) (forkRef, bool) {
+// legB returns the fork of leg B a request is in, by its Call-ID.
+func (r *registry) legB(req *sip.Request) (forkRef, bool) {
+	cid := req.CallID()
+	if cid == nil {
+		return forkRef{}, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	f, ok := r.forks[callID]
+	f, ok := r.forks[cid.Value()]
 	return f, ok
 }
 
 // drain stops registering calls.
 func (r *registry) drain() {
 	r.mu.Lock()
-	r.draining.Store(true)
+	r.closed = true
 	r.mu.Unlock()
 }
-
-// isDraining reports whether the server shuts down.
-func (r *registry) isDraining() bool { return r.draining.Load() }
 
 // done returns a channel closed when every registered call has ended.
 func (r *registry) done() <-chan struct{} {
@@ -101,12 +115,12 @@ func (r *registry) done() <-chan struct{} {
 }
 
 // all returns the calls in progress.
-func (r *registry) all() []*call {
+func (r *registry) all() []*callHandle {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*call, 0, len(r.byDialog))
+	out := make([]*callHandle, 0, len(r.byDialog))
 	for _, c := range r.byDialog {
-		out = append(out, c)
+		out = append(out, c.call)
 	}
 	return out
 }

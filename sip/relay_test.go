@@ -13,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip/sipua"
 )
@@ -130,8 +131,8 @@ func abs(x int16) int16 {
 // the relay came up late.
 func TestRelayLosesNoPacketAfterAnswer(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"answer", "early"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []config.AnswerMode{config.AnswerAnswer, config.AnswerEarly} {
+		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			e := newTestEnv(t, "answer", func(o *Options) { o.AnswerMode = mode })
 			// The store takes its time over the answer's record: media must

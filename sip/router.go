@@ -17,6 +17,17 @@ import (
 // carries the caller's deadline: a store that does not answer in time
 // must return the context's error rather than hold the call.
 
+// storeTimeout is store.timeout: it bounds every store call made for a
+// request or a call, so that a store that stalls never holds a handler
+// or a call while SIP timers run; a store slower than that is short
+// (frontdoor.StoreShort), and a new call gets 503 at once.
+type storeTimeout time.Duration
+
+// ctx is the context of one store call.
+func (t storeTimeout) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, time.Duration(t))
+}
+
 // Accounts is the role authentication needs: the digest secrets of
 // merchants' SIP logins (RFC 3261 §22, RFC 7616).
 type Accounts interface {

@@ -5,14 +5,10 @@ package sip
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,15 +16,11 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/sip/frontdoor"
 )
-
-// udpReadBuffer is the SO_RCVBUF asked for SIP UDP sockets: the default
-// overflows under load or in GC pauses (docs/sipgo.md §6).
-const udpReadBuffer = 4 << 20
-
-// allowed is the Allow header value: the methods vnum takes.
-const allowed = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
 
 // Options is the part of the configuration signalling needs; cmd/vnum
 // fills it from config.Config.
@@ -54,8 +46,9 @@ type Options struct {
 	FirstDigitTimeout time.Duration
 	InterDigitTimeout time.Duration
 	Attempts          int
-	// AnswerMode is "answer" or "early" (collect digits in 183 early media).
-	AnswerMode string
+	// AnswerMode is ivr.answer: answer the caller before the IVR, or
+	// collect digits in 183 early media.
+	AnswerMode config.AnswerMode
 	// Language selects the prompt set (zh, en).
 	Language string
 
@@ -69,20 +62,22 @@ type Options struct {
 	TrunkPassword  string
 	// InboundCIDRs are the trunk's source networks: their INVITEs are PSTN calls.
 	InboundCIDRs []netip.Prefix
-	// NumberFormat is "national" or "e164" for B in leg B's Request-URI.
-	NumberFormat string
+	// NumberFormat is trunk.number_format: how B is written in leg B's
+	// Request-URI.
+	NumberFormat config.NumberFormat
 
 	RingTimeout  time.Duration
 	MaxDuration  time.Duration
 	DrainTimeout time.Duration
-	// StoreTimeout bounds each store read or write (store.timeout, vnum.example.yaml):
-	// a store slower than that gets a new call 503 at once; zero means 2 s.
+	// StoreTimeout bounds each store read or write (store.timeout): a
+	// store slower than that gets a new call 503 at once; zero means
+	// config.DefaultStoreTimeout.
 	StoreTimeout time.Duration
 	// Spool keeps the CDR ends the store would not take across a restart
 	// (nil: they wait in memory only, lost if the process stops first).
 	Spool Spool
-	// CDRRefresh is how often an answered call's CDR row is refreshed
-	// (README "CDRs and billing": at least every 10 s); zero means DefaultCDRRefresh.
+	// CDRRefresh is how often an answered call's CDR row is refreshed;
+	// zero means DefaultCDRRefresh.
 	CDRRefresh time.Duration
 
 	// InvalidExtensions is security.invalid_extensions: wrong extensions a
@@ -101,16 +96,16 @@ type Options struct {
 	InviteRate int
 	// MaxSetup bounds the new INVITEs being set up at once (credentials,
 	// store lookups, the CDR's first write) before new ones get 503 as the
-	// process saturates; zero means DefaultMaxSetup.
+	// process saturates; zero means frontdoor.DefaultMaxSetup.
 	MaxSetup int
 	// MaxQueueDelay is how long each of the SIP datagrams read last may
 	// have waited in its UDP socket before new INVITEs get 503 as the
-	// process saturates; zero means DefaultMaxQueueDelay, negative turns
+	// process saturates; zero means frontdoor.DefaultMaxQueueDelay, negative turns
 	// the check off.
 	MaxQueueDelay time.Duration
 
 	// TCPPerSource caps the TCP and TLS connections one source address
-	// (an IPv6 /64) holds open; zero means DefaultTCPPerSource. The
+	// (an IPv6 /64) holds open; zero means frontdoor.DefaultTCPPerSource. The
 	// trunk's sources (InboundCIDRs) are not capped by it.
 	TCPPerSource int
 	// TCPMaxConns caps all TCP and TLS connections; zero derives the cap
@@ -119,11 +114,11 @@ type Options struct {
 	TCPMaxConns int
 	// TCPIdle is how long a connection may go without a message or
 	// keepalive unless a registration or a call rides on it; zero means
-	// DefaultTCPIdle.
+	// frontdoor.DefaultTCPIdle.
 	TCPIdle time.Duration
 	// TCPMessageTimeout bounds a message's arrival once begun, a new
 	// connection's first message and each write to a peer; zero means
-	// DefaultTCPMessageTimeout.
+	// frontdoor.DefaultTCPMessageTimeout.
 	TCPMessageTimeout time.Duration
 
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
@@ -134,13 +129,56 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// withDefaults is o with each zero that stands for a default replaced by
+// that default, config's named one where the key is configuration's, so
+// that nothing else in sip restates a default.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = config.DefaultIVRAttempts
+	}
+	if o.ExtensionDigits <= 0 {
+		o.ExtensionDigits = config.DefaultExtensionDigits
+	}
+	if o.MaxDuration <= 0 {
+		o.MaxDuration = config.DefaultMaxDuration
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = config.DefaultDrainTimeout
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = config.DefaultStoreTimeout
+	}
+	if o.CDRRefresh <= 0 {
+		o.CDRRefresh = DefaultCDRRefresh
+	}
+	return o
+}
+
+// door is the front door's part of o: trunk tells the trunk's sources,
+// parser reads the INVITEs the door answers at the socket.
+func (o Options) door(trunk func(netip.Addr) bool, parser *sip.Parser) frontdoor.Options {
+	return frontdoor.Options{
+		MaxActive: o.MaxActive, MaxSetup: o.MaxSetup, MaxQueueDelay: o.MaxQueueDelay,
+		InviteRate: o.InviteRate, DrainTimeout: o.DrainTimeout, Ports: o.Ports,
+		Trunk: trunk, Parser: parser, Now: o.Now, Log: o.Logger,
+	}
+}
+
 // Server is the B2BUA: it owns the SIP user agent, its listeners and the
-// calls in progress.
+// calls in progress. Its request handlers are in handlers.go, its
+// listeners in listeners.go; each call runs on its own (call.go).
 type Server struct {
 	opts   Options
 	router Router
 	log    *slog.Logger
 	auth   *authenticator
+	store  storeTimeout
 
 	ua          *sipgo.UserAgent
 	srv         *sipgo.Server
@@ -153,41 +191,29 @@ type Server struct {
 	port      int
 	transport string
 
-	// trunk is the carrier trunk as configured now: a reload swaps it.
-	trunk atomic.Pointer[trunkConf]
+	// door decides which new calls come in, and how a refusal is answered;
+	// tcp guards the TCP and TLS listeners and their connections.
+	door *frontdoor.Door
+	tcp  *frontdoor.TCPGuard
+	// guard stands before every request handler; hostile counts and
+	// reports malformed messages and messages over vnum's limits.
+	guard   *requestGuard
+	hostile *hostileInput
 
-	trunkMu      sync.Mutex
-	trunkAddr    string    // trunk.outbound's host resolved, IP:port
-	trunkAddrFor string    // the host trunkAddr is for
-	trunkAt      time.Time // when trunkAddr was looked up
-
-	live *registry // the calls in progress
+	trunk *trunk     // the carrier trunk: a reload swaps its configuration
+	reg   *registrar // where accounts' softphones registered
+	live  *registry  // the calls in progress
+	// deps is what the calls get (callDeps), once the listeners are bound.
+	deps *callDeps
 	// backlog writes the CDR ends the store refused once it is back.
 	backlog *cdrBacklog
 	walks   *walkLimit // security.invalid_extensions
-	// admission refuses new calls vnum cannot take well (README "SIP behaviour in short").
-	admission *admission
-	queue     *queueDelay // how long SIP datagrams wait before vnum reads them
-	unstamped bool        // a UDP socket without receive stamps (and shedAtRead)
-	parser    *sip.Parser // for the INVITEs shedAtRead answers
 
-	budget      budgetLine  // the descriptor budget, logged by Serve
-	trunkHealth *trunkWatch // the outbound trunk's keepalives
-	serveCtx    context.Context
-	keepMu      sync.Mutex
-	stopKeep    context.CancelFunc // the keepalives' goroutine
-	legBFailed  legBFailureCounts  // leg B's failures by status
-
-	// hostile counts and reports malformed messages and messages over
-	// vnum's limits (malformed.go, limits.go).
-	hostile *hostileInput
-
+	legBFailures    legBFailureCounts
+	panics          panicCounter
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
-	panics          atomic.Int64
 
-	// tcp guards the TCP and TLS listeners and their connections.
-	tcp *tcpGuard
 	// closing is set by Close: a listener that stops then was stopped;
 	// one that stops before has failed, and is named in down.
 	closing atomic.Bool
@@ -195,53 +221,67 @@ type Server struct {
 	down    []string
 }
 
-type listener struct {
-	network string
-	addr    net.Addr
-	closer  interface{ Close() error }
-}
-
 // NewServer builds a server; Listen binds its listeners, Serve serves
 // them (Start does both).
 func NewServer(opts Options, router Router) (*Server, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Ports == nil {
 		return nil, errors.New("sip: Options.Ports is required")
 	}
-	if opts.Attempts <= 0 {
-		opts.Attempts = 3
-	}
-	if opts.ExtensionDigits <= 0 {
-		opts.ExtensionDigits = 4
-	}
+	opts = opts.withDefaults()
 	auth, err := newAuthenticator(router, opts.DigestAlgorithms, opts.AuthFailures, opts.BlockFor)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
-		opts:   opts,
-		router: router,
-		log:    opts.Logger,
-		auth:   auth,
-		live:   newRegistry(),
-		walks:  newWalkLimit(opts.InvalidExtensions, opts.Now),
-
-		admission:   newAdmission(opts),
-		queue:       newQueueDelay(opts.Now),
-		trunkHealth: newTrunkWatch(),
-		parser:      lwsTolerantParser(),
-		hostile:     newHostileInput(opts.Logger, opts.Now),
-	}
-	s.backlog = newCDRBacklog(router.EndCall, s.storeCtx, opts.Spool, s.log)
-	s.tcp = newTCPGuard(opts, s.trunkSource, s.log)
-	tc, err := newTrunkConf(opts.reloadable())
+	tr, err := newTrunk(opts.reloadable(), opts.Resolver, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
-	s.trunk.Store(tc)
+	s := &Server{
+		opts:    opts,
+		router:  router,
+		log:     opts.Logger,
+		auth:    auth,
+		store:   storeTimeout(opts.StoreTimeout),
+		trunk:   tr,
+		live:    newRegistry(),
+		walks:   newWalkLimit(opts.InvalidExtensions, opts.Now),
+		hostile: newHostileInput(opts.Logger, opts.Now, lwsTolerantParser()),
+	}
+	s.panics.log = s.log
+	s.door = frontdoor.New(opts.door(tr.source, lwsTolerantParser()))
+	s.tcp = frontdoor.NewTCPGuard(frontdoor.TCPOptions{PerSource: opts.TCPPerSource, Idle: opts.TCPIdle,
+		MessageTimeout: opts.TCPMessageTimeout}, tr.source, s.log)
+	s.guard = &requestGuard{hostile: s.hostile, panics: &s.panics, log: s.log}
+	s.reg = &registrar{store: router, timeout: s.store, now: opts.Now, tcp: s.tcp, log: s.log}
+	s.backlog = newCDRBacklog(router.EndCall, s.store.ctx, opts.Spool, s.log)
 	return s, nil
+}
+
+// callDeps is what the server's calls get: built once the listeners are
+// bound (the SIP host and the dialog agents are known then).
+func (s *Server) callDeps() *callDeps {
+	o := s.opts
+	var sdpIP netip.Addr
+	if ip, err := netip.ParseAddr(o.PublicHost); err == nil {
+		sdpIP = ip
+	}
+	return &callDeps{
+		opts: callOptions{host: s.host, sdpIP: sdpIP, answerMode: o.AnswerMode, language: o.Language,
+			extensionDigits: o.ExtensionDigits, attempts: o.Attempts, firstDigitTimeout: o.FirstDigitTimeout,
+			interDigitTimeout: o.InterDigitTimeout, ringTimeout: o.RingTimeout, mediaTimeout: o.MediaTimeout,
+			maxDuration: o.MaxDuration, cdrRefresh: o.CDRRefresh, storeTimeout: s.store},
+		directory:    s.router,
+		recorder:     s.router,
+		media:        mediaPool{o.Ports},
+		legB:         legBAgent{ua: s.dialog, live: s.live},
+		routes:       routes{trunk: s.trunk, reg: s.reg},
+		refusals:     s.door,
+		walks:        s.walks,
+		backlog:      s.backlog,
+		legBFailures: &s.legBFailures,
+		panics:       &s.panics,
+		log:          s.log,
+	}
 }
 
 // Start binds every listen URI and serves SIP until ctx ends or Close:
@@ -254,319 +294,24 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Listen binds every listen URI and makes the user agent, without serving
-// yet: a caller binds first what can fail at once (an address in use, a
-// TLS certificate that does not load) before it writes anything anywhere,
-// then calls Serve. Requests that arrive in between wait in the sockets.
-// On an error nothing stays bound.
-func (s *Server) Listen() error {
-	var err error
-	// sipgo's records of malformed messages are counted and reported
-	// per source, without their payload (malformed.go).
-	sipLog := slog.New(sipgoRecords{Handler: numberMasker{s.log.Handler()}, h: s.hostile}).With("component", "sip")
-	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("vnum"),
-		sipgo.WithUserAgentParser(lwsTolerantParser()),
-		// sipgo resolves names it finds in messages: the Via sent-by of a
-		// request whose TCP connection is gone (A and AAAA, then SRV;
-		// docs/sipgo.md §12), Contact and Record-Route hosts of in-dialog
-		// requests. Remote input must not make vnum query DNS, so sipgo
-		// gets a resolver that refuses every lookup; the trunk's name is
-		// resolved by vnum itself (trunkDest).
-		sipgo.WithUserAgentDNSResolver(noDNS),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
-			// A response that matches no transaction (a retransmission
-			// after the transaction ended) is no news for the operator:
-			// sipgo's default logs it at info on the default logger.
-			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
-				sipLog.Debug("response matches no transaction", "response", r.Short())
-			})),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
-			sip.WithTransportLayerReadFilter(s.hostile.marks.filter)))
-	if err != nil {
+// Reload applies r to the running server; on an error nothing changes.
+// Counts kept so far (failed logins, INVITE rates, wrong extensions) go
+// on under the new limits. A new trunk starts its keepalives afresh.
+func (s *Server) Reload(r Reloadable) error {
+	if _, err := newTrunkConf(r); err != nil {
 		return err
 	}
-	s.ua.TransportLayer().OnMessage(s.hostile.checkMessage)
-	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
-	if err != nil {
-		s.Close()
-		return err
-	}
-	for _, l := range s.opts.Listen {
-		if err := s.listen(l); err != nil {
-			s.Close()
-			return err
-		}
-	}
-	if len(s.listeners) == 0 {
-		s.Close()
-		return errors.New("sip.listen: no listener")
-	}
-	s.applyBudget()
-	first := s.listeners[0]
-	ap, err := netip.ParseAddrPort(first.addr.String())
-	if err != nil {
-		s.Close()
-		return err
-	}
-	s.host, s.port, s.transport = ap.Addr().String(), int(ap.Port()), first.network
-	if s.opts.PublicHost != "" {
-		s.host = s.opts.PublicHost
-	}
-	if err := s.newClient(sipLog); err != nil {
-		s.Close()
-		return err
-	}
-	s.routes()
-	return nil
-}
-
-// Serve serves SIP on the listeners Listen bound until ctx ends or Close.
-func (s *Server) Serve(ctx context.Context) {
-	s.logBudget()
-	s.serve()
-	for _, l := range s.listeners {
-		if l.network == "udp" {
-			waitServing(s.ua, l.addr.String())
-		}
-	}
-	// trunk.outbound's host is looked up now, so that the first call does
-	// not wait for DNS.
-	go s.trunkDest()
-	s.serveCtx = ctx
-	s.restartKeepalive()
-	go func() {
-		<-ctx.Done()
-		s.Close()
-	}()
-}
-
-// newClient makes the client vnum sends requests with, and the dialog
-// agents of leg A (one per transport) and of leg B.
-func (s *Server) newClient(sipLog *slog.Logger) error {
-	copts := []sipgo.ClientOption{sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog)}
-	for _, l := range s.listeners {
-		if l.network == "udp" {
-			// Send from the listening socket, not a fresh port per
-			// destination (docs/sipgo.md §5).
-			copts = append(copts, sipgo.WithClientConnectionAddr(l.addr.String()))
-			break
-		}
-	}
-	var err error
-	s.client, err = sipgo.NewClient(s.ua, copts...)
-	if err != nil {
-		return err
-	}
-	s.byTransport = make(map[string]*sipgo.DialogUA)
-	for _, l := range s.listeners {
-		if _, ok := s.byTransport[l.network]; !ok {
-			// In-dialog requests to a caller go where its INVITE came from,
-			// not to a Contact behind NAT.
-			s.byTransport[l.network] = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(l), RewriteContact: true}
-		}
-	}
-	// In-dialog requests to leg B (ACK, BYE, re-INVITE) go where its 2xx
-	// came from: vnum resolves no name a message gives (Contact), and a
-	// carrier or phone behind NAT is reached where it really is.
-	s.dialog = &sipgo.DialogUA{Client: s.client, ContactHDR: s.contactFor(s.listeners[0]), RewriteContact: true}
-	return nil
-}
-
-// routes hands each method to its handler.
-func (s *Server) routes() {
-	// Every handler goes through guard: the checks of version and CSeq
-	// that sipgo leaves to the application, and a recover, so that one bad
-	// message ends only its own request or call (docs/sipgo.md §14).
-	s.srv.OnInvite(s.guard(s.onInvite))
-	s.srv.OnAck(s.guard(s.onAck))
-	s.srv.OnBye(s.guard(s.onBye))
-	s.srv.OnCancel(s.guard(s.onCancel))
-	s.srv.OnOptions(s.guard(s.onOptions))
-	s.srv.OnMessage(s.guard(s.onMessage))
-	s.srv.OnInfo(s.guard(s.onInfo))
-	s.srv.OnUpdate(s.guard(s.onReoffer))
-	s.srv.OnRegister(s.guard(s.onRegister))
-	s.srv.OnNoRoute(s.guard(s.onNoRoute))
-}
-
-// serve serves SIP on every listener.
-func (s *Server) serve() {
-	for _, l := range s.listeners {
-		l := l
-		go func() {
-			var err error
-			switch ln := l.closer.(type) {
-			case net.PacketConn:
-				err = s.srv.ServeUDP(ln)
-			case net.Listener:
-				if l.network == "tls" {
-					err = s.srv.ServeTLS(ln)
-				} else {
-					err = s.srv.ServeTCP(ln)
-				}
-			}
-			if s.closing.Load() {
-				s.log.Debug("sip listener closed", "network", l.network, "error", err)
-				return
-			}
-			// Nothing but Close should end a listener: the TCP ones wait
-			// out errors that pass (guardedListener). One that ends anyway
-			// takes the node out of service until it restarts.
-			what := fmt.Sprintf("%s listener %s stopped", l.network, l.addr)
-			if err != nil {
-				what += ": " + err.Error()
-			}
-			s.log.Error("sip listener stopped; the node is not ready until it restarts", "network", l.network,
-				"addr", l.addr.String(), "error", err)
-			s.downMu.Lock()
-			s.down = append(s.down, what)
-			s.downMu.Unlock()
-		}()
-	}
-}
-
-// waitServing waits (briefly) until sipgo has taken a UDP listener into its
-// connection pool, so requests sent from it reuse the listening socket
-// instead of trying to bind its address again.
-func waitServing(ua *sipgo.UserAgent, addr string) {
-	for i := 0; i < 200; i++ {
-		if c, err := ua.TransportLayer().GetConnection("udp", addr); err == nil && c != nil {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func (s *Server) listen(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("sip.listen %q: want udp://host:port, tcp://host:port or tls://host:port", raw)
-	}
-	switch u.Scheme {
-	case "udp":
-		addr, err := net.ResolveUDPAddr("udp", u.Host)
-		if err != nil {
-			return fmt.Errorf("sip.listen %q: %w", raw, err)
-		}
-		conn, err := net.ListenUDP("udp", addr)
-		if err != nil {
-			return fmt.Errorf("sip.listen %q: %w", raw, err)
-		}
-		if err := conn.SetReadBuffer(udpReadBuffer); err != nil {
-			s.log.Warn("cannot enlarge SIP UDP receive buffer", "error", err)
-		}
-		pc, err := stampReads(conn, s.queue)
-		if err != nil {
-			s.log.Warn("no receive stamps on the SIP UDP socket: saturation is seen later", "error", err)
-		}
-		if sc, ok := pc.(*stampedConn); ok && !s.unstamped {
-			sc.shed = func(data []byte, from *net.UDPAddr) bool { return s.shedAtRead(conn, data, from) }
-			s.admission.countedAtRead = true
-		} else {
-			// INVITEs read here are not counted at the socket: admit counts.
-			s.unstamped, s.admission.countedAtRead = true, false
-		}
-		s.listeners = append(s.listeners, listener{"udp", conn.LocalAddr(), pc})
-	case "tcp":
-		ln, err := net.Listen("tcp", u.Host)
-		if err != nil {
-			return fmt.Errorf("sip.listen %q: %w", raw, err)
-		}
-		s.listeners = append(s.listeners, listener{"tcp", ln.Addr(), s.tcp.listener(ln, "tcp")})
-	case "tls":
-		if s.opts.TLSCert == "" || s.opts.TLSKey == "" {
-			return nil // tls entries listen only where a certificate is configured
-		}
-		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
-		if err != nil {
-			return fmt.Errorf("sip.tls_cert: %w", err)
-		}
-		ln, err := tls.Listen("tcp", u.Host, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-		if err != nil {
-			return fmt.Errorf("sip.listen %q: %w", raw, err)
-		}
-		s.listeners = append(s.listeners, listener{"tls", ln.Addr(), s.tcp.listener(ln, "tls")})
-	default:
-		return fmt.Errorf("sip.listen %q: unknown transport %q", raw, u.Scheme)
-	}
-	return nil
-}
-
-// Addr returns the bound address of the first listener of a network
-// ("udp", "tcp", "tls"), or "" when there is none.
-func (s *Server) Addr(network string) string {
-	for _, l := range s.listeners {
-		if l.network == network {
-			return l.addr.String()
-		}
-	}
-	return ""
-}
-
-// Listening reports whether the server has live listeners and takes
-// calls (Serving says why not).
-func (s *Server) Listening() bool { return s.Serving() == nil }
-
-// Serving is the server's part of /readyz: nil while every listener
-// serves and calls are taken; otherwise why not (draining, or which
-// listener stopped and why).
-func (s *Server) Serving() error {
-	if len(s.listeners) == 0 {
-		return errors.New("sip: not listening")
-	}
-	s.downMu.Lock()
-	down := strings.Join(s.down, "; ")
-	s.downMu.Unlock()
-	if down != "" {
-		return errors.New("sip: " + down)
-	}
-	if s.live.isDraining() {
-		return errors.New("sip: draining")
-	}
-	return nil
-}
-
-// contactFor is vnum's Contact on one listener: requests in the dialog
-// come back on the transport and port the dialog started on.
-func (s *Server) contactFor(l listener) sip.ContactHeader {
-	host, port := s.host, s.port
-	if ap, err := netip.ParseAddrPort(l.addr.String()); err == nil {
-		port = int(ap.Port())
-		if s.opts.PublicHost == "" {
-			host = ap.Addr().String()
-		}
-	}
-	uri := sip.Uri{Scheme: "sip", User: "vnum", Host: host, Port: port}
-	if l.network != "udp" {
-		uri.UriParams = sip.NewParams()
-		uri.UriParams.Add("transport", l.network)
-	}
-	return sip.ContactHeader{Address: uri}
-}
-
-// sdpAddr is the address vnum's SDP advertises for a media socket: the
-// relay's own (media.ip), or sip.public_host when that is an IP address
-// (vnum.example.yaml: the host put in Contact, Via and SDP behind NAT).
-func (s *Server) sdpAddr(sock *media.Socket) netip.Addr {
-	if ip, err := netip.ParseAddr(s.opts.PublicHost); err == nil {
-		return ip
-	}
-	return sock.IP
-}
-
-// dialogFor is the dialog agent for a leg A request's transport.
-func (s *Server) dialogFor(req *sip.Request) *sipgo.DialogUA {
-	if d, ok := s.byTransport[strings.ToLower(req.Transport())]; ok {
-		return d
-	}
-	return s.dialog
+	s.auth.setLimits(r.AuthFailures, r.BlockFor)
+	s.door.SetInviteRate(r.InviteRate)
+	s.walks.setLimit(r.InvalidExtensions)
+	return s.trunk.reload(r)
 }
 
 // Close stops the listeners and the user agent; calls in progress are not
 // drained (see Shutdown).
 func (s *Server) Close() {
 	s.closing.Store(true)
-	s.stopKeepalive()
+	s.trunk.stopKeepalive()
 	for _, l := range s.listeners {
 		if err := l.closer.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.log.Debug("closing listener", "error", err)
@@ -581,15 +326,12 @@ func (s *Server) Close() {
 
 // Shutdown stops taking calls (503 with Retry-After), lets the calls in
 // progress go on for up to DrainTimeout, then hangs them up and waits for
-// their records to be finished (README "SIP behaviour in short").
+// their records to be finished.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.door.Drain()
 	s.live.drain()
-	deadline := s.opts.DrainTimeout
-	if deadline <= 0 {
-		deadline = 30 * time.Second
-	}
 	done := s.live.done()
-	t := time.NewTimer(deadline)
+	t := time.NewTimer(s.opts.DrainTimeout)
 	defer t.Stop()
 	select {
 	case <-done:
@@ -608,26 +350,25 @@ func (s *Server) Shutdown(ctx context.Context) {
 // cdrBacklogFlush is how long Shutdown gives the CDR backlog to be written.
 const cdrBacklogFlush = 10 * time.Second
 
-// PendingCDRs is how many finished calls' records wait for the store.
-func (s *Server) PendingCDRs() int { return s.backlog.Len() }
-
 func (s *Server) hangupAll(r endReason) {
 	for _, c := range s.live.all() {
 		c.hangup(r)
 	}
 }
 
+// EndLegs sends a BYE in each dialog the store kept for the calls a crash
+// of this node cut (by the call's id; see Legs), from the listening
+// socket, and waits for the answers until ctx ends. Call it once the
+// server serves (Serve), so that the answers are read. The log says how
+// many legs were ended; a leg's lines name its call, never its addresses
+// or numbers.
+func (s *Server) EndLegs(ctx context.Context, legs map[string]Legs) LegsEnded {
+	return endLegs(ctx, s.client, legs, &s.panics, s.log)
+}
+
 // CallInfo describes a call in progress for /v1/calls; it carries no
 // consignee number and no caller address.
-type CallInfo struct {
-	ID        string    `json:"id"`
-	Merchant  string    `json:"merchant,omitempty"`
-	Binding   string    `json:"binding,omitempty"`
-	Host      string    `json:"host"`
-	Extension string    `json:"extension,omitempty"`
-	State     string    `json:"state"`
-	StartedAt time.Time `json:"started_at"`
-}
+type CallInfo = callrec.LiveCall
 
 // Calls lists the calls in progress.
 func (s *Server) Calls() []CallInfo {
@@ -640,139 +381,62 @@ func (s *Server) Calls() []CallInfo {
 }
 
 // ActiveCalls returns the number of calls in progress.
-func (s *Server) ActiveCalls() int {
-	return s.live.count()
-}
-
-// MessagesRefused counts MESSAGE requests refused (virtual numbers carry no SMS).
-func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
+func (s *Server) ActiveCalls() int { return s.live.count() }
 
 // CallsTotal counts INVITEs that became calls.
 func (s *Server) CallsTotal() int64 { return s.callsTotal.Load() }
 
+// PendingCDRs is how many finished calls' records wait for the store.
+func (s *Server) PendingCDRs() int { return s.backlog.Len() }
+
+// MessagesRefused counts MESSAGE requests refused (virtual numbers carry no SMS).
+func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
+
 // Panics counts panics recovered in request handling and in the goroutines
 // of calls; each ended only its own request or call.
-func (s *Server) Panics() int64 { return s.panics.Load() }
+func (s *Server) Panics() int64 { return s.panics.n.Load() }
 
-func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("respond failed", "status", code, "error", err)
-	}
-}
+// RefusedCalls returns the new INVITEs refused because vnum could not
+// take one more call well, by reason (max_active, rtp_ports, invite_rate,
+// saturated, store_slow, draining), for vnum_calls_refused_total. Every
+// reason is present, zero or not.
+func (s *Server) RefusedCalls() map[string]int64 { return s.door.Refused() }
 
-// sourceHost is the IP a request came from, for CIDR checks and blocking.
-func sourceHost(req *sip.Request) string {
-	src := req.Source()
-	if h, _, err := net.SplitHostPort(src); err == nil {
-		return h
-	}
-	return src
-}
+// QueueDelay returns how long the SIP datagrams vnum read last had waited
+// in its sockets, the least of the last few (vnum_sip_queue_delay_seconds).
+func (s *Server) QueueDelay() time.Duration { return s.door.QueueDelay() }
 
-func (s *Server) fromTrunk(req *sip.Request) bool {
-	ip, err := netip.ParseAddr(sourceHost(req))
-	if err != nil {
-		return false
-	}
-	return s.trunkSource(ip)
-}
+// TCPConnections is how many TCP and TLS connections are open.
+func (s *Server) TCPConnections() int { return s.tcp.Conns() }
 
-// trunkSource reports whether ip is in trunk.inbound_cidrs as configured
-// now.
-func (s *Server) trunkSource(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, p := range s.trunk.Load().inbound {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+// TCPConnectionLimit is the cap on open TCP and TLS connections.
+func (s *Server) TCPConnectionLimit() int { return s.tcp.Limit() }
 
-// authorize admits a request from the trunk (when trunkOK), or with valid
-// digest credentials. It answers the request itself (challenge or 403) and
-// returns ok=false when the request is not admitted.
-func (s *Server) authorize(req *sip.Request, tx sip.ServerTransaction, proxy, trunkOK bool) (Account, bool, bool) {
-	src := sourceHost(req)
-	trunk := s.fromTrunk(req)
-	if trunkOK && trunk {
-		return Account{}, true, true
-	}
-	// The trunk's addresses are never blocked: a forged source address must
-	// not be able to cut the carrier off.
-	if !trunk && s.auth.isBlocked(src) {
-		s.refuse(req, tx, ErrBlocked)
-		return Account{}, false, false
-	}
-	authHdr, chalHdr, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
-	if proxy {
-		authHdr, chalHdr, code, reason = "Proxy-Authorization", "Proxy-Authenticate", 407, "Proxy Authentication Required"
-	}
-	val := ""
-	if h := req.GetHeader(authHdr); h != nil {
-		val = h.Value()
-	}
-	ctx, cancel := s.storeCtx(context.Background())
-	acct, err := s.auth.verify(ctx, string(req.Method), req.Recipient, val)
-	cancel()
-	switch {
-	case err == nil:
-		return acct, false, true
-	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrStaleNonce), errors.Is(err, ErrReplay):
-		// A replayed nonce-count gets a fresh nonce, not a strike: phones
-		// that reuse a nonce must not lock out a whole office behind NAT.
-		chals, cerr := s.auth.challenges(!errors.Is(err, ErrNoCredentials))
-		if cerr != nil {
-			s.respond(req, tx, 500, "Server Internal Error")
-			return Account{}, false, false
-		}
-		hdrs := make([]sip.Header, 0, len(chals))
-		for _, c := range chals {
-			hdrs = append(hdrs, sip.NewHeader(chalHdr, c))
-		}
-		s.respond(req, tx, code, reason, hdrs...)
-	case errors.Is(err, ErrBadRequest):
-		s.log.Info("credentials refused", "source", src, "method", string(req.Method), "error", err)
-		s.refuse(req, tx, err, sip.NewHeader("Warning", `399 vnum "digest uri differs from the Request-URI"`))
-	case errors.Is(err, ErrBadCredentials):
-		blocked := !trunk && s.auth.fail(src)
-		s.log.Info("authentication failed", "source", src, "user", digestUser(val), "method", string(req.Method), "error", err, "blocked", blocked)
-		s.refuse(req, tx, err)
-	default:
-		s.refuseStoreError(req, tx, "authentication lookup failed", err)
-	}
-	return Account{}, false, false
-}
+// TCPRefused counts the TCP and TLS connections refused at their accept
+// (per_source, total) or closed by vnum (idle, slow, stalled), by reason.
+func (s *Server) TCPRefused() map[string]int64 { return s.tcp.Refused() }
 
-func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
-	if s.auth.isBlocked(sourceHost(req)) {
-		s.respond(req, tx, 403, "Forbidden")
-		return
-	}
-	s.respond(req, tx, 200, "OK", sip.NewHeader("Allow", allowed), sip.NewHeader("Accept", "application/sdp"))
-}
+// MalformedMessages returns the SIP messages received that did not parse
+// or lacked the headers a transaction is matched by (Via, CSeq), by
+// transport (vnum_sip_malformed_total). Every transport is present.
+func (s *Server) MalformedMessages() map[string]int64 { return s.hostile.malformedCounts() }
 
-// onMessage refuses SMS: virtual numbers carry none (README "SIP behaviour in short").
-func (s *Server) onMessage(req *sip.Request, tx sip.ServerTransaction) {
-	if _, _, ok := s.authorize(req, tx, true, true); !ok {
-		return
-	}
-	s.messagesRefused.Add(1)
-	s.log.Info("message refused", "reason", "no sms on virtual numbers")
-	s.respond(req, tx, 405, "Method Not Allowed",
-		sip.NewHeader("Allow", allowed),
-		sip.NewHeader("Warning", `399 vnum "Virtual numbers carry no SMS"`))
-}
+// OverLimit returns the SIP messages refused because they went over one of
+// vnum's limits on what a message may cost, by limit
+// (vnum_sip_over_limit_total): header_fields, same_header, body,
+// media_lines. Every limit is present.
+func (s *Server) OverLimit() map[string]int64 { return s.hostile.overLimitCounts() }
 
-func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
-	s.respond(req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", allowed))
-}
+// TrunkUp reports whether the outbound trunk answers its keepalives
+// (always true when they are off), and why not when it does not.
+func (s *Server) TrunkUp() (bool, string) { return s.trunk.up() }
 
-func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
-	// Matched CANCELs are answered inside sipgo; this one matched nothing.
-	s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+// LegBFailures returns how many leg B attempts failed since the start, by
+// final status as a string ("486", "503", "408" for a ring timeout).
+func (s *Server) LegBFailures() map[string]int64 { return s.legBFailures.byStatus() }
+
+// Registered reports whether an account has a valid registration.
+func (s *Server) Registered(user string) bool {
+	_, ok := s.reg.lookup(context.Background(), user)
+	return ok
 }

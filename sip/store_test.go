@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/sip/frontdoor"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -84,7 +85,7 @@ func TestStoreStallRefusesCall(t *testing.T) {
 			require.ErrorAs(t, err, &dr, "the call must be refused, not left ringing")
 			require.Equal(t, 503, dr.Res.StatusCode)
 			require.NotNil(t, dr.Res.GetHeader("Retry-After"), "a 503 says when to retry")
-			require.EqualValues(t, 1, e.srv.RefusedCalls()[refusedStoreSlow], "counted in vnum_calls_refused_total")
+			require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonStoreSlow], "counted in vnum_calls_refused_total")
 			select {
 			case left := <-sr.deadlines:
 				require.Positive(t, left, "the store call had no deadline")
@@ -201,7 +202,7 @@ func TestStoreErrorsByKind(t *testing.T) {
 			if tc.code == 503 {
 				require.NotNil(t, res.GetHeader("Retry-After"))
 			}
-			require.Equal(t, tc.counted, e.srv.RefusedCalls()[refusedStoreSlow])
+			require.Equal(t, tc.counted, e.srv.RefusedCalls()[frontdoor.ReasonStoreSlow])
 		})
 	}
 }

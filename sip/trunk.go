@@ -2,208 +2,221 @@ package sip
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
+	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/vnum/vnum/config"
 )
 
-// trunkMissesDown is how many keepalives in a row the outbound trunk may
-// leave unanswered before it counts as down.
-const trunkMissesDown = 3
+// trunk is the carrier trunk: as configured now (a reload swaps it whole),
+// where its host resolves, the INVITEs of leg B it takes, and its health
+// as its keepalives say (keepalive.go).
+type trunk struct {
+	conf     atomic.Pointer[trunkConf]
+	resolver *net.Resolver // nil: the system's
+	log      *slog.Logger
 
-// maxKeepaliveWait bounds how long one keepalive waits for its answer:
-// an OPTIONS over UDP would otherwise retransmit for 32 s (Timer F),
-// longer than the keepalive's period.
-const maxKeepaliveWait = 5 * time.Second
+	dnsMu   sync.Mutex
+	addr    string    // trunk.outbound's host resolved, IP:port
+	addrFor string    // the host addr is for
+	addrAt  time.Time // when addr was looked up
 
-// trunkWatch is the outbound trunk's health as vnum sees it: OPTIONS sent
-// every keepalive period (RFC 3261 §11; any final response, even a
-// refusal, says the carrier is there), and the trunk counted down after
-// trunkMissesDown in a row went unanswered. An operator hears of it three
-// ways: /readyz, the vnum_trunk_up metric, and one WARN line when it goes
-// down and one when it comes back.
-type trunkWatch struct {
-	up atomic.Bool
-
-	mu        sync.Mutex
-	misses    int
-	lastErr   error
-	downSince time.Time
+	// The keepalives: the client and host they are sent with, for as long
+	// as the server serves (serveCtx), and the watch of the trunk they
+	// report to.
+	keepMu   sync.Mutex
+	client   *sipgo.Client
+	host     string
+	serveCtx context.Context
+	stopKeep context.CancelFunc
+	health   *trunkWatch
 }
 
-func newTrunkWatch() *trunkWatch {
-	w := &trunkWatch{}
-	w.up.Store(true) // until keepalives say otherwise
-	return w
+// trunkConf is the carrier trunk as a call reads it: one value, swapped
+// whole by a reload, so that a call never sees half of an old trunk and
+// half of a new one.
+type trunkConf struct {
+	outbound     string  // trunk.outbound as configured
+	uri          sip.Uri // parsed
+	host         string  // "": no outbound trunk
+	keepalive    time.Duration
+	username     string
+	password     string
+	inbound      []netip.Prefix
+	numberFormat config.NumberFormat
 }
 
-// answered takes one keepalive's outcome (err nil: a response came) and
-// reports whether the trunk went down or came back with it.
-func (w *trunkWatch) answered(err error, now time.Time) (wentDown, cameBack bool, misses int, downFor time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err == nil {
-		w.misses, w.lastErr = 0, nil
-		if !w.up.Load() {
-			w.up.Store(true)
-			return false, true, 0, now.Sub(w.downSince)
+func newTrunkConf(r Reloadable) (*trunkConf, error) {
+	tc := &trunkConf{outbound: r.TrunkOutbound, keepalive: r.TrunkKeepalive,
+		username: r.TrunkUsername, password: r.TrunkPassword,
+		inbound: r.InboundCIDRs, numberFormat: r.NumberFormat}
+	if r.TrunkOutbound != "" {
+		if err := sip.ParseUri(r.TrunkOutbound, &tc.uri); err != nil {
+			return nil, fmt.Errorf("trunk.outbound %q: %w", r.TrunkOutbound, err)
 		}
-		return false, false, 0, 0
+		tc.host = tc.uri.Host
 	}
-	w.misses++
-	w.lastErr = err
-	if w.misses >= trunkMissesDown && w.up.Load() {
-		w.up.Store(false)
-		w.downSince = now
-		return true, false, w.misses, 0
-	}
-	return false, false, w.misses, 0
+	return tc, nil
 }
 
-// state says whether the trunk is up and, when it is down, why.
-func (w *trunkWatch) state() (bool, string) {
-	if w.up.Load() {
-		return true, ""
+// newTrunk is the trunk of r.
+func newTrunk(r Reloadable, resolver *net.Resolver, log *slog.Logger) (*trunk, error) {
+	tc, err := newTrunkConf(r)
+	if err != nil {
+		return nil, err
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	why := fmt.Sprintf("%d keepalives in a row unanswered since %s", w.misses, w.downSince.UTC().Format(time.RFC3339))
-	if w.lastErr != nil {
-		why += ": " + w.lastErr.Error()
-	}
-	return false, why
+	t := &trunk{resolver: resolver, log: log, health: newTrunkWatch()}
+	t.conf.Store(tc)
+	return t, nil
 }
 
-// keepTrunkAlive sends the outbound trunk an OPTIONS every period until
-// ctx ends.
-func (s *Server) keepTrunkAlive(ctx context.Context, tc *trunkConf, health *trunkWatch) {
-	t := time.NewTicker(tc.keepalive)
-	defer t.Stop()
-	for {
-		err := s.pingTrunk(ctx, tc, min(tc.keepalive, maxKeepaliveWait))
-		if ctx.Err() != nil {
-			return
+// reload takes the trunk of r: new calls use it at once. A new outbound
+// trunk starts its keepalives afresh.
+func (t *trunk) reload(r Reloadable) error {
+	tc, err := newTrunkConf(r)
+	if err != nil {
+		return err
+	}
+	old := t.conf.Swap(tc)
+	if old.outbound != tc.outbound || old.keepalive != tc.keepalive {
+		if old.outbound != tc.outbound {
+			t.keepMu.Lock()
+			t.health = newTrunkWatch()
+			t.keepMu.Unlock()
 		}
-		wentDown, cameBack, misses, downFor := health.answered(err, time.Now())
-		switch {
-		case wentDown:
-			s.log.Warn("trunk down: keepalives unanswered", "trunk", tc.outbound, "misses", misses, "error", err)
-		case cameBack:
-			s.log.Warn("trunk up again", "trunk", tc.outbound, "down_for", downFor.Round(time.Second).String())
-		case err != nil:
-			s.log.Debug("trunk keepalive unanswered", "misses", misses, "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		t.restartKeepalive()
+	}
+	return nil
+}
+
+// source reports whether ip is in trunk.inbound_cidrs as configured now:
+// the carrier's addresses, whose INVITEs are PSTN calls.
+func (t *trunk) source(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range t.conf.Load().inbound {
+		if p.Contains(ip) {
+			return true
 		}
 	}
+	return false
 }
 
-// errNoTrunkAnswer is a keepalive that got no response in time.
-var errNoTrunkAnswer = errors.New("no answer to OPTIONS")
-
-// pingTrunk sends one OPTIONS to the outbound trunk and waits up to wait
-// for any final response.
-func (s *Server) pingTrunk(ctx context.Context, tc *trunkConf, wait time.Duration) error {
-	uri := *tc.uri.Clone()
-	uri.User = ""
-	req := sip.NewRequest(sip.OPTIONS, uri)
-	if dest := s.trunkDest(); dest != "" {
-		req.SetDestination(dest)
+// target sends number (E.164) to the carrier trunk, in
+// trunk.number_format; false when no outbound trunk is configured.
+func (t *trunk) target(number string) (legBTarget, bool) {
+	tc := t.conf.Load()
+	if tc.host == "" {
+		return legBTarget{}, false
 	}
+	user := sanitizeHeaderValue(formatNumber(number, tc.numberFormat))
+	uri := sip.Uri{Scheme: "sip", User: user, Host: tc.uri.Host, Port: tc.uri.Port}
 	if tr, ok := tc.uri.UriParams.Get("transport"); ok && tr != "" {
-		req.SetTransport(strings.ToUpper(tr))
+		uri.UriParams = sip.NewParams()
+		uri.UriParams.Add("transport", tr)
 	}
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "vnum", Host: s.host}, Params: sip.NewParams()}
-	from.Params.Add("tag", sip.GenerateTagN(16))
-	req.AppendHeader(from)
-	req.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	return legBTarget{uri: uri, to: sip.Uri{Scheme: "sip", User: user, Host: tc.uri.Host}, dest: t.dest(), trunk: true,
+		username: tc.username, password: tc.password}, true
+}
+
+// formatNumber renders B (stored as E.164) for leg B's Request-URI per
+// trunk.number_format: national (13800138000) or e164 (+8613800138000).
+// A mainland fixed line is dialled nationally with its trunk prefix 0
+// before the area code (+861062345678 → 01062345678); mobile numbers,
+// which all start with 1, have none.
+func formatNumber(e164 string, format config.NumberFormat) string {
+	if format == config.NumberFormatE164 {
+		return e164
+	}
+	if national, ok := strings.CutPrefix(e164, "+86"); ok {
+		if strings.HasPrefix(national, "1") && len(national) == 11 {
+			return national
+		}
+		return "0" + national
+	}
+	return strings.TrimPrefix(e164, "+")
+}
+
+// trunkDNSRefresh is how long a lookup of trunk.outbound's host is used.
+const trunkDNSRefresh = time.Minute
+
+// dest is where leg B INVITEs to the trunk are sent when trunk.outbound
+// names a host rather than an IP: the address vnum itself resolved with
+// Options.Resolver (SRV _sip._udp or _sip._tcp first when the URI has no
+// port, RFC 3263 §4.2, then A/AAAA), refreshed each trunkDNSRefresh; the
+// last good address is kept while DNS fails. It is "" for an IP, which
+// sipgo takes as it is.
+func (t *trunk) dest() string {
+	tc := t.conf.Load()
+	if tc.host == "" {
+		return ""
+	}
+	if _, err := netip.ParseAddr(strings.Trim(tc.host, "[]")); err == nil {
+		return ""
+	}
+	t.dnsMu.Lock()
+	defer t.dnsMu.Unlock()
+	if t.addr != "" && t.addrFor == tc.outbound && time.Since(t.addrAt) < trunkDNSRefresh {
+		return t.addr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := s.client.Do(ctx, req)
-	switch {
-	case err == nil:
-		s.log.Debug("trunk keepalive", "status", res.StatusCode)
-		return nil
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w within %s", errNoTrunkAnswer, wait)
+	addr, err := t.resolve(ctx, tc)
+	if err != nil {
+		t.log.Error("resolving trunk.outbound", "host", tc.host, "error", err)
+		if t.addrFor != tc.outbound {
+			return "" // the last good address was the old trunk's
+		}
+		return t.addr
 	}
-	return err
+	t.addr, t.addrFor, t.addrAt = addr, tc.outbound, time.Now()
+	return addr
 }
 
-// TrunkUp reports whether the outbound trunk answers its keepalives
-// (always true when they are off), and why not when it does not.
-func (s *Server) TrunkUp() (bool, string) { return s.health().state() }
-
-// health is the current trunk's watch (a reload to another trunk starts
-// a fresh one).
-func (s *Server) health() *trunkWatch {
-	s.keepMu.Lock()
-	defer s.keepMu.Unlock()
-	return s.trunkHealth
-}
-
-// restartKeepalive (re)starts the keepalives of the trunk as configured
-// now, for as long as the server serves.
-func (s *Server) restartKeepalive() {
-	tc := s.trunk.Load()
-	s.keepMu.Lock()
-	defer s.keepMu.Unlock()
-	if s.stopKeep != nil {
-		s.stopKeep()
-		s.stopKeep = nil
+// resolve looks tc's host up (dest).
+func (t *trunk) resolve(ctx context.Context, tc *trunkConf) (string, error) {
+	r := t.resolver
+	if r == nil {
+		r = net.DefaultResolver
 	}
-	if s.serveCtx == nil || tc.host == "" || tc.keepalive <= 0 {
-		return
+	host, port := tc.host, tc.uri.Port
+	transport, _ := tc.uri.UriParams.Get("transport")
+	transport = strings.ToLower(transport)
+	if port == 0 {
+		proto := "udp"
+		if transport == "tcp" || transport == "tls" {
+			proto = "tcp"
+		}
+		if _, srvs, err := r.LookupSRV(ctx, "sip", proto, host); err == nil && len(srvs) > 0 {
+			host, port = strings.TrimSuffix(srvs[0].Target, "."), int(srvs[0].Port)
+		} else {
+			port = sip.DefaultUdpPort
+			if transport == "tls" || tc.uri.IsEncrypted() {
+				port = sip.DefaultTlsPort
+			}
+		}
 	}
-	ctx, stop := context.WithCancel(s.serveCtx)
-	s.stopKeep = stop
-	go s.keepTrunkAlive(ctx, tc, s.trunkHealth)
-}
-
-// stopKeepalive stops the keepalives.
-func (s *Server) stopKeepalive() {
-	s.keepMu.Lock()
-	defer s.keepMu.Unlock()
-	if s.stopKeep != nil {
-		s.stopKeep()
-		s.stopKeep = nil
+	ips, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", err
 	}
-}
-
-// legBFailureCounts counts leg B's failures by the status they ended with
-// (vnum_leg_b_failures_total{status}): a carrier's refusals told apart
-// from its outages.
-type legBFailureCounts struct {
-	mu     sync.Mutex
-	counts map[int]int64
-}
-
-func (f *legBFailureCounts) add(status int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.counts == nil {
-		f.counts = make(map[int]int64)
+	if len(ips) == 0 {
+		return "", fmt.Errorf("no address for %s", host)
 	}
-	f.counts[status]++
-}
-
-// LegBFailures returns how many leg B attempts failed since the start, by
-// final status as a string ("486", "503", "408" for a ring timeout).
-func (s *Server) LegBFailures() map[string]int64 {
-	s.legBFailed.mu.Lock()
-	defer s.legBFailed.mu.Unlock()
-	out := make(map[string]int64, len(s.legBFailed.counts))
-	for status, n := range s.legBFailed.counts {
-		out[strconv.Itoa(status)] = n
+	ip := ips[0]
+	for _, a := range ips {
+		if a.Unmap().Is4() {
+			ip = a.Unmap()
+			break
+		}
 	}
-	return out
+	return netip.AddrPortFrom(ip, uint16(port)).String(), nil
 }

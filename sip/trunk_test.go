@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -169,4 +170,21 @@ func TestCallbackLogMasksCallID(t *testing.T) {
 	require.Equal(t, "13700137000-77@gw.example", aCallID("13700137000-77@gw.example", false), "a courier's own number is its CDR's caller too")
 	long := strings.Repeat("a", 300)
 	require.Len(t, aCallID(long, false), maxLogValue+len("…"))
+}
+
+// TestFormatNumber: how a number stored in E.164 goes on the trunk in each
+// trunk.number_format.
+func TestFormatNumber(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct{ in, national, e164 string }{
+		"mobile":                 {"+8613800138000", "13800138000", "+8613800138000"},
+		"Beijing fixed line":     {"+861062345678", "01062345678", "+861062345678"},
+		"Hangzhou fixed line":    {"+8657187654321", "057187654321", "+8657187654321"},
+		"three-digit area, 7":    {"+863982345678", "03982345678", "+863982345678"},
+		"another country, as is": {"+14155550123", "14155550123", "+14155550123"},
+	}
+	for name, tc := range tests {
+		require.Equal(t, tc.national, formatNumber(tc.in, config.NumberFormatNational), name)
+		require.Equal(t, tc.e164, formatNumber(tc.in, config.NumberFormatE164), name)
+	}
 }

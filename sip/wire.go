@@ -7,11 +7,8 @@ package sip
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -103,79 +100,4 @@ var noDNS = &net.Resolver{
 	Dial: func(context.Context, string, string) (net.Conn, error) {
 		return nil, errNoDNS
 	},
-}
-
-// trunkDNSRefresh is how long a lookup of trunk.outbound's host is used.
-const trunkDNSRefresh = time.Minute
-
-// trunkDest is where leg B INVITEs to the trunk are sent when
-// trunk.outbound names a host rather than an IP: the address vnum itself
-// resolved with Options.Resolver (SRV _sip._udp or _sip._tcp first when the
-// URI has no port, RFC 3263 §4.2, then A/AAAA), refreshed each
-// trunkDNSRefresh; the last good address is kept while DNS fails. It is ""
-// for an IP, which sipgo takes as it is.
-func (s *Server) trunkDest() string {
-	tc := s.trunk.Load()
-	if tc.host == "" {
-		return ""
-	}
-	if _, err := netip.ParseAddr(strings.Trim(tc.host, "[]")); err == nil {
-		return ""
-	}
-	s.trunkMu.Lock()
-	defer s.trunkMu.Unlock()
-	if s.trunkAddr != "" && s.trunkAddrFor == tc.outbound && time.Since(s.trunkAt) < trunkDNSRefresh {
-		return s.trunkAddr
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	addr, err := s.resolveTrunk(ctx, tc)
-	if err != nil {
-		s.log.Error("resolving trunk.outbound", "host", tc.host, "error", err)
-		if s.trunkAddrFor != tc.outbound {
-			return "" // the last good address was the old trunk's
-		}
-		return s.trunkAddr
-	}
-	s.trunkAddr, s.trunkAddrFor, s.trunkAt = addr, tc.outbound, time.Now()
-	return addr
-}
-
-func (s *Server) resolveTrunk(ctx context.Context, tc *trunkConf) (string, error) {
-	r := s.opts.Resolver
-	if r == nil {
-		r = net.DefaultResolver
-	}
-	host, port := tc.host, tc.uri.Port
-	transport, _ := tc.uri.UriParams.Get("transport")
-	transport = strings.ToLower(transport)
-	if port == 0 {
-		proto := "udp"
-		if transport == "tcp" || transport == "tls" {
-			proto = "tcp"
-		}
-		if _, srvs, err := r.LookupSRV(ctx, "sip", proto, host); err == nil && len(srvs) > 0 {
-			host, port = strings.TrimSuffix(srvs[0].Target, "."), int(srvs[0].Port)
-		} else {
-			port = 5060
-			if transport == "tls" || tc.uri.IsEncrypted() {
-				port = 5061
-			}
-		}
-	}
-	ips, err := r.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return "", err
-	}
-	if len(ips) == 0 {
-		return "", fmt.Errorf("no address for %s", host)
-	}
-	ip := ips[0]
-	for _, a := range ips {
-		if a.Unmap().Is4() {
-			ip = a.Unmap()
-			break
-		}
-	}
-	return netip.AddrPortFrom(ip, uint16(port)).String(), nil
 }

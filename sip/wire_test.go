@@ -160,6 +160,21 @@ func randHex() string {
 	return hex.EncodeToString(b)
 }
 
+// framed is a message as a phone sends it over TCP.
+func framed(startLine string, headers []string, body string) string {
+	return startLine + "\r\n" + strings.Join(headers, "\r\n") + "\r\n\r\n" + body
+}
+
+var (
+	optionsMsg = framed("OPTIONS sip:vnum@127.0.0.1 SIP/2.0",
+		[]string{"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-1", "Max-Forwards: 70", "From: <sip:a@x>;tag=1",
+			"To: <sip:vnum@127.0.0.1>", "Call-ID: c1", "CSeq: 1 OPTIONS", "Content-Length: 0"}, "")
+	inviteBody = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n\r\n\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+	inviteMsg  = framed("INVITE sip:17000000001@127.0.0.1 SIP/2.0",
+		[]string{"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-2", "From: <sip:a@x>;tag=2", "To: <sip:17000000001@127.0.0.1>",
+			"Call-ID: c2", "CSeq: 1 INVITE", "Content-Type: application/sdp", "Content-Length: " + itoa(len(inviteBody))}, inviteBody)
+)
+
 // rawRequest is a minimal request from the raw peer: method, Request-URI
 // user and extra header lines.
 func rawRequest(method, ruri string, extra ...string) string {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vnum/vnum/binding"
+	"github.com/vnum/vnum/callrec"
 )
 
 // MaxBodyBytes is the largest request body the API reads; a larger one is
@@ -31,10 +32,9 @@ const MaxBodyBytes = 1 << 20
 // /readyz answer 503 rather than hang the prober.
 const readyTimeout = 3 * time.Second
 
-// CallLister returns the calls in progress as a JSON-marshalable value
-// (the signalling server's []sip.CallInfo). It is a function so that this
-// package does not depend on sip.
-type CallLister func() any
+// CallLister returns the calls in progress, as signalling publishes them.
+// It is a function so that this package does not depend on sip.
+type CallLister func() []callrec.LiveCall
 
 // Options configures the API.
 type Options struct {

@@ -19,17 +19,6 @@ import (
 	"github.com/vnum/vnum/callrec"
 )
 
-// fakeCall has the fields of the signalling server's CallInfo.
-type fakeCall struct {
-	ID        string    `json:"id"`
-	Merchant  string    `json:"merchant,omitempty"`
-	Binding   string    `json:"binding,omitempty"`
-	Host      string    `json:"host"`
-	Extension string    `json:"extension,omitempty"`
-	State     string    `json:"state"`
-	StartedAt time.Time `json:"started_at"`
-}
-
 // seedAPI adds merchant m1 with account alice and two host numbers
 // through the API.
 func seedAPI(t *testing.T, h *harness) {
@@ -54,10 +43,10 @@ func createBinding(t *testing.T, h *harness, order, b string) map[string]any {
 
 func TestEndpoints(t *testing.T) {
 	t.Parallel()
-	calls := []fakeCall{{ID: "call-1", Merchant: "m1", Binding: "b_1", Host: "17000000001", Extension: "1234",
+	calls := []callrec.LiveCall{{ID: "call-1", Merchant: "m1", Binding: "b_1", Host: "17000000001", Extension: "1234",
 		State: "bridged", StartedAt: time.Date(2026, 11, 2, 3, 4, 5, 0, time.UTC)}}
 	h := newHarness(t, func(o *api.Options) {
-		o.Calls = func() any { return calls }
+		o.Calls = func() []callrec.LiveCall { return calls }
 		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			if _, err := w.Write([]byte("vnum_calls_active 1\n")); err != nil {
@@ -313,7 +302,7 @@ func TestReadyAndFailures(t *testing.T) {
 	notReady := errors.New("sip: not listening")
 	h := newHarness(t, func(o *api.Options) {
 		o.Ready = func(context.Context) error { return notReady }
-		o.Calls = func() any { panic("lister broke") }
+		o.Calls = func() []callrec.LiveCall { panic("lister broke") }
 	})
 	r := h.do(request{method: "GET", path: "/readyz", auth: str("")})
 	require.Equal(t, http.StatusServiceUnavailable, r.status)
@@ -343,7 +332,7 @@ func TestReadyAndFailures(t *testing.T) {
 
 func TestCallsDefaultEmpty(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(o *api.Options) { o.Calls = func() any { return []fakeCall(nil) } })
+	h := newHarness(t, func(o *api.Options) { o.Calls = func() []callrec.LiveCall { return nil } })
 	r := h.do(request{method: "GET", path: "/v1/calls"})
 	require.Equal(t, "[]\n", string(r.body))
 	h = newHarness(t)

@@ -267,18 +267,11 @@ func (s *server) calls(w http.ResponseWriter, r *http.Request) error {
 	if err := checkQuery(r); err != nil {
 		return err
 	}
-	var v any = []struct{}{}
+	calls := []callrec.LiveCall{}
 	if s.opts.Calls != nil {
-		v = s.opts.Calls()
+		calls = nonNil(s.opts.Calls())
 	}
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("calls: %w", err)
-	}
-	if string(raw) == "null" {
-		raw = []byte("[]")
-	}
-	s.writeJSON(w, http.StatusOK, json.RawMessage(raw))
+	s.writeJSON(w, http.StatusOK, calls)
 	return nil
 }
 

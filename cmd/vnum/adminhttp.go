@@ -250,9 +250,10 @@ type relayCollector struct {
 func newRelayCollector(counts func() media.RelayCounts) relayCollector {
 	return relayCollector{
 		received: prometheus.NewDesc("vnum_rtp_packets_received_total",
-			"RTP datagrams read on the media sockets of every call, both directions.", nil, nil),
+			"RTP datagrams that reached the media ports of every call, both directions: read on their sockets, or relayed by the kernel before.", nil, nil),
 		relayed: prometheus.NewDesc("vnum_rtp_packets_relayed_total",
-			"RTP packets sent on to the other leg of their call.", nil, nil),
+			"RTP packets sent on to the other leg of their call, by path: user (read and sent by vnum) or kernel (forwarded by the kernel relay, media.kernel).",
+			[]string{"path"}, nil),
 		dropped: prometheus.NewDesc("vnum_rtp_packets_dropped_total",
 			"RTP datagrams read but not relayed, by reason: not_rtp (not RTP version 2), no_bridge (the leg relays to no other yet: IVR digits), "+
 				"no_remote (the other leg has no address, or is on hold), send_error, panic, "+
@@ -275,7 +276,8 @@ func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 	rc := c.counts()
 	ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(rc.Received))
-	ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(rc.Relayed))
+	ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(rc.Relayed), "user")
+	ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(rc.RelayedKernel), "kernel")
 	for reason, n := range rc.Dropped {
 		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), reason.String())
 	}
@@ -306,14 +308,14 @@ var errAdminNeedsToken = errors.New("admin.listen: a non-loopback address needs 
 // serve. An empty admin.listen disables it: stop does nothing and addr is
 // "". calls lists the calls in progress, ready is the /readyz check, stats
 // feed /metrics.
-func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+func startAdmin(ctx context.Context, c *config.Config, store *binding.Store, calls api.CallLister,
 	ready func(context.Context) error, stats callStats, log *slog.Logger,
 ) (stop func(context.Context) error, addr string, err error) {
 	return startAdminTimeouts(ctx, c, store, calls, ready, stats, log, defaultAdminTimeouts)
 }
 
 // startAdminTimeouts is startAdmin with the server's timeouts given.
-func startAdminTimeouts(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+func startAdminTimeouts(ctx context.Context, c *config.Config, store *binding.Store, calls api.CallLister,
 	ready func(context.Context) error, stats callStats, log *slog.Logger, t adminTimeouts,
 ) (stop func(context.Context) error, addr string, err error) {
 	a, err := listenAdmin(ctx, c, log)
@@ -374,7 +376,7 @@ func (a *adminListener) close() {
 }
 
 // serve serves the admin API on the bound listener until stop is called.
-func (a *adminListener) serve(ctx context.Context, c *config.Config, store *binding.Store, calls func() any,
+func (a *adminListener) serve(ctx context.Context, c *config.Config, store *binding.Store, calls api.CallLister,
 	ready func(context.Context) error, stats callStats, log *slog.Logger,
 ) (stop func(context.Context) error, addr string, err error) {
 	if a.ln == nil {

@@ -70,7 +70,7 @@ func get(t *testing.T, url, token string, hdr ...string) (int, string) {
 // startTestAdmin starts the admin API on c and stops it at cleanup.
 func startTestAdmin(t *testing.T, c *config.Config, s *binding.Store, stats callStats) string {
 	t.Helper()
-	stop, addr, err := startAdmin(context.Background(), c, s, func() any { return []string{} },
+	stop, addr, err := startAdmin(context.Background(), c, s, func() []callrec.LiveCall { return nil },
 		s.Ping, stats, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -139,7 +139,7 @@ func TestAdminMetrics(t *testing.T) {
 		pendingCDRs:     func() int { return 4 },
 		queueDelay:      func() time.Duration { return 250 * time.Millisecond },
 		relay: func() media.RelayCounts {
-			return media.RelayCounts{Received: 21, Relayed: 10, Dropped: map[media.DropReason]uint64{
+			return media.RelayCounts{Received: 24, Relayed: 10, RelayedKernel: 3, Dropped: map[media.DropReason]uint64{
 				media.DropNotRTP: 1, media.DropNoBridge: 2, media.DropNoRemote: 3, media.DropSendError: 1, media.DropPanic: 0,
 				media.DropForeignSource: 4}, ForeignRTCP: 5}
 		},
@@ -154,7 +154,7 @@ func TestAdminMetrics(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	for _, want := range []string{"vnum_calls_active 3", "vnum_calls_total 42", "vnum_messages_refused_total 7", "vnum_sip_panics_total 2", "vnum_cdrs_pending 4",
 		"vnum_sip_queue_delay_seconds 0.25", "go_goroutines ", "process_start_time_seconds ",
-		"vnum_rtp_packets_received_total 21", "vnum_rtp_packets_relayed_total 10",
+		"vnum_rtp_packets_received_total 24", `vnum_rtp_packets_relayed_total{path="user"} 10`, `vnum_rtp_packets_relayed_total{path="kernel"} 3`,
 		`vnum_rtp_packets_dropped_total{reason="not_rtp"} 1`, `vnum_rtp_packets_dropped_total{reason="no_bridge"} 2`,
 		`vnum_rtp_packets_dropped_total{reason="no_remote"} 3`, `vnum_rtp_packets_dropped_total{reason="send_error"} 1`,
 		`vnum_rtp_packets_dropped_total{reason="panic"} 0`, `vnum_rtp_packets_dropped_total{reason="foreign_source"} 4`,

@@ -325,7 +325,8 @@ func TestRelayMetricsThroughServe(t *testing.T) {
 		_, body = get(t, url+"/metrics", "")
 		return metric(body, "vnum_rtp_packets_received_total") == float64(sent)
 	}, 5*time.Second, 10*time.Millisecond, "every packet sent is counted as received")
-	require.Equal(t, float64(relayed), metric(body, "vnum_rtp_packets_relayed_total"))
+	require.Equal(t, float64(relayed), metric(body, `vnum_rtp_packets_relayed_total{path="user"}`))
+	require.Zero(t, metric(body, `vnum_rtp_packets_relayed_total{path="kernel"}`), "startNode loads no kernel relay: the node relays in user space")
 	drops := 0.0
 	for _, reason := range []string{"not_rtp", "no_bridge", "no_remote", "send_error", "panic", "foreign_source"} {
 		drops += metric(body, `vnum_rtp_packets_dropped_total{reason="`+reason+`"}`)

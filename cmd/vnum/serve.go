@@ -241,6 +241,14 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	// media.kernel on without a kernel relay is refused before the store
+	// is touched.
+	stopKernel, announceKernel, err := openKernelRelay(c.Media, b.ports, log)
+	if err != nil {
+		b.close()
+		return err
+	}
+	defer stopKernel() // after the drain: the calls' flows are gone
 	admin, err := listenAdmin(ctx, c, log)
 	if err != nil {
 		b.close()
@@ -251,11 +259,12 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 		admin.close()
 		return err
 	}
+	announceKernel()
 	n.events, n.cfg = startEvents(c, n.store, log), c
 	admin.checkWebhook = n.events.CheckURL
 	stats := n.stats()
 	stats.events, stats.eventsPending = n.events.Counts, n.events.Pending
-	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, func() any { return n.sip.Calls() },
+	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, n.sip.Calls,
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
 				return fmt.Errorf("store: %w", err)

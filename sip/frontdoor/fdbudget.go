@@ -1,4 +1,4 @@
-package sip
+package frontdoor
 
 // The descriptor budget: how many TCP and TLS connections signalling may
 // hold, out of the descriptors the process may open, so that a flood of
@@ -55,23 +55,26 @@ func newFDBudget(limit, pairs, maxActive int) fdBudget {
 	return b
 }
 
-// applyBudget sets the TCP cap from the descriptor budget (or
-// Options.TCPMaxConns) when the listeners are bound. The budget is logged
-// by Serve (logBudget): a serve that then fails to start (its node's
-// lease held, the store missing) says so in one line and nothing else.
-func (s *Server) applyBudget() {
+// Budget sets the cap on all connections from the descriptor budget: the
+// process's descriptor limit less what media may take (pairs RTP port
+// pairs, calls.max_active calls; 0: no fixed range, no limit) and a
+// reserve, or maxConns when it is set. Call it when the listeners are
+// bound; LogBudget logs it as serving starts, so that a serve that then
+// fails to start (its node's lease held, the store missing) says so in
+// one line and nothing else.
+func (g *TCPGuard) Budget(pairs, maxActive, maxConns int) {
 	limit, err := nofileLimit()
 	if err != nil {
-		s.log.Warn("cannot read the descriptor limit", "error", err)
+		g.log.Warn("cannot read the descriptor limit", "error", err)
 	}
-	b := newFDBudget(limit, s.opts.Ports.Pairs(), s.opts.MaxActive)
+	b := newFDBudget(limit, pairs, maxActive)
 	tcp := b.tcp
-	if s.opts.TCPMaxConns > 0 {
-		tcp = s.opts.TCPMaxConns
+	if maxConns > 0 {
+		tcp = maxConns
 	}
-	s.tcp.total.Store(int64(tcp))
-	s.budget = budgetLine{short: b.short, attrs: []any{"nofile", limit, "media", b.media, "reserve", fdReserve, "tcp_max", tcp,
-		"tcp_per_source", s.tcp.perSource, "tcp_idle", s.tcp.idle.String(), "tcp_message_timeout", s.tcp.message.String()}}
+	g.total.Store(int64(tcp))
+	g.budget = budgetLine{short: b.short, attrs: []any{"nofile", limit, "media", b.media, "reserve", fdReserve, "tcp_max", tcp,
+		"tcp_per_source", g.perSource, "tcp_idle", g.idle.String(), "tcp_message_timeout", g.message.String()}}
 }
 
 // budgetLine is the descriptor budget as its log line gives it.
@@ -80,15 +83,15 @@ type budgetLine struct {
 	attrs []any
 }
 
-// logBudget logs the budget once, as serving starts: a warning when the
+// LogBudget logs the budget once, as serving starts: a warning when the
 // limit is too low for what media.rtp_ports may take.
-func (s *Server) logBudget() {
-	if s.budget.attrs == nil {
+func (g *TCPGuard) LogBudget() {
+	if g.budget.attrs == nil {
 		return
 	}
-	if s.budget.short {
-		s.log.Warn("descriptor limit too low for media.rtp_ports and signalling: raise the hard RLIMIT_NOFILE (systemd LimitNOFILE)", s.budget.attrs...)
+	if g.budget.short {
+		g.log.Warn("descriptor limit too low for media.rtp_ports and signalling: raise the hard RLIMIT_NOFILE (systemd LimitNOFILE)", g.budget.attrs...)
 		return
 	}
-	s.log.Info("descriptor budget", s.budget.attrs...)
+	g.log.Info("descriptor budget", g.budget.attrs...)
 }

@@ -1,4 +1,4 @@
-package sip
+package frontdoor
 
 import (
 	"errors"
@@ -16,7 +16,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// The TCP guard's defaults (README "SIP behaviour in short").
+// The TCP guard's defaults.
 const (
 	// DefaultTCPIdle is how long a connection may send nothing between
 	// messages (no request, no response, no CRLF keepalive) before it is
@@ -80,14 +80,14 @@ func (r tcpReason) String() string {
 // failures: a flood must not become a flood of log lines.
 const logEvery = 10 * time.Second
 
-// tcpGuard stands between the TCP and TLS listeners and sipgo, which reads
+// TCPGuard stands between the TCP and TLS listeners and sipgo, which reads
 // each accepted connection in a goroutine of its own for as long as the
 // connection stays open, and whose accept loop ends at the first error.
 // The guard keeps accepting through errors that pass (out of descriptors,
 // a connection reset in the queue), caps the connections each source and
 // all of them may hold, and closes connections that send no complete
 // message for too long (see guardedConn).
-type tcpGuard struct {
+type TCPGuard struct {
 	perSource     int
 	idle, message time.Duration
 	// exempt says whether a source escapes the per-source cap: the
@@ -106,13 +106,32 @@ type tcpGuard struct {
 	refused  [tcpReasons]atomic.Int64
 	logs     [tcpReasons]throttle
 	failures throttle // accept errors
+
+	budget budgetLine // Budget's, for LogBudget
 }
 
-// newTCPGuard makes the guard of the options' windows and caps; total
-// starts unlimited until the budget sets it.
-func newTCPGuard(opts Options, exempt func(netip.Addr) bool, log *slog.Logger) *tcpGuard {
-	g := &tcpGuard{
-		perSource: opts.TCPPerSource, idle: opts.TCPIdle, message: opts.TCPMessageTimeout,
+// TCPOptions are the TCP guard's windows and caps.
+type TCPOptions struct {
+	// PerSource caps the TCP and TLS connections one source address (an
+	// IPv6 /64) holds open; zero means DefaultTCPPerSource.
+	PerSource int
+	// Idle is how long a connection may go without a message or keepalive
+	// unless a registration or a call rides on it; zero means
+	// DefaultTCPIdle.
+	Idle time.Duration
+	// MessageTimeout bounds a message's arrival once begun, a new
+	// connection's first message and each write to a peer; zero means
+	// DefaultTCPMessageTimeout.
+	MessageTimeout time.Duration
+}
+
+// NewTCPGuard makes the guard of o's windows and caps. exempt says
+// whether a source escapes the per-source cap (the trunk's, as configured
+// now; nil: none does). The total cap starts unlimited until Budget sets
+// it.
+func NewTCPGuard(o TCPOptions, exempt func(netip.Addr) bool, log *slog.Logger) *TCPGuard {
+	g := &TCPGuard{
+		perSource: o.PerSource, idle: o.Idle, message: o.MessageTimeout,
 		exempt: exempt, log: log,
 		bySource: make(map[netip.Addr]int), byRemote: make(map[string]*guardedConn),
 	}
@@ -129,8 +148,10 @@ func newTCPGuard(opts Options, exempt func(netip.Addr) bool, log *slog.Logger) *
 	return g
 }
 
-// listener wraps a TCP or TLS listener (network says which, for logs).
-func (g *tcpGuard) listener(ln net.Listener, network string) *guardedListener {
+// Listener wraps a TCP or TLS listener (network says which, for logs):
+// its Accept returns only the connections the caps admit, and waits out
+// the errors that pass.
+func (g *TCPGuard) Listener(ln net.Listener, network string) net.Listener {
 	return &guardedListener{Listener: ln, g: g, network: network, done: make(chan struct{})}
 }
 
@@ -148,7 +169,7 @@ func sourceKey(ip netip.Addr) netip.Addr {
 
 // admit takes an accepted connection under the caps, or closes it at once
 // and returns nil.
-func (g *tcpGuard) admit(c net.Conn) *guardedConn {
+func (g *TCPGuard) admit(c net.Conn) *guardedConn {
 	remote := c.RemoteAddr().String()
 	var ip netip.Addr
 	if ap, err := netip.ParseAddrPort(remote); err == nil {
@@ -187,7 +208,7 @@ func (g *tcpGuard) admit(c net.Conn) *guardedConn {
 // refuse closes a connection the caps do not admit. It goes with a reset
 // (SO_LINGER 0): nothing was said on it, and no TIME_WAIT is left behind
 // for each one of a flood.
-func (g *tcpGuard) refuse(c net.Conn, why tcpReason, ip netip.Addr, open int) {
+func (g *TCPGuard) refuse(c net.Conn, why tcpReason, ip netip.Addr, open int) {
 	raw := c
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		raw = tc.NetConn() // a *tls.Conn
@@ -210,7 +231,7 @@ func (g *tcpGuard) refuse(c net.Conn, why tcpReason, ip netip.Addr, open int) {
 }
 
 // closed counts and logs a connection the guard closes for why.
-func (g *tcpGuard) closed(gc *guardedConn, why tcpReason) {
+func (g *TCPGuard) closed(gc *guardedConn, why tcpReason) {
 	g.refused[why].Add(1)
 	if why == tcpIdle {
 		// A phone that went away without a word: routine.
@@ -223,7 +244,7 @@ func (g *tcpGuard) closed(gc *guardedConn, why tcpReason) {
 }
 
 // release forgets a closed connection.
-func (g *tcpGuard) release(gc *guardedConn) {
+func (g *TCPGuard) release(gc *guardedConn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.open--
@@ -237,7 +258,7 @@ func (g *tcpGuard) release(gc *guardedConn) {
 
 // conn returns the open connection a request came over, or nil when it
 // came over UDP or its connection is gone.
-func (g *tcpGuard) conn(req *sip.Request) *guardedConn {
+func (g *TCPGuard) conn(req *sip.Request) *guardedConn {
 	if t := strings.ToLower(req.Transport()); t != "tcp" && t != "tls" {
 		return nil
 	}
@@ -246,10 +267,10 @@ func (g *tcpGuard) conn(req *sip.Request) *guardedConn {
 	return g.byRemote[req.Source()]
 }
 
-// pin keeps the connection req came over open for d past its idle window
+// Pin keeps the connection req came over open for d past its idle window
 // (a registration over it: vnum reaches the phone through it for that
 // long); d of 0 lets it go idle again.
-func (g *tcpGuard) pin(req *sip.Request, d time.Duration) {
+func (g *TCPGuard) Pin(req *sip.Request, d time.Duration) {
 	gc := g.conn(req)
 	if gc == nil {
 		return
@@ -261,9 +282,9 @@ func (g *tcpGuard) pin(req *sip.Request, d time.Duration) {
 	gc.pinned.Store(until)
 }
 
-// hold keeps the connection req came over open past its idle window until
+// Hold keeps the connection req came over open past its idle window until
 // the returned function is called (a call whose leg A came over it).
-func (g *tcpGuard) hold(req *sip.Request) (release func()) {
+func (g *TCPGuard) Hold(req *sip.Request) (release func()) {
 	gc := g.conn(req)
 	if gc == nil {
 		return func() {}
@@ -274,22 +295,24 @@ func (g *tcpGuard) hold(req *sip.Request) (release func()) {
 }
 
 // acceptFailed logs an accept error that vnum waits out.
-func (g *tcpGuard) acceptFailed(network string, err error, retry time.Duration) {
+func (g *TCPGuard) acceptFailed(network string, err error, retry time.Duration) {
 	if held, ok := g.failures.allow(time.Now()); ok {
 		g.log.Warn("sip tcp accept failed; retrying", "network", network, "error", err,
 			"retry_in", retry.String(), "failures_unlogged", held)
 	}
 }
 
-// openConns is how many connections are open.
-func (g *tcpGuard) openConns() int {
+// Conns is how many TCP and TLS connections are open.
+func (g *TCPGuard) Conns() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.open
 }
 
-// refusals are the connections refused or closed so far, by reason.
-func (g *tcpGuard) refusals() map[string]int64 {
+// Refused counts the TCP and TLS connections refused at their accept
+// (per_source, total) or closed by the guard (idle, slow, stalled), by
+// reason.
+func (g *TCPGuard) Refused() map[string]int64 {
 	out := make(map[string]int64, tcpReasons)
 	for r := range tcpReasons {
 		out[r.String()] = g.refused[r].Load()
@@ -332,7 +355,7 @@ const (
 // aborted in the queue) is waited out here, never handed up.
 type guardedListener struct {
 	net.Listener
-	g       *tcpGuard
+	g       *TCPGuard
 	network string
 	done    chan struct{}
 	once    sync.Once
@@ -410,7 +433,7 @@ func passingAcceptError(err error) bool {
 //     stalled).
 type guardedConn struct {
 	net.Conn
-	g      *tcpGuard
+	g      *TCPGuard
 	source netip.Addr // what the per-source cap counts
 	ip     netip.Addr // the peer's address, for logs
 	remote string     // the peer's address as sipgo names it (Request.Source)
@@ -532,12 +555,5 @@ func (gc *guardedConn) close() error {
 	return err
 }
 
-// TCPConnections is how many TCP and TLS connections are open.
-func (s *Server) TCPConnections() int { return s.tcp.openConns() }
-
-// TCPConnectionLimit is the cap on open TCP and TLS connections.
-func (s *Server) TCPConnectionLimit() int { return int(s.tcp.total.Load()) }
-
-// TCPRefused counts the TCP and TLS connections refused at their accept
-// (per_source, total) or closed by vnum (idle, slow, stalled), by reason.
-func (s *Server) TCPRefused() map[string]int64 { return s.tcp.refusals() }
+// Limit is the cap on open TCP and TLS connections.
+func (g *TCPGuard) Limit() int { return int(g.total.Load()) }

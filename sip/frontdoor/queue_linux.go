@@ -1,4 +1,4 @@
-package sip
+package frontdoor
 
 import (
 	"encoding/binary"

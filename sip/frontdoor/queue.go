@@ -1,4 +1,4 @@
-package sip
+package frontdoor
 
 import (
 	"bytes"
@@ -11,14 +11,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 )
-
-// DefaultMaxQueueDelay is Options.MaxQueueDelay's default: a fifth of
-// RFC 3261's T1. A UDP caller retransmits an INVITE unanswered after T1
-// (500 ms); a datagram that waited longer than this in the SIP socket
-// before vnum read it means the process no longer keeps up with what it
-// is sent, and taking more calls would only make every answer later and
-// start the retransmissions that turn a busy server into a collapsing one.
-const DefaultMaxQueueDelay = 100 * time.Millisecond
 
 // queueDelay is how long the datagrams vnum reads from its SIP UDP
 // sockets waited there: the time from the kernel's receive stamp
@@ -72,15 +64,34 @@ func (q *queueDelay) observe(stamp time.Time) {
 // before that many were read or where the kernel gives no stamps.
 func (q *queueDelay) latest() time.Duration { return time.Duration(q.standing.Load()) }
 
-// QueueDelay returns how long the SIP datagrams vnum read last had waited
-// in its sockets, the least of the last few (vnum_sip_queue_delay_seconds):
-// near zero while vnum keeps up, and the measure by which it refuses new
-// INVITEs as saturated.
-func (s *Server) QueueDelay() time.Duration { return s.queue.latest() }
+// WrapUDP returns a SIP UDP socket as the door reads it: each datagram
+// stamped with the time it waited there (QueueDelay), and new INVITEs
+// refused at the socket while vnum is saturated (shedAtRead). pre, when
+// set, sees every datagram of a stamped socket first; true means it was
+// answered (or is to be dropped) and nobody else sees it. Where the
+// kernel gives no receive stamps the socket is returned as it is, with
+// the error why: Admit then counts every INVITE itself and decides
+// without the queue delay.
+func (d *Door) WrapUDP(conn *net.UDPConn, pre func(data []byte, from *net.UDPAddr) bool) (net.PacketConn, error) {
+	pc, err := stampReads(conn, d.queue)
+	if sc, ok := pc.(*stampedConn); ok && !d.unstamped {
+		sc.shed = func(data []byte, from *net.UDPAddr) bool {
+			if pre != nil && pre(data, from) {
+				return true
+			}
+			return d.shedAtRead(conn, data, from)
+		}
+		d.countedAtRead = true
+		return pc, err
+	}
+	// INVITEs read here are not counted at the socket: Admit counts.
+	d.unstamped, d.countedAtRead = true, false
+	return pc, err
+}
 
 // stampedConn is a SIP UDP socket that stamps each datagram it reads with
 // the time it waited (queueDelay), and may answer some itself (shed)
-// before sipgo sees them (docs/sipgo.md §17). sipgo reads it from one
+// before sipgo sees them. sipgo reads it from one
 // goroutine per socket, so the control-message buffer is not shared.
 type stampedConn struct {
 	*net.UDPConn
@@ -109,14 +120,15 @@ func (c *stampedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// shedTagPrefix starts the To tag of the 503s shedAtRead sends, so that
-// their ACKs are known at the socket too.
-const shedTagPrefix = "vnum-ol-"
+// StatelessTagPrefix starts the To tag of the responses vnum sends
+// statelessly (StatelessTag), so that their ACKs are known at the socket
+// too, and dropped there.
+const StatelessTagPrefix = "vnum-ol-"
 
 var (
 	inviteLine = []byte("INVITE ")
 	ackLine    = []byte("ACK ")
-	shedTag    = []byte("tag=" + shedTagPrefix)
+	shedTag    = []byte("tag=" + StatelessTagPrefix)
 )
 
 // shedAtRead answers a new INVITE with 503 and Retry-After on the
@@ -126,25 +138,20 @@ var (
 // flood cost the reader little and leave the process to the calls it
 // has. The ACKs of those 503s are dropped here too. Every new INVITE read
 // is counted per source here, saturated or not, and each one passed on to
-// sipgo is remembered by its Call-ID (admission.inflight) until admitted
+// sipgo is remembered by its Call-ID (Door.inflight) until admitted
 // and done with, refused, or past Timer B: a retransmission of it, which
 // may arrive before its handler has even run, is never shed. Anything
 // else, an INVITE that does not parse or a re-INVITE (To tag), goes on to
 // sipgo uncounted.
-func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
-	// Before anything parses it: a datagram over vnum's limits on header
-	// fields is refused here, whatever the load (limits.go).
-	if s.refuseAtRead(conn, data, from) {
-		return true
-	}
+func (d *Door) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) bool {
 	if bytes.HasPrefix(data, ackLine) {
 		head, _, _ := bytes.Cut(data, []byte("\r\n\r\n"))
 		return bytes.Contains(head, shedTag)
 	}
-	if s.unstamped || !bytes.HasPrefix(data, inviteLine) {
+	if d.unstamped || !bytes.HasPrefix(data, inviteLine) {
 		return false // an unstamped socket elsewhere: admit counts every INVITE
 	}
-	msg, err := s.parser.ParseSIP(data)
+	msg, err := d.parser.ParseSIP(data)
 	if err != nil {
 		return false
 	}
@@ -153,16 +160,15 @@ func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) b
 		req.To().Params.Has("tag") {
 		return false
 	}
-	a := s.admission
-	now := s.now()
-	a.sweepInflight(now)
+	now := d.now()
+	d.sweepInflight(now)
 	callID := req.CallID().Value()
-	if _, known := a.inflight.Load(callID); known {
+	if _, known := d.inflight.Load(callID); known {
 		return false // a retransmission of an INVITE passed on
 	}
-	light := a.load.light(from.AddrPort().Addr().Unmap())
-	if light || a.maxQueue <= 0 || s.queue.latest() <= a.maxQueue {
-		a.inflight.Store(callID, now.UnixNano())
+	light := d.load.light(from.AddrPort().Addr().Unmap())
+	if light || d.maxQueue <= 0 || d.queue.latest() <= d.maxQueue {
+		d.inflight.Store(callID, now.UnixNano())
 		return false
 	}
 	res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable", nil)
@@ -170,22 +176,23 @@ func (s *Server) shedAtRead(conn *net.UDPConn, data []byte, from *net.UDPAddr) b
 		if to.Params == nil {
 			to.Params = sip.NewParams()
 		}
-		to.Params.Add("tag", shedToTag(req))
+		to.Params.Add("tag", StatelessTag(req))
 	}
-	for _, h := range s.retryAfter(sip.StatusServiceUnavailable, reasonInternal) {
+	for _, h := range d.RetryAfter(sip.StatusServiceUnavailable, false) {
 		res.AppendHeader(h)
 	}
-	a.count(refusedSaturated)
+	d.Count(ErrSaturated)
 	if _, err := conn.WriteToUDP([]byte(res.String()), from); err != nil {
-		s.log.Debug("stateless 503", "error", err)
+		d.log.Debug("stateless 503", "error", err)
 	}
 	return true
 }
 
-// shedToTag is the To tag of a stateless 503: the same for every
+// StatelessTag is the To tag of a response vnum sends statelessly (a 503
+// at the socket, a refusal of a message over vnum's limits): the same for every
 // retransmission of one request, as RFC 3261 §8.2.7 asks of a stateless
 // UAS, from the Call-ID, the From tag and the top Via branch.
-func shedToTag(req *sip.Request) string {
+func StatelessTag(req *sip.Request) string {
 	h := fnv.New64a()
 	h.Write([]byte(req.CallID().Value()))
 	if tag, ok := req.From().Params.Get("tag"); ok {
@@ -196,5 +203,5 @@ func shedToTag(req *sip.Request) string {
 		h.Write([]byte{0})
 		h.Write([]byte(branch))
 	}
-	return shedTagPrefix + strconv.FormatUint(h.Sum64(), 36)
+	return StatelessTagPrefix + strconv.FormatUint(h.Sum64(), 36)
 }

@@ -1,4 +1,4 @@
-package sip
+package frontdoor
 
 import (
 	"bytes"
@@ -17,14 +17,16 @@ func framed(startLine string, headers []string, body string) string {
 	return startLine + "\r\n" + strings.Join(headers, "\r\n") + "\r\n\r\n" + body
 }
 
-var (
-	optionsMsg = framed("OPTIONS sip:vnum@127.0.0.1 SIP/2.0",
-		[]string{"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-1", "Max-Forwards: 70", "From: <sip:a@x>;tag=1",
-			"To: <sip:vnum@127.0.0.1>", "Call-ID: c1", "CSeq: 1 OPTIONS", "Content-Length: 0"}, "")
-	inviteBody = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n\r\n\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
-	inviteMsg  = framed("INVITE sip:17000000001@127.0.0.1 SIP/2.0",
-		[]string{"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-2", "From: <sip:a@x>;tag=2", "To: <sip:17000000001@127.0.0.1>",
-			"Call-ID: c2", "CSeq: 1 INVITE", "Content-Type: application/sdp", "Content-Length: " + itoa(len(inviteBody))}, inviteBody)
+// optionsMsg and inviteMsg are a phone's OPTIONS and INVITE as they come
+// over TCP, the INVITE with a body.
+const (
+	optionsMsg = "OPTIONS sip:vnum@127.0.0.1 SIP/2.0\r\n" +
+		"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-1\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\n" +
+		"To: <sip:vnum@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	inviteMsg = "INVITE sip:17000000001@127.0.0.1 SIP/2.0\r\n" +
+		"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-2\r\nFrom: <sip:a@x>;tag=2\r\nTo: <sip:17000000001@127.0.0.1>\r\n" +
+		"Call-ID: c2\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 91\r\n\r\n" +
+		"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n\r\n\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 )
 
 // TestMsgFramer: the framer finds each message's end (headers, then
@@ -150,7 +152,7 @@ func requireNoEndMissed(t *testing.T, reads [][]byte) {
 // misses no message sipgo parses.
 func TestMsgFramerFollowsSipgo(t *testing.T) {
 	t.Parallel()
-	files, err := filepath.Glob(filepath.Join("testdata", "torture", "*", "*.dat"))
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "torture", "*", "*.dat"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	for _, name := range files {
