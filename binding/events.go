@@ -202,7 +202,7 @@ func (s *Store) recordEvent(ctx context.Context, tx *txn, e NewEvent) (bool, err
 	if at.IsZero() {
 		at = s.Now()
 	}
-	id, err := newEventID()
+	id, err := newEventID(at)
 	if err != nil {
 		return false, err
 	}
@@ -224,14 +224,17 @@ func (s *Store) recordEvent(ctx context.Context, tx *txn, e NewEvent) (bool, err
 	return n == 1, err
 }
 
-// newEventID returns "ev_" and 32 random hex digits, the form the
-// database gives the events it writes itself.
-func newEventID() (string, error) {
-	var b [16]byte
+// newEventID returns the id of an event of what happened at at: "ev_",
+// at in Unix nanoseconds as 16 hex digits, then 16 random hex digits, the
+// form the database gives the events it writes itself (migration 0015).
+// Ids of new events sort after older ones, so they land at the end of
+// their unique index.
+func newEventID(at time.Time) (string, error) {
+	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("random id: %w", err)
 	}
-	return "ev_" + hex.EncodeToString(b[:]), nil
+	return fmt.Sprintf("ev_%016x%s", uint64(at.UnixNano()), hex.EncodeToString(b[:])), nil
 }
 
 // eventCols are the columns scanEvent reads, of events e.
@@ -527,4 +530,30 @@ func callEventData(typ string, c callrec.Record) json.RawMessage {
 		return json.RawMessage(`{}`)
 	}
 	return b
+}
+
+// Blocked is the data of a consignee.blocked event: the block, the
+// binding it was made through and that binding's order, who made it
+// (consignee or operator), and the caller blocked when it is one PSTN
+// number (a courier; "" when the block holds the merchant with all its
+// accounts). It never holds the consignee's number, nor the keys pressed.
+type Blocked struct {
+	// Block is the block's id.
+	Block string `json:"block"`
+	// Binding is the binding the block was made through.
+	Binding string `json:"binding"`
+	// Order is that binding's order id.
+	Order string `json:"order"`
+	// Caller is the PSTN number blocked, or "" for the merchant itself.
+	Caller string `json:"caller"`
+	// By is who made the block: consignee or operator.
+	By string `json:"by"`
+}
+
+// Event returns the consignee.blocked event of the block for merchant:
+// callID is the CDR id of the call the consignee blocked from ("" for an
+// operator's block), at when the block was made. The store that makes a
+// block writes it with recordEvent in the block's own transaction.
+func (b Blocked) Event(merchant, callID string, at time.Time) NewEvent {
+	return NewEvent{Type: EventConsigneeBlocked, Merchant: merchant, CallID: callID, At: at, Data: b}
 }

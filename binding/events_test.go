@@ -198,8 +198,8 @@ func TestRecordEvent(t *testing.T) {
 
 		c := &callrec.Record{CallID: "a@x", Merchant: "m1", BindingID: "b_1", Host: "17000000001", StartedAt: t0}
 		require.NoError(t, s.StartCDR(ctx, c))
-		ok, err = s.RecordEvent(ctx, NewEvent{Type: EventConsigneeBlocked, Merchant: "m1", CallID: c.ID, At: t0.Add(time.Second),
-			Data: map[string]string{"block": "k_1", "binding": "b_1"}})
+		ok, err = s.RecordEvent(ctx, Blocked{Block: "k_1", Binding: "b_1", Order: "o1", By: "consignee"}.
+			Event("m1", c.ID, t0.Add(time.Second)))
 		require.NoError(t, err)
 		require.True(t, ok)
 		c.EndedAt = t0.Add(2 * time.Second)
@@ -215,6 +215,7 @@ func TestRecordEvent(t *testing.T) {
 		body, err := es[0].Body()
 		require.NoError(t, err)
 		require.NotContains(t, string(body), "call_id", "an event of no call has no call_id")
+		require.JSONEq(t, `{"block":"k_1","binding":"b_1","order":"o1","caller":"","by":"consignee"}`, string(es[2].Data))
 
 		for name, e := range map[string]NewEvent{
 			"type":     {Type: "call.exploded", Merchant: "m1"},
