@@ -59,9 +59,25 @@ const (
 	EventFailed = "failed"
 )
 
-// nextNever is the next_at of an event that waits for a failed event of
-// its call: no attempt until that one is retried by hand and delivered.
+// nextNever is the next_at of an event with no attempt to come: a failed
+// event, and an event that waits for an earlier event of its call until
+// that one is delivered (EventDelivered then makes it due). Only the
+// first undelivered event of a call is ever due, so the workers looking
+// for due events never pass over the ones waiting behind it.
 const nextNever int64 = 1<<63 - 1
+
+// lockCall locks the CDR row of call (PostgreSQL; SQLite's write
+// transaction holds the whole database), which the call's own writes, and
+// the triggers that write its events, lock too: events written and the
+// delivery that makes the call's next event due see each other. "" locks
+// nothing.
+func lockCall(ctx context.Context, tx *txn, call string) error {
+	if call == "" || tx.dialect != postgresDialect {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `SELECT 1 FROM cdrs WHERE id = ? FOR UPDATE`, call)
+	return err
+}
 
 // Event is one call event: what is sent to the merchant's endpoint (Body)
 // and how its delivery stands.
@@ -206,17 +222,17 @@ func (s *Store) recordEvent(ctx context.Context, tx *txn, e NewEvent) (bool, err
 	if err != nil {
 		return false, err
 	}
-	if e.CallID != "" && tx.dialect == postgresDialect {
-		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM cdrs WHERE id = ? FOR UPDATE`, e.CallID); err != nil {
-			return false, err
-		}
+	if err := lockCall(ctx, tx, e.CallID); err != nil {
+		return false, err
 	}
+	// An event behind one of its call that is not delivered waits
+	// (nextNever) until that one's delivery makes it due.
 	res, err := tx.ExecContext(ctx, `INSERT INTO events (id, type, merchant, call_id, sequence, created_at, data, next_at)
 		SELECT ?, ?, ?, ?,
 			COALESCE((SELECT MAX(sequence) FROM events WHERE call_id = ?), 0) + 1, ?, ?,
-			COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = ? AND status <> 'delivered'), 0)
+			CASE WHEN EXISTS (SELECT 1 FROM events WHERE call_id = ? AND status <> 'delivered') THEN CAST(? AS BIGINT) ELSE 0 END
 		WHERE EXISTS (SELECT 1 FROM webhooks WHERE merchant = ?)`,
-		id, e.Type, e.Merchant, text(e.CallID), e.CallID, at.UnixNano(), string(data), e.CallID, e.Merchant)
+		id, e.Type, e.Merchant, text(e.CallID), e.CallID, at.UnixNano(), string(data), e.CallID, nextNever, e.Merchant)
 	if err != nil {
 		return false, err
 	}
@@ -358,7 +374,8 @@ func (s *Store) GetEvent(ctx context.Context, id string) (Event, error) {
 
 // RetryEvent makes a failed event pending again with a new retry schedule
 // (its attempts counted from zero), due now; a pending event is made due
-// now. The call's events behind it wait for it again, then follow in
+// now. Either waits instead while an earlier event of its call is not
+// delivered. The call's events behind it wait for it, then follow in
 // order. A delivered event is ErrEnded (it is not sent twice by hand), an
 // unknown one ErrNotFound.
 func (s *Store) RetryEvent(ctx context.Context, id string, now time.Time) (Event, error) {
@@ -376,29 +393,26 @@ func (s *Store) RetryEvent(ctx context.Context, id string, now time.Time) (Event
 		case status == EventDelivered:
 			return fmt.Errorf("event %s: delivered already: %w", id, ErrEnded)
 		}
-		// Not before an earlier event of its call that is not delivered
-		// may go (see nextNever).
+		// Due now, unless an earlier event of its call is not delivered:
+		// then it waits for that one (nextNever).
 		next := now.UnixNano()
 		if call.Valid {
-			var earlier sql.NullInt64
-			if err := tx.QueryRowContext(ctx, `SELECT MAX(next_at) FROM events
+			var earlier int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM events
 				WHERE call_id = ? AND sequence < ? AND status <> 'delivered'`, call.String, sequence).Scan(&earlier); err != nil {
 				return err
 			}
-			next = max(next, earlier.Int64)
+			if earlier > 0 {
+				next = nextNever
+			}
 		}
 		reset := `attempts`
 		if status == EventFailed {
 			reset = `0`
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE events SET status = 'pending', attempts = `+reset+`, next_at = ?,
-			last_error = CASE WHEN status = 'failed' THEN last_error ELSE '' END WHERE id = ?`, next, id); err != nil {
-			return err
-		}
-		if call.Valid {
-			return releaseBehind(ctx, tx, call.String, sequence, next)
-		}
-		return nil
+		_, err = tx.ExecContext(ctx, `UPDATE events SET status = 'pending', attempts = `+reset+`, next_at = ?,
+			last_error = CASE WHEN status = 'failed' THEN last_error ELSE '' END WHERE id = ?`, next, id)
+		return err
 	})
 	if err != nil {
 		if isSentinel(err) {
@@ -407,28 +421,6 @@ func (s *Store) RetryEvent(ctx context.Context, id string, now time.Time) (Event
 		return Event{}, fmt.Errorf("retry event: %w", err)
 	}
 	return s.GetEvent(ctx, id)
-}
-
-// holdBehind puts the pending events of a call that come after sequence
-// off until next at the earliest: they are not sent before it, and are
-// not looked at before it may go.
-func holdBehind(ctx context.Context, tx *txn, call string, sequence int, next int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE events SET next_at = ?
-		WHERE call_id = ? AND sequence > ? AND status = 'pending' AND next_at < ?`, next, call, sequence, next)
-	return err
-}
-
-// releaseBehind lets the pending events of a call that wait behind the
-// event at sequence follow it as soon as it goes again at next, up to the
-// next event of the call that is still failed. None of them has been
-// attempted yet (an event is not tried before the earlier ones are
-// delivered), so none has a wait of its own to keep.
-func releaseBehind(ctx context.Context, tx *txn, call string, sequence int, next int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE events SET next_at = ?
-		WHERE call_id = ? AND sequence > ? AND status = 'pending' AND next_at > ?
-		AND NOT EXISTS (SELECT 1 FROM events f WHERE f.call_id = events.call_id AND f.status = 'failed'
-			AND f.sequence > ? AND f.sequence < events.sequence)`, next, call, sequence, next, sequence)
-	return err
 }
 
 // PendingEvents returns how many events wait to be delivered, on every

@@ -109,18 +109,39 @@ func (s *Store) ClaimEvents(ctx context.Context, now time.Time, n int, hold time
 }
 
 // EventDelivered notes that d's receiver took it at now. The next event of
-// its call, which waited for it, is due at once. It returns ErrClaimLost
-// when d's claim is no longer the event's.
+// its call, which waited for it, is due at once (unless it is failed). It
+// returns ErrClaimLost when d's claim is no longer the event's.
 func (s *Store) EventDelivered(ctx context.Context, d Delivery, now time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
-		claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, now.UnixNano(), d.ID, d.Claim)
-	return claimed(res, err, d.ID)
+	t := now.UnixNano()
+	if d.CallID == "" {
+		res, err := s.db.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
+			claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, t, d.ID, d.Claim)
+		return claimed(res, err, d.ID)
+	}
+	err := s.tx(ctx, func(tx *txn) error {
+		if err := lockCall(ctx, tx, d.CallID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
+			claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, t, d.ID, d.Claim)
+		if err := claimed(res, err, d.ID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE events SET next_at = ?
+			WHERE call_id = ? AND status = 'pending' AND sequence = (SELECT MIN(sequence) FROM events
+				WHERE call_id = ? AND sequence > ? AND status <> 'delivered')`, t, d.CallID, d.CallID, d.Sequence)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrClaimLost) {
+		return fmt.Errorf("event %s: %w", d.ID, err)
+	}
+	return err
 }
 
 // EventAttemptFailed notes that d's attempt failed with why: it is tried
 // again at next, or when next is zero it is failed, kept until retried by
-// hand. The later events of its call wait for it either way. It returns
-// ErrClaimLost when d's claim is no longer the event's.
+// hand. The later events of its call wait for it either way (nextNever).
+// It returns ErrClaimLost when d's claim is no longer the event's.
 func (s *Store) EventAttemptFailed(ctx context.Context, d Delivery, why string, next time.Time) error {
 	status, at := EventPending, nextNever
 	if !next.IsZero() {
@@ -128,22 +149,9 @@ func (s *Store) EventAttemptFailed(ctx context.Context, d Delivery, why string, 
 	} else {
 		status = EventFailed
 	}
-	why = clipError(why)
-	err := s.tx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `UPDATE events SET status = ?, next_at = ?, claim = NULL, claimed_until = 0,
-			last_error = ? WHERE id = ? AND claim = ?`, status, at, why, d.ID, d.Claim)
-		if err := claimed(res, err, d.ID); err != nil {
-			return err
-		}
-		if d.CallID == "" {
-			return nil
-		}
-		return holdBehind(ctx, tx, d.CallID, d.Sequence, at)
-	})
-	if err != nil && !errors.Is(err, ErrClaimLost) {
-		return fmt.Errorf("event %s: %w", d.ID, err)
-	}
-	return err
+	res, err := s.db.ExecContext(ctx, `UPDATE events SET status = ?, next_at = ?, claim = NULL, claimed_until = 0,
+		last_error = ? WHERE id = ? AND claim = ?`, status, at, clipError(why), d.ID, d.Claim)
+	return claimed(res, err, d.ID)
 }
 
 // claimed turns the result of an UPDATE of one claimed event into nil,

@@ -173,3 +173,37 @@ func TestClaimsNeverShared(t *testing.T) {
 		}
 	})
 }
+
+// TestOnlyTheHeadOfACallIsDue: of a call's undelivered events only the
+// first is due; the others wait (nextNever) so that a claim never passes
+// over them, and each delivery makes the next one due. An event written
+// after all of its call's are delivered is due at once.
+func TestOnlyTheHeadOfACallIsDue(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, _ := be.open(t)
+		seed(t, s)
+		withHook(t, s, "m1")
+		ctx := context.Background()
+		c := answeredCall(t, s, "c1@x", t0)
+		now := t0.Add(time.Hour)
+		due := func() int {
+			var n int
+			require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM events
+				WHERE status = 'pending' AND next_at <= ? AND claimed_until <= ?`, now.UnixNano(), now.UnixNano()).Scan(&n))
+			return n
+		}
+		require.Equal(t, 1, due(), "call.started, not the three behind it")
+		for _, want := range []string{EventCallStarted, EventCallRinging, EventCallAnswered, EventCallEnded} {
+			ds, ts := claimTypes(t, s, now)
+			require.Equal(t, []string{want}, ts)
+			require.Equal(t, 0, due())
+			require.NoError(t, s.EventDelivered(ctx, ds[0], now))
+		}
+		require.Equal(t, 0, due())
+		ok, err := s.RecordEvent(ctx, Blocked{Block: "k_1", Binding: "b_1", By: "operator"}.Event("m1", c.ID, now))
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, 1, due(), "nothing of its call undelivered: due at once")
+	})
+}

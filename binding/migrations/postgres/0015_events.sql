@@ -36,7 +36,9 @@ CREATE INDEX events_delivered ON events(delivered_at) WHERE status = 'delivered'
 -- cdr_events writes the events a change of a CDR row reports, in the
 -- statement that made it (see sqlite/0015_events.sql). The row is locked
 -- by that statement, so two writes of one call number its events one
--- after the other.
+-- after the other, and a delivery that makes the call's next event due
+-- (it locks the row too) sees the events written before it or is seen by
+-- those written after.
 CREATE FUNCTION cdr_events() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     was_bound    boolean := false;
@@ -57,7 +59,9 @@ BEGIN
     SELECT 'ev_' || lpad(to_hex(t.at), 16, '0') || right(replace(gen_random_uuid()::text, '-', ''), 16), t.type, NEW.merchant, NEW.id,
         (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE call_id = NEW.id) + row_number() OVER (ORDER BY t.k),
         t.at,
-        COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = NEW.id AND status <> 'delivered'), 0)
+        CASE WHEN row_number() OVER (ORDER BY t.k) = 1
+            AND NOT EXISTS (SELECT 1 FROM events WHERE call_id = NEW.id AND status <> 'delivered')
+            THEN 0 ELSE 9223372036854775807 END
     FROM (VALUES
         (1, 'call.started', NEW.started_at, NOT was_bound AND NEW.binding_id <> ''),
         (2, 'call.ringing', NEW.ringing_at, NOT was_ringing AND NEW.ringing_at IS NOT NULL),

@@ -37,10 +37,12 @@ CREATE TABLE events (
     -- status: pending, delivered or failed (kept until retried by hand).
     status        TEXT NOT NULL DEFAULT 'pending',
     attempts      INTEGER NOT NULL DEFAULT 0,
-    -- next_at is when the next attempt may be made; never earlier than
-    -- the next_at of an earlier event of the same call that is not
-    -- delivered, so that the events waiting behind it are not looked at
-    -- before it may go (9223372036854775807: behind a failed event).
+    -- next_at is when the next attempt may be made. An event written
+    -- while an earlier event of its call is not delivered waits with
+    -- 9223372036854775807 (never), and the delivery of the event before it
+    -- makes it due: only the first undelivered event of each call is ever
+    -- due, so that the workers looking for due events (events_due) never
+    -- pass over the events waiting behind them.
     next_at       INTEGER NOT NULL DEFAULT 0,
     -- claim names the delivery attempt that holds the event until
     -- claimed_until: no other worker (node) sends it meanwhile.
@@ -72,7 +74,9 @@ BEGIN
     SELECT 'ev_' || printf('%016x', t.at) || lower(hex(randomblob(8))), t.type, NEW.merchant, NEW.id,
         (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE call_id = NEW.id) + row_number() OVER (ORDER BY t.k),
         t.at,
-        COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = NEW.id AND status <> 'delivered'), 0)
+        CASE WHEN row_number() OVER (ORDER BY t.k) = 1
+            AND NOT EXISTS (SELECT 1 FROM events WHERE call_id = NEW.id AND status <> 'delivered')
+            THEN 0 ELSE 9223372036854775807 END
     FROM (
         SELECT 1 AS k, 'call.started' AS type, NEW.started_at AS at WHERE NEW.binding_id <> ''
         UNION ALL SELECT 2, 'call.ringing', NEW.ringing_at WHERE NEW.ringing_at IS NOT NULL
@@ -96,7 +100,9 @@ BEGIN
     SELECT 'ev_' || printf('%016x', t.at) || lower(hex(randomblob(8))), t.type, NEW.merchant, NEW.id,
         (SELECT COALESCE(MAX(sequence), 0) FROM events WHERE call_id = NEW.id) + row_number() OVER (ORDER BY t.k),
         t.at,
-        COALESCE((SELECT MAX(next_at) FROM events WHERE call_id = NEW.id AND status <> 'delivered'), 0)
+        CASE WHEN row_number() OVER (ORDER BY t.k) = 1
+            AND NOT EXISTS (SELECT 1 FROM events WHERE call_id = NEW.id AND status <> 'delivered')
+            THEN 0 ELSE 9223372036854775807 END
     FROM (
         SELECT 1 AS k, 'call.started' AS type, NEW.started_at AS at WHERE OLD.binding_id = '' AND NEW.binding_id <> ''
         UNION ALL SELECT 2, 'call.ringing', NEW.ringing_at WHERE OLD.ringing_at IS NULL AND NEW.ringing_at IS NOT NULL
