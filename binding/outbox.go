@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,50 +109,99 @@ func (s *Store) ClaimEvents(ctx context.Context, now time.Time, n int, hold time
 	return out, nil
 }
 
-// EventDelivered notes that d's receiver took it at now. The next event of
-// its call, which waited for it, is due at once (unless it is failed). It
-// returns ErrClaimLost when d's claim is no longer the event's.
+// Outcome is how one delivery attempt went, for NoteOutcomes.
+type Outcome struct {
+	// Delivery is the attempt's claimed event.
+	Delivery Delivery
+	// At is when the attempt ended: a delivered event's delivered_at, and
+	// when the next event of its call becomes due.
+	At time.Time
+	// Delivered is true when the receiver took the event.
+	Delivered bool
+	// Why says why an attempt failed; Next is when it is tried again, or
+	// zero when the event is failed, kept until retried by hand.
+	Why  string
+	Next time.Time
+}
+
+// EventDelivered notes that d's receiver took it at now (NoteOutcomes).
 func (s *Store) EventDelivered(ctx context.Context, d Delivery, now time.Time) error {
-	t := now.UnixNano()
-	if d.CallID == "" {
-		res, err := s.db.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
-			claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, t, d.ID, d.Claim)
-		return claimed(res, err, d.ID)
-	}
-	err := s.tx(ctx, func(tx *txn) error {
-		if err := lockCall(ctx, tx, d.CallID); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
-			claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, t, d.ID, d.Claim)
-		if err := claimed(res, err, d.ID); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE events SET next_at = ?
-			WHERE call_id = ? AND status = 'pending' AND sequence = (SELECT MIN(sequence) FROM events
-				WHERE call_id = ? AND sequence > ? AND status <> 'delivered')`, t, d.CallID, d.CallID, d.Sequence)
-		return err
-	})
-	if err != nil && !errors.Is(err, ErrClaimLost) {
-		return fmt.Errorf("event %s: %w", d.ID, err)
-	}
-	return err
+	return s.NoteOutcomes(ctx, []Outcome{{Delivery: d, At: now, Delivered: true}})[0]
 }
 
 // EventAttemptFailed notes that d's attempt failed with why: it is tried
-// again at next, or when next is zero it is failed, kept until retried by
-// hand. The later events of its call wait for it either way (nextNever).
-// It returns ErrClaimLost when d's claim is no longer the event's.
+// again at next, or when next is zero it is failed (NoteOutcomes).
 func (s *Store) EventAttemptFailed(ctx context.Context, d Delivery, why string, next time.Time) error {
-	status, at := EventPending, nextNever
-	if !next.IsZero() {
-		at = next.UnixNano()
-	} else {
-		status = EventFailed
+	return s.NoteOutcomes(ctx, []Outcome{{Delivery: d, Why: why, Next: next}})[0]
+}
+
+// NoteOutcomes notes the outcomes of delivery attempts in one transaction,
+// so that workers finishing together cost the store one write, and
+// returns one error for each: nil, ErrClaimLost when that attempt's claim
+// is no longer its event's (it ran out and another worker took the event,
+// or the webhook was removed: the other outcome stands), or the
+// transaction's error for all of them (their events are sent again once
+// their claims run out).
+//
+// A delivered event makes the next event of its call due at once (unless
+// that one is failed). A failed attempt's event is tried again at Next,
+// or is failed; the later events of its call wait for it either way.
+func (s *Store) NoteOutcomes(ctx context.Context, outs []Outcome) []error {
+	errs := make([]error, len(outs))
+	// The calls' CDR rows are locked (PostgreSQL) in one order, so that
+	// two nodes noting outcomes of the same calls never wait on each other
+	// in a circle.
+	order := make([]int, len(outs))
+	for i := range order {
+		order[i] = i
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE events SET status = ?, next_at = ?, claim = NULL, claimed_until = 0,
-		last_error = ? WHERE id = ? AND claim = ?`, status, at, clipError(why), d.ID, d.Claim)
-	return claimed(res, err, d.ID)
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(outs[a].Delivery.CallID, outs[b].Delivery.CallID) })
+	err := s.tx(ctx, func(tx *txn) error {
+		for _, i := range order {
+			errs[i] = nil
+			if err := noteOutcome(ctx, tx, outs[i]); errors.Is(err, ErrClaimLost) {
+				errs[i] = err
+			} else if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("note delivery outcomes: %w", err)
+		}
+	}
+	return errs
+}
+
+// noteOutcome notes one outcome inside tx (NoteOutcomes).
+func noteOutcome(ctx context.Context, tx *txn, o Outcome) error {
+	d := o.Delivery
+	if !o.Delivered {
+		status, at := EventPending, nextNever
+		if !o.Next.IsZero() {
+			at = o.Next.UnixNano()
+		} else {
+			status = EventFailed
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE events SET status = ?, next_at = ?, claim = NULL, claimed_until = 0,
+			last_error = ? WHERE id = ? AND claim = ?`, status, at, clipError(o.Why), d.ID, d.Claim)
+		return claimed(res, err, d.ID)
+	}
+	if err := lockCall(ctx, tx, d.CallID); err != nil {
+		return err
+	}
+	t := o.At.UnixNano()
+	res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
+		claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, t, d.ID, d.Claim)
+	if err := claimed(res, err, d.ID); err != nil || d.CallID == "" {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE events SET next_at = ?
+		WHERE call_id = ? AND status = 'pending' AND sequence = (SELECT MIN(sequence) FROM events
+			WHERE call_id = ? AND sequence > ? AND status <> 'delivered')`, t, d.CallID, d.CallID, d.Sequence)
+	return err
 }
 
 // claimed turns the result of an UPDATE of one claimed event into nil,

@@ -207,3 +207,47 @@ func TestOnlyTheHeadOfACallIsDue(t *testing.T) {
 		require.Equal(t, 1, due(), "nothing of its call undelivered: due at once")
 	})
 }
+
+// TestNoteOutcomesTogether: outcomes noted in one transaction each get
+// their own answer: a claim that ran out is ErrClaimLost and changes
+// nothing, while the others are noted (delivered, retried, failed).
+func TestNoteOutcomesTogether(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, _ := be.open(t)
+		seed(t, s)
+		withHook(t, s, "m1")
+		ctx := context.Background()
+		for _, id := range []string{"c1@x", "c2@x", "c3@x", "c4@x"} {
+			answeredCall(t, s, id, t0)
+		}
+		now := t0.Add(time.Hour)
+		ds, _ := claimTypes(t, s, now)
+		require.Len(t, ds, 4)
+		lost := ds[3]
+		lost.Claim = "cl_other"
+		errs := s.NoteOutcomes(ctx, []Outcome{
+			{Delivery: ds[0], At: now, Delivered: true},
+			{Delivery: ds[1], Why: "HTTP 503", Next: now.Add(time.Minute)},
+			{Delivery: ds[2], Why: "HTTP 500"},
+			{Delivery: lost, At: now, Delivered: true},
+		})
+		require.NoError(t, errs[0])
+		require.NoError(t, errs[1])
+		require.NoError(t, errs[2])
+		require.ErrorIs(t, errs[3], ErrClaimLost)
+
+		byID := map[string]Event{}
+		for _, e := range listAll(t, s, "m1") {
+			byID[e.ID] = e
+		}
+		require.Equal(t, EventDelivered, byID[ds[0].ID].Status)
+		require.Equal(t, EventPending, byID[ds[1].ID].Status)
+		require.Equal(t, now.Add(time.Minute), byID[ds[1].ID].NextAt)
+		require.Equal(t, EventFailed, byID[ds[2].ID].Status)
+		require.Equal(t, "HTTP 500", byID[ds[2].ID].LastError)
+		require.Equal(t, EventPending, byID[ds[3].ID].Status, "the lost claim's outcome is not noted")
+		_, ts := claimTypes(t, s, now)
+		require.Equal(t, []string{EventCallRinging}, ts, "only the delivered call's next event is due")
+	})
+}

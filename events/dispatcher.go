@@ -118,6 +118,10 @@ type Dispatcher struct {
 	wake     chan struct{}
 	stopLoop context.CancelFunc
 	loopDone chan struct{}
+	// notes carries the attempts' outcomes to noteLoop, which writes
+	// those that come together in one store transaction.
+	notes     chan note
+	notesDone chan struct{}
 	// sends is the context of attempts in flight: Stop cancels it only
 	// when its own deadline passes.
 	sends      context.Context
@@ -132,7 +136,7 @@ type Dispatcher struct {
 func Start(o Options) *Dispatcher {
 	d := &Dispatcher{store: o.Store, now: o.Now, log: o.Log, lookup: o.Lookup, workers: o.Workers, poll: o.Poll,
 		sweep: o.Sweep, keep: o.Keep, userAgent: o.UserAgent, wake: make(chan struct{}, 1), loopDone: make(chan struct{}),
-		counts: map[[2]string]int64{}}
+		notesDone: make(chan struct{}), counts: map[[2]string]int64{}}
 	if d.now == nil {
 		d.now = time.Now
 	}
@@ -179,6 +183,8 @@ func Start(o Options) *Dispatcher {
 	var loop context.Context
 	loop, d.stopLoop = context.WithCancel(context.Background())
 	d.sends, d.stopSends = context.WithCancel(context.Background())
+	d.notes = make(chan note, d.workers)
+	go d.noteLoop()
 	go d.run(loop)
 	return d
 }
@@ -218,6 +224,8 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		<-done
 	}
 	d.stopSends()
+	close(d.notes)
+	<-d.notesDone
 	d.transport.CloseIdleConnections()
 }
 
@@ -306,24 +314,25 @@ func (d *Dispatcher) deliver(dl binding.Delivery) {
 	cfg := d.cfg.Load()
 	why := d.send(cfg, dl)
 	now := d.now()
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
 	log := d.log.With("event", dl.ID, "type", dl.Type, "merchant", dl.Merchant, "attempt", dl.Attempts)
+	o := binding.Outcome{Delivery: dl, At: now, Delivered: why == "", Why: why}
 	var outcome string
-	var err error
 	switch {
 	case why == "":
-		outcome, err = OutcomeDelivered, d.store.EventDelivered(ctx, dl, now)
+		outcome = OutcomeDelivered
 		log.Debug("event delivered")
 	case dl.Attempts <= len(cfg.Retries):
 		wait := cfg.Retries[max(dl.Attempts-1, 0)]
-		outcome, err = OutcomeRetried, d.store.EventAttemptFailed(ctx, dl, why, now.Add(wait))
+		outcome, o.Next = OutcomeRetried, now.Add(wait)
 		log.Warn("event not delivered; trying again", "error", why, "in", wait.String())
 	default:
-		outcome, err = OutcomeFailed, d.store.EventAttemptFailed(ctx, dl, why, time.Time{})
+		outcome = OutcomeFailed
 		log.Warn("event failed: every attempt of events.retries failed; it is kept until retried by hand "+
 			"(vnum event retry)", "error", why)
 	}
+	n := note{outcome: o, done: make(chan error, 1)}
+	d.notes <- n
+	err := <-n.done
 	switch {
 	case errors.Is(err, binding.ErrClaimLost):
 		log.Warn("event: its claim ran out before the outcome was noted; another attempt's outcome stands")
@@ -333,6 +342,49 @@ func (d *Dispatcher) deliver(dl binding.Delivery) {
 	d.mu.Lock()
 	d.counts[[2]string{dl.Type, outcome}]++
 	d.mu.Unlock()
+}
+
+// note is one attempt's outcome on its way to the store; done gets how
+// noting it went.
+type note struct {
+	outcome binding.Outcome
+	done    chan error
+}
+
+// maxNoteBatch bounds the outcomes one transaction notes.
+const maxNoteBatch = 256
+
+// noteLoop writes the outcomes the workers hand it: those waiting when it
+// is free go in one store transaction (group commit), so that many
+// deliveries finishing together cost the store, and the calls writing to
+// it, one write rather than one each. It ends when Stop closes notes.
+func (d *Dispatcher) noteLoop() {
+	defer close(d.notesDone)
+	for first := range d.notes {
+		batch := []note{first}
+	gather:
+		for len(batch) < maxNoteBatch {
+			select {
+			case n, ok := <-d.notes:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, n)
+			default:
+				break gather
+			}
+		}
+		outs := make([]binding.Outcome, len(batch))
+		for i, n := range batch {
+			outs[i] = n.outcome
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		errs := d.store.NoteOutcomes(ctx, outs)
+		cancel()
+		for i, n := range batch {
+			n.done <- errs[i]
+		}
+	}
 }
 
 // send posts dl's body, signed, and returns why it was not delivered, or
