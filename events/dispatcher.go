@@ -351,8 +351,9 @@ type note struct {
 	done    chan error
 }
 
-// maxNoteBatch bounds the outcomes one transaction notes.
-const maxNoteBatch = 256
+// maxNoteBatch bounds the outcomes one transaction notes: on SQLite the
+// calls' own writes wait while it holds the store's one writer.
+const maxNoteBatch = 64
 
 // noteLoop writes the outcomes the workers hand it: those waiting when it
 // is free go in one store transaction (group commit), so that many
