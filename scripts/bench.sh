@@ -70,9 +70,9 @@
 #             delivery's signature, order and id, and answers 204 after
 #             BENCH_EVENTS_DELAY_MS), in alternating order, each on a vnum
 #             of its own; prints per run the calls succeeded and failed,
-#             and with events on the most vnum_events_pending seen (every
-#             0.5 s), how many were pending when the calls ended, how long
-#             the outbox took to drain, and what the receiver saw
+#             and with events on vnum_events_pending each second (sampled
+#             every 0.5 s), the most seen during the calls, how long after
+#             the calls the outbox was empty, and what the receiver saw
 #             (delivered, duplicates, out of order, bad signatures, most
 #             requests at once); then calls succeeded off and on per round
 #             (needs Go, to build the receiver)
@@ -1218,34 +1218,42 @@ events_pending() {
 		awk '$1 == "vnum_events_pending" { print $2 + 0; found = 1 } END { if (!found) print -1 }'
 }
 
-# events_watch samples vnum_events_pending every 0.5 s into
-# $WORK/pending.log until events_drain stops it.
+# events_watch samples vnum_events_pending every 0.5 s, "unix-time count"
+# a line, into $WORK/pending.log until events_drain stops it.
 events_watch() {
-	(while :; do events_pending; sleep 0.5; done) >"$WORK/pending.log" 2>/dev/null &
+	(while :; do echo "$(date +%s.%N) $(events_pending)"; sleep 0.5; done) >"$WORK/pending.log" 2>/dev/null &
 	EV_WATCH_PID=$!
 	PIDS+=("$EV_WATCH_PID")
 }
 
-# events_drain: once the calls are over, waits for the outbox to drain
-# (BENCH_EVENTS_DRAIN_S at most) and prints one "events:" line: the most
-# pending seen during the calls, pending when they ended, the seconds to
-# drain, and the receiver's counts.
+# events_drain: once the ramp is over, waits for the outbox to drain
+# (BENCH_EVENTS_DRAIN_S at most) and prints two "events:" lines: the
+# pending count each second of the calls, then the most seen during the
+# calls, the seconds from the calls' end (SIPp's last statistics) to an
+# empty outbox, and the receiver's counts.
 events_drain() {
-	local at_end max t0 now left drained=-
-	kill "$EV_WATCH_PID" 2>/dev/null || true
-	wait "$EV_WATCH_PID" 2>/dev/null || true
-	at_end=$(events_pending)
-	max=$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$WORK/pending.log")
+	local stats="$WORK/direct_${RATE}.csv" ended t0 left
+	ended=$(stat -c %Y "$stats" 2>/dev/null || date +%s)
 	t0=$(date +%s)
 	while :; do
-		now=$(date +%s)
-		left=$(events_pending)
-		if [ "$left" = 0 ]; then drained=$((now - t0)); break; fi
-		[ $((now - t0)) -lt "${BENCH_EVENTS_DRAIN_S:-300}" ] || break
+		left=$(tail -1 "$WORK/pending.log" | awk '{ print $2 }')
+		[ "$left" = 0 ] && break
+		[ $(($(date +%s) - t0)) -lt "${BENCH_EVENTS_DRAIN_S:-300}" ] || break
 		sleep 0.5
 	done
-	echo "events: pending at most $max during the calls, $at_end after them, drained in ${drained} s" \
-		"(left $left); receiver: $(curl -fsS --max-time 5 "$SINK/stats" 2>/dev/null || echo unreachable)"
+	kill "$EV_WATCH_PID" 2>/dev/null || true
+	wait "$EV_WATCH_PID" 2>/dev/null || true
+	awk -v end="$ended" '
+		NR == 1 { t0 = $1 }
+		{ s = int($1 - t0); if (!(s in seen)) { seen[s] = 1; series = series (series ? " " : "") $2 } }
+		$1 <= end + 1 && $2 > max { max = $2 }
+		$2 == 0 && $1 > end && drained == "" { drained = sprintf("%.1f", $1 - end) }
+		END {
+			print "events: pending each second from the start of the calls: " series
+			printf "events: pending at most %d during the calls; the outbox empty %s s after the calls ended", max,
+				(drained == "" ? "never (within BENCH_EVENTS_DRAIN_S)" : drained)
+		}' "$WORK/pending.log"
+	echo "; receiver: $(curl -fsS --max-time 5 "$SINK/stats" 2>/dev/null || echo unreachable)"
 }
 
 RAMP_FAILED=0
