@@ -33,6 +33,20 @@ func readmeBlock(t *testing.T, intro, lang string) string {
 	return s[:end]
 }
 
+// TestREADMEGoVerifier: the Go check the README shows merchants is, to
+// the letter, the one this package's test receiver checks every delivery
+// with (verify).
+func TestREADMEGoVerifier(t *testing.T) {
+	b, err := os.ReadFile("harness_test.go")
+	require.NoError(t, err)
+	src := string(b)
+	i := strings.Index(src, "\nfunc verify(")
+	require.GreaterOrEqual(t, i, 0)
+	j := strings.Index(src[i:], "\n}\n")
+	require.GreaterOrEqual(t, j, 0)
+	require.Equal(t, src[i+1:i+j+3], readmeBlock(t, "In Go:", "go"))
+}
+
 // TestREADMEVerifiers runs the README's Python and shell checks of a
 // signature against a body signed as deliveries are: each accepts it, and
 // refuses it with another secret, another body or a time six minutes old.

@@ -2,18 +2,13 @@ package integration
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vnum/vnum/events"
 	"github.com/vnum/vnum/sip/sipua"
 )
 
@@ -89,28 +85,10 @@ func (r *eventReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// checkSignature is the merchant's check (README "Call events").
+// checkSignature checks a delivery's Vnum-Signature as a receiver must
+// (events.Verify: the HMAC of "<t>.<body>", t within five minutes).
 func checkSignature(header string, body []byte) error {
-	var ts, sig string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			sig = v
-		}
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || time.Since(time.Unix(t, 0)).Abs() > 5*time.Minute {
-		return errors.New("missing or stale timestamp")
-	}
-	mac := hmac.New(sha256.New, []byte(webhookSecret))
-	mac.Write([]byte(ts + "." + string(body)))
-	if !hmac.Equal([]byte(sig), []byte(hex.EncodeToString(mac.Sum(nil)))) {
-		return errors.New("bad signature")
-	}
-	return nil
+	return events.Verify(webhookSecret, header, body, time.Now())
 }
 
 // events returns what the receiver took, in the order it came.
