@@ -1,8 +1,8 @@
 // Command eventsink is a merchant's webhook for load tests (make bench,
 // BENCH_MODE=events): it answers every delivery 204 after a fixed delay,
 // as a slow receiver would, and checks each as a merchant should: the
-// Vnum-Signature under the secret, no id delivered twice, each call's
-// events in sequence order. GET /stats answers what it saw as one JSON
+// Vnum-Signature under the secret (events.Verify), no id delivered twice,
+// each call's events in sequence order. GET /stats answers what it saw as one JSON
 // object; it prints its address, then serves until SIGTERM.
 //
 //	eventsink -secret S -delay 200ms -addr-file sink.addr
@@ -10,9 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -22,11 +19,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vnum/vnum/events"
 )
 
 // stats is what the sink saw.
@@ -116,7 +113,8 @@ func (s *sink) event(w http.ResponseWriter, r *http.Request) {
 		CallID   string `json:"call_id"`
 		Sequence int    `json:"sequence"`
 	}
-	ok := verify(s.secret, r.Header.Get("Vnum-Signature"), body) && json.Unmarshal(body, &ev) == nil
+	ok := events.Verify(s.secret, r.Header.Get(events.SignatureHeader), body, time.Now()) == nil &&
+		json.Unmarshal(body, &ev) == nil
 	time.Sleep(s.delay)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,25 +147,4 @@ func (s *sink) stats(w http.ResponseWriter, _ *http.Request) {
 	if err := json.NewEncoder(w).Encode(st); err != nil {
 		log.Printf("eventsink: stats: %v", err)
 	}
-}
-
-// verify is the merchant's check of README "Call events".
-func verify(secret, header string, body []byte) bool {
-	var ts, sig string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			sig = v
-		}
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || time.Since(time.Unix(t, 0)).Abs() > 5*time.Minute {
-		return false
-	}
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(ts + "." + string(body)))
-	return hmac.Equal([]byte(sig), []byte(hex.EncodeToString(mac.Sum(nil))))
 }
