@@ -28,6 +28,16 @@ func answeredCall(t testing.TB, s *Store, callID string, at time.Time) *callrec.
 	return c
 }
 
+// hooked opens a store on a new database with the seed data and a
+// webhook for merchant m1, and returns it with its DSN.
+func hooked(t *testing.T, be backend) (*Store, string) {
+	t.Helper()
+	s, dsn := be.open(t)
+	seed(t, s)
+	withHook(t, s, "m1")
+	return s, dsn
+}
+
 // claimTypes claims what is due at now and returns the claims and their
 // types.
 func claimTypes(t *testing.T, s *Store, now time.Time) ([]Delivery, []string) {
@@ -49,9 +59,7 @@ func claimTypes(t *testing.T, s *Store, now time.Time) ([]Delivery, []string) {
 func TestClaimsGoInOrder(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, _ := be.open(t)
-		seed(t, s)
-		withHook(t, s, "m1")
+		s, _ := hooked(t, be)
 		ctx := context.Background()
 		c1 := answeredCall(t, s, "c1@x", t0)
 		c2 := answeredCall(t, s, "c2@x", t0)
@@ -129,9 +137,7 @@ func TestClaimsGoInOrder(t *testing.T) {
 func TestClaimsNeverShared(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, dsn := be.open(t)
-		seed(t, s)
-		withHook(t, s, "m1")
+		s, dsn := hooked(t, be)
 		ctx := context.Background()
 		for i := range 40 {
 			_, err := s.RecordEvent(ctx, NewEvent{Type: EventCallRefused, Merchant: "m1", At: t0.Add(time.Duration(i) * time.Second),
@@ -181,9 +187,7 @@ func TestClaimsNeverShared(t *testing.T) {
 func TestOnlyTheHeadOfACallIsDue(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, _ := be.open(t)
-		seed(t, s)
-		withHook(t, s, "m1")
+		s, _ := hooked(t, be)
 		ctx := context.Background()
 		c := answeredCall(t, s, "c1@x", t0)
 		now := t0.Add(time.Hour)
@@ -214,9 +218,7 @@ func TestOnlyTheHeadOfACallIsDue(t *testing.T) {
 func TestNoteOutcomesTogether(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, _ := be.open(t)
-		seed(t, s)
-		withHook(t, s, "m1")
+		s, _ := hooked(t, be)
 		ctx := context.Background()
 		for _, id := range []string{"c1@x", "c2@x", "c3@x", "c4@x"} {
 			answeredCall(t, s, id, t0)

@@ -74,16 +74,24 @@ func talk(w *Writer, start time.Time, side Side, ssrc, base uint32, hz float64, 
 	}
 }
 
+// newWriter creates a recording in a temporary folder, started at a fixed
+// time, and returns it with its path and start.
+func newWriter(t *testing.T) (*Writer, string, time.Time) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.wav")
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	w, err := Create(path, start, Options{})
+	require.NoError(t, err)
+	return w, path, start
+}
+
 // TestTwoWayCall: each side speaks in turn (a tone on one side only at a
 // time), with timestamps that start anywhere: the file has two channels
 // at 8 kHz, the call's length, and audio on each channel exactly where
 // that side spoke.
 func TestTwoWayCall(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "c.wav")
-	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	w, err := Create(path, start, Options{})
-	require.NoError(t, err)
+	w, path, start := newWriter(t)
 	talk(w, start, Caller, 0x1111, 4_294_963_000, 1000, 0, 8000) // the caller's first second; its timestamps wrap
 	talk(w, start, Callee, 0x2222, 12345, 600, 8000, 16000)      // then the consignee's
 	require.NoError(t, w.Close())
@@ -104,10 +112,7 @@ func TestTwoWayCall(t *testing.T) {
 // and what it says next lands where its timestamps put it.
 func TestGapIsSilence(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "c.wav")
-	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	w, err := Create(path, start, Options{})
-	require.NoError(t, err)
+	w, path, start := newWriter(t)
 	talk(w, start, Caller, 7, 0, 1000, 0, 4000)
 	talk(w, start, Caller, 7, 0, 1000, 8000, 12000)
 	require.NoError(t, w.Close())
@@ -125,10 +130,7 @@ func TestGapIsSilence(t *testing.T) {
 // skipped.
 func TestLateStartAndNewStream(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "c.wav")
-	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	w, err := Create(path, start, Options{})
-	require.NoError(t, err)
+	w, path, start := newWriter(t)
 	talk(w, start, Callee, 1, 500, 600, 8000, 12000)
 	talk(w, start, Callee, 2, 99_000_000, 600, 16000, 20000)
 	require.True(t, w.Packet(Callee, 101, 2, 0, start, []byte{1, 2, 3, 4}))
