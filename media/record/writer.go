@@ -2,8 +2,9 @@
 // file, the caller on the left channel and the consignee on the right,
 // fed packet by packet by the relay and written off its path.
 //
-// The relay hands each packet to Writer.Packet, which copies it into a
-// queue and returns at once: a slow disk fills the queue and drops
+// The relay hands each packet to Writer.Packet (through the media.Tap
+// that Writer.Tap gives each side's stream), which copies it into a queue
+// and returns at once: a slow disk fills the queue and drops
 // packets from the recording, never delays one on its way to the other
 // party. A goroutine of the writer's own places each packet's samples in
 // the file where its RTP timestamp puts them, so the two channels stay
@@ -148,6 +149,22 @@ func (w *Writer) Packet(side Side, pt uint8, ssrc, ts uint32, arrival time.Time,
 		w.dropped.Add(1)
 		return false
 	}
+}
+
+// Tap returns what feeds side of the recording from the relay: set on
+// that side's stream (media.Stream.SetTap), it is handed each packet the
+// stream relays and passes it to Packet.
+func (w *Writer) Tap(side Side) media.Tap { return sideTap{w: w, side: side} }
+
+// sideTap is one side's media.Tap of a Writer.
+type sideTap struct {
+	w    *Writer
+	side Side
+}
+
+// Packet hands the packet to the writer as its side's (Writer.Packet).
+func (t sideTap) Packet(pt uint8, ssrc, ts uint32, arrival time.Time, payload []byte) bool {
+	return t.w.Packet(t.side, pt, ssrc, ts, arrival, payload)
 }
 
 // Dropped returns how many packets were left out because the writer was

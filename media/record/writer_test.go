@@ -64,11 +64,12 @@ func tone(hz float64, n int) []byte {
 }
 
 // talk feeds side's 20 ms packets from frame from to frame to (a tone
-// of hz), timestamps from base, as if each arrived on time.
+// of hz), timestamps from base, as if each arrived on time, through the
+// side's tap as the relay would.
 func talk(w *Writer, start time.Time, side Side, ssrc, base uint32, hz float64, from, to int) {
 	for n := from; n < to; n += 160 {
 		at := start.Add(time.Duration(n) * time.Second / rate)
-		for !w.Packet(side, 8, ssrc, base+uint32(n), at, tone(hz, n)) {
+		for !w.Tap(side).Packet(8, ssrc, base+uint32(n), at, tone(hz, n)) {
 			time.Sleep(time.Millisecond) // a test may wait; the relay never does
 		}
 	}
