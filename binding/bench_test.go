@@ -58,14 +58,26 @@ func BenchmarkResolve(b *testing.B) {
 	}
 }
 
-// BenchmarkCDRLifecycle measures the store writes of one answered call:
-// the row at start, the answer, one refresh while it talks (README "CDRs and billing"), the
-// end with its fee.
-func BenchmarkCDRLifecycle(b *testing.B) {
+// BenchmarkCDRLifecycle measures the store writes of one answered call of
+// a merchant: the row at start, the update that resolves its binding and
+// records the answer, one refresh while it talks (README "CDRs and
+// billing"), the end with its fee. The merchant has no webhook: the
+// writes check that and write no event.
+func BenchmarkCDRLifecycle(b *testing.B) { benchCDRLifecycle(b, false) }
+
+// BenchmarkCDRLifecycleEvents is BenchmarkCDRLifecycle for a merchant with
+// a webhook: the same writes also write the call's four events
+// (call.started, ringing, answered, ended), in the same statements.
+func BenchmarkCDRLifecycleEvents(b *testing.B) { benchCDRLifecycle(b, true) }
+
+func benchCDRLifecycle(b *testing.B, webhook bool) {
 	for _, be := range benchBackends {
 		b.Run(be.driver, func(b *testing.B) {
 			s, _ := be.open(b)
 			seed(b, s)
+			if webhook {
+				withHook(b, s, "m1")
+			}
 			ctx := context.Background()
 			rates, err := ParseRates("0.02", "0.00018")
 			require.NoError(b, err)
@@ -73,9 +85,11 @@ func BenchmarkCDRLifecycle(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				c := &callrec.Record{CallID: fmt.Sprint(i), Host: "17000000001", Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: start}
+				c := &callrec.Record{CallID: fmt.Sprint(i), Merchant: "m1", Host: "17000000001",
+					Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: start}
 				require.NoError(b, s.StartCDR(ctx, c))
-				c.AnsweredAt = start.Add(time.Second)
+				c.BindingID, c.Order, c.Extension = "b_1", "o-1", "1234"
+				c.RingingAt, c.AnsweredAt = start.Add(time.Second), start.Add(2*time.Second)
 				require.NoError(b, s.UpdateCDR(ctx, c, callrec.Legs{}))
 				require.NoError(b, s.RefreshCDR(ctx, c, start.Add(20*time.Second), rates))
 				c.EndedAt = start.Add(40 * time.Second)

@@ -444,7 +444,7 @@ func (b *Binding) endAt() time.Time {
 // binding; new calls to it get the expired prompt during the quarantine.
 // It returns ErrNotFound, or ErrEnded when the binding already ended.
 func (s *Store) Release(ctx context.Context, id string, now time.Time) (*Binding, error) {
-	if err := s.tx(ctx, func(tx *txn) error { return release(ctx, tx, id, now) }); err != nil {
+	if err := s.tx(ctx, func(tx *txn) error { return s.release(ctx, tx, id, now) }); err != nil {
 		if isSentinel(err) {
 			return nil, err
 		}
@@ -453,14 +453,22 @@ func (s *Store) Release(ctx context.Context, id string, now time.Time) (*Binding
 	return s.GetBinding(ctx, id)
 }
 
-func release(ctx context.Context, tx *txn, id string, now time.Time) error {
+// release ends binding id at now inside tx, and reports its end
+// (binding.ended) in the same transaction: the end is marked reported, so
+// that the sweep of ended bindings (ReportEndedBindings) does not report
+// it again.
+func (s *Store) release(ctx context.Context, tx *txn, id string, now time.Time) error {
 	t := now.UnixNano()
-	res, err := tx.ExecContext(ctx, `UPDATE bindings SET released_at = ?, end_at = ?, closed = 1
-		WHERE id = ? AND released_at IS NULL AND end_at > ?`, t, t, id, t)
-	if err != nil {
+	var merchant string
+	end := bindingEnd{Binding: id, Reason: EndReleased, EndedAt: callrec.FormatTime(now)}
+	err := tx.QueryRowContext(ctx, `UPDATE bindings SET released_at = ?, end_at = ?, closed = 1, end_reported = 1
+		WHERE id = ? AND released_at IS NULL AND end_at > ? RETURNING merchant, order_id, host, extension`, t, t, id, t).
+		Scan(&merchant, &end.Order, &end.Host, &end.Extension)
+	if err == nil {
+		_, err = s.recordEvent(ctx, tx, NewEvent{Type: EventBindingEnded, Merchant: merchant, At: now, Data: end})
 		return err
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
+	if !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
 	var c int
@@ -490,7 +498,7 @@ func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, now tim
 		return nil, err
 	}
 	err = s.allocTx(ctx, func(tx *txn) error {
-		if err := release(ctx, tx, id, b.CreatedAt); err != nil && !errors.Is(err, ErrEnded) {
+		if err := s.release(ctx, tx, id, b.CreatedAt); err != nil && !errors.Is(err, ErrEnded) {
 			return err
 		}
 		return s.insertBinding(ctx, tx, b)

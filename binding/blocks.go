@@ -125,42 +125,70 @@ func (s *Store) BlockFromConsignee(ctx context.Context, id string, kind callrec.
 // block that exists already is ErrExists; a consignee's returns the one
 // there is.
 func (s *Store) block(ctx context.Context, id, kind, caller, source string, now time.Time) (Block, bool, error) {
-	var merchant, consignee string
-	err := s.db.QueryRowContext(ctx, `SELECT merchant, consignee FROM bindings WHERE id = ?`, id).Scan(&merchant, &consignee)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Block{}, false, fmt.Errorf("binding %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Block{}, false, fmt.Errorf("block: %w", err)
-	}
-	if kind == callerMerchant {
-		caller = merchant
-	}
-	bid, err := newID("k_")
-	if err != nil {
-		return Block{}, false, err
-	}
-	b := Block{ID: bid, Binding: id, Merchant: merchant, Source: source, CreatedAt: now.UTC()}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO blocks (id, consignee, caller_kind, caller, merchant, binding_id, source,
-		created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, b.ID, consignee, kind, caller, merchant, id, source, b.CreatedAt.UnixNano())
-	if isUnique(err) {
-		old, err := scanBlock(s.db.QueryRowContext(ctx, `SELECT `+blockCols+` FROM blocks
-			WHERE consignee = ? AND caller_kind = ? AND caller = ?`, consignee, kind, caller))
+	var (
+		b       Block
+		created bool
+	)
+	err := s.tx(ctx, func(tx *txn) error {
+		var merchant, consignee, order string
+		err := tx.QueryRowContext(ctx, `SELECT merchant, consignee, order_id FROM bindings WHERE id = ?`, id).
+			Scan(&merchant, &consignee, &order)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("binding %s: %w", id, ErrNotFound)
+		}
 		if err != nil {
-			return Block{}, false, fmt.Errorf("block: %w", err)
+			return err
 		}
-		if source == BlockByConsignee {
-			return old, false, nil
+		if kind == callerMerchant {
+			caller = merchant
 		}
-		return Block{}, false, fmt.Errorf("caller already blocked for the consignee of binding %s (block %s): %w", id, old.ID, ErrExists)
-	}
+		bid, err := newID("k_")
+		if err != nil {
+			return err
+		}
+		b = Block{ID: bid, Binding: id, Merchant: merchant, Source: source, CreatedAt: now.UTC()}
+		// ON CONFLICT DO NOTHING rather than a unique violation, which
+		// would end a PostgreSQL transaction before the existing block
+		// could be read.
+		res, err := tx.ExecContext(ctx, `INSERT INTO blocks (id, consignee, caller_kind, caller, merchant, binding_id,
+			source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			b.ID, consignee, kind, caller, merchant, id, source, b.CreatedAt.UnixNano())
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err != nil {
+				return err
+			}
+			old, err := scanBlock(tx.QueryRowContext(ctx, `SELECT `+blockCols+` FROM blocks
+				WHERE consignee = ? AND caller_kind = ? AND caller = ?`, consignee, kind, caller))
+			if err != nil {
+				return err
+			}
+			if source == BlockByConsignee {
+				b = old
+				return nil
+			}
+			return fmt.Errorf("caller already blocked for the consignee of binding %s (block %s): %w", id, old.ID, ErrExists)
+		}
+		created = true
+		ev := Blocked{Block: b.ID, Binding: id, Order: order, By: source}
+		if kind == callerNumber {
+			b.Caller = caller
+			ev.Caller = caller
+		}
+		// The merchant hears of the block in the block's own transaction
+		// (consignee.blocked; never the consignee's number).
+		_, err = s.recordEvent(ctx, tx, ev.Event(merchant, "", now))
+		return err
+	})
 	if err != nil {
+		if isSentinel(err) {
+			return Block{}, false, err
+		}
 		return Block{}, false, fmt.Errorf("block: %w", err)
 	}
-	if kind == callerNumber {
-		b.Caller = caller
-	}
-	return b, true, nil
+	return b, created, nil
 }
 
 // Blocks lists the blocks made through merchant's bindings ("" for

@@ -144,3 +144,52 @@ func TestBlockList(t *testing.T) {
 			"source": "operator", "created_at": "2026-11-01T08:01:00Z"}, objs[0])
 	})
 }
+
+// TestBlockEvents: a block tells its merchant (consignee.blocked) in its
+// own transaction, once: the consignee's keys a second time and an
+// operator's block that exists already write nothing more; the event
+// names the binding, the order and who blocked, never the consignee.
+func TestBlockEvents(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, _ := be.open(t)
+		seed(t, s, "17000000001")
+		withHook(t, s, "m1")
+		ctx := context.Background()
+		b1 := bindTo(t, s, "m1", "o-1", consigneeB, t0)
+		b2 := bindTo(t, s, "m1", "o-2", consigneeB, t0)
+
+		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, callrec.CallerNumber, "+8613700137000", t0)
+		require.NoError(t, err)
+		require.True(t, created)
+		_, created, err = s.BlockFromConsignee(ctx, b2.ID, callrec.CallerNumber, "+8613700137000", t0)
+		require.NoError(t, err)
+		require.False(t, created, "blocked already")
+		_, err = s.AddBlock(ctx, b1.ID, "", t0)
+		require.NoError(t, err)
+		_, err = s.AddBlock(ctx, b2.ID, "", t0)
+		require.ErrorIs(t, err, ErrExists)
+
+		es := listAll(t, s, "m1")
+		require.Equal(t, []string{EventConsigneeBlocked, EventConsigneeBlocked}, types(es))
+		byWho := map[string]Blocked{}
+		for _, e := range es {
+			body, err := e.Body()
+			require.NoError(t, err)
+			listed, err := json.Marshal(e)
+			require.NoError(t, err)
+			for _, b := range []string{consigneeB, "86" + consigneeB} {
+				require.NotContains(t, string(body), b)
+				require.NotContains(t, string(listed), b)
+			}
+			var env struct{ Data Blocked }
+			require.NoError(t, json.Unmarshal(body, &env))
+			byWho[env.Data.By] = env.Data
+		}
+		require.Equal(t, Blocked{Block: blk.ID, Binding: b1.ID, Order: "o-1", Caller: "+8613700137000", By: BlockByConsignee},
+			byWho[BlockByConsignee])
+		op := byWho[BlockByOperator]
+		require.Equal(t, Blocked{Block: op.Block, Binding: b1.ID, Order: "o-1", Caller: "", By: BlockByOperator}, op)
+		require.NotEqual(t, blk.ID, op.Block)
+	})
+}

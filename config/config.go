@@ -149,6 +149,8 @@ type Config struct {
 	Log Log `mapstructure:"log"`
 	// Admin configures the admin HTTP API.
 	Admin Admin `mapstructure:"admin"`
+	// Events configures the delivery of call events to merchants' webhooks.
+	Events Events `mapstructure:"events"`
 }
 
 // SIP is the sip section.
@@ -358,6 +360,9 @@ func defaults() map[string]any {
 		"admin.listen":                 DefaultAdminListen,
 		"admin.token":                  DefaultAdminToken,
 		"admin.pprof":                  DefaultAdminPProf,
+		"events.timeout":               DefaultEventsTimeout,
+		"events.retries":               DefaultEventsRetries(),
+		"events.allow_private":         DefaultEventsAllowPrivate,
 	}
 }
 
@@ -423,6 +428,7 @@ func Default() *Config {
 		Log:   Log{Level: DefaultLogLevel},
 		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
 	}
+	c.Events = Events{Timeout: DefaultEventsTimeout, Retries: DefaultEventsRetries(), AllowPrivate: DefaultEventsAllowPrivate}
 	c.normalise()
 	return c
 }
@@ -465,6 +471,7 @@ func Load(file string, opts ...Option) (*Config, error) {
 	}
 	var c Config
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		splitDurations,
 		durationNeedsUnit,
 		mapstructure.StringToTimeDurationHookFunc(),
 		mapstructure.StringToSliceHookFunc(","),
@@ -496,7 +503,9 @@ func durationNeedsUnit(from, to reflect.Type, data any) (any, error) {
 	if !ok || !hasUnit(s) {
 		return nil, fmt.Errorf("got %v, want a duration with a unit (90s, 15m, 720h)", data)
 	}
-	return data, nil
+	// The entries of a list from the environment ("10s, 1m") keep the
+	// space after each comma.
+	return strings.TrimSpace(s), nil
 }
 
 // normalise trims list entries (an env value "a, b" splits into "a", " b").

@@ -68,6 +68,8 @@ func TestEveryKeyHasAVariable(t *testing.T) {
 		switch {
 		case typ == durationType:
 			value = "90s"
+		case typ == durationsType:
+			value = "10s,1m"
 		case typ.Kind() == reflect.Int:
 			value = "3"
 		case typ.Kind() == reflect.Bool:

@@ -161,6 +161,8 @@ func checkValue(key string, t reflect.Type, val any) error {
 		default:
 			return bad("true or false")
 		}
+	case t == durationsType:
+		return checkDurations(key, val)
 	case t.Kind() == reflect.Slice:
 		switch v := val.(type) {
 		case nil, string:

@@ -33,6 +33,12 @@ func toMap(v reflect.Value, prefix string) map[string]any {
 			out[tag] = toMap(fv, key)
 		case f.Type == durationType:
 			out[tag] = FormatDuration(time.Duration(fv.Int()))
+		case f.Type == durationsType:
+			xs := make([]string, fv.Len())
+			for j := range xs {
+				xs[j] = FormatDuration(time.Duration(fv.Index(j).Int()))
+			}
+			out[tag] = xs
 		case secretKeys[key] && fv.String() != "":
 			out[tag] = Mask
 		case f.Type.Kind() == reflect.Slice:

@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 	c.validateBilling(k)
 	c.validateStore(k)
 	c.validateProtection(k)
+	c.validateEvents(k)
 	if _, err := ParseLogLevel(c.Log.Level); err != nil {
 		k.bad("log.level", "%v", err)
 	}

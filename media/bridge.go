@@ -5,10 +5,36 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 )
+
+// Tap is handed the RTP packets a stream relays to its bridged peer, each
+// as it was read (payload type, SSRC, timestamp, when it arrived, the
+// payload), before the relay rewrites it: a call's recording. Packet runs
+// on the relay's path, so it must copy what it keeps and return at once,
+// never waiting for a disk; what it returns is not looked at by the relay.
+type Tap interface {
+	Packet(pt uint8, ssrc, ts uint32, arrival time.Time, payload []byte) bool
+}
+
+// tapRef holds a Tap for Stream's atomic pointer.
+type tapRef struct{ Tap }
+
+// SetTap hands the RTP packets s relays from now on to t as well (nil
+// stops). A tapped stream is kept in user space (KeepInUserSpace), where
+// every packet passes through vnum, and stays there when the tap is
+// removed. A stream with no tap pays one atomic load a packet.
+func (s *Stream) SetTap(t Tap) {
+	if t == nil {
+		s.tap.Store(nil)
+		return
+	}
+	s.KeepInUserSpace(true)
+	s.tap.Store(&tapRef{t})
+}
 
 // route is how packets read on one stream reach the other while bridged.
 type route struct {

@@ -60,6 +60,9 @@ type Stream struct {
 	// packet, so that leaving a bridge waits for packets in flight.
 	bridgeMu sync.RWMutex
 	peer     *route
+	// tap, when set, is handed each RTP packet relayed to the peer
+	// (SetTap): a recording.
+	tap atomic.Pointer[tapRef]
 
 	playMu   sync.Mutex // serialises Play and guards the sender state
 	ssrc     uint32
@@ -399,7 +402,7 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			continue
 		}
 		s.lastRTP.Store(now.UnixNano())
-		o := s.handleRTP(buf[:n], pkt)
+		o := s.handleRTP(buf[:n], pkt, now)
 		s.counts.add(o)
 		if s.kp != nil {
 			s.kp.afterRTP(s, buf[:n], o, now)
@@ -407,16 +410,20 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 	}
 }
 
-// handleRTP relays a packet to the bridged peer, or detects digits in it
-// before the bridge, and says what became of it. The deferred unlock keeps
-// the bridge lock right even when handling panics.
-func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet) outcome {
+// handleRTP relays a packet read at now to the bridged peer (handing it
+// to the tap first, as it was read), or detects digits in it before the
+// bridge, and says what became of it. The deferred unlock keeps the bridge
+// lock right even when handling panics.
+func (s *Stream) handleRTP(raw []byte, pkt *rtp.Packet, now time.Time) outcome {
 	s.bridgeMu.RLock()
 	defer s.bridgeMu.RUnlock()
 	if r := s.peer; r != nil {
 		if s.watch.Load() {
 			// Before the relay rewrites the payload type in place.
 			s.detect(pkt)
+		}
+		if t := s.tap.Load(); t != nil {
+			t.Packet(pkt.PayloadType, pkt.SSRC, pkt.Timestamp, now, pkt.Payload)
 		}
 		return r.relayRTP(raw, pkt)
 	}

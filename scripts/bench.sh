@@ -63,6 +63,19 @@
 #             each completed and failed per rate, the highest rate each
 #             held with 0 failed calls, and their ratio (needs Debian's
 #             postgresql package)
+#   events    the load test of call events: the direct ramp at one rate
+#             (BENCH_EVENTS_RATE), BENCH_EVENTS_ROUNDS times with events
+#             off (the merchant has no webhook: no event is written) and
+#             on (its webhook is scripts/eventsink, which checks each
+#             delivery's signature, order and id, and answers 204 after
+#             BENCH_EVENTS_DELAY_MS), in alternating order, each on a vnum
+#             of its own; prints per run the calls succeeded and failed,
+#             and with events on vnum_events_pending each second (sampled
+#             every 0.5 s), the most seen during the calls, how long after
+#             the calls the outbox was empty, and what the receiver saw
+#             (delivered, duplicates, out of order, bad signatures, most
+#             requests at once); then calls succeeded off and on per round
+#             (needs Go, to build the receiver)
 # compare and media configure vnum with a trunk source (127.0.0.1/32 in
 # trunk.inbound_cidrs), which the softphone's digest calls of direct, ivr
 # and overload cannot share: asked for together, the script runs itself
@@ -75,8 +88,13 @@
 # failed call at any level).
 #
 # Knobs (environment):
-#   BENCH_MODE          direct, ivr, overload, compare, media, stores, or
-#                       several (direct)
+#   BENCH_MODE          direct, ivr, overload, compare, media, stores,
+#                       events, or several (direct)
+#   BENCH_EVENTS_RATE   events: calls/s of each run      (200)
+#   BENCH_EVENTS_ROUNDS events: rounds of one run off and one on (2)
+#   BENCH_EVENTS_DELAY_MS events: the receiver's time to answer (200)
+#   BENCH_EVENTS_DRAIN_S events: how long to wait for the outbox to
+#                       drain after the calls               (300)
 #   BENCH_STORE         vnum's store: sqlite, or postgres (a throwaway
 #                       server in the work folder, scripts/lib/pg.sh) (sqlite)
 #   BENCH_IVR_WAIT_MS   ivr: from the answer to the first key (1000)
@@ -154,7 +172,8 @@ for m in $MODES; do
 	direct | ivr | overload) SOFT_MODES="$SOFT_MODES${SOFT_MODES:+ }$m" ;;
 	compare | media) TRUNK_MODES="$TRUNK_MODES${TRUNK_MODES:+ }$m" ;;
 	stores) STORES_MODE=1 ;;
-	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media, stores)" >&2; exit 2 ;;
+	events) EVENTS_MODE=1 ;;
+	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media, stores, events)" >&2; exit 2 ;;
 	esac
 done
 STORE=${BENCH_STORE:-sqlite}
@@ -201,6 +220,50 @@ if [ "${STORES_MODE:-0}" = 1 ]; then
 		}'
 	rest=""
 	for m in $MODES; do [ "$m" = stores ] || rest="$rest${rest:+ }$m"; done
+	if [ -n "$rest" ]; then
+		BENCH_MODE="$rest" BENCH_APPEND=${BENCH_OUT:+1} "$SELF" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
+	fi
+	exit "$rc"
+fi
+# events: the direct ramp at one rate with events off and on (a webhook
+# that answers slowly), alternating, each on a vnum of its own; then the
+# runs side by side. The other modes asked for run after it.
+if [ "${EVENTS_MODE:-0}" = 1 ]; then
+	SELF="${BASH_SOURCE[0]}"
+	rc=0 rows=""
+	EV_RATE=${BENCH_EVENTS_RATE:-200}
+	EV_ROUNDS=${BENCH_EVENTS_ROUNDS:-2}
+	echo "== events: direct calls at $EV_RATE calls/s, events off and on (a receiver answering in" \
+		"${BENCH_EVENTS_DELAY_MS:-200} ms), alternating"
+	if [ -n "${BENCH_OUT:-}" ] && [ "${BENCH_APPEND:-0}" != 1 ]; then
+		rm -f "$BENCH_OUT/results.csv" # every run below appends to it
+	fi
+	for i in $(seq 1 "$EV_ROUNDS"); do
+		order="off on"
+		[ $((i % 2)) = 0 ] && order="on off"
+		for ev in $order; do
+			out=$(BENCH_MODE=direct BENCH_RATES=$EV_RATE BENCH_EVENTS_HOOK=$ev BENCH_STOP_ON_FAIL=0 BENCH_STRICT=0 \
+				BENCH_APPEND=${BENCH_OUT:+1} "$SELF" 2>&1) || rc=$?
+			row=$(printf '%s\n' "$out" | awk -v r="$EV_RATE" '$1 == r && $5 == "|" { print $(NF - 3), $(NF - 2) }' | tail -1)
+			[ -n "$row" ] || { printf '%s\n' "$out" | tail -5 >&2; row="0 $((EV_RATE * FACTOR))"; rc=1; }
+			rows="$rows$i $ev $row
+"
+			echo "   round $i, events $ev: succeeded failed = $row"
+			printf '%s\n' "$out" | grep '^events:' | sed 's/^/   /' || true
+		done
+	done
+	printf '%s' "$rows" | awk '
+		{ ok[$1, $2] = $3; ko[$1, $2] = $4; if ($1 > n) n = $1 }
+		END {
+			printf "%6s | %10s %8s | %10s %8s\n", "round", "off ok", "failed", "on ok", "failed"
+			for (r = 1; r <= n; r++) {
+				printf "%6d | %10d %8d | %10d %8d\n", r, ok[r, "off"], ko[r, "off"], ok[r, "on"], ko[r, "on"]
+				so += ok[r, "off"]; son += ok[r, "on"]
+			}
+			if (so > 0) printf "calls succeeded with events on / off: %.3f\n", son / so
+		}'
+	rest=""
+	for m in $MODES; do [ "$m" = events ] || rest="$rest${rest:+ }$m"; done
 	if [ -n "$rest" ]; then
 		BENCH_MODE="$rest" BENCH_APPEND=${BENCH_OUT:+1} "$SELF" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
 	fi
@@ -337,6 +400,8 @@ store:
 admin:
   listen: 127.0.0.1:$ADMIN_PORT
   pprof: $PPROF
+events:
+  allow_private: true   # the receiver of BENCH_EVENTS_HOOK=on is on 127.0.0.1
 EOF
 
 vnum() { novnumenv "$VNUM" --config "$CONFIG" "$@"; }
@@ -352,6 +417,21 @@ BINDING=$(vnum binding create --merchant m1 --order bench1 --consignee 138001380
 EXT=$(printf '%s' "$BINDING" | grep -o '"extension": *"[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"')
 [ -n "$EXT" ] || die "no extension in: $BINDING"
 DIAL="$HOST-$EXT"
+
+# BENCH_EVENTS_HOOK=on (the events mode's runs with events): the merchant's
+# webhook is scripts/eventsink, answering after BENCH_EVENTS_DELAY_MS.
+EV_HOOK=${BENCH_EVENTS_HOOK:-off}
+if [ "$EV_HOOK" = on ]; then
+	(cd "$ROOT" && go build -o "$WORK/eventsink" ./scripts/eventsink) || die "go build ./scripts/eventsink failed"
+	EV_SECRET=bench-events-secret-0123
+	"$WORK/eventsink" -secret "$EV_SECRET" -delay "${BENCH_EVENTS_DELAY_MS:-200}ms" -addr-file "$WORK/sink.addr" \
+		>"$WORK/eventsink.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 1 50); do [ -s "$WORK/sink.addr" ] && break; sleep 0.1; done
+	[ -s "$WORK/sink.addr" ] || die "eventsink did not start: $(cat "$WORK/eventsink.log")"
+	SINK="http://$(cat "$WORK/sink.addr")"
+	printf '%s' "$EV_SECRET" | vnum merchant webhook m1 --url "$SINK/events" --secret-stdin >/dev/null
+fi
 
 # The trunk modes spread their calls over BINDINGS bindings: dial.csv is
 # SIPp's injection file (one X-E a call, in turn), kamailio/vnbind the
@@ -1131,6 +1211,51 @@ media() {
 	start_carrier main
 }
 
+# events_pending prints vnum_events_pending from the admin /metrics (-1
+# when it cannot).
+events_pending() {
+	curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
+		awk '$1 == "vnum_events_pending" { print $2 + 0; found = 1 } END { if (!found) print -1 }'
+}
+
+# events_watch samples vnum_events_pending every 0.5 s, "unix-time count"
+# a line, into $WORK/pending.log until events_drain stops it.
+events_watch() {
+	(while :; do echo "$(date +%s.%N) $(events_pending)"; sleep 0.5; done) >"$WORK/pending.log" 2>/dev/null &
+	EV_WATCH_PID=$!
+	PIDS+=("$EV_WATCH_PID")
+}
+
+# events_drain: once the ramp is over, waits for the outbox to drain
+# (BENCH_EVENTS_DRAIN_S at most) and prints two "events:" lines: the
+# pending count each second of the calls, then the most seen during the
+# calls, the seconds from the calls' end (SIPp's last statistics) to an
+# empty outbox, and the receiver's counts.
+events_drain() {
+	local stats="$WORK/direct_${RATE}.csv" ended t0 left
+	ended=$(stat -c %Y "$stats" 2>/dev/null || date +%s)
+	t0=$(date +%s)
+	while :; do
+		left=$(tail -1 "$WORK/pending.log" | awk '{ print $2 }')
+		[ "$left" = 0 ] && break
+		[ $(($(date +%s) - t0)) -lt "${BENCH_EVENTS_DRAIN_S:-300}" ] || break
+		sleep 0.5
+	done
+	kill "$EV_WATCH_PID" 2>/dev/null || true
+	wait "$EV_WATCH_PID" 2>/dev/null || true
+	awk -v end="$ended" '
+		NR == 1 { t0 = $1 }
+		{ s = int($1 - t0); if (!(s in seen)) { seen[s] = 1; series = series (series ? " " : "") $2 } }
+		$1 <= end + 1 && $2 > max { max = $2 }
+		$2 == 0 && $1 > end && drained == "" { drained = sprintf("%.1f", $1 - end) }
+		END {
+			print "events: pending each second from the start of the calls: " series
+			printf "events: pending at most %d during the calls; the outbox empty %s s after the calls ended", max,
+				(drained == "" ? "never (within BENCH_EVENTS_DRAIN_S)" : drained)
+		}' "$WORK/pending.log"
+	echo "; receiver: $(curl -fsS --max-time 5 "$SINK/stats" 2>/dev/null || echo unreachable)"
+}
+
 RAMP_FAILED=0
 OVERLOAD_FAILED=0
 COMPARE_FAILED=0
@@ -1143,7 +1268,11 @@ if [ -n "$OUT" ]; then
 fi
 for m in $MODES; do
 	case "$m" in
-	direct) EXTRA_SECS=0 ramp direct "$UAC_SCENARIO" "$DIAL" ;;
+	direct)
+		[ "$EV_HOOK" = on ] && events_watch
+		EXTRA_SECS=0 ramp direct "$UAC_SCENARIO" "$DIAL"
+		[ "$EV_HOOK" = on ] && events_drain
+		;;
 	ivr) render_ivr; EXTRA_SECS=$(((IVR_WAIT_MS + 300 * ${#EXT} + 999) / 1000)) ramp ivr "$WORK/uac_dtmf.xml" "$HOST" ;;
 	overload) overload ;;
 	compare) compare ;;

@@ -71,6 +71,10 @@ type Options struct {
 	// order's binding ends after its AfterClose. Nil means the
 	// configuration's defaults.
 	Protection func() protection.Platform
+	// CheckWebhook checks that a webhook URL's host may be reached
+	// (events.allow_private) when a merchant registers it; nil checks only
+	// the URL's form. A refusal is answered 422.
+	CheckWebhook func(ctx context.Context, url string) error
 	// StreamIdle is how long a streamed response (the CDR and binding
 	// listings) waits for the client to take the next part of it before
 	// it is cut; 0 means DefaultStreamIdle. It stands in for the
@@ -130,6 +134,12 @@ var routes = []route{
 	{method: http.MethodGet, path: "/v1/cdrs", handle: (*server).listCDRs},
 	{method: http.MethodGet, path: "/v1/bills/{merchant}/{month}", handle: (*server).bill},
 	{method: http.MethodGet, path: "/v1/calls", handle: (*server).calls},
+	// Call events (events.go).
+	{method: http.MethodGet, path: "/v1/merchants/{id}/webhook", handle: (*server).getWebhook},
+	{method: http.MethodPut, path: "/v1/merchants/{id}/webhook", handle: (*server).setWebhook},
+	{method: http.MethodDelete, path: "/v1/merchants/{id}/webhook", handle: (*server).removeWebhook},
+	{method: http.MethodGet, path: "/v1/events", handle: (*server).listEvents},
+	{method: http.MethodPost, path: "/v1/events/{id}/retry", handle: (*server).retryEvent},
 	{method: http.MethodGet, path: "/v1/openapi.json", handle: (*server).openAPI},
 	{method: http.MethodGet, path: "/metrics", open: true, handle: (*server).metrics},
 	{method: http.MethodGet, path: "/healthz", open: true, handle: (*server).healthz},

@@ -67,7 +67,7 @@ func newMerchantCmd() *cobra.Command {
 			return merchantRecords([]binding.MerchantSummary{m}, true).print(cmd.OutOrStdout(), *showFormat)
 		})
 	}
-	cmd.AddCommand(add, list, show, newMerchantProtectionCmd(), newMerchantAnnouncementCmd())
+	cmd.AddCommand(add, list, show, newMerchantProtectionCmd(), newMerchantAnnouncementCmd(), newMerchantWebhookCmd())
 	return cmd
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/binding/api"
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/events"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/protection"
 )
@@ -96,6 +97,11 @@ type callStats struct {
 	// auth returns the failed digest attempts and the sources blocked for
 	// them since the start, and the sources blocked now.
 	auth func() (failures, blocks int64, blockedNow int)
+	// events returns this node's delivery attempts of call events by
+	// (type, outcome); eventsPending counts the events waiting in the
+	// outbox (eventworkers.go).
+	events        func() map[[2]string]int64
+	eventsPending func(context.Context) (int, error)
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -204,6 +210,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 			counts: stats.overLimit,
 		})
 	}
+	cs = append(cs, eventCollectors(stats)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -398,6 +405,9 @@ type adminListener struct {
 	// protection is the platform's consignee protection the API applies:
 	// the configuration's, or a running node's (which a reload changes).
 	protection func() protection.Platform
+	// checkWebhook checks a webhook's host when a merchant registers it;
+	// nil checks it against events.allow_private as serve started.
+	checkWebhook func(ctx context.Context, url string) error
 }
 
 // listenAdmin checks the admin API's configuration and binds admin.listen,
@@ -454,10 +464,17 @@ func (a *adminListener) serve(ctx context.Context, c *config.Config, store *bind
 		a.close()
 		return nil, "", err
 	}
+	checkWebhook := a.checkWebhook
+	if checkWebhook == nil {
+		checkWebhook = func(ctx context.Context, url string) error {
+			return events.CheckURL(ctx, url, c.Events.AllowPrivate, nil)
+		}
+	}
 	handler := api.New(store, api.Options{
 		Token: c.Admin.Token, Rates: a.rates, Currency: c.Billing.Currency, Location: a.loc,
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log, StreamIdle: a.timeouts.stream,
 		Protection: a.protection,
+		CheckWebhook: checkWebhook,
 	})
 	if c.Admin.PProf {
 		handler = withPProf(handler, c.Admin.Token)

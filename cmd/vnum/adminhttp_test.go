@@ -145,6 +145,10 @@ func TestAdminMetrics(t *testing.T) {
 		},
 		malformed: func() map[string]int64 { return map[string]int64{"udp": 5, "tcp": 1} },
 		overLimit: func() map[string]int64 { return map[string]int64{"same_header": 2, "body": 0} },
+		events: func() map[[2]string]int64 {
+			return map[[2]string]int64{{"call.ended", "delivered"}: 3, {"call.started", "retried"}: 1}
+		},
+		eventsPending: func(context.Context) (int, error) { return 5, nil },
 	})
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, http.StatusOK, status)
@@ -156,7 +160,9 @@ func TestAdminMetrics(t *testing.T) {
 		`vnum_rtp_packets_dropped_total{reason="panic"} 0`, `vnum_rtp_packets_dropped_total{reason="foreign_source"} 4`,
 		`vnum_rtcp_packets_dropped_total{reason="foreign_source"} 5`,
 		`vnum_sip_malformed_total{transport="udp"} 5`, `vnum_sip_malformed_total{transport="tcp"} 1`,
-		`vnum_sip_over_limit_total{limit="same_header"} 2`, `vnum_sip_over_limit_total{limit="body"} 0`} {
+		`vnum_sip_over_limit_total{limit="same_header"} 2`, `vnum_sip_over_limit_total{limit="body"} 0`,
+		`vnum_events_total{outcome="delivered",type="call.ended"} 3`, `vnum_events_total{outcome="retried",type="call.started"} 1`,
+		"vnum_events_pending 5"} {
 		require.Contains(t, body, want)
 	}
 	status, body = get(t, url+"/healthz", "")
@@ -259,6 +265,7 @@ func TestServeWithAdmin(t *testing.T) {
 	require.Contains(t, body, "vnum_calls_active 0")
 	require.Contains(t, body, "vnum_trunk_up 1")
 	require.Contains(t, body, "vnum_sip_tcp_connections 0")
+	require.Contains(t, body, "vnum_events_pending 0", "serve runs the event workers")
 	require.Regexp(t, `(?m)^vnum_sip_tcp_connections_limit [1-9]`, body)
 	for _, reason := range []string{"per_source", "total", "idle", "slow", "stalled"} {
 		require.Contains(t, body, `vnum_sip_tcp_refused_total{reason="`+reason+`"} 0`)

@@ -90,7 +90,7 @@ func TestEveryCommandRefusesBadUsage(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist, "a refused command created the store")
 
 	requireOneLineError(t, []string{"merchant", "lst"}, `unknown command "lst" for "vnum merchant" (did you mean list?)`)
-	requireOneLineError(t, []string{"merchant", "remove", "m1"}, `unknown command "remove" for "vnum merchant" (want add, announcement, list, protection, show)`)
+	requireOneLineError(t, []string{"merchant", "remove", "m1"}, `unknown command "remove" for "vnum merchant" (want add, announcement, list, protection, show, webhook)`)
 	requireOneLineError(t, []string{"binding", "relase", "b_1"}, "did you mean release?")
 	requireOneLineError(t, nil, `"vnum" needs a subcommand`)
 	requireOneLineError(t, []string{"bill", "--merchant", "m1"}, `bill: required flag(s) "month" not set (usage: vnum bill`)

@@ -66,6 +66,7 @@ func newRootCmd() *cobra.Command {
 		newBlockCmd(),
 		newCDRCmd(),
 		newBillCmd(),
+		newEventCmd(),
 		newConfigCmd(),
 		newServeCmd(),
 		newDemoCmd(),

@@ -57,6 +57,9 @@ func reloadNode(file string, running *config.Config, n *node, log *slog.Logger) 
 	}
 	// protection.* is in force for new calls and the admin API from now.
 	n.router.setPlatform(platform)
+	if n.events != nil {
+		n.events.Reload(next.Events)
+	}
 	if err := setLogLevel(next.Log.Level); err != nil {
 		// Validate checked it: this is a bug, not the operator's.
 		log.Error("reload: log.level", "error", err)

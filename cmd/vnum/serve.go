@@ -16,6 +16,7 @@ import (
 
 	"github.com/vnum/vnum/binding"
 	"github.com/vnum/vnum/config"
+	"github.com/vnum/vnum/events"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/sip"
 	"github.com/vnum/vnum/spool"
@@ -53,6 +54,9 @@ type node struct {
 	// (store.timeout) bounds the pool's count at a scrape.
 	storeMetrics *storeMetrics
 	storeTimeout time.Duration
+	// events delivers call events (serve starts it; nil in the demo).
+	events *events.Dispatcher
+	cfg    *config.Config
 }
 
 // startNode opens the store and starts signalling and media on cfg. A new,
@@ -225,6 +229,9 @@ func (n *node) stop(ctx context.Context) {
 // finished.
 func (n *node) close() {
 	n.stopLegs()
+	if n.events != nil {
+		stopEvents(n.events, n.cfg)
+	}
 	if err := n.spool.Close(); err != nil {
 		slog.Error("closing the spool", "error", err)
 	}
@@ -279,6 +286,10 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	// The admin API reads the platform's protection the node has in
 	// force, which a reload changes.
 	admin.protection = n.router.platformNow
+	n.events, n.cfg = startEvents(c, n.store, log), c
+	admin.checkWebhook = n.events.CheckURL
+	stats := n.stats()
+	stats.events, stats.eventsPending = n.events.Counts, n.events.Pending
 	stopAdmin, adminAddr, err := admin.serve(ctx, c, n.store, n.sip.Calls,
 		func(ctx context.Context) error {
 			if err := n.store.Ping(ctx); err != nil {
@@ -292,7 +303,7 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 			}
 			return nil
 		},
-		n.stats(), log)
+		stats, log)
 	if err != nil {
 		n.stop(context.Background())
 		return err
