@@ -473,7 +473,7 @@ func (a *adminListener) serve(ctx context.Context, c *config.Config, store *bind
 	handler := api.New(store, api.Options{
 		Token: c.Admin.Token, Rates: a.rates, Currency: c.Billing.Currency, Location: a.loc,
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log, StreamIdle: a.timeouts.stream,
-		Protection: a.protection,
+		Protection:   a.protection,
 		CheckWebhook: checkWebhook,
 	})
 	if c.Admin.PProf {
