@@ -1072,15 +1072,36 @@ scrape_rtp() {
 # would be no baseline; for the same reason media before compare in one
 # run gives the cleaner figures.
 mediago() {
-	local levels
+	local level n=0 order sys port pid header=true kam=0
 	(cd "$ROOT" && go build -o "$WORK/loadgen" ./scripts/loadgen) || die "go build ./scripts/loadgen failed"
-	levels=$(echo "$MEDIA_LEVELS" | tr -s ' ' ',')
-	echo "== mediago: concurrent trunk calls, G.711 both ways, counted by the project's generator (media.kernel: $KERNEL)"
+	if command -v kamailio >/dev/null && command -v rtpengine >/dev/null; then
+		kam=1
+		[ -n "${KAM_PID:-}" ] || start_kamailio
+	fi
+	echo "== mediago: concurrent trunk calls, G.711 both ways, counted by the project's generator"
+	echo "   (vnum: media.kernel $KERNEL; relay cpu%: vnum's, or rtpengine's; ns/pkt: the machine's CPU per relayed"
+	echo "    packet during the hold, softirq included, the generator's own left out)"
 	# The generator is the carrier: SIPp's stops for the while.
 	stop_carrier
-	"$WORK/loadgen" -vnum "127.0.0.1:$SIP_PORT" -carrier "127.0.0.1:$CARRIER_PORT" -caller 127.0.0.1 \
-		-dial "$DIAL" -levels "$levels" -rate "$MEDIA_RATE" -hold "${MEDIA_HOLD_S}s" -pid "$VNUMTEST_PID" ||
-		MEDIA_FAILED=1
+	for level in $MEDIA_LEVELS; do
+		n=$((n + 1))
+		order="vnum"
+		if [ "$kam" = 1 ]; then
+			order="vnum rtpengine"
+			[ $((n % 2)) = 0 ] && order="rtpengine vnum"
+		fi
+		for sys in $order; do
+			if [ "$sys" = vnum ]; then
+				port=$SIP_PORT pid=$VNUMTEST_PID
+			else
+				port=$KAM_PORT pid=$RTPE_PID
+			fi
+			"$WORK/loadgen" -vnum "127.0.0.1:$port" -carrier "127.0.0.1:$CARRIER_PORT" -caller 127.0.0.1 \
+				-dial "$DIAL" -levels "$level" -rate "$MEDIA_RATE" -hold "${MEDIA_HOLD_S}s" -pid "$pid" \
+				-label "$sys" -header="$header" || MEDIA_FAILED=1
+			header=false
+		done
+	done
 	start_carrier main
 }
 

@@ -59,7 +59,9 @@ func main() {
 	levels := flag.String("levels", "100,200", "concurrent calls at each level, comma-separated")
 	flag.IntVar(&o.rate, "rate", 100, "calls set up per second while a level fills")
 	flag.DurationVar(&o.hold, "hold", 10*time.Second, "how long every call of a level is up together, measured")
-	flag.IntVar(&o.pid, "pid", 0, "vnum's process id, for its CPU (0: not measured)")
+	flag.IntVar(&o.pid, "pid", 0, "the relay's process id (vnum's, or rtpengine's), for its CPU (0: not measured)")
+	flag.StringVar(&o.label, "label", "vnum", "the system under test, the rows' first column")
+	flag.BoolVar(&o.header, "header", true, "print the table's header first")
 	flag.Parse()
 	for _, f := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -80,6 +82,8 @@ func fatal(err error) {
 
 type options struct {
 	vnum, carrier, caller, dial string
+	label                       string
+	header                      bool
 	levels                      []int
 	rate, pid                   int
 	hold                        time.Duration
@@ -281,16 +285,18 @@ func run(o options) error {
 		}
 	})
 	callers.peer.Serve()
-	fmt.Printf("%10s %7s %7s %11s %11s %11s %11s %10s %7s %7s %9s %9s %13s\n",
-		"concurrent", "up", "failed", "a sent", "b got", "b sent", "a got", "relayed %", "bad", "misrt",
-		"vnum cpu%", "softirq%", "ns/pkt (mach)")
+	if o.header {
+		fmt.Printf("%-9s %10s %7s %7s %11s %11s %11s %11s %10s %7s %7s %9s %9s %13s\n", "system",
+			"concurrent", "up", "failed", "a sent", "b got", "b sent", "a got", "relayed %", "bad", "misrt",
+			"relay cpu%", "softirq%", "ns/pkt (mach)")
+	}
 	for _, level := range o.levels {
 		r, err := runLevel(ctx, o, level, vnumAddr, dialogs, callers, carrier)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%10d %7d %7d %11d %11d %11d %11d %10s %7d %7d %9.1f %9.1f %13.0f\n",
-			level, r.up, r.failed, r.aSent, r.bGot, r.bSent, r.aGot, pct(r.aGot+r.bGot, r.aSent+r.bSent),
+		fmt.Printf("%-9s %10d %7d %7d %11d %11d %11d %11d %10s %7d %7d %9.1f %9.1f %13.0f\n",
+			o.label, level, r.up, r.failed, r.aSent, r.bGot, r.bSent, r.aGot, pct(r.aGot+r.bGot, r.aSent+r.bSent),
 			r.bad, r.misrouted, r.vnumCPU, r.softirq, r.nsPerPacket)
 	}
 	return nil
