@@ -11,10 +11,12 @@
 #                kamailio, sipp and postgresql)
 #   make test    every test (unit, in-process end to end, SIPp and baresip)
 #   make bench   Go benchmarks, then SIPp load through the built binary
-#   make bench-media  media at rising levels with the project's generator: kernel relay on, off, and rtpengine
 #                (direct and IVR ramps, an overload burst, a concurrent-media
 #                ramp and, where Kamailio and rtpengine are installed, the
 #                trunk ramp against vnum and against them; scripts/bench.sh)
+#   make bench-media  media at rising levels with the project's generator
+#                (scripts/loadgen): kernel relay on, then off, each level
+#                alternating with Kamailio + rtpengine where installed
 #   make bench-smoke  one low rate of each and a tiny overload burst (and one
 #                compare step where Kamailio and rtpengine are installed);
 #                fails on any failed call (CI)
