@@ -1072,11 +1072,12 @@ scrape_rtp() {
 # would be no baseline; for the same reason media before compare in one
 # run gives the cleaner figures.
 mediago() {
-	local level n=0 order sys port pid header=true kam=0
+	local level n=0 order sys port pid idle header=true kam=0
 	(cd "$ROOT" && go build -o "$WORK/loadgen" ./scripts/loadgen) || die "go build ./scripts/loadgen failed"
 	if command -v kamailio >/dev/null && command -v rtpengine >/dev/null; then
 		kam=1
 		[ -n "${KAM_PID:-}" ] || start_kamailio
+		RTPE_IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$RTPE_PID/status")
 	fi
 	echo "== mediago: concurrent trunk calls, G.711 both ways, counted by the project's generator"
 	echo "   (vnum: media.kernel $KERNEL; relay cpu%: vnum's, or rtpengine's; ns/pkt: the machine's CPU per relayed"
@@ -1092,12 +1093,12 @@ mediago() {
 		fi
 		for sys in $order; do
 			if [ "$sys" = vnum ]; then
-				port=$SIP_PORT pid=$VNUMTEST_PID
+				port=$SIP_PORT pid=$VNUMTEST_PID idle=$IDLE_RSS
 			else
-				port=$KAM_PORT pid=$RTPE_PID
+				port=$KAM_PORT pid=$RTPE_PID idle=$RTPE_IDLE_RSS
 			fi
 			"$WORK/loadgen" -vnum "127.0.0.1:$port" -carrier "127.0.0.1:$CARRIER_PORT" -caller 127.0.0.1 \
-				-dial "$DIAL" -levels "$level" -rate "$MEDIA_RATE" -hold "${MEDIA_HOLD_S}s" -pid "$pid" \
+				-dial "$DIAL" -levels "$level" -rate "$MEDIA_RATE" -hold "${MEDIA_HOLD_S}s" -pid "$pid" -idle-kib "$idle" \
 				-label "$sys" -header="$header" || MEDIA_FAILED=1
 			header=false
 		done

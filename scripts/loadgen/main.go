@@ -60,6 +60,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 100, "calls set up per second while a level fills")
 	flag.DurationVar(&o.hold, "hold", 10*time.Second, "how long every call of a level is up together, measured")
 	flag.IntVar(&o.pid, "pid", 0, "the relay's process id (vnum's, or rtpengine's), for its CPU (0: not measured)")
+	flag.Int64Var(&o.idleKiB, "idle-kib", 0, "the relay's resident set before its first call, KiB (0: read at each level's start)")
 	flag.StringVar(&o.label, "label", "vnum", "the system under test, the rows' first column")
 	flag.BoolVar(&o.header, "header", true, "print the table's header first")
 	flag.Parse()
@@ -86,6 +87,7 @@ type options struct {
 	header                      bool
 	levels                      []int
 	rate, pid                   int
+	idleKiB                     int64
 	hold                        time.Duration
 }
 
@@ -286,18 +288,18 @@ func run(o options) error {
 	})
 	callers.peer.Serve()
 	if o.header {
-		fmt.Printf("%-9s %10s %7s %7s %11s %11s %11s %11s %10s %7s %7s %9s %9s %13s\n", "system",
+		fmt.Printf("%-9s %10s %7s %7s %11s %11s %11s %11s %10s %7s %7s %9s %9s %13s %9s\n", "system",
 			"concurrent", "up", "failed", "a sent", "b got", "b sent", "a got", "relayed %", "bad", "misrt",
-			"relay cpu%", "softirq%", "ns/pkt (mach)")
+			"relay cpu%", "softirq%", "ns/pkt (mach)", "KiB/call")
 	}
 	for _, level := range o.levels {
 		r, err := runLevel(ctx, o, level, vnumAddr, dialogs, callers, carrier)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-9s %10d %7d %7d %11d %11d %11d %11d %10s %7d %7d %9.1f %9.1f %13.0f\n",
+		fmt.Printf("%-9s %10d %7d %7d %11d %11d %11d %11d %10s %7d %7d %9.1f %9.1f %13.0f %9.1f\n",
 			o.label, level, r.up, r.failed, r.aSent, r.bGot, r.bSent, r.aGot, pct(r.aGot+r.bGot, r.aSent+r.bSent),
-			r.bad, r.misrouted, r.vnumCPU, r.softirq, r.nsPerPacket)
+			r.bad, r.misrouted, r.vnumCPU, r.softirq, r.nsPerPacket, r.kibPerCall)
 	}
 	return nil
 }
@@ -351,12 +353,17 @@ type result struct {
 	aSent, bGot, bSent, aGot      uint64
 	bad, misrouted                uint64
 	vnumCPU, softirq, nsPerPacket float64
+	kibPerCall                    float64 // the relay's resident memory per call up
 }
 
 func runLevel(ctx context.Context, o options, level int, vnum netip.AddrPort, dialogs *sipgo.DialogClientCache,
 	callers, carrier *side) (result, error) {
 	base := [...]uint64{callers.sent.Load(), carrier.recv.Load(), carrier.sent.Load(), callers.recv.Load(),
 		callers.bad.Load() + carrier.bad.Load(), callers.misrouted.Load() + carrier.misrouted.Load()}
+	idle := o.idleKiB
+	if idle <= 0 {
+		idle = rssKiB(o.pid)
+	}
 	var (
 		r        result
 		mu       sync.Mutex
@@ -398,6 +405,9 @@ func runLevel(ctx context.Context, o options, level int, vnum netip.AddrPort, di
 		return r, err
 	}
 	got := callers.recv.Load() + carrier.recv.Load() - got0
+	if r.up > 0 && idle > 0 {
+		r.kibPerCall = float64(rssKiB(o.pid)-idle) / float64(r.up)
+	}
 	wall := cpu1.at.Sub(cpu0.at).Seconds()
 	r.vnumCPU = 100 * float64(cpu1.vnum-cpu0.vnum) / clkTck / wall
 	r.softirq = 100 * float64(cpu1.softirq-cpu0.softirq) / clkTck / wall
@@ -509,6 +519,27 @@ func sample(pid int) (cpuSample, error) {
 		}
 	}
 	return s, nil
+}
+
+// rssKiB is a process's resident set in KiB (0 when unknown).
+func rssKiB(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // procCPU is a process's user + system time from its stat file.
