@@ -18,6 +18,9 @@
 #                (direct and IVR ramps, an overload burst, a concurrent-media
 #                ramp and, where Kamailio and rtpengine are installed, the
 #                trunk ramp against vnum and against them; scripts/bench.sh)
+#   make bench-media  media at rising levels with the project's generator
+#                (scripts/loadgen): kernel relay on, then off, each level
+#                alternating with Kamailio + rtpengine where installed
 #   make bench-smoke  one low rate of each and a tiny overload burst (and one
 #                compare step where Kamailio and rtpengine are installed);
 #                fails on any failed call (CI)
@@ -45,7 +48,7 @@ SOURCES := $(shell find . -path ./bin -prune -o -path ./.git -prune -o -type f \
 	-name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \
 	-o -name '*.sql' -o -name openapi.json -o -name '*.wav' \) -print 2>/dev/null)
 
-.PHONY: build install deb test race demo demo-cluster bench bench-go bench-sipp bench-smoke fuzz vet clean
+.PHONY: build install deb test race demo demo-cluster bench bench-go bench-sipp bench-media bench-smoke fuzz vet clean
 
 # go build leaves an up-to-date binary as it is, old time stamp included;
 # the touch tells make it is current.
@@ -102,6 +105,16 @@ BENCH_MODE ?= $(STORES_MODE) direct ivr overload media $(COMPARE_MODE)
 # results.csv and results.svg go to bin/bench.
 bench-sipp: build
 	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE="$(BENCH_MODE)" BENCH_OUT=$(CURDIR)/bin/bench ./scripts/bench.sh
+
+# Media at rising levels with the project's generator (scripts/loadgen),
+# vnum with the kernel relay and without, each level alternating with
+# Kamailio + rtpengine where installed. Needs root for the kernel relay.
+BENCH_MEDIA_LEVELS ?= 250 500 1000 1500 2000 2500 3000
+bench-media: build
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE=mediago BENCH_KERNEL=on BENCH_MEDIA_LEVELS="$(BENCH_MEDIA_LEVELS)" \
+		BENCH_MEDIA_RATE=200 BENCH_RTP_PORTS=20000-39999 BENCH_RTPENGINE_PORTS=40000-59999 ./scripts/bench.sh
+	VNUMTEST_BIN=$(CURDIR)/$(BIN) BENCH_MODE=mediago BENCH_KERNEL=off BENCH_MEDIA_LEVELS="$(BENCH_MEDIA_LEVELS)" \
+		BENCH_MEDIA_RATE=200 BENCH_RTP_PORTS=20000-39999 BENCH_RTPENGINE_PORTS=40000-59999 ./scripts/bench.sh
 
 # A smoke run of the load test for CI (well under a minute): 10 calls/s
 # for 2 s with media, direct and IVR, then 200 calls/s for 2 s against

@@ -56,6 +56,15 @@
 #             before, with the drops by reason), next to SIPp's count
 #             (the callers' packets the carrier echoed), and vnum's RSS
 #             above its idle RSS, per call
+#   mediago   the media levels again with the project's own generator
+#             (scripts/loadgen: one SIP and one RTP socket per side,
+#             batched send and receive) as both the callers and the
+#             carrier, so that levels SIPp cannot drive can be seen: at
+#             each of BENCH_MEDIA_LEVELS it sets up that many calls, plays
+#             G.711 both ways for BENCH_MEDIA_HOLD_S, and prints every
+#             packet each side sent and got (relayed %, over the calls'
+#             whole life), vnum's CPU, the machine's softirq and its CPU
+#             per relayed packet (less the generator's own) during the hold
 #   stores    the direct ramp on SQLite and on PostgreSQL in one run: for
 #             each rate, one vnum on a SQLite file and one on a throwaway
 #             PostgreSQL (scripts/lib/pg.sh: initdb in the work folder,
@@ -136,7 +145,7 @@ FACTOR=${BENCH_CALLS_FACTOR:-10}
 MODES=${BENCH_MODE:-direct}
 # TRUNK: the run's calls come from a trunk source (compare, media).
 TRUNK=0
-case " $MODES " in *" compare "* | *" media "*) TRUNK=1 ;; esac
+case " $MODES " in *" compare "* | *" media "* | *" mediago "*) TRUNK=1 ;; esac
 if [ "$TRUNK" = 1 ]; then
 	CALL_MS=${BENCH_CALL_MS:-1000}
 else
@@ -170,10 +179,10 @@ SOFT_MODES="" TRUNK_MODES=""
 for m in $MODES; do
 	case "$m" in
 	direct | ivr | overload) SOFT_MODES="$SOFT_MODES${SOFT_MODES:+ }$m" ;;
-	compare | media) TRUNK_MODES="$TRUNK_MODES${TRUNK_MODES:+ }$m" ;;
+	compare | media | mediago) TRUNK_MODES="$TRUNK_MODES${TRUNK_MODES:+ }$m" ;;
 	stores) STORES_MODE=1 ;;
 	events) EVENTS_MODE=1 ;;
-	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media, stores, events)" >&2; exit 2 ;;
+	*) echo "bench: unknown BENCH_MODE $m (direct, ivr, overload, compare, media, mediago, stores, events)" >&2; exit 2 ;;
 	esac
 done
 STORE=${BENCH_STORE:-sqlite}
@@ -342,6 +351,9 @@ UAC2_PORT=$(free_ports 1); take "$UAC2_PORT" 1
 UAC2_MEDIA=$(free_ports 4); take "$UAC2_MEDIA" 4
 # vnum's relay: two ports (RTP, RTCP) per leg, two legs per call.
 RTP_PORTS=${BENCH_RTP_PORTS:-40000-49999}
+# vnum's media.kernel: auto relays bridged calls' RTP in the kernel where
+# the host allows (root here), off keeps it in user space.
+KERNEL=${BENCH_KERNEL:-auto}
 
 # novnumenv: run a command without VNUM_ variables, so that only the
 # config file configures vnum.
@@ -381,6 +393,7 @@ sip:
 media:
   ip: 127.0.0.1
   rtp_ports: "$RTP_PORTS"
+  kernel: $KERNEL
 trunk:
   outbound: "sip:127.0.0.1:$CARRIER_PORT;transport=udp"
   keepalive: 0s   # the carrier is a SIPp scenario that takes INVITEs only
@@ -1138,6 +1151,41 @@ scrape_rtp() {
 # keeps the heap of a level for the next, so the RSS before each level
 # would be no baseline; for the same reason media before compare in one
 # run gives the cleaner figures.
+mediago() {
+	local level n=0 order sys port pid idle header=true kam=0
+	(cd "$ROOT" && go build -o "$WORK/loadgen" ./scripts/loadgen) || die "go build ./scripts/loadgen failed"
+	if command -v kamailio >/dev/null && command -v rtpengine >/dev/null; then
+		kam=1
+		[ -n "${KAM_PID:-}" ] || start_kamailio
+		RTPE_IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$RTPE_PID/status")
+	fi
+	echo "== mediago: concurrent trunk calls, G.711 both ways, counted by the project's generator"
+	echo "   (vnum: media.kernel $KERNEL; relay cpu%: vnum's, or rtpengine's; ns/pkt: the machine's CPU per relayed"
+	echo "    packet during the hold, softirq included, the generator's own left out)"
+	# The generator is the carrier: SIPp's stops for the while.
+	stop_carrier
+	for level in $MEDIA_LEVELS; do
+		n=$((n + 1))
+		order="vnum"
+		if [ "$kam" = 1 ]; then
+			order="vnum rtpengine"
+			[ $((n % 2)) = 0 ] && order="rtpengine vnum"
+		fi
+		for sys in $order; do
+			if [ "$sys" = vnum ]; then
+				port=$SIP_PORT pid=$VNUMTEST_PID idle=$IDLE_RSS
+			else
+				port=$KAM_PORT pid=$RTPE_PID idle=$RTPE_IDLE_RSS
+			fi
+			"$WORK/loadgen" -vnum "127.0.0.1:$port" -carrier "127.0.0.1:$CARRIER_PORT" -caller 127.0.0.1 \
+				-dial "$DIAL" -levels "$level" -rate "$MEDIA_RATE" -hold "${MEDIA_HOLD_S}s" -pid "$pid" -idle-kib "$idle" \
+				-label "$sys" -header="$header" || MEDIA_FAILED=1
+			header=false
+		done
+	done
+	start_carrier main
+}
+
 media() {
 	local level pkts loops fill limit budget stats code start secs_ att ok ko idle peak rss pid
 	local sent echoed pct epct per cpu0 cpu1 done_ rtp0 rtp1 rcvd rel drops
@@ -1277,6 +1325,7 @@ for m in $MODES; do
 	overload) overload ;;
 	compare) compare ;;
 	media) media ;;
+	mediago) mediago ;;
 	esac
 	kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
 done

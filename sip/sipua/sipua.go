@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -47,13 +48,14 @@ type Peer struct {
 // recordingConn keeps a copy of every datagram read.
 type recordingConn struct {
 	net.PacketConn
+	off  atomic.Bool // a load generator's peer keeps nothing
 	mu   sync.Mutex
 	msgs []string
 }
 
 func (r *recordingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := r.PacketConn.ReadFrom(b)
-	if n > 0 {
+	if n > 0 && !r.off.Load() {
 		r.mu.Lock()
 		r.msgs = append(r.msgs, string(b[:n]))
 		r.mu.Unlock()
@@ -70,10 +72,17 @@ func NewPeer(name string, log *slog.Logger) (*Peer, error) {
 // NewPeerAt is NewPeer on another loopback address (127.0.0.2 and so on):
 // a second source address, as vnum tells callers apart by address.
 func NewPeerAt(ip netip.Addr, name string, log *slog.Logger) (*Peer, error) {
+	return NewPeerOn(netip.AddrPortFrom(ip, 0), name, log)
+}
+
+// NewPeerOn is NewPeer with its SIP socket on at: a port of the caller's
+// choosing (0: the kernel's), for a peer vnum's configuration names.
+func NewPeerOn(at netip.AddrPort, name string, log *slog.Logger) (*Peer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pc, err := net.ListenPacket("udp", netip.AddrPortFrom(ip, 0).String())
+	ip := at.Addr()
+	pc, err := net.ListenPacket("udp", at.String())
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +141,10 @@ func (p *Peer) Close() {
 	}
 	_ = p.pc.Close()
 }
+
+// StopRecording makes the peer keep no more of the datagrams it receives
+// (a load generator's thousands of calls).
+func (p *Peer) StopRecording() { p.conn.off.Store(true) }
 
 // Received returns every SIP datagram the peer has received.
 func (p *Peer) Received() []string {
