@@ -100,6 +100,9 @@ type Binding struct {
 	ReleasedAt time.Time
 	// Status is active, released or expired as of when it was read.
 	Status string
+	// plain is set by Resolve when neither the merchant's own protection
+	// nor a block for the consignee applies to the binding (Target.Plain).
+	plain bool
 }
 
 // Display returns the virtual number as people read it: "17000000001转1234".
@@ -113,7 +116,7 @@ func (b *Binding) Dial() string { return b.Host + "," + b.Extension }
 // takes calls.
 func (b *Binding) Target() callrec.Target {
 	return callrec.Target{BindingID: b.ID, Merchant: b.Merchant, Order: b.Order, Host: b.Host,
-		Extension: b.Extension, Consignee: b.Consignee, Calls: b.Calls}
+		Extension: b.Extension, Consignee: b.Consignee, Calls: b.Calls, Plain: b.plain}
 }
 
 // StatusAt returns the binding's status at now.
@@ -398,9 +401,28 @@ func (s *Store) knownMerchant(ctx context.Context, merchant string) error {
 	return err
 }
 
-// resolveQuery is Resolve's lookup of the one not retired row of (X, E):
-// an equality on the bindings_live_slot index.
-const resolveQuery = `SELECT ` + bindingCols + ` FROM bindings WHERE host = ? AND extension = ? AND retired = 0`
+// resolveQuery is Resolve's lookup of the one not retired row of (X, E),
+// an equality on the bindings_live_slot index, with whether consignee
+// protection has anything of its own for the call (a primary-key probe of
+// merchant_protection, whose row of zero values is no protection, and an
+// index probe of blocks): a binding whose merchant has no protection of
+// its own and whose consignee blocked no one is plain (Target.Plain), and under a platform policy that counts
+// nothing its calls need no second read before they ring.
+const resolveQuery = `SELECT ` + bindingCols + `,
+	NOT EXISTS (SELECT 1 FROM merchant_protection p WHERE p.merchant = bindings.merchant
+		AND (p.quiet_hours <> '' OR p.calls_per_day <> 0 OR p.calls_per_binding <> 0 OR p.announce <> ''
+			OR p.record <> 0))
+		AND NOT EXISTS (SELECT 1 FROM blocks k WHERE k.consignee = bindings.consignee)
+	FROM bindings WHERE host = ? AND extension = ? AND retired = 0`
+
+// scanPlus scans a row of bindingCols followed by more columns, into
+// scanBinding's targets then extra.
+type scanPlus struct {
+	scanner
+	extra []any
+}
+
+func (s scanPlus) Scan(dest ...any) error { return s.scanner.Scan(append(dest, s.extra...)...) }
 
 // Resolve finds the binding a caller reaches by dialling x then ext. The
 // binding must be active at now and, when merchant is non-empty, belong to
@@ -413,7 +435,8 @@ func (s *Store) Resolve(ctx context.Context, x, ext, merchant string, now time.T
 	}
 	// At most one row per (host, extension) is not retired (unique index);
 	// retirement is lazy, so the quarantine is checked here again.
-	b, err := scanBinding(s.db.QueryRowContext(ctx, resolveQuery, host, ext), now)
+	var plain bool
+	b, err := scanBinding(scanPlus{s.db.QueryRowContext(ctx, resolveQuery, host, ext), []any{&plain}}, now)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoBinding
 	}
@@ -423,6 +446,7 @@ func (s *Store) Resolve(ctx context.Context, x, ext, merchant string, now time.T
 	if merchant != "" && b.Merchant != merchant {
 		return nil, ErrNoBinding
 	}
+	b.plain = plain && b.Calls.Allows(callrec.DirectionToConsignee)
 	if b.Status == StatusActive {
 		return b, nil
 	}

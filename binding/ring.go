@@ -29,6 +29,22 @@ const ringCountQuery = `SELECT
 	(SELECT COUNT(*) FROM rings WHERE consignee = ? AND caller_kind = ? AND caller = ? AND at >= ? AND at < ?),
 	(SELECT COUNT(*) FROM rings WHERE binding_id = ?)`
 
+// DecidePlain decides a call through a plain binding (Ring.Plain: the
+// merchant has no protection of its own, the consignee has blocked no
+// one, the binding takes calls to them) under a platform policy that
+// counts nothing, which needs nothing from the store: ok is false when
+// the call is not such a call, and TakeRing must read and count.
+func DecidePlain(r callrec.Ring, platform protection.Platform, now time.Time) (d protection.Decision, ok bool) {
+	if !r.Plain {
+		return protection.Decision{}, false
+	}
+	policy := protection.Effective(platform, protection.Own{})
+	if policy.Counting() {
+		return protection.Decision{}, false
+	}
+	return protection.Decide(policy, protection.Facts{Now: now}), true
+}
+
 // TakeRing decides, when vnum is about to send the consignee's INVITE for
 // a call through binding r.BindingID, whether the call may ring them now,
 // under platform made stricter by the merchant's own protection: one-way
@@ -43,10 +59,17 @@ const ringCountQuery = `SELECT
 // in force nothing is written and no lock is taken: a cap switched on
 // counts calls from then on.
 //
+// A plain call (DecidePlain) under a policy that counts nothing reads
+// nothing: the directory found no protection of the merchant's own and no
+// block of the consignee when it resolved the binding.
+//
 // The caller counts as the caps count it: an account as its merchant,
 // all its accounts together; a PSTN number as itself. An unknown binding
 // is ErrNotFound.
 func (s *Store) TakeRing(ctx context.Context, r callrec.Ring, platform protection.Platform, now time.Time) (protection.Decision, error) {
+	if d, ok := DecidePlain(r, platform, now); ok {
+		return d, nil
+	}
 	var kind, caller string
 	switch r.CallerKind {
 	case callrec.CallerAccount:

@@ -255,3 +255,75 @@ func TestTakeRingRace(t *testing.T) {
 		}
 	})
 }
+
+// plainAt is whether Resolve finds binding b plain at now.
+func plainAt(t *testing.T, s *Store, b *Binding, now time.Time) bool {
+	t.Helper()
+	got, err := s.Resolve(context.Background(), b.Host, b.Extension, "", now)
+	require.NoError(t, err)
+	return got.Target().Plain
+}
+
+// TestResolvePlain: Resolve finds a binding plain only while neither its
+// merchant's own protection nor a block of its consignee (by anyone, for
+// any caller) nor a one-way setting applies; a plain call under a
+// platform that counts nothing is decided without the store, and one
+// under a cap is read and counted as before.
+func TestResolvePlain(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, _ := be.open(t)
+		seed(t, s, "17000000001")
+		ctx := context.Background()
+		b := bindTo(t, s, "m1", "o-1", consigneeB, t0)
+		sameB := bindTo(t, s, "m2", "o-2", consigneeB, t0)
+		other := bindTo(t, s, "m2", "o-3", consigneeOther, t0)
+		require.True(t, plainAt(t, s, b, t0))
+
+		// Decided without a read: even a binding the store does not
+		// know is allowed when the ring says plain, and nothing counts.
+		open := capped(t, 0, 0)
+		d, err := s.TakeRing(ctx, callrec.Ring{BindingID: "b_nope", CallerKind: callrec.CallerAccount, Plain: true}, open, t0)
+		require.NoError(t, err)
+		require.Equal(t, protection.Allow, d.Verdict)
+		night, err := protection.ParseWindow("21:00-08:00")
+		require.NoError(t, err)
+		quiet := open
+		quiet.QuietHours = night
+		d, ok := DecidePlain(callrec.Ring{BindingID: b.ID, Plain: true}, quiet, time.Date(2026, 11, 2, 22, 0, 0, 0, shanghai(t)))
+		require.True(t, ok)
+		require.Equal(t, protection.QuietHours, d.Verdict)
+		// A cap counts a plain call all the same.
+		_, ok = DecidePlain(callrec.Ring{BindingID: b.ID, Plain: true}, capped(t, 0, 1), t0)
+		require.False(t, ok)
+		plainRing := fromAccount(b)
+		plainRing.Plain = true
+		require.Equal(t, protection.Allow, verdict(t, s, plainRing, capped(t, 0, 1), t0))
+		require.Equal(t, protection.Capped, verdict(t, s, plainRing, capped(t, 0, 1), t0))
+		require.Equal(t, 1, rings(t, s))
+
+		// A block of the consignee, whoever it is of, makes every binding
+		// to them not plain, whichever merchant's; removing it lifts it.
+		blk, err := s.AddBlock(ctx, b.ID, "13700137000", t0)
+		require.NoError(t, err)
+		require.False(t, plainAt(t, s, b, t0))
+		require.False(t, plainAt(t, s, sameB, t0))
+		require.True(t, plainAt(t, s, other, t0))
+		require.NoError(t, s.RemoveBlock(ctx, blk.ID))
+		require.True(t, plainAt(t, s, b, t0))
+
+		// The merchant's own protection makes its bindings not plain.
+		require.NoError(t, s.SetMerchantProtection(ctx, "m2", protection.Own{Record: true}, open))
+		require.False(t, plainAt(t, s, other, t0))
+		require.True(t, plainAt(t, s, b, t0))
+		require.NoError(t, s.SetMerchantProtection(ctx, "m2", protection.Own{}, open))
+		require.True(t, plainAt(t, s, other, t0))
+
+		// A binding that takes no calls to its consignee is not plain.
+		oneWay := shipped("o-4")
+		oneWay.Consignee, oneWay.Calls = consigneeOther, string(callrec.CallsFromConsignee)
+		b4, err := s.CreateBinding(ctx, oneWay, t0)
+		require.NoError(t, err)
+		require.False(t, plainAt(t, s, b4, t0))
+	})
+}

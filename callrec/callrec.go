@@ -166,6 +166,12 @@ type Target struct {
 	// Calls says which ways the binding takes calls: a call it does not
 	// allow (Calls.Allows) is refused as DispositionRestricted.
 	Calls Calls
+	// Plain is set when the directory found, with the binding, that
+	// neither its merchant's own protection nor any block for its
+	// consignee applies: consignee protection then weighs the call by the
+	// platform's policy alone, and needs nothing more from the store
+	// unless that policy counts calls. The zero value asks the store.
+	Plain bool
 }
 
 // Ring is a call about to ring a consignee, as consignee protection
@@ -182,6 +188,9 @@ type Ring struct {
 	Caller string
 	// CDR is the call's record, kept with the count to trace it.
 	CDR string
+	// Plain is the binding's Target.Plain, as the directory found it
+	// when the call resolved it.
+	Plain bool
 }
 
 // Callback is where a consignee's call back to X goes (README "SIP behaviour in short"): to the

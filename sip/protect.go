@@ -51,7 +51,7 @@ func (c *call) protect(t Target) (endReason, int) {
 	}
 	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
 	d, err := p.TakeRing(ctx, callrec.Ring{BindingID: t.BindingID, CallerKind: c.cdr.CallerKind,
-		Caller: c.cdr.Caller, CDR: c.cdr.ID})
+		Caller: c.cdr.Caller, CDR: c.cdr.ID, Plain: t.Plain})
 	cancel()
 	switch {
 	case err == nil:
