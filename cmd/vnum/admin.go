@@ -38,16 +38,9 @@ func newMerchantCmd() *cobra.Command {
 	}
 	listFormat := addFormatFlag(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*listFormat); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			ms, err := s.ListMerchants(ctx)
-			if err != nil {
-				return err
-			}
-			return merchantRecords(ms, false).print(cmd.OutOrStdout(), *listFormat)
-		})
+		return showFromStore(cmd, *listFormat, func(ctx context.Context, s *binding.Store) ([]binding.MerchantSummary, error) {
+			return s.ListMerchants(ctx)
+		}, func(ms []binding.MerchantSummary) records { return merchantRecords(ms, false) })
 	}
 	show := &cobra.Command{
 		Use:   "show ID",
@@ -56,16 +49,9 @@ func newMerchantCmd() *cobra.Command {
 	}
 	showFormat := addFormatFlag(show)
 	show.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkFormat(*showFormat); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			m, err := s.MerchantSummary(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return merchantRecords([]binding.MerchantSummary{m}, true).print(cmd.OutOrStdout(), *showFormat)
-		})
+		return showFromStore(cmd, *showFormat, func(ctx context.Context, s *binding.Store) (binding.MerchantSummary, error) {
+			return s.MerchantSummary(ctx, args[0])
+		}, func(m binding.MerchantSummary) records { return merchantRecords([]binding.MerchantSummary{m}, true) })
 	}
 	cmd.AddCommand(add, list, show, newMerchantProtectionCmd(), newMerchantAnnouncementCmd(), newMerchantWebhookCmd())
 	return cmd
@@ -108,16 +94,9 @@ func newAccountListCmd() *cobra.Command {
 	}
 	format := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkFormat(*format); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			as, err := s.ListAccounts(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return accountRecords(as).print(cmd.OutOrStdout(), *format)
-		})
+		return showFromStore(cmd, *format, func(ctx context.Context, s *binding.Store) ([]binding.AccountInfo, error) {
+			return s.ListAccounts(ctx, args[0])
+		}, func(as []binding.AccountInfo) records { return accountRecords(as) })
 	}
 	return cmd
 }
@@ -212,16 +191,9 @@ func newNumberCmd() *cobra.Command {
 	}
 	format := addFormatFlag(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*format); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			ns, err := s.ListNumbers(ctx)
-			if err != nil {
-				return err
-			}
-			return numberRecords(ns).print(cmd.OutOrStdout(), *format)
-		})
+		return showFromStore(cmd, *format, func(ctx context.Context, s *binding.Store) ([]binding.Number, error) {
+			return s.ListNumbers(ctx)
+		}, func(ns []binding.Number) records { return numberRecords(ns) })
 	}
 	remove := &cobra.Command{
 		Use:   "remove X",

@@ -62,16 +62,9 @@ func newBindingShowCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "show ID", Short: "Show a binding", Args: cobra.ExactArgs(1)}
 	format := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkFormat(*format); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			b, err := s.GetBinding(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return bindingRecords([]binding.Binding{*b}, true).print(cmd.OutOrStdout(), *format)
-		})
+		return showFromStore(cmd, *format, func(ctx context.Context, s *binding.Store) (*binding.Binding, error) {
+			return s.GetBinding(ctx, args[0])
+		}, func(b *binding.Binding) records { return bindingRecords([]binding.Binding{*b}, true) })
 	}
 	return cmd
 }
@@ -105,16 +98,9 @@ func newBindingReleaseCmd() *cobra.Command {
 	}
 	format := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkFormat(*format); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			b, err := s.Release(ctx, args[0], time.Now())
-			if err != nil {
-				return err
-			}
-			return bindingRecords([]binding.Binding{*b}, true).print(cmd.OutOrStdout(), *format)
-		})
+		return showFromStore(cmd, *format, func(ctx context.Context, s *binding.Store) (*binding.Binding, error) {
+			return s.Release(ctx, args[0], time.Now())
+		}, func(b *binding.Binding) records { return bindingRecords([]binding.Binding{*b}, true) })
 	}
 	return cmd
 }

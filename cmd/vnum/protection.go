@@ -259,16 +259,9 @@ func newBlockAddCmd() *cobra.Command {
 	}
 	format := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*format); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			b, err := s.AddBlock(ctx, id, caller, time.Now())
-			if err != nil {
-				return err
-			}
-			return blockRecords([]binding.Block{b}, true).print(cmd.OutOrStdout(), *format)
-		})
+		return showFromStore(cmd, *format, func(ctx context.Context, s *binding.Store) (binding.Block, error) {
+			return s.AddBlock(ctx, id, caller, time.Now())
+		}, func(b binding.Block) records { return blockRecords([]binding.Block{b}, true) })
 	}
 	return cmd
 }
@@ -283,16 +276,9 @@ func newBlockListCmd() *cobra.Command {
 	cmd.Flags().StringVar(&merchant, "merchant", "", "only blocks made through merchant `M`'s bindings")
 	format := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*format); err != nil {
-			return err
-		}
-		return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
-			bs, err := s.Blocks(ctx, merchant)
-			if err != nil {
-				return err
-			}
-			return blockRecords(bs, false).print(cmd.OutOrStdout(), *format)
-		})
+		return showFromStore(cmd, *format, func(ctx context.Context, s *binding.Store) ([]binding.Block, error) {
+			return s.Blocks(ctx, merchant)
+		}, func(bs []binding.Block) records { return blockRecords(bs, false) })
 	}
 	return cmd
 }

@@ -98,6 +98,23 @@ func newStoreNotice(w io.Writer) func(dsn string) {
 	}
 }
 
+// showFromStore is the shape of the commands that read or change one
+// thing in the store and print the result: check --format, run get on
+// the existing store, print view of what it returned.
+func showFromStore[T any](cmd *cobra.Command, format string, get func(context.Context, *binding.Store) (T, error),
+	view func(T) records) error {
+	if err := checkFormat(format); err != nil {
+		return err
+	}
+	return withStore(cmd, func(ctx context.Context, s *binding.Store) error {
+		v, err := get(ctx, s)
+		if err != nil {
+			return err
+		}
+		return view(v).print(cmd.OutOrStdout(), format)
+	})
+}
+
 // withStore runs fn on the existing store of a one-shot command
 // (openCLIStore) and closes it.
 func withStore(cmd *cobra.Command, fn func(ctx context.Context, s *binding.Store) error) error {
