@@ -84,6 +84,8 @@ type Stream struct {
 
 	// watch says keys are collected while bridged too (WatchKeys).
 	watch atomic.Bool
+	// q measures the leg for the media metrics (SetLeg).
+	q quality
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -127,6 +129,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		ts:     rand.Uint32(),
 	}
 	s.counts, s.now = &relayCounters{}, time.Now
+	s.q.m = metricsOf(sock)
 	if sock.pool != nil {
 		s.counts, s.now = &sock.pool.relay, sock.pool.now
 		s.kp = sock.pool.kernelPath()
@@ -368,6 +371,7 @@ func (s *Stream) readRTP() {
 	var pkt rtp.Packet
 	for !s.readRTPUntilPanic(buf, &pkt) {
 	}
+	s.q.closed()
 }
 
 // readRTPUntilPanic reads RTP until the socket closes (true), or until
@@ -402,6 +406,7 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			continue
 		}
 		s.lastRTP.Store(now.UnixNano())
+		s.q.sawPacket(s, pkt, now)
 		o := s.handleRTP(buf[:n], pkt, now)
 		s.counts.add(o)
 		if s.kp != nil {
@@ -485,6 +490,7 @@ func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 			s.counts.foreignRTCP.Add(1)
 			continue
 		}
+		s.q.sawRTCP(s, buf[:n])
 		s.handleRTCP(buf[:n])
 	}
 }
@@ -518,15 +524,18 @@ func (s *Stream) detect(pkt *rtp.Packet) {
 	var key rune
 	var ok bool
 	f := s.formats.Load()
+	method := DigitRFC4733
 	switch {
 	case f.dtmf != nil && pkt.PayloadType == f.dtmf.PT:
 		key, ok = s.events.Feed(pkt)
 	case f.tones != nil && pkt.PayloadType == f.audio.PT:
 		key, ok = f.tones.Feed(pkt.Payload)
+		method = DigitInband
 	}
 	if !ok {
 		return
 	}
+	s.q.countDigit(method)
 	select {
 	case s.digits <- key:
 	default:
