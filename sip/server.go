@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
@@ -214,6 +215,7 @@ type Server struct {
 	panics          panicCounter
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
+	kpi             *kpis
 
 	// closing is set by Close: a listener that stops then was stopped;
 	// one that stops before has failed, and is named in down.
@@ -247,6 +249,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		live:    newRegistry(),
 		walks:   newWalkLimit(opts.InvalidExtensions, opts.Now),
 		hostile: newHostileInput(opts.Logger, opts.Now, lwsTolerantParser()),
+		kpi:     newKPIs(),
 	}
 	s.panics.log = s.log
 	s.door = frontdoor.New(opts.door(tr.source, lwsTolerantParser()))
@@ -283,6 +286,7 @@ func (s *Server) callDeps() *callDeps {
 		legBFailures: &s.legBFailures,
 		protected:    &s.protected,
 		panics:       &s.panics,
+		kpi:          s.kpi,
 		log:          s.log,
 	}
 }
@@ -451,6 +455,12 @@ func (s *Server) LegBFailures() map[string]int64 { return s.legBFailures.byStatu
 // blocked, declined, restricted), for vnum_calls_protected_total. Every
 // reason is present, zero or not.
 func (s *Server) ProtectedCalls() map[string]int64 { return s.protected.byReason() }
+
+// Metrics are the KPIs of the server's calls (kpi.go) and of their media
+// (media.Metrics), for /metrics.
+func (s *Server) Metrics() []prometheus.Collector {
+	return append(s.kpi.collectors(), s.opts.Ports.Metrics().Collectors()...)
+}
 
 // Registered reports whether an account has a valid registration.
 func (s *Server) Registered(user string) bool {
