@@ -102,6 +102,9 @@ type callStats struct {
 	// outbox (eventworkers.go).
 	events        func() map[[2]string]int64
 	eventsPending func(context.Context) (int, error)
+	// kpis are the telecom KPIs of calls and their media, kept where
+	// they happen (sip.Server.Metrics).
+	kpis []prometheus.Collector
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -211,6 +214,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 		})
 	}
 	cs = append(cs, eventCollectors(stats)...)
+	cs = append(cs, stats.kpis...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)

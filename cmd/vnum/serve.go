@@ -215,7 +215,8 @@ func (n *node) stats() callStats {
 		protected: n.sip.ProtectedCalls,
 		tcpOpen:   n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
 		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit,
-		store: n.storeMetrics, pool: newPoolCollector(n.store.PoolStats, n.storeTimeout), auth: n.sip.AuthFailures}
+		store: n.storeMetrics, pool: newPoolCollector(n.store.PoolStats, n.storeTimeout), auth: n.sip.AuthFailures,
+		kpis: n.sip.Metrics()}
 }
 
 // stop drains the calls in progress (README "SIP behaviour in short") and closes the store.
