@@ -25,7 +25,7 @@ import (
 // TestDeployNamesOnlyServedSeries: the Grafana dashboard's queries, the
 // Prometheus alert rules and the README's list of series name only series
 // that a served node's /metrics has after a call (up aside: Prometheus
-// makes it). A renamed metric fails here, not on an operator's blank
+// makes it), and the README lists every series of vnum's own. A renamed metric fails here, not on an operator's blank
 // panel or an alert that can never fire.
 func TestDeployNamesOnlyServedSeries(t *testing.T) {
 	served := scrapeAfterCall(t)
@@ -41,8 +41,22 @@ func TestDeployNamesOnlyServedSeries(t *testing.T) {
 			names[n] = append(names[n], "alert "+alert)
 		}
 	}
+	readme := map[string]bool{}
 	for _, n := range readmeSeries(t) {
 		names[n] = append(names[n], "README")
+		readme[n] = true
+	}
+	// And the other way: the README lists every series of vnum's own.
+	for name := range served {
+		if !strings.HasPrefix(name, "vnum_") {
+			continue
+		}
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if family, ok := strings.CutSuffix(name, suffix); ok && served[family] {
+				name = family
+			}
+		}
+		require.True(t, readme[name], "%s is in /metrics but not in the README's \"What /metrics says\"", name)
 	}
 	require.Greater(t, len(names), 25)
 	for name, where := range names {
