@@ -143,35 +143,4 @@ func TestMetricsDigitsByMethod(t *testing.T) {
 // BenchmarkRelayMeasured is BenchmarkRelay with both streams measured as
 // legs (sequence gaps, jitter): the cost of the quality metrics on the
 // relay's path is the difference between the two.
-func BenchmarkRelayMeasured(bm *testing.B) {
-	ports := newTestPorts(bm)
-	sender, receiver := newPeer(bm), newPeer(bm)
-	a := newLegStream(bm, ports, "a", sender.addr(), pcmuCodec, event101)
-	b := newLegStream(bm, ports, "b", receiver.addr(), pcmuCodec, event96)
-	startBridge(bm, a, b)
-
-	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 1}, Payload: make([]byte, frameSamples)}
-	raw, err := pkt.Marshal()
-	require.NoError(bm, err)
-	to := a.Socket().RTPAddr()
-	buf := make([]byte, maxPacket)
-	const window = 32
-	bm.ReportAllocs()
-	bm.ResetTimer()
-	for i := 0; i < bm.N; i += window {
-		n := min(window, bm.N-i)
-		for j := range n {
-			seq := uint16(i + j)
-			raw[2], raw[3] = byte(seq>>8), byte(seq)
-			if _, err := sender.conn.WriteToUDPAddrPort(raw, to); err != nil {
-				bm.Fatal(err)
-			}
-		}
-		for range n {
-			_ = receiver.conn.SetReadDeadline(time.Now().Add(time.Second))
-			if _, _, err := receiver.conn.ReadFromUDPAddrPort(buf); err != nil {
-				bm.Fatal("lost")
-			}
-		}
-	}
-}
+func BenchmarkRelayMeasured(bm *testing.B) { benchmarkRelay(bm, "a", "b") }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -172,109 +171,40 @@ func countRTPUntil(conn interface {
 	return got
 }
 
-// TestKPIsUnansweredCalls: a busy consignee and one who does not answer
-// are seizures not answered, with a post-dial delay and no answer delay
-// or talk time; wrong extensions and silence in the IVR count as such,
-// and seize nothing.
-func TestKPIsUnansweredCalls(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name    string
-		carrier string
-		digits  string
-		tweak   func(*Options)
-		want    map[string]float64
-	}{
-		{name: "busy", carrier: "busy", digits: testExt, want: map[string]float64{
-			"vnum_leg_b_seizures_total{route=trunk}":                                         1,
-			"vnum_leg_b_answered_total{route=trunk}":                                         0,
-			"vnum_post_dial_delay_seconds{route=trunk}":                                      1,
-			"vnum_answer_delay_seconds{route=trunk}":                                         0,
-			"vnum_talk_time_seconds{}":                                                       0,
-			"vnum_calls_ended_total{caller=account,direction=to_consignee,disposition=busy}": 1,
-			"vnum_ivr_outcomes_total{outcome=valid}":                                         1,
-		}},
-		{name: "no answer", carrier: "ring", digits: testExt, tweak: func(o *Options) { o.RingTimeout = time.Second },
-			want: map[string]float64{
-				"vnum_leg_b_seizures_total{route=trunk}":                                              1,
-				"vnum_leg_b_answered_total{route=trunk}":                                              0,
-				"vnum_post_dial_delay_seconds{route=trunk}":                                           1,
-				"vnum_answer_delay_seconds{route=trunk}":                                              0,
-				"vnum_talk_time_seconds{}":                                                            0,
-				"vnum_calls_ended_total{caller=account,direction=to_consignee,disposition=no_answer}": 1,
-			}},
-		{name: "invalid extension", carrier: "answer", digits: "9999", want: map[string]float64{
-			"vnum_leg_b_seizures_total{route=trunk}":                                                      0,
-			"vnum_ivr_outcomes_total{outcome=invalid}":                                                    3,
-			"vnum_ivr_outcomes_total{outcome=valid}":                                                      0,
-			"vnum_calls_ended_total{caller=account,direction=to_consignee,disposition=invalid_extension}": 1,
-		}},
-		{name: "timeout", carrier: "answer", tweak: func(o *Options) { o.FirstDigitTimeout = 200 * time.Millisecond },
-			want: map[string]float64{
-				"vnum_leg_b_seizures_total{route=trunk}":   0,
-				"vnum_ivr_outcomes_total{outcome=timeout}": 3,
-				"vnum_ivr_outcomes_total{outcome=invalid}": 0,
-				"vnum_dtmf_digits_total{method=rfc4733}":   0,
-			}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			e := newTestEnv(t, tc.carrier, tc.tweak)
-			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-			defer cancel()
-			d, err := e.phone.Call(ctx, e.vnum, testHost)
-			require.NoError(t, err)
-			to, err := sipua.MediaAddr(d.InviteResponse.Body())
-			require.NoError(t, err)
-			if tc.digits != "" {
-				require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
-				if tc.digits != testExt {
-					for i := 1; i <= 2; i++ {
-						e.waitLogged("invalid extension", i)
-						require.NoError(t, sipua.SendDigits(e.phone.RTP, to, 101, tc.digits))
-					}
-				}
-			}
-			require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 30*time.Second, 20*time.Millisecond)
-			e.router.waitEnded(t)
-			e.waitNoCalls()
-			requireSeries(t, e.scrape(), tc.want)
-		})
+// unansweredKPIs are the KPIs after a call to the consignee that ended
+// with disposition before B answered (TestCallFailures): a seizure not
+// answered, with a post-dial delay and no answer delay or talk time.
+func unansweredKPIs(disposition string) map[string]float64 {
+	return map[string]float64{
+		"vnum_leg_b_seizures_total{route=trunk}":    1,
+		"vnum_leg_b_answered_total{route=trunk}":    0,
+		"vnum_post_dial_delay_seconds{route=trunk}": 1,
+		"vnum_answer_delay_seconds{route=trunk}":    0,
+		"vnum_talk_time_seconds{}":                  0,
+		"vnum_ivr_outcomes_total{outcome=valid}":    1,
+		"vnum_calls_ended_total{caller=account,direction=to_consignee,disposition=" + disposition + "}": 1,
 	}
 }
 
-// TestKPIsSIPInfoDigits: an extension keyed as SIP INFO counts under
-// sip_info, and nothing under rfc4733.
-func TestKPIsSIPInfoDigits(t *testing.T) {
-	t.Parallel()
-	e := newTestEnv(t, "answer", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := e.phone.Call(ctx, e.vnum, testHost)
-	require.NoError(t, err)
-	sendInfoDigits(ctx, t, d, testExt)
-	nextSession(t, e.carrier)
-	require.NoError(t, d.Bye(ctx))
-	e.router.waitEnded(t)
-	e.waitNoCalls()
-	requireSeries(t, e.scrape(), map[string]float64{
-		"vnum_dtmf_digits_total{method=sip_info}": 4,
-		"vnum_dtmf_digits_total{method=rfc4733}":  0,
-		"vnum_dtmf_digits_total{method=inband}":   0,
-		"vnum_ivr_outcomes_total{outcome=valid}":  1,
-	})
+// ivrKPIs are the KPIs after a call whose three attempts in the IVR all
+// ended with outcome (TestCallFailures): nothing seized.
+func ivrKPIs(outcome string) map[string]float64 {
+	want := map[string]float64{
+		"vnum_leg_b_seizures_total{route=trunk}":                                                      0,
+		"vnum_ivr_outcomes_total{outcome=valid}":                                                      0,
+		"vnum_ivr_outcomes_total{outcome=invalid}":                                                    0,
+		"vnum_ivr_outcomes_total{outcome=timeout}":                                                    0,
+		"vnum_calls_ended_total{caller=account,direction=to_consignee,disposition=invalid_extension}": 1,
+	}
+	want["vnum_ivr_outcomes_total{outcome="+outcome+"}"] = 3
+	return want
 }
 
-// sendInfoDigits keys digits in the caller's dialog as SIP INFO
-// (application/dtmf-relay).
-func sendInfoDigits(ctx context.Context, t *testing.T, d *sipgo.DialogClientSession, digits string) {
-	t.Helper()
-	for _, r := range digits {
-		req := sip.NewRequest(sip.INFO, d.InviteResponse.Contact().Address)
-		req.SetBody([]byte("Signal=" + string(r) + "\r\nDuration=160\r\n"))
-		req.AppendHeader(sip.NewHeader("Content-Type", "application/dtmf-relay"))
-		res, err := d.Do(ctx, req)
-		require.NoError(t, err)
-		require.Equal(t, 200, res.StatusCode)
-	}
+// infoKPIs are the KPIs after an extension keyed as SIP INFO
+// (TestDirectExtensionAndInfo): its keys count under sip_info only.
+var infoKPIs = map[string]float64{
+	"vnum_dtmf_digits_total{method=sip_info}": 4,
+	"vnum_dtmf_digits_total{method=rfc4733}":  0,
+	"vnum_dtmf_digits_total{method=inband}":   0,
+	"vnum_ivr_outcomes_total{outcome=valid}":  1,
 }
