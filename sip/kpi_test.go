@@ -208,3 +208,17 @@ var infoKPIs = map[string]float64{
 	"vnum_dtmf_digits_total{method=inband}":   0,
 	"vnum_ivr_outcomes_total{outcome=valid}":  1,
 }
+
+// callbackKPIs are the KPIs after a consignee's call back answered on
+// route (callback_test.go): one seizure of that route answered, ended as
+// a callback from the consignee, and no IVR.
+func callbackKPIs(route string) map[string]float64 {
+	return map[string]float64{
+		"vnum_leg_b_seizures_total{route=" + route + "}":                                   1,
+		"vnum_leg_b_answered_total{route=" + route + "}":                                   1,
+		"vnum_answer_delay_seconds{route=" + route + "}":                                   1,
+		"vnum_talk_time_seconds{}":                                                         1,
+		"vnum_ivr_outcomes_total{outcome=valid}":                                           0,
+		"vnum_calls_ended_total{caller=consignee,direction=callback,disposition=answered}": 1,
+	}
+}
