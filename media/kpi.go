@@ -1,6 +1,7 @@
 package media
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,12 +117,13 @@ func (p *Ports) CountDigit(m DigitMethod) {
 // a larger one is a restarted sender (RFC 3550 A.1's MAX_DROPOUT).
 const maxGap = 3000
 
-// quality is what a stream measures of its leg for Metrics. Each of its
-// parts belongs to one goroutine: leg and m are set before the readers
-// start (SetLeg), the RTP reader owns the sequence and jitter state, the
-// RTCP reader owns reported. kernelMoves is bumped by the kernel path
-// whenever a flow of the stream comes or goes: packets in between went
-// through the kernel, so a gap across it is no loss.
+// quality is what a stream measures of its leg for Metrics: leg and m
+// are set before the readers start (NewStream, SetLeg), the RTP reader
+// alone owns the sequence and jitter state, and reported is guarded by
+// rmu (RTCP comes a packet every few seconds, from whichever reader).
+// kernelMoves is bumped by the kernel path whenever a flow of the stream
+// comes or goes: packets in between went through the kernel, so a gap
+// across it is no loss.
 type quality struct {
 	leg string // "" : not measured
 	m   *Metrics
@@ -136,7 +138,8 @@ type quality struct {
 	rate    float64 // the audio's clock rate, for jitter in seconds
 	audio   bool    // an audio packet set transit
 
-	// RTCP reader's: the cumulative loss last reported per source.
+	// The cumulative loss last reported per source.
+	rmu      sync.Mutex
 	reported map[uint32]uint32
 
 	kernelMoves atomic.Uint32
@@ -204,9 +207,8 @@ func (q *quality) closed() {
 // a call has one or two (the peer's, vnum's prompts).
 const maxReported = 8
 
-// sawRTCP measures the report blocks of an RTCP packet from the peer
-// (RTCP reader only). A packet that does not parse is left to the relay
-// to drop.
+// sawRTCP measures the report blocks of an RTCP packet from the peer. A
+// packet that does not parse is left to the relay to drop.
 func (q *quality) sawRTCP(s *Stream, raw []byte) {
 	if q.leg == "" || q.m == nil {
 		return
@@ -230,6 +232,8 @@ func (q *quality) sawRTCP(s *Stream, raw []byte) {
 }
 
 func (q *quality) report(blocks []rtcp.ReceptionReport, rate float64) {
+	q.rmu.Lock()
+	defer q.rmu.Unlock()
 	for _, b := range blocks {
 		q.m.rtcpFraction.WithLabelValues(q.leg).Observe(float64(b.FractionLost) / 256)
 		q.m.rtcpJitter.WithLabelValues(q.leg).Observe(float64(b.Jitter) / rate)

@@ -41,6 +41,7 @@ type Stream struct {
 	closed  bool
 
 	lastRTP atomic.Int64 // unix nanoseconds, of the last packet taken
+	q       quality      // measures the leg for the media metrics (SetLeg)
 
 	// counts are the relay counters of the Ports the socket came from,
 	// shared by all its streams.
@@ -84,8 +85,6 @@ type Stream struct {
 
 	// watch says keys are collected while bridged too (WatchKeys).
 	watch atomic.Bool
-	// q measures the leg for the media metrics (SetLeg).
-	q quality
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -490,13 +489,13 @@ func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 			s.counts.foreignRTCP.Add(1)
 			continue
 		}
-		s.q.sawRTCP(s, buf[:n])
 		s.handleRTCP(buf[:n])
 	}
 }
 
 // handleRTCP relays an RTCP packet to the bridged peer, if any.
 func (s *Stream) handleRTCP(raw []byte) {
+	s.q.sawRTCP(s, raw)
 	s.bridgeMu.RLock()
 	defer s.bridgeMu.RUnlock()
 	if r := s.peer; r != nil {

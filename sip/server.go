@@ -403,6 +403,12 @@ func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
 // of calls; each ended only its own request or call.
 func (s *Server) Panics() int64 { return s.panics.n.Load() }
 
+// Metrics are the KPIs of the server's calls (kpi.go) and of their media
+// (media.Metrics), for /metrics.
+func (s *Server) Metrics() []prometheus.Collector {
+	return append(s.kpi.collectors(), s.opts.Ports.Metrics().Collectors()...)
+}
+
 // RefusedCalls returns the new INVITEs refused because vnum could not
 // take one more call well, by reason (max_active, rtp_ports, invite_rate,
 // saturated, store_slow, draining), for vnum_calls_refused_total. Every
@@ -455,12 +461,6 @@ func (s *Server) LegBFailures() map[string]int64 { return s.legBFailures.byStatu
 // blocked, declined, restricted), for vnum_calls_protected_total. Every
 // reason is present, zero or not.
 func (s *Server) ProtectedCalls() map[string]int64 { return s.protected.byReason() }
-
-// Metrics are the KPIs of the server's calls (kpi.go) and of their media
-// (media.Metrics), for /metrics.
-func (s *Server) Metrics() []prometheus.Collector {
-	return append(s.kpi.collectors(), s.opts.Ports.Metrics().Collectors()...)
-}
 
 // Registered reports whether an account has a valid registration.
 func (s *Server) Registered(user string) bool {
