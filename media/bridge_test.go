@@ -160,11 +160,15 @@ func TestBridgeEnds(t *testing.T) {
 // BenchmarkRelay measures RTP packets per second through a Bridge on
 // loopback: sender → stream A → stream B → receiver, in windows of 32
 // packets so that the socket buffers never overflow.
-func BenchmarkRelay(bm *testing.B) {
+func BenchmarkRelay(bm *testing.B) { benchmarkRelay(bm, "", "") }
+
+// benchmarkRelay is BenchmarkRelay with the streams measured as legs
+// legA and legB ("": not measured; media/kpi.go).
+func benchmarkRelay(bm *testing.B, legA, legB string) {
 	ports := newTestPorts(bm)
 	sender, receiver := newPeer(bm), newPeer(bm)
-	a := newTestStream(bm, ports, sender.addr(), pcmuCodec, event101)
-	b := newTestStream(bm, ports, receiver.addr(), pcmuCodec, event96)
+	a := newLegStream(bm, ports, legA, sender.addr(), pcmuCodec, event101)
+	b := newLegStream(bm, ports, legB, receiver.addr(), pcmuCodec, event96)
 	startBridge(bm, a, b)
 
 	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 1}, Payload: make([]byte, frameSamples)}
@@ -179,7 +183,9 @@ func BenchmarkRelay(bm *testing.B) {
 	lost := 0
 	for i := 0; i < bm.N; i += window {
 		n := min(window, bm.N-i)
-		for range n {
+		for j := range n {
+			seq := uint16(i + j) // in order, as a phone sends them
+			raw[2], raw[3] = byte(seq>>8), byte(seq)
 			if _, err := sender.conn.WriteToUDPAddrPort(raw, to); err != nil {
 				bm.Fatal(err)
 			}

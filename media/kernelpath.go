@@ -218,6 +218,7 @@ func (kp *kernelPath) install(from *Stream, now time.Time) {
 	from.sock.kflows = append(from.sock.kflows, kf)
 	to.sock.kflows = append(to.sock.kflows, kf)
 	from.kflow.Store(kf)
+	from.q.kernelMoves.Add(1)
 	kp.log.Debug("kernel relay: rtp handed to the kernel", "rtp_port", from.sock.Port, "to_port", to.sock.Port)
 }
 
@@ -301,6 +302,7 @@ func (kp *kernelPath) remove(f *kflow) {
 	f.from.sock.kflows = without(f.from.sock.kflows, f)
 	f.to.sock.kflows = without(f.to.sock.kflows, f)
 	f.from.kflow.CompareAndSwap(f, nil)
+	f.from.q.kernelMoves.Add(1)
 	f.from.knext.Store(0)
 }
 

@@ -32,6 +32,9 @@ type Ports struct {
 	relay     relayCounters                              // the RTP packets of its streams (RelayCounts)
 	kernel    *kernelPath                                // UseKernel; guarded by mu
 
+	metricsOnce sync.Once
+	metrics     *Metrics // Metrics
+
 	mu       sync.Mutex
 	rand     *rand.Rand        // where Open starts looking; guarded by mu
 	open     map[int]bool      // RTP ports of open sockets

@@ -41,6 +41,7 @@ type Stream struct {
 	closed  bool
 
 	lastRTP atomic.Int64 // unix nanoseconds, of the last packet taken
+	q       quality      // measures the leg for the media metrics (SetLeg)
 
 	// counts are the relay counters of the Ports the socket came from,
 	// shared by all its streams.
@@ -127,6 +128,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 		ts:     rand.Uint32(),
 	}
 	s.counts, s.now = &relayCounters{}, time.Now
+	s.q.m = metricsOf(sock)
 	if sock.pool != nil {
 		s.counts, s.now = &sock.pool.relay, sock.pool.now
 		s.kp = sock.pool.kernelPath()
@@ -368,6 +370,7 @@ func (s *Stream) readRTP() {
 	var pkt rtp.Packet
 	for !s.readRTPUntilPanic(buf, &pkt) {
 	}
+	s.q.closed()
 }
 
 // readRTPUntilPanic reads RTP until the socket closes (true), or until
@@ -402,6 +405,7 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			continue
 		}
 		s.lastRTP.Store(now.UnixNano())
+		s.q.sawPacket(s, pkt, now)
 		o := s.handleRTP(buf[:n], pkt, now)
 		s.counts.add(o)
 		if s.kp != nil {
@@ -491,6 +495,7 @@ func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 
 // handleRTCP relays an RTCP packet to the bridged peer, if any.
 func (s *Stream) handleRTCP(raw []byte) {
+	s.q.sawRTCP(s, raw)
 	s.bridgeMu.RLock()
 	defer s.bridgeMu.RUnlock()
 	if r := s.peer; r != nil {
@@ -518,15 +523,18 @@ func (s *Stream) detect(pkt *rtp.Packet) {
 	var key rune
 	var ok bool
 	f := s.formats.Load()
+	method := DigitRFC4733
 	switch {
 	case f.dtmf != nil && pkt.PayloadType == f.dtmf.PT:
 		key, ok = s.events.Feed(pkt)
 	case f.tones != nil && pkt.PayloadType == f.audio.PT:
 		key, ok = f.tones.Feed(pkt.Payload)
+		method = DigitInband
 	}
 	if !ok {
 		return
 	}
+	s.q.countDigit(method)
 	select {
 	case s.digits <- key:
 	default:

@@ -269,6 +269,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 		return reasonInternal, sip.StatusServiceUnavailable
 	}
 	c.setState(StateRinging)
+	c.b.seized = c.deps.kpi.seize(targets)
 	ringCtx, cancelRing := context.WithTimeout(c.ctx, c.deps.opts.ringTimeout)
 	defer cancelRing()
 	c.b.results = make(chan fork, len(targets))
@@ -285,6 +286,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 				failed = append(failed, f)
 				continue
 			}
+			c.b.seized.answer()
 			c.a.stopRingback()
 			cancelRing() // the other forks; any that answers anyway is hung up
 			c.b.reapForks()
@@ -301,6 +303,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 			}
 		}
 	}
+	c.b.seized.fail()
 	c.a.stopRingback()
 	// B's early media ends with B; the caller hears vnum's prompt.
 	c.b.stream.StopRelay()
@@ -331,6 +334,7 @@ func (c *call) dial(x string, targets []legBTarget) (endReason, int) {
 func (c *call) progress(res *sip.Response) {
 	if c.cdr.RingingAt.IsZero() {
 		c.cdr.RingingAt = time.Now().UTC()
+		c.b.seized.progress()
 	}
 	if c.b.early {
 		return
@@ -485,6 +489,7 @@ func (c *call) handle(ev event) endReason {
 		return ev.reason
 	case ivrTimeoutEvent:
 		if c.state == StateIVR {
+			c.deps.kpi.ivrOutcome(ivrTimeout)
 			return reasonInvalidExtension
 		}
 	}
@@ -674,6 +679,7 @@ func (c *call) finish(r endReason, status int) {
 	}
 	cdr := c.cdr
 	c.finishCDR(&cdr)
+	c.deps.kpi.callEnded(&cdr)
 	attrs := []any{"reason", r.Error(), "disposition", cdr.Disposition, "direction", cdr.Direction,
 		"hangup_by", cdr.HangupBy, "sip_status", cdr.SIPStatus, "binding", cdr.BindingID,
 		"duration_ms", cdr.EndedAt.Sub(cdr.StartedAt).Milliseconds()}

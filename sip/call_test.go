@@ -118,14 +118,18 @@ func TestCallFailures(t *testing.T) {
 		hangupBy    string
 		status      int
 		reachB      bool
+		kpis        map[string]float64 // the KPIs after the call (kpi_test.go)
 	}{
-		{name: "busy", carrier: "busy", digits: testExt, disposition: "busy", hangupBy: "callee", status: 486, reachB: true},
-		{name: "rejected", carrier: "reject", digits: testExt, disposition: "rejected", hangupBy: "callee", status: 603, reachB: true},
+		{name: "busy", carrier: "busy", digits: testExt, disposition: "busy", hangupBy: "callee", status: 486, reachB: true,
+			kpis: unansweredKPIs("busy")},
+		{name: "rejected", carrier: "reject", digits: testExt, disposition: "rejected", hangupBy: "callee", status: 603, reachB: true,
+			kpis: unansweredKPIs("rejected")},
 		{name: "no answer", carrier: "ring", digits: testExt, tweak: func(o *Options) { o.RingTimeout = time.Second },
-			disposition: "no_answer", hangupBy: "system", status: 408, reachB: true},
-		{name: "wrong extension three times", carrier: "answer", digits: "9999", disposition: "invalid_extension", hangupBy: "system"},
+			disposition: "no_answer", hangupBy: "system", status: 408, reachB: true, kpis: unansweredKPIs("no_answer")},
+		{name: "wrong extension three times", carrier: "answer", digits: "9999", disposition: "invalid_extension", hangupBy: "system",
+			kpis: ivrKPIs("invalid")},
 		{name: "no digits", carrier: "answer", tweak: func(o *Options) { o.FirstDigitTimeout = 200 * time.Millisecond },
-			disposition: "invalid_extension", hangupBy: "system"},
+			disposition: "invalid_extension", hangupBy: "system", kpis: ivrKPIs("timeout")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -163,6 +167,7 @@ func TestCallFailures(t *testing.T) {
 			assertPrivate(t, e.phone, e.carrier, d.InviteRequest.CallID().Value(), fromTag(d.InviteRequest))
 			e.waitNoCalls()
 			e.assertLogsPrivate()
+			requireSeries(t, e.scrape(), tc.kpis)
 		})
 	}
 }
@@ -287,6 +292,9 @@ func TestDirectExtensionAndInfo(t *testing.T) {
 			cdr := e.router.waitEnded(t)
 			require.Equal(t, "answered", string(cdr.Disposition))
 			e.waitNoCalls()
+			if tc.info {
+				requireSeries(t, e.scrape(), infoKPIs)
+			}
 		})
 	}
 }

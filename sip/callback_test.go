@@ -58,6 +58,8 @@ func TestCallbackToLastPSTNCaller(t *testing.T) {
 	for _, m := range b.Received() {
 		require.NotContains(t, m, courier, "the consignee never sees the courier")
 	}
+	e.waitNoCalls()
+	requireSeries(t, e.scrape(), callbackKPIs(routeTrunk))
 }
 
 func TestCallbackToMerchantAccounts(t *testing.T) {
@@ -96,6 +98,7 @@ func TestCallbackToMerchantAccounts(t *testing.T) {
 				require.False(t, strings.Contains(m, testNational) || strings.Contains(m, "8613800138000"), "the merchant never sees B:\n%s", m)
 			}
 			e.waitNoCalls()
+			requireSeries(t, e.scrape(), callbackKPIs(routeSoftphone))
 		})
 	}
 }

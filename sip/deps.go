@@ -44,6 +44,7 @@ type callDeps struct {
 	legBFailures *legBFailureCounts
 	protected    *protectedCounts
 	panics       *panicCounter
+	kpi          *kpis
 	log          *slog.Logger
 }
 
@@ -156,6 +157,7 @@ type streamSpec struct {
 	audio      media.Codec
 	dtmf       *media.Codec
 	signalHost netip.Addr
+	leg        string // "a" or "b", for the media metrics
 }
 
 // legStream is a leg's media as the call uses it (*media.Stream): it plays
@@ -206,6 +208,7 @@ func (p socketPair) addr() netip.AddrPort {
 
 func (p socketPair) start(s streamSpec, log *slog.Logger) legStream {
 	st := media.NewStream(p.sock, s.remote, s.audio, s.dtmf, log)
+	st.SetLeg(s.leg)
 	if s.signalHost.IsValid() {
 		st.SetSignalHost(s.signalHost)
 	}

@@ -276,12 +276,14 @@ func (s *Server) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 		// The consignee's keys, from a carrier that sends them as INFO:
 		// the call weighs them (the notice's answer, the block key).
 		if d, ok := parseInfoDTMF(req); ok {
+			s.opts.Ports.CountDigit(media.DigitSIPInfo)
 			f.call.offer(digitEvent{digit: d, leg: legB})
 		}
 		respond(s.log, req, tx, sip.StatusOK)
 		return
 	}
 	if d, ok := parseInfoDTMF(req); ok {
+		s.opts.Ports.CountDigit(media.DigitSIPInfo)
 		c.call.offer(digitEvent{digit: d, leg: legA})
 	}
 	respond(s.log, req, tx, sip.StatusOK)

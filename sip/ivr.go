@@ -46,6 +46,7 @@ func (c *call) collect() (Target, endReason) {
 		}
 		prompt = media.PromptInvalid
 		if ext == "" {
+			c.deps.kpi.ivrOutcome(ivrTimeout)
 			c.log.Info("no extension keyed", "attempts_left", attempts-1)
 			continue
 		}
@@ -95,13 +96,16 @@ func (c *call) resolve(ext string) (Target, endReason) {
 	cancel()
 	switch {
 	case err == nil:
+		c.deps.kpi.ivrOutcome(ivrValid)
 		c.updateCDR(func(cdr *CDR) {
 			cdr.BindingID, cdr.Order, cdr.Merchant = t.BindingID, t.Order, t.Merchant
 		})
 		return t, reasonNone
 	case errors.Is(err, ErrInvalidExtension):
+		c.deps.kpi.ivrOutcome(ivrInvalid)
 		return Target{}, reasonInvalidExtension
 	case errors.Is(err, ErrExpired):
+		c.deps.kpi.ivrOutcome(ivrExpired)
 		c.log.Info("extension expired")
 		if r := c.play(media.PromptExpired); r != reasonNone {
 			return Target{}, r

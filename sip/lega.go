@@ -74,7 +74,7 @@ func (a *callerLeg) open(signalHost netip.Addr) (endReason, int) {
 		return reasonInternal, sip.StatusNotAcceptableHere
 	}
 	a.sdp.body, a.audio = body, audio
-	a.stream = pair.start(streamSpec{remote: a.offer.RemoteAddr(), audio: audio, dtmf: dtmf, signalHost: signalHost}, a.log)
+	a.stream = pair.start(streamSpec{remote: a.offer.RemoteAddr(), audio: audio, dtmf: dtmf, signalHost: signalHost, leg: "a"}, a.log)
 	return reasonNone, 0
 }
 

@@ -32,6 +32,7 @@ type calleeLeg struct {
 	winner  calleeDialog
 	gone    bool           // the winner hung up
 	early   bool           // the caller hears B's early media
+	seized  seizure        // the attempt as the KPIs time it
 	reapers sync.WaitGroup // goroutines hanging up forks that lost
 
 	// Fixed by newCall: the call's dependencies, handle, log and context.
@@ -70,7 +71,7 @@ func (b *calleeLeg) open(audioA media.Codec) error {
 	at := pair.addr()
 	b.offer = offer
 	b.sdp.body = media.Offer(b.deps.opts.sdpAddr(at.Addr()), int(at.Port()), b.sdp.id, offer, dtmf)
-	b.stream = pair.start(streamSpec{audio: audioA, dtmf: dtmf}, b.log)
+	b.stream = pair.start(streamSpec{audio: audioA, dtmf: dtmf, leg: "b"}, b.log)
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vnum/vnum/callrec"
 	"github.com/vnum/vnum/config"
@@ -214,6 +215,7 @@ type Server struct {
 	panics          panicCounter
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
+	kpi             *kpis
 
 	// closing is set by Close: a listener that stops then was stopped;
 	// one that stops before has failed, and is named in down.
@@ -247,6 +249,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		live:    newRegistry(),
 		walks:   newWalkLimit(opts.InvalidExtensions, opts.Now),
 		hostile: newHostileInput(opts.Logger, opts.Now, lwsTolerantParser()),
+		kpi:     newKPIs(),
 	}
 	s.panics.log = s.log
 	s.door = frontdoor.New(opts.door(tr.source, lwsTolerantParser()))
@@ -283,6 +286,7 @@ func (s *Server) callDeps() *callDeps {
 		legBFailures: &s.legBFailures,
 		protected:    &s.protected,
 		panics:       &s.panics,
+		kpi:          s.kpi,
 		log:          s.log,
 	}
 }
@@ -398,6 +402,12 @@ func (s *Server) MessagesRefused() int64 { return s.messagesRefused.Load() }
 // Panics counts panics recovered in request handling and in the goroutines
 // of calls; each ended only its own request or call.
 func (s *Server) Panics() int64 { return s.panics.n.Load() }
+
+// Metrics are the KPIs of the server's calls (kpi.go) and of their media
+// (media.Metrics), for /metrics.
+func (s *Server) Metrics() []prometheus.Collector {
+	return append(s.kpi.collectors(), s.opts.Ports.Metrics().Collectors()...)
+}
 
 // RefusedCalls returns the new INVITEs refused because vnum could not
 // take one more call well, by reason (max_active, rtp_ports, invite_rate,

@@ -79,6 +79,9 @@ type callStats struct {
 	// protected returns the calls consignee protection refused or the
 	// consignee declined, by reason.
 	protected func() map[string]int64
+	// kpis are the telecom KPIs of calls and their media, kept where
+	// they happen (sip.Server.Metrics).
+	kpis []prometheus.Collector
 	// tcpOpen and tcpLimit return the SIP TCP and TLS connections open
 	// and their cap; tcpRefused those refused at accept or closed by
 	// vnum, by reason.
@@ -190,6 +193,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 	cs = append(cs, tcpCollectors(stats)...)
 	cs = append(cs, stats.store.collectors()...)
 	cs = append(cs, authCollectors(stats)...)
+	cs = append(cs, stats.kpis...)
 	if stats.pool != nil {
 		cs = append(cs, stats.pool)
 	}

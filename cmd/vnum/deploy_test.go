@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,7 +25,7 @@ import (
 // TestDeployNamesOnlyServedSeries: the Grafana dashboard's queries, the
 // Prometheus alert rules and the README's list of series name only series
 // that a served node's /metrics has after a call (up aside: Prometheus
-// makes it). A renamed metric fails here, not on an operator's blank
+// makes it), and the README lists every series of vnum's own. A renamed metric fails here, not on an operator's blank
 // panel or an alert that can never fire.
 func TestDeployNamesOnlyServedSeries(t *testing.T) {
 	served := scrapeAfterCall(t)
@@ -40,8 +41,22 @@ func TestDeployNamesOnlyServedSeries(t *testing.T) {
 			names[n] = append(names[n], "alert "+alert)
 		}
 	}
+	readme := map[string]bool{}
 	for _, n := range readmeSeries(t) {
 		names[n] = append(names[n], "README")
+		readme[n] = true
+	}
+	// And the other way: the README lists every series of vnum's own.
+	for name := range served {
+		if !strings.HasPrefix(name, "vnum_") {
+			continue
+		}
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if family, ok := strings.CutSuffix(name, suffix); ok && served[family] {
+				name = family
+			}
+		}
+		require.True(t, readme[name], "%s is in /metrics but not in the README's \"What /metrics says\"", name)
 	}
 	require.Greater(t, len(names), 25)
 	for name, where := range names {
@@ -53,7 +68,13 @@ func TestDeployNamesOnlyServedSeries(t *testing.T) {
 	// The KPIs this package adds are on the dashboard and alerted on.
 	for _, n := range []string{"vnum_store_duration_seconds_bucket", "vnum_store_errors_total", "vnum_bindings_active",
 		"vnum_bindings_quarantined", "vnum_binding_capacity", "vnum_trunk_up", "vnum_calls_refused_total",
-		"vnum_sip_auth_failures_total", "vnum_sip_sources_blocked"} {
+		"vnum_sip_auth_failures_total", "vnum_sip_sources_blocked",
+		// The telecom KPIs (issue 17).
+		"vnum_leg_b_seizures_total", "vnum_leg_b_answered_total", "vnum_post_dial_delay_seconds_bucket",
+		"vnum_answer_delay_seconds_bucket", "vnum_talk_time_seconds_bucket", "vnum_calls_ended_total",
+		"vnum_ivr_outcomes_total", "vnum_dtmf_digits_total", "vnum_rtp_packets_lost_total",
+		"vnum_rtcp_packets_lost_total", "vnum_rtcp_fraction_lost_bucket", "vnum_rtcp_jitter_seconds_bucket",
+		"vnum_rtp_jitter_seconds_bucket", "vnum_events_pending", "vnum_events_total"} {
 		require.Contains(t, names, n)
 	}
 }
@@ -88,7 +109,12 @@ func scrapeAfterCall(t *testing.T) map[string]bool {
 
 	c := config.Default()
 	c.Admin.Listen = "127.0.0.1:0"
-	url := startTestAdmin(t, c, n.store, n.stats())
+	stats := n.stats()
+	// serve's call events, whose series the README names too.
+	ev := startEvents(c, n.store, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { stopEvents(ev, c) })
+	stats.events, stats.eventsPending = ev.Counts, ev.Pending
+	url := startTestAdmin(t, c, n.store, stats)
 	status, body := get(t, url+"/metrics", "")
 	require.Equal(t, 200, status)
 
@@ -105,6 +131,17 @@ func scrapeAfterCall(t *testing.T) map[string]bool {
 	require.Contains(t, body, "\nvnum_sip_auth_failures_total 1\n")
 	require.Contains(t, body, "\nvnum_sip_sources_blocked_total 0\n")
 	require.Contains(t, body, "\nvnum_sip_sources_blocked 0\n")
+	// The telecom KPIs saw the courier's call: one seizure of the trunk,
+	// answered, timed, ended answered from a PSTN number.
+	require.Contains(t, body, `vnum_leg_b_seizures_total{route="trunk"} 1`)
+	require.Contains(t, body, `vnum_leg_b_answered_total{route="trunk"} 1`)
+	require.Contains(t, body, `vnum_post_dial_delay_seconds_count{route="trunk"} 1`)
+	require.Contains(t, body, `vnum_answer_delay_seconds_count{route="trunk"} 1`)
+	require.Contains(t, body, "\nvnum_talk_time_seconds_count 1\n")
+	require.Contains(t, body, `vnum_calls_ended_total{caller="number",direction="to_consignee",disposition="answered"} 1`)
+	require.Contains(t, body, `vnum_ivr_outcomes_total{outcome="valid"} 1`)
+	require.Contains(t, body, `vnum_dtmf_digits_total{method="rfc4733"} 0`)
+	require.NotContains(t, body, "13700137000", "the caller's number is in no metric")
 	require.NotContains(t, body, consignee[1:], "the consignee's number is in no metric")
 
 	served := map[string]bool{}

@@ -64,8 +64,18 @@ type eventsCollector struct {
 func (c eventsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
-	for k, n := range c.counts() {
+	counts := c.counts()
+	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	// Every series exists from the start at zero, so that a rate over it
+	// reads 0 rather than nothing before the first attempt.
+	for _, typ := range binding.EventTypes() {
+		for _, outcome := range []string{events.OutcomeDelivered, events.OutcomeRetried, events.OutcomeFailed} {
+			if _, ok := counts[[2]string{typ, outcome}]; !ok {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, 0, typ, outcome)
+			}
+		}
 	}
 }
 

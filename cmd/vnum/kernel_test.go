@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -317,8 +318,26 @@ func TestCallThroughKernelRelay(t *testing.T) {
 	require.Contains(t, body, `vnum_rtp_packets_relayed_total{path="kernel"} `)
 	require.NotContains(t, body, `vnum_rtp_packets_relayed_total{path="kernel"} 0`+"\n")
 
+	// The carrier's RTCP still comes up to vnum, so its reports count
+	// for leg b while the kernel relays the audio.
+	rr, err := rtcp.Marshal([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: 0xB, Reports: []rtcp.ReceptionReport{
+		{SSRC: 0xA, FractionLost: 3, TotalLost: 2, Jitter: 16},
+	}}})
+	require.NoError(t, err)
+	_, err = carrier.RTP.WriteToUDPAddrPort(rr, netip.AddrPortFrom(legB.Addr(), legB.Port()+1))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, body := get(t, url+"/metrics", "")
+		return strings.Contains(body, `vnum_rtcp_packets_lost_total{leg="b"} 2`+"\n")
+	}, 10*time.Second, 20*time.Millisecond, "the carrier's RTCP report counts for leg b")
+
 	require.NoError(t, d.Bye(ctx))
 	require.Eventually(t, func() bool { return n.sip.ActiveCalls() == 0 && n.ports.InUse() == 0 }, 10*time.Second, 20*time.Millisecond)
+	// The packets the kernel relayed left gaps in what vnum read: no
+	// loss, none was lost.
+	_, body = get(t, url+"/metrics", "")
+	require.Contains(t, body, `vnum_rtp_packets_lost_total{leg="a"} 0`+"\n")
+	require.Contains(t, body, `vnum_rtp_packets_lost_total{leg="b"} 0`+"\n")
 	flows, err := r.Len()
 	require.NoError(t, err)
 	require.Zero(t, flows, "the call's end leaves no flow in the kernel")

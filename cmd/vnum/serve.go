@@ -210,7 +210,7 @@ func checkMediaIP(m config.Media) error {
 func (n *node) stats() callStats {
 	return callStats{active: n.sip.ActiveCalls, total: n.sip.CallsTotal, messagesRefused: n.sip.MessagesRefused,
 		panics: n.sip.Panics, refused: n.sip.RefusedCalls, pendingCDRs: n.sip.PendingCDRs,
-		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts,
+		queueDelay: n.sip.QueueDelay, relay: n.ports.RelayCounts, kpis: n.sip.Metrics(),
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
 		protected: n.sip.ProtectedCalls,
 		tcpOpen:   n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
