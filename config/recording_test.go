@@ -40,7 +40,7 @@ func TestRecordingSection(t *testing.T) {
 	for want, r := range map[string]Recording{
 		`recording.mode: must be off, on or merchant, got "always"`: {Mode: "always", Dir: "d", Keep: time.Hour},
 		"recording.dir: must name a folder":                         {Mode: RecordOn, Keep: time.Hour},
-		"recording.keep: got 30m, want at least 1h":                {Mode: RecordOn, Dir: "d", Keep: 30 * time.Minute},
+		"recording.keep: got 30m, want at least 1h":                 {Mode: RecordOn, Dir: "d", Keep: 30 * time.Minute},
 	} {
 		c := Default()
 		c.Recording = r
