@@ -40,6 +40,8 @@ type callDeps struct {
 	walks *walkLimit
 	// backlog takes the CDR ends the store would not take.
 	backlog *cdrBacklog
+	// recordings says which calls are recorded and where (nil: none).
+	recordings *recordings
 	// legBFailures and panics are the metrics the call feeds.
 	legBFailures *legBFailureCounts
 	protected    *protectedCounts
@@ -172,6 +174,8 @@ type legStream interface {
 	// WatchKeys has the stream collect its peer's keys while bridged
 	// too (the consignee's block key).
 	WatchKeys(on bool)
+	// SetTap hands what the stream relays to a recording as well.
+	SetTap(t media.Tap)
 	Close() error
 }
 

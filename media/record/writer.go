@@ -185,6 +185,10 @@ func (w *Writer) Duration() time.Duration {
 	return time.Duration(w.frames) * time.Second / rate
 }
 
+// Size returns the recording's file size in bytes: its header and
+// frames. It is only to be read after Close.
+func (w *Writer) Size() int64 { return headerSize + w.frames*frameBytes }
+
 // run writes the queued packets and fixes the header every fixEvery.
 func (w *Writer) run(fixEvery time.Duration) {
 	defer close(w.done)
