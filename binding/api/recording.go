@@ -1,8 +1,15 @@
 package api
 
 import (
+	"errors"
 	"net/http"
+	"time"
 )
+
+// minRecordingRate is the slowest a client may take a recording at
+// (bytes a second): a two-hour call's 230 MB is given an hour rather
+// than the server's write timeout, which would cut it.
+const minRecordingRate = 64 << 10
 
 // getRecording serves GET /v1/cdrs/{id}/recording: the call's recording
 // as a two-channel WAV file (the caller left, the consignee right), to
@@ -27,6 +34,11 @@ func (s *server) getRecording(w http.ResponseWriter, r *http.Request) error {
 	}()
 	info, err := f.Stat()
 	if err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	until := time.Now().Add(s.opts.StreamIdle + time.Duration(info.Size()/minRecordingRate)*time.Second)
+	if err := rc.SetWriteDeadline(until); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
 	h := w.Header()
