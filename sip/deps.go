@@ -40,8 +40,11 @@ type callDeps struct {
 	walks *walkLimit
 	// backlog takes the CDR ends the store would not take.
 	backlog *cdrBacklog
-	// recordings says which calls are recorded and where (nil: none).
-	recordings *recordings
+	// recordings says which calls are recorded and where (nil: none);
+	// recordChoice what a merchant chose, for its calls back (nil: none
+	// recorded in recording.mode merchant).
+	recordings   *recordings
+	recordChoice RecordingChoice
 	// legBFailures and panics are the metrics the call feeds.
 	legBFailures *legBFailureCounts
 	protected    *protectedCounts

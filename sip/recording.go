@@ -67,6 +67,34 @@ func (r *recordings) closed(size int64) {
 	r.bytes.Add(size)
 }
 
+// recordingChoiceOf is r's RecordingChoice, or nil when it has none.
+func recordingChoiceOf(r Router) RecordingChoice {
+	if c, ok := r.(RecordingChoice); ok {
+		return c
+	}
+	return nil
+}
+
+// callbackRecorded notes in the call's policy whether the merchant of a
+// consignee's call back asked for its calls to be recorded, which
+// consignee protection (not asked on a call back) does not say. Only
+// recording.mode merchant asks the store; a store that does not answer
+// leaves the call unrecorded, logged.
+func (c *call) callbackRecorded(merchant string) {
+	r := c.deps.recordings
+	if r == nil || r.mode != config.RecordMerchant || c.deps.recordChoice == nil {
+		return
+	}
+	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
+	record, err := c.deps.recordChoice.RecordsCalls(ctx, merchant)
+	cancel()
+	if err != nil {
+		c.log.Warn("whether the merchant records its calls; the call back is not recorded", "error", err)
+		return
+	}
+	c.policy.Record = record
+}
+
 // decideRecording decides whether the call is recorded, once, when B
 // answers: the notice and the bridge follow from it.
 func (c *call) decideRecording() {

@@ -227,3 +227,65 @@ func TestRecordingMerchant(t *testing.T) {
 		})
 	}
 }
+
+// choosingStore is the fake store whose merchants' choice to record is
+// records.
+type choosingStore struct {
+	*fakeRouter
+	records bool
+}
+
+func (s *choosingStore) RecordsCalls(context.Context, string) (bool, error) { return s.records, nil }
+
+// TestRecordingMerchantCallback: in recording.mode merchant a
+// consignee's call back is recorded when its binding's merchant asked for
+// its calls to be recorded, and only then; both sides hear so first.
+func TestRecordingMerchantCallback(t *testing.T) {
+	t.Parallel()
+	for name, records := range map[string]bool{"record": true, "no record": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			var store *choosingStore
+			e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"}, func(o *Options) {
+				trunkFromLoopback(o)
+				o.RecordingMode, o.RecordingDir = config.RecordMerchant, dir
+			}, func(r *fakeRouter) Router {
+				store = &choosingStore{fakeRouter: r, records: records}
+				return store
+			})
+			const courier = "13700137000"
+			e.router.addCallback(testHost, testNational, Callback{
+				Target: Target{BindingID: "b1", Merchant: "m1", Order: "o1", Host: testHost, Extension: testExt, Consignee: testConsignee},
+				Number: courier,
+			})
+			b := newConsigneePhone(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			type result struct {
+				d   *sipgo.DialogClientSession
+				err error
+			}
+			answered := make(chan result, 1)
+			go func() {
+				d, err := b.Call(ctx, e.vnum, testHost)
+				answered <- result{d, err}
+			}()
+			nextInvite(t, e.carrier)
+			if records {
+				inNotice := func() { e.waitState(StateNotice) }
+				heardPrompt(t, e.carrier.RTP, media.PromptRecorded, inNotice)
+				heardPrompt(t, b.RTP, media.PromptRecorded, inNotice)
+			}
+			r := <-answered
+			require.NoError(t, r.err)
+			require.NoError(t, r.d.Bye(ctx))
+			cdr := e.router.waitEnded(t)
+			require.Equal(t, "callback", string(cdr.Direction))
+			require.Equal(t, records, cdr.Recorded)
+			entries, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Len(t, entries, map[bool]int{true: 1, false: 0}[records])
+		})
+	}
+}

@@ -289,6 +289,7 @@ func (s *Server) callDeps() *callDeps {
 		walks:        s.walks,
 		backlog:      s.backlog,
 		recordings:   &s.recordings,
+		recordChoice: recordingChoiceOf(s.router),
 		legBFailures: &s.legBFailures,
 		protected:    &s.protected,
 		panics:       &s.panics,
