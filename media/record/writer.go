@@ -108,6 +108,11 @@ type Writer struct {
 	fixed  int64 // frames the header counts
 	err    error
 	buf    []byte
+	// win holds the frames from winAt on (window of them at most),
+	// dirty when it has some the file has not.
+	win   []byte
+	winAt int64
+	dirty bool
 }
 
 // Create creates the WAV file at path (not there before: an existing file
@@ -238,7 +243,11 @@ func (w *Writer) place(p packet) int64 {
 }
 
 // write puts p's samples in its channel at its place, keeping the other
-// channel's samples there (a hole in the file reads as zeros: silence).
+// channel's samples there (a hole reads as zeros: silence). The frames
+// about the newest are kept in memory (the window) and reach the file at
+// the next fix: a packet costs a copy, not a read and a write of the
+// file. A packet placed before the window (one that came very late) is
+// written to the file at once.
 func (w *Writer) write(p packet) error {
 	var pcm []int16
 	switch p.pt {
@@ -256,9 +265,83 @@ func (w *Writer) write(p packet) error {
 		}
 		pcm, at = pcm[-at:], 0
 	}
-	if at+int64(len(pcm)) > maxFrames {
+	end := at + int64(len(pcm))
+	if end > maxFrames {
 		return nil
 	}
+	if end > w.winAt+window {
+		if err := w.slide(end); err != nil {
+			return err
+		}
+	}
+	if at < w.winAt {
+		// What comes before the window goes to the file as it is.
+		n := min(w.winAt-at, int64(len(pcm)))
+		if err := w.writeFile(p.side, at, pcm[:n]); err != nil {
+			return err
+		}
+		pcm, at = pcm[n:], at+n
+	}
+	if len(pcm) > 0 {
+		w.writeWindow(p.side, at, pcm)
+	}
+	w.frames = max(w.frames, end)
+	return nil
+}
+
+// window is how many frames the writer keeps in memory (one second, 32
+// KB): enough for the two sides' packets of the same moment to meet
+// there, whatever order they come in.
+const window = rate
+
+// writeWindow puts pcm in side's channel of the window from frame at
+// (within it), growing the window's length with silence as needed.
+func (w *Writer) writeWindow(side Side, at int64, pcm []int16) {
+	off := int(at-w.winAt) * frameBytes
+	if need := off + len(pcm)*frameBytes; need > len(w.win) {
+		w.win = append(w.win, make([]byte, need-len(w.win))...)
+	}
+	ch := off + int(side)*2
+	for i, s := range pcm {
+		binary.LittleEndian.PutUint16(w.win[ch+i*frameBytes:], uint16(s))
+	}
+	w.dirty = true
+}
+
+// slide moves the window on so that it ends at or after end: what it
+// held is written to the file, and its newest half is kept (the other
+// side's packets of the same moment may still come).
+func (w *Writer) slide(end int64) error {
+	if err := w.flush(); err != nil {
+		return err
+	}
+	from := end - window/2
+	held := w.winAt + int64(len(w.win)/frameBytes)
+	if from < held {
+		kept := w.win[int(from-w.winAt)*frameBytes:]
+		w.win = append(w.win[:0], kept...)
+	} else {
+		w.win = w.win[:0]
+	}
+	w.winAt = from
+	return nil
+}
+
+// flush writes the window to the file.
+func (w *Writer) flush() error {
+	if !w.dirty {
+		return nil
+	}
+	if _, err := w.f.WriteAt(w.win, headerSize+w.winAt*frameBytes); err != nil {
+		return err
+	}
+	w.dirty = false
+	return nil
+}
+
+// writeFile puts pcm in side's channel of the file from frame at,
+// keeping the other channel's samples there.
+func (w *Writer) writeFile(side Side, at int64, pcm []int16) error {
 	n := len(pcm) * frameBytes
 	if cap(w.buf) < n {
 		w.buf = make([]byte, n)
@@ -270,19 +353,21 @@ func (w *Writer) write(p packet) error {
 		return err
 	}
 	clear(b[got:])
-	ch := int(p.side) * 2
+	ch := int(side) * 2
 	for i, s := range pcm {
 		binary.LittleEndian.PutUint16(b[i*frameBytes+ch:], uint16(s))
 	}
-	if _, err := w.f.WriteAt(b, off); err != nil {
-		return err
-	}
-	w.frames = max(w.frames, at+int64(len(pcm)))
-	return nil
+	_, err = w.f.WriteAt(b, off)
+	return err
 }
 
-// fix writes the header with the sizes of the frames written so far.
+// fix writes the window to the file, then the header with the sizes of
+// the frames written so far: the header never counts frames that are not
+// in the file.
 func (w *Writer) fix() error {
+	if err := w.flush(); err != nil {
+		return err
+	}
 	if w.fixed == w.frames {
 		return nil
 	}

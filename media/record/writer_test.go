@@ -108,6 +108,26 @@ func TestTwoWayCall(t *testing.T) {
 	require.Greater(t, rms(f.right, 8000, 16000), 3000.0, "then the consignee spoke")
 }
 
+// TestLateSideMeetsTheOther: one side's three seconds come all before
+// the other side's of the same moments (the writer's window has moved on
+// past most of them): both channels hold their tone over the whole three
+// seconds, neither erasing the other, the late part written to the file
+// and the recent part met in memory.
+func TestLateSideMeetsTheOther(t *testing.T) {
+	t.Parallel()
+	w, path, start := newWriter(t)
+	talk(w, start, Caller, 1, 0, 1000, 0, 24000)
+	talk(w, start, Callee, 2, 0, 600, 0, 24000)
+	require.NoError(t, w.Close())
+
+	f := readWAV(t, path)
+	require.Len(t, f.left, 24000)
+	for from := 0; from < 24000; from += 4000 {
+		require.Greater(t, rms(f.left, from, from+4000), 3000.0, "the caller at frame %d", from)
+		require.Greater(t, rms(f.right, from, from+4000), 3000.0, "the consignee at frame %d", from)
+	}
+}
+
 // TestGapIsSilence: a side that stops sending for half a second (silence
 // suppression, a mute) leaves half a second of silence where it stopped,
 // and what it says next lands where its timestamps put it.
