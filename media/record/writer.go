@@ -4,7 +4,8 @@
 //
 // The relay hands each packet to Writer.Packet (through the media.Tap
 // that Writer.Tap gives each side's stream), which copies it into a queue
-// and returns at once: a slow disk fills the queue and drops
+// and returns at once, waking no one: the writer's goroutine takes what
+// is queued every 20 ms. A slow disk fills the queue and drops
 // packets from the recording, never delays one on its way to the other
 // party. A goroutine of the writer's own places each packet's samples in
 // the file where its RTP timestamp puts them, so the two channels stay
@@ -62,6 +63,11 @@ const (
 	DefaultFixEvery = time.Second
 )
 
+// drainEvery is how often the writer's goroutine takes the packets
+// queued: one wake-up for every few packets rather than one for each,
+// which would cost the relay's machine more than the writing.
+const drainEvery = 20 * time.Millisecond
+
 // Options configures a Writer; the zero value takes the defaults.
 type Options struct {
 	// Queue is how many packets may wait for the disk before new ones are
@@ -82,6 +88,12 @@ type packet struct {
 	payload []byte
 }
 
+// batch is packets queued for the writer, their payloads in one buffer.
+type batch struct {
+	pkts []packet
+	data []byte
+}
+
 // track is where one side's packets go: its stream's timestamp at an
 // anchor frame of the file.
 type track struct {
@@ -95,14 +107,21 @@ type track struct {
 // Writer records one call. Packet may be called from any goroutine;
 // Close once, after the last Packet.
 type Writer struct {
-	f       *os.File
-	start   time.Time
-	queue   chan packet
+	f     *os.File
+	start time.Time
+	limit int // Options.Queue
+	// mu guards queued and closed: Packet appends, the writer's goroutine
+	// takes the whole batch (take).
+	mu      sync.Mutex
+	queued  batch
+	closed  bool
+	stop    chan struct{} // closed by Close
 	done    chan struct{}
 	dropped atomic.Uint64
 	closing sync.Once
 
 	// owned by the writer's goroutine
+	spare  batch // the batch taken last, its room used again
 	tracks [2]track
 	frames int64 // the file's length in frames
 	fixed  int64 // frames the header counts
@@ -129,7 +148,7 @@ func Create(path string, start time.Time, o Options) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	w := &Writer{f: f, start: start, queue: make(chan packet, o.Queue), done: make(chan struct{})}
+	w := &Writer{f: f, start: start, limit: o.Queue, stop: make(chan struct{}), done: make(chan struct{})}
 	if _, err := f.WriteAt(header(0), 0); err != nil {
 		return nil, errors.Join(fmt.Errorf("recording: %w", err), f.Close(), os.Remove(path))
 	}
@@ -146,14 +165,21 @@ func (w *Writer) Packet(side Side, pt uint8, ssrc, ts uint32, arrival time.Time,
 	if side != Caller && side != Callee {
 		return false
 	}
-	p := packet{side: side, pt: pt, ssrc: ssrc, ts: ts, arrival: arrival, payload: append([]byte(nil), payload...)}
-	select {
-	case w.queue <- p:
-		return true
-	default:
+	w.mu.Lock()
+	if w.closed || len(w.queued.pkts) >= w.limit {
+		w.mu.Unlock()
 		w.dropped.Add(1)
 		return false
 	}
+	// The payload is copied into the batch's buffer; an earlier packet's
+	// slice of it stays valid when the buffer grows (it keeps the old
+	// array, whose bytes never change).
+	from := len(w.queued.data)
+	w.queued.data = append(w.queued.data, payload...)
+	w.queued.pkts = append(w.queued.pkts, packet{side: side, pt: pt, ssrc: ssrc, ts: ts, arrival: arrival,
+		payload: w.queued.data[from:len(w.queued.data):len(w.queued.data)]})
+	w.mu.Unlock()
+	return true
 }
 
 // Tap returns what feeds side of the recording from the relay: set on
@@ -179,7 +205,12 @@ func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 // Close writes what is queued, fixes the header, syncs and closes the
 // file, and returns the first error the writer met.
 func (w *Writer) Close() error {
-	w.closing.Do(func() { close(w.queue) })
+	w.closing.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.stop)
+	})
 	<-w.done
 	return w.err
 }
@@ -194,25 +225,43 @@ func (w *Writer) Duration() time.Duration {
 // frames. It is only to be read after Close.
 func (w *Writer) Size() int64 { return headerSize + w.frames*frameBytes }
 
-// run writes the queued packets and fixes the header every fixEvery.
+// run writes the queued packets every drainEvery and fixes the header
+// every fixEvery; at Close it writes the last ones, fixes the header,
+// syncs and closes the file.
 func (w *Writer) run(fixEvery time.Duration) {
 	defer close(w.done)
-	tick := time.NewTicker(fixEvery)
-	defer tick.Stop()
+	drain := time.NewTicker(drainEvery)
+	defer drain.Stop()
+	fix := time.NewTicker(fixEvery)
+	defer fix.Stop()
 	for {
 		select {
-		case p, ok := <-w.queue:
-			if !ok {
-				w.fail(w.fix())
-				w.fail(w.f.Sync())
-				w.fail(w.f.Close())
-				return
-			}
-			w.fail(w.write(p))
-		case <-tick.C:
+		case <-w.stop:
+			w.take()
+			w.fail(w.fix())
+			w.fail(w.f.Sync())
+			w.fail(w.f.Close())
+			return
+		case <-drain.C:
+			w.take()
+		case <-fix.C:
 			w.fail(w.fix())
 		}
 	}
+}
+
+// take writes the packets queued since it last ran, and hands their
+// batch's room back to Packet.
+func (w *Writer) take() {
+	w.mu.Lock()
+	b := w.queued
+	w.queued = batch{pkts: w.spare.pkts[:0], data: w.spare.data[:0]}
+	w.mu.Unlock()
+	for _, p := range b.pkts {
+		w.fail(w.write(p))
+	}
+	clear(b.pkts) // no payload kept alive by the room
+	w.spare = b
 }
 
 // fail keeps the first error.
