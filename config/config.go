@@ -495,7 +495,8 @@ func Load(file string, opts ...Option) (*Config, error) {
 		return nil, fmt.Errorf("store.spool: %w", err)
 	}
 	_, dirFromEnv := env["recording.dir"]
-	if err := c.resolveRecordingDir(file, dirFromEnv); err != nil {
+	// A relative recording.dir is taken as store.spool is.
+	if err := resolveFromFile(&c.Recording.Dir, file, dirFromEnv); err != nil {
 		return nil, fmt.Errorf("recording.dir: %w", err)
 	}
 	return &c, nil

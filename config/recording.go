@@ -1,9 +1,6 @@
 package config
 
-import (
-	"path/filepath"
-	"time"
-)
+import "time"
 
 // Defaults of the recording section: no call is recorded until the
 // operator says so; recordings go to a folder beside the configuration
@@ -63,19 +60,4 @@ func (c *Config) validateRecording(k *keyProblems) {
 		k.bad("recording.keep", "got %s, want at least %s (a recording must outlive its call)",
 			FormatDuration(r.Keep), FormatDuration(minRecordingKeep))
 	}
-}
-
-// resolveRecordingDir takes a relative recording.dir from the directory
-// of the configuration file when one is given and the key does not come
-// from the environment, as resolveStoreDSN does for store.dsn.
-func (c *Config) resolveRecordingDir(file string, fromEnv bool) error {
-	if c.Recording.Dir == "" || file == "" || fromEnv || filepath.IsAbs(c.Recording.Dir) {
-		return nil
-	}
-	abs, err := filepath.Abs(filepath.Join(filepath.Dir(file), c.Recording.Dir))
-	if err != nil {
-		return err
-	}
-	c.Recording.Dir = abs
-	return nil
 }

@@ -26,28 +26,9 @@ import (
 // the file byte for byte.
 func TestCrashLeavesPlayableRecording(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, "recording:\n  mode: on\n  dir: rec\n")
-	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
-	require.NoError(t, err)
-	t.Cleanup(carrier.Close)
-	e.setYAML(fmt.Sprintf("sip:127.0.0.1:%d;", e.carrierPort), fmt.Sprintf("sip:127.0.0.1:%d;", carrier.Addr.Port()))
-	e.setYAML("  timeout: 20s", "  timeout: 120s")
-	b := e.seed()
-	e.startServe()
-
-	phone, err := sipua.NewSoftphone(account, password, nil)
-	require.NoError(t, err)
-	t.Cleanup(phone.Close)
+	e, phone, to := answeredCall(t, "recording:\n  mode: on\n  dir: rec\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	vnum := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(e.sipPort))
-	d, err := phone.Call(ctx, vnum, hostNumber)
-	require.NoError(t, err)
-	to, err := sipua.MediaAddr(d.InviteResponse.Body())
-	require.NoError(t, err)
-	require.NoError(t, sipua.SendDigits(phone.RTP, to, 101, b.Extension))
-	_, err = carrier.NextSession(20 * time.Second)
-	require.NoError(t, err, "vnum never bridged the call to the carrier")
 	e.waitCallState("bridged", 20*time.Second)
 	talk, stopTalk := context.WithCancel(ctx)
 	defer stopTalk()
@@ -72,7 +53,7 @@ func TestCrashLeavesPlayableRecording(t *testing.T) {
 	}
 	pid := e.serve.cmd.Process.Pid
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-	_, err = e.serve.wait(10 * time.Second)
+	_, err := e.serve.wait(10 * time.Second)
 	require.NoError(t, err)
 	stopTalk()
 
@@ -116,4 +97,38 @@ func TestCrashLeavesPlayableRecording(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(after, got), "recording get hands out the file")
 	require.NotContains(t, out, consignee)
+}
+
+// answeredCall runs `vnum serve` (its configuration with extraYAML added)
+// with a carrier that answers and a media timeout of 120 s (the test
+// decides whether RTP flows), seeds the binding, and places one call
+// from the merchant's softphone through the IVR to it: it returns once
+// the carrier has answered, with the env, the caller's phone and vnum's
+// media address for the caller.
+func answeredCall(t *testing.T, extraYAML string) (*env, *sipua.Softphone, netip.AddrPort) {
+	t.Helper()
+	e := newEnv(t, extraYAML)
+	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(carrier.Close)
+	e.setYAML(fmt.Sprintf("sip:127.0.0.1:%d;", e.carrierPort), fmt.Sprintf("sip:127.0.0.1:%d;", carrier.Addr.Port()))
+	e.setYAML("  timeout: 20s", "  timeout: 120s")
+	b := e.seed()
+	e.startServe()
+
+	phone, err := sipua.NewSoftphone(account, password, nil)
+	require.NoError(t, err)
+	t.Cleanup(phone.Close)
+	// The call outlives this function: its context ends with the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+	vnum := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(e.sipPort))
+	d, err := phone.Call(ctx, vnum, hostNumber)
+	require.NoError(t, err)
+	to, err := sipua.MediaAddr(d.InviteResponse.Body())
+	require.NoError(t, err)
+	require.NoError(t, sipua.SendDigits(phone.RTP, to, 101, b.Extension))
+	_, err = carrier.NextSession(20 * time.Second)
+	require.NoError(t, err, "vnum never bridged the call to the carrier")
+	return e, phone, to
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -93,6 +94,24 @@ func heardPrompt(t *testing.T, conn *net.UDPConn, name string, seen func()) {
 	}
 }
 
+// placed is a call a phone placed: its dialog once answered, or why not.
+type placed struct {
+	d   *sipgo.DialogClientSession
+	err error
+}
+
+// callAsync has phone dial vnum in the background; the call's outcome
+// comes on the channel once it is answered or refused (a recorded call
+// is answered only after its notice).
+func callAsync(ctx context.Context, phone *sipua.Softphone, vnum netip.AddrPort, dialled string) <-chan placed {
+	out := make(chan placed, 1)
+	go func() {
+		d, err := phone.Call(ctx, vnum, dialled)
+		out <- placed{d, err}
+	}()
+	return out
+}
+
 // recordedCall is one call through a recording server: the caller dials
 // X-E, the carrier answers, and each side's notice is checked as it
 // arrives (notice: that the call is recorded); then the side speaking
@@ -102,15 +121,7 @@ func recordedCall(t *testing.T, e *testEnv, notice bool, callerSpeaks bool) CDR 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	type result struct {
-		d   *sipgo.DialogClientSession
-		err error
-	}
-	answered := make(chan result, 1)
-	go func() {
-		d, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
-		answered <- result{d, err}
-	}()
+	answered := callAsync(ctx, e.phone, e.vnum, testHost+"-"+testExt)
 	inv := nextInvite(t, e.carrier)
 	offer, err := media.ParseSDP(inv.Body())
 	require.NoError(t, err)
@@ -262,15 +273,7 @@ func TestRecordingMerchantCallback(t *testing.T) {
 			b := newConsigneePhone(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			type result struct {
-				d   *sipgo.DialogClientSession
-				err error
-			}
-			answered := make(chan result, 1)
-			go func() {
-				d, err := b.Call(ctx, e.vnum, testHost)
-				answered <- result{d, err}
-			}()
+			answered := callAsync(ctx, b, e.vnum, testHost)
 			nextInvite(t, e.carrier)
 			if records {
 				inNotice := func() { e.waitState(StateNotice) }
