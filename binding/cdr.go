@@ -28,17 +28,17 @@ func Rate(talk time.Duration, perMinute Micros) (talkSeconds, billedMinutes int,
 // cdrEnded's check when an update changed no row.
 const (
 	startCDRQuery = `INSERT INTO cdrs (id, call_id, node, merchant, binding_id, order_id, host, extension,
-		direction, caller, caller_kind, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		direction, caller, caller_kind, started_at, ringing_at, answered_at, disposition, hangup_by, sip_status, recorded)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	updateCDRQuery = `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
 		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
-		disposition = ?, hangup_by = ?, sip_status = ?, leg_a = ?, leg_b = ? WHERE id = ?`
+		disposition = ?, hangup_by = ?, sip_status = ?, recorded = ?, leg_a = ?, leg_b = ? WHERE id = ?`
 	refreshCDRQuery = `UPDATE cdrs SET answered_at = ?, alive_at = ?,
 		talk_seconds = ?, billed_minutes = ?, fee = ? WHERE id = ? AND ended_at IS NULL`
 	finishCDRQuery = `UPDATE cdrs SET call_id = ?, merchant = ?, binding_id = ?, order_id = ?,
 		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
 		ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?,
-		leg_a = NULL, leg_b = NULL
+		recorded = ?, leg_a = NULL, leg_b = NULL
 		WHERE id = ? AND ended_at IS NULL`
 	cdrEndedQuery = `SELECT COUNT(*) FROM cdrs WHERE id = ? AND ended_at IS NOT NULL`
 )
@@ -62,7 +62,7 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 	}
 	_, err := s.db.ExecContext(ctx, startCDRQuery,
 		c.ID, c.CallID, c.Node, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
-		c.StartedAt.UnixNano(), ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus)
+		c.StartedAt.UnixNano(), ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded))
 	if isUnique(err) {
 		return fmt.Errorf("cdr %s: %w", c.ID, ErrExists)
 	}
@@ -79,7 +79,7 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record, legs callrec.Legs) error {
 	res, err := s.db.ExecContext(ctx, updateCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
-		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, text(legs.A), text(legs.B), c.ID)
+		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), text(legs.A), text(legs.B), c.ID)
 	if err != nil {
 		return fmt.Errorf("update cdr: %w", err)
 	}
@@ -122,7 +122,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 	res, err := s.db.ExecContext(ctx, finishCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
-		c.Disposition, c.HangupBy, c.SIPStatus, c.ID)
+		c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), c.ID)
 	if err != nil {
 		return fmt.Errorf("finish cdr: %w", err)
 	}
@@ -172,19 +172,20 @@ func (s *Store) updatedOpen(ctx context.Context, res sql.Result, id string) erro
 }
 
 const cdrCols = `id, call_id, node, merchant, binding_id, order_id, host, extension, direction, caller, caller_kind, started_at,
-	ringing_at, answered_at, ended_at, talk_seconds, billed_minutes, fee, disposition, hangup_by, sip_status`
+	ringing_at, answered_at, ended_at, talk_seconds, billed_minutes, fee, disposition, hangup_by, sip_status, recorded`
 
 func scanCDR(r scanner) (callrec.Record, error) {
 	var c callrec.Record
 	var started, ringing, answered, ended sql.NullInt64
-	var fee int64
+	var fee, recorded int64
 	if err := r.Scan(&c.ID, &c.CallID, &c.Node, &c.Merchant, &c.BindingID, &c.Order, &c.Host, &c.Extension, &c.Direction,
 		&c.Caller, &c.CallerKind, &started, &ringing, &answered, &ended, &c.TalkSeconds, &c.BilledMinutes, &fee,
-		&c.Disposition, &c.HangupBy, &c.SIPStatus); err != nil {
+		&c.Disposition, &c.HangupBy, &c.SIPStatus, &recorded); err != nil {
 		return callrec.Record{}, err
 	}
 	c.StartedAt, c.RingingAt, c.AnsweredAt, c.EndedAt = fromNS(started), fromNS(ringing), fromNS(answered), fromNS(ended)
 	c.Fee = Micros(fee)
+	c.Recorded = recorded != 0
 	return c, nil
 }
 
@@ -198,4 +199,13 @@ func (s *Store) GetCDR(ctx context.Context, id string) (callrec.Record, error) {
 		return callrec.Record{}, fmt.Errorf("get cdr: %w", err)
 	}
 	return c, nil
+}
+
+// boolInt is a boolean as the cdrs table keeps it: 1 or 0 (an INTEGER on
+// both dialects).
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -54,6 +54,7 @@ func TestCDRLifecycle(t *testing.T) {
 		c.Merchant, c.BindingID, c.Order, c.Extension = "m1", "b_1", "o-1", "1234"
 		c.RingingAt = t0.Add(5 * time.Second)
 		c.AnsweredAt = t0.Add(9 * time.Second)
+		c.Recorded = true // its recording begun at the bridge
 		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
 
 		c.EndedAt = c.AnsweredAt.Add(61*time.Second + 500*time.Millisecond)
@@ -103,9 +104,11 @@ func TestCDRLifecycle(t *testing.T) {
 		require.Equal(t, "0.04000", m["fee"])
 		require.Equal(t, "2026-11-01T08:00:00Z", m["started_at"])
 		require.Equal(t, "b_1", m["binding"])
+		require.Equal(t, true, m["recorded"])
 		raw, err = json.Marshal(other)
 		require.NoError(t, err)
 		require.Contains(t, string(raw), `"ended_at":null`)
+		require.Contains(t, string(raw), `"recorded":false`)
 	})
 }
 
@@ -114,7 +117,7 @@ func TestCrashRecovery(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
 		s, dsn := be.open(t, WithNode("vnum-a"))
 		ctx := context.Background()
-		c := &callrec.Record{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second)}
+		c := &callrec.Record{CallID: "crash@a", Merchant: "m1", StartedAt: t0, AnsweredAt: t0.Add(time.Second), Recorded: true}
 		require.NoError(t, s.StartCDR(ctx, c))
 		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
 		require.NoError(t, s.Close())
@@ -146,6 +149,7 @@ func TestCrashRecovery(t *testing.T) {
 		require.Equal(t, callrec.HangupSystem, got.HangupBy)
 		require.False(t, got.EndedAt.IsZero())
 		require.Zero(t, got.Fee)
+		require.True(t, got.Recorded, "a call a crash cut keeps its recording")
 	})
 }
 

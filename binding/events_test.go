@@ -85,6 +85,7 @@ func TestCallEventsFollowTheRecord(t *testing.T) {
 		c.RingingAt = c.StartedAt.Add(5 * time.Second)
 		c.AnsweredAt = c.StartedAt.Add(9 * time.Second)
 		c.SIPStatus = 200
+		c.Recorded = true
 		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{A: "dialog-a", B: "dialog-b +8613800138000"}))
 		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}), "an update that changes nothing new")
 		require.NoError(t, s.RefreshCDR(ctx, c, c.AnsweredAt.Add(10*time.Second), rates))
@@ -116,6 +117,9 @@ func TestCallEventsFollowTheRecord(t *testing.T) {
 		require.NoError(t, json.Unmarshal(body, &sent))
 		require.Equal(t, map[string]any{"id": es[3].ID, "type": "call.ended", "created_at": "2026-11-01T09:01:19Z",
 			"merchant": "m1", "call_id": c.ID, "sequence": 4.0, "data": sent["data"]}, sent)
+		// Of a recording, the merchant learns only that there is one.
+		require.Equal(t, true, sent["data"].(map[string]any)["recorded"])
+		require.NotContains(t, string(body), ".wav")
 		requireNoConsignee(t, es)
 
 		// Another merchant's call, without a webhook: no event.

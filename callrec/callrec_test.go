@@ -77,6 +77,7 @@ type referenceJSON struct {
 	Disposition   string  `json:"disposition"`
 	HangupBy      string  `json:"hangup_by"`
 	SIPStatus     int     `json:"sip_status"`
+	Recorded      bool    `json:"recorded"`
 }
 
 func reference(r Record) referenceJSON {
@@ -91,7 +92,7 @@ func reference(r Record) referenceJSON {
 		Order: r.Order, Host: r.Host, Extension: r.Extension, Direction: string(r.Direction), Caller: r.Caller,
 		StartedAt: at(r.StartedAt), RingingAt: at(r.RingingAt), AnsweredAt: at(r.AnsweredAt), EndedAt: at(r.EndedAt),
 		TalkSeconds: r.TalkSeconds, BilledMinutes: r.BilledMinutes, Fee: r.Fee, Disposition: string(r.Disposition),
-		HangupBy: string(r.HangupBy), SIPStatus: r.SIPStatus}
+		HangupBy: string(r.HangupBy), SIPStatus: r.SIPStatus, Recorded: r.Recorded}
 }
 
 // TestAppendJSONMatchesMarshal: the hand-built JSON of a record is what
@@ -118,7 +119,8 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 			StartedAt: times[rng.IntN(len(times))], RingingAt: times[rng.IntN(len(times))],
 			AnsweredAt: times[rng.IntN(len(times))], EndedAt: times[rng.IntN(len(times))],
 			TalkSeconds: rng.IntN(100000) - 10, BilledMinutes: rng.IntN(2000), Fee: Micros(rng.Int64N(1e9) - 1e3),
-			Disposition: Disposition(str()), HangupBy: HangupBy(str()), SIPStatus: rng.IntN(700)}
+			Disposition: Disposition(str()), HangupBy: HangupBy(str()), SIPStatus: rng.IntN(700),
+			Recorded: rng.IntN(2) == 1}
 		want, err := json.Marshal(reference(r))
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(r.AppendJSON([]byte("x"))[1:]), "record %d: %#v", i, r)

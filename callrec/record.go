@@ -3,6 +3,7 @@ package callrec
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -56,6 +57,9 @@ type Record struct {
 	HangupBy HangupBy
 	// SIPStatus is the final SIP status of the call.
 	SIPStatus int
+	// Recorded says the call has a recording (README "Recordings"): its
+	// file was begun at the bridge. The record never says where it is.
+	Recorded bool
 }
 
 // MarshalJSON writes the export's field names (Columns), RFC 3339 UTC
@@ -109,6 +113,8 @@ func (r Record) AppendJSON(dst []byte) []byte {
 	dst = appendJSONString(dst, string(r.HangupBy))
 	dst = append(dst, `,"sip_status":`...)
 	dst = strconv.AppendInt(dst, int64(r.SIPStatus), 10)
+	dst = append(dst, `,"recorded":`...)
+	dst = strconv.AppendBool(dst, r.Recorded)
 	return append(dst, '}')
 }
 
@@ -184,7 +190,7 @@ func appendJSONString(dst []byte, s string) []byte {
 func Columns() []string {
 	return []string{"id", "call_id", "node", "merchant", "binding", "order", "host", "extension",
 		"direction", "caller", "started_at", "ringing_at", "answered_at", "ended_at", "talk_seconds",
-		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status"}
+		"billed_minutes", "fee", "disposition", "hangup_by", "sip_status", "recorded"}
 }
 
 // Row returns r as the cells of one CSV or table row, in the order of
@@ -195,7 +201,7 @@ func (r Record) Row() []string {
 		string(r.Direction), r.Caller, FormatTime(r.StartedAt), FormatTime(r.RingingAt),
 		FormatTime(r.AnsweredAt), FormatTime(r.EndedAt), strconv.Itoa(r.TalkSeconds),
 		strconv.Itoa(r.BilledMinutes), r.Fee.String(), string(r.Disposition), string(r.HangupBy),
-		strconv.Itoa(r.SIPStatus)}
+		strconv.Itoa(r.SIPStatus), strconv.FormatBool(r.Recorded)}
 }
 
 // FormatTime formats t as RFC 3339 in UTC to the second, or "" for the
@@ -232,4 +238,16 @@ func (m Micros) String() string {
 // MarshalJSON writes m as a decimal string, e.g. "0.00540".
 func (m Micros) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + m.String() + `"`), nil
+}
+
+// RecordingFile returns the name of the file, in recording.dir, that
+// holds the recording of the call whose record is id: id.wav. Signalling
+// writes it and the admin API and CLI read it by the same name. ok is
+// false for an id that could name another file (empty, with a path
+// separator or a leading dot): no record has one.
+func RecordingFile(id string) (name string, ok bool) {
+	if id == "" || id[0] == '.' || strings.ContainsAny(id, `/\`+"\x00") {
+		return "", false
+	}
+	return id + ".wav", true
 }

@@ -151,6 +151,8 @@ type Config struct {
 	Admin Admin `mapstructure:"admin"`
 	// Events configures the delivery of call events to merchants' webhooks.
 	Events Events `mapstructure:"events"`
+	// Recording configures which calls are recorded, where and how long.
+	Recording Recording `mapstructure:"recording"`
 }
 
 // SIP is the sip section.
@@ -363,6 +365,9 @@ func defaults() map[string]any {
 		"events.timeout":               DefaultEventsTimeout,
 		"events.retries":               DefaultEventsRetries(),
 		"events.allow_private":         DefaultEventsAllowPrivate,
+		"recording.mode":               string(DefaultRecordingMode),
+		"recording.dir":                DefaultRecordingDir,
+		"recording.keep":               DefaultRecordingKeep,
 	}
 }
 
@@ -429,6 +434,7 @@ func Default() *Config {
 		Admin: Admin{Listen: DefaultAdminListen, Token: DefaultAdminToken, PProf: DefaultAdminPProf},
 	}
 	c.Events = Events{Timeout: DefaultEventsTimeout, Retries: DefaultEventsRetries(), AllowPrivate: DefaultEventsAllowPrivate}
+	c.Recording = Recording{Mode: DefaultRecordingMode, Dir: DefaultRecordingDir, Keep: DefaultRecordingKeep}
 	c.normalise()
 	return c
 }
@@ -487,6 +493,11 @@ func Load(file string, opts ...Option) (*Config, error) {
 	_, spoolFromEnv := env["store.spool"]
 	if err := c.resolveSpool(file, spoolFromEnv); err != nil {
 		return nil, fmt.Errorf("store.spool: %w", err)
+	}
+	_, dirFromEnv := env["recording.dir"]
+	// A relative recording.dir is taken as store.spool is.
+	if err := resolveFromFile(&c.Recording.Dir, file, dirFromEnv); err != nil {
+		return nil, fmt.Errorf("recording.dir: %w", err)
 	}
 	return &c, nil
 }

@@ -157,7 +157,8 @@ func TestFormatDuration(t *testing.T) {
 
 // TestExampleFile: vnum.example.yaml at the repository root is accepted as
 // it is, equals the defaults but for the trunk (serve needs one: the file
-// names a documentation address to replace) and the store (beside it), and
+// names a documentation address to replace) and the store and the
+// recordings (beside it), and
 // names every known key.
 func TestExampleFile(t *testing.T) {
 	const file = "../vnum.example.yaml"
@@ -168,6 +169,9 @@ func TestExampleFile(t *testing.T) {
 	want.Trunk.Outbound = "sip:203.0.113.10:5060;transport=udp"
 	// Its store is beside it (a relative store.dsn in a file).
 	want.Store.DSN, err = filepath.Abs(filepath.Join("..", DefaultStoreDSN))
+	require.NoError(t, err)
+	// And so are its recordings.
+	want.Recording.Dir, err = filepath.Abs(filepath.Join("..", DefaultRecordingDir))
 	require.NoError(t, err)
 	require.Equal(t, want, c)
 

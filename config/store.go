@@ -49,14 +49,22 @@ func (c *Config) resolveStoreDSN(file string, fromEnv bool) error {
 // configuration file when it comes from the file, as resolveStoreDSN does
 // for store.dsn.
 func (c *Config) resolveSpool(file string, fromEnv bool) error {
-	if c.Store.Spool == "" || file == "" || fromEnv || filepath.IsAbs(c.Store.Spool) {
+	return resolveFromFile(&c.Store.Spool, file, fromEnv)
+}
+
+// resolveFromFile makes the relative path *p of a key absolute, taken
+// from the directory of the configuration file when a file is given and
+// the key does not come from the environment (fromEnv), where a relative
+// path is the shell's. An empty or absolute path is left alone.
+func resolveFromFile(p *string, file string, fromEnv bool) error {
+	if *p == "" || file == "" || fromEnv || filepath.IsAbs(*p) {
 		return nil
 	}
-	abs, err := filepath.Abs(filepath.Join(filepath.Dir(file), c.Store.Spool))
+	abs, err := filepath.Abs(filepath.Join(filepath.Dir(file), *p))
 	if err != nil {
 		return err
 	}
-	c.Store.Spool = abs
+	*p = abs
 	return nil
 }
 

@@ -48,6 +48,7 @@ func (c *Config) Validate() error {
 	c.validateStore(k)
 	c.validateProtection(k)
 	c.validateEvents(k)
+	c.validateRecording(k)
 	if _, err := ParseLogLevel(c.Log.Level); err != nil {
 		k.bad("log.level", "%v", err)
 	}

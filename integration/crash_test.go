@@ -1,18 +1,13 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"net/netip"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/vnum/vnum/sip/sipua"
 )
 
 // TestCrashKeepsTalkTime kills `vnum serve` (SIGKILL, by its PID) during
@@ -23,29 +18,8 @@ import (
 // user agents on loopback; vnum is the built binary with its defaults.
 func TestCrashKeepsTalkTime(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, "")
-	carrier, err := sipua.NewCarrier(sipua.CarrierOptions{Mode: "answer"}, nil)
-	require.NoError(t, err)
-	t.Cleanup(carrier.Close)
-	e.setYAML(fmt.Sprintf("sip:127.0.0.1:%d;", e.carrierPort), fmt.Sprintf("sip:127.0.0.1:%d;", carrier.Addr.Port()))
 	// No RTP flows in this test; the media timeout must not end the call.
-	e.setYAML("  timeout: 20s", "  timeout: 120s")
-	b := e.seed()
-	e.startServe()
-
-	phone, err := sipua.NewSoftphone(account, password, nil)
-	require.NoError(t, err)
-	t.Cleanup(phone.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	vnum := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(e.sipPort))
-	d, err := phone.Call(ctx, vnum, hostNumber)
-	require.NoError(t, err)
-	to, err := sipua.MediaAddr(d.InviteResponse.Body())
-	require.NoError(t, err)
-	require.NoError(t, sipua.SendDigits(phone.RTP, to, 101, b.Extension))
-	_, err = carrier.NextSession(20 * time.Second)
-	require.NoError(t, err, "vnum never bridged the call to the carrier")
+	e, _, _ := answeredCall(t, "")
 
 	// Wait for the call's row to carry at least 10 s of talk while it is
 	// still open, and for the call to have been answered 11 s or more, so
@@ -73,7 +47,7 @@ func TestCrashKeepsTalkTime(t *testing.T) {
 
 	pid := e.serve.cmd.Process.Pid
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-	_, err = e.serve.wait(10 * time.Second)
+	_, err := e.serve.wait(10 * time.Second)
 	require.NoError(t, err)
 	killed := time.Now()
 	t.Logf("killed vnum serve (pid %d) %.1f s after the answer, the row showing %d s of talk",

@@ -336,6 +336,7 @@ type cdr struct {
 	Disposition   string          `json:"disposition"`
 	HangupBy      string          `json:"hangup_by"`
 	SIPStatus     json.RawMessage `json:"sip_status"`
+	Recorded      bool            `json:"recorded"`
 }
 
 func (c cdr) ended() bool { return c.EndedAt != nil && *c.EndedAt != "" }

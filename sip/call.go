@@ -11,6 +11,7 @@ import (
 
 	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
+	"github.com/vnum/vnum/media/record"
 	"github.com/vnum/vnum/protection"
 	"github.com/vnum/vnum/sip/frontdoor"
 )
@@ -25,7 +26,8 @@ const (
 	StateIVR
 	StateRinging
 	// StateNotice: B answered and hears the notice of consignee
-	// protection; the caller hears ringback.
+	// protection, or that the call is recorded; the caller hears that
+	// the call is recorded, or ringback.
 	StateNotice
 	StateBridged
 	StateEnding
@@ -85,6 +87,10 @@ type call struct {
 	// asked (protect); bKeys are B's keys the call has yet to weigh.
 	policy protection.Policy
 	bKeys  []rune
+	// recorded says the call is recorded (decideRecording), rec is its
+	// recording once begun at the bridge (recording.go).
+	recorded bool
+	rec      *record.Writer
 	// reAcks are the re-INVITE answers waiting for their ACK, by leg and CSeq.
 	reAcks     map[reAck]chan struct{}
 	cdr        CDR
@@ -372,7 +378,8 @@ func (c *call) answered(d calleeDialog) (endReason, int) {
 	// closed by end, which stops it. With a notice B's packets are its
 	// keys until the bridge, and the relay waits for it.
 	audio, err := c.b.take(d)
-	if err == nil && !c.announcing() {
+	c.decideRecording()
+	if err == nil && !c.noticed() {
 		err = c.bridgeMedia()
 	}
 	c.b.ack()
@@ -380,7 +387,7 @@ func (c *call) answered(d calleeDialog) (endReason, int) {
 		c.log.Error("leg B answer SDP", "error", err)
 		return reasonTrunkFailed, sip.StatusNotAcceptableHere
 	}
-	if c.announcing() {
+	if c.noticed() {
 		if r, status := c.announce(); r != reasonNone {
 			return r, status
 		}
@@ -421,8 +428,10 @@ func (c *call) answered(d calleeDialog) (endReason, int) {
 	return reasonNone, 0
 }
 
-// bridgeMedia relays the legs' media both ways.
+// bridgeMedia relays the legs' media both ways, a recorded call's
+// recording begun first.
 func (c *call) bridgeMedia() error {
+	c.startRecording()
 	if err := c.deps.media.relay(c.a.stream, c.b.stream); err != nil {
 		return err
 	}
@@ -640,6 +649,7 @@ func (c *call) end(r endReason, status int) {
 	wg.Wait()
 	c.a.closeStream(c.log)
 	c.b.closeStream(c.log)
+	c.stopRecording()
 	c.a.closePair(c.log)
 	c.b.closePair(c.log)
 	c.finish(r, status)

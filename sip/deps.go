@@ -40,6 +40,11 @@ type callDeps struct {
 	walks *walkLimit
 	// backlog takes the CDR ends the store would not take.
 	backlog *cdrBacklog
+	// recordings says which calls are recorded and where (nil: none);
+	// recordChoice what a merchant chose, for its calls back (nil: none
+	// recorded in recording.mode merchant).
+	recordings   *recordings
+	recordChoice RecordingChoice
 	// legBFailures and panics are the metrics the call feeds.
 	legBFailures *legBFailureCounts
 	protected    *protectedCounts
@@ -174,6 +179,8 @@ type legStream interface {
 	// WatchKeys has the stream collect its peer's keys while bridged
 	// too (the consignee's block key).
 	WatchKeys(on bool)
+	// SetTap hands what the stream relays to a recording as well.
+	SetTap(t media.Tap)
 	Close() error
 }
 

@@ -228,6 +228,7 @@ func (c *call) callBack(cb Callback) (endReason, int) {
 		// A one-way binding (to_consignee) takes no calls back.
 		return c.refuseProtected(reasonRestricted, "the binding takes no calls from the consignee")
 	}
+	c.callbackRecorded(cb.Merchant)
 	targets := c.callbackTargets(cb)
 	c.log.Info("callback", "targets", len(targets), "to_account", cb.Account != "", "to_number", cb.Number != "")
 	if len(targets) == 0 {

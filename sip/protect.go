@@ -103,19 +103,28 @@ func (c *call) refuseProtected(r endReason, why string) (endReason, int) {
 	return r, code
 }
 
-// announcing reports whether B hears a notice before the bridge.
+// announcing reports whether B hears consignee protection's notice
+// before the bridge.
 func (c *call) announcing() bool { return c.policy.Announce >= protection.AnnounceInform }
 
+// noticed reports whether the call's parties hear a notice before the
+// bridge: B consignee protection's, and both sides that the call is
+// recorded.
+func (c *call) noticed() bool { return c.announcing() || c.recorded }
+
 // announce plays the notice to B, who has answered, while the caller
-// hears ringback; with confirm it waits for B's key: 1 takes the call,
-// 2 or no key within confirm_timeout declines it, 9 blocks the caller
-// and declines it. It returns reasonNone when the call is to be bridged.
+// hears that the call is recorded (when it is) and then ringback; with
+// confirm it waits for B's key: 1 takes the call, 2 or no key within
+// confirm_timeout declines it, 9 blocks the caller and declines it. It
+// returns reasonNone when the call is to be bridged: both sides have
+// heard what they are told.
 func (c *call) announce() (endReason, int) {
 	c.setState(StateNotice)
-	// B's early media stops: the caller hears ringback, not B, until the
+	// B's early media stops: the caller hears vnum, not B, until the
 	// bridge.
 	c.b.stream.StopRelay()
-	c.a.ring()
+	told, stopTelling := c.tellCaller()
+	defer stopTelling()
 	defer c.a.stopRingback()
 	confirm := c.policy.Announce == protection.AnnounceConfirm
 	played, stop := c.b.startNotice(c.notice(confirm))
@@ -124,10 +133,20 @@ func (c *call) announce() (endReason, int) {
 	var timeout <-chan time.Time
 	for {
 		select {
+		case <-told:
+			told = nil
+			c.a.ring()
+			if played == nil && !confirm {
+				return reasonNone, 0
+			}
+			continue
 		case <-played:
 			played = nil
 			if !confirm {
-				return reasonNone, 0
+				if told == nil {
+					return reasonNone, 0
+				}
+				continue
 			}
 			t := time.NewTimer(c.policy.ConfirmTimeout)
 			defer t.Stop()
@@ -156,6 +175,12 @@ func (c *call) announce() (endReason, int) {
 			case keyTake:
 				stop()
 				c.log.Info("consignee took the call")
+				// The caller hears the rest of what it is told first.
+				if told != nil {
+					if r := c.await(told); r != reasonNone {
+						return r, sip.StatusRequestTerminated
+					}
+				}
 				return reasonNone, 0
 			case keyDecline:
 				return c.refuseProtected(reasonDeclined, "the consignee declined (2)")
@@ -168,13 +193,40 @@ func (c *call) announce() (endReason, int) {
 	}
 }
 
-// notice is what B hears before the bridge: who calls (the merchant's
-// clip, "a merchant" or "a courier"), the order's last four digits and,
-// with confirm, the keys. It names no caller's account or number. A
-// notice that cannot be built is logged and B hears nothing of it.
+// tellCaller has the caller of a recorded call hear that it is recorded,
+// before the bridge: as early media (183) when it is not answered yet.
+// told is closed when it has heard it, and stop cuts it short. The
+// caller of a call that is not recorded is told nothing and hears
+// ringing at once (told nil).
+func (c *call) tellCaller() (told <-chan struct{}, stop func()) {
+	if !c.recorded {
+		c.a.ring()
+		return nil, func() {}
+	}
+	if r := c.a.earlyMedia(); r != reasonNone {
+		// The caller is gone: its event ends the call.
+		return nil, func() {}
+	}
+	c.a.stopRingback()
+	return c.a.startPrompt(media.PromptRecorded)
+}
+
+// notice is what B hears before the bridge: with an announce mode, who
+// calls (the merchant's clip, "a merchant" or "a courier"), the order's
+// last four digits, that the call is recorded when it is, and with
+// confirm the keys; without one, only that the call is recorded. It
+// names no caller's account or number. A notice that cannot be built is
+// logged and B hears nothing of it.
 func (c *call) notice(confirm bool) []int16 {
+	if !c.announcing() {
+		pcm, err := media.Prompt(c.deps.opts.language, media.PromptRecorded)
+		if err != nil {
+			c.log.Error("notice", "error", err)
+		}
+		return pcm
+	}
 	n := media.Notice{Courier: c.cdr.CallerKind == callrec.CallerNumber,
-		OrderDigits: protection.OrderDigits(c.cdr.Order), Confirm: confirm}
+		OrderDigits: protection.OrderDigits(c.cdr.Order), Confirm: confirm, Recorded: c.recorded}
 	if !n.Courier && c.deps.protector != nil {
 		ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
 		clip, err := c.deps.protector.Announcement(ctx, c.cdr.Merchant)

@@ -127,6 +127,17 @@ type Protector interface {
 	Announcement(ctx context.Context, merchant string) ([]int16, error)
 }
 
+// RecordingChoice is the role that says whether a merchant asked for its
+// calls to be recorded (the record of its own protection), for
+// recording.mode merchant on the calls consignee protection does not
+// decide: a consignee's call back. A Router that does not implement it
+// has no call back recorded in that mode.
+type RecordingChoice interface {
+	// RecordsCalls reports whether merchant asked for its calls to be
+	// recorded.
+	RecordsCalls(ctx context.Context, merchant string) (bool, error)
+}
+
 // Router is all four roles together, what a Server is built with.
 type Router interface {
 	Accounts

@@ -324,6 +324,7 @@ func (s *fakeStream) Digits() <-chan rune                           { return s.d
 func (s *fakeStream) Quiet(time.Duration) (<-chan struct{}, func()) { return nil, func() {} }
 func (s *fakeStream) StopRelay()                                    {}
 func (s *fakeStream) WatchKeys(bool)                                {}
+func (s *fakeStream) SetTap(media.Tap)                              {}
 
 func (s *fakeStream) Audio() media.Codec {
 	s.mu.Lock()

@@ -122,6 +122,12 @@ type Options struct {
 	// frontdoor.DefaultTCPMessageTimeout.
 	TCPMessageTimeout time.Duration
 
+	// RecordingMode is recording.mode: which bridged calls are recorded
+	// (off, on, merchant); "" records none. RecordingDir is
+	// recording.dir, the folder of their files, which must exist.
+	RecordingMode config.RecordingMode
+	RecordingDir  string
+
 	// Resolver looks up the one name vnum resolves: trunk.outbound's host,
 	// operator configuration. Nil is the system's resolver. No name taken
 	// from a message (Via, Contact, Record-Route) is ever looked up.
@@ -212,6 +218,7 @@ type Server struct {
 
 	legBFailures    legBFailureCounts
 	protected       protectedCounts
+	recordings      recordings
 	panics          panicCounter
 	messagesRefused atomic.Int64
 	callsTotal      atomic.Int64
@@ -251,6 +258,7 @@ func NewServer(opts Options, router Router) (*Server, error) {
 		hostile: newHostileInput(opts.Logger, opts.Now, lwsTolerantParser()),
 		kpi:     newKPIs(),
 	}
+	s.recordings.mode, s.recordings.dir = opts.RecordingMode, opts.RecordingDir
 	s.panics.log = s.log
 	s.door = frontdoor.New(opts.door(tr.source, lwsTolerantParser()))
 	s.tcp = frontdoor.NewTCPGuard(frontdoor.TCPOptions{PerSource: opts.TCPPerSource, Idle: opts.TCPIdle,
@@ -283,6 +291,8 @@ func (s *Server) callDeps() *callDeps {
 		refusals:     s.door,
 		walks:        s.walks,
 		backlog:      s.backlog,
+		recordings:   &s.recordings,
+		recordChoice: recordingChoiceOf(s.router),
 		legBFailures: &s.legBFailures,
 		protected:    &s.protected,
 		panics:       &s.panics,
@@ -461,6 +471,13 @@ func (s *Server) LegBFailures() map[string]int64 { return s.legBFailures.byStatu
 // blocked, declined, restricted), for vnum_calls_protected_total. Every
 // reason is present, zero or not.
 func (s *Server) ProtectedCalls() map[string]int64 { return s.protected.byReason() }
+
+// Recordings returns the calls' recordings written since the start and
+// the bytes of their files (vnum_recordings_total,
+// vnum_recording_bytes_total).
+func (s *Server) Recordings() (written, bytes int64) {
+	return s.recordings.written.Load(), s.recordings.bytes.Load()
+}
 
 // Registered reports whether an account has a valid registration.
 func (s *Server) Registered(user string) bool {

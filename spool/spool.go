@@ -116,13 +116,15 @@ type record struct {
 	Disposition string    `json:"disposition"`
 	HangupBy    string    `json:"hangup_by"`
 	SIPStatus   int       `json:"sip_status"`
+	Recorded    bool      `json:"recorded,omitempty"`
 }
 
 func fromRecord(r callrec.Record) *record {
 	return &record{ID: r.ID, CallID: r.CallID, Node: r.Node, Merchant: r.Merchant, BindingID: r.BindingID,
 		Order: r.Order, Host: r.Host, Extension: r.Extension, Direction: string(r.Direction), Caller: r.Caller,
 		CallerKind: string(r.CallerKind), StartedAt: r.StartedAt, RingingAt: r.RingingAt, AnsweredAt: r.AnsweredAt,
-		EndedAt: r.EndedAt, Disposition: string(r.Disposition), HangupBy: string(r.HangupBy), SIPStatus: r.SIPStatus}
+		EndedAt: r.EndedAt, Disposition: string(r.Disposition), HangupBy: string(r.HangupBy), SIPStatus: r.SIPStatus,
+		Recorded: r.Recorded}
 }
 
 func (r *record) toRecord() callrec.Record {
@@ -130,7 +132,8 @@ func (r *record) toRecord() callrec.Record {
 		Order: r.Order, Host: r.Host, Extension: r.Extension, Direction: callrec.Direction(r.Direction),
 		Caller: r.Caller, CallerKind: callrec.CallerKind(r.CallerKind), StartedAt: r.StartedAt.UTC(),
 		RingingAt: r.RingingAt.UTC(), AnsweredAt: r.AnsweredAt.UTC(), EndedAt: r.EndedAt.UTC(),
-		Disposition: callrec.Disposition(r.Disposition), HangupBy: callrec.HangupBy(r.HangupBy), SIPStatus: r.SIPStatus}
+		Disposition: callrec.Disposition(r.Disposition), HangupBy: callrec.HangupBy(r.HangupBy), SIPStatus: r.SIPStatus,
+		Recorded: r.Recorded}
 }
 
 // line is e as one line of the file: the CRC-32 (IEEE) of its JSON in

@@ -20,7 +20,7 @@ func end(id string) callrec.Record {
 		Order: "o-1", Host: "17000000001", Extension: "1234", Direction: callrec.DirectionToConsignee,
 		Caller: "alice", CallerKind: callrec.CallerAccount, StartedAt: t0, RingingAt: t0.Add(time.Second),
 		AnsweredAt: t0.Add(3 * time.Second), EndedAt: t0.Add(95 * time.Second),
-		Disposition: callrec.DispositionAnswered, HangupBy: callrec.HangupCaller, SIPStatus: 200}
+		Disposition: callrec.DispositionAnswered, HangupBy: callrec.HangupCaller, SIPStatus: 200, Recorded: true}
 }
 
 func open(t *testing.T, dir string) *Spool {

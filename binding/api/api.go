@@ -75,6 +75,9 @@ type Options struct {
 	// (events.allow_private) when a merchant registers it; nil checks only
 	// the URL's form. A refusal is answered 422.
 	CheckWebhook func(ctx context.Context, url string) error
+	// RecordingDir is the folder of the calls' recordings
+	// (recording.dir), which GET /v1/cdrs/{id}/recording serves from.
+	RecordingDir string
 	// StreamIdle is how long a streamed response (the CDR and binding
 	// listings) waits for the client to take the next part of it before
 	// it is cut; 0 means DefaultStreamIdle. It stands in for the
@@ -132,6 +135,7 @@ var routes = []route{
 	{method: http.MethodGet, path: "/v1/blocks", handle: (*server).listBlocks},
 	{method: http.MethodDelete, path: "/v1/blocks/{id}", handle: (*server).removeBlock},
 	{method: http.MethodGet, path: "/v1/cdrs", handle: (*server).listCDRs},
+	{method: http.MethodGet, path: "/v1/cdrs/{id}/recording", handle: (*server).getRecording},
 	{method: http.MethodGet, path: "/v1/bills/{merchant}/{month}", handle: (*server).bill},
 	{method: http.MethodGet, path: "/v1/calls", handle: (*server).calls},
 	// Call events (events.go).

@@ -105,6 +105,9 @@ type callStats struct {
 	// outbox (eventworkers.go).
 	events        func() map[[2]string]int64
 	eventsPending func(context.Context) (int, error)
+	// recordings returns the calls' recordings written since the start
+	// and the bytes of their files (recording.go).
+	recordings func() (written, bytes int64)
 }
 
 // newMetrics returns the Prometheus handler of a registry with the Go
@@ -215,6 +218,7 @@ func newMetrics(stats callStats) (http.Handler, error) {
 		})
 	}
 	cs = append(cs, eventCollectors(stats)...)
+	cs = append(cs, recordingCollectors(stats)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -479,6 +483,7 @@ func (a *adminListener) serve(ctx context.Context, c *config.Config, store *bind
 		Calls: calls, Ready: ready, Metrics: metrics, Log: log, StreamIdle: a.timeouts.stream,
 		Protection:   a.protection,
 		CheckWebhook: checkWebhook,
+		RecordingDir: c.Recording.Dir,
 	})
 	if c.Admin.PProf {
 		handler = withPProf(handler, c.Admin.Token)

@@ -67,6 +67,7 @@ func newRootCmd() *cobra.Command {
 		newCDRCmd(),
 		newBillCmd(),
 		newEventCmd(),
+		newRecordingCmd(),
 		newConfigCmd(),
 		newServeCmd(),
 		newDemoCmd(),

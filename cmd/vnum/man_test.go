@@ -44,6 +44,14 @@ func TestManPages(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "vnum-man.1"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the hidden build step has no page")
 	require.GreaterOrEqual(t, pages, 20)
+
+	// The recording's page says what an operator must know before using
+	// it: the file is never overwritten, and where the recording is read.
+	body, err := os.ReadFile(filepath.Join(dir, "vnum-recording-get.1"))
+	require.NoError(t, err)
+	require.Contains(t, string(body), "vnum recording get CDR_ID -o FILE.wav")
+	require.Contains(t, string(body), "is not overwritten")
+	require.Contains(t, string(body), "recording.dir")
 }
 
 // TestREADMENamesEveryCommand: every command an operator can run, which

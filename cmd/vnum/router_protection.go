@@ -84,3 +84,14 @@ func (r *router) Announcement(ctx context.Context, merchant string) ([]int16, er
 	}
 	return pcm, nil
 }
+
+// RecordsCalls reports whether merchant asked for its calls to be
+// recorded (its own protection's record), for a consignee's call back
+// under recording.mode merchant.
+func (r *router) RecordsCalls(ctx context.Context, merchant string) (bool, error) {
+	own, err := r.store.MerchantProtection(ctx, merchant)
+	if err != nil {
+		return false, shortage(err)
+	}
+	return own.Record, nil
+}

@@ -117,6 +117,9 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 	if err != nil {
 		return nil, err
 	}
+	if err := prepareRecordings(c.Recording); err != nil {
+		return nil, err
+	}
 	sp, err := openSpool(c)
 	if err != nil {
 		return nil, err
@@ -214,7 +217,7 @@ func (n *node) stats() callStats {
 		trunkUp: n.sip.TrunkUp, legBFailures: n.sip.LegBFailures,
 		protected: n.sip.ProtectedCalls,
 		tcpOpen:   n.sip.TCPConnections, tcpLimit: n.sip.TCPConnectionLimit, tcpRefused: n.sip.TCPRefused,
-		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit,
+		malformed: n.sip.MalformedMessages, overLimit: n.sip.OverLimit, recordings: n.sip.Recordings,
 		store: n.storeMetrics, pool: newPoolCollector(n.store.PoolStats, n.storeTimeout), auth: n.sip.AuthFailures}
 }
 
@@ -313,6 +316,8 @@ func serve(ctx context.Context, c *config.Config, log *slog.Logger, ready func(*
 	if ready != nil {
 		ready(n)
 	}
+	stopSweep := startSweep(c.Recording, recordingSweepEvery, time.Now, log)
+	defer stopSweep()
 	// The lease is renewed until the node is closed, draining included.
 	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
 	lost := make(chan error, 1)
@@ -386,6 +391,8 @@ func sipOptions(c *config.Config, ports *media.Ports, log *slog.Logger) (sip.Opt
 		InvalidExtensions: c.Security.InvalidExtensions,
 		MaxActive:         c.Calls.MaxActive,
 		InviteRate:        c.Security.InviteRate,
+		RecordingMode:     c.Recording.Mode,
+		RecordingDir:      c.Recording.Dir,
 		Logger:            log,
 	}, nil
 }

@@ -4,7 +4,8 @@
 //
 // The relay hands each packet to Writer.Packet (through the media.Tap
 // that Writer.Tap gives each side's stream), which copies it into a queue
-// and returns at once: a slow disk fills the queue and drops
+// and returns at once, waking no one: the writer's goroutine takes what
+// is queued every 20 ms. A slow disk fills the queue and drops
 // packets from the recording, never delays one on its way to the other
 // party. A goroutine of the writer's own places each packet's samples in
 // the file where its RTP timestamp puts them, so the two channels stay
@@ -62,6 +63,11 @@ const (
 	DefaultFixEvery = time.Second
 )
 
+// drainEvery is how often the writer's goroutine takes the packets
+// queued: one wake-up for every few packets rather than one for each,
+// which would cost the relay's machine more than the writing.
+const drainEvery = 20 * time.Millisecond
+
 // Options configures a Writer; the zero value takes the defaults.
 type Options struct {
 	// Queue is how many packets may wait for the disk before new ones are
@@ -82,6 +88,12 @@ type packet struct {
 	payload []byte
 }
 
+// batch is packets queued for the writer, their payloads in one buffer.
+type batch struct {
+	pkts []packet
+	data []byte
+}
+
 // track is where one side's packets go: its stream's timestamp at an
 // anchor frame of the file.
 type track struct {
@@ -95,19 +107,31 @@ type track struct {
 // Writer records one call. Packet may be called from any goroutine;
 // Close once, after the last Packet.
 type Writer struct {
-	f       *os.File
-	start   time.Time
-	queue   chan packet
+	f     *os.File
+	start time.Time
+	limit int // Options.Queue
+	// mu guards queued and closed: Packet appends, the writer's goroutine
+	// takes the whole batch (take).
+	mu      sync.Mutex
+	queued  batch
+	closed  bool
+	stop    chan struct{} // closed by Close
 	done    chan struct{}
 	dropped atomic.Uint64
 	closing sync.Once
 
 	// owned by the writer's goroutine
+	spare  batch // the batch taken last, its room used again
 	tracks [2]track
 	frames int64 // the file's length in frames
 	fixed  int64 // frames the header counts
 	err    error
 	buf    []byte
+	// win holds the frames from winAt on (window of them at most),
+	// dirty when it has some the file has not.
+	win   []byte
+	winAt int64
+	dirty bool
 }
 
 // Create creates the WAV file at path (not there before: an existing file
@@ -124,7 +148,7 @@ func Create(path string, start time.Time, o Options) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	w := &Writer{f: f, start: start, queue: make(chan packet, o.Queue), done: make(chan struct{})}
+	w := &Writer{f: f, start: start, limit: o.Queue, stop: make(chan struct{}), done: make(chan struct{})}
 	if _, err := f.WriteAt(header(0), 0); err != nil {
 		return nil, errors.Join(fmt.Errorf("recording: %w", err), f.Close(), os.Remove(path))
 	}
@@ -141,14 +165,21 @@ func (w *Writer) Packet(side Side, pt uint8, ssrc, ts uint32, arrival time.Time,
 	if side != Caller && side != Callee {
 		return false
 	}
-	p := packet{side: side, pt: pt, ssrc: ssrc, ts: ts, arrival: arrival, payload: append([]byte(nil), payload...)}
-	select {
-	case w.queue <- p:
-		return true
-	default:
+	w.mu.Lock()
+	if w.closed || len(w.queued.pkts) >= w.limit {
+		w.mu.Unlock()
 		w.dropped.Add(1)
 		return false
 	}
+	// The payload is copied into the batch's buffer; an earlier packet's
+	// slice of it stays valid when the buffer grows (it keeps the old
+	// array, whose bytes never change).
+	from := len(w.queued.data)
+	w.queued.data = append(w.queued.data, payload...)
+	w.queued.pkts = append(w.queued.pkts, packet{side: side, pt: pt, ssrc: ssrc, ts: ts, arrival: arrival,
+		payload: w.queued.data[from:len(w.queued.data):len(w.queued.data)]})
+	w.mu.Unlock()
+	return true
 }
 
 // Tap returns what feeds side of the recording from the relay: set on
@@ -174,7 +205,12 @@ func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 // Close writes what is queued, fixes the header, syncs and closes the
 // file, and returns the first error the writer met.
 func (w *Writer) Close() error {
-	w.closing.Do(func() { close(w.queue) })
+	w.closing.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.stop)
+	})
 	<-w.done
 	return w.err
 }
@@ -185,25 +221,47 @@ func (w *Writer) Duration() time.Duration {
 	return time.Duration(w.frames) * time.Second / rate
 }
 
-// run writes the queued packets and fixes the header every fixEvery.
+// Size returns the recording's file size in bytes: its header and
+// frames. It is only to be read after Close.
+func (w *Writer) Size() int64 { return headerSize + w.frames*frameBytes }
+
+// run writes the queued packets every drainEvery and fixes the header
+// every fixEvery; at Close it writes the last ones, fixes the header,
+// syncs and closes the file.
 func (w *Writer) run(fixEvery time.Duration) {
 	defer close(w.done)
-	tick := time.NewTicker(fixEvery)
-	defer tick.Stop()
+	drain := time.NewTicker(drainEvery)
+	defer drain.Stop()
+	fix := time.NewTicker(fixEvery)
+	defer fix.Stop()
 	for {
 		select {
-		case p, ok := <-w.queue:
-			if !ok {
-				w.fail(w.fix())
-				w.fail(w.f.Sync())
-				w.fail(w.f.Close())
-				return
-			}
-			w.fail(w.write(p))
-		case <-tick.C:
+		case <-w.stop:
+			w.take()
+			w.fail(w.fix())
+			w.fail(w.f.Sync())
+			w.fail(w.f.Close())
+			return
+		case <-drain.C:
+			w.take()
+		case <-fix.C:
 			w.fail(w.fix())
 		}
 	}
+}
+
+// take writes the packets queued since it last ran, and hands their
+// batch's room back to Packet.
+func (w *Writer) take() {
+	w.mu.Lock()
+	b := w.queued
+	w.queued = batch{pkts: w.spare.pkts[:0], data: w.spare.data[:0]}
+	w.mu.Unlock()
+	for _, p := range b.pkts {
+		w.fail(w.write(p))
+	}
+	clear(b.pkts) // no payload kept alive by the room
+	w.spare = b
 }
 
 // fail keeps the first error.
@@ -234,7 +292,11 @@ func (w *Writer) place(p packet) int64 {
 }
 
 // write puts p's samples in its channel at its place, keeping the other
-// channel's samples there (a hole in the file reads as zeros: silence).
+// channel's samples there (a hole reads as zeros: silence). The frames
+// about the newest are kept in memory (the window) and reach the file at
+// the next fix: a packet costs a copy, not a read and a write of the
+// file. A packet placed before the window (one that came very late) is
+// written to the file at once.
 func (w *Writer) write(p packet) error {
 	var pcm []int16
 	switch p.pt {
@@ -252,9 +314,83 @@ func (w *Writer) write(p packet) error {
 		}
 		pcm, at = pcm[-at:], 0
 	}
-	if at+int64(len(pcm)) > maxFrames {
+	end := at + int64(len(pcm))
+	if end > maxFrames {
 		return nil
 	}
+	if end > w.winAt+window {
+		if err := w.slide(end); err != nil {
+			return err
+		}
+	}
+	if at < w.winAt {
+		// What comes before the window goes to the file as it is.
+		n := min(w.winAt-at, int64(len(pcm)))
+		if err := w.writeFile(p.side, at, pcm[:n]); err != nil {
+			return err
+		}
+		pcm, at = pcm[n:], at+n
+	}
+	if len(pcm) > 0 {
+		w.writeWindow(p.side, at, pcm)
+	}
+	w.frames = max(w.frames, end)
+	return nil
+}
+
+// window is how many frames the writer keeps in memory (one second, 32
+// KB): enough for the two sides' packets of the same moment to meet
+// there, whatever order they come in.
+const window = rate
+
+// writeWindow puts pcm in side's channel of the window from frame at
+// (within it), growing the window's length with silence as needed.
+func (w *Writer) writeWindow(side Side, at int64, pcm []int16) {
+	off := int(at-w.winAt) * frameBytes
+	if need := off + len(pcm)*frameBytes; need > len(w.win) {
+		w.win = append(w.win, make([]byte, need-len(w.win))...)
+	}
+	ch := off + int(side)*2
+	for i, s := range pcm {
+		binary.LittleEndian.PutUint16(w.win[ch+i*frameBytes:], uint16(s))
+	}
+	w.dirty = true
+}
+
+// slide moves the window on so that it ends at or after end: what it
+// held is written to the file, and its newest half is kept (the other
+// side's packets of the same moment may still come).
+func (w *Writer) slide(end int64) error {
+	if err := w.flush(); err != nil {
+		return err
+	}
+	from := end - window/2
+	held := w.winAt + int64(len(w.win)/frameBytes)
+	if from < held {
+		kept := w.win[int(from-w.winAt)*frameBytes:]
+		w.win = append(w.win[:0], kept...)
+	} else {
+		w.win = w.win[:0]
+	}
+	w.winAt = from
+	return nil
+}
+
+// flush writes the window to the file.
+func (w *Writer) flush() error {
+	if !w.dirty {
+		return nil
+	}
+	if _, err := w.f.WriteAt(w.win, headerSize+w.winAt*frameBytes); err != nil {
+		return err
+	}
+	w.dirty = false
+	return nil
+}
+
+// writeFile puts pcm in side's channel of the file from frame at,
+// keeping the other channel's samples there.
+func (w *Writer) writeFile(side Side, at int64, pcm []int16) error {
 	n := len(pcm) * frameBytes
 	if cap(w.buf) < n {
 		w.buf = make([]byte, n)
@@ -266,19 +402,21 @@ func (w *Writer) write(p packet) error {
 		return err
 	}
 	clear(b[got:])
-	ch := int(p.side) * 2
+	ch := int(side) * 2
 	for i, s := range pcm {
 		binary.LittleEndian.PutUint16(b[i*frameBytes+ch:], uint16(s))
 	}
-	if _, err := w.f.WriteAt(b, off); err != nil {
-		return err
-	}
-	w.frames = max(w.frames, at+int64(len(pcm)))
-	return nil
+	_, err = w.f.WriteAt(b, off)
+	return err
 }
 
-// fix writes the header with the sizes of the frames written so far.
+// fix writes the window to the file, then the header with the sizes of
+// the frames written so far: the header never counts frames that are not
+// in the file.
 func (w *Writer) fix() error {
+	if err := w.flush(); err != nil {
+		return err
+	}
 	if w.fixed == w.frames {
 		return nil
 	}
