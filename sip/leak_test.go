@@ -31,9 +31,9 @@ func vnumGoroutines() int {
 }
 
 // maxGoroutinesPerCall is what a bridged call costs in goroutines of
-// vnum's own: the INVITE handler that owns the call (sipgo keeps the
-// transaction while it runs) and one reader per socket, RTP and RTCP, on
-// each leg. Timers (max duration, media timeout, CDR refresh) wait on the
+// vnum's own: the goroutine that holds the established call (the INVITE
+// handler that set it up has returned) and one reader per socket, RTP and
+// RTCP, on each leg. Timers (max duration, media timeout, CDR refresh) wait on the
 // runtime's timer heap, not on goroutines, and leg B's fork goroutine ends
 // with the answer.
 const maxGoroutinesPerCall = 1 + 2*2
