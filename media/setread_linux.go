@@ -61,7 +61,7 @@ type setEntry struct {
 // rtpBatch is how many datagrams one socket's turn reads at most before
 // the next ready socket's: the set is level-triggered, so what is left is
 // reported again.
-const rtpBatch = 8
+const rtpBatch = 32
 
 // add puts conn, one of s's sockets, in the set, starting the set's
 // goroutine when it is the first, and notes it in e. An error leaves s
