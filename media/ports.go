@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,9 +31,7 @@ type Ports struct {
 	listen    func(netip.AddrPort) (*net.UDPConn, error) // listenUDP; tests choose the kernel's answer
 	relay     relayCounters                              // the RTP packets of its streams (RelayCounts)
 	kernel    *kernelPath                                // UseKernel; guarded by mu
-	rtp       []setReader                                // read its streams' RTP sockets (rtpReader)
-	rtcp      setReader                                  // reads its streams' RTCP sockets
-	rtpNext   atomic.Uint32                              // the next of rtp to take a stream
+	rtcp      rtcpReader                                 // reads its streams' RTCP sockets
 
 	mu       sync.Mutex
 	rand     *rand.Rand        // where Open starts looking; guarded by mu
@@ -59,8 +56,6 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 	if min == 0 && max == 0 {
 		return &Ports{
 			ip:        addr.Unmap(),
-			rtp:       newRTPReaders(),
-			rtcp:      setReader{rtcp: true},
 			ephemeral: true,
 			drain:     DrainTime,
 			now:       time.Now,
@@ -84,8 +79,6 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 	}
 	return &Ports{
 		ip:       addr.Unmap(),
-		rtp:      newRTPReaders(),
-		rtcp:     setReader{rtcp: true},
 		min:      first,
 		max:      max - 1 - (max-1)%2,
 		drain:    DrainTime,
@@ -95,18 +88,6 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 		open:     make(map[int]bool),
 		draining: make(map[int]time.Time),
 	}, nil
-}
-
-// newRTPReaders returns the readers of a Ports' RTP sockets, one per
-// processor the runtime schedules on: the packets of a user-space relay
-// are handled on as many cores as there are.
-func newRTPReaders() []setReader {
-	return make([]setReader, runtime.GOMAXPROCS(0))
-}
-
-// rtpReader returns the reader of the next stream's RTP socket, in turn.
-func (p *Ports) rtpReader() *setReader {
-	return &p.rtp[int(p.rtpNext.Add(1))%len(p.rtp)]
 }
 
 // SetClock makes p and the streams on its sockets read the time from now

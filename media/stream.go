@@ -85,10 +85,12 @@ type Stream struct {
 	// watch says keys are collected while bridged too (WatchKeys).
 	watch atomic.Bool
 
-	// rtpIn and rtcpIn say where the sockets are read when a reader of
-	// the Ports reads them with others' (setReader), not a goroutine of
-	// their own; set by Start, guarded by lc.
-	rtpIn, rtcpIn setEntry
+	// rtcpShared says the RTCP socket is read by the Ports' shared reader
+	// (rtcpReader), under rtcpTok, its descriptor being rtcpFD; set by
+	// Start, guarded by lc.
+	rtcpShared bool
+	rtcpTok    uint64
+	rtcpFD     int
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -142,10 +144,10 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 	return s
 }
 
-// Start starts the stream's readers: those of the Ports the socket came
-// from, which read the sockets of all their streams on a few goroutines
-// (on Linux), or a goroutine per socket. It does nothing on a started or
-// closed stream.
+// Start starts the stream's readers: a goroutine for RTP and, for RTCP,
+// the shared reader of the Ports the socket came from (one goroutine for
+// all their streams, on Linux) or a goroutine of its own. It does nothing
+// on a started or closed stream.
 func (s *Stream) Start() {
 	s.lc.Lock()
 	defer s.lc.Unlock()
@@ -154,15 +156,14 @@ func (s *Stream) Start() {
 	}
 	s.started = true
 	s.lastRTP.Store(s.now().UnixNano())
-	p := s.sock.pool
-	if p == nil || p.rtpReader().add(s, &s.rtpIn, s.sock.RTP) != nil {
-		s.wg.Add(1)
-		go s.readRTP()
+	s.wg.Add(1)
+	go s.readRTP()
+	if s.sock.pool != nil && s.sock.pool.rtcp.add(s) == nil {
+		s.rtcpShared = true
+		return
 	}
-	if p == nil || p.rtcp.add(s, &s.rtcpIn, s.sock.RTCP) != nil {
-		s.wg.Add(1)
-		go s.readRTCP()
-	}
+	s.wg.Add(1)
+	go s.readRTCP()
 }
 
 // Close closes the socket pair and waits for the reader goroutines to end.
@@ -173,15 +174,12 @@ func (s *Stream) Close() error {
 		s.closed = true
 		close(s.done)
 	}
-	rtpIn, rtcpIn := s.rtpIn, s.rtcpIn
+	shared := s.rtcpShared
 	s.lc.Unlock()
-	// Before the sockets close: their descriptors leave the readers' sets
-	// while they are still the stream's.
-	if rtpIn.r != nil {
-		rtpIn.r.remove(s, rtpIn)
-	}
-	if rtcpIn.r != nil {
-		rtcpIn.r.remove(s, rtcpIn)
+	if shared {
+		// Before the socket closes: its descriptor leaves the set while
+		// it is still the stream's.
+		s.sock.pool.rtcp.remove(s)
 	}
 	err := s.sock.Close()
 	s.wg.Wait()
@@ -410,32 +408,25 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 			}
 			continue
 		}
-		s.rtpPacket(buf[:n], src, pkt)
-	}
-}
-
-// rtpPacket handles one datagram read on the RTP socket from src, pkt
-// being the reader's to parse it into, and counts it by what became of
-// it.
-func (s *Stream) rtpPacket(raw []byte, src netip.AddrPort, pkt *rtp.Packet) {
-	if pkt.Unmarshal(raw) != nil || pkt.Version != 2 {
-		s.counts.add(dropped(DropNotRTP))
-		return
-	}
-	now := s.now()
-	ok, moved := s.takeRTP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
-	if moved && s.kp != nil {
-		s.kp.forget(s, true)
-	}
-	if !ok {
-		s.counts.add(dropped(DropForeignSource))
-		return
-	}
-	s.lastRTP.Store(now.UnixNano())
-	o := s.handleRTP(raw, pkt, now)
-	s.counts.add(o)
-	if s.kp != nil {
-		s.kp.afterRTP(s, raw, o, now)
+		if pkt.Unmarshal(buf[:n]) != nil || pkt.Version != 2 {
+			s.counts.add(dropped(DropNotRTP))
+			continue
+		}
+		now := s.now()
+		ok, moved := s.takeRTP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), now)
+		if moved && s.kp != nil {
+			s.kp.forget(s, true)
+		}
+		if !ok {
+			s.counts.add(dropped(DropForeignSource))
+			continue
+		}
+		s.lastRTP.Store(now.UnixNano())
+		o := s.handleRTP(buf[:n], pkt, now)
+		s.counts.add(o)
+		if s.kp != nil {
+			s.kp.afterRTP(s, buf[:n], o, now)
+		}
 	}
 }
 

@@ -32,15 +32,16 @@ func vnumGoroutines() int {
 
 // maxGoroutinesPerCall is what a bridged call costs in goroutines of
 // vnum's own: the goroutine that holds the established call (the INVITE
-// handler that set it up has returned). The media ports' readers read the
-// RTP and RTCP sockets of all calls (sharedGoroutines). Timers (max duration, media timeout, CDR refresh) wait on the
+// handler that set it up has returned) and the RTP reader of each leg.
+// The RTCP sockets of all calls are read by one goroutine (sharedGoroutines).
+// Timers (max duration, media timeout, CDR refresh) wait on the
 // runtime's timer heap, not on goroutines, and leg B's fork goroutine ends
 // with the answer.
-const maxGoroutinesPerCall = 1
+const maxGoroutinesPerCall = 1 + 2
 
 // sharedGoroutines are vnum's goroutines that calls start and share: the
-// media ports' readers, one per processor for RTP and one for RTCP.
-var sharedGoroutines = runtime.GOMAXPROCS(0) + 1
+// RTCP reader of the media ports.
+const sharedGoroutines = 1
 
 // TestGoroutinesPerBridgedCall bridges several calls at once and counts
 // vnum's goroutines while they are up: at most maxGoroutinesPerCall each,

@@ -7,15 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 )
 
-// TestSharedReaders: the RTP and RTCP sockets of a Ports' streams are
-// read by a few goroutines for all of them (one per processor for RTP,
-// one for RTCP), which relay each stream's packets to its own peer, go on
-// for the others when one closes, and end with the last stream.
-func TestSharedReaders(t *testing.T) {
+// TestRTCPSharedReader: the RTCP sockets of a Ports' streams are read by
+// one goroutine for all of them, which relays each stream's RTCP to its
+// own peer, goes on for the others when one closes, and ends with the
+// last stream.
+func TestRTCPSharedReader(t *testing.T) {
 	ports := newTestPorts(t)
 	checkNoLeaks(t, ports)
 	const calls = 8
@@ -41,19 +40,12 @@ func TestSharedReaders(t *testing.T) {
 		require.NoError(t, Relay(c.b, c.a))
 		cs = append(cs, c)
 	}
-	require.LessOrEqual(t, runtime.NumGoroutine(), before+runtime.GOMAXPROCS(0)+1,
-		"RTP readers, one per processor, and one RTCP reader for all the streams")
+	require.LessOrEqual(t, runtime.NumGoroutine(), before+2*calls+1,
+		"one RTP reader per stream and one RTCP reader for them all")
 
 	rr := []byte{0x81, 201, 0, 7, 0, 0, 0xCA, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
 	relays := func(c call) {
 		t.Helper()
-		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 0xB}, Payload: []byte{0xFF}}
-		c.rtcpB.sendRTP(c.b.Socket().RTPAddr(), pkt)
-		got := c.callerRTCP.recvRTP(2 * time.Second)
-		require.Equal(t, pkt.SSRC, got.SSRC, "B's RTP relayed to the caller")
-		pkt.SSRC = 0xA
-		c.callerRTCP.sendRTP(c.a.Socket().RTPAddr(), pkt)
-		require.Equal(t, pkt.SSRC, c.rtcpB.recvRTP(2*time.Second).SSRC, "the caller's RTP relayed to B")
 		c.rtcpB.send(rtcpFor(c.b.Socket().RTPAddr()), rr)
 		require.Eventually(t, func() bool { return c.b.RTCPRemote() == c.rtcpB.addr() }, 2*time.Second, time.Millisecond)
 		c.callerRTCP.send(rtcpFor(c.a.Socket().RTPAddr()), rr)
@@ -84,7 +76,4 @@ func TestSharedReaders(t *testing.T) {
 	peerRTCP.send(rtcpFor(s.Socket().RTPAddr()), rr)
 	require.Eventually(t, func() bool { return s.RTCPRemote() == peerRTCP.addr() }, 2*time.Second, time.Millisecond,
 		"a stream after the last one closed has its RTCP read")
-	caller.sendRTP(s.Socket().RTPAddr(), &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 0xC}})
-	require.Eventually(t, func() bool { return s.Remote() == caller.addr() && ports.RelayCounts().Received > 0 },
-		2*time.Second, time.Millisecond, "and its RTP read")
 }
