@@ -31,6 +31,7 @@ type Ports struct {
 	listen    func(netip.AddrPort) (*net.UDPConn, error) // listenUDP; tests choose the kernel's answer
 	relay     relayCounters                              // the RTP packets of its streams (RelayCounts)
 	kernel    *kernelPath                                // UseKernel; guarded by mu
+	rtcp      rtcpReader                                 // reads its streams' RTCP sockets
 
 	metricsOnce sync.Once
 	metrics     *Metrics // Metrics

@@ -85,6 +85,13 @@ type Stream struct {
 
 	// watch says keys are collected while bridged too (WatchKeys).
 	watch atomic.Bool
+
+	// rtcpShared says the RTCP socket is read by the Ports' shared reader
+	// (rtcpReader), under rtcpTok, its descriptor being rtcpFD; set by
+	// Start, guarded by lc.
+	rtcpShared bool
+	rtcpTok    uint64
+	rtcpFD     int
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -139,8 +146,10 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 	return s
 }
 
-// Start starts the stream's two reader goroutines, one per socket. It does
-// nothing on a started or closed stream.
+// Start starts the stream's readers: a goroutine for RTP and, for RTCP,
+// the shared reader of the Ports the socket came from (one goroutine for
+// all their streams, on Linux) or a goroutine of its own. It does nothing
+// on a started or closed stream.
 func (s *Stream) Start() {
 	s.lc.Lock()
 	defer s.lc.Unlock()
@@ -149,8 +158,13 @@ func (s *Stream) Start() {
 	}
 	s.started = true
 	s.lastRTP.Store(s.now().UnixNano())
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go s.readRTP()
+	if s.sock.pool != nil && s.sock.pool.rtcp.add(s) == nil {
+		s.rtcpShared = true
+		return
+	}
+	s.wg.Add(1)
 	go s.readRTCP()
 }
 
@@ -162,7 +176,13 @@ func (s *Stream) Close() error {
 		s.closed = true
 		close(s.done)
 	}
+	shared := s.rtcpShared
 	s.lc.Unlock()
+	if shared {
+		// Before the socket closes: its descriptor leaves the set while
+		// it is still the stream's.
+		s.sock.pool.rtcp.remove(s)
+	}
 	err := s.sock.Close()
 	s.wg.Wait()
 	return err
@@ -481,16 +501,22 @@ func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 			}
 			continue
 		}
-		// RFC 3550 §6.4: version 2 and at least a header and an SSRC.
-		if n < 8 || buf[0]>>6 != 2 {
-			continue
-		}
-		if !s.takeRTCP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), s.now()) {
-			s.counts.foreignRTCP.Add(1)
-			continue
-		}
-		s.handleRTCP(buf[:n])
+		s.rtcpPacket(buf[:n], src)
 	}
+}
+
+// rtcpPacket handles one datagram read on the RTCP socket from src: it is
+// relayed to the bridged peer when it is RTCP from the stream's peer.
+func (s *Stream) rtcpPacket(raw []byte, src netip.AddrPort) {
+	// RFC 3550 §6.4: version 2 and at least a header and an SSRC.
+	if len(raw) < 8 || raw[0]>>6 != 2 {
+		return
+	}
+	if !s.takeRTCP(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), s.now()) {
+		s.counts.foreignRTCP.Add(1)
+		return
+	}
+	s.handleRTCP(raw)
 }
 
 // handleRTCP relays an RTCP packet to the bridged peer, if any.

@@ -57,9 +57,10 @@ func (s CallState) String() string {
 // loop (handle, await, wait), the IVR's digits and its one end; the legs
 // do what is done on each side (callerLeg, calleeLeg).
 //
-// One goroutine owns it: the INVITE handler that took the call runs it to
-// its end (serve) and is the only one that reads or changes its fields
-// and its legs'. Every other goroutine (SIP handlers, fork callbacks,
+// One goroutine at a time owns it: the INVITE handler that took the call
+// runs it to its bridge, then hands it to the goroutine that holds it to
+// its end (serve, hold); the owner is the only one that reads or changes
+// its fields and its legs'. Every other goroutine (SIP handlers, fork callbacks,
 // timers) holds its callHandle and tells it what happened by posting an
 // event.
 type call struct {
@@ -152,26 +153,55 @@ func newCall(deps *callDeps, s callSetup) *call {
 	return c
 }
 
-// serve runs the call on the goroutine of its INVITE, which owns it to
-// its end: the timers that bound it, its record's first write, its
-// script and its one end. The caller has registered its handle.
-func (c *call) serve() {
-	defer c.cancel()
+// serve runs the call on the goroutine of its INVITE, which owns it
+// through its setup: the timers that bound it, its record's first write
+// and its script up to the bridge. An established call is then held (wait,
+// then its one end) on a goroutine of its own, and the INVITE's returns:
+// its stack, grown deep by the setup, is freed for the call's whole talk
+// time instead of parked, and the INVITE's transaction, answered, needs no
+// handler any more. release, called once the call has ended, gives back
+// what the handler took for it. serve reports whether the call is held
+// on (release is then the holder's to call). The caller has registered
+// its handle.
+func (c *call) serve(release func()) (held bool) {
 	// calls.max_duration counts from the INVITE, IVR and ringing included.
 	limit := time.AfterFunc(c.deps.opts.maxDuration, func() { c.h.post(hangupEvent{reasonMaxDuration}) })
-	defer limit.Stop()
 	// Leg A gone (BYE, CANCEL, transaction ended) is an event for the call.
 	d, h := c.a.d, c.h
 	stop := context.AfterFunc(d.Context(), func() { h.post(goneEvent{leg: legA, cancelled: cancelled(d)}) })
-	defer stop()
+	exit := func() {
+		stop()
+		limit.Stop()
+		c.cancel()
+		release()
+	}
+	defer func() {
+		if !held {
+			exit()
+		}
+	}()
 	if !c.startCDR() {
-		return
+		return false
 	}
 	c.log.Info("call started", "caller", c.cdr.Caller, "trunk", c.caller.trunk, "direct", c.dialled.Extension != "")
 	// Set up: from here on the call no longer counts as saturating.
 	c.setUp()
 	defer c.endOnPanic() // a panic ends this call only
-	c.end(c.run())
+	r, status := c.run()
+	if r != reasonNone {
+		c.end(r, status)
+		return false
+	}
+	go c.hold(exit)
+	return true
+}
+
+// hold runs an established call from its bridge to its end, on a
+// goroutine of its own (see serve), then calls exit.
+func (c *call) hold(exit func()) {
+	defer exit()
+	defer c.endOnPanic()
+	c.end(c.wait(), 0)
 }
 
 // startCDR writes the call's record as it starts. No record, no call: a
@@ -196,7 +226,8 @@ func (c *call) startCDR() bool {
 
 // run takes the call through its steps, in order: leg A's media and
 // answer, the IVR (or the callback's targets), leg B, the bridge. It
-// returns why the call ends and the status to record (0: the reason's).
+// returns why the call ends and the status to record (0: the reason's),
+// or reasonNone for a call established, to be held until it ends (wait).
 func (c *call) run() (endReason, int) {
 	if r, status := c.answer(); r != reasonNone {
 		return r, status
@@ -205,7 +236,7 @@ func (c *call) run() (endReason, int) {
 		if r, status := c.callBack(*cb); r != reasonNone {
 			return r, status
 		}
-		return c.wait(), 0
+		return reasonNone, 0
 	}
 	target, r := c.collect()
 	if r != reasonNone {
@@ -217,7 +248,7 @@ func (c *call) run() (endReason, int) {
 	if r, status := c.dialB(target); r != reasonNone {
 		return r, status
 	}
-	return c.wait(), 0
+	return reasonNone, 0
 }
 
 // answer opens leg A's media. Only an IVR call in answer mode is answered

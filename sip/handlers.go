@@ -47,8 +47,9 @@ func (s *Server) routes() {
 }
 
 // onInvite takes a new call (leg A) or routes a re-INVITE. For a new call
-// the handler lives as long as the call: sipgo ends the transaction when
-// the handler returns (docs/sipgo.md §1).
+// the handler lives until the call is established: sipgo ends the
+// transaction when the handler returns (docs/sipgo.md §1), which an
+// answered and acknowledged INVITE no longer needs.
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		s.onReoffer(req, tx)
@@ -62,7 +63,12 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, err)
 		return
 	}
-	defer t.Release()
+	held := false // the established call holds the ticket from startCall on
+	defer func() {
+		if !held {
+			t.Release()
+		}
+	}()
 	own := tx // the call's own transaction, from startCall on
 	tx = t.Guard(tx)
 	// sipgo hands over requests with only Via and CSeq checked.
@@ -100,7 +106,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
-	s.startCall(req, own, t, who, d, offer, cb)
+	held = s.startCall(req, own, t, who, d, offer, cb)
 }
 
 // admitDialled checks what a new INVITE dials and offers: a host number
@@ -162,9 +168,11 @@ func dialledOf(req *sip.Request) (Dialled, error) {
 }
 
 // startCall makes the call of a new INVITE and runs it on the INVITE's
-// goroutine, which owns it to its end (call.serve). tx is the INVITE's
-// own transaction, t its place at the front door.
-func (s *Server) startCall(req *sip.Request, tx sip.ServerTransaction, t *frontdoor.Ticket, who caller, d Dialled, offer *media.Desc, cb *Callback) {
+// goroutine, which owns it until it is established (call.serve). tx is the
+// INVITE's own transaction, t its place at the front door. It reports
+// whether the call was established and is held on: t is then the call's,
+// given back when it ends.
+func (s *Server) startCall(req *sip.Request, tx sip.ServerTransaction, t *frontdoor.Ticket, who caller, d Dialled, offer *media.Desc, cb *Callback) bool {
 	id := uuid.NewString()
 	// Every line of the call names it three ways: vnum's call id (also
 	// leg B's Call-ID, see legBCallID), and leg A's Call-ID, which the
@@ -175,24 +183,26 @@ func (s *Server) startCall(req *sip.Request, tx sip.ServerTransaction, t *frontd
 	if err != nil {
 		log.Info("invite refused", "error", err)
 		s.refuse(req, tx, ErrBadRequest)
-		return
+		return false
 	}
 	c := newCall(s.deps, callSetup{id: id, log: log, invite: req, legA: a, dialogInvite: a.InviteRequest,
 		contact: agent.ContactHDR, caller: who, dialled: d, offer: offer, callback: cb, setUp: t.SetUp})
 	if !s.live.add(a.ID, callerRef{call: c.h, dialog: a}) {
 		s.refuse(req, tx, ErrDraining)
-		return
+		return false
 	}
 	s.callsTotal.Add(1)
-	defer s.live.remove(a.ID, c.h)
 	// A caller over TCP is reached over its connection for in-dialog
 	// requests: the connection stays open while the call lasts.
-	defer s.tcp.Hold(req)()
-	// The call's place is given back as it leaves the registry, not when
-	// the handler returns (its final response may go last, see end), so
-	// that calls.max_active counts what ActiveCalls shows.
-	defer t.Release()
-	c.serve()
+	unhold := s.tcp.Hold(req)
+	return c.serve(func() {
+		// The call's place is given back as it leaves the registry, not
+		// when it ends (its final response may go last, see end), so that
+		// calls.max_active counts what ActiveCalls shows.
+		t.Release()
+		unhold()
+		s.live.remove(a.ID, c.h)
+	})
 }
 
 // recordRefused writes the record of a call attempt refused before it

@@ -455,10 +455,9 @@ func (e *scriptEnv) call(dialled string) *scriptCall {
 		dialled: d, offer: offer, setUp: func() {}})
 	a.h = c.h
 	sc := &scriptCall{c: c, a: a, done: make(chan struct{})}
-	go func() {
-		defer close(sc.done)
-		c.serve()
-	}()
+	// The call's end releases what its handler took, once: the script's
+	// end.
+	go c.serve(func() { close(sc.done) })
 	e.t.Cleanup(func() {
 		c.h.hangup(reasonShutdown)
 		<-sc.done

@@ -159,7 +159,8 @@ func New(o Options) *Door {
 
 // Ticket is one admitted INVITE's place. SetUp gives back its place among
 // the INVITEs in setup, Release its place among those admitted; both are
-// idempotent and called on the INVITE's own goroutine.
+// idempotent and called by the goroutine that owns the INVITE's call (its
+// handler's, then the one that holds the established call).
 type Ticket struct {
 	d               *Door
 	inSetup, placed bool

@@ -1,0 +1,23 @@
+//go:build !linux
+
+package media
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// rtcpReader reads RTCP for the streams of one Ports on Linux (an epoll
+// set on one goroutine); elsewhere each stream reads its RTCP socket on
+// a goroutine of its own.
+type rtcpReader struct{}
+
+var errNoRTCPSet = errors.New("media: no shared rtcp reader on this system")
+
+func (r *rtcpReader) add(*Stream) error { return errNoRTCPSet }
+
+func (r *rtcpReader) remove(*Stream) {}
+
+// keep the shared handler referenced where it is unused.
+var _ = (*Stream).rtcpPacket
+var _ = netip.AddrPort{}
