@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -211,7 +212,7 @@ func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error
 	if err := s.migrate(ctx); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
-	if err := s.db.prepare(ctx, hotQueries); err != nil {
+	if err := s.db.prepare(ctx, slices.Concat(hotQueries, outboxQueries(s.db.dialect))); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
 	return s, schemas == 0 && !memory, nil
@@ -262,7 +263,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*Store, bool, err
 	if err := s.migrate(ctx); err != nil {
 		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
 	}
-	if err := s.db.prepare(ctx, hotQueries); err != nil {
+	if err := s.db.prepare(ctx, slices.Concat(hotQueries, outboxQueries(s.db.dialect))); err != nil {
 		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
 	}
 	return s, schemas == 0, nil
