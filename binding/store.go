@@ -208,7 +208,8 @@ func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error
 	if schemas == 0 && o.mustExist {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", cmp.Or(file, dsn), ErrNoStore))
 	}
-	s := &Store{db: &db{DB: sqldb, dialect: sqliteDialect}, policy: o.policy, clock: o.clock, node: o.node}
+	s := &Store{db: &db{DB: sqldb, dialect: sqliteDialect, writer: make(chan struct{}, 1)}, policy: o.policy,
+		clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
