@@ -343,6 +343,17 @@ type bindingEnd struct {
 // every end is reported exactly once. Ends of merchants without a webhook
 // are marked too, with no event.
 func (s *Store) ReportEndedBindings(ctx context.Context, now time.Time) (int, error) {
+	// A read first: a sweep that finds nothing does not take SQLite's
+	// one writer.
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM bindings WHERE end_reported = 0 AND end_at <= ? LIMIT 1`,
+		now.UnixNano()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("report ended bindings: %w", err)
+	}
 	total := 0
 	for {
 		n, err := s.reportEndedBatch(ctx, now)
@@ -404,15 +415,27 @@ func (s *Store) reportEndedBatch(ctx context.Context, now time.Time) (int, error
 	return n, nil
 }
 
+// purgeBatch is how many events one statement of PurgeDelivered deletes:
+// on SQLite the calls' writes wait while it holds the one writer, so a
+// week's worth of events goes in many short statements, the calls' writes
+// taking their turns between them.
+const purgeBatch = 500
+
 // PurgeDelivered deletes the events delivered before before, and returns
 // how many: a receiver that took an event has it, and the outbox must not
 // grow without end. Pending and failed events are kept.
 func (s *Store) PurgeDelivered(ctx context.Context, before time.Time) (int, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE seq IN (SELECT seq FROM events
-		WHERE status = 'delivered' AND delivered_at < ? LIMIT 10000)`, before.UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("purge events: %w", err)
+	total := 0
+	for {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE seq IN (SELECT seq FROM events
+			WHERE status = 'delivered' AND delivered_at < ? LIMIT ?)`, before.UnixNano(), purgeBatch)
+		if err != nil {
+			return total, fmt.Errorf("purge events: %w", err)
+		}
+		n, err := res.RowsAffected()
+		total += int(n)
+		if err != nil || n < purgeBatch {
+			return total, err
+		}
 	}
-	n, err := res.RowsAffected()
-	return int(n), err
 }
