@@ -152,11 +152,8 @@ func TestBlockList(t *testing.T) {
 func TestBlockEvents(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, _ := be.open(t)
-		seed(t, s, "17000000001")
-		withHook(t, s, "m1")
+		s, b1 := hookedBinding(t, be)
 		ctx := context.Background()
-		b1 := bindTo(t, s, "m1", "o-1", consigneeB, t0)
 		b2 := bindTo(t, s, "m1", "o-2", consigneeB, t0)
 
 		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, "", callrec.CallerNumber, "+8613700137000", t0)
@@ -202,24 +199,19 @@ func TestBlockEvents(t *testing.T) {
 func TestBlockDuringACall(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, _ := be.open(t)
-		seed(t, s, "17000000001")
-		withHook(t, s, "m1")
-		ctx := context.Background()
-		b1 := bindTo(t, s, "m1", "o-1", consigneeB, t0)
+		s, b1 := hookedBinding(t, be)
+		at := t0.Add(time.Minute)
 		c := &callrec.Record{CallID: "a@x", Merchant: "m1", BindingID: b1.ID, Order: b1.Order, Host: b1.Host,
 			Extension: b1.Extension, Direction: callrec.DirectionToConsignee, Caller: "alice",
-			CallerKind: callrec.CallerAccount, StartedAt: t0}
-		require.NoError(t, s.StartCDR(ctx, c))
-		c.RingingAt, c.AnsweredAt = t0.Add(time.Second), t0.Add(2*time.Second)
-		require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
-		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, c.ID, callrec.CallerAccount, "alice", t0.Add(3*time.Second))
+			CallerKind: callrec.CallerAccount, StartedAt: at, RingingAt: at.Add(time.Second),
+			AnsweredAt: at.Add(2 * time.Second)}
+		require.NoError(t, s.StartCDR(context.Background(), c))
+		blk, created, err := s.BlockFromConsignee(context.Background(), b1.ID, c.ID, callrec.CallerAccount, "alice",
+			at.Add(3*time.Second))
 		require.NoError(t, err)
 		require.True(t, created)
-		c.EndedAt = t0.Add(4 * time.Second)
-		rates, err := ParseRates("0.02", "0.00018")
-		require.NoError(t, err)
-		require.NoError(t, s.FinishCDR(ctx, c, rates))
+		c.EndedAt = at.Add(4 * time.Second)
+		require.NoError(t, s.FinishCDR(context.Background(), c, Rates{}))
 
 		es := listAll(t, s, "m1")
 		require.Equal(t, []string{EventCallStarted, EventCallRinging, EventCallAnswered, EventConsigneeBlocked,
@@ -236,4 +228,14 @@ func TestBlockDuringACall(t *testing.T) {
 		require.JSONEq(t, `{"block":"`+blk.ID+`","binding":"`+b1.ID+`","order":"o-1","caller":"","by":"consignee"}`,
 			string(es[3].Data))
 	})
+}
+
+// hookedBinding opens a store with the seed data, a webhook for merchant
+// m1 and a binding of m1 (order o-1) to consigneeB.
+func hookedBinding(t *testing.T, be backend) (*Store, *Binding) {
+	t.Helper()
+	s, _ := be.open(t)
+	seed(t, s, "17000000001")
+	withHook(t, s, "m1")
+	return s, bindTo(t, s, "m1", "o-1", consigneeB, t0)
 }
