@@ -28,12 +28,7 @@ func BenchmarkCallWritesWhileDelivering(b *testing.B) {
 	for _, be := range backends {
 		for _, mode := range []string{"idle", "receiver-200ms"} {
 			b.Run(be.driver+"/"+mode, func(b *testing.B) {
-				slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-					time.Sleep(200 * time.Millisecond)
-					w.WriteHeader(http.StatusNoContent)
-				}))
-				b.Cleanup(slow.Close)
-				s, _, bd := be.seeded(b, slow.URL)
+				s, _, bd := be.seeded(b, slowReceiver(b))
 				// A backlog for the workers to chew on from the start.
 				for i := range 200 {
 					call(b, s, bd, fmt.Sprintf("warm-%d", i))
@@ -51,6 +46,17 @@ func BenchmarkCallWritesWhileDelivering(b *testing.B) {
 			})
 		}
 	}
+}
+
+// slowReceiver starts a merchant's endpoint that answers every event
+// after 200 ms, and returns its URL.
+func slowReceiver(b *testing.B) string {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	b.Cleanup(slow.Close)
+	return slow.URL
 }
 
 // loadRate is the calls per second BenchmarkCallWritesUnderLoad offers,
@@ -73,12 +79,7 @@ func BenchmarkCallWritesUnderLoad(b *testing.B) {
 	for _, be := range backends {
 		for _, mode := range []string{"off", "written", "on"} {
 			b.Run(be.driver+"/"+mode, func(b *testing.B) {
-				slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-					time.Sleep(200 * time.Millisecond)
-					w.WriteHeader(http.StatusNoContent)
-				}))
-				b.Cleanup(slow.Close)
-				s, _, bd := be.seeded(b, slow.URL)
+				s, _, bd := be.seeded(b, slowReceiver(b))
 				var d *Dispatcher
 				switch mode {
 				case "on":
