@@ -67,15 +67,19 @@ const (
 	dueQuery = `SELECT 1 FROM events WHERE status = 'pending' AND next_at <= ? AND claimed_until <= ? LIMIT 1`
 )
 
-// claimQuery is the statement that claims the events due, in d's form:
-// on PostgreSQL it passes over the rows another node holds.
+// claimQuery is the statement that claims the events due, those due the
+// longest first, in d's form: on PostgreSQL it passes over the rows
+// another node holds. It takes them in the order of the index of due
+// events (events_due: next_at, then the row), so that it reads only as
+// far as the events it claims; ordered by the row alone, it read and
+// sorted every due event first, however many thousand waited.
 func claimQuery(d dialect) string {
 	return `UPDATE events SET claim = ?, claimed_until = ?, attempts = attempts + 1
 		WHERE seq IN (SELECT e.seq FROM events e
 			WHERE e.status = 'pending' AND e.next_at <= ? AND e.claimed_until <= ?
 			AND NOT EXISTS (SELECT 1 FROM events p
 				WHERE p.call_id = e.call_id AND p.sequence < e.sequence AND p.status <> 'delivered')
-			ORDER BY e.seq LIMIT ?` + d.skipLocked() + `)`
+			ORDER BY e.next_at, e.seq LIMIT ?` + d.skipLocked() + `)`
 }
 
 // outboxQueries are the outbox's statements Open prepares for d.
@@ -105,8 +109,8 @@ func (s *Store) EventsDue(ctx context.Context, now time.Time) (bool, error) {
 	return true, nil
 }
 
-// ClaimEvents claims up to n events that are due at now for one delivery
-// attempt each, held for hold: no other worker, on any node, takes them
+// ClaimEvents claims up to n events that are due at now (those due the
+// longest first) for one delivery attempt each, held for hold: no other worker, on any node, takes them
 // until the attempt's outcome is noted or hold has passed (a worker that
 // died). Each counts as an attempt. An event whose call has an earlier
 // event not yet delivered is not taken: a call's events go in order, so a

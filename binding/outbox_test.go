@@ -277,3 +277,15 @@ func TestPurgeDeliveredInBatches(t *testing.T) {
 		require.Zero(t, n)
 	})
 }
+
+// TestClaimReadsInIndexOrder pins that SQLite finds the events to claim in
+// the order of the index of due events, with no sort of every due event
+// first ("USE TEMP B-TREE"): a claim reads only as far as what it takes,
+// however many events wait, while it holds the one writer.
+func TestClaimReadsInIndexOrder(t *testing.T) {
+	t.Parallel()
+	s, _ := openTest(t)
+	plan := sqlitePlan(t, s, claimQuery(sqliteDialect), "cl_x", 1, 1, 1, 64)
+	require.NotContains(t, plan, "TEMP B-TREE", plan)
+	require.Contains(t, plan, "INDEX events_due", plan)
+}
