@@ -95,7 +95,7 @@ func (s *Store) AddBlock(ctx context.Context, id, caller string, now time.Time) 
 		}
 		kind, caller = callerNumber, n
 	}
-	b, _, err := s.block(ctx, id, kind, caller, BlockByOperator, now)
+	b, _, err := s.block(ctx, id, "", kind, caller, BlockByOperator, now)
 	return b, err
 }
 
@@ -103,28 +103,30 @@ func (s *Store) AddBlock(ctx context.Context, id, caller string, now time.Time) 
 // during a call through binding id: of the caller of that call, a
 // merchant's account (kind callrec.CallerAccount: the block is of its
 // merchant, all its accounts) or a PSTN number (callrec.CallerNumber, in
-// E.164). A caller blocked already keeps its block, which is returned,
-// with created false.
-func (s *Store) BlockFromConsignee(ctx context.Context, id string, kind callrec.CallerKind, caller string,
+// E.164). call is the CDR id of that call: the consignee.blocked event is
+// one of the call's events, so that the merchant can tie the block to the
+// call ("" for none). A caller blocked already keeps its block, which is
+// returned, with created false.
+func (s *Store) BlockFromConsignee(ctx context.Context, id, call string, kind callrec.CallerKind, caller string,
 	now time.Time) (b Block, created bool, err error) {
 	switch kind {
 	case callrec.CallerAccount:
-		return s.block(ctx, id, callerMerchant, "", BlockByConsignee, now)
+		return s.block(ctx, id, call, callerMerchant, "", BlockByConsignee, now)
 	case callrec.CallerNumber:
 		n, err := NormaliseConsignee(caller)
 		if err != nil {
 			return Block{}, false, fmt.Errorf("%w caller: not a phone number a block can hold", ErrInvalid)
 		}
-		return s.block(ctx, id, callerNumber, n, BlockByConsignee, now)
+		return s.block(ctx, id, call, callerNumber, n, BlockByConsignee, now)
 	}
 	return Block{}, false, fmt.Errorf("%w caller kind %q: a block holds a merchant's account or a PSTN number", ErrInvalid, kind)
 }
 
 // block stores a block of (kind, caller) for the consignee of binding id;
-// a merchant block's caller is the binding's merchant. An operator's
-// block that exists already is ErrExists; a consignee's returns the one
-// there is.
-func (s *Store) block(ctx context.Context, id, kind, caller, source string, now time.Time) (Block, bool, error) {
+// a merchant block's caller is the binding's merchant. Its event is one
+// of call's events when call is a CDR id. An operator's block that exists
+// already is ErrExists; a consignee's returns the one there is.
+func (s *Store) block(ctx context.Context, id, call, kind, caller, source string, now time.Time) (Block, bool, error) {
 	var (
 		b       Block
 		created bool
@@ -179,7 +181,7 @@ func (s *Store) block(ctx context.Context, id, kind, caller, source string, now 
 		}
 		// The merchant hears of the block in the block's own transaction
 		// (consignee.blocked; never the consignee's number).
-		_, err = s.recordEvent(ctx, tx, ev.Event(merchant, "", now))
+		_, err = s.recordEvent(ctx, tx, ev.Event(merchant, call, now))
 		return err
 	})
 	if err != nil {

@@ -68,12 +68,12 @@ func TestNumberBlock(t *testing.T) {
 		foreign := bindTo(t, s, "m2", "o-9", consigneeB, t0)
 		const courier = "+8613700137000"
 
-		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, callrec.CallerNumber, courier, t0)
+		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, "", callrec.CallerNumber, courier, t0)
 		require.NoError(t, err)
 		require.True(t, created)
 		require.Equal(t, courier, blk.Caller)
 		require.Equal(t, BlockByConsignee, blk.Source)
-		again, created, err := s.BlockFromConsignee(ctx, b1.ID, callrec.CallerNumber, "137 0013 7000", t0.Add(time.Hour))
+		again, created, err := s.BlockFromConsignee(ctx, b1.ID, "", callrec.CallerNumber, "137 0013 7000", t0.Add(time.Hour))
 		require.NoError(t, err)
 		require.False(t, created)
 		require.Equal(t, blk, again, "a second 9 keeps the first block")
@@ -92,13 +92,13 @@ func TestNumberBlock(t *testing.T) {
 		require.ErrorIs(t, err, ErrNotFound)
 
 		// The consignee blocks a merchant by keying 9 after its account's call.
-		mb, created, err := s.BlockFromConsignee(ctx, foreign.ID, callrec.CallerAccount, "carol", t0)
+		mb, created, err := s.BlockFromConsignee(ctx, foreign.ID, "", callrec.CallerAccount, "carol", t0)
 		require.NoError(t, err)
 		require.True(t, created)
 		require.Equal(t, "m2", mb.Merchant)
 		require.Empty(t, mb.Caller)
 		require.Equal(t, protection.Blocked, verdict(t, s, fromAccount(foreign), p, t0))
-		_, _, err = s.BlockFromConsignee(ctx, foreign.ID, callrec.CallerConsignee, "", t0)
+		_, _, err = s.BlockFromConsignee(ctx, foreign.ID, "", callrec.CallerConsignee, "", t0)
 		require.ErrorIs(t, err, ErrInvalid)
 	})
 }
@@ -118,7 +118,7 @@ func TestBlockList(t *testing.T) {
 		require.NoError(t, err)
 		k2, err := s.AddBlock(ctx, b2.ID, "", t0.Add(2*time.Minute))
 		require.NoError(t, err)
-		k3, _, err := s.BlockFromConsignee(ctx, b1.ID, callrec.CallerAccount, "alice", t0.Add(3*time.Minute))
+		k3, _, err := s.BlockFromConsignee(ctx, b1.ID, "", callrec.CallerAccount, "alice", t0.Add(3*time.Minute))
 		require.NoError(t, err)
 
 		all, err := s.Blocks(ctx, "")
@@ -152,17 +152,14 @@ func TestBlockList(t *testing.T) {
 func TestBlockEvents(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, be backend) {
-		s, _ := be.open(t)
-		seed(t, s, "17000000001")
-		withHook(t, s, "m1")
+		s, b1 := hookedBinding(t, be)
 		ctx := context.Background()
-		b1 := bindTo(t, s, "m1", "o-1", consigneeB, t0)
 		b2 := bindTo(t, s, "m1", "o-2", consigneeB, t0)
 
-		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, callrec.CallerNumber, "+8613700137000", t0)
+		blk, created, err := s.BlockFromConsignee(ctx, b1.ID, "", callrec.CallerNumber, "+8613700137000", t0)
 		require.NoError(t, err)
 		require.True(t, created)
-		_, created, err = s.BlockFromConsignee(ctx, b2.ID, callrec.CallerNumber, "+8613700137000", t0)
+		_, created, err = s.BlockFromConsignee(ctx, b2.ID, "", callrec.CallerNumber, "+8613700137000", t0)
 		require.NoError(t, err)
 		require.False(t, created, "blocked already")
 		_, err = s.AddBlock(ctx, b1.ID, "", t0)
@@ -192,4 +189,53 @@ func TestBlockEvents(t *testing.T) {
 		require.Equal(t, Blocked{Block: op.Block, Binding: b1.ID, Order: "o-1", Caller: "", By: BlockByOperator}, op)
 		require.NotEqual(t, blk.ID, op.Block)
 	})
+}
+
+// TestBlockDuringACall: the consignee.blocked event of a block the
+// consignee keyed during a call is one of that call's events: it carries
+// the call's CDR id and comes in the call's sequence, after its answer and
+// before its end, so that the merchant can tie the block to the call; it
+// never holds the consignee.
+func TestBlockDuringACall(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, b1 := hookedBinding(t, be)
+		at := t0.Add(time.Minute)
+		c := &callrec.Record{CallID: "a@x", Merchant: "m1", BindingID: b1.ID, Order: b1.Order, Host: b1.Host,
+			Extension: b1.Extension, Direction: callrec.DirectionToConsignee, Caller: "alice",
+			CallerKind: callrec.CallerAccount, StartedAt: at, RingingAt: at.Add(time.Second),
+			AnsweredAt: at.Add(2 * time.Second)}
+		require.NoError(t, s.StartCDR(context.Background(), c))
+		blk, created, err := s.BlockFromConsignee(context.Background(), b1.ID, c.ID, callrec.CallerAccount, "alice",
+			at.Add(3*time.Second))
+		require.NoError(t, err)
+		require.True(t, created)
+		c.EndedAt = at.Add(4 * time.Second)
+		require.NoError(t, s.FinishCDR(context.Background(), c, Rates{}))
+
+		es := listAll(t, s, "m1")
+		require.Equal(t, []string{EventCallStarted, EventCallRinging, EventCallAnswered, EventConsigneeBlocked,
+			EventCallEnded}, types(es))
+		for i, e := range es {
+			require.Equal(t, c.ID, e.CallID, e.Type)
+			require.Equal(t, i+1, e.Sequence, e.Type)
+			body, err := e.Body()
+			require.NoError(t, err)
+			for _, b := range []string{consigneeB, "86" + consigneeB} {
+				require.NotContains(t, string(body), b)
+			}
+		}
+		require.JSONEq(t, `{"block":"`+blk.ID+`","binding":"`+b1.ID+`","order":"o-1","caller":"","by":"consignee"}`,
+			string(es[3].Data))
+	})
+}
+
+// hookedBinding opens a store with the seed data, a webhook for merchant
+// m1 and a binding of m1 (order o-1) to consigneeB.
+func hookedBinding(t *testing.T, be backend) (*Store, *Binding) {
+	t.Helper()
+	s, _ := be.open(t)
+	seed(t, s, "17000000001")
+	withHook(t, s, "m1")
+	return s, bindTo(t, s, "m1", "o-1", consigneeB, t0)
 }

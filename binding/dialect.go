@@ -142,6 +142,34 @@ type db struct {
 	// is read without a lock. database/sql prepares each statement again,
 	// once, on every connection that runs it and keeps it there.
 	prepared map[string]*sql.Stmt
+	// writer is held by this process's write in progress on SQLite (nil
+	// on PostgreSQL): see lockWrite.
+	writer chan struct{}
+}
+
+// lockWrite waits until this process has no other write in progress on
+// SQLite, or ctx ends, and returns the function that lets the next one
+// go (once, however often it is called). SQLite has one writer per
+// database, and a connection that finds the write lock taken does not
+// queue for it: its busy handler sleeps 1, 2, 5, 10 ... 100 ms and tries
+// again, and whoever comes meanwhile may take the lock first. A call's
+// write that met the delivery workers' transaction (or another call's
+// write) thus waited long after the lock was free, up to a hundred
+// milliseconds under load. Writers of one process queue here instead, in
+// turn, and each goes on as soon as the one before it ends; the busy
+// handler is left for other processes (the CLI) writing to the same
+// file. PostgreSQL locks rows, not the database, and needs none.
+func (d *db) lockWrite(ctx context.Context) (func(), error) {
+	if d.writer == nil {
+		return func() {}, nil
+	}
+	select {
+	case d.writer <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-d.writer }) }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // prepare prepares queries for the life of the pool.
@@ -166,8 +194,14 @@ func (d *db) close() error {
 	return errors.Join(append(errs, d.DB.Close())...)
 }
 
-// ExecContext runs a statement written with ? placeholders.
+// ExecContext runs a statement written with ? placeholders. It is the
+// store's way to write outside a transaction, and takes lockWrite.
 func (d *db) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	unlock, err := d.lockWrite(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if st := d.prepared[query]; st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -190,13 +224,18 @@ func (d *db) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 	return d.DB.QueryRowContext(ctx, d.dialect.rebind(query), args...)
 }
 
-// begin starts a write transaction.
+// begin starts a write transaction, holding lockWrite until its end.
 func (d *db) begin(ctx context.Context) (*txn, error) {
-	tx, err := d.DB.BeginTx(ctx, nil)
+	unlock, err := d.lockWrite(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &txn{Tx: tx, dialect: d.dialect, prepared: d.prepared}, nil
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return &txn{Tx: tx, dialect: d.dialect, prepared: d.prepared, unlock: unlock}, nil
 }
 
 // txn is a transaction whose queries are written with ? placeholders. The
@@ -206,6 +245,19 @@ type txn struct {
 	*sql.Tx
 	dialect  dialect
 	prepared map[string]*sql.Stmt
+	unlock   func() // lets the process's next write go (lockWrite)
+}
+
+// Commit commits the transaction and lets the next write go.
+func (t *txn) Commit() error {
+	defer t.unlock()
+	return t.Tx.Commit()
+}
+
+// Rollback rolls the transaction back and lets the next write go.
+func (t *txn) Rollback() error {
+	defer t.unlock()
+	return t.Tx.Rollback()
 }
 
 // ExecContext runs a statement written with ? placeholders.

@@ -75,9 +75,12 @@ func lockCall(ctx context.Context, tx *txn, call string) error {
 	if call == "" || tx.dialect != postgresDialect {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `SELECT 1 FROM cdrs WHERE id = ? FOR UPDATE`, call)
+	_, err := tx.ExecContext(ctx, lockCallQuery, call)
 	return err
 }
+
+// lockCallQuery is lockCall's statement (PostgreSQL only).
+const lockCallQuery = `SELECT 1 FROM cdrs WHERE id = ? FOR UPDATE`
 
 // Event is one call event: what is sent to the merchant's endpoint (Body)
 // and how its delivery stands.

@@ -43,61 +43,82 @@ type Delivery struct {
 	Claim string
 }
 
-// ClaimEvents claims up to n events that are due at now for one delivery
-// attempt each, held for hold: no other worker, on any node, takes them
+// The outbox's statements, prepared once per store (outboxQueries): the
+// delivery workers run them for every batch of events, inside the write
+// transaction that every other writer waits for on SQLite, where
+// preparing them each time would hold it longer.
+const (
+	// claimedQuery reads the events a claim took, with their webhooks.
+	claimedQuery = `SELECT ` + eventCols + `, COALESCE(w.url, ''), COALESCE(w.secret, '')
+		FROM events e LEFT JOIN webhooks w ON w.merchant = e.merchant WHERE e.claim = ? ORDER BY e.seq`
+	// noteRetryQuery notes a failed attempt: tried again at next_at, or
+	// failed.
+	noteRetryQuery = `UPDATE events SET status = ?, next_at = ?, claim = NULL, claimed_until = 0,
+		last_error = ? WHERE id = ? AND claim = ?`
+	// noteDeliveredQuery notes a delivery.
+	noteDeliveredQuery = `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
+		claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`
+	// nextDueQuery makes the next event of a call due once the one
+	// before it is delivered (unless it is failed).
+	nextDueQuery = `UPDATE events SET next_at = ?
+		WHERE call_id = ? AND status = 'pending' AND sequence = (SELECT MIN(sequence) FROM events
+			WHERE call_id = ? AND sequence > ? AND status <> 'delivered')`
+	// dueQuery finds whether any event may be claimed (EventsDue).
+	dueQuery = `SELECT 1 FROM events WHERE status = 'pending' AND next_at <= ? AND claimed_until <= ? LIMIT 1`
+)
+
+// claimQuery is the statement that claims the events due, those due the
+// longest first, in d's form: on PostgreSQL it passes over the rows
+// another node holds. It takes them in the order of the index of due
+// events (events_due: next_at, then the row), so that it reads only as
+// far as the events it claims; ordered by the row alone, it read and
+// sorted every due event first, however many thousand waited.
+func claimQuery(d dialect) string {
+	return `UPDATE events SET claim = ?, claimed_until = ?, attempts = attempts + 1
+		WHERE seq IN (SELECT e.seq FROM events e
+			WHERE e.status = 'pending' AND e.next_at <= ? AND e.claimed_until <= ?
+			AND NOT EXISTS (SELECT 1 FROM events p
+				WHERE p.call_id = e.call_id AND p.sequence < e.sequence AND p.status <> 'delivered')
+			ORDER BY e.next_at, e.seq LIMIT ?` + d.skipLocked() + `)`
+}
+
+// outboxQueries are the outbox's statements Open prepares for d.
+func outboxQueries(d dialect) []string {
+	q := []string{claimQuery(d), claimedQuery, noteRetryQuery, noteDeliveredQuery, nextDueQuery, dueQuery}
+	if d == postgresDialect {
+		q = append(q, lockCallQuery)
+	}
+	return q
+}
+
+// EventsDue reports whether an event may be due at now: one pending,
+// whose time has come and that no worker holds. It only reads, so that
+// workers with nothing to do never take SQLite's one writer to find out;
+// an event it finds may still not be claimable (it waits behind an
+// earlier event of its call that a retry by hand made pending).
+func (s *Store) EventsDue(ctx context.Context, now time.Time) (bool, error) {
+	var one int
+	t := now.UnixNano()
+	err := s.db.QueryRowContext(ctx, dueQuery, t, t).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("events due: %w", err)
+	}
+	return true, nil
+}
+
+// ClaimEvents claims up to n events that are due at now (those due the
+// longest first) for one delivery attempt each, held for hold: no other worker, on any node, takes them
 // until the attempt's outcome is noted or hold has passed (a worker that
 // died). Each counts as an attempt. An event whose call has an earlier
 // event not yet delivered is not taken: a call's events go in order, so a
 // batch holds at most one event of any call. The events come with their
 // data as receivers get it.
 func (s *Store) ClaimEvents(ctx context.Context, now time.Time, n int, hold time.Duration) ([]Delivery, error) {
-	if n <= 0 {
-		return nil, nil
-	}
-	claim, err := newID("cl_")
-	if err != nil {
-		return nil, err
-	}
-	t := now.UnixNano()
-	var out []Delivery
-	err = s.tx(ctx, func(tx *txn) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE events SET claim = ?, claimed_until = ?, attempts = attempts + 1
-			WHERE seq IN (SELECT e.seq FROM events e
-				WHERE e.status = 'pending' AND e.next_at <= ? AND e.claimed_until <= ?
-				AND NOT EXISTS (SELECT 1 FROM events p
-					WHERE p.call_id = e.call_id AND p.sequence < e.sequence AND p.status <> 'delivered')
-				ORDER BY e.seq LIMIT ?`+tx.dialect.skipLocked()+`)`,
-			claim, now.Add(hold).UnixNano(), t, t, n); err != nil {
-			return err
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+eventCols+`, COALESCE(w.url, ''), COALESCE(w.secret, '')
-			FROM events e LEFT JOIN webhooks w ON w.merchant = e.merchant WHERE e.claim = ? ORDER BY e.seq`, claim)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			d := Delivery{Claim: claim}
-			if d.Event, err = scanEvent(rows, &d.URL, &d.Secret); err != nil {
-				return errors.Join(err, rows.Close())
-			}
-			out = append(out, d)
-		}
-		return errors.Join(rows.Err(), rows.Close())
-	})
-	if err != nil {
-		return nil, fmt.Errorf("claim events: %w", err)
-	}
-	events := make([]Event, len(out))
-	for i := range out {
-		events[i] = out[i].Event
-	}
-	if err := s.fillCallData(ctx, events); err != nil {
-		return nil, err
-	}
-	for i := range out {
-		out[i].Event = events[i]
-	}
-	return out, nil
+	_, ds, err := s.NoteAndClaim(ctx, nil, now, n, hold)
+	return ds, err
 }
 
 // Outcome is how one delivery attempt went, for NoteOutcomes.
@@ -138,7 +159,30 @@ func (s *Store) EventAttemptFailed(ctx context.Context, d Delivery, why string, 
 // that one is failed). A failed attempt's event is tried again at Next,
 // or is failed; the later events of its call wait for it either way.
 func (s *Store) NoteOutcomes(ctx context.Context, outs []Outcome) []error {
+	errs, _, _ := s.NoteAndClaim(ctx, outs, time.Time{}, 0, 0)
+	return errs
+}
+
+// NoteAndClaim notes outs as NoteOutcomes does, then claims up to n events
+// due at now as ClaimEvents does, in one transaction: the delivery
+// workers' one write for each batch of attempts, which makes the next
+// event of each call delivered due and claims it at once. It returns one
+// error for each outcome, the claimed events, and the transaction's error
+// (then also each outcome's). With no outcome and n <= 0 it writes
+// nothing.
+func (s *Store) NoteAndClaim(ctx context.Context, outs []Outcome, now time.Time, n int, hold time.Duration) (
+	[]error, []Delivery, error) {
 	errs := make([]error, len(outs))
+	if len(outs) == 0 && n <= 0 {
+		return errs, nil, nil
+	}
+	claim := ""
+	if n > 0 {
+		var err error
+		if claim, err = newID("cl_"); err != nil {
+			return errs, nil, err
+		}
+	}
 	// The calls' CDR rows are locked (PostgreSQL) in one order, so that
 	// two nodes noting outcomes of the same calls never wait on each other
 	// in a circle.
@@ -147,23 +191,75 @@ func (s *Store) NoteOutcomes(ctx context.Context, outs []Outcome) []error {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(outs[a].Delivery.CallID, outs[b].Delivery.CallID) })
+	var out []Delivery
 	err := s.tx(ctx, func(tx *txn) error {
+		out = nil
 		for _, i := range order {
 			errs[i] = nil
 			if err := noteOutcome(ctx, tx, outs[i]); errors.Is(err, ErrClaimLost) {
 				errs[i] = err
 			} else if err != nil {
-				return err
+				return fmt.Errorf("note delivery outcomes: %w", err)
 			}
+		}
+		if n <= 0 {
+			return nil
+		}
+		var err error
+		out, err = claimEvents(ctx, tx, claim, now, n, hold)
+		if err != nil {
+			return fmt.Errorf("claim events: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
+		err = fmt.Errorf("outbox: %w", err)
 		for i := range errs {
-			errs[i] = fmt.Errorf("note delivery outcomes: %w", err)
+			errs[i] = err
 		}
+		return errs, nil, err
 	}
-	return errs
+	if len(out) == 0 {
+		return errs, nil, nil
+	}
+	events := make([]Event, len(out))
+	for i := range out {
+		events[i] = out[i].Event
+	}
+	if err := s.fillCallData(ctx, events); err != nil {
+		return errs, nil, err
+	}
+	for i := range out {
+		out[i].Event = events[i]
+	}
+	return errs, out, nil
+}
+
+// claimEvents claims up to n events due at now for claim inside tx
+// (ClaimEvents), and returns them without the data of the events of a
+// call's own record.
+func claimEvents(ctx context.Context, tx *txn, claim string, now time.Time, n int, hold time.Duration) ([]Delivery, error) {
+	t := now.UnixNano()
+	res, err := tx.ExecContext(ctx, claimQuery(tx.dialect), claim, now.Add(hold).UnixNano(), t, t, n)
+	if err != nil {
+		return nil, err
+	}
+	if k, err := res.RowsAffected(); err != nil || k == 0 {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, claimedQuery, claim)
+	if err != nil {
+		return nil, err
+	}
+	var out []Delivery
+	for rows.Next() {
+		d := Delivery{Claim: claim}
+		if d.Event, err = scanEvent(rows, &d.URL, &d.Secret); err != nil {
+			return nil, errors.Join(err, rows.Close())
+		}
+		out = append(out, d)
+	}
+	return out, errors.Join(rows.Err(), rows.Close())
 }
 
 // noteOutcome notes one outcome inside tx (NoteOutcomes).
@@ -176,22 +272,18 @@ func noteOutcome(ctx context.Context, tx *txn, o Outcome) error {
 		} else {
 			status = EventFailed
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE events SET status = ?, next_at = ?, claim = NULL, claimed_until = 0,
-			last_error = ? WHERE id = ? AND claim = ?`, status, at, clipError(o.Why), d.ID, d.Claim)
+		res, err := tx.ExecContext(ctx, noteRetryQuery, status, at, clipError(o.Why), d.ID, d.Claim)
 		return claimed(res, err, d.ID)
 	}
 	if err := lockCall(ctx, tx, d.CallID); err != nil {
 		return err
 	}
 	t := o.At.UnixNano()
-	res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'delivered', delivered_at = ?, claim = NULL,
-		claimed_until = 0, last_error = '' WHERE id = ? AND claim = ?`, t, d.ID, d.Claim)
+	res, err := tx.ExecContext(ctx, noteDeliveredQuery, t, d.ID, d.Claim)
 	if err := claimed(res, err, d.ID); err != nil || d.CallID == "" {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE events SET next_at = ?
-		WHERE call_id = ? AND status = 'pending' AND sequence = (SELECT MIN(sequence) FROM events
-			WHERE call_id = ? AND sequence > ? AND status <> 'delivered')`, t, d.CallID, d.CallID, d.Sequence)
+	_, err = tx.ExecContext(ctx, nextDueQuery, t, d.CallID, d.CallID, d.Sequence)
 	return err
 }
 
@@ -255,6 +347,17 @@ type bindingEnd struct {
 // every end is reported exactly once. Ends of merchants without a webhook
 // are marked too, with no event.
 func (s *Store) ReportEndedBindings(ctx context.Context, now time.Time) (int, error) {
+	// A read first: a sweep that finds nothing does not take SQLite's
+	// one writer.
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM bindings WHERE end_reported = 0 AND end_at <= ? LIMIT 1`,
+		now.UnixNano()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("report ended bindings: %w", err)
+	}
 	total := 0
 	for {
 		n, err := s.reportEndedBatch(ctx, now)
@@ -316,15 +419,27 @@ func (s *Store) reportEndedBatch(ctx context.Context, now time.Time) (int, error
 	return n, nil
 }
 
+// purgeBatch is how many events one statement of PurgeDelivered deletes:
+// on SQLite the calls' writes wait while it holds the one writer, so a
+// week's worth of events goes in many short statements, the calls' writes
+// taking their turns between them.
+const purgeBatch = 500
+
 // PurgeDelivered deletes the events delivered before before, and returns
 // how many: a receiver that took an event has it, and the outbox must not
 // grow without end. Pending and failed events are kept.
 func (s *Store) PurgeDelivered(ctx context.Context, before time.Time) (int, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE seq IN (SELECT seq FROM events
-		WHERE status = 'delivered' AND delivered_at < ? LIMIT 10000)`, before.UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("purge events: %w", err)
+	total := 0
+	for {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE seq IN (SELECT seq FROM events
+			WHERE status = 'delivered' AND delivered_at < ? LIMIT ?)`, before.UnixNano(), purgeBatch)
+		if err != nil {
+			return total, fmt.Errorf("purge events: %w", err)
+		}
+		n, err := res.RowsAffected()
+		total += int(n)
+		if err != nil || n < purgeBatch {
+			return total, err
+		}
 	}
-	n, err := res.RowsAffected()
-	return int(n), err
 }

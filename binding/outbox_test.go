@@ -253,3 +253,39 @@ func TestNoteOutcomesTogether(t *testing.T) {
 		require.Equal(t, []string{EventCallRinging}, ts, "only the delivered call's next event is due")
 	})
 }
+
+// TestPurgeDeliveredInBatches: the purge deletes every event delivered
+// before its time however many there are, in statements of purgeBatch,
+// and keeps the later ones.
+func TestPurgeDeliveredInBatches(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, be backend) {
+		s, _ := hooked(t, be)
+		ctx := context.Background()
+		const old = 2*purgeBatch + 1
+		_, err := s.db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO events (id, type, merchant, sequence, created_at, data, status, delivered_at)
+			SELECT 'ev_p' || CAST(i AS TEXT), 'binding.ended', 'm1', 1, i, '{}', 'delivered', CASE WHEN i <= ? THEN CAST(i AS BIGINT) ELSE CAST(? AS BIGINT) END
+			FROM n`, old+3, old, t0.UnixNano())
+		require.NoError(t, err)
+		n, err := s.PurgeDelivered(ctx, t0)
+		require.NoError(t, err)
+		require.Equal(t, old, n)
+		require.Len(t, listAll(t, s, "m1"), 3, "those delivered at t0 are kept")
+		n, err = s.PurgeDelivered(ctx, t0)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	})
+}
+
+// TestClaimReadsInIndexOrder pins that SQLite finds the events to claim in
+// the order of the index of due events, with no sort of every due event
+// first ("USE TEMP B-TREE"): a claim reads only as far as what it takes,
+// however many events wait, while it holds the one writer.
+func TestClaimReadsInIndexOrder(t *testing.T) {
+	t.Parallel()
+	s, _ := openTest(t)
+	plan := sqlitePlan(t, s, claimQuery(sqliteDialect), "cl_x", 1, 1, 1, 64)
+	require.NotContains(t, plan, "TEMP B-TREE", plan)
+	require.Contains(t, plan, "INDEX events_due", plan)
+}

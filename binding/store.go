@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,11 +208,12 @@ func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error
 	if schemas == 0 && o.mustExist {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", cmp.Or(file, dsn), ErrNoStore))
 	}
-	s := &Store{db: &db{DB: sqldb, dialect: sqliteDialect}, policy: o.policy, clock: o.clock, node: o.node}
+	s := &Store{db: &db{DB: sqldb, dialect: sqliteDialect, writer: make(chan struct{}, 1)}, policy: o.policy,
+		clock: o.clock, node: o.node}
 	if err := s.migrate(ctx); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
-	if err := s.db.prepare(ctx, hotQueries); err != nil {
+	if err := s.db.prepare(ctx, slices.Concat(hotQueries, outboxQueries(s.db.dialect))); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
 	return s, schemas == 0 && !memory, nil
@@ -262,7 +264,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*Store, bool, err
 	if err := s.migrate(ctx); err != nil {
 		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
 	}
-	if err := s.db.prepare(ctx, hotQueries); err != nil {
+	if err := s.db.prepare(ctx, slices.Concat(hotQueries, outboxQueries(s.db.dialect))); err != nil {
 		return nil, false, closeAfter(sqldb, oneLine(fmt.Errorf("postgres %s: %w", shown, err)))
 	}
 	return s, schemas == 0, nil

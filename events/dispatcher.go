@@ -47,10 +47,17 @@ const (
 	DefaultKeep = 7 * 24 * time.Hour
 )
 
-// claimGather is how long the claiming loop waits after a worker
-// finished before it claims again, so that workers finishing together are
-// given their next events by one store transaction, not one each.
-const claimGather = 5 * time.Millisecond
+// roundGap is the shortest time between two of the loop's rounds (one
+// store transaction each that notes the attempts ended since the last and
+// claims the events due): attempts ending within it are noted together,
+// and the next events of their calls claimed in the same transaction.
+// Under load the workers thus cost the store at most 1/roundGap write
+// transactions a second however many events move (they made one or two
+// per event delivered when each attempt's outcome and each claim was a
+// transaction of its own), and on SQLite every call's write waits while
+// one holds the database's one writer. A call's next event leaves at
+// most roundGap (and a transaction) after the one before it was answered.
+const roundGap = 25 * time.Millisecond
 
 // claimMargin is how much longer than events.timeout a claim holds an
 // event: the attempt and the note of its outcome fit well inside, so no
@@ -118,10 +125,11 @@ type Dispatcher struct {
 	wake     chan struct{}
 	stopLoop context.CancelFunc
 	loopDone chan struct{}
-	// notes carries the attempts' outcomes to noteLoop, which writes
-	// those that come together in one store transaction.
-	notes     chan note
-	notesDone chan struct{}
+	// notes carries the attempts' outcomes to the loop, which notes
+	// those that came since its last round in one store transaction. It
+	// holds as many as there are workers: a worker never waits to hand
+	// its outcome over.
+	notes chan binding.Outcome
 	// sends is the context of attempts in flight: Stop cancels it only
 	// when its own deadline passes.
 	sends      context.Context
@@ -136,7 +144,7 @@ type Dispatcher struct {
 func Start(o Options) *Dispatcher {
 	d := &Dispatcher{store: o.Store, now: o.Now, log: o.Log, lookup: o.Lookup, workers: o.Workers, poll: o.Poll,
 		sweep: o.Sweep, keep: o.Keep, userAgent: o.UserAgent, wake: make(chan struct{}, 1), loopDone: make(chan struct{}),
-		notesDone: make(chan struct{}), counts: map[[2]string]int64{}}
+		counts: map[[2]string]int64{}}
 	if d.now == nil {
 		d.now = time.Now
 	}
@@ -183,8 +191,7 @@ func Start(o Options) *Dispatcher {
 	var loop context.Context
 	loop, d.stopLoop = context.WithCancel(context.Background())
 	d.sends, d.stopSends = context.WithCancel(context.Background())
-	d.notes = make(chan note, d.workers)
-	go d.noteLoop()
+	d.notes = make(chan binding.Outcome, d.workers)
 	go d.run(loop)
 	return d
 }
@@ -209,6 +216,7 @@ func (d *Dispatcher) Wake() {
 // Stop stops claiming and waits for the attempts in flight until ctx ends,
 // then cuts them: an attempt cut short counts as failed and its event is
 // tried again on the schedule, by this node's next start or another node.
+// The outcomes of the attempts are noted before it returns.
 func (d *Dispatcher) Stop(ctx context.Context) {
 	d.stopLoop()
 	<-d.loopDone
@@ -225,7 +233,11 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	}
 	d.stopSends()
 	close(d.notes)
-	<-d.notesDone
+	var outs []binding.Outcome
+	for o := range d.notes {
+		outs = append(outs, o)
+	}
+	d.noteAll(outs)
 	d.transport.CloseIdleConnections()
 }
 
@@ -249,68 +261,159 @@ func (d *Dispatcher) Counts() map[[2]string]int64 {
 // Pending returns how many events wait to be delivered, on every node.
 func (d *Dispatcher) Pending(ctx context.Context) (int, error) { return d.store.PendingEvents(ctx) }
 
-// run claims what is due, as many as there are free workers, and hands
-// each to a worker of its own; then waits for a poll, a wake-up or a
-// worker that finished (whose call may have its next event due).
+// maxBatch bounds the outcomes one round notes and the events it claims:
+// on SQLite the calls' own writes wait while its transaction holds the
+// store's one writer. Outcomes beyond it wait for the next round.
+const maxBatch = 64
+
+// run makes the rounds: each notes the outcomes of the attempts that ended
+// since the last and claims the events due, as many as there are free
+// workers (at most maxBatch), in one store transaction, and hands each
+// event to a worker of its own. A round with nothing to note first looks
+// whether anything is due, which only reads: an idle node does not write.
+// Between rounds it waits for an attempt to end, a wake-up or the poll,
+// and then at least until roundGap has passed since the last round. When
+// it stops, it notes the outcomes it holds; Stop notes those of the
+// attempts still in flight.
 func (d *Dispatcher) run(ctx context.Context) {
 	defer close(d.loopDone)
-	busy := make(chan struct{}, d.workers)
-	var sweepAt time.Time
+	var (
+		outs     []binding.Outcome // attempts ended, not noted yet
+		inflight int
+		sweepAt  time.Time
+		last     time.Time // when the last round began
+	)
+	take := func(o binding.Outcome) {
+		outs = append(outs, o)
+		inflight--
+	}
 	for ctx.Err() == nil {
 		if now := time.Now(); !now.Before(sweepAt) {
 			d.sweepOnce(ctx)
 			sweepAt = now.Add(d.sweep)
 		}
-		if free := d.workers - len(busy); free > 0 {
-			n, err := d.claim(ctx, free, busy)
-			if err == nil && n == free {
-				continue // more may be due
+	gather:
+		for {
+			select {
+			case o := <-d.notes:
+				take(o)
+			default:
+				break gather
 			}
 		}
-		timer := time.NewTimer(d.poll)
-		select {
-		case <-ctx.Done():
-		case <-d.wake:
-			timer.Reset(claimGather)
+		last = time.Now()
+		free := min(d.workers-inflight, maxBatch)
+		more := d.round(ctx, &outs, free, &inflight)
+		// Wait for something to do: an attempt that ended, a wake-up
+		// (Wake), the poll; then for the rest of roundGap, gathering
+		// what ends meanwhile. With more to do (outcomes left over,
+		// every free worker given an event) only the gap is waited.
+		if !more {
+			timer := time.NewTimer(d.poll)
+			select {
+			case <-ctx.Done():
+			case o := <-d.notes:
+				take(o)
+			case <-d.wake:
+			case <-timer.C:
+			}
+			timer.Stop()
+		}
+		if gap := roundGap - time.Since(last); gap > 0 && ctx.Err() == nil {
+			timer := time.NewTimer(gap)
 			select {
 			case <-ctx.Done():
 			case <-timer.C:
 			}
-		case <-timer.C:
+			timer.Stop()
 		}
-		timer.Stop()
 	}
+	d.noteAll(outs)
 }
 
-// claim claims up to n events and starts their attempts.
-func (d *Dispatcher) claim(ctx context.Context, n int, busy chan struct{}) (int, error) {
-	cfg := d.cfg.Load()
+// round notes up to maxBatch of outs (and drops them from outs) and claims
+// up to free events, whose attempts it starts, counting them in inflight.
+// It reports whether more is waiting: outcomes left over, or as many
+// events claimed as asked for.
+func (d *Dispatcher) round(ctx context.Context, outs *[]binding.Outcome, free int, inflight *int) bool {
+	batch := (*outs)[:min(len(*outs), maxBatch)]
+	now := d.now()
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	ds, err := d.store.ClaimEvents(sctx, d.now(), n, cfg.Timeout+claimMargin)
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil && time.Since(d.lastClaimE) > time.Minute {
-			d.lastClaimE = time.Now()
-			d.log.Warn("events: cannot claim events from the store; trying again", "error", err)
+	defer cancel()
+	if len(batch) == 0 {
+		if free <= 0 {
+			return false
 		}
-		return 0, err
+		due, err := d.store.EventsDue(sctx, now)
+		if err != nil {
+			d.claimFailed(ctx, err)
+			return false
+		}
+		if !due {
+			return false
+		}
 	}
+	cfg := d.cfg.Load()
+	errs, ds, err := d.store.NoteAndClaim(sctx, batch, now, free, cfg.Timeout+claimMargin)
+	if err != nil {
+		// Nothing was noted: the outcomes are tried again next round.
+		d.claimFailed(ctx, err)
+		return false
+	}
+	d.logNotes(batch, errs)
+	*outs = (*outs)[len(batch):]
 	for _, dl := range ds {
-		busy <- struct{}{}
+		*inflight++
 		d.inflight.Add(1)
 		go func() {
 			defer d.inflight.Done()
-			d.deliver(dl)
-			<-busy
-			d.Wake()
+			d.notes <- d.deliver(dl)
 		}()
 	}
-	return len(ds), nil
+	return len(*outs) > 0 || (free > 0 && len(ds) == free)
 }
 
-// deliver makes one attempt and notes its outcome: delivered, tried again
-// after the schedule's next wait, or failed after its last.
-func (d *Dispatcher) deliver(dl binding.Delivery) {
+// claimFailed logs, at most once a minute, that the store did not take a
+// round's transaction; the next round tries again.
+func (d *Dispatcher) claimFailed(ctx context.Context, err error) {
+	if ctx.Err() == nil && time.Since(d.lastClaimE) > time.Minute {
+		d.lastClaimE = time.Now()
+		d.log.Warn("events: cannot note outcomes and claim events in the store; trying again", "error", err)
+	}
+}
+
+// noteAll notes outs in batches of maxBatch, when the loop has stopped.
+func (d *Dispatcher) noteAll(outs []binding.Outcome) {
+	for len(outs) > 0 {
+		batch := outs[:min(len(outs), maxBatch)]
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		errs := d.store.NoteOutcomes(ctx, batch)
+		cancel()
+		d.logNotes(batch, errs)
+		outs = outs[len(batch):]
+	}
+}
+
+// logNotes logs the outcomes that could not be noted.
+func (d *Dispatcher) logNotes(outs []binding.Outcome, errs []error) {
+	for i, err := range errs {
+		dl := outs[i].Delivery
+		switch {
+		case err == nil:
+		case errors.Is(err, binding.ErrClaimLost):
+			d.log.Warn("event: its claim ran out before the outcome was noted; another attempt's outcome stands",
+				"event", dl.ID, "type", dl.Type, "merchant", dl.Merchant, "attempt", dl.Attempts)
+		default:
+			d.log.Error("event: cannot note the outcome; the event is sent again once its claim runs out",
+				"event", dl.ID, "type", dl.Type, "merchant", dl.Merchant, "attempt", dl.Attempts, "error", err)
+		}
+	}
+}
+
+// deliver makes one attempt and returns its outcome, for the loop to
+// note: delivered, tried again after the schedule's next wait, or failed
+// after its last.
+func (d *Dispatcher) deliver(dl binding.Delivery) binding.Outcome {
 	cfg := d.cfg.Load()
 	why := d.send(cfg, dl)
 	now := d.now()
@@ -330,62 +433,10 @@ func (d *Dispatcher) deliver(dl binding.Delivery) {
 		log.Warn("event failed: every attempt of events.retries failed; it is kept until retried by hand "+
 			"(vnum event retry)", "error", why)
 	}
-	n := note{outcome: o, done: make(chan error, 1)}
-	d.notes <- n
-	err := <-n.done
-	switch {
-	case errors.Is(err, binding.ErrClaimLost):
-		log.Warn("event: its claim ran out before the outcome was noted; another attempt's outcome stands")
-	case err != nil:
-		log.Error("event: cannot note the outcome; the event is sent again once its claim runs out", "error", err)
-	}
 	d.mu.Lock()
 	d.counts[[2]string{dl.Type, outcome}]++
 	d.mu.Unlock()
-}
-
-// note is one attempt's outcome on its way to the store; done gets how
-// noting it went.
-type note struct {
-	outcome binding.Outcome
-	done    chan error
-}
-
-// maxNoteBatch bounds the outcomes one transaction notes: on SQLite the
-// calls' own writes wait while it holds the store's one writer.
-const maxNoteBatch = 64
-
-// noteLoop writes the outcomes the workers hand it: those waiting when it
-// is free go in one store transaction (group commit), so that many
-// deliveries finishing together cost the store, and the calls writing to
-// it, one write rather than one each. It ends when Stop closes notes.
-func (d *Dispatcher) noteLoop() {
-	defer close(d.notesDone)
-	for first := range d.notes {
-		batch := []note{first}
-	gather:
-		for len(batch) < maxNoteBatch {
-			select {
-			case n, ok := <-d.notes:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, n)
-			default:
-				break gather
-			}
-		}
-		outs := make([]binding.Outcome, len(batch))
-		for i, n := range batch {
-			outs[i] = n.outcome
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		errs := d.store.NoteOutcomes(ctx, outs)
-		cancel()
-		for i, n := range batch {
-			n.done <- errs[i]
-		}
-	}
+	return o
 }
 
 // send posts dl's body, signed, and returns why it was not delivered, or

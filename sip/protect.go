@@ -284,7 +284,7 @@ func (c *call) blockCaller() {
 		return
 	}
 	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
-	created, err := p.BlockCaller(ctx, c.cdr.BindingID, c.cdr.CallerKind, c.cdr.Caller)
+	created, err := p.BlockCaller(ctx, c.cdr.BindingID, c.cdr.ID, c.cdr.CallerKind, c.cdr.Caller)
 	cancel()
 	if err != nil {
 		c.log.Error("blocking the caller for the consignee", "error", err)

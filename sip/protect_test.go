@@ -26,8 +26,8 @@ func (s *protectingStore) TakeRing(_ context.Context, r callrec.Ring) (protectio
 	return s.decision, nil
 }
 
-func (s *protectingStore) BlockCaller(_ context.Context, id string, kind callrec.CallerKind, caller string) (bool, error) {
-	s.blocks <- id + "/" + string(kind) + "/" + caller
+func (s *protectingStore) BlockCaller(_ context.Context, id, call string, kind callrec.CallerKind, caller string) (bool, error) {
+	s.blocks <- id + "/" + call + "/" + string(kind) + "/" + caller
 	return true, nil
 }
 
@@ -116,7 +116,8 @@ func TestScriptConfirmKeys(t *testing.T) {
 			require.True(t, cdr.AnsweredAt.IsZero(), "a declined call is not answered")
 			require.True(t, e.media.stream(t, 0).heard(t, media.PromptNotAvailable))
 			if key == "9" {
-				require.Equal(t, "b1/account/alice", <-store.blocks)
+				require.NotEmpty(t, cdr.ID)
+				require.Equal(t, "b1/"+cdr.ID+"/account/alice", <-store.blocks, "the block names the call's record")
 			}
 		})
 	}

@@ -119,9 +119,10 @@ type Protector interface {
 	// merchant, and counts it when it may. A refused call never rings B.
 	TakeRing(ctx context.Context, ring callrec.Ring) (protection.Decision, error)
 	// BlockCaller blocks the caller of a call through binding id for its
-	// consignee, as the consignee asked with their keys; created reports
-	// a new block.
-	BlockCaller(ctx context.Context, id string, kind callrec.CallerKind, caller string) (created bool, err error)
+	// consignee, as the consignee asked with their keys; call is the
+	// call's CDR id, which the merchant's consignee.blocked event carries.
+	// created reports a new block.
+	BlockCaller(ctx context.Context, id, call string, kind callrec.CallerKind, caller string) (created bool, err error)
 	// Announcement returns the samples (8 kHz) of the merchant's clip, or
 	// nil when it has none.
 	Announcement(ctx context.Context, merchant string) ([]int16, error)

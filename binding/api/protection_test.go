@@ -281,7 +281,7 @@ func TestBlocksEndpoint(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, h.do(request{method: "DELETE", path: "/v1/blocks/" + blk["id"].(string)}).status)
 
 	// A block made by the consignee's keys lists the same way.
-	_, _, err := h.store.BlockFromConsignee(context.Background(), b1, callrec.CallerAccount, "alice", now)
+	_, _, err := h.store.BlockFromConsignee(context.Background(), b1, "", callrec.CallerAccount, "alice", now)
 	require.NoError(t, err)
 	r = h.do(request{method: "GET", path: "/v1/blocks?merchant=m1"})
 	r.decode(t, &list)

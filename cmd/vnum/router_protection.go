@@ -58,11 +58,12 @@ func (r *router) TakeRing(ctx context.Context, ring callrec.Ring) (protection.De
 
 // BlockCaller blocks the caller of a call through binding id for its
 // consignee, as the consignee asked with their keys: a merchant's account
-// blocks its merchant, a PSTN caller its number. A caller blocked already
-// stays blocked; created reports a new block.
-func (r *router) BlockCaller(ctx context.Context, id string, kind callrec.CallerKind, caller string) (created bool, err error) {
+// blocks its merchant, a PSTN caller its number. The consignee.blocked
+// event is one of the events of call (its CDR id). A caller blocked
+// already stays blocked; created reports a new block.
+func (r *router) BlockCaller(ctx context.Context, id, call string, kind callrec.CallerKind, caller string) (created bool, err error) {
 	start := time.Now()
-	_, created, err = r.store.BlockFromConsignee(ctx, id, kind, caller, r.now())
+	_, created, err = r.store.BlockFromConsignee(ctx, id, call, kind, caller, r.now())
 	r.metrics.observe(opBlockCaller, start, err)
 	return created, shortage(err)
 }

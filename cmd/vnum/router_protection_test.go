@@ -67,10 +67,10 @@ func TestRouterProtection(t *testing.T) {
 	require.Equal(t, 3, n.router.platformNow().CallsPerDay)
 
 	// The consignee keys 9: the merchant is blocked for them.
-	created, err := n.router.BlockCaller(ctx, b.ID, callrec.CallerAccount, "alice")
+	created, err := n.router.BlockCaller(ctx, b.ID, "", callrec.CallerAccount, "alice")
 	require.NoError(t, err)
 	require.True(t, created)
-	created, err = n.router.BlockCaller(ctx, b.ID, callrec.CallerAccount, "alice")
+	created, err = n.router.BlockCaller(ctx, b.ID, "", callrec.CallerAccount, "alice")
 	require.NoError(t, err)
 	require.False(t, created)
 	d, err = n.router.TakeRing(ctx, ring)
