@@ -53,6 +53,7 @@ type record struct {
 	Disposition   string  `json:"disposition"`
 	HangupBy      string  `json:"hangup_by"`
 	SIPStatus     int     `json:"sip_status"`
+	Recorded      bool    `json:"recorded"`
 }
 
 // summary is what exportcheck prints.
