@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -509,4 +511,100 @@ func TestKernelWatchedKeysComeUp(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, s.UpWatched)
 	require.True(t, b.InKernel(), "the audio is still the kernel's")
+}
+
+// rtpReaders counts the goroutines reading RTP (Stream.readRTP).
+func rtpReaders() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "media.(*Stream).readRTP(")
+}
+
+// parked reports whether s's RTP reader is parked (Stream.park).
+func parked(s *Stream) bool {
+	s.lc.Lock()
+	defer s.lc.Unlock()
+	return s.rtpParked
+}
+
+// TestKernelParksIdleReaders: once the kernel relays a call, its RTP
+// readers end (two goroutines fewer a call) and the audio still crosses
+// both ways; whatever comes up to a parked socket starts its reader
+// again: a stranger's packet (dropped as foreign, then the reader parks
+// once more), watched keys, and the call's own audio when its flow is
+// removed, relayed in user space whole and in order. A stream closed
+// while parked leaves no goroutine and no flow.
+func TestKernelParksIdleReaders(t *testing.T) {
+	r := openKernelRelay(t, "127.0.0.1", kernel.Options{})
+	ports := kernelPorts(t, r)
+	checkNoLeaks(t, ports)
+	caller, callee := newPeer(t), newPeer(t)
+	attacker := newPeerAt(t, "127.0.0.2")
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, event101)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, event96)
+	relayBoth(t, a, b)
+	require.Equal(t, 2, rtpReaders(), "a reader a leg")
+	waitInKernel(t, caller, callee, a, b, r)
+	bothParked := func() bool { return parked(a) && parked(b) }
+	require.Eventually(t, bothParked, parkIdle+3*KernelPoll, 10*time.Millisecond, "idle readers park")
+	require.Eventually(t, func() bool { return rtpReaders() == 0 }, time.Second, 10*time.Millisecond,
+		"the call's two RTP readers ended")
+
+	before := ports.RelayCounts()
+	for i := range uint16(20) {
+		caller.sendRTP(a.Socket().RTPAddr(), numbered(0xA, 0, 100+i))
+		require.Equal(t, 100+i, callee.recvRTP(time.Second).SequenceNumber)
+		callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, 0, 200+i))
+		require.Equal(t, 200+i, caller.recvRTP(time.Second).SequenceNumber)
+	}
+	require.Equal(t, before.Relayed, ports.RelayCounts().Relayed, "the kernel relays; vnum's sockets see nothing")
+	require.True(t, bothParked(), "nothing came up to wake them")
+
+	// A stranger's packet wakes leg A's reader, which drops it and parks
+	// again.
+	attacker.sendRTP(a.Socket().RTPAddr(), ssrcPacket(attackerSSRC, 1))
+	require.Eventually(t, func() bool { return ports.RelayCounts().Dropped[DropForeignSource] == before.Dropped[DropForeignSource]+1 },
+		time.Second, time.Millisecond, "the woken reader drops the stranger's packet")
+	requireNothing(t, callee, "the stranger's packet is not relayed")
+	require.Eventually(t, bothParked, 2*parkIdle+KernelPoll, 10*time.Millisecond, "and parks again")
+
+	// Keys watched on leg B: the kernel passes them up, a reader wakes
+	// for them and finds the digit.
+	b.WatchKeys(true)
+	for i := uint16(0); ; i++ {
+		require.Less(t, i, uint16(200), "leg B's flow did not come back with its keys watched")
+		callee.sendRTP(b.Socket().RTPAddr(), numbered(0xB, 0, 300+i))
+		caller.recvRTP(time.Second)
+		if b.InKernel() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return parked(b) }, parkIdle+3*KernelPoll, 10*time.Millisecond)
+	callee.sendRTP(b.Socket().RTPAddr(), eventPacket(t, '9', 96, 50000, 600, true, true))
+	require.Equal(t, uint8(101), caller.recvRTP(time.Second).PayloadType)
+	select {
+	case d := <-b.Digits():
+		require.Equal(t, '9', d)
+	case <-time.After(time.Second):
+		t.Fatal("the watched key did not come up to a parked stream")
+	}
+
+	// Leg A's flow removed while its reader is parked: the caller's audio
+	// comes up to the socket and is relayed in user space, none lost.
+	require.Eventually(t, func() bool { return parked(a) }, parkIdle+KernelPoll, 10*time.Millisecond)
+	a.KeepInUserSpace(true)
+	relayed := ports.RelayCounts().Relayed
+	for i := range uint16(30) {
+		caller.sendRTP(a.Socket().RTPAddr(), numbered(0xA, 0, 700+i))
+	}
+	for i := range uint16(30) {
+		require.Equal(t, 700+i, callee.recvRTP(time.Second).SequenceNumber, "in order, none lost")
+	}
+	require.Equal(t, relayed+30, ports.RelayCounts().Relayed, "relayed by vnum's reader")
+	require.False(t, parked(a))
+
+	// B is closed parked (its reader idle again), A with a reader.
+	require.Eventually(t, func() bool { return parked(b) }, 2*parkIdle+KernelPoll, 10*time.Millisecond)
+	require.NoError(t, b.Close())
+	require.NoError(t, a.Close())
 }

@@ -14,21 +14,25 @@ import (
 // goroutine, through an epoll set of their descriptors, instead of one
 // goroutine and one read buffer per socket: RTCP comes every few seconds
 // per stream (RFC 3550 §6.2), and a parked goroutine costs its stack (4 KiB
-// at least) and its buffer for the whole of a call. The goroutine runs
-// while the set holds a stream: the first stream added starts it, the last
-// removed ends it.
+// at least) and its buffer for the whole of a call. The same set watches
+// the RTP sockets whose packets the kernel relays (park): their readers
+// end while nothing comes up to them, and a datagram that does starts one
+// again. The goroutine runs while the set holds a socket: the first added
+// starts it, the last removed ends it.
 type rtcpReader struct {
-	mu   sync.Mutex // guards cur, next and the sets' streams; held while a stream's packets are handled
+	mu   sync.Mutex // guards cur, next and the sets' maps; held while a stream's RTCP is handled
 	cur  *rtcpSet
 	next uint64 // the last token given
 }
 
-// rtcpSet is one epoll set and the streams in it, by token; its goroutine
-// (run) ends when the set's file is closed.
+// rtcpSet is one epoll set and the sockets in it, by token: the streams
+// whose RTCP it reads, and those whose RTP socket it watches for their
+// reader (parked); its goroutine (run) ends when the set's file is closed.
 type rtcpSet struct {
 	file    *os.File // the epoll descriptor, in the runtime's poller
 	epfd    int
 	streams map[uint64]*Stream
+	parked  map[uint64]*Stream
 }
 
 // rtcpBatch is how many datagrams one stream's turn reads at most before
@@ -40,34 +44,88 @@ const rtcpBatch = 8
 // it is the first. An error leaves s out: its caller reads s on a
 // goroutine of its own.
 func (r *rtcpReader) add(s *Stream) error {
-	raw, err := s.sock.RTCP.SyscallConn()
+	fd, err := socketFD(s.sock.RTCP)
 	if err != nil {
-		return err
-	}
-	fd := -1
-	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	tok, err := r.watch(fd, unix.EPOLLIN)
+	if err != nil {
+		return err
+	}
+	r.cur.streams[tok] = s
+	s.rtcpTok, s.rtcpFD = tok, fd
+	return nil
+}
+
+// park puts s's RTP socket in the set until a datagram arrives on it (at
+// once if one is waiting): s's RTP reader is ending, the kernel relaying
+// its packets, and the set's goroutine starts one again (wakeRTP) for
+// whatever comes up to the socket (a stranger's packets, the keys
+// watched, the call's own once its flow is gone). An error leaves s out:
+// its reader goes on.
+func (r *rtcpReader) park(s *Stream) error {
+	fd, err := socketFD(s.sock.RTP)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tok, err := r.watch(fd, unix.EPOLLIN|unix.EPOLLONESHOT)
+	if err != nil {
+		return err
+	}
+	r.cur.parked[tok] = s
+	s.rtpTok, s.rtpFD = tok, fd
+	return nil
+}
+
+// unpark takes s's RTP socket out of the set if it is there, before the
+// socket closes. Once it returns the set starts no reader for s.
+func (r *rtcpReader) unpark(s *Stream) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil || r.cur.parked[s.rtpTok] != s {
+		return
+	}
+	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, s.rtpFD, nil)
+	delete(r.cur.parked, s.rtpTok)
+	r.closeIfEmpty()
+}
+
+// watch adds fd to the current set (made, with its goroutine, when there
+// is none) for events, under a new token. r.mu is held.
+func (r *rtcpReader) watch(fd int, events uint32) (uint64, error) {
 	if r.cur == nil {
 		set, err := newRTCPSet()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		r.cur = set
 		go r.run(set)
 	}
 	r.next++
 	tok := r.next
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
+	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
 	if err := unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		r.closeIfEmpty()
-		return err
+		return 0, err
 	}
-	r.cur.streams[tok] = s
-	s.rtcpTok, s.rtcpFD = tok, fd
-	return nil
+	return tok, nil
+}
+
+// socketFD is c's descriptor, for as long as c is open.
+func socketFD(c syscall.Conn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }
 
 // remove takes s out of the set, before its socket closes. Once it
@@ -84,9 +142,9 @@ func (r *rtcpReader) remove(s *Stream) {
 	r.closeIfEmpty()
 }
 
-// closeIfEmpty ends the current set when it holds no stream. r.mu is held.
+// closeIfEmpty ends the current set when it holds no socket. r.mu is held.
 func (r *rtcpReader) closeIfEmpty() {
-	if len(r.cur.streams) == 0 {
+	if len(r.cur.streams) == 0 && len(r.cur.parked) == 0 {
 		// Closing the file wakes the set's goroutine with an error.
 		_ = r.cur.file.Close()
 		r.cur = nil
@@ -104,11 +162,13 @@ func newRTCPSet() (*rtcpSet, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	return &rtcpSet{file: os.NewFile(uintptr(epfd), "rtcp-epoll"), epfd: epfd, streams: map[uint64]*Stream{}}, nil
+	return &rtcpSet{file: os.NewFile(uintptr(epfd), "rtcp-epoll"), epfd: epfd,
+		streams: map[uint64]*Stream{}, parked: map[uint64]*Stream{}}, nil
 }
 
 // run waits for the set's sockets to be readable and hands what they read
-// to their streams, until the set's file is closed.
+// to their streams, or wakes their RTP readers, until the set's file is
+// closed.
 func (r *rtcpReader) run(set *rtcpSet) {
 	raw, err := set.file.SyscallConn()
 	if err != nil {
@@ -116,6 +176,7 @@ func (r *rtcpReader) run(set *rtcpSet) {
 	}
 	events := make([]unix.EpollEvent, 64)
 	buf := make([]byte, maxPacket)
+	var woken []*Stream
 	for {
 		n := 0
 		err := raw.Read(func(fd uintptr) bool {
@@ -132,9 +193,24 @@ func (r *rtcpReader) run(set *rtcpSet) {
 			tok := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			if s := set.streams[tok]; s != nil {
 				s.readRTCPReady(buf)
+			} else if s := set.parked[tok]; s != nil {
+				// Out of the set while its socket is surely open (Close
+				// unparks before it closes the socket).
+				_ = unix.EpollCtl(set.epfd, unix.EPOLL_CTL_DEL, s.rtpFD, nil)
+				delete(set.parked, tok)
+				woken = append(woken, s)
 			}
 		}
+		if r.cur == set {
+			r.closeIfEmpty()
+		}
 		r.mu.Unlock()
+		// Outside r.mu: a stream parks holding its lc, then r.mu.
+		for i, s := range woken {
+			s.wakeRTP()
+			woken[i] = nil
+		}
+		woken = woken[:0]
 	}
 }
 

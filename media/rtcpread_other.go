@@ -18,6 +18,14 @@ func (r *rtcpReader) add(*Stream) error { return errNoRTCPSet }
 
 func (r *rtcpReader) remove(*Stream) {}
 
+// park fails: a stream's RTP reader runs for the whole call.
+func (r *rtcpReader) park(*Stream) error { return errNoRTCPSet }
+
+func (r *rtcpReader) unpark(*Stream) {}
+
+// keep the waking referenced where it is unused.
+var _ = (*Stream).wakeRTP
+
 // keep the shared handler referenced where it is unused.
 var _ = (*Stream).rtcpPacket
 var _ = netip.AddrPort{}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -92,6 +93,14 @@ type Stream struct {
 	rtcpShared bool
 	rtcpTok    uint64
 	rtcpFD     int
+
+	// rtpParked says no goroutine reads the RTP socket: the kernel relays
+	// its packets, and the Ports' shared reader watches the socket, under
+	// rtpTok, its descriptor being rtpFD, to start one again (see park).
+	// Guarded by lc; rtpTok and rtpFD by the shared reader.
+	rtpParked bool
+	rtpTok    uint64
+	rtpFD     int
 }
 
 // formats are a stream's negotiated payload formats: the audio codec, the
@@ -176,15 +185,23 @@ func (s *Stream) Close() error {
 		s.closed = true
 		close(s.done)
 	}
-	shared := s.rtcpShared
+	shared, parked := s.rtcpShared, s.rtpParked
+	s.rtpParked = false
 	s.lc.Unlock()
 	if shared {
 		// Before the socket closes: its descriptor leaves the set while
 		// it is still the stream's.
 		s.sock.pool.rtcp.remove(s)
 	}
+	if parked {
+		s.sock.pool.rtcp.unpark(s)
+	}
 	err := s.sock.Close()
 	s.wg.Wait()
+	if parked {
+		// No reader ran to its end to do it.
+		s.q.closed()
+	}
 	return err
 }
 
@@ -386,28 +403,66 @@ func (s *Stream) takeRTCP(src netip.AddrPort, now time.Time) bool {
 
 func (s *Stream) readRTP() {
 	defer s.wg.Done()
-	buf := make([]byte, maxPacket)
+	bp := packetBufs.Get().(*[]byte)
+	defer packetBufs.Put(bp)
 	var pkt rtp.Packet
-	for !s.readRTPUntilPanic(buf, &pkt) {
+	var idle bool
+	for {
+		switch s.readRTPUntilPanic(*bp, &pkt, &idle) {
+		case readClosed:
+			s.q.closed()
+			return
+		case readIdle:
+			if s.park() {
+				return
+			}
+		}
 	}
-	s.q.closed()
 }
 
-// readRTPUntilPanic reads RTP until the socket closes (true), or until
-// handling one packet panics (false): that packet is dropped and logged
-// with its stack, and the reader goes on, so that a packet vnum mishandles
-// costs one packet, never the process and every call in it. Each datagram
-// read is counted once, by what became of it (see RelayCounts). Packets
-// from a source other than the stream's peer are dropped before anything
-// else sees them: they are neither relayed nor taken for digits, and do
-// not count as the call's media.
-func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
+// packetBufs are the RTP readers' buffers: a reader that parks gives its
+// buffer back.
+var packetBufs = sync.Pool{New: func() any {
+	b := make([]byte, maxPacket)
+	return &b
+}}
+
+// parkIdle is how long an RTP reader waits for a packet, while the kernel
+// relays its stream's packets, before it parks (see park).
+const parkIdle = time.Second
+
+// Why readRTPUntilPanic returned.
+const (
+	readPanicked = iota // handling a packet panicked: read on
+	readClosed          // the socket closed
+	readIdle            // nothing came up for parkIdle while the kernel relays
+)
+
+// readRTPUntilPanic reads RTP until the socket closes, until handling one
+// packet panics (that packet is dropped and logged with its stack, and the
+// reader goes on, so that a packet vnum mishandles costs one packet, never
+// the process and every call in it), or until nothing came up to the
+// socket for parkIdle while the kernel relays the stream's packets. idle
+// says a read deadline is set for that. Each datagram read is counted
+// once, by what became of it (see RelayCounts). Packets from a source
+// other than the stream's peer are dropped before anything else sees them:
+// they are neither relayed nor taken for digits, and do not count as the
+// call's media.
+func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet, idle *bool) (why int) {
 	defer s.recoverPacket("rtp", s.counts)
 	for {
 		n, src, err := s.sock.RTP.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if s.stopped(err) {
-				return true
+			switch {
+			case s.stopped(err):
+				return readClosed
+			case !errors.Is(err, os.ErrDeadlineExceeded):
+			case s.InKernel():
+				*idle = false
+				_ = s.sock.RTP.SetReadDeadline(time.Time{})
+				return readIdle
+			default:
+				s.idleDeadline(idle)
 			}
 			continue
 		}
@@ -422,6 +477,7 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 		}
 		if !ok {
 			s.counts.add(dropped(DropForeignSource))
+			s.idleDeadline(idle)
 			continue
 		}
 		s.lastRTP.Store(now.UnixNano())
@@ -430,8 +486,57 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet) (closed bool) {
 		s.counts.add(o)
 		if s.kp != nil {
 			s.kp.afterRTP(s, buf[:n], o, now)
+			s.idleDeadline(idle)
 		}
 	}
+}
+
+// idleDeadline has the reader's next read give up after parkIdle while
+// the stream's packets have a flow in the kernel (in handover, or relayed
+// there, the reader seeing only what the kernel passes up), and wait as
+// long as it takes otherwise. idle says a deadline is set.
+func (s *Stream) idleDeadline(idle *bool) {
+	switch {
+	case s.kflow.Load() != nil:
+		*idle = true
+		_ = s.sock.RTP.SetReadDeadline(time.Now().Add(parkIdle))
+	case *idle:
+		*idle = false
+		_ = s.sock.RTP.SetReadDeadline(time.Time{})
+	}
+}
+
+// park ends the RTP reader (true) while the kernel relays the stream's
+// packets, its socket then watched by the Ports' shared reader, which
+// starts a reader again when a datagram comes up (wakeRTP): a call whose
+// audio the kernel relays keeps no goroutine, stack or buffer of its own
+// for it. False keeps the reader (closed, no longer in the kernel, or no
+// shared reader on this system).
+func (s *Stream) park() bool {
+	s.lc.Lock()
+	defer s.lc.Unlock()
+	if s.closed || s.sock.pool == nil || !s.InKernel() {
+		return false
+	}
+	if err := s.sock.pool.rtcp.park(s); err != nil {
+		s.log.Debug("rtp reader stays", "error", err)
+		return false
+	}
+	s.rtpParked = true
+	return true
+}
+
+// wakeRTP starts the RTP reader of a parked stream: a datagram came up to
+// its socket. It does nothing on a closed stream.
+func (s *Stream) wakeRTP() {
+	s.lc.Lock()
+	defer s.lc.Unlock()
+	if s.closed || !s.rtpParked {
+		return
+	}
+	s.rtpParked = false
+	s.wg.Add(1)
+	go s.readRTP()
 }
 
 // handleRTP relays a packet read at now to the bridged peer (handing it
