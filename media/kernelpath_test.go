@@ -562,7 +562,9 @@ func TestKernelParksIdleReaders(t *testing.T) {
 	// A stranger's packet wakes leg A's reader, which drops it and parks
 	// again.
 	attacker.sendRTP(a.Socket().RTPAddr(), ssrcPacket(attackerSSRC, 1))
-	require.Eventually(t, func() bool { return ports.RelayCounts().Dropped[DropForeignSource] == before.Dropped[DropForeignSource]+1 },
+	require.Eventually(t, func() bool {
+		return ports.RelayCounts().Dropped[DropForeignSource] == before.Dropped[DropForeignSource]+1
+	},
 		time.Second, time.Millisecond, "the woken reader drops the stranger's packet")
 	requireNothing(t, callee, "the stranger's packet is not relayed")
 	require.Eventually(t, bothParked, 2*parkIdle+KernelPoll, 10*time.Millisecond, "and parks again")
