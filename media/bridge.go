@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"net"
 	"strings"
@@ -84,7 +85,7 @@ func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) outcome {
 	}
 	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil {
 		if !errors.Is(err, net.ErrClosed) {
-			r.to.log.Debug("rtp relay", "error", err, "to", dst)
+			r.to.logAt(slog.LevelDebug, "rtp relay", "error", err, "to", dst)
 		}
 		return dropped(DropSendError)
 	}
@@ -116,11 +117,11 @@ func (r *route) relayRTCP(buf []byte) {
 	}
 	out, err := scrubRTCP(buf)
 	if err != nil {
-		r.to.log.Debug("rtcp relay: dropped", "error", err)
+		r.to.logAt(slog.LevelDebug, "rtcp relay: dropped", "error", err)
 		return
 	}
 	if _, err := r.to.sock.RTCP.WriteToUDPAddrPort(out, dst); err != nil {
-		r.to.log.Debug("rtcp relay", "error", err, "to", dst)
+		r.to.logAt(slog.LevelDebug, "rtcp relay", "error", err, "to", dst)
 	}
 }
 
@@ -191,7 +192,7 @@ func Bridge(ctx context.Context, a, b *Stream) error {
 		a.leave()
 		b.leave()
 	}()
-	a.log.Debug("bridge up", "peer_port", b.sock.Port)
+	a.logAt(slog.LevelDebug, "bridge up", "peer_port", b.sock.Port)
 	select {
 	case <-ctx.Done():
 	case <-a.done:

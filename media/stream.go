@@ -103,6 +103,17 @@ type Stream struct {
 	rtpFD     int
 }
 
+// logAt logs msg at level with the stream's port. A stream keeps no
+// logger of its own: a JSON handler's With formats its attributes at once,
+// some 400 bytes a stream for the whole of a call, for lines that are
+// rarely written.
+func (s *Stream) logAt(level slog.Level, msg string, args ...any) {
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	s.log.Log(context.Background(), level, msg, append([]any{"rtp_port", s.sock.Port}, args...)...)
+}
+
 // formats are a stream's negotiated payload formats: the audio codec, the
 // telephone-event format (nil when none) and, without one, the in-band
 // DTMF detector for the audio (used only by the RTP reader goroutine).
@@ -136,7 +147,7 @@ func NewStream(sock *Socket, remote netip.AddrPort, audio Codec, dtmf *Codec, lo
 	}
 	s := &Stream{
 		sock:   sock,
-		log:    log.With("rtp_port", sock.Port),
+		log:    log,
 		digits: make(chan rune, digitBuffer),
 		done:   make(chan struct{}),
 		ssrc:   rand.Uint32(),
@@ -378,7 +389,7 @@ func (s *Stream) takeRTP(src netip.AddrPort, now time.Time) (ok, moved bool) {
 	defer s.mu.Unlock()
 	ok, moved = s.rtp.take(src, [2]netip.Addr{s.sigHost}, matchAny, now)
 	if moved {
-		s.log.Debug("rtp latched", "to", src, "match", s.rtp.match)
+		s.logAt(slog.LevelDebug, "rtp latched", "to", src, "match", s.rtp.match)
 		s.rtcp.follow(rtcpFor(src))
 	}
 	return ok, moved
@@ -396,7 +407,7 @@ func (s *Stream) takeRTCP(src netip.AddrPort, now time.Time) bool {
 	}
 	ok, moved := s.rtcp.take(src, hosts, floor, now)
 	if moved {
-		s.log.Debug("rtcp latched", "to", src, "match", s.rtcp.match)
+		s.logAt(slog.LevelDebug, "rtcp latched", "to", src, "match", s.rtcp.match)
 	}
 	return ok
 }
@@ -519,7 +530,7 @@ func (s *Stream) park() bool {
 		return false
 	}
 	if err := s.sock.pool.rtcp.park(s); err != nil {
-		s.log.Debug("rtp reader stays", "error", err)
+		s.logAt(slog.LevelDebug, "rtp reader stays", "error", err)
 		return false
 	}
 	s.rtpParked = true
@@ -583,7 +594,7 @@ func (s *Stream) recoverPacket(kind string, counts *relayCounters) {
 		if counts != nil {
 			counts.add(dropped(DropPanic))
 		}
-		s.log.Error("packet handling panicked; packet dropped", "kind", kind,
+		s.logAt(slog.LevelError, "packet handling panicked; packet dropped", "kind", kind,
 			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	}
 }
@@ -644,7 +655,7 @@ func (s *Stream) stopped(err error) bool {
 	case <-s.done:
 		return true
 	default:
-		s.log.Debug("rtp read", "error", err)
+		s.logAt(slog.LevelDebug, "rtp read", "error", err)
 		return false
 	}
 }
@@ -669,7 +680,7 @@ func (s *Stream) detect(pkt *rtp.Packet) {
 	select {
 	case s.digits <- key:
 	default:
-		s.log.Warn("dtmf digit dropped: buffer full")
+		s.logAt(slog.LevelWarn, "dtmf digit dropped: buffer full")
 	}
 }
 
@@ -782,7 +793,7 @@ func (s *Stream) send(buf, payload []byte, pt uint8, marker bool) error {
 			return ErrClosed
 		}
 		// A lost packet is not worth ending the prompt for.
-		s.log.Debug("rtp write", "error", err, "to", dst)
+		s.logAt(slog.LevelDebug, "rtp write", "error", err, "to", dst)
 	}
 	return nil
 }

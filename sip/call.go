@@ -509,12 +509,12 @@ func (c *call) handle(ev event) endReason {
 		}
 	case digitEvent:
 		if ev.leg == legB {
-			if c.state == StateNotice && len(c.bKeys) < eventQueue {
+			if c.state == StateNotice && len(c.bKeys) < keysKept {
 				c.bKeys = append(c.bKeys, ev.digit)
 			}
 			return c.calleeKeyed(ev.digit)
 		}
-		if c.state == StateIVR && len(c.digits) < eventQueue {
+		if c.state == StateIVR && len(c.digits) < keysKept {
 			c.digits = append(c.digits, ev.digit)
 		}
 	case reofferEvent:

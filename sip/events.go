@@ -10,8 +10,15 @@ const (
 	legB
 )
 
-// eventQueue is how many events a call holds before posting blocks.
-const eventQueue = 64
+// eventQueue is how many events a call's mailbox holds before posting
+// blocks (and offering drops): a call's events come one by one (an ACK, a
+// BYE, a key), so a few suffice, and the mailbox is kept for the whole of
+// the call.
+const eventQueue = 16
+
+// keysKept is how many keys a call collects at most in one state: the
+// caller's extension in the IVR, the consignee's answer to a notice.
+const keysKept = 64
 
 // event is something that happened to a call, posted to its goroutine
 // (callHandle.post) by SIP handlers, leg B's forks and timers.
