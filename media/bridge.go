@@ -2,8 +2,8 @@ package media
 
 import (
 	"context"
-	"log/slog"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
