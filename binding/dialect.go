@@ -145,6 +145,9 @@ type db struct {
 	// writer is held by this process's write in progress on SQLite (nil
 	// on PostgreSQL): see lockWrite.
 	writer chan struct{}
+	// group runs the single writes on SQLite (nil on PostgreSQL): see
+	// groupWriter.
+	group *groupWriter
 }
 
 // lockWrite waits until this process has no other write in progress on
@@ -187,6 +190,9 @@ func (d *db) prepare(ctx context.Context, queries []string) error {
 
 // close closes the prepared statements, then the pool.
 func (d *db) close() error {
+	if d.group != nil {
+		d.group.close()
+	}
 	var errs []error
 	for _, st := range d.prepared {
 		errs = append(errs, st.Close())
@@ -195,13 +201,22 @@ func (d *db) close() error {
 }
 
 // ExecContext runs a statement written with ? placeholders. It is the
-// store's way to write outside a transaction, and takes lockWrite.
+// store's way to write outside a transaction: on SQLite in the group
+// writer's next transaction (see groupWriter), elsewhere at once.
 func (d *db) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if d.group != nil {
+		return d.group.exec(ctx, query, args)
+	}
 	unlock, err := d.lockWrite(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	return d.execNow(ctx, query, args)
+}
+
+// execNow runs a statement on its own, lockWrite held by the caller.
+func (d *db) execNow(ctx context.Context, query string, args []any) (sql.Result, error) {
 	if st := d.prepared[query]; st != nil {
 		return st.ExecContext(ctx, args...)
 	}

@@ -216,6 +216,7 @@ func openSQLite(ctx context.Context, dsn string, o options) (*Store, bool, error
 	if err := s.db.prepare(ctx, slices.Concat(hotQueries, outboxQueries(s.db.dialect))); err != nil {
 		return nil, false, closeAfter(sqldb, fmt.Errorf("sqlite file %q: %w", dsn, err))
 	}
+	s.db.group = newGroupWriter(s.db)
 	return s, schemas == 0 && !memory, nil
 }
 

@@ -123,7 +123,8 @@
 #   BENCH_STOP_ON_FAIL  stop after the first failing rate (1)
 #   BENCH_KEEP          keep the work folder and its logs (0)
 #   BENCH_PROFILE       seconds of CPU profile to take from vnum (admin.pprof)
-#                       during each ramp rate, kept as cpu-MODE-RATE.pprof in
+#                       during each ramp rate and each compare step of vnum,
+#                       kept as cpu-MODE-RATE.pprof in
 #                       the work folder (implies BENCH_KEEP=1) (off)
 #   BENCH_RTP_PORTS     vnum's media.rtp_ports           (40000-49999)
 #   BENCH_MEDIA         1: callers send PCMA and the carrier echoes it;
@@ -1067,7 +1068,14 @@ compare() {
 		for sys in $order; do
 			if [ "$sys" = vnum ] && [ "$vdone" = 1 ]; then continue; fi
 			if [ "$sys" = kamailio ] && [ "$kdone" = 1 ]; then continue; fi
+			PROF_PID=
+			if [ -n "$PROFILE" ] && [ "$sys" = vnum ]; then
+				curl -sf -o "$WORK/cpu-compare-${rate}.pprof" \
+					"http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE" &
+				PROF_PID=$!
+			fi
 			step "$sys" "$rate"
+			[ -n "$PROF_PID" ] && wait "$PROF_PID"
 			printf '%8s  %-9s %8s %10s %7s %8s %9s %12s %5s %5s\n' "$rate" "$sys" "$S_CALLS" "$S_DONE" "$S_FAILED" \
 				"$(secs "$S_CPU")" "$([ "$sys" = vnum ] && echo - || secs "$S_MEDIA")" \
 				"$(awk -v t="$S_CPU" -v hz="$CLK_TCK" -v c="$S_DONE" 'BEGIN { printf "%.2f", c ? 1000 * t / hz / c : 0 }')" \
