@@ -297,9 +297,13 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-9s %10d %7d %7d %11d %11d %11d %11d %10s %7d %7d %9.1f %9.1f %13.0f %9.1f\n",
+		ns := "-"
+		if r.nsPerPacket > 0 {
+			ns = strconv.FormatFloat(r.nsPerPacket, 'f', 0, 64)
+		}
+		fmt.Printf("%-9s %10d %7d %7d %11d %11d %11d %11d %10s %7d %7d %9.1f %9.1f %13s %9.1f\n",
 			o.label, level, r.up, r.failed, r.aSent, r.bGot, r.bSent, r.aGot, pct(r.aGot+r.bGot, r.aSent+r.bSent),
-			r.bad, r.misrouted, r.vnumCPU, r.softirq, r.nsPerPacket, r.kibPerCall)
+			r.bad, r.misrouted, r.vnumCPU, r.softirq, ns, r.kibPerCall)
 	}
 	return nil
 }
@@ -412,7 +416,11 @@ func runLevel(ctx context.Context, o options, level int, vnum netip.AddrPort, di
 	r.vnumCPU = 100 * float64(cpu1.vnum-cpu0.vnum) / clkTck / wall
 	r.softirq = 100 * float64(cpu1.softirq-cpu0.softirq) / clkTck / wall
 	if got > 0 {
-		machine := float64(cpu1.busy-cpu0.busy-(cpu1.self-cpu0.self)) / clkTck
+		// Signed: the generator's own time (from its /proc/self/stat)
+		// and the machine's (ticks sampled in /proc/stat) are counted
+		// apart, and with little else running its own may come out the
+		// larger; that is shown as "-", not as a wrapped-around figure.
+		machine := float64(int64(cpu1.busy-cpu0.busy)-int64(cpu1.self-cpu0.self)) / clkTck
 		r.nsPerPacket = machine * 1e9 / float64(got)
 	}
 
