@@ -28,7 +28,7 @@ const (
 	// before it writes a group, while writes meet: when the group before
 	// held more than one. A lone writer (a bulk import, an idle node's
 	// calls) is never kept waiting: its statements go at once.
-	groupLinger = time.Millisecond
+	groupLinger = 2 * time.Millisecond
 )
 
 // groupWrite is one statement waiting for the group writer.
