@@ -84,6 +84,10 @@ type Stream struct {
 	kuser atomic.Bool
 	knext atomic.Int64
 
+	// recv reads the RTP socket (recvRTP), made by the reader on its
+	// first read; used by the RTP reader alone.
+	recv *rtpRecv
+
 	// watch says keys are collected while bridged too (WatchKeys).
 	watch atomic.Bool
 
@@ -414,12 +418,10 @@ func (s *Stream) takeRTCP(src netip.AddrPort, now time.Time) bool {
 
 func (s *Stream) readRTP() {
 	defer s.wg.Done()
-	bp := packetBufs.Get().(*[]byte)
-	defer packetBufs.Put(bp)
 	var pkt rtp.Packet
 	var idle bool
 	for {
-		switch s.readRTPUntilPanic(*bp, &pkt, &idle) {
+		switch s.readRTPUntilPanic(&pkt, &idle) {
 		case readClosed:
 			s.q.closed()
 			return
@@ -431,8 +433,8 @@ func (s *Stream) readRTP() {
 	}
 }
 
-// packetBufs are the RTP readers' buffers: a reader that parks gives its
-// buffer back.
+// packetBufs are the RTP readers' buffers, each taken for one packet (see
+// recvRTP).
 var packetBufs = sync.Pool{New: func() any {
 	b := make([]byte, maxPacket)
 	return &b
@@ -459,10 +461,22 @@ const (
 // other than the stream's peer are dropped before anything else sees them:
 // they are neither relayed nor taken for digits, and do not count as the
 // call's media.
-func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet, idle *bool) (why int) {
+func (s *Stream) readRTPUntilPanic(pkt *rtp.Packet, idle *bool) (why int) {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			packetBufs.Put(bp)
+		}
+	}()
 	defer s.recoverPacket("rtp", s.counts)
 	for {
-		n, src, err := s.sock.RTP.ReadFromUDPAddrPort(buf)
+		if bp != nil {
+			packetBufs.Put(bp)
+		}
+		var n int
+		var src netip.AddrPort
+		var err error
+		bp, n, src, err = s.recvRTP()
 		if err != nil {
 			switch {
 			case s.stopped(err):
@@ -477,7 +491,7 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet, idle *bool) (why
 			}
 			continue
 		}
-		if pkt.Unmarshal(buf[:n]) != nil || pkt.Version != 2 {
+		if pkt.Unmarshal((*bp)[:n]) != nil || pkt.Version != 2 {
 			s.counts.add(dropped(DropNotRTP))
 			continue
 		}
@@ -493,10 +507,10 @@ func (s *Stream) readRTPUntilPanic(buf []byte, pkt *rtp.Packet, idle *bool) (why
 		}
 		s.lastRTP.Store(now.UnixNano())
 		s.q.sawPacket(s, pkt, now)
-		o := s.handleRTP(buf[:n], pkt, now)
+		o := s.handleRTP((*bp)[:n], pkt, now)
 		s.counts.add(o)
 		if s.kp != nil {
-			s.kp.afterRTP(s, buf[:n], o, now)
+			s.kp.afterRTP(s, (*bp)[:n], o, now)
 			s.idleDeadline(idle)
 		}
 	}
