@@ -26,9 +26,10 @@ const (
 )
 
 // Stream is the media endpoint of one call leg: a socket pair, the remote
-// address, the negotiated codecs and one reader goroutine per socket. It
-// plays prompts and collects digits before the bridge, and relays packets
-// while bridged (see Bridge).
+// address, the negotiated codecs, a reader goroutine for its RTP socket
+// while packets come up to it (see park) and, on Linux, a place in the
+// Ports' shared RTCP reader. It plays prompts and collects digits before
+// the bridge, and relays packets while bridged (see Bridge).
 type Stream struct {
 	sock    *Socket
 	log     *slog.Logger
