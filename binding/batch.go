@@ -62,7 +62,7 @@ type groupWriter struct {
 	closed bool
 
 	// grouped counts the statements committed in groups of more than
-	// one, and waiting those taken that wait for SQLite's write turn,
+	// one, and waiting those gathered that wait for SQLite's write turn,
 	// for the tests.
 	grouped, waiting atomic.Int64
 }
@@ -169,6 +169,13 @@ func (g *groupWriter) gather(group []*groupWrite, wait bool, linger <-chan time.
 // write takes the statements of group whose callers still wait, runs
 // them and tells each caller its outcome.
 func (g *groupWriter) write(group []*groupWrite) {
+	// The turn first: while the writer waits for it (a transaction of
+	// this process writes), the statements are not taken yet and their
+	// callers may still give up at their deadline.
+	g.waiting.Add(int64(len(group)))
+	unlock, _ := g.d.lockWrite(context.Background())
+	g.waiting.Add(-int64(len(group)))
+	defer unlock()
 	taken := group[:0]
 	for _, w := range group {
 		if w.state.CompareAndSwap(groupQueued, groupTaken) {
@@ -178,10 +185,6 @@ func (g *groupWriter) write(group []*groupWrite) {
 	if len(taken) == 0 {
 		return
 	}
-	g.waiting.Add(int64(len(taken)))
-	unlock, _ := g.d.lockWrite(context.Background())
-	g.waiting.Add(-int64(len(taken)))
-	defer unlock()
 	if len(taken) > 1 && g.inOne(taken) {
 		g.grouped.Add(int64(len(taken)))
 	} else {

@@ -119,6 +119,29 @@ func TestGroupedWriteGivenUp(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound, "a write given up is not made")
 	_, err = s.GetCDR(context.Background(), "c_first")
 	require.NoError(t, err)
+
+	// A write the writer has gathered, waiting for the turn behind a
+	// transaction of the process, is given up at its deadline all the
+	// same, and not made.
+	var once sync.Once
+	held := holdWriter(t, s)
+	release = func() { once.Do(held) }
+	t.Cleanup(release) // before the store closes, should the test fail
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	gathered := make(chan error, 1)
+	go func() { gathered <- startCall(ctx, s, "c_gathered") }()
+	select {
+	case err := <-gathered:
+		require.True(t, errors.Is(err, context.DeadlineExceeded), "%v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write waiting for the turn outlived its deadline")
+	}
+	require.EqualValues(t, 1, s.db.group.waiting.Load(), "the writer still waits for the turn")
+	release()
+	require.Eventually(t, func() bool { return s.db.group.waiting.Load() == 0 }, 5*time.Second, time.Millisecond)
+	_, err = s.GetCDR(context.Background(), "c_gathered")
+	require.ErrorIs(t, err, ErrNotFound, "a write given up while waiting for the turn is not made")
 }
 
 // TestGroupedWritesAfterClose: a write on a closed store fails, and

@@ -513,7 +513,8 @@ func TestKernelWatchedKeysComeUp(t *testing.T) {
 	require.True(t, b.InKernel(), "the audio is still the kernel's")
 }
 
-// rtpReaders counts the goroutines reading RTP (Stream.readRTP).
+// rtpReaders counts the goroutines reading RTP (Stream.readRTP), once
+// they run: one just started shows only its go statement's wrapper.
 func rtpReaders() int {
 	buf := make([]byte, 1<<20)
 	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "media.(*Stream).readRTP(")
@@ -542,7 +543,7 @@ func TestKernelParksIdleReaders(t *testing.T) {
 	a := newTestStream(t, ports, caller.addr(), pcmuCodec, event101)
 	b := newTestStream(t, ports, callee.addr(), pcmuCodec, event96)
 	relayBoth(t, a, b)
-	require.Equal(t, 2, rtpReaders(), "a reader a leg")
+	require.Eventually(t, func() bool { return rtpReaders() == 2 }, time.Second, time.Millisecond, "a reader a leg")
 	waitInKernel(t, caller, callee, a, b, r)
 	bothParked := func() bool { return parked(a) && parked(b) }
 	require.Eventually(t, bothParked, parkIdle+3*KernelPoll, 10*time.Millisecond, "idle readers park")
@@ -568,6 +569,15 @@ func TestKernelParksIdleReaders(t *testing.T) {
 		time.Second, time.Millisecond, "the woken reader drops the stranger's packet")
 	requireNothing(t, callee, "the stranger's packet is not relayed")
 	require.Eventually(t, bothParked, 2*parkIdle+KernelPoll, 10*time.Millisecond, "and parks again")
+
+	// The caller's own NAT keepalive (a datagram that is no RTP, which
+	// the kernel passes up) wakes the reader, which drops it and parks
+	// again.
+	notRTP := ports.RelayCounts().Dropped[DropNotRTP]
+	caller.send(a.Socket().RTPAddr(), []byte{0})
+	require.Eventually(t, func() bool { return ports.RelayCounts().Dropped[DropNotRTP] == notRTP+1 },
+		time.Second, time.Millisecond, "the woken reader drops the keepalive")
+	require.Eventually(t, bothParked, 2*parkIdle+KernelPoll, 10*time.Millisecond, "and parks again after a keepalive")
 
 	// Keys watched on leg B: the kernel passes them up, a reader wakes
 	// for them and finds the digit.

@@ -422,6 +422,9 @@ func (s *Stream) readRTP() {
 	var pkt rtp.Packet
 	var idle bool
 	for {
+		// A reader started (or going on after a panic) while the kernel
+		// relays the stream parks once nothing comes up for parkIdle.
+		s.idleDeadline(&idle)
 		switch s.readRTPUntilPanic(&pkt, &idle) {
 		case readClosed:
 			s.q.closed()
@@ -483,6 +486,7 @@ func (s *Stream) readRTPUntilPanic(pkt *rtp.Packet, idle *bool) (why int) {
 			case s.stopped(err):
 				return readClosed
 			case !errors.Is(err, os.ErrDeadlineExceeded):
+				s.idleDeadline(idle)
 			case s.InKernel():
 				*idle = false
 				_ = s.sock.RTP.SetReadDeadline(time.Time{})
@@ -493,7 +497,10 @@ func (s *Stream) readRTPUntilPanic(pkt *rtp.Packet, idle *bool) (why int) {
 			continue
 		}
 		if pkt.Unmarshal((*bp)[:n]) != nil || pkt.Version != 2 {
+			// What the kernel passes up besides RTP (a NAT keepalive, a
+			// STUN check) must not keep the reader from parking.
 			s.counts.add(dropped(DropNotRTP))
+			s.idleDeadline(idle)
 			continue
 		}
 		now := s.now()
