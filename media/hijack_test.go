@@ -175,6 +175,37 @@ func TestHijackAtCallee(t *testing.T) {
 	require.Equal(t, rtcpFor(callee.addr()), b.RTCPRemote(), "RTCP still goes to the callee")
 }
 
+// TestRTCPBeforeRTP: a stranger's RTCP that comes to a bridged leg before
+// its peer's first RTP packet, inside the learning window, is not taken
+// (RTCP is never learnt from a host nobody named): it is dropped and
+// counted and does not reach the other party, and the peer's own RTCP,
+// from the SDP's host, still is relayed.
+func TestRTCPBeforeRTP(t *testing.T) {
+	ports, _ := clockedPorts(t)
+	caller, callee := newPeer(t), newPeer(t)
+	callerRTCP := newPeerAt(t, "127.0.0.1")
+	attacker := newPeerAt(t, "127.0.0.2")
+	a := newTestStream(t, ports, caller.addr(), pcmuCodec, nil)
+	b := newTestStream(t, ports, callee.addr(), pcmuCodec, nil)
+	startBridge(t, a, b)
+	// The caller's RTCP goes to the port it comes from, once learnt.
+	callerRTCP.send(rtcpFor(a.Socket().RTPAddr()), rtcpRR)
+	require.Eventually(t, func() bool { return a.RTCPRemote() == callerRTCP.addr() }, time.Second, time.Millisecond)
+
+	rr := []byte{0x81, 201, 0, 7, 0, 0, 0x0B, 0xAD, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
+	attacker.send(rtcpFor(b.Socket().RTPAddr()), rr)
+	require.Eventually(t, func() bool { return ports.RelayCounts().ForeignRTCP == 1 }, 2*time.Second, time.Millisecond,
+		"the stranger's RTCP is dropped and counted: %+v", ports.RelayCounts())
+	requireNothing(t, callerRTCP, "the stranger's RTCP did not reach the caller")
+	require.Equal(t, rtcpFor(callee.addr()), b.RTCPRemote(), "RTCP still goes to the callee")
+
+	// The callee's own report, from the SDP's host, is relayed.
+	calleeRTCP := newPeerAt(t, "127.0.0.1")
+	calleeRTCP.send(rtcpFor(b.Socket().RTPAddr()), rtcpRR)
+	got, _ := callerRTCP.recv(time.Second)
+	require.NotNil(t, got, "the callee's RTCP reaches the caller")
+}
+
 // TestForeignSourceIsNoInput: before the bridge a stream's packets are
 // IVR input; a foreign source's digits are not collected, and its packets
 // do not count as the call's media (LastRTP) either.

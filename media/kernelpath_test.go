@@ -612,7 +612,9 @@ func TestKernelParksIdleReaders(t *testing.T) {
 	for i := range uint16(30) {
 		require.Equal(t, 700+i, callee.recvRTP(time.Second).SequenceNumber, "in order, none lost")
 	}
-	require.Equal(t, relayed+30, ports.RelayCounts().Relayed, "relayed by vnum's reader")
+	// At least: leg B's last key, relayed by its reader, may be counted
+	// just after the count was read.
+	require.GreaterOrEqual(t, ports.RelayCounts().Relayed, relayed+30, "relayed by vnum's reader")
 	require.False(t, parked(a))
 
 	// B is closed parked (its reader idle again), A with a reader.

@@ -400,15 +400,18 @@ func (s *Stream) takeRTP(src netip.AddrPort, now time.Time) (ok, moved bool) {
 	return ok, moved
 }
 
-// takeRTCP does for RTCP what takeRTP does for RTP. Once RTP knows its
-// peer, RTCP is taken only from that peer's host or the SDP's: the same
-// phone sends both, and RTCP's own first comer may be someone else.
+// takeRTCP does for RTCP what takeRTP does for RTP, but RTCP is never
+// taken from a host nobody named: before RTP knows its peer, only from
+// the SDP's host or the signalling's; once it does, from that peer's host
+// or the SDP's. The same phone sends both, and RTCP's own first comer may
+// be someone else, whose reports would otherwise be relayed to the other
+// party until the peer's RTP arrived.
 func (s *Stream) takeRTCP(src netip.AddrPort, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hosts, floor := [2]netip.Addr{s.sigHost}, matchAny
+	hosts, floor := [2]netip.Addr{s.sigHost}, matchHost
 	if r, ok := s.rtp.learnt(); ok {
-		hosts[1], floor = r.Addr(), matchHost
+		hosts[1] = r.Addr()
 	}
 	ok, moved := s.rtcp.take(src, hosts, floor, now)
 	if moved {
