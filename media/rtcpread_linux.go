@@ -83,16 +83,7 @@ func (r *rtcpReader) park(s *Stream) error {
 
 // unpark takes s's RTP socket out of the set if it is there, before the
 // socket closes. Once it returns the set starts no reader for s.
-func (r *rtcpReader) unpark(s *Stream) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cur == nil || r.cur.parked[s.rtpTok] != s {
-		return
-	}
-	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, s.rtpFD, nil)
-	delete(r.cur.parked, s.rtpTok)
-	r.closeIfEmpty()
-}
+func (r *rtcpReader) unpark(s *Stream) { r.drop(s, true) }
 
 // watch adds fd to the current set (made, with its goroutine, when there
 // is none) for events, under a new token. r.mu is held.
@@ -130,15 +121,26 @@ func socketFD(c syscall.Conn) (int, error) {
 
 // remove takes s out of the set, before its socket closes. Once it
 // returns no packet of s is being handled, nor will be.
-func (r *rtcpReader) remove(s *Stream) {
+func (r *rtcpReader) remove(s *Stream) { r.drop(s, false) }
+
+// drop takes s's RTP socket (rtp) or its RTCP socket out of the current
+// set if the set holds it, and ends an empty set. The socket is still
+// open: its descriptor is s's.
+func (r *rtcpReader) drop(s *Stream, rtp bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cur == nil || r.cur.streams[s.rtcpTok] != s {
+	if r.cur == nil {
 		return
 	}
-	// The socket is still open: its descriptor is s's.
-	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, s.rtcpFD, nil)
-	delete(r.cur.streams, s.rtcpTok)
+	in, tok, fd := r.cur.streams, s.rtcpTok, s.rtcpFD
+	if rtp {
+		in, tok, fd = r.cur.parked, s.rtpTok, s.rtpFD
+	}
+	if in[tok] != s {
+		return
+	}
+	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	delete(in, tok)
 	r.closeIfEmpty()
 }
 
