@@ -112,19 +112,28 @@ func (c *call) announcing() bool { return c.policy.Announce >= protection.Announ
 // recorded.
 func (c *call) noticed() bool { return c.announcing() || c.recorded }
 
-// announce plays the notice to B, who has answered, while the caller
-// hears that the call is recorded (when it is) and then ringback; with
-// confirm it waits for B's key: 1 takes the call, 2 or no key within
-// confirm_timeout declines it, 9 blocks the caller and declines it. It
-// returns reasonNone when the call is to be bridged: both sides have
-// heard what they are told.
+// announce plays the notice to B, who has answered; with confirm it
+// waits for B's key: 1 takes the call, 2 or no key within confirm_timeout
+// declines it, 9 blocks the caller and declines it. A recorded call's
+// caller hears that it is recorded: at once when B hears only that, but
+// after B's notice (inform) or B's 1 (confirm) when B hears who calls,
+// ringback until then, so that a decline or a block sounds to the caller
+// as a call nobody took, never as one B answered. It returns reasonNone
+// when the call is to be bridged: both sides have heard what they are
+// told.
 func (c *call) announce() (endReason, int) {
 	c.setState(StateNotice)
 	// B's early media stops: the caller hears vnum, not B, until the
 	// bridge.
 	c.b.stream.StopRelay()
-	told, stopTelling := c.tellCaller()
-	defer stopTelling()
+	var told <-chan struct{}
+	stopTelling := func() {}
+	if c.announcing() {
+		c.a.ring()
+	} else {
+		told, stopTelling = c.tellCaller()
+	}
+	defer func() { stopTelling() }()
 	defer c.a.stopRingback()
 	confirm := c.policy.Announce == protection.AnnounceConfirm
 	played, stop := c.b.startNotice(c.notice(confirm))
@@ -143,6 +152,9 @@ func (c *call) announce() (endReason, int) {
 		case <-played:
 			played = nil
 			if !confirm {
+				if c.announcing() {
+					return c.tellAfterNotice()
+				}
 				if told == nil {
 					return reasonNone, 0
 				}
@@ -175,13 +187,7 @@ func (c *call) announce() (endReason, int) {
 			case keyTake:
 				stop()
 				c.log.Info("consignee took the call")
-				// The caller hears the rest of what it is told first.
-				if told != nil {
-					if r := c.await(told); r != reasonNone {
-						return r, sip.StatusRequestTerminated
-					}
-				}
-				return reasonNone, 0
+				return c.tellAfterNotice()
 			case keyDecline:
 				return c.refuseProtected(reasonDeclined, "the consignee declined (2)")
 			case keyBlock:
@@ -191,6 +197,21 @@ func (c *call) announce() (endReason, int) {
 		}
 		c.bKeys = c.bKeys[:0]
 	}
+}
+
+// tellAfterNotice has the caller of a recorded call hear that it is
+// recorded once B has heard the notice and takes the call, and returns
+// reasonNone when it has (at once for a call not recorded).
+func (c *call) tellAfterNotice() (endReason, int) {
+	told, stop := c.tellCaller()
+	defer stop()
+	if told == nil {
+		return reasonNone, 0
+	}
+	if r := c.await(told); r != reasonNone {
+		return r, sip.StatusRequestTerminated
+	}
+	return reasonNone, 0
 }
 
 // tellCaller has the caller of a recorded call hear that it is recorded,

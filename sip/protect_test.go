@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/callrec"
+	"github.com/vnum/vnum/config"
 	"github.com/vnum/vnum/media"
 	"github.com/vnum/vnum/protection"
 )
@@ -78,6 +79,41 @@ func TestScriptProtectionRefuses(t *testing.T) {
 			require.Empty(t, e.dialer.forks, "B never rings")
 			require.True(t, e.media.stream(t, 0).heard(t, tc.prompt))
 			require.EqualValues(t, 1, e.deps.protected.byReason()[tc.verdict.String()])
+		})
+	}
+}
+
+// TestScriptRecordedNotice: a recorded call with announce confirm tells
+// the caller it is recorded only once B has taken it (1), ringback until
+// then: a caller B declines (2) or blocks (9) never hears that B
+// answered, only that the consignee is not available.
+func TestScriptRecordedNotice(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{"1", "2", "9"} {
+		t.Run(key, func(t *testing.T) {
+			t.Parallel()
+			e, _ := newProtectedEnv(t, protection.Decision{Verdict: protection.Allow,
+				Policy: protection.Policy{Announce: protection.AnnounceConfirm, ConfirmTimeout: 10 * time.Second, Record: true}})
+			e.deps.recordings = &recordings{mode: config.RecordMerchant, dir: t.TempDir()}
+			sc := e.call(testHost + "-" + testExt)
+			e.dialer.fork(t)
+			sc.state(t, StateNotice)
+			e.media.stream(t, 1).key(key)
+			if key == "1" {
+				sc.state(t, StateBridged)
+				require.True(t, e.media.stream(t, 0).heard(t, media.PromptRecorded), "told before the bridge")
+				sc.a.hangUp()
+			}
+			cdr := e.router.waitEnded(t)
+			sc.ended(t)
+			if key == "1" {
+				require.True(t, cdr.Recorded)
+				return
+			}
+			require.Equal(t, callrec.DispositionDeclined, cdr.Disposition)
+			require.False(t, e.media.stream(t, 0).heard(t, media.PromptRecorded),
+				"a caller B declined was never told the call is recorded: B's answer stays hidden")
+			require.True(t, e.media.stream(t, 0).heard(t, media.PromptNotAvailable))
 		})
 	}
 }
