@@ -680,10 +680,12 @@ func (c *call) end(r endReason, status int) {
 	wg.Wait()
 	c.a.closeStream(c.log)
 	c.b.closeStream(c.log)
-	c.stopRecording()
 	c.a.closePair(c.log)
 	c.b.closePair(c.log)
 	c.finish(r, status)
+	// After the ports and the record: a recording's disk that hangs
+	// holds neither.
+	c.stopRecording()
 	if refuse {
 		// After the record: sipgo's Respond holds a final non-2xx until
 		// its ACK (or Timer H, 32 s over UDP). By then the ports are free

@@ -103,7 +103,7 @@ func (c *call) decideRecording() {
 
 // startRecording begins the call's recording at the bridge, before the
 // relay runs: each leg's stream hands the writer what it relays (the
-// caller on the left channel, the consignee on the right), and the CDR
+// leg A on the left channel, leg B on the right: on a call back the consignee is leg A), and the CDR
 // says the call is recorded from the write that marks its answer. A
 // recording that cannot be begun is logged and the call goes on
 // unrecorded.
@@ -125,19 +125,36 @@ func (c *call) startRecording() {
 
 // stopRecording closes the call's recording once its streams are closed
 // (no packet comes to it any more): what is queued is written, the
-// header fixed, the file synced.
+// header fixed, the file synced. It waits recordingClose at most: a disk
+// that hangs (a stalled network mount) keeps the writer, not the call.
 func (c *call) stopRecording() {
 	w := c.rec
 	if w == nil {
 		return
 	}
 	c.rec = nil
-	err := w.Close()
-	c.deps.recordings.closed(w.Size())
-	attrs := []any{"duration_ms", w.Duration().Milliseconds(), "bytes", w.Size(), "dropped", w.Dropped()}
-	if err != nil {
-		c.log.Error("recording", append(attrs, "error", err)...)
-		return
+	log, recs, h := c.log, c.deps.recordings, c.h
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer h.guardGo("recording close")
+		err := w.Close()
+		recs.closed(w.Size())
+		attrs := []any{"duration_ms", w.Duration().Milliseconds(), "bytes", w.Size(), "dropped", w.Dropped()}
+		if err != nil {
+			log.Error("recording", append(attrs, "error", err)...)
+			return
+		}
+		log.Info("recording written", attrs...)
+	}()
+	t := time.NewTimer(recordingClose)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		log.Warn("recording: the disk has not finished the file; the call ends without waiting", "after", recordingClose)
 	}
-	c.log.Info("recording written", attrs...)
 }
+
+// recordingClose is how long a call's end waits for its recording's file.
+const recordingClose = 10 * time.Second
