@@ -12,7 +12,7 @@ import (
 const minRecordingRate = 64 << 10
 
 // getRecording serves GET /v1/cdrs/{id}/recording: the call's recording
-// as a two-channel WAV file (the caller left, the consignee right), to
+// as a two-channel WAV file (leg A, whoever dialled vnum, left; leg B, the party vnum dialled, right), to
 // the operator only. An unknown record, a call that was not recorded and
 // a file no longer kept are 404 with a JSON error naming the record. A
 // recording still being written (the call goes on) is served as far as it

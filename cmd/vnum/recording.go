@@ -97,7 +97,7 @@ func newRecordingCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "recording", Short: "Fetch call recordings"}
 	get := &cobra.Command{
 		Use:   "get CDR_ID -o FILE.wav",
-		Short: "Write a call's recording (a two-channel WAV: the caller left, the consignee right) to a new file or to standard output",
+		Short: "Write a call's recording (a two-channel WAV: leg A, who dialled, left; leg B, who was dialled, right) to a new file or to standard output",
 		Long: "Write the recording of the call whose record is CDR_ID to FILE.wav, read from recording.dir. " +
 			"An existing FILE.wav is not overwritten (remove it first); the file appears whole or not at all. " +
 			"With -o - the WAV goes to standard output.",

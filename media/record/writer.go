@@ -1,5 +1,5 @@
 // Package record writes the audio of a bridged call to a two-channel WAV
-// file, the caller on the left channel and the consignee on the right,
+// file, leg A (whoever dialled vnum) on the left channel and leg B on the right,
 // fed packet by packet by the relay and written off its path.
 //
 // The relay hands each packet to Writer.Packet (through the media.Tap
