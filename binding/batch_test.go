@@ -121,21 +121,25 @@ func TestGroupedWriteGivenUp(t *testing.T) {
 	require.NoError(t, err)
 
 	// A write the writer has gathered, waiting for the turn behind a
-	// transaction of the process, is given up at its deadline all the
-	// same, and not made.
+	// transaction of the process, is given up all the same when its
+	// caller stops waiting, and not made.
+	require.Eventually(t, func() bool { return s.db.group.waiting.Load() == 0 }, 5*time.Second, time.Millisecond)
 	var once sync.Once
 	held := holdWriter(t, s)
 	release = func() { once.Do(held) }
 	t.Cleanup(release) // before the store closes, should the test fail
-	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
+	gctx, gcancel := context.WithCancel(context.Background())
+	defer gcancel()
 	gathered := make(chan error, 1)
-	go func() { gathered <- startCall(ctx, s, "c_gathered") }()
+	go func() { gathered <- startCall(gctx, s, "c_gathered") }()
+	require.Eventually(t, func() bool { return len(s.db.group.writes) == 0 && s.db.group.waiting.Load() == 1 },
+		5*time.Second, time.Millisecond, "the writer holds the write, waiting for its turn")
+	gcancel()
 	select {
 	case err := <-gathered:
-		require.True(t, errors.Is(err, context.DeadlineExceeded), "%v", err)
+		require.True(t, errors.Is(err, context.Canceled), "%v", err)
 	case <-time.After(5 * time.Second):
-		t.Fatal("a write waiting for the turn outlived its deadline")
+		t.Fatal("a write waiting for the turn outlived its caller")
 	}
 	require.EqualValues(t, 1, s.db.group.waiting.Load(), "the writer still waits for the turn")
 	release()
