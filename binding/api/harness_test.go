@@ -140,6 +140,7 @@ type request struct {
 	auth         *string
 	accept       string
 	host         string
+	rangeHdr     string // a Range header
 }
 
 func str(s string) *string { return &s }
@@ -185,6 +186,9 @@ func (h *harness) do(req request) response {
 	}
 	if req.host != "" {
 		r.Host = req.host
+	}
+	if req.rangeHdr != "" {
+		r.Header.Set("Range", req.rangeHdr)
 	}
 	res, err := h.srv.Client().Do(r)
 	require.NoError(h.t, err)

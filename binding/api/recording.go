@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -46,6 +47,36 @@ func (s *server) getRecording(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Content-Disposition", `attachment; filename="`+id+`.wav"`)
 	// Evidence of a call: no cache between the operator and vnum keeps it.
 	h.Set("Cache-Control", "no-store")
-	http.ServeContent(w, r, "", info.ModTime(), f)
+	http.ServeContent(&rangeErrors{ResponseWriter: w, s: s}, r, "", info.ModTime(), f)
 	return nil
 }
+
+// rangeErrors answers the one error ServeContent writes itself, a Range
+// the file cannot satisfy (416), as every error of the API is answered:
+// {"error": ...} in JSON, not net/http's plain text.
+type rangeErrors struct {
+	http.ResponseWriter
+	s       *server
+	swallow bool // the plain-text body that follows the 416 is dropped
+}
+
+func (e *rangeErrors) WriteHeader(status int) {
+	if status != http.StatusRequestedRangeNotSatisfiable {
+		e.ResponseWriter.WriteHeader(status)
+		return
+	}
+	e.swallow = true
+	e.Header().Del("Content-Disposition")
+	size := strings.TrimPrefix(e.Header().Get("Content-Range"), "bytes */")
+	e.s.writeError(e.ResponseWriter, status, "range not satisfiable: the recording has "+size+" bytes")
+}
+
+func (e *rangeErrors) Write(b []byte) (int, error) {
+	if e.swallow {
+		return len(b), nil
+	}
+	return e.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (e *rangeErrors) Unwrap() http.ResponseWriter { return e.ResponseWriter }

@@ -45,6 +45,14 @@ func TestRecordingEndpoint(t *testing.T) {
 	require.Equal(t, "audio/wav", r.header.Get("Content-Type"))
 	require.Equal(t, "no-store", r.header.Get("Cache-Control"))
 	require.Equal(t, wav, r.body)
+	r = h.do(request{method: "GET", path: path, rangeHdr: "bytes=0-11"})
+	require.Equal(t, 206, r.status)
+	require.Equal(t, wav[:12], r.body)
+	// A range past the end is an error like any other: JSON (do checks).
+	r = h.do(request{method: "GET", path: path, rangeHdr: "bytes=5000-6000"})
+	require.Equal(t, 416, r.status)
+	require.Equal(t, "range not satisfiable: the recording has 1012 bytes", r.object(t)["error"])
+	require.Empty(t, r.header.Get("Content-Disposition"))
 
 	for id, why := range map[string]string{
 		"c_nope":          "not found",
