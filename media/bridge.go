@@ -83,6 +83,10 @@ func (r *route) relayRTP(buf []byte, pkt *rtp.Packet) outcome {
 	if !sendable(dst) {
 		return dropped(DropNoRemote)
 	}
+	if r.to.sock.closed.Load() {
+		// The other leg's pair is back in the pool.
+		return dropped(DropSendError)
+	}
 	if _, err := r.to.sock.RTP.WriteToUDPAddrPort(buf, dst); err != nil {
 		if !errors.Is(err, net.ErrClosed) {
 			r.to.logAt(slog.LevelDebug, "rtp relay", "error", err, "to", dst)
@@ -118,6 +122,9 @@ func (r *route) relayRTCP(buf []byte) {
 	out, err := scrubRTCP(buf)
 	if err != nil {
 		r.to.logAt(slog.LevelDebug, "rtcp relay: dropped", "error", err)
+		return
+	}
+	if r.to.sock.closed.Load() {
 		return
 	}
 	if _, err := r.to.sock.RTCP.WriteToUDPAddrPort(out, dst); err != nil {

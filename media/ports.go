@@ -41,6 +41,31 @@ type Ports struct {
 	open     map[int]bool      // RTP ports of open sockets
 	draining map[int]time.Time // RTP port -> when it may be reused
 	swept    time.Time         // when Available last forgot drains that are over
+	// idle holds the sockets of released pairs, still bound, for Open to
+	// take again instead of binding new ones (keepIdle): a call's four
+	// sockets cost a dozen system calls to open and close, a reused pair
+	// two reads. Pairs idle for idleKeep are closed (idleOrder).
+	idle      map[int]idlePair
+	idleOrder []idleRef // in the order released; entries of pairs taken since are skipped
+	keepIdle  bool      // a range of ports, on a system where a socket can be flushed
+}
+
+// idleKeep is how long the sockets of a released pair stay bound, idle,
+// after they were released (the drain included), for another call to
+// take them; then they are closed. Under load nearly every pair is taken
+// again well within it; an idle node soon holds no socket of its own.
+const idleKeep = 10 * time.Second
+
+// idlePair is a released pair's sockets, kept bound.
+type idlePair struct {
+	rtp, rtcp *net.UDPConn
+	at        time.Time // released
+}
+
+// idleRef is a pair in the order released.
+type idleRef struct {
+	port int
+	at   time.Time
 }
 
 // NewPorts returns an allocator for port pairs on ip within [min, max]. The
@@ -90,6 +115,8 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 		rand:     rand.New(rand.NewChaCha8(seed)),
 		open:     make(map[int]bool),
 		draining: make(map[int]time.Time),
+		idle:     make(map[int]idlePair),
+		keepIdle: canFlush,
 	}, nil
 }
 
@@ -141,6 +168,7 @@ func (p *Ports) Open() (*Socket, error) {
 	if p.ephemeral {
 		return p.openEphemeral(now)
 	}
+	p.closeIdle(now)
 	pairs := (p.max-p.min)/2 + 1
 	for range min(randomTries, pairs) {
 		if s := p.tryOpen(p.min+2*p.rand.IntN(pairs), now); s != nil {
@@ -156,18 +184,82 @@ func (p *Ports) Open() (*Socket, error) {
 	return nil, ErrNoPorts
 }
 
-// tryOpen binds the pair at port when it is free, or returns nil. p.mu is
-// held.
+// tryOpen takes the pair at port when it is free, its idle sockets if it
+// has them, else sockets bound now, or returns nil. p.mu is held.
 func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 	if !p.free(port, now) {
 		return nil
 	}
-	rtp, rtcp, err := p.bind(port)
-	if err != nil {
-		return nil
+	rtp, rtcp, ok := p.takeIdle(port)
+	if !ok {
+		var err error
+		if rtp, rtcp, err = p.bind(port); err != nil {
+			return nil
+		}
 	}
 	p.open[port] = true
 	return &Socket{RTP: rtp, RTCP: rtcp, Port: port, IP: p.ip, pool: p}
+}
+
+// takeIdle takes the idle sockets of the pair at port, ready for a new
+// call: their read deadlines cleared (Close set them) and nothing left in
+// them (late packets of the call that had them, and what anyone sent to
+// the port since, are dropped). False when the pair has none, or they
+// could not be made ready (then they are closed). p.mu is held.
+func (p *Ports) takeIdle(port int) (rtp, rtcp *net.UDPConn, ok bool) {
+	pr, ok := p.idle[port]
+	if !ok {
+		return nil, nil, false
+	}
+	delete(p.idle, port)
+	if rtp, rtcp = pr.rtp, pr.rtcp; rtp.SetReadDeadline(time.Time{}) == nil &&
+		rtcp.SetReadDeadline(time.Time{}) == nil && flushSocket(rtp) && flushSocket(rtcp) {
+		return rtp, rtcp, true
+	}
+	_ = rtp.Close()
+	_ = rtcp.Close()
+	return nil, nil, false
+}
+
+// closeIdle closes the idle pairs released idleKeep or more before now.
+// p.mu is held.
+func (p *Ports) closeIdle(now time.Time) {
+	n := 0
+	for _, r := range p.idleOrder {
+		if now.Sub(r.at) < idleKeep {
+			break
+		}
+		n++
+		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
+			delete(p.idle, r.port)
+			_ = pr.rtp.Close()
+			_ = pr.rtcp.Close()
+		}
+	}
+	if n > 0 {
+		p.idleOrder = append(p.idleOrder[:0], p.idleOrder[n:]...)
+	}
+}
+
+// CloseIdle closes the sockets of every released pair now: a process
+// that is done with the pool frees its ports for others.
+func (p *Ports) CloseIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for port, pr := range p.idle {
+		_ = pr.rtp.Close()
+		_ = pr.rtcp.Close()
+		delete(p.idle, port)
+	}
+	p.idleOrder = p.idleOrder[:0]
+}
+
+// Idle returns how many released pairs keep their sockets bound for the
+// next calls (see idleKeep).
+func (p *Ports) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
 }
 
 // free reports whether the pair at port is neither open nor draining at
@@ -292,32 +384,58 @@ func (p *Ports) Available(n int) bool {
 	return pairs-len(p.open)-len(p.draining) >= n
 }
 
-// release moves port from open to draining.
-func (p *Ports) release(port int) {
+// release moves the pair at s's port from open to draining, keeping its
+// sockets bound, idle, when p keeps them (keepIdle), and closing them
+// otherwise.
+func (p *Ports) release(s *Socket) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.open, port)
+	now := p.now()
+	delete(p.open, s.Port)
 	if p.drain > 0 {
-		p.draining[port] = p.now().Add(p.drain)
+		p.draining[s.Port] = now.Add(p.drain)
 	}
+	p.closeIdle(now)
+	if !p.keepIdle {
+		return errors.Join(s.RTP.Close(), s.RTCP.Close())
+	}
+	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, at: now}
+	p.idleOrder = append(p.idleOrder, idleRef{port: s.Port, at: now})
+	return nil
 }
 
-// Close closes both sockets and returns the pair to the pool, where it
-// drains for DrainTime before reuse. The flows in the kernel to or from
-// the pair are removed first, so that no packet is relayed through a
-// port after it closed. It is idempotent.
+// stop ends the use of the pair: it is marked closed (no relay or prompt
+// sends from it any more), the flows in the kernel to or from it are
+// removed, so that no packet is relayed through a port after it closed,
+// and reads waiting on its sockets return at once (a past deadline).
+// Close follows once the pair's readers have ended. It is idempotent.
+func (s *Socket) stop() {
+	if s.closed.Swap(true) {
+		return
+	}
+	if s.pool != nil {
+		if kp := s.pool.kernelPath(); kp != nil {
+			kp.closing(s)
+		}
+	}
+	past := time.Unix(1, 0)
+	_ = s.RTP.SetReadDeadline(past)
+	_ = s.RTCP.SetReadDeadline(past)
+}
+
+// Close ends the use of the pair (see stop) and returns it to the pool,
+// where it drains for DrainTime before reuse; its sockets stay bound for a
+// while for the next call that takes the pair (idleKeep), or are closed.
+// Whatever reads the sockets must have ended first (Stream.Close sees to
+// it). It is idempotent.
 func (s *Socket) Close() error {
 	s.once.Do(func() {
-		s.closed.Store(true)
+		s.stop()
 		if s.pool != nil {
-			if kp := s.pool.kernelPath(); kp != nil {
-				kp.closing(s)
-			}
+			s.err = s.pool.release(s)
+			return
 		}
 		s.err = errors.Join(s.RTP.Close(), s.RTCP.Close())
-		if s.pool != nil {
-			s.pool.release(s.Port)
-		}
 	})
 	return s.err
 }

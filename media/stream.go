@@ -212,8 +212,12 @@ func (s *Stream) Close() error {
 	if parked {
 		s.sock.pool.rtcp.unpark(s)
 	}
-	err := s.sock.Close()
+	// The readers' waits end, then the pair goes back to the pool: its
+	// sockets may serve another call, never while a reader of this one
+	// still reads them.
+	s.sock.stop()
 	s.wg.Wait()
+	err := s.sock.Close()
 	if parked {
 		// No reader ran to its end to do it.
 		s.q.closed()
@@ -480,6 +484,11 @@ func (s *Stream) readRTPUntilPanic(pkt *rtp.Packet, idle *bool) (why int) {
 		if bp != nil {
 			packetBufs.Put(bp)
 		}
+		if s.sock.closed.Load() {
+			// After any change of the read deadline above: a Close from
+			// here on makes the read return at once (Socket.stop).
+			return readClosed
+		}
 		var n int
 		var src netip.AddrPort
 		var err error
@@ -634,7 +643,7 @@ func (s *Stream) readRTCP() {
 // readRTCPUntilPanic is readRTPUntilPanic for the RTCP socket.
 func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 	defer s.recoverPacket("rtcp", nil)
-	for {
+	for !s.sock.closed.Load() {
 		n, src, err := s.sock.RTCP.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if s.stopped(err) {
@@ -644,6 +653,7 @@ func (s *Stream) readRTCPUntilPanic(buf []byte) (closed bool) {
 		}
 		s.rtcpPacket(buf[:n], src)
 	}
+	return true
 }
 
 // rtcpPacket handles one datagram read on the RTCP socket from src: it is
@@ -673,7 +683,7 @@ func (s *Stream) handleRTCP(raw []byte) {
 // stopped reports whether a read error ends the reader: the socket is
 // closed. Other errors (ICMP errors reported on the socket) are skipped.
 func (s *Stream) stopped(err error) bool {
-	if errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, net.ErrClosed) || s.sock.closed.Load() {
 		return true
 	}
 	select {
@@ -812,6 +822,9 @@ func (s *Stream) send(buf, payload []byte, pt uint8, marker bool) error {
 	dst := s.Remote()
 	if !sendable(dst) {
 		return nil
+	}
+	if s.sock.closed.Load() {
+		return ErrClosed
 	}
 	if _, err := s.sock.RTP.WriteToUDPAddrPort(buf[:n], dst); err != nil {
 		if errors.Is(err, net.ErrClosed) {

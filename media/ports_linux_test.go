@@ -1,0 +1,98 @@
+package media
+
+import (
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// TestPortsReuseIdle: a released pair keeps its sockets bound, and the
+// next Open of it (after the drain) takes them again with nothing of the
+// old call in them: what came to the ports meanwhile is dropped, a read
+// waits for new packets, and what arrives then is read. Pairs idle for
+// idleKeep are closed, their ports free for anyone; CloseIdle closes the
+// rest.
+func TestPortsReuseIdle(t *testing.T) {
+	t.Parallel()
+	port, _ := freeRange(t, 1)
+	q, err := NewPorts("127.0.0.1", port, port+1)
+	require.NoError(t, err)
+	now := time.Unix(1000, 0)
+	q.now = func() time.Time { return now }
+
+	s, err := q.Open()
+	require.NoError(t, err)
+	rtp, rtcp := s.RTP, s.RTCP
+	require.NoError(t, s.Close())
+	require.Equal(t, 1, q.Idle())
+	// Late packets of the old call, and a stranger's, while it drains.
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	t.Cleanup(func() { peer.Close() })
+	for range 3 {
+		_, err = peer.WriteToUDP([]byte("late rtp"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		require.NoError(t, err)
+		_, err = peer.WriteToUDP([]byte("late rtcp"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
+		require.NoError(t, err)
+	}
+	waitQueued(t, rtp, rtcp)
+
+	now = now.Add(DrainTime)
+	s, err = q.Open()
+	require.NoError(t, err)
+	require.Same(t, rtp, s.RTP, "the idle sockets are taken again")
+	require.Same(t, rtcp, s.RTCP)
+	require.Zero(t, q.Idle())
+	for _, c := range []*net.UDPConn{s.RTP, s.RTCP} {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
+		_, _, err := c.ReadFromUDP(make([]byte, 64))
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded, "nothing of before the Open is read")
+		require.NoError(t, c.SetReadDeadline(time.Time{}))
+	}
+	_, err = peer.WriteToUDP([]byte("new"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	require.NoError(t, err)
+	buf := make([]byte, 64)
+	n, _, err := s.RTP.ReadFromUDP(buf)
+	require.NoError(t, err)
+	require.Equal(t, "new", string(buf[:n]))
+
+	// Released again and left idle for idleKeep: closed at the next
+	// release or Open, the ports free for anyone.
+	require.NoError(t, s.Close())
+	now = now.Add(idleKeep)
+	s, err = q.Open()
+	require.NoError(t, err)
+	require.NotSame(t, rtp, s.RTP, "a pair idle for idleKeep is bound anew")
+	_, err = rtp.WriteToUDP([]byte("x"), peer.LocalAddr().(*net.UDPAddr))
+	require.ErrorIs(t, err, net.ErrClosed)
+	require.NoError(t, s.Close())
+	require.Equal(t, 1, q.Idle())
+	q.CloseIdle()
+	require.Zero(t, q.Idle())
+	for _, p := range []int{port, port + 1} {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
+		require.NoError(t, err, "CloseIdle frees the ports")
+		require.NoError(t, c.Close())
+	}
+}
+
+// waitQueued waits until each of conns has a datagram waiting (loopback
+// delivers at once; the wait only bounds a slow machine).
+func waitQueued(t *testing.T, conns ...*net.UDPConn) {
+	t.Helper()
+	for _, c := range conns {
+		require.Eventually(t, func() bool {
+			raw, err := c.SyscallConn()
+			require.NoError(t, err)
+			n := 0
+			require.NoError(t, raw.Control(func(fd uintptr) {
+				n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+			}))
+			return n > 0
+		}, 5*time.Second, time.Millisecond)
+	}
+}
