@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +49,7 @@ type Ports struct {
 	idle      map[int]idlePair
 	idleOrder []idleRef // in the order released; entries of pairs taken since are skipped
 	keepIdle  bool      // a range of ports, on a system where a socket can be flushed
+	boundMax  int       // SetBoundLimit: pairs bound at most, open or idle; 0: the range
 }
 
 // idleKeep is how long the sockets of a released pair stay bound, idle,
@@ -193,7 +195,12 @@ func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 	rtp, rtcp, ok := p.takeIdle(port)
 	if !ok {
 		var err error
-		if rtp, rtcp, err = p.bind(port); err != nil {
+		rtp, rtcp, err = p.bind(port)
+		if err != nil && outOfDescriptors(err) && p.closeOldestIdle(idleYield) {
+			// Idle sockets never cost a call its ports.
+			rtp, rtcp, err = p.bind(port)
+		}
+		if err != nil {
 			return nil
 		}
 	}
@@ -252,6 +259,44 @@ func (p *Ports) CloseIdle() {
 		delete(p.idle, port)
 	}
 	p.idleOrder = p.idleOrder[:0]
+}
+
+// idleYield is how many idle pairs are closed when a bind finds the
+// process out of descriptors, before it tries again.
+const idleYield = 8
+
+// outOfDescriptors reports whether err says the process or the system
+// has no descriptor left.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// closeOldestIdle closes up to n idle pairs, the longest idle first, and
+// reports whether it closed any. p.mu is held.
+func (p *Ports) closeOldestIdle(n int) bool {
+	closed, i := 0, 0
+	for ; i < len(p.idleOrder) && closed < n; i++ {
+		r := p.idleOrder[i]
+		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
+			delete(p.idle, r.port)
+			_ = pr.rtp.Close()
+			_ = pr.rtcp.Close()
+			closed++
+		}
+	}
+	p.idleOrder = append(p.idleOrder[:0], p.idleOrder[i:]...)
+	return closed > 0
+}
+
+// SetBoundLimit has p keep at most pairs pairs bound at once, open or
+// idle: a pair released while that many are bound is closed at once.
+// A server whose calls.max_active is below what the range holds keeps
+// its sockets within the descriptors it set aside for media (four a
+// call). Zero means the range alone bounds them.
+func (p *Ports) SetBoundLimit(pairs int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.boundMax = max(pairs, 0)
 }
 
 // Idle returns how many released pairs keep their sockets bound for the
@@ -396,7 +441,7 @@ func (p *Ports) release(s *Socket) error {
 		p.draining[s.Port] = now.Add(p.drain)
 	}
 	p.closeIdle(now)
-	if !p.keepIdle {
+	if !p.keepIdle || p.boundMax > 0 && len(p.open)+len(p.idle) >= p.boundMax {
 		return errors.Join(s.RTP.Close(), s.RTCP.Close())
 	}
 	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, at: now}

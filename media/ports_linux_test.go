@@ -2,6 +2,7 @@ package media
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -95,4 +96,55 @@ func waitQueued(t *testing.T, conns ...*net.UDPConn) {
 			return n > 0
 		}, 5*time.Second, time.Millisecond)
 	}
+}
+
+// TestPortsBoundLimit: with SetBoundLimit, a pair released while that
+// many pairs are bound (open or idle) closes its sockets at once; and a
+// bind that finds the process out of descriptors closes idle pairs and
+// tries again, so that idle sockets never cost a call its ports.
+func TestPortsBoundLimit(t *testing.T) {
+	t.Parallel()
+	min, max := freeRange(t, 4)
+	q, err := NewPorts("127.0.0.1", min, max)
+	require.NoError(t, err)
+	q.drain = 0
+	q.SetBoundLimit(2)
+	var socks []*Socket
+	for range 3 {
+		s, err := q.Open()
+		require.NoError(t, err)
+		socks = append(socks, s)
+	}
+	for _, s := range socks {
+		require.NoError(t, s.Close())
+	}
+	require.Equal(t, 2, q.Idle(), "the third pair released was over the limit")
+	q.CloseIdle()
+
+	// Out of descriptors: the bind fails with EMFILE until idle pairs close.
+	q.SetBoundLimit(0)
+	s, err := q.Open()
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.Equal(t, 1, q.Idle())
+	idle := q.idle[s.Port]
+	listen := q.listen
+	q.listen = func(a netip.AddrPort) (*net.UDPConn, error) {
+		if len(q.idle) > 0 {
+			return nil, &os.SyscallError{Syscall: "socket", Err: unix.EMFILE}
+		}
+		return listen(a)
+	}
+	// Draw pairs until one that was not idle is bound.
+	for {
+		o, err := q.Open()
+		require.NoError(t, err, "the idle pair was closed to make room")
+		require.NoError(t, o.Close())
+		if o.Port != s.Port {
+			break
+		}
+	}
+	_, err = idle.rtp.WriteToUDP([]byte("x"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9})
+	require.ErrorIs(t, err, net.ErrClosed, "the idle pair was closed")
+	q.CloseIdle()
 }

@@ -113,6 +113,9 @@ func bindNode(c *config.Config, log *slog.Logger, ports *media.Ports) (*boundNod
 			return nil, err
 		}
 	}
+	// Released pairs keep their sockets only within the descriptors set
+	// aside for media: four a call of calls.max_active when it is set.
+	ports.SetBoundLimit(2 * c.Calls.MaxActive)
 	opts, err := sipOptions(c, ports, log)
 	if err != nil {
 		return nil, err
