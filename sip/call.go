@@ -73,6 +73,9 @@ type call struct {
 	caller   caller
 	dialled  Dialled
 	callback *Callback // nil: not a consignee calling back
+	// looked is a direct dial's binding, looked up before its record was
+	// first written (lookUpDirect), for resolve to take.
+	looked *lookup
 	setUp    func()    // the call is set up: it no longer counts as saturating
 
 	state CallState
@@ -180,6 +183,7 @@ func (c *call) serve(release func()) (held bool) {
 			exit()
 		}
 	}()
+	c.lookUpDirect()
 	if !c.startCDR() {
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,8 @@ type fakeRouter struct {
 	bindings  map[string]Target // "X/E" → target
 	expired   map[string]bool
 	cdrs      map[string]CDR
-	legs      map[string]Legs // the dialogs UpdateCall kept, by CDR id
+	legs      map[string]Legs  // the dialogs UpdateCall kept, by CDR id
+	writes    map[string][]CDR // every write of each record, in order
 	ended     chan CDR
 	refreshed chan refreshedCDR   // RefreshCall, in refresh_test.go
 	callbacks map[string]Callback // "X/caller" → callback
@@ -52,6 +54,7 @@ func newFakeRouter() *fakeRouter {
 		expired:   map[string]bool{},
 		cdrs:      map[string]CDR{},
 		legs:      map[string]Legs{},
+		writes:    map[string][]CDR{},
 		ended:     make(chan CDR, 16),
 		refreshed: make(chan refreshedCDR, 64),
 		callbacks: map[string]Callback{},
@@ -178,6 +181,7 @@ func (r *fakeRouter) StartCall(_ context.Context, c *CDR) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cdrs[c.ID] = *c
+	r.writes[c.ID] = append(r.writes[c.ID], *c)
 	r.order = append(r.order, c.ID)
 	return nil
 }
@@ -192,8 +196,16 @@ func (r *fakeRouter) UpdateCall(_ context.Context, c *CDR, legs Legs) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cdrs[c.ID] = *c
+	r.writes[c.ID] = append(r.writes[c.ID], *c)
 	r.legs[c.ID] = legs
 	return nil
+}
+
+// writesOf returns every write of the record id, in order.
+func (r *fakeRouter) writesOf(id string) []CDR {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.writes[id])
 }
 
 // keptLegs returns the dialogs the store keeps for the call's open record.
@@ -206,6 +218,7 @@ func (r *fakeRouter) keptLegs(id string) Legs {
 func (r *fakeRouter) EndCall(_ context.Context, c *CDR) error {
 	r.mu.Lock()
 	r.cdrs[c.ID] = *c
+	r.writes[c.ID] = append(r.writes[c.ID], *c)
 	delete(r.legs, c.ID) // as the store forgets them when the record ends
 	r.mu.Unlock()
 	r.ended <- *c

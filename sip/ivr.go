@@ -85,21 +85,64 @@ func (c *call) walking() bool {
 	return true
 }
 
+// lookup is the answer of a binding lookup for an extension.
+type lookup struct {
+	ext string
+	t   Target
+	err error
+}
+
+// lookUpDirect looks up the binding of a direct dial (X-E) before the
+// call's record is first written, so that the record starts with it: one
+// write fewer than starting it and then adding the binding. Only a
+// definite answer is kept (the binding, no such extension, expired); a
+// store that fails or is slow is left to resolve, which asks again once
+// the record is written, as for a call through the IVR.
+func (c *call) lookUpDirect() {
+	ext := c.dialled.Extension
+	if ext == "" || c.callback != nil {
+		return
+	}
+	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
+	t, err := c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
+	cancel()
+	if err != nil && !errors.Is(err, ErrInvalidExtension) && !errors.Is(err, ErrExpired) {
+		return
+	}
+	c.looked = &lookup{ext: ext, t: t, err: err}
+	c.cdr.Extension = ext
+	if err == nil {
+		c.cdr.BindingID, c.cdr.Order, c.cdr.Merchant = t.BindingID, t.Order, t.Merchant
+	}
+}
+
 // resolve looks the binding up; an expired one gets its prompt and ends
 // the call. A store that fails, or does not answer within store.timeout,
 // ends the call.
 func (c *call) resolve(ext string) (Target, endReason) {
 	c.cdr.Extension = ext
 	c.publish()
-	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
-	t, err := c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
-	cancel()
+	var t Target
+	var err error
+	looked := c.looked
+	c.looked = nil
+	if looked != nil && looked.ext == ext {
+		// Looked up before the record was written, which has it.
+		t, err = looked.t, looked.err
+	} else {
+		looked = nil
+		ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
+		t, err = c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
+		cancel()
+	}
 	switch {
 	case err == nil:
 		c.deps.kpi.ivrOutcome(ivrValid)
-		c.updateCDR(func(cdr *CDR) {
-			cdr.BindingID, cdr.Order, cdr.Merchant = t.BindingID, t.Order, t.Merchant
-		})
+		if looked == nil {
+			c.updateCDR(func(cdr *CDR) {
+				cdr.BindingID, cdr.Order, cdr.Merchant = t.BindingID, t.Order, t.Merchant
+			})
+		}
 		return t, reasonNone
 	case errors.Is(err, ErrInvalidExtension):
 		c.deps.kpi.ivrOutcome(ivrInvalid)

@@ -119,6 +119,48 @@ func TestDirectDialAnswerSupervision(t *testing.T) {
 	e.assertLogsPrivate()
 }
 
+// TestDirectDialRecordWrites: a direct dial's binding is looked up before
+// its record is first written, so that the record starts with it: a call
+// answered and ended is three writes (start, answer, end), not four. A
+// wrong extension's record starts with the extension and no binding.
+func TestDirectDialRecordWrites(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, "answer", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, o, done := dialObserved(ctx, t, e.phone, e.vnum, testHost+"-"+testExt)
+	ds := nextSession(t, e.carrier)
+	<-done
+	require.NoError(t, o.err)
+	require.NoError(t, ds.Bye(ctx))
+	require.Eventually(t, func() bool { return d.LoadState() == sip.DialogStateEnded }, 5*time.Second, 10*time.Millisecond)
+	cdr := e.router.waitEnded(t)
+	writes := e.router.writesOf(cdr.ID)
+	require.Len(t, writes, 3, "start, answer, end")
+	first := writes[0]
+	require.Equal(t, testExt, first.Extension)
+	require.NotEmpty(t, first.BindingID, "the first write has the binding")
+	require.Equal(t, cdr.BindingID, first.BindingID)
+	require.Equal(t, cdr.Order, first.Order)
+	require.True(t, first.AnsweredAt.IsZero())
+	require.False(t, writes[1].AnsweredAt.IsZero())
+	require.False(t, writes[2].EndedAt.IsZero())
+	e.waitNoCalls()
+
+	// No such extension: one attempt, the record starts with what was
+	// dialled, no binding.
+	_, o, done = dialObserved(ctx, t, e.phone, e.vnum, testHost+"-9999")
+	<-done
+	require.Error(t, o.err)
+	cdr = e.router.waitEnded(t)
+	writes = e.router.writesOf(cdr.ID)
+	require.Equal(t, "9999", writes[0].Extension)
+	require.Empty(t, writes[0].BindingID)
+	require.Empty(t, cdr.BindingID)
+	e.waitNoCalls()
+	e.assertLogsPrivate()
+}
+
 // TestDirectDialTryingAtOnce: vnum's 100 Trying leaves before anything
 // that may take time: with the binding lookup stalled, the caller (or a
 // proxy in front) has its 100 while the store has not answered.
