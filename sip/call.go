@@ -76,7 +76,7 @@ type call struct {
 	// looked is a direct dial's binding, looked up before its record was
 	// first written (lookUpDirect), for resolve to take.
 	looked *lookup
-	setUp    func()    // the call is set up: it no longer counts as saturating
+	setUp  func() // the call is set up: it no longer counts as saturating
 
 	state CallState
 	a     callerLeg

@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vnum/vnum/callrec"
@@ -401,4 +402,20 @@ func TestNoLeaks(t *testing.T) {
 	// Every goroutine of the calls, the relay and the UAs is gone.
 	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+2 }, 10*time.Second, 50*time.Millisecond,
 		"goroutines: before %d, now %d", before, runtime.NumGoroutine())
+}
+
+// TestCallIDsInOrder: a call's id (its record's, and leg B's Call-ID) is
+// a version 7 UUID, so that ids made one after another sort in the order
+// made: the store's index of record ids grows at its end.
+func TestCallIDsInOrder(t *testing.T) {
+	t.Parallel()
+	prev := ""
+	for range 1000 {
+		id := newCallID()
+		u, err := uuid.Parse(id)
+		require.NoError(t, err)
+		require.Equal(t, uuid.Version(7), u.Version())
+		require.Greater(t, id, prev)
+		prev = id
+	}
 }
