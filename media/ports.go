@@ -61,7 +61,15 @@ const idleKeep = 10 * time.Second
 // idlePair is a released pair's sockets, kept bound.
 type idlePair struct {
 	rtp, rtcp *net.UDPConn
+	reg       *rtcpReg  // the RTCP socket's place in the shared reader, kept too
 	at        time.Time // released
+}
+
+// closePair closes a pair's sockets, the RTCP socket's place in the
+// shared reader (reg, nil for none) taken first.
+func (p *Ports) closePair(rtp, rtcp *net.UDPConn, reg *rtcpReg) error {
+	p.rtcp.forget(reg)
+	return errors.Join(rtp.Close(), rtcp.Close())
 }
 
 // idleRef is a pair in the order released.
@@ -150,6 +158,10 @@ type Socket struct {
 	// kflows are the flows in the kernel that relay to or from this
 	// pair, guarded by the kernel path's mu (Ports.UseKernel).
 	kflows []*kflow
+	// rtcpReg is the RTCP socket's place in the pool's shared reader
+	// (nil: none yet), guarded by the reader's mu; it goes back to the
+	// pool with the sockets.
+	rtcpReg *rtcpReg
 }
 
 // randomTries is how many pairs Open draws at random before it walks the
@@ -192,7 +204,7 @@ func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 	if !p.free(port, now) {
 		return nil
 	}
-	rtp, rtcp, ok := p.takeIdle(port)
+	rtp, rtcp, reg, ok := p.takeIdle(port)
 	if !ok {
 		var err error
 		rtp, rtcp, err = p.bind(port)
@@ -205,7 +217,7 @@ func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 		}
 	}
 	p.open[port] = true
-	return &Socket{RTP: rtp, RTCP: rtcp, Port: port, IP: p.ip, pool: p}
+	return &Socket{RTP: rtp, RTCP: rtcp, Port: port, IP: p.ip, pool: p, rtcpReg: reg}
 }
 
 // takeIdle takes the idle sockets of the pair at port, ready for a new
@@ -213,19 +225,18 @@ func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 // them (late packets of the call that had them, and what anyone sent to
 // the port since, are dropped). False when the pair has none, or they
 // could not be made ready (then they are closed). p.mu is held.
-func (p *Ports) takeIdle(port int) (rtp, rtcp *net.UDPConn, ok bool) {
+func (p *Ports) takeIdle(port int) (rtp, rtcp *net.UDPConn, reg *rtcpReg, ok bool) {
 	pr, ok := p.idle[port]
 	if !ok {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	delete(p.idle, port)
 	if rtp, rtcp = pr.rtp, pr.rtcp; rtp.SetReadDeadline(time.Time{}) == nil &&
 		rtcp.SetReadDeadline(time.Time{}) == nil && flushSocket(rtp) && flushSocket(rtcp) {
-		return rtp, rtcp, true
+		return rtp, rtcp, pr.reg, true
 	}
-	_ = rtp.Close()
-	_ = rtcp.Close()
-	return nil, nil, false
+	_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
+	return nil, nil, nil, false
 }
 
 // closeIdle closes the idle pairs released idleKeep or more before now.
@@ -239,8 +250,7 @@ func (p *Ports) closeIdle(now time.Time) {
 		n++
 		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
 			delete(p.idle, r.port)
-			_ = pr.rtp.Close()
-			_ = pr.rtcp.Close()
+			_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
 		}
 	}
 	if n > 0 {
@@ -254,8 +264,7 @@ func (p *Ports) CloseIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for port, pr := range p.idle {
-		_ = pr.rtp.Close()
-		_ = pr.rtcp.Close()
+		_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
 		delete(p.idle, port)
 	}
 	p.idleOrder = p.idleOrder[:0]
@@ -279,8 +288,7 @@ func (p *Ports) closeOldestIdle(n int) bool {
 		r := p.idleOrder[i]
 		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
 			delete(p.idle, r.port)
-			_ = pr.rtp.Close()
-			_ = pr.rtcp.Close()
+			_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
 			closed++
 		}
 	}
@@ -442,9 +450,9 @@ func (p *Ports) release(s *Socket) error {
 	}
 	p.closeIdle(now)
 	if !p.keepIdle || p.boundMax > 0 && len(p.open)+len(p.idle) >= p.boundMax {
-		return errors.Join(s.RTP.Close(), s.RTCP.Close())
+		return p.closePair(s.RTP, s.RTCP, s.rtcpReg)
 	}
-	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, at: now}
+	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, reg: s.rtcpReg, at: now}
 	p.idleOrder = append(p.idleOrder, idleRef{port: s.Port, at: now})
 	return nil
 }

@@ -33,6 +33,21 @@ type rtcpSet struct {
 	epfd    int
 	streams map[uint64]*Stream
 	parked  map[uint64]*Stream
+	// idle are the RTCP sockets of pairs between calls (Ports keep a
+	// released pair's sockets): still in the set, their descriptors by
+	// token, for the pair's next stream to take without a system call;
+	// what comes to them meanwhile is read and dropped.
+	idle map[uint64]int
+}
+
+// rtcpReg is an RTCP socket's place in the shared reader's set. It lasts
+// as long as the socket is open, across the calls its pair serves:
+// add and remove only move it between the set's streams and idle
+// sockets, and forget takes it out before the socket closes.
+type rtcpReg struct {
+	set *rtcpSet
+	tok uint64
+	fd  int
 }
 
 // rtcpBatch is how many datagrams one stream's turn reads at most before
@@ -44,19 +59,46 @@ const rtcpBatch = 8
 // it is the first. An error leaves s out: its caller reads s on a
 // goroutine of its own.
 func (r *rtcpReader) add(s *Stream) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reg := s.sock.rtcpReg; reg != nil && reg.set == r.cur {
+		// Still in the set from the pair's last call.
+		delete(r.cur.idle, reg.tok)
+		r.cur.streams[reg.tok] = s
+		s.rtcpTok, s.rtcpFD = reg.tok, reg.fd
+		return nil
+	}
 	fd, err := socketFD(s.sock.RTCP)
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	tok, err := r.watch(fd, unix.EPOLLIN)
 	if err != nil {
 		return err
 	}
 	r.cur.streams[tok] = s
 	s.rtcpTok, s.rtcpFD = tok, fd
+	s.sock.rtcpReg = &rtcpReg{set: r.cur, tok: tok, fd: fd}
 	return nil
+}
+
+// forget takes an RTCP socket out of the set it is in, before the socket
+// closes. reg may be nil (never added).
+func (r *rtcpReader) forget(reg *rtcpReg) {
+	if reg == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != reg.set {
+		return // that set ended, and the socket's place with it
+	}
+	if _, ok := r.cur.idle[reg.tok]; !ok {
+		return
+	}
+	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, reg.fd, nil)
+	delete(r.cur.idle, reg.tok)
+	r.closeIfEmpty()
 }
 
 // park puts s's RTP socket in the set until a datagram arrives on it (at
@@ -119,13 +161,15 @@ func socketFD(c syscall.Conn) (int, error) {
 	return fd, nil
 }
 
-// remove takes s out of the set, before its socket closes. Once it
-// returns no packet of s is being handled, nor will be.
+// remove takes s off its RTCP socket, before the stream ends: the socket
+// stays in the set, idle, until its pair's next stream takes it (add) or
+// it closes (forget). Once remove returns no packet of s is being
+// handled, nor will be.
 func (r *rtcpReader) remove(s *Stream) { r.drop(s, false) }
 
-// drop takes s's RTP socket (rtp) or its RTCP socket out of the current
-// set if the set holds it, and ends an empty set. The socket is still
-// open: its descriptor is s's.
+// drop takes s's RTP socket (rtp) out of the current set, or s off its
+// RTCP socket (see remove), if the set holds it, and ends an empty set.
+// The socket is still open: its descriptor is s's.
 func (r *rtcpReader) drop(s *Stream, rtp bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -139,14 +183,18 @@ func (r *rtcpReader) drop(s *Stream, rtp bool) {
 	if in[tok] != s {
 		return
 	}
-	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	delete(in, tok)
+	if !rtp {
+		r.cur.idle[tok] = fd
+		return
+	}
+	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	r.closeIfEmpty()
 }
 
 // closeIfEmpty ends the current set when it holds no socket. r.mu is held.
 func (r *rtcpReader) closeIfEmpty() {
-	if len(r.cur.streams) == 0 && len(r.cur.parked) == 0 {
+	if len(r.cur.streams) == 0 && len(r.cur.parked) == 0 && len(r.cur.idle) == 0 {
 		// Closing the file wakes the set's goroutine with an error.
 		_ = r.cur.file.Close()
 		r.cur = nil
@@ -165,7 +213,7 @@ func newRTCPSet() (*rtcpSet, error) {
 		return nil, err
 	}
 	return &rtcpSet{file: os.NewFile(uintptr(epfd), "rtcp-epoll"), epfd: epfd,
-		streams: map[uint64]*Stream{}, parked: map[uint64]*Stream{}}, nil
+		streams: map[uint64]*Stream{}, parked: map[uint64]*Stream{}, idle: map[uint64]int{}}, nil
 }
 
 // run waits for the set's sockets to be readable and hands what they read
@@ -201,6 +249,8 @@ func (r *rtcpReader) run(set *rtcpSet) {
 				_ = unix.EpollCtl(set.epfd, unix.EPOLL_CTL_DEL, s.rtpFD, nil)
 				delete(set.parked, tok)
 				woken = append(woken, s)
+			} else if fd, ok := set.idle[tok]; ok {
+				dropWaiting(fd)
 			}
 		}
 		if r.cur == set {
@@ -242,6 +292,17 @@ func (s *Stream) readRTCPReady(buf []byte) {
 			continue
 		}
 		s.rtcpPacketSafe(buf[:n], sockaddrPort(from))
+	}
+}
+
+// dropWaiting reads and drops what waits on the socket fd, rtcpBatch
+// datagrams at most (the set reports the rest again).
+func dropWaiting(fd int) {
+	var b [1]byte // a datagram is dropped whole, whatever the buffer holds
+	for range rtcpBatch {
+		if _, _, err := unix.Recvfrom(fd, b[:], unix.MSG_DONTWAIT); err == unix.EAGAIN {
+			return
+		}
 	}
 }
 

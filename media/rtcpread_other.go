@@ -18,6 +18,11 @@ func (r *rtcpReader) add(*Stream) error { return errNoRTCPSet }
 
 func (r *rtcpReader) remove(*Stream) {}
 
+// rtcpReg is a socket's place in Linux's shared reader.
+type rtcpReg struct{}
+
+func (r *rtcpReader) forget(*rtcpReg) {}
+
 // park fails: a stream's RTP reader runs for the whole call.
 func (r *rtcpReader) park(*Stream) error { return errNoRTCPSet }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestRTCPSharedReader: the RTCP sockets of a Ports' streams are read by
@@ -76,4 +77,75 @@ func TestRTCPSharedReader(t *testing.T) {
 	peerRTCP.send(rtcpFor(s.Socket().RTPAddr()), rr)
 	require.Eventually(t, func() bool { return s.RTCPRemote() == peerRTCP.addr() }, 2*time.Second, time.Millisecond,
 		"a stream after the last one closed has its RTCP read")
+}
+
+// TestRTCPStaysInSetBetweenCalls: a released pair's RTCP socket stays in
+// the shared reader's set while its pair is idle, so that the pair's next
+// call takes its place there without a system call; what reaches the idle
+// socket is read and dropped, never handed to the next call; closing the
+// idle pairs takes the socket out, and the reader ends with it.
+func TestRTCPStaysInSetBetweenCalls(t *testing.T) {
+	port, _ := freeRange(t, 1)
+	ports, err := NewPorts("127.0.0.1", port, port+1)
+	require.NoError(t, err)
+	ports.drain = 0
+	rr := []byte{0x81, 201, 0, 7, 0, 0, 0xCA, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
+	set := func() (streams, idle int) {
+		ports.rtcp.mu.Lock()
+		defer ports.rtcp.mu.Unlock()
+		if ports.rtcp.cur == nil {
+			return -1, -1
+		}
+		return len(ports.rtcp.cur.streams), len(ports.rtcp.cur.idle)
+	}
+
+	peerRTCP := newPeer(t)
+	s := NewStream(mustOpen(t, ports), newPeer(t).addr(), pcmuCodec, nil, nil)
+	s.Start()
+	reg := s.Socket().rtcpReg
+	require.NotNil(t, reg)
+	peerRTCP.send(rtcpFor(s.Socket().RTPAddr()), rr)
+	require.Eventually(t, func() bool { return s.RTCPRemote() == peerRTCP.addr() }, 2*time.Second, time.Millisecond)
+	require.NoError(t, s.Close())
+	streams, idle := set()
+	require.Equal(t, 0, streams)
+	require.Equal(t, 1, idle, "the idle pair's RTCP socket stays in the set")
+
+	// Sent to the idle socket: the set reads it and drops it.
+	stranger := newPeer(t)
+	stranger.send(rtcpFor(s.Socket().RTPAddr()), rr)
+	raw, err := s.Socket().RTCP.SyscallConn()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		n := -1
+		require.NoError(t, raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }))
+		return n == 0
+	}, 2*time.Second, time.Millisecond, "the set read what came to the idle socket")
+
+	// The pair's next call: the same place in the set, its RTCP read, the
+	// stranger's packet not among it.
+	s2 := NewStream(mustOpen(t, ports), newPeer(t).addr(), pcmuCodec, nil, nil)
+	s2.Start()
+	require.Same(t, reg, s2.Socket().rtcpReg, "the same place in the set")
+	streams, idle = set()
+	require.Equal(t, 1, streams)
+	require.Equal(t, 0, idle)
+	peer2 := newPeer(t)
+	peer2.send(rtcpFor(s2.Socket().RTPAddr()), rr)
+	require.Eventually(t, func() bool { return s2.RTCPRemote() == peer2.addr() }, 2*time.Second, time.Millisecond,
+		"the next call's RTCP is read")
+	require.NoError(t, s2.Close())
+
+	// The idle pairs closed: out of the set, which ends.
+	ports.CloseIdle()
+	streams, idle = set()
+	require.Equal(t, -1, streams, "no set left")
+	require.Equal(t, -1, idle)
+}
+
+func mustOpen(t *testing.T, ports *Ports) *Socket {
+	t.Helper()
+	s, err := ports.Open()
+	require.NoError(t, err)
+	return s
 }
