@@ -41,6 +41,23 @@ const (
 		recorded = ?, leg_a = NULL, leg_b = NULL
 		WHERE id = ? AND ended_at IS NULL`
 	cdrEndedQuery = `SELECT COUNT(*) FROM cdrs WHERE id = ? AND ended_at IS NOT NULL`
+
+	// The same updates for a record whose merchant and binding are those
+	// it has (nearly always: a call learns its binding once): they leave
+	// those two out of SET and name them in WHERE, so that SQLite does
+	// not rewrite the entries of the indexes that hold them
+	// (cdrs_binding_started, cdrs_merchant_started_id), which it does for
+	// every indexed column a SET names, changed or not. An update that
+	// changes no row this way runs as the full one.
+	updateCDRSameQuery = `UPDATE cdrs SET call_id = ?, order_id = ?,
+		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
+		disposition = ?, hangup_by = ?, sip_status = ?, recorded = ?, leg_a = ?, leg_b = ?
+		WHERE id = ? AND merchant = ? AND binding_id = ?`
+	finishCDRSameQuery = `UPDATE cdrs SET call_id = ?, order_id = ?,
+		host = ?, extension = ?, direction = ?, caller = ?, caller_kind = ?, ringing_at = ?, answered_at = ?,
+		ended_at = ?, talk_seconds = ?, billed_minutes = ?, fee = ?, disposition = ?, hangup_by = ?, sip_status = ?,
+		recorded = ?, leg_a = NULL, leg_b = NULL
+		WHERE id = ? AND ended_at IS NULL AND merchant = ? AND binding_id = ?`
 )
 
 // StartCDR writes the row of a call that has just started. It fills ID
@@ -77,18 +94,39 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 // answered so far (an empty one is stored as none), which the row keeps
 // only until it ends. It does not end the call.
 func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record, legs callrec.Legs) error {
-	res, err := s.db.ExecContext(ctx, updateCDRQuery,
+	res, err := s.db.ExecContext(ctx, updateCDRSameQuery,
+		c.CallID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
+		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), text(legs.A), text(legs.B),
+		c.ID, c.Merchant, c.BindingID)
+	if n, err := affected(res, err); err != nil || n > 0 {
+		return wrapErr("update cdr", err)
+	}
+	// A new merchant or binding (or no such record).
+	res, err = s.db.ExecContext(ctx, updateCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), text(legs.A), text(legs.B), c.ID)
-	if err != nil {
-		return fmt.Errorf("update cdr: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
+	if n, err := affected(res, err); err != nil {
 		return fmt.Errorf("update cdr: %w", err)
 	} else if n == 0 {
 		return fmt.Errorf("cdr %s: %w", c.ID, ErrNotFound)
 	}
 	return nil
+}
+
+// affected is the number of rows a statement changed, or its error.
+func affected(res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// wrapErr prefixes a non-nil err with what failed.
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // FinishCDR completes a call's row: EndedAt (now when zero), talk time,
@@ -119,7 +157,15 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 	// One statement, committed on its own like any transaction: the
 	// condition on ended_at makes the row end once, whoever else ends
 	// it at the same time (another node, Lease.RecoverInterrupted).
-	res, err := s.db.ExecContext(ctx, finishCDRQuery,
+	res, err := s.db.ExecContext(ctx, finishCDRSameQuery,
+		c.CallID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
+		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
+		c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), c.ID, c.Merchant, c.BindingID)
+	if n, err := affected(res, err); err != nil || n > 0 {
+		return wrapErr("finish cdr", err)
+	}
+	// A new merchant or binding, or a record that is not open.
+	res, err = s.db.ExecContext(ctx, finishCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
 		c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), c.ID)

@@ -126,7 +126,7 @@ func (d dialect) lockConsignee(ctx context.Context, tx *txn, consignee string) e
 // much of a call's store time in sqlite3_prepare.
 var hotQueries = []string{
 	isHostQuery, accountQuery, resolveQuery,
-	startCDRQuery, updateCDRQuery, refreshCDRQuery, finishCDRQuery, cdrEndedQuery,
+	startCDRQuery, updateCDRQuery, updateCDRSameQuery, refreshCDRQuery, finishCDRQuery, finishCDRSameQuery, cdrEndedQuery,
 	takeRingQuery,
 }
 

@@ -32,6 +32,14 @@ func callPath(t *testing.T, s *Store, b *Binding) {
 	require.NoError(t, err)
 	c := &callrec.Record{CallID: "call-1", Host: b.Host, Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: t0}
 	require.NoError(t, s.StartCDR(ctx, c))
+	// The binding learnt (a new merchant and binding: the full update),
+	// then the answer and the end (the same ones: the narrow updates).
+	c.BindingID, c.Merchant, c.Order, c.Extension = b.ID, "m1", b.Order, b.Extension
+	require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
+	row, err := s.GetCDR(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, b.ID, row.BindingID)
+	require.Equal(t, "m1", row.Merchant)
 	c.AnsweredAt = t0.Add(time.Second)
 	require.NoError(t, s.UpdateCDR(ctx, c, callrec.Legs{}))
 	require.NoError(t, s.RefreshCDR(ctx, c, t0.Add(31*time.Second), rates))
@@ -40,10 +48,28 @@ func callPath(t *testing.T, s *Store, b *Binding) {
 	require.ErrorIs(t, s.FinishCDR(ctx, c, rates), ErrCDRFinished)
 	require.ErrorIs(t, s.RefreshCDR(ctx, c, t0.Add(70*time.Second), rates), ErrCDRFinished)
 	require.ErrorIs(t, s.FinishCDR(ctx, &callrec.Record{ID: "c_0000000000000000", EndedAt: t0}, rates), ErrNotFound)
-	row, err := s.GetCDR(ctx, c.ID)
+	require.ErrorIs(t, s.UpdateCDR(ctx, &callrec.Record{ID: "c_0000000000000000"}, callrec.Legs{}), ErrNotFound)
+	row, err = s.GetCDR(ctx, c.ID)
 	require.NoError(t, err)
 	require.Equal(t, 60, row.TalkSeconds)
 	require.Equal(t, 1, row.BilledMinutes)
+	require.Equal(t, b.ID, row.BindingID)
+	require.True(t, row.AnsweredAt.Equal(c.AnsweredAt))
+	byMerchant, err := s.ListCDRs(ctx, "m1", time.Time{}, time.Time{})
+	require.NoError(t, err)
+	require.Len(t, byMerchant, 1, "listed by its merchant (the index the update left alone)")
+
+	// A record whose binding is learnt only as it ends: the full finish.
+	d := &callrec.Record{CallID: "call-2", Host: b.Host, Direction: callrec.DirectionToConsignee, Caller: "alice", StartedAt: t0}
+	require.NoError(t, s.StartCDR(ctx, d))
+	d.BindingID, d.Merchant, d.EndedAt = b.ID, "m1", t0.Add(5*time.Second)
+	require.NoError(t, s.FinishCDR(ctx, d, rates))
+	row, err = s.GetCDR(ctx, d.ID)
+	require.NoError(t, err)
+	require.Equal(t, b.ID, row.BindingID)
+	require.Equal(t, "m1", row.Merchant)
+	require.False(t, row.EndedAt.IsZero())
+	require.ErrorIs(t, s.FinishCDR(ctx, d, rates), ErrCDRFinished)
 }
 
 // openCallStore opens a store on driver and dsn with merchant m1, its account alice,
