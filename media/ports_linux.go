@@ -22,11 +22,9 @@ func flushSocket(c *net.UDPConn) bool {
 		return false
 	}
 	empty := false
-	var b [1]byte // a datagram is dropped whole, whatever the buffer holds
 	err = raw.Read(func(fd uintptr) bool {
 		for range flushMax {
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_DONTWAIT)
-			if err == unix.EAGAIN {
+			if dropOne(int(fd)) == unix.EAGAIN {
 				empty = true
 				return true
 			}
@@ -34,4 +32,18 @@ func flushSocket(c *net.UDPConn) bool {
 		return true
 	})
 	return err == nil && empty
+}
+
+// dropOne reads the next datagram waiting on the socket fd, if any, and
+// drops it: a datagram is read whole whatever the buffer holds, so none
+// is given, and no source address is asked for (nothing is allocated).
+// EAGAIN says nothing was waiting; another error is what the socket
+// reported (an ICMP error), taken off it.
+func dropOne(fd int) unix.Errno {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			return e
+		}
+	}
 }

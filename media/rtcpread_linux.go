@@ -298,9 +298,8 @@ func (s *Stream) readRTCPReady(buf []byte) {
 // dropWaiting reads and drops what waits on the socket fd, rtcpBatch
 // datagrams at most (the set reports the rest again).
 func dropWaiting(fd int) {
-	var b [1]byte // a datagram is dropped whole, whatever the buffer holds
 	for range rtcpBatch {
-		if _, _, err := unix.Recvfrom(fd, b[:], unix.MSG_DONTWAIT); err == unix.EAGAIN {
+		if dropOne(fd) == unix.EAGAIN {
 			return
 		}
 	}
