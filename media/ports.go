@@ -50,6 +50,10 @@ type Ports struct {
 	idleOrder []idleRef // in the order released; entries of pairs taken since are skipped
 	keepIdle  bool      // a range of ports, on a system where a socket can be flushed
 	boundMax  int       // SetBoundLimit: pairs bound at most, open or idle; 0: the range
+	// fdBound is the pairs bound at most for the process's descriptor
+	// limit: open and idle pairs together never hold more than half its
+	// descriptors (0: no limit known).
+	fdBound int
 }
 
 // idleKeep is how long the sockets of a released pair stay bound, idle,
@@ -127,6 +131,7 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 		draining: make(map[int]time.Time),
 		idle:     make(map[int]idlePair),
 		keepIdle: canFlush,
+		fdBound:  descriptorLimit() / 4,
 	}, nil
 }
 
@@ -307,6 +312,13 @@ func (p *Ports) SetBoundLimit(pairs int) {
 	p.boundMax = max(pairs, 0)
 }
 
+// overBound reports whether bound pairs (open and idle) are as many as
+// p may keep: SetBoundLimit's, and half the process's descriptors. p.mu
+// is held.
+func (p *Ports) overBound(bound int) bool {
+	return p.boundMax > 0 && bound >= p.boundMax || p.fdBound > 0 && bound >= p.fdBound
+}
+
 // Idle returns how many released pairs keep their sockets bound for the
 // next calls (see idleKeep).
 func (p *Ports) Idle() int {
@@ -449,7 +461,7 @@ func (p *Ports) release(s *Socket) error {
 		p.draining[s.Port] = now.Add(p.drain)
 	}
 	p.closeIdle(now)
-	if !p.keepIdle || p.boundMax > 0 && len(p.open)+len(p.idle) >= p.boundMax {
+	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) {
 		return p.closePair(s.RTP, s.RTCP, s.rtcpReg)
 	}
 	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, reg: s.rtcpReg, at: now}

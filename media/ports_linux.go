@@ -1,6 +1,7 @@
 package media
 
 import (
+	"math"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -46,4 +47,14 @@ func dropOne(fd int) unix.Errno {
 			return e
 		}
 	}
+}
+
+// descriptorLimit is the process's soft limit on descriptors (Go raises
+// it to the hard limit at start), or 0 when it cannot be read.
+func descriptorLimit() int {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil {
+		return 0
+	}
+	return int(min(lim.Cur, math.MaxInt32))
 }

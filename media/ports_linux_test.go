@@ -98,8 +98,9 @@ func waitQueued(t *testing.T, conns ...*net.UDPConn) {
 	}
 }
 
-// TestPortsBoundLimit: with SetBoundLimit, a pair released while that
-// many pairs are bound (open or idle) closes its sockets at once; and a
+// TestPortsBoundLimit: with SetBoundLimit, or half the descriptor limit,
+// a pair released while that many pairs are bound (open or idle) closes
+// its sockets at once; and a
 // bind that finds the process out of descriptors closes idle pairs and
 // tries again, so that idle sockets never cost a call its ports.
 func TestPortsBoundLimit(t *testing.T) {
@@ -120,6 +121,23 @@ func TestPortsBoundLimit(t *testing.T) {
 	}
 	require.Equal(t, 2, q.Idle(), "the third pair released was over the limit")
 	q.CloseIdle()
+	// The same bound from the descriptor limit: open and idle pairs hold
+	// at most half the process's descriptors.
+	require.Equal(t, descriptorLimit()/4, q.fdBound)
+	q.SetBoundLimit(0)
+	q.fdBound = 2
+	socks = socks[:0]
+	for range 3 {
+		s, err := q.Open()
+		require.NoError(t, err)
+		socks = append(socks, s)
+	}
+	for _, s := range socks {
+		require.NoError(t, s.Close())
+	}
+	require.Equal(t, 2, q.Idle(), "the third pair released was over half the descriptors")
+	q.CloseIdle()
+	q.fdBound = 0
 
 	// Out of descriptors: the bind fails with EMFILE until idle pairs close.
 	q.SetBoundLimit(0)

@@ -9,3 +9,5 @@ import "net"
 const canFlush = false
 
 func flushSocket(*net.UDPConn) bool { return false }
+
+func descriptorLimit() int { return 0 }
