@@ -110,15 +110,7 @@ func TestPortsBoundLimit(t *testing.T) {
 	require.NoError(t, err)
 	q.drain = 0
 	q.SetBoundLimit(2)
-	var socks []*Socket
-	for range 3 {
-		s, err := q.Open()
-		require.NoError(t, err)
-		socks = append(socks, s)
-	}
-	for _, s := range socks {
-		require.NoError(t, s.Close())
-	}
+	openThenClose(t, q, 3)
 	require.Equal(t, 2, q.Idle(), "the third pair released was over the limit")
 	q.CloseIdle()
 	// The same bound from the descriptor limit: open and idle pairs hold
@@ -126,15 +118,7 @@ func TestPortsBoundLimit(t *testing.T) {
 	require.Equal(t, descriptorLimit()/4, q.fdBound)
 	q.SetBoundLimit(0)
 	q.fdBound = 2
-	socks = socks[:0]
-	for range 3 {
-		s, err := q.Open()
-		require.NoError(t, err)
-		socks = append(socks, s)
-	}
-	for _, s := range socks {
-		require.NoError(t, s.Close())
-	}
+	openThenClose(t, q, 3)
 	require.Equal(t, 2, q.Idle(), "the third pair released was over half the descriptors")
 	q.CloseIdle()
 	q.fdBound = 0
@@ -165,4 +149,18 @@ func TestPortsBoundLimit(t *testing.T) {
 	_, err = idle.rtp.WriteToUDP([]byte("x"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9})
 	require.ErrorIs(t, err, net.ErrClosed, "the idle pair was closed")
 	q.CloseIdle()
+}
+
+// openThenClose opens n pairs of q, then closes them all.
+func openThenClose(t *testing.T, q *Ports, n int) {
+	t.Helper()
+	socks := make([]*Socket, 0, n)
+	for range n {
+		s, err := q.Open()
+		require.NoError(t, err)
+		socks = append(socks, s)
+	}
+	for _, s := range socks {
+		require.NoError(t, s.Close())
+	}
 }
