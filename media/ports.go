@@ -54,6 +54,10 @@ type Ports struct {
 	// limit: open and idle pairs together never hold more than half its
 	// descriptors (0: no limit known).
 	fdBound int
+	// sweeping says a timer will close expired idle pairs (sweepIdle),
+	// every sweepEvery (idleKeep; tests shorten it).
+	sweeping   bool
+	sweepEvery time.Duration
 }
 
 // idleKeep is how long the sockets of a released pair stay bound, idle,
@@ -120,18 +124,19 @@ func NewPorts(ip string, min, max int) (*Ports, error) {
 		return nil, fmt.Errorf("media: seed the rtp port picker: %w", err)
 	}
 	return &Ports{
-		ip:       addr.Unmap(),
-		min:      first,
-		max:      max - 1 - (max-1)%2,
-		drain:    DrainTime,
-		now:      time.Now,
-		listen:   listenUDP,
-		rand:     rand.New(rand.NewChaCha8(seed)),
-		open:     make(map[int]bool),
-		draining: make(map[int]time.Time),
-		idle:     make(map[int]idlePair),
-		keepIdle: canFlush,
-		fdBound:  descriptorLimit() / 4,
+		ip:         addr.Unmap(),
+		min:        first,
+		max:        max - 1 - (max-1)%2,
+		drain:      DrainTime,
+		now:        time.Now,
+		listen:     listenUDP,
+		rand:       rand.New(rand.NewChaCha8(seed)),
+		open:       make(map[int]bool),
+		draining:   make(map[int]time.Time),
+		idle:       make(map[int]idlePair),
+		keepIdle:   canFlush,
+		fdBound:    descriptorLimit() / 4,
+		sweepEvery: idleKeep,
 	}, nil
 }
 
@@ -211,6 +216,10 @@ func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 	}
 	rtp, rtcp, reg, ok := p.takeIdle(port)
 	if !ok {
+		// A pair bound now counts against the bound as the idle ones do:
+		// the longest idle give way.
+		for p.overBound(len(p.open)+len(p.idle)+1) && p.closeOldestIdle(1) {
+		}
 		var err error
 		rtp, rtcp, err = p.bind(port)
 		if err != nil && outOfDescriptors(err) && p.closeOldestIdle(idleYield) {
@@ -237,7 +246,8 @@ func (p *Ports) takeIdle(port int) (rtp, rtcp *net.UDPConn, reg *rtcpReg, ok boo
 	}
 	delete(p.idle, port)
 	if rtp, rtcp = pr.rtp, pr.rtcp; rtp.SetReadDeadline(time.Time{}) == nil &&
-		rtcp.SetReadDeadline(time.Time{}) == nil && flushSocket(rtp) && flushSocket(rtcp) {
+		rtcp.SetReadDeadline(time.Time{}) == nil && flushSocket(rtp) && flushSocket(rtcp) &&
+		setIdleQueue(rtp, false) {
 		return rtp, rtcp, pr.reg, true
 	}
 	_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
@@ -461,12 +471,35 @@ func (p *Ports) release(s *Socket) error {
 		p.draining[s.Port] = now.Add(p.drain)
 	}
 	p.closeIdle(now)
-	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) {
+	// Nothing reads an idle RTP socket (its RTCP socket's datagrams the
+	// shared reader drops): its receive queue is made small, so that
+	// packets sprayed at idle ports hold a few KB of the kernel's memory
+	// each, not the default queue's 200 KB.
+	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) || !setIdleQueue(s.RTP, true) {
 		return p.closePair(s.RTP, s.RTCP, s.rtcpReg)
 	}
 	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, reg: s.rtcpReg, at: now}
 	p.idleOrder = append(p.idleOrder, idleRef{port: s.Port, at: now})
+	if !p.sweeping {
+		// Expired pairs are closed by Open and release too; the timer
+		// closes them on a node that has gone quiet.
+		p.sweeping = true
+		time.AfterFunc(p.sweepEvery, p.sweepIdle)
+	}
 	return nil
+}
+
+// sweepIdle closes the idle pairs that have been idle for idleKeep, and
+// comes back while some are left.
+func (p *Ports) sweepIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeIdle(p.now())
+	if len(p.idle) == 0 {
+		p.sweeping = false
+		return
+	}
+	time.AfterFunc(p.sweepEvery, p.sweepIdle)
 }
 
 // stop ends the use of the pair: it is marked closed (no relay or prompt

@@ -3,6 +3,7 @@ package media
 import (
 	"math"
 	"net"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,3 +59,42 @@ func descriptorLimit() int {
 	}
 	return int(min(lim.Cur, math.MaxInt32))
 }
+
+// idleQueue is the receive queue an idle RTP socket is given (the kernel
+// doubles it, and keeps at least a few KB): a datagram or two.
+const idleQueue = 1024
+
+// setIdleQueue makes c's receive queue small for a pair going idle (on),
+// or gives it back the size it had (off), and says whether it could.
+func setIdleQueue(c *net.UDPConn, on bool) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	size := idleQueue
+	if !on {
+		size = defaultQueue()
+	}
+	ok := false
+	err = raw.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size) == nil
+	})
+	return err == nil && ok
+}
+
+// defaultQueue is the receive queue a new UDP socket has here
+// (net.core.rmem_default), as SO_RCVBUF takes it: half what the kernel
+// reports. It is read once, from a socket of its own.
+var defaultQueue = sync.OnceValue(func() int {
+	const linuxDefault = 212992 / 2
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return linuxDefault
+	}
+	defer unix.Close(fd)
+	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil || n <= 0 {
+		return linuxDefault
+	}
+	return n / 2
+})

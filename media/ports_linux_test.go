@@ -115,7 +115,6 @@ func TestPortsBoundLimit(t *testing.T) {
 	q.CloseIdle()
 	// The same bound from the descriptor limit: open and idle pairs hold
 	// at most half the process's descriptors.
-	require.Equal(t, descriptorLimit()/4, q.fdBound)
 	q.SetBoundLimit(0)
 	q.fdBound = 2
 	openThenClose(t, q, 3)
@@ -163,4 +162,54 @@ func openThenClose(t *testing.T, q *Ports, n int) {
 	for _, s := range socks {
 		require.NoError(t, s.Close())
 	}
+}
+
+// TestPortsIdleHeld: a pair bound anew counts against the bound as the
+// idle ones do (the longest idle close first), so open and idle pairs
+// never exceed it; an idle RTP socket's receive queue is small (nothing
+// reads it) and has its size back once the pair is taken again; and a
+// node gone quiet closes its idle pairs on a timer.
+func TestPortsIdleHeld(t *testing.T) {
+	t.Parallel()
+	min, max := freeRange(t, 4)
+	q, err := NewPorts("127.0.0.1", min, max)
+	require.NoError(t, err)
+	q.drain = 0
+	q.sweepEvery = 20 * time.Millisecond
+	q.SetBoundLimit(2)
+	t.Cleanup(q.CloseIdle)
+	rcvbuf := func(c *net.UDPConn) int {
+		raw, err := c.SyscallConn()
+		require.NoError(t, err)
+		n := 0
+		require.NoError(t, raw.Control(func(fd uintptr) {
+			n, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		}))
+		require.NoError(t, err)
+		return n
+	}
+	a, err := q.Open()
+	require.NoError(t, err)
+	full := rcvbuf(a.RTP)
+	b, err := q.Open()
+	require.NoError(t, err)
+	require.NoError(t, a.Close())
+	require.NoError(t, b.Close())
+	require.Equal(t, 2, q.Idle())
+	require.Less(t, rcvbuf(a.RTP), full/8, "an idle RTP socket's queue is small")
+	for range 8 {
+		s, err := q.Open()
+		require.NoError(t, err)
+		require.LessOrEqual(t, q.InUse()+q.Idle(), 2, "open and idle within the bound")
+		require.Equal(t, full, rcvbuf(s.RTP), "a socket in use has its full queue")
+		require.NoError(t, s.Close())
+	}
+
+	// Quiet: the timer closes what has been idle long enough.
+	require.Equal(t, 1, q.Idle(), "nothing closed before idleKeep")
+	q.mu.Lock()
+	now := time.Now()
+	q.now = func() time.Time { return now.Add(time.Since(now) * 1000) } // idleKeep passes in 10 ms
+	q.mu.Unlock()
+	require.Eventually(t, func() bool { return q.Idle() == 0 }, 5*time.Second, 10*time.Millisecond)
 }

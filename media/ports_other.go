@@ -11,3 +11,5 @@ const canFlush = false
 func flushSocket(*net.UDPConn) bool { return false }
 
 func descriptorLimit() int { return 0 }
+
+func setIdleQueue(*net.UDPConn, bool) bool { return false }

@@ -93,11 +93,16 @@ func (r *rtcpReader) forget(reg *rtcpReg) {
 	if r.cur != reg.set {
 		return // that set ended, and the socket's place with it
 	}
-	if _, ok := r.cur.idle[reg.tok]; !ok {
+	_, idle := r.cur.idle[reg.tok]
+	s, reading := r.cur.streams[reg.tok]
+	if !idle && (!reading || s.sock.rtcpReg != reg) {
 		return
 	}
+	// A stream still reading it is one whose socket was closed before the
+	// stream: it reads nothing more.
 	_ = unix.EpollCtl(r.cur.epfd, unix.EPOLL_CTL_DEL, reg.fd, nil)
 	delete(r.cur.idle, reg.tok)
+	delete(r.cur.streams, reg.tok)
 	r.closeIfEmpty()
 }
 
@@ -269,6 +274,13 @@ func (r *rtcpReader) run(set *rtcpSet) {
 // readRTCPReady reads what s's RTCP socket holds, rtcpBatch datagrams at
 // most, without waiting.
 func (s *Stream) readRTCPReady(buf []byte) {
+	if s.sock.closed.Load() {
+		// Its pair is going back to the pool (or its socket was closed
+		// before the stream): what comes is dropped, not left to be
+		// reported again and again.
+		dropWaiting(s.rtcpFD)
+		return
+	}
 	raw, err := s.sock.RTCP.SyscallConn()
 	if err != nil {
 		return

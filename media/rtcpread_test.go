@@ -149,3 +149,32 @@ func mustOpen(t *testing.T, ports *Ports) *Socket {
 	require.NoError(t, err)
 	return s
 }
+
+// TestRTCPSocketClosedBeforeStream: a pair closed while its stream still
+// runs (Socket.Close before Stream.Close) has what reaches its RTCP
+// socket dropped by the shared reader, not reported again and again (the
+// socket's reads fail at their past deadline); and once the stream is
+// closed and the idle pair too, the set holds nothing and ends.
+func TestRTCPSocketClosedBeforeStream(t *testing.T) {
+	port, _ := freeRange(t, 1)
+	ports, err := NewPorts("127.0.0.1", port, port+1)
+	require.NoError(t, err)
+	ports.drain = 0
+	s := NewStream(mustOpen(t, ports), newPeer(t).addr(), pcmuCodec, nil, nil)
+	s.Start()
+	require.NoError(t, s.Socket().Close())
+	rr := []byte{0x81, 201, 0, 7, 0, 0, 0xCA, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
+	newPeer(t).send(rtcpFor(s.Socket().RTPAddr()), rr)
+	raw, err := s.Socket().RTCP.SyscallConn()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		n := -1
+		require.NoError(t, raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }))
+		return n == 0
+	}, 2*time.Second, time.Millisecond, "the reader dropped it")
+	require.NoError(t, s.Close())
+	ports.CloseIdle()
+	ports.rtcp.mu.Lock()
+	defer ports.rtcp.mu.Unlock()
+	require.Nil(t, ports.rtcp.cur, "the set ended with its last socket")
+}
