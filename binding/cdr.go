@@ -154,7 +154,8 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 			c.Disposition = callrec.DispositionAnswered
 		}
 	}
-	// One statement, committed on its own like any transaction: the
+	// Each statement is committed on its own like any transaction (the
+	// narrow one, then the full one when that changed no row): the
 	// condition on ended_at makes the row end once, whoever else ends
 	// it at the same time (another node, Lease.RecoverInterrupted).
 	res, err := s.db.ExecContext(ctx, finishCDRSameQuery,
