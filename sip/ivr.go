@@ -94,10 +94,11 @@ type lookup struct {
 
 // lookUpDirect looks up the binding of a direct dial (X-E) before the
 // call's record is first written, so that the record starts with it: one
-// write fewer than starting it and then adding the binding. Only a
-// definite answer is kept (the binding, no such extension, expired); a
-// store that fails or is slow is left to resolve, which asks again once
-// the record is written, as for a call through the IVR.
+// write fewer than starting it and then adding the binding. Its answer
+// is resolve's: the binding, no such extension, expired, or a store too
+// slow or unavailable (the call then ends as store_slow there, the store
+// not asked a second time); another failure is left to resolve, which
+// asks again once the record is written, as for a call through the IVR.
 func (c *call) lookUpDirect() {
 	ext := c.dialled.Extension
 	if ext == "" || c.callback != nil {
@@ -106,7 +107,7 @@ func (c *call) lookUpDirect() {
 	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
 	t, err := c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
 	cancel()
-	if err != nil && !errors.Is(err, ErrInvalidExtension) && !errors.Is(err, ErrExpired) {
+	if err != nil && !errors.Is(err, ErrInvalidExtension) && !errors.Is(err, ErrExpired) && !frontdoor.StoreShort(err) {
 		return
 	}
 	c.looked = &lookup{ext: ext, t: t, err: err}
