@@ -205,6 +205,22 @@ func TestListingsReadInIndexOrder(t *testing.T) {
 	}
 }
 
+// TestOpenRecordsByNode: the open records a restarting node closes are
+// found through cdrs_open_by_node, and the index of all open records by
+// ended_at, which served no query and cost every call's first and last
+// write, is gone (migration 0017).
+func TestOpenRecordsByNode(t *testing.T) {
+	t.Parallel()
+	s, _ := openTest(t)
+	plan := sqlitePlan(t, s, `SELECT id, leg_a, leg_b FROM cdrs
+		WHERE ended_at IS NULL AND node IN (?, '') AND (leg_a IS NOT NULL OR leg_b IS NOT NULL)`, "n1")
+	require.Contains(t, plan, "cdrs_open_by_node", plan)
+	var n int
+	require.NoError(t, s.db.QueryRowContext(context.Background(),
+		`SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'cdrs_open'`).Scan(&n))
+	require.Zero(t, n)
+}
+
 // sqlitePlan returns SQLite's query plan of query, one line.
 func sqlitePlan(t *testing.T, s *Store, query string, args ...any) string {
 	t.Helper()
