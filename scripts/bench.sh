@@ -131,6 +131,8 @@
 #                       0: no RTP (signalling and store only) (1)
 #   BENCH_BINDINGS      compare, media: bindings the calls spread over (10)
 #   BENCH_RTPENGINE_PORTS compare: rtpengine's RTP ports, as many as vnum's (50000-59999)
+#   BENCH_COMPARE_ONLY  compare: run the steps of one system only, vnum or
+#                       kamailio (both), to time one build against another
 #   BENCH_MEDIA_LEVELS  media: calls up at once, one level a step
 #                       (50 100 200 400)
 #   BENCH_MEDIA_RATE    media: new calls/s while a level fills (50)
@@ -158,6 +160,8 @@ MEDIA_LEVELS=${BENCH_MEDIA_LEVELS:-50 100 200 400}
 MEDIA_RATE=${BENCH_MEDIA_RATE:-50}
 MEDIA_HOLD_S=${BENCH_MEDIA_HOLD_S:-10}
 STOP_ON_FAIL=${BENCH_STOP_ON_FAIL:-1}
+COMPARE_ONLY=${BENCH_COMPARE_ONLY:-}
+case "$COMPARE_ONLY" in "" | vnum | kamailio) ;; *) echo "bench: BENCH_COMPARE_ONLY is vnum or kamailio" >&2; exit 2 ;; esac
 KEEP=${BENCH_KEEP:-0}
 PROFILE=${BENCH_PROFILE:-}
 PPROF=false
@@ -1056,6 +1060,9 @@ step() {
 # shared machine falls on both.
 compare() {
 	local rate order sys n=0 vbest=0 kbest=0 vdone=0 kdone=0 ratio
+	# BENCH_COMPARE_ONLY: the other system's steps are skipped.
+	[ "$COMPARE_ONLY" = vnum ] && kdone=1
+	[ "$COMPARE_ONLY" = kamailio ] && vdone=1
 	local vcpu_all=0 vcalls_all=0 kcpu_all=0 kcalls_all=0 vcpu vcalls kcpu kcalls vok kok
 	start_kamailio
 	echo "== compare: trunk X-E calls over $BINDINGS bindings, ${CALL_MS} ms each, media $MEDIA:" \
