@@ -86,23 +86,32 @@ func TestPortsReuseIdle(t *testing.T) {
 func waitQueued(t *testing.T, conns ...*net.UDPConn) {
 	t.Helper()
 	for _, c := range conns {
-		require.Eventually(t, func() bool {
-			raw, err := c.SyscallConn()
-			require.NoError(t, err)
-			n := 0
-			require.NoError(t, raw.Control(func(fd uintptr) {
-				n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			}))
-			return n > 0
-		}, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return queued(t, c) > 0 }, 5*time.Second, time.Millisecond)
 	}
+}
+
+// waitEmptied waits until nothing waits in c's receive queue: someone
+// read it.
+func waitEmptied(t *testing.T, c *net.UDPConn, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return queued(t, c) == 0 }, 2*time.Second, time.Millisecond, msg)
+}
+
+// queued is the bytes waiting in c's receive queue.
+func queued(t *testing.T, c *net.UDPConn) int {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	require.NoError(t, err)
+	n := -1
+	require.NoError(t, raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }))
+	return n
 }
 
 // TestPortsBoundLimit: with SetBoundLimit, or half the descriptor limit,
 // a pair released while that many pairs are bound (open or idle) closes
-// its sockets at once; and a
-// bind that finds the process out of descriptors closes idle pairs and
-// tries again, so that idle sockets never cost a call its ports.
+// its sockets at once; and a bind that finds the process out of
+// descriptors closes idle pairs and tries again, so that idle sockets
+// never cost a call its ports.
 func TestPortsBoundLimit(t *testing.T) {
 	t.Parallel()
 	min, max := freeRange(t, 4)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 )
 
 // TestRTCPSharedReader: the RTCP sockets of a Ports' streams are read by
@@ -114,13 +113,7 @@ func TestRTCPStaysInSetBetweenCalls(t *testing.T) {
 	// Sent to the idle socket: the set reads it and drops it.
 	stranger := newPeer(t)
 	stranger.send(rtcpFor(s.Socket().RTPAddr()), rr)
-	raw, err := s.Socket().RTCP.SyscallConn()
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		n := -1
-		require.NoError(t, raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }))
-		return n == 0
-	}, 2*time.Second, time.Millisecond, "the set read what came to the idle socket")
+	waitEmptied(t, s.Socket().RTCP, "the set read what came to the idle socket")
 
 	// The pair's next call: the same place in the set, its RTCP read, the
 	// stranger's packet not among it.
@@ -165,13 +158,7 @@ func TestRTCPSocketClosedBeforeStream(t *testing.T) {
 	require.NoError(t, s.Socket().Close())
 	rr := []byte{0x81, 201, 0, 7, 0, 0, 0xCA, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
 	newPeer(t).send(rtcpFor(s.Socket().RTPAddr()), rr)
-	raw, err := s.Socket().RTCP.SyscallConn()
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		n := -1
-		require.NoError(t, raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }))
-		return n == 0
-	}, 2*time.Second, time.Millisecond, "the reader dropped it")
+	waitEmptied(t, s.Socket().RTCP, "the reader dropped it")
 	require.NoError(t, s.Close())
 	ports.CloseIdle()
 	ports.rtcp.mu.Lock()
