@@ -218,7 +218,7 @@ func (p *Ports) tryOpen(port int, now time.Time) *Socket {
 	if !ok {
 		// A pair bound now counts against the bound as the idle ones do:
 		// the longest idle give way.
-		for p.overBound(len(p.open)+len(p.idle)+1) && p.closeOldestIdle(1) {
+		for p.overBound(len(p.open)+len(p.idle)) && p.closeOldestIdle(1) {
 		}
 		var err error
 		rtp, rtcp, err = p.bind(port)
@@ -245,9 +245,10 @@ func (p *Ports) takeIdle(port int) (rtp, rtcp *net.UDPConn, reg *rtcpReg, ok boo
 		return nil, nil, nil, false
 	}
 	delete(p.idle, port)
-	if rtp, rtcp = pr.rtp, pr.rtcp; rtp.SetReadDeadline(time.Time{}) == nil &&
-		rtcp.SetReadDeadline(time.Time{}) == nil && flushSocket(rtp) && flushSocket(rtcp) &&
-		setIdleQueue(rtp, false) {
+	// The filters off first: what came before they were on is flushed.
+	if rtp, rtcp = pr.rtp, pr.rtcp; dropAll(rtp, false) && (pr.reg != nil || dropAll(rtcp, false)) &&
+		rtp.SetReadDeadline(time.Time{}) == nil && rtcp.SetReadDeadline(time.Time{}) == nil &&
+		flushSocket(rtp) && flushSocket(rtcp) {
 		return rtp, rtcp, pr.reg, true
 	}
 	_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
@@ -471,11 +472,12 @@ func (p *Ports) release(s *Socket) error {
 		p.draining[s.Port] = now.Add(p.drain)
 	}
 	p.closeIdle(now)
-	// Nothing reads an idle RTP socket (its RTCP socket's datagrams the
-	// shared reader drops): its receive queue is made small, so that
-	// packets sprayed at idle ports hold a few KB of the kernel's memory
-	// each, not the default queue's 200 KB.
-	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) || !setIdleQueue(s.RTP, true) {
+	// Nothing reads an idle RTP socket (an idle RTCP socket the shared
+	// reader reads and drops, when it has a place in its set): a filter
+	// drops what comes to it before it is queued, so that packets sprayed
+	// at idle ports hold none of the kernel's memory.
+	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) ||
+		!dropAll(s.RTP, true) || s.rtcpReg == nil && !dropAll(s.RTCP, true) {
 		return p.closePair(s.RTP, s.RTCP, s.rtcpReg)
 	}
 	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, reg: s.rtcpReg, at: now}
@@ -489,17 +491,29 @@ func (p *Ports) release(s *Socket) error {
 	return nil
 }
 
+// nextSweep is when the oldest idle pair expires, from now: at most
+// sweepEvery, at least a millisecond. p.mu is held.
+func (p *Ports) nextSweep(now time.Time) time.Duration {
+	for _, r := range p.idleOrder {
+		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
+			return min(max(r.at.Add(idleKeep).Sub(now), time.Millisecond), p.sweepEvery)
+		}
+	}
+	return p.sweepEvery
+}
+
 // sweepIdle closes the idle pairs that have been idle for idleKeep, and
 // comes back while some are left.
 func (p *Ports) sweepIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closeIdle(p.now())
+	now := p.now()
+	p.closeIdle(now)
 	if len(p.idle) == 0 {
 		p.sweeping = false
 		return
 	}
-	time.AfterFunc(p.sweepEvery, p.sweepIdle)
+	time.AfterFunc(p.nextSweep(now), p.sweepIdle)
 }
 
 // stop ends the use of the pair: it is marked closed (no relay or prompt

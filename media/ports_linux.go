@@ -3,7 +3,6 @@ package media
 import (
 	"math"
 	"net"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,41 +59,24 @@ func descriptorLimit() int {
 	return int(min(lim.Cur, math.MaxInt32))
 }
 
-// idleQueue is the receive queue an idle RTP socket is given (the kernel
-// doubles it, and keeps at least a few KB): a datagram or two.
-const idleQueue = 1024
-
-// setIdleQueue makes c's receive queue small for a pair going idle (on),
-// or gives it back the size it had (off), and says whether it could.
-func setIdleQueue(c *net.UDPConn, on bool) bool {
+// dropAll puts on c (on) or takes off a socket filter that drops every
+// datagram before it is queued: an idle socket that nothing reads holds
+// none of what is sent to it. It says whether it could.
+func dropAll(c *net.UDPConn, on bool) bool {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return false
 	}
-	size := idleQueue
-	if !on {
-		size = defaultQueue()
-	}
-	ok := false
+	var serr error
 	err = raw.Control(func(fd uintptr) {
-		ok = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size) == nil
+		if on {
+			// Classic BPF, one instruction: return 0 (keep no byte).
+			drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+				&unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]})
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
 	})
-	return err == nil && ok
+	return err == nil && serr == nil
 }
-
-// defaultQueue is the receive queue a new UDP socket has here
-// (net.core.rmem_default), as SO_RCVBUF takes it: half what the kernel
-// reports. It is read once, from a socket of its own.
-var defaultQueue = sync.OnceValue(func() int {
-	const linuxDefault = 212992 / 2
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return linuxDefault
-	}
-	defer unix.Close(fd)
-	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-	if err != nil || n <= 0 {
-		return linuxDefault
-	}
-	return n / 2
-})

@@ -12,4 +12,4 @@ func flushSocket(*net.UDPConn) bool { return false }
 
 func descriptorLimit() int { return 0 }
 
-func setIdleQueue(*net.UDPConn, bool) bool { return false }
+func dropAll(*net.UDPConn, bool) bool { return false }
