@@ -305,8 +305,10 @@ command -v sipp >/dev/null || die "sipp is not on PATH (apt-get install sip-test
 command -v timeout >/dev/null || die "timeout (coreutils) is not on PATH"
 [ -r "$PCAPS/g711a.pcap" ] || die "no g711a.pcap in $PCAPS (set VNUMTEST_SIPP_PCAPS)"
 case " $MODES " in *" compare "*)
-	command -v kamailio >/dev/null || die "compare: kamailio is not on PATH (apt-get install kamailio)"
-	command -v rtpengine >/dev/null || die "compare: rtpengine is not on PATH (apt-get install rtpengine-daemon)"
+	if [ "$COMPARE_ONLY" != vnum ]; then
+		command -v kamailio >/dev/null || die "compare: kamailio is not on PATH (apt-get install kamailio)"
+		command -v rtpengine >/dev/null || die "compare: rtpengine is not on PATH (apt-get install rtpengine-daemon)"
+	fi
 	;;
 esac
 if [ "$(id -u)" != 0 ]; then
@@ -1064,9 +1066,12 @@ compare() {
 	[ "$COMPARE_ONLY" = vnum ] && kdone=1
 	[ "$COMPARE_ONLY" = kamailio ] && vdone=1
 	local vcpu_all=0 vcalls_all=0 kcpu_all=0 kcalls_all=0 vcpu vcalls kcpu kcalls vok kok
-	start_kamailio
-	echo "== compare: trunk X-E calls over $BINDINGS bindings, ${CALL_MS} ms each, media $MEDIA:" \
-		"vnum (udp/$SIP_PORT) vs Kamailio + rtpengine (udp/$KAM_PORT)"
+	local one_cpu=0 one_calls=0
+	[ "$COMPARE_ONLY" = vnum ] || start_kamailio
+	local who="vnum (udp/$SIP_PORT) vs Kamailio + rtpengine (udp/${KAM_PORT:-})"
+	[ "$COMPARE_ONLY" = vnum ] && who="vnum (udp/$SIP_PORT) only"
+	[ "$COMPARE_ONLY" = kamailio ] && who="Kamailio + rtpengine (udp/$KAM_PORT) only"
+	echo "== compare: trunk X-E calls over $BINDINGS bindings, ${CALL_MS} ms each, media $MEDIA: $who"
 	printf '%8s  %-9s %8s %10s %7s %8s %9s %12s %5s %5s\n' "calls/s" "system" "offered" "completed" "failed" \
 		"cpu s" "media s" "cpu ms/call" "exit" "secs"
 	for rate in $RATES; do
@@ -1092,6 +1097,7 @@ compare() {
 			csv "compare-$sys" "$rate" "$rate" "$S_CALLS" "$S_DONE" 0 "$S_FAILED" - "$S_CODE" "$S_SECS" "$(secs "$S_CPU")"
 			if [ "$S_FAILED" = 0 ] && [ "$S_CODE" = 0 ]; then
 				if [ "$sys" = vnum ]; then vbest=$rate vok=1 vcpu=$S_CPU vcalls=$S_DONE; else kbest=$rate kok=1 kcpu=$S_CPU kcalls=$S_DONE; fi
+				one_cpu=$((one_cpu + S_CPU)) one_calls=$((one_calls + S_DONE))
 			else
 				COMPARE_FAILED=1
 				if [ "$STOP_ON_FAIL" = 1 ]; then
@@ -1099,8 +1105,10 @@ compare() {
 				fi
 			fi
 			kill -0 "$VNUMTEST_PID" 2>/dev/null || { tail -20 "$WORK/vnum-serve.log" >&2; die "vnum serve died"; }
-			kill -0 "$KAM_PID" 2>/dev/null || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio died"; }
-			kill -0 "$RTPE_PID" 2>/dev/null || { tail -20 "$WORK/rtpengine.log" >&2; die "rtpengine died"; }
+			if [ "$COMPARE_ONLY" != vnum ]; then
+				kill -0 "$KAM_PID" 2>/dev/null || { tail -20 "$WORK/kamailio.log" >&2; die "kamailio died"; }
+				kill -0 "$RTPE_PID" 2>/dev/null || { tail -20 "$WORK/rtpengine.log" >&2; die "rtpengine died"; }
+			fi
 			sleep 1
 		done
 		if [ "$vok$kok" = 11 ]; then
@@ -1112,6 +1120,13 @@ compare() {
 		fi
 		[ "$vdone$kdone" = 11 ] && break
 	done
+	if [ -n "$COMPARE_ONLY" ]; then
+		# One system: its own figures, no ratio.
+		echo "highest rate with 0 failed calls: $COMPARE_ONLY $([ "$COMPARE_ONLY" = vnum ] && echo "$vbest" || echo "$kbest") calls/s"
+		echo "CPU per call over the rates held, $COMPARE_ONLY: $(awk -v a="$one_cpu" -v b="$one_calls" -v hz="$CLK_TCK" \
+			'BEGIN { if (b) printf "%.2f ms", 1000 * a / b / hz; else print "-" }')"
+		return
+	fi
 	echo "highest rate with 0 failed calls: vnum $vbest calls/s, kamailio+rtpengine $kbest calls/s" \
 		"(vnum/kamailio $(awk -v a="$vbest" -v b="$kbest" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }'))"
 	echo "CPU per call over the rates both held, vnum/kamailio: $(awk -v a="$vcpu_all" -v b="$vcalls_all" \
