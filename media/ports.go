@@ -70,7 +70,15 @@ const idleKeep = 10 * time.Second
 type idlePair struct {
 	rtp, rtcp *net.UDPConn
 	reg       *rtcpReg  // the RTCP socket's place in the shared reader, kept too
+	rtpReg    *rtcpReg  // the RTP socket's, while it is idle (watchIdle)
 	at        time.Time // released
+}
+
+// close closes the pair's sockets, their places in the shared reader
+// taken first.
+func (pr idlePair) close(p *Ports) error {
+	p.rtcp.forget(pr.rtpReg)
+	return p.closePair(pr.rtp, pr.rtcp, pr.reg)
 }
 
 // closePair closes a pair's sockets, the RTCP socket's place in the
@@ -245,13 +253,15 @@ func (p *Ports) takeIdle(port int) (rtp, rtcp *net.UDPConn, reg *rtcpReg, ok boo
 		return nil, nil, nil, false
 	}
 	delete(p.idle, port)
-	// The filters off first: what came before they were on is flushed.
-	if rtp, rtcp = pr.rtp, pr.rtcp; dropAll(rtp, false) && (pr.reg != nil || dropAll(rtcp, false)) &&
-		rtp.SetReadDeadline(time.Time{}) == nil && rtcp.SetReadDeadline(time.Time{}) == nil &&
-		flushSocket(rtp) && flushSocket(rtcp) {
+	// The RTP socket out of the shared reader first (the call's reader
+	// reads it from now on), then emptied of what came since it looked.
+	p.rtcp.forget(pr.rtpReg)
+	pr.rtpReg = nil
+	if rtp, rtcp = pr.rtp, pr.rtcp; rtp.SetReadDeadline(time.Time{}) == nil &&
+		rtcp.SetReadDeadline(time.Time{}) == nil && flushSocket(rtp) && flushSocket(rtcp) {
 		return rtp, rtcp, pr.reg, true
 	}
-	_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
+	_ = pr.close(p)
 	return nil, nil, nil, false
 }
 
@@ -266,7 +276,7 @@ func (p *Ports) closeIdle(now time.Time) {
 		n++
 		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
 			delete(p.idle, r.port)
-			_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
+			_ = pr.close(p)
 		}
 	}
 	if n > 0 {
@@ -280,7 +290,7 @@ func (p *Ports) CloseIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for port, pr := range p.idle {
-		_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
+		_ = pr.close(p)
 		delete(p.idle, port)
 	}
 	p.idleOrder = p.idleOrder[:0]
@@ -304,7 +314,7 @@ func (p *Ports) closeOldestIdle(n int) bool {
 		r := p.idleOrder[i]
 		if pr, ok := p.idle[r.port]; ok && pr.at.Equal(r.at) {
 			delete(p.idle, r.port)
-			_ = p.closePair(pr.rtp, pr.rtcp, pr.reg)
+			_ = pr.close(p)
 			closed++
 		}
 	}
@@ -472,15 +482,25 @@ func (p *Ports) release(s *Socket) error {
 		p.draining[s.Port] = now.Add(p.drain)
 	}
 	p.closeIdle(now)
-	// Nothing reads an idle RTP socket (an idle RTCP socket the shared
-	// reader reads and drops, when it has a place in its set): a filter
-	// drops what comes to it before it is queued, so that packets sprayed
-	// at idle ports hold none of the kernel's memory.
-	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) ||
-		!dropAll(s.RTP, true) || s.rtcpReg == nil && !dropAll(s.RTCP, true) {
+	// While idle the shared reader reads both sockets and drops what
+	// comes (the RTCP socket is in its set already, the RTP socket joins
+	// it), so that packets sprayed at idle ports hold none of the
+	// kernel's memory. A pair the reader cannot take is closed.
+	if !p.keepIdle || p.overBound(len(p.open)+len(p.idle)) {
 		return p.closePair(s.RTP, s.RTCP, s.rtcpReg)
 	}
-	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, reg: s.rtcpReg, at: now}
+	reg, err := s.rtcpReg, error(nil)
+	if reg == nil {
+		// No stream read it: the RTCP socket joins the set now.
+		if reg, err = p.rtcp.watchIdle(s.RTCP); err != nil {
+			return p.closePair(s.RTP, s.RTCP, nil)
+		}
+	}
+	rtpReg, err := p.rtcp.watchIdle(s.RTP)
+	if err != nil {
+		return p.closePair(s.RTP, s.RTCP, reg)
+	}
+	p.idle[s.Port] = idlePair{rtp: s.RTP, rtcp: s.RTCP, reg: reg, rtpReg: rtpReg, at: now}
 	p.idleOrder = append(p.idleOrder, idleRef{port: s.Port, at: now})
 	if !p.sweeping {
 		// Expired pairs are closed by Open and release too; the timer

@@ -58,25 +58,3 @@ func descriptorLimit() int {
 	}
 	return int(min(lim.Cur, math.MaxInt32))
 }
-
-// dropAll puts on c (on) or takes off a socket filter that drops every
-// datagram before it is queued: an idle socket that nothing reads holds
-// none of what is sent to it. It says whether it could.
-func dropAll(c *net.UDPConn, on bool) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		if on {
-			// Classic BPF, one instruction: return 0 (keep no byte).
-			drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
-				&unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]})
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
-	})
-	return err == nil && serr == nil
-}

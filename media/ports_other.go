@@ -11,5 +11,3 @@ const canFlush = false
 func flushSocket(*net.UDPConn) bool { return false }
 
 func descriptorLimit() int { return 0 }
-
-func dropAll(*net.UDPConn, bool) bool { return false }

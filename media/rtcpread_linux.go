@@ -2,6 +2,7 @@ package media
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -82,8 +83,27 @@ func (r *rtcpReader) add(s *Stream) error {
 	return nil
 }
 
-// forget takes an RTCP socket out of the set it is in, before the socket
-// closes. reg may be nil (never added).
+// watchIdle puts the RTP socket c of a pair going idle in the set, with
+// the idle RTCP sockets: what comes to it is read and dropped until its
+// pair is taken again (forget takes it out).
+func (r *rtcpReader) watchIdle(c *net.UDPConn) (*rtcpReg, error) {
+	fd, err := socketFD(c)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tok, err := r.watch(fd, unix.EPOLLIN)
+	if err != nil {
+		return nil, err
+	}
+	r.cur.idle[tok] = fd
+	return &rtcpReg{set: r.cur, tok: tok, fd: fd}, nil
+}
+
+// forget takes a socket out of the set it is in, before the socket
+// closes or (an idle RTP socket) its pair is taken again. reg may be nil
+// (never added).
 func (r *rtcpReader) forget(reg *rtcpReg) {
 	if reg == nil {
 		return

@@ -4,6 +4,7 @@ package media
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 )
 
@@ -22,6 +23,8 @@ func (r *rtcpReader) remove(*Stream) {}
 type rtcpReg struct{}
 
 func (r *rtcpReader) forget(*rtcpReg) {}
+
+func (r *rtcpReader) watchIdle(*net.UDPConn) (*rtcpReg, error) { return nil, errNoRTCPSet }
 
 // park fails: a stream's RTP reader runs for the whole call.
 func (r *rtcpReader) park(*Stream) error { return errNoRTCPSet }

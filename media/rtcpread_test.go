@@ -80,9 +80,10 @@ func TestRTCPSharedReader(t *testing.T) {
 
 // TestRTCPStaysInSetBetweenCalls: a released pair's RTCP socket stays in
 // the shared reader's set while its pair is idle, so that the pair's next
-// call takes its place there without a system call; what reaches the idle
-// socket is read and dropped, never handed to the next call; closing the
-// idle pairs takes the socket out, and the reader ends with it.
+// call takes its place there without a system call, and its RTP socket
+// joins the set until then; what reaches the idle sockets is read and
+// dropped, never handed to the next call; closing the idle pairs takes
+// the sockets out, and the reader ends with them.
 func TestRTCPStaysInSetBetweenCalls(t *testing.T) {
 	port, _ := freeRange(t, 1)
 	ports, err := NewPorts("127.0.0.1", port, port+1)
@@ -108,12 +109,14 @@ func TestRTCPStaysInSetBetweenCalls(t *testing.T) {
 	require.NoError(t, s.Close())
 	streams, idle := set()
 	require.Equal(t, 0, streams)
-	require.Equal(t, 1, idle, "the idle pair's RTCP socket stays in the set")
+	require.Equal(t, 2, idle, "the idle pair's RTCP socket stays in the set, its RTP socket joins it")
 
-	// Sent to the idle socket: the set reads it and drops it.
+	// Sent to the idle sockets: the set reads it and drops it.
 	stranger := newPeer(t)
 	stranger.send(rtcpFor(s.Socket().RTPAddr()), rr)
-	waitEmptied(t, s.Socket().RTCP, "the set read what came to the idle socket")
+	stranger.send(s.Socket().RTPAddr(), rr)
+	waitEmptied(t, s.Socket().RTCP, "the set read what came to the idle RTCP socket")
+	waitEmptied(t, s.Socket().RTP, "the set read what came to the idle RTP socket")
 
 	// The pair's next call: the same place in the set, its RTCP read, the
 	// stranger's packet not among it.
