@@ -19,9 +19,7 @@ import (
 // free for anyone; CloseIdle closes the rest.
 func TestPortsReuseIdle(t *testing.T) {
 	t.Parallel()
-	port, _ := freeRange(t, 1)
-	q, err := NewPorts("127.0.0.1", port, port+1)
-	require.NoError(t, err)
+	q, port := rangePorts(t, 1)
 	now := time.Unix(1000, 0)
 	q.now = func() time.Time { return now }
 
@@ -124,9 +122,7 @@ func queued(t *testing.T, c *net.UDPConn) int {
 // never cost a call its ports.
 func TestPortsBoundLimit(t *testing.T) {
 	t.Parallel()
-	min, max := freeRange(t, 4)
-	q, err := NewPorts("127.0.0.1", min, max)
-	require.NoError(t, err)
+	q, _ := rangePorts(t, 4)
 	q.drain = 0
 	q.SetBoundLimit(2)
 	openThenClose(t, q, 3)
@@ -191,13 +187,10 @@ func openThenClose(t *testing.T, q *Ports, n int) {
 // timer.
 func TestPortsIdleHeld(t *testing.T) {
 	t.Parallel()
-	min, max := freeRange(t, 4)
-	q, err := NewPorts("127.0.0.1", min, max)
-	require.NoError(t, err)
+	q, _ := rangePorts(t, 4)
 	q.drain = 0
 	q.sweepEvery = 20 * time.Millisecond
 	q.SetBoundLimit(2)
-	t.Cleanup(q.CloseIdle)
 	sender, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	t.Cleanup(func() { sender.Close() })
@@ -233,4 +226,15 @@ func TestPortsIdleHeld(t *testing.T) {
 	q.now = func() time.Time { return now.Add(time.Since(now) * 1000) } // idleKeep passes in 10 ms
 	q.mu.Unlock()
 	require.Eventually(t, func() bool { return q.Idle() == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+// rangePorts is a pool of pairs free pairs on 127.0.0.1 (its first RTP
+// port returned too), whose idle sockets the test's end closes.
+func rangePorts(t *testing.T, pairs int) (*Ports, int) {
+	t.Helper()
+	min, max := freeRange(t, pairs)
+	q, err := NewPorts("127.0.0.1", min, max)
+	require.NoError(t, err)
+	t.Cleanup(q.CloseIdle)
+	return q, min
 }

@@ -85,9 +85,7 @@ func TestRTCPSharedReader(t *testing.T) {
 // dropped, never handed to the next call; closing the idle pairs takes
 // the sockets out, and the reader ends with them.
 func TestRTCPStaysInSetBetweenCalls(t *testing.T) {
-	port, _ := freeRange(t, 1)
-	ports, err := NewPorts("127.0.0.1", port, port+1)
-	require.NoError(t, err)
+	ports, _ := rangePorts(t, 1)
 	ports.drain = 0
 	rr := []byte{0x81, 201, 0, 7, 0, 0, 0xCA, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}
 	set := func() (streams, idle int) {
@@ -152,9 +150,7 @@ func mustOpen(t *testing.T, ports *Ports) *Socket {
 // socket's reads fail at their past deadline); and once the stream is
 // closed and the idle pair too, the set holds nothing and ends.
 func TestRTCPSocketClosedBeforeStream(t *testing.T) {
-	port, _ := freeRange(t, 1)
-	ports, err := NewPorts("127.0.0.1", port, port+1)
-	require.NoError(t, err)
+	ports, _ := rangePorts(t, 1)
 	ports.drain = 0
 	s := NewStream(mustOpen(t, ports), newPeer(t).addr(), pcmuCodec, nil, nil)
 	s.Start()
