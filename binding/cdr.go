@@ -94,18 +94,13 @@ func (s *Store) StartCDR(ctx context.Context, c *callrec.Record) error {
 // answered so far (an empty one is stored as none), which the row keeps
 // only until it ends. It does not end the call.
 func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record, legs callrec.Legs) error {
-	res, err := s.db.ExecContext(ctx, updateCDRSameQuery,
-		c.CallID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
-		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), text(legs.A), text(legs.B),
-		c.ID, c.Merchant, c.BindingID)
-	if n, err := affected(res, err); err != nil || n > 0 {
-		return wrapErr("update cdr", err)
-	}
-	// A new merchant or binding (or no such record).
-	res, err = s.db.ExecContext(ctx, updateCDRQuery,
+	res, err := s.updateCDRRow(ctx, updateCDRSameQuery, updateCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), text(legs.A), text(legs.B), c.ID)
-	if n, err := affected(res, err); err != nil {
+	if err != nil {
+		return fmt.Errorf("update cdr: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
 		return fmt.Errorf("update cdr: %w", err)
 	} else if n == 0 {
 		return fmt.Errorf("cdr %s: %w", c.ID, ErrNotFound)
@@ -113,20 +108,24 @@ func (s *Store) UpdateCDR(ctx context.Context, c *callrec.Record, legs callrec.L
 	return nil
 }
 
-// affected is the number of rows a statement changed, or its error.
-func affected(res sql.Result, err error) (int64, error) {
+// updateCDRRow runs full, an UPDATE of a record whose arguments are
+// call_id, merchant, binding_id, the other columns it sets and the
+// record's id, as same first: the statement that leaves merchant and
+// binding_id out of SET and names them in WHERE, taking the same
+// arguments with those two moved to the end. full runs only when same
+// changed no row (a new merchant or binding, or no such open record);
+// the result is that of the last statement run.
+func (s *Store) updateCDRRow(ctx context.Context, same, full string, args ...any) (sql.Result, error) {
+	narrow := make([]any, 0, len(args))
+	narrow = append(append(append(narrow, args[0]), args[3:]...), args[1], args[2])
+	res, err := s.db.ExecContext(ctx, same, narrow...)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return res.RowsAffected()
-}
-
-// wrapErr prefixes a non-nil err with what failed.
-func wrapErr(what string, err error) error {
-	if err == nil {
-		return nil
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return res, err
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return s.db.ExecContext(ctx, full, args...)
 }
 
 // FinishCDR completes a call's row: EndedAt (now when zero), talk time,
@@ -158,15 +157,7 @@ func (s *Store) FinishCDR(ctx context.Context, c *callrec.Record, r Rates) error
 	// narrow one, then the full one when that changed no row): the
 	// condition on ended_at makes the row end once, whoever else ends
 	// it at the same time (another node, Lease.RecoverInterrupted).
-	res, err := s.db.ExecContext(ctx, finishCDRSameQuery,
-		c.CallID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
-		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
-		c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), c.ID, c.Merchant, c.BindingID)
-	if n, err := affected(res, err); err != nil || n > 0 {
-		return wrapErr("finish cdr", err)
-	}
-	// A new merchant or binding, or a record that is not open.
-	res, err = s.db.ExecContext(ctx, finishCDRQuery,
+	res, err := s.updateCDRRow(ctx, finishCDRSameQuery, finishCDRQuery,
 		c.CallID, c.Merchant, c.BindingID, c.Order, c.Host, c.Extension, c.Direction, c.Caller, c.CallerKind,
 		ns(c.RingingAt), ns(c.AnsweredAt), c.EndedAt.UnixNano(), c.TalkSeconds, c.BilledMinutes, int64(c.Fee),
 		c.Disposition, c.HangupBy, c.SIPStatus, boolInt(c.Recorded), c.ID)
