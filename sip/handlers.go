@@ -170,12 +170,12 @@ func dialledOf(req *sip.Request) (Dialled, error) {
 // newCallID is a new call's id, also its record's: a UUID of version 7
 // (RFC 9562), whose first 48 bits are the time in milliseconds, the next
 // 12 a count within the millisecond (ids made one after another in this
-// process always grow) and 62 random. Records written one after another then go to the end
-// of the store's index of ids, not each to a random page of it: on SQLite
-// a record's first write costs about a third less (a table of 60,000
-// records, five writes a transaction), and more as the table outgrows the
-// cache. The time it shows is the call's start, which its record holds
-// anyway.
+// process always grow) and 62 random. Records written one after another
+// then go to the end of the store's index of ids, not each to a random
+// page of it: on SQLite a record's first write costs about a third less
+// (a table of 60,000 records, five writes a transaction), and more as the
+// table outgrows the cache. The time it shows is the call's start, which
+// its record holds anyway.
 func newCallID() string {
 	id, err := uuid.NewV7()
 	if err != nil {

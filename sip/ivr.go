@@ -104,9 +104,7 @@ func (c *call) lookUpDirect() {
 	if ext == "" || c.callback != nil {
 		return
 	}
-	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
-	t, err := c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
-	cancel()
+	t, err := c.lookUp(ext)
 	if err != nil && !errors.Is(err, ErrInvalidExtension) && !errors.Is(err, ErrExpired) && !frontdoor.StoreShort(err) {
 		return
 	}
@@ -115,6 +113,14 @@ func (c *call) lookUpDirect() {
 	if err == nil {
 		c.cdr.BindingID, c.cdr.Order, c.cdr.Merchant = t.BindingID, t.Order, t.Merchant
 	}
+}
+
+// lookUp asks the store for the binding of ext on the dialled host,
+// within store.timeout.
+func (c *call) lookUp(ext string) (Target, error) {
+	ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
+	defer cancel()
+	return c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
 }
 
 // resolve looks the binding up; an expired one gets its prompt and ends
@@ -132,9 +138,7 @@ func (c *call) resolve(ext string) (Target, endReason) {
 		t, err = looked.t, looked.err
 	} else {
 		looked = nil
-		ctx, cancel := c.deps.opts.storeTimeout.ctx(c.ctx)
-		t, err = c.deps.directory.Resolve(ctx, c.dialled.Host, ext, c.caller.account.Merchant)
-		cancel()
+		t, err = c.lookUp(ext)
 	}
 	switch {
 	case err == nil:
