@@ -129,11 +129,16 @@ func TestPortsBoundLimit(t *testing.T) {
 	require.Equal(t, 2, q.Idle(), "the third pair released was over the limit")
 	q.CloseIdle()
 	// The same bound from the descriptor limit: open and idle pairs hold
-	// at most half the process's descriptors.
+	// two descriptors each of all but the budget's reserve and TCP floor,
+	// so that a range of 8,000 pairs under a limit of 20,000 stays bound
+	// (half the limit kept 5,000 and bound the rest anew for every call).
+	require.Equal(t, 0, fdBoundOf(0), "no limit known: no bound")
+	require.Equal(t, 9840, fdBoundOf(20000))
+	require.Equal(t, 1, fdBoundOf(100), "a limit below the reserve still lets one pair be kept")
 	q.SetBoundLimit(0)
-	q.fdBound = 2
+	q.fdBound = fdBoundOf(descriptorsKept + 4)
 	openThenClose(t, q, 3)
-	require.Equal(t, 2, q.Idle(), "the third pair released was over half the descriptors")
+	require.Equal(t, 2, q.Idle(), "the third pair released was over the descriptors media may take")
 	q.CloseIdle()
 	q.fdBound = 0
 

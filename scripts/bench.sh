@@ -126,11 +126,11 @@
 #                       during each ramp rate and each compare step of vnum,
 #                       kept as cpu-MODE-RATE.pprof in
 #                       the work folder (implies BENCH_KEEP=1) (off)
-#   BENCH_RTP_PORTS     vnum's media.rtp_ports           (40000-49999)
+#   BENCH_RTP_PORTS     vnum's media.rtp_ports           (33000-48999)
 #   BENCH_MEDIA         1: callers send PCMA and the carrier echoes it;
 #                       0: no RTP (signalling and store only) (1)
 #   BENCH_BINDINGS      compare, media: bindings the calls spread over (10)
-#   BENCH_RTPENGINE_PORTS compare: rtpengine's RTP ports, as many as vnum's (50000-59999)
+#   BENCH_RTPENGINE_PORTS compare: rtpengine's RTP ports, as many as vnum's (49000-64999)
 #   BENCH_COMPARE_ONLY  compare: run the steps of one system only, vnum or
 #                       kamailio (both), to time one build against another
 #   BENCH_MEDIA_LEVELS  media: calls up at once, one level a step
@@ -155,7 +155,7 @@ else
 	CALL_MS=${BENCH_CALL_MS:-3000}
 fi
 BINDINGS=${BENCH_BINDINGS:-10}
-RTPE_PORTS=${BENCH_RTPENGINE_PORTS:-50000-59999}
+RTPE_PORTS=${BENCH_RTPENGINE_PORTS:-49000-64999}
 MEDIA_LEVELS=${BENCH_MEDIA_LEVELS:-50 100 200 400}
 MEDIA_RATE=${BENCH_MEDIA_RATE:-50}
 MEDIA_HOLD_S=${BENCH_MEDIA_HOLD_S:-10}
@@ -356,8 +356,12 @@ UAC_MEDIA=$(free_ports 4); take "$UAC_MEDIA" 4
 # of 127.0.0.0/8 to lo, so vnum's answers reach it)
 UAC2_PORT=$(free_ports 1); take "$UAC2_PORT" 1
 UAC2_MEDIA=$(free_ports 4); take "$UAC2_MEDIA" 4
-# vnum's relay: two ports (RTP, RTCP) per leg, two legs per call.
-RTP_PORTS=${BENCH_RTP_PORTS:-40000-49999}
+# vnum's relay: two ports (RTP, RTCP) per leg, two legs per call, each
+# pair kept from new calls for a second after its call (media's drain): at
+# 1,200 calls/s of 1 s some 5,000 pairs are open or draining at once, all
+# that 10,000 ports hold, so the range is 16,000 ports (above the blocks
+# scripts/lib/ports.sh hands out, below rtpengine's).
+RTP_PORTS=${BENCH_RTP_PORTS:-33000-48999}
 # vnum's media.kernel: auto relays bridged calls' RTP in the kernel where
 # the host allows (root here), off keeps it in user space.
 KERNEL=${BENCH_KERNEL:-auto}
