@@ -228,7 +228,7 @@ func TestPortsIdleHeld(t *testing.T) {
 	// Quiet: the timer closes what has been idle long enough.
 	q.mu.Lock()
 	now := time.Now()
-	q.now = func() time.Time { return now.Add(time.Since(now) * 1000) } // idleKeep passes in 10 ms
+	q.now = func() time.Time { return now.Add(time.Since(now) * 1000) } // idleKeep passes in 30 ms
 	q.mu.Unlock()
 	require.Eventually(t, func() bool { return q.Idle() == 0 }, 5*time.Second, 10*time.Millisecond)
 }
