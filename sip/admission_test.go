@@ -17,13 +17,31 @@ import (
 )
 
 // countingRouter counts every store read and write of a new call, and can
-// hold IsHostNumber until gate closes (a store or process slow to set
-// calls up).
+// hold the first lookup of a call's setup (IsHostNumber, or a direct
+// dial's binding) until gate closes (a store or process slow to set calls
+// up).
 type countingRouter struct {
 	*fakeRouter
 	calls   atomic.Int64
-	gate    chan struct{} // nil: IsHostNumber answers at once
-	entered chan struct{} // IsHostNumber was called and waits for gate
+	gate    chan struct{} // nil: lookups answer at once
+	entered chan struct{} // a lookup was made and waits for gate
+}
+
+// hold waits for gate, when there is one, having said so on entered.
+func (r *countingRouter) hold(ctx context.Context) error {
+	if r.gate == nil {
+		return nil
+	}
+	select {
+	case r.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *countingRouter) Account(ctx context.Context, user string) (Account, error) {
@@ -33,19 +51,17 @@ func (r *countingRouter) Account(ctx context.Context, user string) (Account, err
 
 func (r *countingRouter) IsHostNumber(ctx context.Context, x string) (bool, error) {
 	r.calls.Add(1)
-	if r.gate != nil {
-		r.entered <- struct{}{}
-		select {
-		case <-r.gate:
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
+	if err := r.hold(ctx); err != nil {
+		return false, err
 	}
 	return r.fakeRouter.IsHostNumber(ctx, x)
 }
 
 func (r *countingRouter) Resolve(ctx context.Context, x, ext, merchant string) (Target, error) {
 	r.calls.Add(1)
+	if err := r.hold(ctx); err != nil {
+		return Target{}, err
+	}
 	return r.fakeRouter.Resolve(ctx, x, ext, merchant)
 }
 

@@ -126,6 +126,9 @@ type callSetup struct {
 	// back goes (nil: no callback).
 	offer    *media.Desc
 	callback *Callback
+	// looked is a direct dial's binding as looked up at admission (nil:
+	// not looked up, see lookUpDirect).
+	looked *lookup
 	// setUp is called once the call's record is written: the call no
 	// longer counts as being set up (frontdoor.Ticket.SetUp).
 	setUp func()
@@ -142,6 +145,7 @@ func newCall(deps *callDeps, s callSetup) *call {
 		caller:   s.caller,
 		dialled:  s.dialled,
 		callback: s.callback,
+		looked:   s.looked,
 		setUp:    s.setUp,
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())

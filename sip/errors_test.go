@@ -66,6 +66,7 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	}
 	require.Equal(t, 404, refused(e.phone, "1700000").StatusCode, "not 11 digits")
 	require.Equal(t, 404, refused(e.phone, "17099999999").StatusCode, "not in the pool")
+	require.Equal(t, 404, refused(e.phone, "17099999999-"+testExt).StatusCode, "a direct dial of a number not in the pool")
 	require.Equal(t, 400, refused(e.phone, testHost+";ext=12a4").StatusCode, "extension not digits")
 
 	wrong, err := sipua.NewSoftphone("alice", "wrong", nil)

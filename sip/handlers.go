@@ -102,33 +102,44 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.recordRefused(req, who, sip.StatusForbidden)
 		return
 	}
-	d, offer, cb, ok := s.admitDialled(req, tx, who.number)
+	d, offer, cb, looked, ok := s.admitDialled(req, tx, who)
 	if !ok {
 		return
 	}
-	held = s.startCall(req, own, t, who, d, offer, cb)
+	held = s.startCall(req, own, t, who, d, offer, cb, looked)
 }
 
 // admitDialled checks what a new INVITE dials and offers: a host number
 // in the pool, G.711 in the SDP, and for a trunk caller with no extension
-// a consignee calling back. It answers a refused INVITE itself.
-func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, number string) (Dialled, *media.Desc, *Callback, bool) {
+// a consignee calling back. A direct dial's binding is looked up here
+// first (looked, for the call to take: lookUpDirect). It answers a
+// refused INVITE itself.
+func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, who caller) (Dialled, *media.Desc, *Callback, *lookup, bool) {
 	d, err := dialledOf(req)
 	if err != nil {
 		s.refuse(req, tx, err)
-		return Dialled{}, nil, nil, false
+		return Dialled{}, nil, nil, nil, false
 	}
-	ctx, cancel := s.store.ctx(context.Background())
-	isHost, err := s.router.IsHostNumber(ctx, d.Host)
-	cancel()
-	if err != nil {
-		s.refuseStoreError(req, tx, "host number lookup", err)
-		return Dialled{}, nil, nil, false
+	looked := s.lookUpEarly(d, who)
+	// A binding found says the dialled X is a host number of the pool (a
+	// binding names one), and a store that did not answer in time is not
+	// asked again (the call then ends as store_slow once its record is
+	// written, as a late lookup does): the pool is asked only when the
+	// binding was not found, or for a dial without an extension.
+	if looked == nil || !(looked.err == nil || frontdoor.StoreShort(looked.err)) {
+		ctx, cancel := s.store.ctx(context.Background())
+		isHost, err := s.router.IsHostNumber(ctx, d.Host)
+		cancel()
+		if err != nil {
+			s.refuseStoreError(req, tx, "host number lookup", err)
+			return Dialled{}, nil, nil, nil, false
+		}
+		if !isHost {
+			s.refuse(req, tx, ErrNotHostNumber)
+			return Dialled{}, nil, nil, nil, false
+		}
 	}
-	if !isHost {
-		s.refuse(req, tx, ErrNotHostNumber)
-		return Dialled{}, nil, nil, false
-	}
+	number := who.number
 	offer, err := media.ParseSDP(req.Body())
 	if err == nil && !slices.ContainsFunc(offer.Codecs, media.Codec.IsG711) {
 		err = fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec)
@@ -138,23 +149,37 @@ func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, number
 		// caller's SDP: it is cut short, so that a huge line cannot push
 		// the response past what UDP carries (docs/sipgo.md §11).
 		s.refuse(req, tx, err, warning(warningText(err.Error())))
-		return Dialled{}, nil, nil, false
+		return Dialled{}, nil, nil, nil, false
 	}
 	if number == "" || d.Extension != "" {
-		return d, offer, nil, true
+		return d, offer, nil, looked, true
 	}
 	// A consignee calling X back from the number bound to it.
-	ctx, cancel = s.store.ctx(context.Background())
+	ctx, cancel := s.store.ctx(context.Background())
 	found, err := s.router.Callback(ctx, d.Host, number)
 	cancel()
 	switch {
 	case err == nil:
-		return d, offer, &found, true
+		return d, offer, &found, nil, true
 	case errors.Is(err, ErrInvalidExtension):
-		return d, offer, nil, true
+		return d, offer, nil, nil, true
 	}
 	s.refuseStoreError(req, tx, "callback lookup", err)
-	return Dialled{}, nil, nil, false
+	return Dialled{}, nil, nil, nil, false
+}
+
+// lookUpEarly looks up a direct dial's binding (X-E) as its INVITE is
+// admitted, within store.timeout, for the call to take (lookUpDirect):
+// nil for a dial without an extension, and for an answer that is to be
+// asked again (keptLookup).
+func (s *Server) lookUpEarly(d Dialled, who caller) *lookup {
+	if d.Extension == "" {
+		return nil
+	}
+	ctx, cancel := s.store.ctx(context.Background())
+	defer cancel()
+	t, err := s.router.Resolve(ctx, d.Host, d.Extension, who.account.Merchant)
+	return keptLookup(d.Extension, t, err)
 }
 
 // dialledOf is what req's Request-URI dials (ParseDialled), its ext
@@ -189,7 +214,7 @@ func newCallID() string {
 // INVITE's own transaction, t its place at the front door. It reports
 // whether the call was established and is held on: t is then the call's,
 // given back when it ends.
-func (s *Server) startCall(req *sip.Request, tx sip.ServerTransaction, t *frontdoor.Ticket, who caller, d Dialled, offer *media.Desc, cb *Callback) bool {
+func (s *Server) startCall(req *sip.Request, tx sip.ServerTransaction, t *frontdoor.Ticket, who caller, d Dialled, offer *media.Desc, cb *Callback, looked *lookup) bool {
 	id := newCallID()
 	// Every line of the call names it three ways: vnum's call id (also
 	// leg B's Call-ID, see legBCallID), and leg A's Call-ID, which the
@@ -203,7 +228,7 @@ func (s *Server) startCall(req *sip.Request, tx sip.ServerTransaction, t *frontd
 		return false
 	}
 	c := newCall(s.deps, callSetup{id: id, log: log, invite: req, legA: a, dialogInvite: a.InviteRequest,
-		contact: agent.ContactHDR, caller: who, dialled: d, offer: offer, callback: cb, setUp: t.SetUp})
+		contact: agent.ContactHDR, caller: who, dialled: d, offer: offer, callback: cb, looked: looked, setUp: t.SetUp})
 	if !s.live.add(a.ID, callerRef{call: c.h, dialog: a}) {
 		s.refuse(req, tx, ErrDraining)
 		return false

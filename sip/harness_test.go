@@ -28,6 +28,7 @@ type fakeRouter struct {
 	mu        sync.Mutex
 	accounts  map[string]Account
 	hosts     map[string]bool
+	hostAsks  int               // IsHostNumber calls
 	bindings  map[string]Target // "X/E" → target
 	expired   map[string]bool
 	cdrs      map[string]CDR
@@ -127,6 +128,7 @@ func (r *fakeRouter) Account(_ context.Context, user string) (Account, error) {
 func (r *fakeRouter) IsHostNumber(_ context.Context, x string) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.hostAsks++
 	return r.hosts[x], nil
 }
 
@@ -491,4 +493,12 @@ func requireRefusedUnanswered(t testing.TB, err error, code int, received []stri
 		}
 	}
 	return dr.Res
+}
+
+// hostLookups is how many times the pool was asked whether a number is a
+// host number.
+func (r *fakeRouter) hostLookups() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hostAsks
 }

@@ -92,27 +92,44 @@ type lookup struct {
 	err error
 }
 
-// lookUpDirect looks up the binding of a direct dial (X-E) before the
-// call's record is first written, so that the record starts with it: one
-// write fewer than starting it and then adding the binding. Its answer
-// is resolve's: the binding, no such extension, expired, or a store too
-// slow or unavailable (the call then ends as store_slow there, the store
-// not asked a second time); another failure is left to resolve, which
-// asks again once the record is written, as for a call through the IVR.
+// lookUpDirect gives a direct dial (X-E) its binding before the call's
+// record is first written, so that the record starts with it: one write
+// fewer than starting it and then adding the binding. The binding was
+// looked up as the INVITE was admitted (Server.lookUpEarly), or is looked
+// up now. Its answer is resolve's: the binding, no such extension,
+// expired, or a store too slow or unavailable (the call then ends as
+// store_slow there, the store not asked a second time); another failure
+// is left to resolve, which asks again once the record is written, as
+// for a call through the IVR.
 func (c *call) lookUpDirect() {
 	ext := c.dialled.Extension
 	if ext == "" || c.callback != nil {
 		return
 	}
-	t, err := c.lookUp(ext)
-	if err != nil && !errors.Is(err, ErrInvalidExtension) && !errors.Is(err, ErrExpired) && !frontdoor.StoreShort(err) {
-		return
+	l := c.looked
+	if l == nil || l.ext != ext {
+		t, err := c.lookUp(ext)
+		if l = keptLookup(ext, t, err); l == nil {
+			c.looked = nil
+			return
+		}
 	}
-	c.looked = &lookup{ext: ext, t: t, err: err}
+	c.looked = l
 	c.cdr.Extension = ext
-	if err == nil {
-		c.cdr.BindingID, c.cdr.Order, c.cdr.Merchant = t.BindingID, t.Order, t.Merchant
+	if l.err == nil {
+		c.cdr.BindingID, c.cdr.Order, c.cdr.Merchant = l.t.BindingID, l.t.Order, l.t.Merchant
 	}
+}
+
+// keptLookup returns what a call keeps of a lookup of ext's binding
+// instead of asking again: the binding, no such extension, an expired
+// binding, or a store that did not answer in time; nil for another
+// failure.
+func keptLookup(ext string, t Target, err error) *lookup {
+	if err != nil && !errors.Is(err, ErrInvalidExtension) && !errors.Is(err, ErrExpired) && !frontdoor.StoreShort(err) {
+		return nil
+	}
+	return &lookup{ext: ext, t: t, err: err}
 }
 
 // lookUp asks the store for the binding of ext on the dialled host,

@@ -82,7 +82,13 @@ func TestStoreStallRefusesCall(t *testing.T) {
 				})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_, err := e.phone.Call(ctx, e.vnum, testHost+"-"+testExt)
+			// The pool is asked whether X is a host number when no binding
+			// answered that already: a dial of X alone.
+			dialled := testHost + "-" + testExt
+			if stall == "host" {
+				dialled = testHost
+			}
+			_, err := e.phone.Call(ctx, e.vnum, dialled)
 			var dr *sipgo.ErrDialogResponse
 			require.ErrorAs(t, err, &dr, "the call must be refused, not left ringing")
 			require.Equal(t, 503, dr.Res.StatusCode)
@@ -211,7 +217,9 @@ func TestStoreErrorsByKind(t *testing.T) {
 			courier, err := sipua.NewSoftphone(testNational, "", nil)
 			require.NoError(t, err)
 			t.Cleanup(courier.Close)
-			res := invite(t, e, courier, testHost+"-"+testExt)
+			// X alone: the pool is asked whether X is a host number (a
+			// direct dial's binding found would answer that itself).
+			res := invite(t, e, courier, testHost)
 			require.Equal(t, tc.code, res.StatusCode, res.StartLine())
 			if tc.code == 503 {
 				require.NotNil(t, res.GetHeader("Retry-After"))

@@ -137,6 +137,7 @@ func TestDirectDialRecordWrites(t *testing.T) {
 	cdr := e.router.waitEnded(t)
 	writes := e.router.writesOf(cdr.ID)
 	require.Len(t, writes, 3, "start, answer, end")
+	require.Zero(t, e.router.hostLookups(), "a binding found names a host number: the pool is not asked")
 	first := writes[0]
 	require.Equal(t, testExt, first.Extension)
 	require.NotEmpty(t, first.BindingID, "the first write has the binding")
@@ -157,6 +158,7 @@ func TestDirectDialRecordWrites(t *testing.T) {
 	require.Equal(t, "9999", writes[0].Extension)
 	require.Empty(t, writes[0].BindingID)
 	require.Empty(t, cdr.BindingID)
+	require.Equal(t, 1, e.router.hostLookups(), "no binding found: the pool says whether X is ours")
 	e.waitNoCalls()
 	e.assertLogsPrivate()
 }
