@@ -67,9 +67,10 @@ type Ports struct {
 // fail-over, a pause in a campaign; in make bench, the other system's
 // step) does not cost the next calls a bind of the pool's sockets again:
 // at 1,200 calls/s those binds, their epoll registrations and closes were
-// some 8 % of the CPU for the seconds it took. An idle node holds no
-// socket of its own half a minute on; the descriptors kept are within
-// media's share (fdBoundOf).
+// some 8 % of the CPU for the seconds it took. An idle node's sweep
+// (sweepIdle, every idleKeep) closes them at most two idleKeeps after
+// their release; the descriptors kept are within media's share
+// (fdBoundOf).
 const idleKeep = 30 * time.Second
 
 // idlePair is a released pair's sockets, kept bound.
@@ -361,8 +362,8 @@ func (p *Ports) SetBoundLimit(pairs int) {
 }
 
 // overBound reports whether bound pairs (open and idle) are as many as
-// p may keep: SetBoundLimit's, and half the process's descriptors. p.mu
-// is held.
+// p may keep: SetBoundLimit's, and fdBound's share of the process's
+// descriptors. p.mu is held.
 func (p *Ports) overBound(bound int) bool {
 	return p.boundMax > 0 && bound >= p.boundMax || p.fdBound > 0 && bound >= p.fdBound
 }

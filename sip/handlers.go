@@ -121,12 +121,12 @@ func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, who ca
 		return Dialled{}, nil, nil, nil, false
 	}
 	looked := s.lookUpEarly(d, who)
-	// A binding found says the dialled X is a host number of the pool (a
-	// binding names one), and a store that did not answer in time is not
-	// asked again (the call then ends as store_slow once its record is
-	// written, as a late lookup does): the pool is asked only when the
-	// binding was not found, or for a dial without an extension.
-	if looked == nil || !(looked.err == nil || frontdoor.StoreShort(looked.err)) {
+	// A binding found, or expired and still held in quarantine, says the
+	// dialled X is a host number of the pool (a number is not removed
+	// while a binding names it): the pool is asked only for a dial without
+	// an extension, when no binding was found, or when the store did not
+	// answer (not ours: 404; a store down: 503 at the door).
+	if looked == nil || !(looked.err == nil || errors.Is(looked.err, ErrExpired)) {
 		ctx, cancel := s.store.ctx(context.Background())
 		isHost, err := s.router.IsHostNumber(ctx, d.Host)
 		cancel()

@@ -195,6 +195,38 @@ type failingHostRouter struct {
 
 func (r *failingHostRouter) IsHostNumber(context.Context, string) (bool, error) { return false, r.err }
 
+// failingReadsRouter answers IsHostNumber and Resolve with err: a store
+// that answers no read.
+type failingReadsRouter struct {
+	failingHostRouter
+}
+
+func (r *failingReadsRouter) Resolve(context.Context, string, string, string) (Target, error) {
+	return Target{}, r.err
+}
+
+// TestDirectDialStoreDown: a direct dial while the store answers no read
+// is refused at the door, 503 with Retry-After and counted as store_slow,
+// with no record: its binding's lookup failed, and so did the pool's,
+// which is asked whenever the binding did not answer (a number not in
+// the pool leaves no record either).
+func TestDirectDialStoreDown(t *testing.T) {
+	t.Parallel()
+	down := fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connection refused", ErrStoreSlow)
+	e := newTestEnvRouter(t, sipua.CarrierOptions{Mode: "answer"}, trunkFromLoopback,
+		func(r *fakeRouter) Router { return &failingReadsRouter{failingHostRouter{fakeRouter: r, err: down}} })
+	courier, err := sipua.NewSoftphone(testNational, "", nil)
+	require.NoError(t, err)
+	t.Cleanup(courier.Close)
+	res := invite(t, e, courier, testHost+"-"+testExt)
+	require.Equal(t, 503, res.StatusCode, res.StartLine())
+	require.NotNil(t, res.GetHeader("Retry-After"))
+	require.EqualValues(t, 1, e.srv.RefusedCalls()[frontdoor.ReasonStoreSlow])
+	e.router.mu.Lock()
+	defer e.router.mu.Unlock()
+	require.Empty(t, e.router.cdrs, "refused at the door: no record")
+}
+
 // TestStoreErrorsByKind: a store that cannot answer now (the router marks
 // it ErrStoreSlow: PostgreSQL restarting, a locked SQLite file) gets a new
 // call 503 with Retry-After, counted as store_slow; a broken store (a
