@@ -115,7 +115,7 @@ func queued(t *testing.T, c *net.UDPConn) int {
 	return n
 }
 
-// TestPortsBoundLimit: with SetBoundLimit, or half the descriptor limit,
+// TestPortsBoundLimit: with SetBoundLimit, or the descriptors media may take (fdBoundOf),
 // a pair released while that many pairs are bound (open or idle) closes
 // its sockets at once; and a bind that finds the process out of
 // descriptors closes idle pairs and tries again, so that idle sockets
