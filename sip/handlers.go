@@ -139,7 +139,6 @@ func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, who ca
 			return Dialled{}, nil, nil, nil, false
 		}
 	}
-	number := who.number
 	offer, err := media.ParseSDP(req.Body())
 	if err == nil && !slices.ContainsFunc(offer.Codecs, media.Codec.IsG711) {
 		err = fmt.Errorf("%w: PCMU or PCMA required", media.ErrNoCodec)
@@ -151,12 +150,12 @@ func (s *Server) admitDialled(req *sip.Request, tx sip.ServerTransaction, who ca
 		s.refuse(req, tx, err, warning(warningText(err.Error())))
 		return Dialled{}, nil, nil, nil, false
 	}
-	if number == "" || d.Extension != "" {
+	if who.number == "" || d.Extension != "" {
 		return d, offer, nil, looked, true
 	}
 	// A consignee calling X back from the number bound to it.
 	ctx, cancel := s.store.ctx(context.Background())
-	found, err := s.router.Callback(ctx, d.Host, number)
+	found, err := s.router.Callback(ctx, d.Host, who.number)
 	cancel()
 	switch {
 	case err == nil:
