@@ -360,7 +360,9 @@ UAC2_MEDIA=$(free_ports 4); take "$UAC2_MEDIA" 4
 # pair kept from new calls for a second after its call (media's drain): at
 # 1,200 calls/s of 1 s some 5,000 pairs are open or draining at once, all
 # that 10,000 ports hold, so the range is 16,000 ports (above the blocks
-# scripts/lib/ports.sh hands out, below rtpengine's).
+# scripts/lib/ports.sh hands out, below rtpengine's). Like rtpengine's, it
+# lies in the kernel's ephemeral range: on a machine where other programs
+# open UDP sockets during a bench, they share those ports with the relays.
 RTP_PORTS=${BENCH_RTP_PORTS:-33000-48999}
 # vnum's media.kernel: auto relays bridged calls' RTP in the kernel where
 # the host allows (root here), off keeps it in user space.
